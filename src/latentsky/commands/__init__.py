@@ -1,0 +1,1 @@
+"""Sub-commands of the ``latentsky`` command line, one module each (see cli.py)."""

@@ -1,0 +1,87 @@
+"""One configuration object, :data:`conf`, for every tunable latentsky setting.
+
+Each field can be overridden by an environment variable ``LATENTSKY_<NAME>``
+(upper case), so a notebook, a JupyterHub or a classroom image can point the
+clients at a mirror or at the local archive without changing code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "latentsky"
+
+
+@dataclasses.dataclass
+class Conf:
+    """Settings shared by the whole package.
+
+    Attributes
+    ----------
+    cache_dir : Path
+        Where downloads and intermediate stores go by default.
+    timeout : float
+        Seconds to wait for an archive to answer one request.
+    max_connections : int
+        Concurrent downloads in total.
+    max_connections_per_host : int
+        Concurrent downloads to any one archive host.
+    max_retries : int
+        Attempts per file before it is reported as failed.
+    offline : bool
+        Never touch the network; archive clients talk to the local archive only.
+    eso_tap_url, eso_data_url, sdss_skyserver_url, sdss_sas_url, skyview_url,
+    ukidss_url, hips2fits_url : str
+        Base URLs of the archives (change them to use a mirror or the local archive).
+    """
+
+    cache_dir: Path = dataclasses.field(default_factory=_default_cache_dir)
+    timeout: float = 60.0
+    max_connections: int = 8
+    max_connections_per_host: int = 4
+    max_retries: int = 5
+    offline: bool = False
+    eso_tap_url: str = "https://archive.eso.org/tap_obs"
+    eso_data_url: str = "https://dataportal.eso.org/dataportal_new/file/"
+    sdss_skyserver_url: str = "https://skyserver.sdss.org/dr17/SkyServerWS/"
+    sdss_sas_url: str = "https://data.sdss.org/sas/"
+    skyview_url: str = "https://skyview.gsfc.nasa.gov/"
+    ukidss_url: str = "http://wsa.roe.ac.uk:8080/wsa/"
+    hips2fits_url: str = "https://alasky.cds.unistra.fr/hips-image-services/hips2fits"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            raw = os.environ.get(f"LATENTSKY_{field.name.upper()}")
+            if raw is None:
+                continue
+            setattr(self, field.name, _parse(field.type, raw, field.name))
+
+    def set(self, **changes) -> None:
+        """Change several settings at once, refusing unknown names."""
+        known = {f.name for f in dataclasses.fields(self)}
+        for name, value in changes.items():
+            if name not in known:
+                raise AttributeError(f"latentsky.conf has no setting {name!r}; known: {sorted(known)}")
+            setattr(self, name, value)
+
+
+def _parse(type_name: str, raw: str, name: str):
+    if type_name == "Path":
+        return Path(raw).expanduser()
+    if type_name == "bool":
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"LATENTSKY_{name.upper()}={raw!r} is not a boolean")
+    if type_name in {"int", "float"}:
+        return {"int": int, "float": float}[type_name](raw)
+    return raw
+
+
+conf = Conf()

@@ -1,0 +1,7 @@
+"""On-disk stores: Parquet catalogs, Zarr arrays and their lineage."""
+
+from latentsky.store.lineage import code_version, read_lineage, write_lineage
+from latentsky.store.spectra import SpectrumStore, SpectrumStoreWriter, atomic_directory
+
+__all__ = ["SpectrumStore", "SpectrumStoreWriter", "atomic_directory", "code_version",
+           "read_lineage", "write_lineage"]
