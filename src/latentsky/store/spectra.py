@@ -153,6 +153,8 @@ class SpectrumStore:
         import zarr
 
         self.path = Path(path)
+        if not self.path.is_dir():
+            raise StoreError(f"{self.path}: no such spectrum store")
         for part in (CATALOG_FILE, ARRAYS_DIR):
             if not (self.path / part).exists():
                 raise StoreError(f"{self.path}: not a latentsky spectrum store (missing {part})")

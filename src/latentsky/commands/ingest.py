@@ -1,0 +1,41 @@
+"""``latentsky ingest SOURCE... --out STORE``: FITS spectra into a spectrum store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("ingest", help="read FITS spectra into a store (Parquet catalog + Zarr arrays)",
+                              description=__doc__)
+    p.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="FITS files or folders")
+    p.add_argument("--out", required=True, type=Path, metavar="STORE", help="store directory to write")
+    p.add_argument("--wave-min", type=float, default=3800.0, help="first grid pixel, Angstrom (vacuum)")
+    p.add_argument("--wave-max", type=float, default=9000.0, help="last grid pixel, Angstrom (vacuum)")
+    p.add_argument("--pixels", type=int, default=4096, help="grid pixels (log-lambda)")
+    p.add_argument("--normalisation", choices=["median", "continuum", "none"], default="median",
+                   help="continuum normalisation of each spectrum")
+    p.add_argument("--force", action="store_true", help="rewrite the store even if it is up to date")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from latentsky.ingest import ingest
+    from latentsky.io.grid import LogLambdaGrid
+    from latentsky.progress import TqdmProgress
+
+    try:
+        grid = LogLambdaGrid(args.wave_min, args.wave_max, args.pixels)
+    except ValueError as err:
+        print(f"latentsky ingest: error: {err}", file=sys.stderr)
+        return 2
+    result = ingest(args.sources, args.out, grid=grid, normalisation=args.normalisation,
+                    progress=TqdmProgress(), force=args.force)
+    if result.up_to_date:
+        print(f"{result.store}: up to date ({result.n_spectra} spectra)")
+    else:
+        print(f"{result.store}: {result.n_spectra} spectra ingested")
+    for err in result.errors:
+        print(f"  not ingested: {err}", file=sys.stderr)
+    return 1 if result.errors else 0

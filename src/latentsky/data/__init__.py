@@ -1,0 +1,1 @@
+"""Data shipped with latentsky: the bundled sample and how it was built."""

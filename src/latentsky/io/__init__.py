@@ -1,0 +1,1 @@
+"""Reading spectra from FITS files and putting them on a common grid."""

@@ -1,0 +1,412 @@
+"""FITS spectrum readers: ESO Phase-3, HARPS DRS (s1d, e2ds) and SDSS (spec, spSpec).
+
+:func:`read_spectrum` opens a file, chooses the reader from the file's
+*header* (never its name) and returns a :class:`Spectrum` in vacuum
+wavelengths.  Every failure is a :class:`~latentsky.exceptions.SpectrumError`
+that names the file and says what is wrong.
+
+Formats
+-------
+ESO Phase-3 1-D spectrum (``ADP.*.fits``)
+    A binary-table extension with one row holding array columns WAVE, FLUX and
+    ERR (ESO Science Data Products standard); the air/vacuum convention comes
+    from the header (``SPEC_VAL``/``TTYPE`` comments rarely say; HARPS ADP
+    products are in air, as the DRS s1d).
+HARPS DRS ``*_s1d_A.fits``
+    Primary float32 array on a linear air-wavelength grid CRVAL1 + CDELT1 * i
+    (Angstrom), barycentric, blaze-corrected, relative flux.
+HARPS DRS ``*_e2ds_A.fits``
+    72 orders x 4096 pixels; order *o*'s air wavelength at pixel *x* is
+    sum_i c[i + o*(deg+1)] x**i with the coefficients in
+    ``HIERARCH ESO DRS CAL TH COEFF LLn``.  In the observatory frame, so the
+    reader applies the barycentric correction ``ESO DRS BERV`` (km/s) to match
+    the s1d product.  Flux is divided by the blaze when the blaze file named in
+    ``ESO DRS BLAZE FILE`` lies beside the e2ds (or is given), and the orders are
+    merged by the resampler (overlaps are averaged with weights).
+SDSS ``spec-PLATE-MJD-FIBER.fits`` (DR8+, full or lite)
+    COADD table with loglam (log10 vacuum Angstrom), flux (1e-17 erg/s/cm2/A)
+    and ivar; class and redshift from the SPECOBJ (or SPALL) table.
+SDSS DR7 ``spSpec-MJD-PLATE-FIBER.fit``
+    Primary image rows (flux, continuum-subtracted flux, error, mask, ...),
+    vacuum wavelength 10**(COEFF0 + COEFF1 * i); class from SPEC_CLN, Z.
+
+Noise: when a product carries no uncertainty (HARPS s1d/e2ds) the inverse
+variance is the photon-noise estimate 1/flux in the product's own counts,
+which is what the DRS itself assumes; it only sets relative pixel weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import warnings
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+from astropy.io import fits
+
+from latentsky.exceptions import SpectrumError
+
+C_KMS = 299792.458
+GZIP_MAGIC = b"\x1f\x8b"
+ABSURD_FACTOR = 1e4  # pixels this many times the median |flux| are masked as garbage
+FLAM_SDSS = 1e-17 * u.erg / u.s / u.cm**2 / u.AA
+
+
+@dataclasses.dataclass
+class Spectrum:
+    """A 1-D spectrum as read from a file.
+
+    Attributes
+    ----------
+    wave : Quantity, Angstrom
+        Vacuum wavelength of each pixel, strictly increasing (orders of an
+        echelle spectrum are concatenated and may overlap: see ``segments``).
+    flux : Quantity
+        Flux density in the product's unit (dimensionless for relative flux).
+    ivar : ndarray
+        Inverse variance of ``flux`` (in 1/flux-unit**2); 0 marks a bad pixel.
+    meta : dict
+        Catalog fields: instrument, object, ra, dec (deg), mjd, exptime (s),
+        snr, spec_class, redshift, format.
+    segments : list of slice
+        Pieces with increasing wavelength each (one per echelle order; one
+        slice for a 1-D product).
+    """
+
+    wave: u.Quantity
+    flux: u.Quantity
+    ivar: np.ndarray
+    meta: dict
+    segments: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.segments:
+            self.segments = [slice(0, len(self.wave))]
+
+
+def air_to_vacuum(wave_air: np.ndarray) -> np.ndarray:
+    """Convert air wavelengths (Angstrom) to vacuum (Angstrom).
+
+    The IAU standard (Morton 2000, ApJS 130, 403), as used by SDSS and VALD;
+    written out because astropy has no air/vacuum conversion and specutils'
+    would pull a large dependency tree for four lines.
+    """
+    sigma2 = (1e4 / np.asarray(wave_air, dtype="f8")) ** 2
+    n = 1 + 8.34254e-5 + 2.406147e-2 / (130 - sigma2) + 1.5998e-4 / (38.9 - sigma2)
+    return wave_air * n
+
+
+def read_spectrum(path, *, data: bytes | None = None, blaze=None) -> Spectrum:
+    """Read one FITS spectrum, choosing the reader from its header.
+
+    Parameters
+    ----------
+    path : path-like
+        A FITS file, gzip-compressed or not.
+    data : bytes, optional
+        The file's contents when already read (``path`` then only names it and
+        locates companion files such as the blaze).
+    blaze : path-like, optional
+        HARPS e2ds only: the blaze file; by default the one named in the header
+        is looked up beside the e2ds.
+
+    Raises
+    ------
+    SpectrumError
+        Not FITS, truncated, no spectrum inside, empty or all-NaN flux,
+        wavelengths not increasing.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # astropy warns before it fails on truncated files; the error below says it better
+            warnings.simplefilter("ignore")
+            if data is not None and data[:2] == GZIP_MAGIC:  # astropy only gunzips files it opens by name
+                data = gzip.decompress(data)
+            with fits.open(io.BytesIO(data) if data is not None else path, memmap=False) as hdul:
+                hdul.verify("silentfix")
+                reader = _choose_reader(hdul)
+                if reader is None:
+                    raise SpectrumError(path, "FITS file holds no spectrum latentsky can read "
+                                              f"(HDUs: {', '.join(_describe(h) for h in hdul)})")
+                spectrum = reader(hdul, path, blaze) if reader is _read_harps_e2ds else reader(hdul, path)
+    except SpectrumError:
+        raise
+    except FileNotFoundError:
+        raise SpectrumError(path, "no such file") from None
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
+        kind = "truncated or corrupt FITS file" if _looks_like_fits(path, data) else "not a FITS file"
+        raise SpectrumError(path, f"{kind} ({err})") from None
+    _validate(spectrum, path)
+    spectrum.meta.setdefault("format", reader.__name__.removeprefix("_read_"))
+    return spectrum
+
+
+def _looks_like_fits(path: Path, data: bytes | None) -> bool:
+    try:
+        if data is None:
+            data = path.read_bytes()
+        if data[:2] == GZIP_MAGIC:
+            data = gzip.GzipFile(fileobj=io.BytesIO(data)).read(9)
+        return data[:9] == b"SIMPLE  ="
+    except (OSError, EOFError):
+        return False
+
+
+def _describe(hdu) -> str:
+    name = hdu.name or type(hdu).__name__
+    shape = getattr(hdu, "shape", None) or ()
+    return f"{name}{list(shape) if shape else ''}"
+
+
+def _choose_reader(hdul):
+    header = hdul[0].header
+    for hdu in hdul[1:]:
+        if isinstance(hdu, fits.BinTableHDU):
+            names = {n.upper() for n in hdu.columns.names}
+            if {"LOGLAM", "FLUX", "IVAR"} <= names:
+                return _read_sdss_spec
+            if {"WAVE", "FLUX"} <= names:
+                return _read_eso_phase3
+    instrument = str(header.get("INSTRUME", "")).upper()
+    naxis = header.get("NAXIS", 0)
+    if instrument.startswith("HARPS") and hdul[0].data is not None:
+        if naxis == 1 and "CRVAL1" in header and "CDELT1" in header:
+            return _read_harps_s1d
+        if naxis == 2 and header.get("ESO DPR CATG") == "SCIENCE" and "ESO DRS CAL TH DEG LL" in header:
+            deg = int(header["ESO DRS CAL TH DEG LL"])
+            n_coeff = sum(k.startswith("ESO DRS CAL TH COEFF LL") for k in header)
+            if n_coeff == header["NAXIS2"] * (deg + 1):  # CCF products have one row more than orders
+                return _read_harps_e2ds
+    if "SDSS" in str(header.get("TELESCOP", "")).upper() and naxis == 2 and "COEFF0" in header:
+        return _read_sdss_spspec
+    return None
+
+
+def _harps_meta(header, fmt: str) -> dict:
+    snr = header.get("ESO DRS SPE EXT SN50")
+    return {
+        "instrument": str(header.get("INSTRUME", "HARPS")),
+        "object": str(header.get("OBJECT", "")).strip(),
+        "ra": float(header.get("RA", np.nan)),
+        "dec": float(header.get("DEC", np.nan)),
+        "mjd": float(header.get("MJD-OBS", np.nan)),
+        "exptime": float(header.get("EXPTIME", np.nan)),
+        "snr": float(snr) if snr is not None else np.nan,
+        "spec_class": "STAR",
+        "redshift": np.nan,
+        "format": fmt,
+    }
+
+
+def _poisson_ivar(counts: np.ndarray) -> np.ndarray:
+    ivar = np.zeros_like(counts, dtype="f8")
+    good = np.isfinite(counts) & (counts > 0)
+    ivar[good] = 1.0 / counts[good]
+    return ivar
+
+
+def _read_harps_s1d(hdul, path) -> Spectrum:
+    header = hdul[0].header
+    flux = np.asarray(hdul[0].data, dtype="f8")
+    pix = np.arange(flux.size) + 1 - header.get("CRPIX1", 1.0)
+    wave_air = header["CRVAL1"] + header["CDELT1"] * pix
+    return Spectrum(air_to_vacuum(wave_air) * u.AA, flux * u.dimensionless_unscaled, _poisson_ivar(flux),
+                    _harps_meta(header, "harps_s1d"))
+
+
+def harps_e2ds_wavelength(header) -> np.ndarray:
+    """Air wavelength (Angstrom) of every e2ds pixel, shape (orders, pixels), from the header polynomials."""
+    deg = int(header["ESO DRS CAL TH DEG LL"])
+    n_orders, n_pix = header["NAXIS2"], header["NAXIS1"]
+    coeff = np.array([[header[f"ESO DRS CAL TH COEFF LL{i + order * (deg + 1)}"] for i in range(deg + 1)]
+                      for order in range(n_orders)])
+    x = np.arange(n_pix, dtype="f8")
+    return np.stack([np.polynomial.polynomial.polyval(x, c) for c in coeff])
+
+
+def _read_harps_e2ds(hdul, path, blaze=None) -> Spectrum:
+    header = hdul[0].header
+    counts = np.asarray(hdul[0].data, dtype="f8")
+    wave_air = harps_e2ds_wavelength(header)
+    berv = float(header.get("ESO DRS BERV", 0.0))
+    # e2ds wavelengths are in the observatory frame; s1d products are barycentric
+    wave_air = wave_air * (1 + berv / C_KMS)
+    ivar = _poisson_ivar(counts)
+    meta = _harps_meta(header, "harps_e2ds")
+    blaze_path = Path(blaze) if blaze else _find_blaze(header, Path(path))
+    if blaze_path is not None:
+        with fits.open(blaze_path, memmap=False) as bl:
+            blaze_data = np.asarray(bl[0].data, dtype="f8")
+        if blaze_data.shape != counts.shape:
+            raise SpectrumError(path, f"blaze file {blaze_path} has shape {blaze_data.shape}, "
+                                      f"not the e2ds shape {counts.shape}")
+        ok = blaze_data > 0.05 * np.nanmax(blaze_data, axis=1, keepdims=True)  # drop the order edges
+        flux = np.where(ok, counts / np.where(ok, blaze_data, 1), 0.0)
+        ivar = np.where(ok, ivar * blaze_data**2, 0.0)
+        meta["blaze_corrected"] = True
+        meta["blaze_file"] = str(blaze_path)
+    else:
+        flux = counts
+        meta["blaze_corrected"] = False
+    n_orders, n_pix = counts.shape
+    segments = [slice(o * n_pix, (o + 1) * n_pix) for o in range(n_orders)]
+    return Spectrum(air_to_vacuum(wave_air.ravel()) * u.AA, flux.ravel() * u.dimensionless_unscaled,
+                    ivar.ravel(), meta, segments)
+
+
+def _find_blaze(header, path: Path) -> Path | None:
+    name = header.get("ESO DRS BLAZE FILE")
+    if not name:
+        return None
+    # archive file names carry ':' that are often replaced by '_' on disk
+    for candidate in (name, name.replace(":", "_")):
+        for suffix in ("", ".gz"):
+            p = path.with_name(candidate + suffix)
+            if p.exists():
+                return p
+    return None
+
+
+def _read_eso_phase3(hdul, path) -> Spectrum:
+    header = hdul[0].header
+    table = next(h for h in hdul[1:] if isinstance(h, fits.BinTableHDU)
+                 and {"WAVE", "FLUX"} <= {n.upper() for n in h.columns.names})
+    names = {n.upper(): n for n in table.columns.names}
+    row = table.data[0]
+    wave = np.asarray(row[names["WAVE"]], dtype="f8").ravel()
+    flux = np.asarray(row[names["FLUX"]], dtype="f8").ravel()
+    err = np.asarray(row[names["ERR"]], dtype="f8").ravel() if "ERR" in names else None
+    wave_unit = u.Unit(table.columns[names["WAVE"]].unit or "Angstrom", parse_strict="silent")
+    if not isinstance(wave_unit, u.UnitBase) or wave_unit.physical_type != "length":
+        wave_unit = u.AA
+    wave = (wave * wave_unit).to_value(u.AA)
+    ivar = np.zeros_like(flux)
+    if err is not None:
+        good = np.isfinite(err) & (err > 0)
+        ivar[good] = 1.0 / err[good] ** 2
+    else:
+        ivar = np.where(np.isfinite(flux), 1.0, 0.0)
+    flux_unit = u.Unit(table.columns[names["FLUX"]].unit or "", parse_strict="silent")
+    if not isinstance(flux_unit, u.UnitBase) or isinstance(flux_unit, u.UnrecognizedUnit):
+        flux_unit = u.dimensionless_unscaled
+    # ESO products say so in SPECSYS/AIRORVAC when they can; HARPS ADP spectra are in air
+    in_air = str(header.get("AIRORVAC", table.header.get("AIRORVAC", "air"))).lower().startswith("air")
+    if in_air:
+        wave = air_to_vacuum(wave)
+    snr = header.get("SNR")
+    meta = {
+        "instrument": str(header.get("INSTRUME", "")),
+        "object": str(header.get("OBJECT", "")).strip(),
+        "ra": float(header.get("RA", np.nan)),
+        "dec": float(header.get("DEC", np.nan)),
+        "mjd": float(header.get("MJD-OBS", np.nan)),
+        "exptime": float(header.get("EXPTIME", header.get("TEXPTIME", np.nan))),
+        "snr": float(snr) if snr is not None else np.nan,
+        "spec_class": "STAR" if str(header.get("INSTRUME", "")).upper().startswith("HARPS") else "",
+        "redshift": np.nan,
+        "format": "eso_phase3",
+    }
+    return Spectrum(wave * u.AA, flux * flux_unit, ivar, meta)
+
+
+def _sdss_object_name(ra: float, dec: float) -> str:
+    from astropy.coordinates import SkyCoord
+
+    c = SkyCoord(ra * u.deg, dec * u.deg)
+    return "SDSS J" + c.ra.to_string(u.hourangle, sep="", precision=2, pad=True) + \
+        c.dec.to_string(sep="", precision=1, alwayssign=True, pad=True)
+
+
+def _read_sdss_spec(hdul, path) -> Spectrum:
+    header = hdul[0].header
+    coadd = next(h for h in hdul[1:] if isinstance(h, fits.BinTableHDU)
+                 and {"loglam", "flux", "ivar"} <= {n.lower() for n in h.columns.names})
+    names = {n.lower(): n for n in coadd.columns.names}
+    wave = 10 ** np.asarray(coadd.data[names["loglam"]], dtype="f8")
+    flux = np.asarray(coadd.data[names["flux"]], dtype="f8")
+    ivar = np.asarray(coadd.data[names["ivar"]], dtype="f8")
+    if "and_mask" in names:
+        ivar = np.where(np.asarray(coadd.data[names["and_mask"]]) != 0, 0.0, ivar)
+    spec_class, z, snr = "", np.nan, np.nan
+    ra, dec = header.get("PLUG_RA", np.nan), header.get("PLUG_DEC", np.nan)
+    for hdu in hdul[2:]:
+        if hdu.name in ("SPECOBJ", "SPALL") and isinstance(hdu, fits.BinTableHDU):
+            row = hdu.data[0]
+            cols = set(hdu.columns.names)
+            spec_class = str(row["CLASS"]).strip() if "CLASS" in cols else ""
+            z = float(row["Z"]) if "Z" in cols else np.nan
+            snr = float(row["SN_MEDIAN_ALL"]) if "SN_MEDIAN_ALL" in cols else np.nan
+            ra = float(row["PLUG_RA"]) if "PLUG_RA" in cols else ra
+            dec = float(row["PLUG_DEC"]) if "PLUG_DEC" in cols else dec
+            break
+    meta = {
+        "instrument": "BOSS" if header.get("MJD", 0) >= 55000 else "SDSS",
+        "object": _sdss_object_name(ra, dec),
+        "ra": float(ra), "dec": float(dec),
+        "mjd": float(header.get("MJD", np.nan)),
+        "exptime": float(header.get("EXPTIME", np.nan)),
+        "snr": snr, "spec_class": spec_class, "redshift": z,
+        "plate": int(header.get("PLATEID", -1)), "fiber": int(header.get("FIBERID", -1)),
+        "format": "sdss_spec",
+    }
+    return Spectrum(wave * u.AA, flux * FLAM_SDSS, ivar, meta)
+
+
+_SPEC_CLN = {0: "UNKNOWN", 1: "STAR", 2: "GALAXY", 3: "QSO", 4: "QSO", 5: "SKY", 6: "STAR"}
+
+
+def _read_sdss_spspec(hdul, path) -> Spectrum:
+    header = hdul[0].header
+    data = np.asarray(hdul[0].data, dtype="f8")
+    n_pix = data.shape[1]
+    wave = 10 ** (header["COEFF0"] + header["COEFF1"] * np.arange(n_pix))
+    flux, err = data[0], data[2]
+    good = np.isfinite(err) & (err > 0)
+    if data.shape[0] > 3:
+        good &= data[3] == 0
+    ivar = np.zeros_like(flux)
+    ivar[good] = 1.0 / err[good] ** 2
+    ra, dec = float(header.get("RAOBJ", header.get("RA", np.nan))), float(header.get("DECOBJ", header.get("DEC", np.nan)))
+    sn = [header.get(k) for k in ("SN_G", "SN_R", "SN_I") if header.get(k) is not None]
+    meta = {
+        "instrument": "SDSS",
+        "object": _sdss_object_name(ra, dec),
+        "ra": ra, "dec": dec,
+        "mjd": float(header.get("MJD", np.nan)),
+        "exptime": float(header.get("EXPTIME", np.nan)),
+        "snr": float(np.median(sn)) if sn else np.nan,
+        "spec_class": _SPEC_CLN.get(int(header.get("SPEC_CLN", 0)), "UNKNOWN"),
+        "redshift": float(header.get("Z", np.nan)),
+        "plate": int(header.get("PLATEID", -1)), "fiber": int(header.get("FIBERID", -1)),
+        "format": "sdss_spspec",
+    }
+    return Spectrum(wave * u.AA, flux * FLAM_SDSS, ivar, meta)
+
+
+def _validate(spectrum: Spectrum, path: Path) -> None:
+    flux = spectrum.flux.value
+    if flux.size == 0:
+        raise SpectrumError(path, "the spectrum is empty (0 pixels)")
+    usable = np.isfinite(flux) & (spectrum.ivar > 0)
+    if usable.any():
+        # Some DRS products carry runs of absurd values (e.g. +-1e13 in a 2003 HARPS s1d,
+        # where the blaze was ~0); no real spectrum varies by 1e4 times its median level
+        level = np.median(np.abs(flux[usable]))
+        absurd = usable & (np.abs(flux) > ABSURD_FACTOR * max(level, np.finfo("f4").tiny))
+        spectrum.meta["n_absurd_pixels"] = int(absurd.sum())
+        usable &= ~absurd
+    if not usable.any():
+        raise SpectrumError(path, "flux has no usable pixel (all NaN, or all flagged bad)")
+    wave = spectrum.wave.to_value(u.AA)
+    for seg in spectrum.segments:
+        steps = np.diff(wave[seg])
+        bad = np.flatnonzero(~(steps > 0))
+        if bad.size:
+            i = bad[0] + (seg.start or 0)
+            raise SpectrumError(path, f"wavelengths are not increasing (pixel {i}: {wave[i]:.3f} -> "
+                                      f"{wave[i + 1]:.3f} Angstrom)")
+    spectrum.ivar = np.where(usable, spectrum.ivar, 0.0)
