@@ -12,5 +12,9 @@
 """
 
 from latentsky.download.items import DownloadItem
+from latentsky.download.manager import DownloadFailure, DownloadManager, Results, download
+from latentsky.download.manifest import Manifest
+from latentsky.download.names import safe_join, safe_name
 
-__all__ = ["DownloadItem"]
+__all__ = ["DownloadItem", "DownloadManager", "DownloadFailure", "Results", "Manifest", "download",
+           "safe_name", "safe_join"]

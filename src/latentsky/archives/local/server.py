@@ -554,6 +554,16 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     request_queue_size = 128
     app: LocalServer
 
+    def handle_error(self, request, client_address):
+        # clients hanging up (timeouts, killed downloads) are normal here, not tracebacks on stderr
+        import sys
+
+        err = sys.exc_info()[1]
+        if isinstance(err, (ConnectionError, TimeoutError)):
+            log.debug("client %s went away: %s", client_address, err)
+        else:
+            log.exception("error while serving %s", client_address)
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real archives do

@@ -1,0 +1,446 @@
+"""The download manager: many files, bounded concurrency, retries, a manifest.
+
+:class:`DownloadManager` fetches :class:`~latentsky.download.items.DownloadItem`
+lists with a pool of threads (each with its own ``requests.Session``, so
+connections are kept alive), at most ``max_connections`` transfers in all and
+``max_connections_per_host`` to any one host.  A failed attempt is retried up
+to ``max_retries`` times, after an exponential backoff with full jitter, or
+after the ``Retry-After`` delay a 429/503 answer asks for, whichever is
+longer; a waiting item does not hold a connection slot, other files proceed.
+
+Every state change goes to the SQLite :class:`~latentsky.download.manifest.Manifest`,
+so running the same download again after a crash or ``kill -9`` skips the
+verified files, resumes the partial ones with HTTP Range and retries the rest.
+
+Examples
+--------
+>>> from latentsky.download import DownloadManager            # doctest: +SKIP
+>>> manager = DownloadManager("data/harps")                   # doctest: +SKIP
+>>> results = manager.run(items)                              # doctest: +SKIP
+>>> results.errors                                            # doctest: +SKIP
+[]
+>>> manager.run(results.errors)   # retry only what failed    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import heapq
+import itertools
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Iterable
+
+import requests
+import requests.adapters
+
+from latentsky.config import conf
+from latentsky.download import credentials
+from latentsky.download.items import DownloadItem
+from latentsky.download.manifest import Manifest
+from latentsky.download.transfer import fetch, verify
+from latentsky.exceptions import CredentialError, DownloadError, LatentskyError
+from latentsky.progress import Progress, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "latentsky-download/0.1 (+https://github.com/latentsky)"
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadFailure:
+    """An item that could not be fetched in a run.
+
+    Attributes
+    ----------
+    item : DownloadItem
+        The item (pass failures back to :meth:`DownloadManager.run` to retry them).
+    error : str
+        The last error, naming the URL and what went wrong.
+    attempts : int
+        Attempts made in the run.
+    """
+
+    item: DownloadItem
+    error: str
+    attempts: int
+
+    def __str__(self) -> str:
+        return f"{self.item.key}: {self.error} (after {self.attempts} attempt(s))"
+
+
+@dataclasses.dataclass
+class Results:
+    """What a :meth:`DownloadManager.run` did.
+
+    Attributes
+    ----------
+    done : list of Path
+        Files fetched and verified in this run.
+    skipped : list of Path
+        Files already present and verified (nothing fetched).
+    errors : list of DownloadFailure
+        Items that failed; ``manager.run(results.errors)`` retries them alone.
+    requests : int
+        HTTP requests made.
+    retries : int
+        Attempts beyond the first.
+    bytes : int
+        Bytes received, bytes.
+    elapsed : float
+        Wall-clock duration of the run, s.
+    """
+
+    done: list = dataclasses.field(default_factory=list)
+    skipped: list = dataclasses.field(default_factory=list)
+    errors: list = dataclasses.field(default_factory=list)
+    requests: int = 0
+    retries: int = 0
+    bytes: int = 0
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no item failed."""
+        return not self.errors
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file in place after the run (done + skipped)."""
+        return self.done + self.skipped
+
+    def summary(self) -> str:
+        """One line: counts, volume and rate."""
+        rate = len(self.done) / self.elapsed if self.elapsed else 0.0
+        return (f"{len(self.done)} downloaded, {len(self.skipped)} already present, {len(self.errors)} failed; "
+                f"{self.bytes / 1e6:.1f} MB in {self.elapsed:.1f} s ({rate:.1f} files/s, "
+                f"{self.requests} requests, {self.retries} retries)")
+
+    def __repr__(self) -> str:
+        return f"<Results: {self.summary()}>"
+
+
+class _Job:
+    __slots__ = ("item", "attempts", "etag", "last_error")
+
+    def __init__(self, item: DownloadItem, etag: str | None):
+        self.item, self.attempts, self.etag, self.last_error = item, 0, etag, ""
+
+
+class _Scheduler:
+    """Ready queues per host, a heap of delayed retries, slots per host."""
+
+    def __init__(self, jobs: list[_Job], per_host: int):
+        self.per_host = per_host
+        self.ready: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        for job in jobs:
+            self.ready[job.item.host].append(job)
+        self.delayed: list = []  # (due time, seq, job)
+        self.active: collections.Counter = collections.Counter()
+        self.outstanding = len(jobs)
+        self.stopped = False
+        self._seq = itertools.count()
+        self._rr = 0
+        self.cond = threading.Condition()
+
+    def get(self) -> _Job | None:
+        """The next job a worker may start, waiting as needed; None when all is over."""
+        with self.cond:
+            while True:
+                if self.stopped or self.outstanding == 0:
+                    return None
+                now = time.monotonic()
+                while self.delayed and self.delayed[0][0] <= now:
+                    _, _, job = heapq.heappop(self.delayed)
+                    self.ready[job.item.host].append(job)
+                hosts = [h for h, q in self.ready.items() if q and self.active[h] < self.per_host]
+                if hosts:
+                    # round robin over hosts, so one big archive cannot starve the others
+                    host = hosts[self._rr % len(hosts)]
+                    self._rr += 1
+                    self.active[host] += 1
+                    return self.ready[host].popleft()
+                wait = self.delayed[0][0] - now if self.delayed else None
+                self.cond.wait(timeout=wait)
+
+    def release(self, job: _Job, *, finished: bool, delay: float = 0.0) -> None:
+        """A worker is done with ``job``: finished, or to be retried after ``delay`` s."""
+        with self.cond:
+            self.active[job.item.host] -= 1
+            if finished:
+                self.outstanding -= 1
+            elif delay > 0:
+                heapq.heappush(self.delayed, (time.monotonic() + delay, next(self._seq), job))
+            else:
+                self.ready[job.item.host].append(job)
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+
+
+class DownloadManager:
+    """Fetch many files reliably, recording everything in a manifest.
+
+    Parameters
+    ----------
+    manifest : Manifest, path-like or None
+        The manifest, its file, or a folder holding it (see
+        :meth:`Manifest.for_folder`).  None keeps one in
+        ``conf.cache_dir / "downloads"``.
+    max_connections : int, optional
+        Concurrent transfers in all (default ``conf.max_connections``).
+    max_connections_per_host : int, optional
+        Concurrent transfers per host (default ``conf.max_connections_per_host``).
+    max_retries : int, optional
+        Attempts per item and run before it is reported as failed (default
+        ``conf.max_retries``).
+    timeout : float, optional
+        Seconds to wait to connect and between bytes (default ``conf.timeout``).
+    backoff : float
+        Base of the exponential backoff, s: attempt n waits a random time in
+        ``[0, backoff * 2**(n-1)]`` (full jitter), at least ``Retry-After``.
+    max_backoff : float
+        Cap of one backoff wait, s.
+    progress : callable, optional
+        Receives :class:`~latentsky.progress.ProgressEvent` objects: task
+        ``"download"``, unit ``"files"`` (e.g. a
+        :class:`~latentsky.progress.TqdmProgress` or the app's widget).
+    fsync : bool
+        Flush each file to disk before renaming it into place.
+    seed : int, optional
+        Seed of the backoff jitter (tests).
+    """
+
+    def __init__(self, manifest: Manifest | str | Path | None = None, *, max_connections: int | None = None,
+                 max_connections_per_host: int | None = None, max_retries: int | None = None,
+                 timeout: float | None = None, backoff: float = 0.5, max_backoff: float = 60.0,
+                 progress: ProgressCallback | None = None, fsync: bool = True, seed: int | None = None):
+        if manifest is None:
+            manifest = Path(conf.cache_dir) / "downloads"
+        self.manifest = manifest if isinstance(manifest, Manifest) else Manifest(manifest)
+        self.max_connections = int(max_connections or conf.max_connections)
+        self.max_connections_per_host = int(max_connections_per_host or conf.max_connections_per_host)
+        self.max_retries = int(max_retries if max_retries is not None else conf.max_retries)
+        self.timeout = float(timeout or conf.timeout)
+        if self.max_connections < 1 or self.max_connections_per_host < 1 or self.max_retries < 1:
+            raise ValueError("max_connections, max_connections_per_host and max_retries must be >= 1, got "
+                             f"{self.max_connections}, {self.max_connections_per_host}, {self.max_retries}")
+        self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+        self.progress, self.fsync = progress, fsync
+        self._rng = random.Random(seed)
+        self._local = threading.local()
+        self._stats_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"DownloadManager({self.manifest!r}, max_connections={self.max_connections}, "
+                f"max_connections_per_host={self.max_connections_per_host}, max_retries={self.max_retries})")
+
+    # ------------------------------------------------------------------ API
+    def enqueue(self, items: Iterable[DownloadItem]) -> int:
+        """Record items in the manifest (harmless when already there); returns how many are new."""
+        return self.manifest.enqueue(items)
+
+    def run(self, items: Iterable[DownloadItem | DownloadFailure] | None = None, *,
+            verify_existing: bool = False) -> Results:
+        """Fetch ``items`` (enqueueing them), or every unfinished item of the manifest.
+
+        Parameters
+        ----------
+        items : iterable of DownloadItem or DownloadFailure, optional
+            What to fetch; failures of an earlier run are accepted, so
+            ``run(results.errors)`` retries them alone.  None: every item of
+            the manifest not yet done.
+        verify_existing : bool
+            Re-check (size, checksum, FITS open) files the manifest says are
+            done, instead of only checking they exist with the recorded size.
+
+        Returns
+        -------
+        Results
+        """
+        t0 = time.monotonic()
+        if items is None:
+            todo = self.manifest.items()
+        else:
+            todo = [x.item if isinstance(x, DownloadFailure) else x for x in items]
+            _check_unique(todo)
+            todo = list({item.key: item for item in todo}.values())  # the same item twice: once
+            self.manifest.enqueue(todo)
+        results = Results()
+        jobs = self._triage(todo, results, verify_existing)
+        progress = Progress("download", total=len(todo), unit="files", callback=self.progress)
+        progress.done = len(results.skipped)
+        with progress:
+            if jobs:
+                self._run_jobs(jobs, results, progress)
+        results.elapsed = time.monotonic() - t0
+        log.info("download: %s", results.summary())
+        return results
+
+    # ------------------------------------------------------------ internals
+    def _triage(self, todo: list[DownloadItem], results: Results, verify_existing: bool) -> list[_Job]:
+        """Skip what is already in place; jobs for the rest."""
+        rows = {r["key"]: r for r in self.manifest.rows()}
+        jobs, lost = [], []
+        for item in todo:
+            row = rows.get(item.key, {})
+            if row.get("state") == "done" and item.dest.is_file():
+                if not verify_existing and item.dest.stat().st_size == row.get("bytes"):
+                    results.skipped.append(item.dest)
+                    continue
+                try:
+                    verify(item, item.dest)
+                    results.skipped.append(item.dest)
+                    continue
+                except DownloadError as err:
+                    log.warning("%s: file in place no longer verifies (%s); fetching it again", item.key,
+                                err.problem)
+            elif item.dest.is_file():
+                # in place but not recorded: a run killed between rename and manifest update
+                try:
+                    digest = verify(item, item.dest)
+                except DownloadError:
+                    pass
+                else:
+                    self.manifest.mark_done(item.key, digest, item.dest.stat().st_size)
+                    results.skipped.append(item.dest)
+                    continue
+            if row.get("state") == "done":
+                lost.append(item.key)
+            jobs.append(_Job(item, row.get("etag")))
+        if lost:
+            self.manifest.mark_pending(lost)
+        return jobs
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            # retries are ours (with the manifest and backoff); urllib3 must not add its own
+            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers["User-Agent"] = USER_AGENT
+            self._local.session = session
+        return session
+
+    def _run_jobs(self, jobs: list[_Job], results: Results, progress: Progress) -> None:
+        sched = _Scheduler(jobs, self.max_connections_per_host)
+        lock = threading.Lock()
+        n_workers = min(self.max_connections, len(jobs))
+        errors: list[BaseException] = []
+
+        def worker():
+            try:
+                while (job := sched.get()) is not None:
+                    finished, delay = self._attempt(job, results, lock)
+                    if finished:
+                        with lock:
+                            progress.advance(1, f"failed: {job.item.key}" if job.last_error else job.item.key)
+                    sched.release(job, finished=finished, delay=delay)
+            except BaseException as err:  # never die silently: the run would hang
+                errors.append(err)
+                sched.stop()
+            finally:
+                session = getattr(self._local, "session", None)
+                if session is not None:
+                    session.close()
+                    self._local.session = None
+
+        threads = [threading.Thread(target=worker, name=f"latentsky-download-{i}", daemon=True)
+                   for i in range(n_workers)]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.5)  # short joins keep Ctrl-C responsive
+        except BaseException:
+            sched.stop()
+            for t in threads:
+                t.join(timeout=self.timeout)
+            raise
+        if errors:
+            raise errors[0]
+
+    def _attempt(self, job: _Job, results: Results, lock: threading.Lock) -> tuple[bool, float]:
+        """One attempt at ``job``; returns (finished, delay before the next attempt in s)."""
+        item = job.item
+        job.attempts += 1
+        with lock:
+            results.requests += 1
+            if job.attempts > 1:
+                results.retries += 1
+        self.manifest.start_attempt(item.key)
+        try:
+            # looked up at every attempt: a token renewed during a long run is used at once
+            headers = credentials.auth_headers(item.auth)
+            res = fetch(item, self._session(), timeout=self.timeout, headers=headers, etag=job.etag,
+                        on_etag=lambda etag: self._remember_etag(job, etag), fsync=self.fsync)
+        except CredentialError as err:
+            return self._give_up(job, results, lock, str(err))
+        except DownloadError as err:
+            message = credentials.redact(str(err), _auth_names(item))
+            job.last_error = message
+            if not err.retryable or job.attempts >= self.max_retries:
+                return self._give_up(job, results, lock, message)
+            self.manifest.mark_error(item.key, message, failed=False)
+            # full jitter (AWS architecture blog): spreads retries of many clients apart
+            with lock:
+                delay = self._rng.uniform(0, min(self.max_backoff, self.backoff * 2 ** (job.attempts - 1)))
+            if err.retry_after is not None:
+                delay = max(delay, min(err.retry_after, self.max_backoff * 10))
+            log.debug("%s: attempt %d failed (%s); retrying in %.2f s", item.key, job.attempts, message, delay)
+            return False, delay
+        except LatentskyError as err:
+            return self._give_up(job, results, lock, credentials.redact(str(err), _auth_names(item)))
+        self.manifest.mark_done(item.key, res.sha256, res.nbytes)
+        with lock:
+            results.done.append(res.path)
+            results.bytes += res.received
+        job.last_error = ""
+        return True, 0.0
+
+    def _remember_etag(self, job: _Job, etag: str | None) -> None:
+        if etag != job.etag:
+            job.etag = etag
+            self.manifest.set_etag(job.item.key, etag)
+
+    def _give_up(self, job: _Job, results: Results, lock: threading.Lock, message: str) -> tuple[bool, float]:
+        job.last_error = message
+        self.manifest.mark_error(job.item.key, message, failed=True)
+        log.warning("download failed: %s (after %d attempt(s))", message, job.attempts)
+        with lock:
+            results.errors.append(DownloadFailure(job.item, message, job.attempts))
+        return True, 0.0
+
+
+def _auth_names(item: DownloadItem) -> tuple[str, ...]:
+    return tuple({"eso", *([item.auth] if item.auth else [])})
+
+
+def _check_unique(items: list[DownloadItem]) -> None:
+    seen: dict[str, DownloadItem] = {}
+    dests: dict[Path, str] = {}
+    for item in items:
+        other = seen.setdefault(item.key, item)
+        if other != item:
+            raise ValueError(f"two different download items share the key {item.key!r}: {other.url} and {item.url}")
+        key = dests.setdefault(item.dest, item.key)
+        if key != item.key:
+            raise ValueError(f"download items {key!r} and {item.key!r} would both be written to {item.dest}")
+
+
+def download(items: Iterable[DownloadItem], dest_manifest: str | Path, **kwargs) -> Results:
+    """Fetch ``items`` with a :class:`DownloadManager` keeping its manifest in ``dest_manifest``.
+
+    A convenience for one-off calls; keyword arguments go to the manager.
+    """
+    return DownloadManager(dest_manifest, **kwargs).run(items)

@@ -1,0 +1,219 @@
+"""The download manifest: one SQLite row per item, the truth about what is done.
+
+The manifest survives crashes, kernel restarts and ``kill -9``: SQLite in WAL
+mode commits each state change, and a file is only marked ``done`` after it
+has been verified and renamed into place.  Enqueueing an item twice is
+harmless; enqueueing a changed item (new URL, size or checksum) updates it.
+
+States
+------
+``pending``  to fetch (new, or interrupted: a ``.part`` file may hold its first bytes)
+``done``     verified and in place; ``sha256`` and ``bytes`` describe the file
+``failed``   gave up in the last run (``last_error`` says why); the next run retries it
+
+Examples
+--------
+>>> import tempfile, pathlib
+>>> from latentsky.download.items import DownloadItem
+>>> m = Manifest(pathlib.Path(tempfile.mkdtemp()) / "manifest.sqlite")
+>>> item = DownloadItem("a", "http://127.0.0.1:1/a.fits", "/tmp/a.fits")
+>>> m.enqueue([item, item])
+1
+>>> m.counts()
+{'pending': 1}
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Iterable
+
+from latentsky.download.items import DownloadItem
+from latentsky.exceptions import StoreError
+
+MANIFEST_NAME = ".latentsky-manifest.sqlite"
+"""File name of the manifest kept in a destination folder."""
+
+STATES = ("pending", "done", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    key        TEXT PRIMARY KEY,
+    url        TEXT NOT NULL,
+    dest       TEXT NOT NULL,
+    size       INTEGER,            -- expected size, bytes (NULL: unknown)
+    expected_sha256 TEXT,          -- expected digest (NULL: unknown)
+    kind       TEXT NOT NULL DEFAULT 'any',
+    auth       TEXT,               -- NAME of the credential, never its value
+    state      TEXT NOT NULL DEFAULT 'pending',
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    sha256     TEXT,               -- digest of the verified file
+    bytes      INTEGER,            -- size of the verified file, bytes
+    etag       TEXT,               -- ETag of the partial file's source, for If-Range
+    updated    REAL                -- Unix time of the last change, s
+);
+CREATE INDEX IF NOT EXISTS items_state ON items(state);
+"""
+
+
+class Manifest:
+    """A SQLite manifest of download items.
+
+    Parameters
+    ----------
+    path : path-like
+        The database file (created with its folder when missing).  A folder
+        means ``folder / MANIFEST_NAME``.
+
+    Notes
+    -----
+    One connection, shared by the manager's threads behind a lock: the
+    writes are tiny and serialising them is cheaper than SQLite's busy waits.
+    """
+
+    def __init__(self, path: str | Path):
+        path = Path(path)
+        if path.is_dir():
+            path = path / MANIFEST_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode (only a power cut can lose
+            # the last commits), and an order of magnitude faster than FULL.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{path}: not a usable download manifest ({err})") from err
+
+    @classmethod
+    def for_folder(cls, folder: str | Path) -> "Manifest":
+        """The manifest kept in destination folder ``folder``."""
+        return cls(Path(folder) / MANIFEST_NAME)
+
+    @staticmethod
+    def exists_in(folder: str | Path) -> bool:
+        """Whether ``folder`` holds a manifest."""
+        return (Path(folder) / MANIFEST_NAME).is_file()
+
+    def close(self) -> None:
+        """Close the database (further calls fail)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "Manifest":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Manifest({str(self.path)!r})"
+
+    def _exec(self, sql: str, args=()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    # ----------------------------------------------------------------- writes
+    def enqueue(self, items: Iterable[DownloadItem]) -> int:
+        """Add items; returns how many keys were new.
+
+        An item already present keeps its state, unless its URL, destination,
+        expected size or checksum changed: then it is updated and, if it was
+        done, fetched again.
+        """
+        now = time.time()
+        rows = [(i.key, i.url, str(i.dest), i.size, i.sha256, i.kind, i.auth, now) for i in items]
+        with self._lock:
+            before = self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    """INSERT INTO items (key, url, dest, size, expected_sha256, kind, auth, updated)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT(key) DO UPDATE SET
+                         state = CASE WHEN items.dest IS NOT excluded.dest
+                                        OR items.size IS NOT excluded.size
+                                        OR items.expected_sha256 IS NOT excluded.expected_sha256
+                                      THEN 'pending' ELSE items.state END,
+                         url = excluded.url, dest = excluded.dest, size = excluded.size,
+                         expected_sha256 = excluded.expected_sha256, kind = excluded.kind,
+                         auth = excluded.auth,
+                         updated = CASE WHEN items.url IS excluded.url AND items.dest IS excluded.dest
+                                         AND items.size IS excluded.size
+                                         AND items.expected_sha256 IS excluded.expected_sha256
+                                         AND items.kind IS excluded.kind AND items.auth IS excluded.auth
+                                        THEN items.updated ELSE excluded.updated END""",
+                    rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            after = self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        return after - before
+
+    def start_attempt(self, key: str, etag: str | None = None) -> None:
+        """Count one more attempt at ``key`` and remember the source's ETag."""
+        self._exec("UPDATE items SET attempts = attempts + 1, etag = COALESCE(?, etag), updated = ? "
+                   "WHERE key = ?", (etag, time.time(), key))
+
+    def set_etag(self, key: str, etag: str | None) -> None:
+        """Remember the ETag of the source of a partial file (for ``If-Range``)."""
+        self._exec("UPDATE items SET etag = ? WHERE key = ?", (etag, key))
+
+    def mark_done(self, key: str, sha256: str, nbytes: int) -> None:
+        """Record that ``key`` is verified and in place."""
+        self._exec("UPDATE items SET state = 'done', sha256 = ?, bytes = ?, last_error = NULL, etag = NULL, "
+                   "updated = ? WHERE key = ?", (sha256, int(nbytes), time.time(), key))
+
+    def mark_error(self, key: str, error: str, *, failed: bool) -> None:
+        """Record an error; ``failed=True`` gives up on ``key`` for this run."""
+        self._exec("UPDATE items SET state = CASE WHEN ? THEN 'failed' ELSE state END, last_error = ?, "
+                   "updated = ? WHERE key = ?", (bool(failed), error, time.time(), key))
+
+    def mark_pending(self, keys: Iterable[str]) -> None:
+        """Put ``keys`` back to ``pending`` (e.g. a done file that disappeared)."""
+        with self._lock:
+            self._db.executemany("UPDATE items SET state = 'pending', updated = ? WHERE key = ?",
+                                 [(time.time(), k) for k in keys])
+
+    # ------------------------------------------------------------------ reads
+    def get(self, key: str) -> dict | None:
+        """The row of ``key`` as a dict, or None."""
+        with self._lock:
+            cur = self._db.execute("SELECT * FROM items WHERE key = ?", (key,))
+            row = cur.fetchone()
+            return None if row is None else dict(zip([c[0] for c in cur.description], row))
+
+    def rows(self, state: str | None = None) -> list[dict]:
+        """All rows (or those in ``state``), as dicts, in insertion order."""
+        sql = "SELECT * FROM items" + (" WHERE state = ?" if state else "") + " ORDER BY rowid"
+        with self._lock:
+            cur = self._db.execute(sql, (state,) if state else ())
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def items(self, state: str | None = None) -> list[DownloadItem]:
+        """The rows as :class:`DownloadItem` objects."""
+        return [_item(r) for r in self.rows(state)]
+
+    def counts(self) -> dict[str, int]:
+        """Number of items in each state present."""
+        with self._lock:
+            return dict(self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state"))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+
+
+def _item(row: dict) -> DownloadItem:
+    return DownloadItem(row["key"], row["url"], Path(row["dest"]), row["size"], row["expected_sha256"],
+                        row["kind"], row["auth"])

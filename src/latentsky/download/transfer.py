@@ -1,0 +1,330 @@
+"""Fetch one file: stream into ``.part``, resume with Range, verify, rename.
+
+:func:`fetch` is the whole life of one transfer attempt:
+
+1. bytes already in ``dest.part`` (from an interrupted attempt or a killed
+   process) are kept, and the request asks for the rest with
+   ``Range: bytes=<n>-`` (plus ``If-Range`` with the ETag the partial bytes came
+   from, so a changed file restarts instead of being spliced);
+2. a ``206`` answer is appended, a ``200`` answer (the server ignores Range,
+   as ESO sometimes does) restarts the file from byte 0;
+3. the result is verified: expected size, expected SHA-256, and for
+   ``kind="fits"`` no HTML page and a successful open with astropy;
+4. only then is it renamed to its final name (``os.replace``, atomic).
+
+A failed attempt raises :class:`~latentsky.exceptions.DownloadError` whose
+``retryable`` says whether to try again and ``retry_after`` what the server
+asked for.  Nothing but the ``.part`` file is ever incomplete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import hashlib
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from latentsky.download.items import DownloadItem
+from latentsky.download.names import filename_from_content_disposition
+from latentsky.exceptions import DownloadError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024
+"""Bytes read from the network per write, in bytes."""
+
+FITS_BLOCK = 2880
+"""FITS files are whole numbers of 2880-byte blocks (FITS standard, section 3.1)."""
+
+_RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferResult:
+    """What one successful :func:`fetch` did.
+
+    Attributes
+    ----------
+    path : Path
+        The verified file, under its final name.
+    nbytes : int
+        Its size, bytes.
+    sha256 : str
+        Its SHA-256 hex digest.
+    received : int
+        Bytes received over the network in this attempt (less than ``nbytes``
+        when resumed).
+    resumed_from : int
+        Offset the transfer resumed from (0: from the start).
+    server_name : str or None
+        The sanitised ``Content-Disposition`` name, if the server sent one (it
+        never decides where the file goes).
+    """
+
+    path: Path
+    nbytes: int
+    sha256: str
+    received: int
+    resumed_from: int
+    server_name: str | None = None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _looks_like_html(head: bytes) -> bool:
+    start = head.lstrip()[:64].lower()
+    return start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
+
+
+def verify(item: DownloadItem, path: str | Path, sha256: str | None = None) -> str:
+    """Check a complete file against ``item``; returns its SHA-256.
+
+    Parameters
+    ----------
+    item : DownloadItem
+        What the file should be (size, checksum, kind).
+    path : path-like
+        The file to check (usually ``item.part``).
+    sha256 : str, optional
+        The digest, when already computed while streaming.
+
+    Raises
+    ------
+    DownloadError
+        Naming the item, URL and the check that failed; ``retryable`` is True
+        (a fresh download may be good).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if item.size is not None and size != item.size:
+        raise DownloadError(item.key, item.url, f"size {size} bytes, expected {item.size}")
+    digest = sha256 or file_sha256(path)
+    if item.sha256 is not None and digest != item.sha256:
+        raise DownloadError(item.key, item.url, f"SHA-256 {digest} does not match the expected {item.sha256}")
+    if item.kind == "fits":
+        _verify_fits(item, path, size)
+    return digest
+
+
+def _verify_fits(item: DownloadItem, path: Path, size: int) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(80)
+    if _looks_like_html(head):
+        raise DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
+                                                "(expired login or archive error page?)")
+    plain = head.startswith(b"SIMPLE  =")
+    if plain and size % FITS_BLOCK:
+        raise DownloadError(item.key, item.url, f"{size} bytes is not a whole number of {FITS_BLOCK}-byte "
+                                                "FITS blocks (truncated?)")
+    from astropy.io import fits  # lazy: astropy.io.fits costs ~0.2 s to import
+
+    try:
+        with warnings.catch_warnings():
+            # astropy only warns about a truncated file; here it is an error
+            warnings.simplefilter("error")
+            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+                if len(hdul) == 0:
+                    raise OSError("no HDU")
+                if not plain:  # compressed: decompressing all data is the only check
+                    for hdu in hdul:
+                        _ = hdu.data
+    except Exception as err:
+        raise DownloadError(item.key, item.url, f"does not open as FITS ({type(err).__name__}: {err})") from err
+
+
+def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tuple = 60.0,
+          headers: dict | None = None, etag: str | None = None,
+          on_etag: Callable[[str | None], None] | None = None,
+          on_bytes: Callable[[int], None] | None = None, fsync: bool = True) -> TransferResult:
+    """Download ``item`` into place, resuming a partial ``.part`` file.
+
+    Parameters
+    ----------
+    item : DownloadItem
+        What to fetch and where it goes.
+    session : requests.Session
+        The HTTP session (connection pool) to use.
+    timeout : float or (float, float)
+        Seconds to wait to connect and between bytes (requests' semantics).
+    headers : dict, optional
+        Extra request headers (credentials); never logged.
+    etag : str, optional
+        ETag of the source of the existing ``.part`` bytes; sent as ``If-Range``.
+    on_etag : callable, optional
+        Called with the response's ETag before the first byte is written, so the
+        caller can record it (the manifest does) for a later resume.
+    on_bytes : callable, optional
+        Called with the number of bytes of each chunk written (progress).
+    fsync : bool
+        Flush the file to disk before renaming it, so a power cut cannot leave
+        a truncated file under the final name.
+
+    Returns
+    -------
+    TransferResult
+
+    Raises
+    ------
+    DownloadError
+        On any failure; the ``.part`` file keeps what arrived intact.
+    """
+    part = item.part
+    part.parent.mkdir(parents=True, exist_ok=True)
+    start = part.stat().st_size if part.exists() else 0
+    if item.size is not None and start > item.size:
+        start = 0  # longer than the file can be: the bytes are not ours
+    req_headers = dict(headers or {})
+    if start:
+        req_headers["Range"] = f"bytes={start}-"
+        if etag:
+            req_headers["If-Range"] = etag
+    try:
+        resp = session.get(item.url, headers=req_headers, stream=True, timeout=timeout)
+    except requests.RequestException as err:
+        raise DownloadError(item.key, item.url, f"request failed ({_describe(err)})") from None
+    with resp:
+        status = resp.status_code
+        if status == 416 and start:
+            total = _content_range_total(resp.headers.get("Content-Range"))
+            if total == start:  # everything had already arrived
+                return _finish(item, part, start, 0, None, fsync)
+            part.unlink(missing_ok=True)
+            raise DownloadError(item.key, item.url, "server refused the resume range; restarting the file")
+        if status in _RETRYABLE_STATUS:
+            raise DownloadError(item.key, item.url, f"HTTP {status} {resp.reason}", retryable=True,
+                                retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+        if status not in (200, 206):
+            # 4xx: the archive says no (missing product, no permission); trying again will not help
+            raise DownloadError(item.key, item.url, f"HTTP {status} {resp.reason}", retryable=False)
+        ctype = resp.headers.get("Content-Type", "").lower()
+        if item.kind == "fits" and ctype.startswith(("text/html", "application/xhtml")):
+            raise DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
+                                                    "(expired login or archive error page?)")
+        if status == 206:
+            offset = _content_range_start(resp.headers.get("Content-Range"))
+            if offset != start:
+                raise DownloadError(item.key, item.url, f"server resumed at byte {offset}, asked for {start}")
+            mode = "ab"
+        else:
+            if start:
+                log.debug("%s: server ignored Range, restarting from byte 0", item.key)
+            start, mode = 0, "wb"
+        if on_etag is not None:
+            on_etag(resp.headers.get("ETag"))
+        expected = resp.headers.get("Content-Length")
+        expected = int(expected) if expected and expected.isdigit() else None
+        server_name = filename_from_content_disposition(resp.headers.get("Content-Disposition"))
+        hasher = hashlib.sha256()
+        if start:
+            with open(part, "rb") as fh:  # the digest must cover the bytes kept
+                while block := fh.read(1 << 20):
+                    hasher.update(block)
+        received = 0
+        first = True
+        try:
+            with open(part, mode) as out:
+                for chunk in resp.iter_content(CHUNK):
+                    if first and start == 0 and item.kind == "fits" and _looks_like_html(chunk[:64]):
+                        raise DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
+                                                                "(expired login or archive error page?)")
+                    first = False
+                    out.write(chunk)
+                    hasher.update(chunk)
+                    received += len(chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+                out.flush()
+                if fsync:
+                    os.fsync(out.fileno())
+        except requests.RequestException as err:
+            raise DownloadError(item.key, item.url, f"connection lost after {start + received} bytes "
+                                                    f"({_describe(err)})") from None
+        except OSError as err:
+            raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
+        if expected is not None and received != expected:
+            raise DownloadError(item.key, item.url, f"body ended after {received} of {expected} bytes")
+    return _finish(item, part, start + received, received, hasher.hexdigest(), fsync, server_name,
+                   resumed_from=start)
+
+
+def _finish(item, part, nbytes, received, digest, fsync, server_name=None, resumed_from=0) -> TransferResult:
+    try:
+        digest = verify(item, part, digest)
+    except DownloadError:
+        # bad bytes must not be resumed from: the next attempt starts clean
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, item.dest)
+    if fsync:
+        _fsync_dir(item.dest.parent)
+    return TransferResult(item.dest, nbytes, digest, received, resumed_from, server_name)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _content_range_start(value: str | None) -> int | None:
+    # "bytes 100-199/1000"
+    try:
+        return int(value.split()[1].split("-")[0])
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
+def _content_range_total(value: str | None) -> int | None:
+    try:
+        return int(value.rsplit("/", 1)[1])
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
+def _describe(err: Exception) -> str:
+    """A short description of a requests error, without its repr chains or headers."""
+    root = err
+    while root.__context__ is not None and root.__context__ is not root:
+        root = root.__context__
+    text = f"{type(err).__name__}"
+    if root is not err:
+        text += f": {type(root).__name__}"
+    detail = str(root)
+    return f"{text}: {detail[:160]}" if detail else text
