@@ -367,6 +367,10 @@ class LocalServer:
         self._fail_first: list[tuple[str, int, str, dict]] = []
         self._tokens: list[tuple[str, str]] = []
         self._counts: dict[str, int] = {}
+        self.in_flight = 0
+        """Requests being answered now."""
+        self.max_in_flight = 0
+        """Most requests answered at once since start (or :meth:`clear`): checks concurrency limits."""
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._httpd = _HTTPServer((host, int(port)), _Handler)
@@ -460,11 +464,12 @@ class LocalServer:
         self._tokens.append((prefix, token))
 
     def clear(self) -> None:
-        """Forget the request log, the per-path counters and the ``fail_first`` rules."""
+        """Forget the request log, the per-path counters, ``max_in_flight`` and the ``fail_first`` rules."""
         with self._lock:
             self.log.clear()
             self._counts.clear()
             self._fail_first.clear()
+            self.max_in_flight = self.in_flight
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> "LocalServer":
@@ -604,6 +609,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _serve(self):
         app = self.server.app
+        with app._lock:
+            app.in_flight += 1
+            app.max_in_flight = max(app.max_in_flight, app.in_flight)
+        try:
+            self._serve_one(app)
+        finally:
+            with app._lock:
+                app.in_flight -= 1
+
+    def _serve_one(self, app: LocalServer):
         arrived = time.monotonic()
         req = self._read_request()
         headers = {k.lower(): v for k, v in self.headers.items()}
