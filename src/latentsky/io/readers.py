@@ -51,8 +51,8 @@ from latentsky.exceptions import SpectrumError
 
 C_KMS = 299792.458
 GZIP_MAGIC = b"\x1f\x8b"
-ABSURD_FACTOR = 1e4  # pixels this many times the median |flux| are masked as garbage
-FLAM_SDSS = 1e-17 * u.erg / u.s / u.cm**2 / u.AA
+ABSURD_FACTOR = 1e3  # pixels this many times the median |flux| are masked as garbage
+FLAM_SDSS = u.Unit("1e-17 erg / (s cm2 Angstrom)")  # SDSS flux density unit
 
 
 @dataclasses.dataclass
@@ -394,7 +394,7 @@ def _validate(spectrum: Spectrum, path: Path) -> None:
     usable = np.isfinite(flux) & (spectrum.ivar > 0)
     if usable.any():
         # Some DRS products carry runs of absurd values (e.g. +-1e13 in a 2003 HARPS s1d,
-        # where the blaze was ~0); no real spectrum varies by 1e4 times its median level
+        # where the blaze was ~0); no real spectrum varies by 1e3 times its median level
         level = np.median(np.abs(flux[usable]))
         absurd = usable & (np.abs(flux) > ABSURD_FACTOR * max(level, np.finfo("f4").tiny))
         spectrum.meta["n_absurd_pixels"] = int(absurd.sum())

@@ -1,0 +1,1 @@
+"""Pure plotting functions: data in, a figure or HoloViews element out (no Panel here)."""

@@ -1,0 +1,62 @@
+"""Static (matplotlib) figures written by the command line: PNGs for reports and the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from latentsky.store import SpectrumStore
+
+
+def plot_store_overview(store: SpectrumStore, out: Path, *, max_per_group: int = 6) -> Path:
+    """Write a PNG with two panels: example spectra per class, and the whole flux array as an image.
+
+    Parameters
+    ----------
+    store : SpectrumStore
+        An ingested store.
+    out : Path
+        PNG file to write.
+    max_per_group : int
+        Spectra drawn per class in the upper panel.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cat = store.catalog
+    wave = store.wave
+    order = cat.sort_values(["spec_class", "object", "mjd"]).index.to_numpy()
+    flux = store.flux[:]
+    weight = store.weight[:]
+    fig, (ax_lines, ax_image) = plt.subplots(2, 1, figsize=(11, 8), height_ratios=[1.1, 1])
+    ticks = [t for t in (3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000) if wave[0] <= t <= wave[-1]]
+    offset = 0.0
+    for colour, (cls, rows) in enumerate(cat.groupby("spec_class", sort=True)):
+        for k, row in enumerate(rows.index[:max_per_group]):
+            good = weight[row] > 0
+            y = np.where(good, flux[row], np.nan)
+            ax_lines.semilogx(wave, y + offset, lw=0.5, color=f"C{colour}",
+                          label=f"{cls} ({len(rows)})" if k == 0 else None)
+            offset += 1.5
+    ax_lines.set_xticks(ticks, [str(t) for t in ticks])
+    ax_lines.set_xlabel("vacuum wavelength [Angstrom]")
+    ax_lines.set_ylabel("normalised flux + offset")
+    ax_lines.legend(loc="upper right", fontsize=8)
+    ax_lines.set_title(f"{len(cat)} spectra on a {len(wave)}-pixel log-lambda grid")
+    image = np.where(weight[order] > 0, flux[order], np.nan)
+    lo, hi = np.nanpercentile(image, [2, 98])
+    # the grid is uniform in log(lambda): place the image on a log axis and label it in Angstrom
+    ax_image.imshow(image, aspect="auto", interpolation="nearest", vmin=lo, vmax=hi, cmap="viridis",
+                    extent=[np.log10(wave[0]), np.log10(wave[-1]), len(order), 0])
+    ax_image.set_xticks(np.log10(ticks), [str(t) for t in ticks])
+    ax_image.set_xlabel("vacuum wavelength [Angstrom]")
+    ax_image.set_ylabel("spectrum (sorted by class, object, date)")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

@@ -1,0 +1,44 @@
+"""Shared fixtures: the bundled sample, its ingested store, and the optional shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from latentsky.data import sample_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """The full real data set (``../shared/data`` beside the repository, or $LATENTSKY_SHARED_DATA)."""
+    candidate = Path(os.environ.get("LATENTSKY_SHARED_DATA", REPO.parent / "shared" / "data"))
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Skip a test that needs files too large for the package when the shared data folder is absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("needs the shared data folder (../shared/data or $LATENTSKY_SHARED_DATA); not present here")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample() -> Path:
+    """The bundled sample folder."""
+    return sample_path()
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory, sample):
+    """The bundled sample ingested once per test session with the default settings."""
+    from latentsky.ingest import ingest
+    from latentsky.store import SpectrumStore
+
+    out = tmp_path_factory.mktemp("sample") / "store"
+    ingest([sample], out)
+    return SpectrumStore(out)
