@@ -38,6 +38,14 @@ class Conf:
     eso_tap_url, eso_data_url, sdss_skyserver_url, sdss_sas_url, skyview_url,
     ukidss_url, hips2fits_url : str
         Base URLs of the archives (change them to use a mirror or the local archive).
+    name_table : str
+        CSV file ``name,ra,dec`` (degrees) consulted before Sesame when a target
+        is given by name; in offline mode it is the only name resolver.
+    sdss_data_release : int
+        SDSS data release of the SAS file paths (``dr17/...``).
+    tap_maxrec : int
+        Rows asked per TAP request; a result capped below this (OVERFLOW) is
+        split into smaller queries, never returned short.
     """
 
     cache_dir: Path = dataclasses.field(default_factory=_default_cache_dir)
@@ -53,6 +61,10 @@ class Conf:
     skyview_url: str = "https://skyview.gsfc.nasa.gov/"
     ukidss_url: str = "http://wsa.roe.ac.uk:8080/wsa/"
     hips2fits_url: str = "https://alasky.cds.unistra.fr/hips-image-services/hips2fits"
+    # Added for the archive clients (issue 3).
+    name_table: str = ""
+    sdss_data_release: int = 17
+    tap_maxrec: int = 100000
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
