@@ -225,10 +225,11 @@ class DownloadManager:
         if manifest is None:
             manifest = Path(conf.cache_dir) / "downloads"
         self.manifest = manifest if isinstance(manifest, Manifest) else Manifest(manifest)
-        self.max_connections = int(max_connections or conf.max_connections)
-        self.max_connections_per_host = int(max_connections_per_host or conf.max_connections_per_host)
-        self.max_retries = int(max_retries if max_retries is not None else conf.max_retries)
-        self.timeout = float(timeout or conf.timeout)
+        pick = lambda value, default: default if value is None else value  # noqa: E731 - 0 is not None
+        self.max_connections = int(pick(max_connections, conf.max_connections))
+        self.max_connections_per_host = int(pick(max_connections_per_host, conf.max_connections_per_host))
+        self.max_retries = int(pick(max_retries, conf.max_retries))
+        self.timeout = float(pick(timeout, conf.timeout))
         if self.max_connections < 1 or self.max_connections_per_host < 1 or self.max_retries < 1:
             raise ValueError("max_connections, max_connections_per_host and max_retries must be >= 1, got "
                              f"{self.max_connections}, {self.max_connections_per_host}, {self.max_retries}")

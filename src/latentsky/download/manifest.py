@@ -66,8 +66,9 @@ class Manifest:
     Parameters
     ----------
     path : path-like
-        The database file (created with its folder when missing).  A folder
-        means ``folder / MANIFEST_NAME``.
+        The database file, when it ends in ``.sqlite``, ``.sqlite3`` or ``.db``
+        (created with its folder when missing); anything else is a folder (the
+        destination folder, usually), meaning ``folder / MANIFEST_NAME``.
 
     Notes
     -----
@@ -77,7 +78,7 @@ class Manifest:
 
     def __init__(self, path: str | Path):
         path = Path(path)
-        if path.is_dir():
+        if path.is_dir() or path.suffix.lower() not in (".sqlite", ".sqlite3", ".db"):
             path = path / MANIFEST_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path

@@ -463,6 +463,17 @@ class LocalServer:
         with the HTML login page (status 200, as ESO does)."""
         self._tokens.append((prefix, token))
 
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until no request is being answered (e.g. a slow fault outliving its
+        client's timeout), up to ``timeout`` s; True when idle."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.in_flight == 0:
+                    return True
+            time.sleep(0.01)
+        return False
+
     def clear(self) -> None:
         """Forget the request log, the per-path counters, ``max_in_flight`` and the ``fail_first`` rules."""
         with self._lock:
@@ -635,8 +646,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             resp = app._dispatch(req)
             if fault == "hostile_name":
                 resp.headers["Content-Disposition"] = f'attachment; filename="{HOSTILE_FILENAME}"'
-        status = self._send(req, resp, fault)
-        app._record(RequestRecord(arrived, req.method, req.path, headers, status, fault))
+        status = 0  # recorded as 0 when the client was gone before the status line
+        try:
+            status = self._send(req, resp, fault)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        finally:
+            app._record(RequestRecord(arrived, req.method, req.path, headers, status, fault))
 
     def _send(self, req: Request, resp: Response, fault: str | None) -> int:
         app = self.server.app
