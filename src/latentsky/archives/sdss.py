@@ -1,0 +1,298 @@
+"""SDSS: spectra and photometry through the SkyServer SQL search, files from the SAS.
+
+Queries go to ``conf.sdss_skyserver_url + "SearchTools/SqlSearch"`` with
+``cmd=<SQL>&format=csv`` (the SkyServer web service astroquery.sdss also
+uses).  A list of positions is sent as ``UNION ALL`` blocks of
+``dbo.fGetNearbySpecObjEq(ra, dec, r)`` (or ``fGetNearbyObjEq`` for
+photometry), in chunks whose URL stays under :data:`MAX_URL_CHARS`, because
+thousands of positions in one request break on query-string limits and time
+out (astroquery #2211, #2082).  A chunk that fails is split in halves down to
+single positions; a position that still fails is recorded in
+``table.meta["failed"]`` (with the error) and the others are returned.
+
+Spectrum files come from the Science Archive Server: ``conf.sdss_sas_url +
+dr<N>/sdss/spectro/redux/<run2d>/spectra[/full]/<plate>/spec-<plate>-<mjd>-<fiber>.fits``
+(the path rule of astroquery.sdss for DR16/17).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+from astropy import units as u
+from astropy.table import Table, vstack
+from astropy.time import Time
+
+from latentsky.archives.base import (Archive, chunks, parse_coordinates, parse_radius, request,
+                                     require_columns, safe_name)
+from latentsky.config import conf
+from latentsky.exceptions import ArchiveError, CoordinateError, LatentskyWarning, QueryTruncatedError
+
+log = logging.getLogger(__name__)
+
+SPEC_COLUMNS = ("s.specObjID AS specobjid", "s.ra", "s.dec", "s.z", "s.class", "s.subClass AS subclass", "s.plate",
+                "s.mjd", "s.fiberID AS fiberid", "s.run2d", "s.instrument")
+"""SpecObj columns asked for."""
+
+PHOTO_COLUMNS = ("p.objID AS objid", "p.ra", "p.dec", "p.run", "p.rerun", "p.camcol", "p.field", "p.type",
+                 "p.psfMag_u", "p.psfMag_g", "p.psfMag_r", "p.psfMag_i", "p.psfMag_z")
+"""PhotoObj columns asked for."""
+
+MAX_URL_CHARS = 6000
+"""Longest GET URL sent: well under the 8 kB many servers and proxies accept."""
+
+ROW_LIMIT = 500_000
+"""SkyServer's SqlSearch row cap; a result this long is treated as truncated."""
+
+_ID_COLUMNS = ("specobjid", "objid", "bestobjid")
+
+_CLASSES = ("GALAXY", "QSO", "STAR")
+
+
+class SDSS(Archive):
+    """Client of the SDSS SkyServer (SQL) and SAS (files)."""
+
+    name = "sdss"
+
+    # ------------------------------------------------------------------ SQL
+    def sql_url(self) -> str:
+        """The SkyServer SQL search endpoint (from ``conf.sdss_skyserver_url``)."""
+        return conf.sdss_skyserver_url.rstrip("/") + "/SearchTools/SqlSearch"
+
+    def query_sql(self, sql: str) -> Table:
+        """Run one SQL statement on SkyServer; the CSV answer as a Table.
+
+        Raises
+        ------
+        ArchiveError
+            HTTP failure, timeout (``conf.timeout``) or an SQL error text.
+        """
+        response = request("GET", self.sql_url(), archive="sdss", params={"cmd": sql, "format": "csv"})
+        return parse_skyserver_csv(response.text, url=self.sql_url())
+
+    def build_spectra_sql(self, *, coordinates=None, radius=None, spec_class: str | None = None,
+                          top: int | None = None, first_index: int = 0) -> str:
+        """The SQL for spectra: by class/TOP, or per position (``UNION ALL`` of cone blocks)."""
+        cols = ", ".join(SPEC_COLUMNS)
+        where = []
+        if spec_class is not None:
+            if str(spec_class).upper() not in _CLASSES:
+                raise CoordinateError(f"spec_class: expected one of {_CLASSES}, got {spec_class!r}")
+            where.append(f"s.class = '{str(spec_class).upper()}'")
+        if coordinates is None:
+            head = f"SELECT {'TOP %d ' % top if top else ''}{cols} FROM SpecObj AS s"
+            return head + (" WHERE " + " AND ".join(where) if where else "")
+        coords = parse_coordinates(coordinates)
+        r_arcmin = parse_radius(radius if radius is not None else 2 * u.arcsec).to_value(u.arcmin)
+        extra = (" WHERE " + " AND ".join(where)) if where else ""
+        blocks = []
+        ra, dec = np.atleast_1d(coords.ra.deg), np.atleast_1d(coords.dec.deg)
+        for i, (a, d) in enumerate(zip(ra, dec), start=first_index):
+            blocks.append(f"SELECT {i} AS idx, {cols} FROM SpecObj AS s JOIN dbo.fGetNearbySpecObjEq("
+                          f"{float(a):.7f}, {float(d):.7f}, {float(r_arcmin):.6g}) AS n ON s.specObjID = n.specObjID"
+                          + extra)
+        return " UNION ALL ".join(blocks)
+
+    def build_photometry_sql(self, *, coordinates, radius=None, first_index: int = 0) -> str:
+        """The SQL for photometric objects around each position."""
+        coords = parse_coordinates(coordinates)
+        r_arcmin = parse_radius(radius if radius is not None else 2 * u.arcsec).to_value(u.arcmin)
+        cols = ", ".join(PHOTO_COLUMNS)
+        ra, dec = np.atleast_1d(coords.ra.deg), np.atleast_1d(coords.dec.deg)
+        return " UNION ALL ".join(
+            f"SELECT {i} AS idx, {cols} FROM PhotoObj AS p JOIN dbo.fGetNearbyObjEq({float(a):.7f}, {float(d):.7f}, "
+            f"{float(r_arcmin):.6g}) AS n ON p.objID = n.objID"
+            for i, (a, d) in enumerate(zip(ra, dec), start=first_index))
+
+    # ------------------------------------------------------------------ queries
+    def query(self, coordinates=None, *, radius=None, spec_class: str | None = None, top: int | None = None,
+              get_query_payload: bool = False) -> Table:
+        """Spectra (:meth:`query_spectra`): the common interface."""
+        return self.query_spectra(coordinates, radius=radius, spec_class=spec_class, top=top,
+                                  get_query_payload=get_query_payload)
+
+    def query_spectra(self, coordinates=None, *, radius=None, spec_class: str | None = None,
+                      top: int | None = None, get_query_payload: bool = False) -> Table:
+        """SDSS spectra, around positions or by class.
+
+        Parameters
+        ----------
+        coordinates : SkyCoord, (ra, dec), str or Table, optional
+            One or many positions (any frame; a Table needs ``ra``/``dec`` in
+            degrees).  None searches the whole SpecObj table.
+        radius : Quantity, Angle, str or float (deg), optional
+            Match radius, default 2 arcsec.
+        spec_class : {"QSO", "GALAXY", "STAR"}, optional
+            Keep this class only.
+        top : int, optional
+            At most this many rows (whole-table searches only).
+        get_query_payload : bool
+            Return the request parameters of the first request instead.
+
+        Returns
+        -------
+        Table
+            One row per spectrum: the common product columns plus ``specobjid,
+            z, class, plate, mjd, fiberid, run2d`` and, for positions, ``idx``
+            (the row of ``coordinates`` matched).  ``meta["failed"]`` lists the
+            positions whose requests failed, with the error.
+        """
+        if coordinates is None:
+            sql = self.build_spectra_sql(spec_class=spec_class, top=top)
+            if get_query_payload:
+                return {"cmd": sql, "format": "csv"}
+            table = self.query_sql(sql)
+            if top is None and len(table) >= ROW_LIMIT:
+                raise QueryTruncatedError(f"sdss: {len(table)} rows is SkyServer's cap; narrow the query "
+                                          "(spec_class, positions) or set top")
+            return self._spectra_products(table, failed=[])
+        coords = parse_coordinates(coordinates)
+        coords = coords.reshape((1,)) if coords.isscalar else coords
+
+        def build(idx):
+            return self.build_spectra_sql(coordinates=coords[idx], radius=radius, spec_class=spec_class,
+                                          first_index=int(idx[0]))
+
+        if get_query_payload:
+            return {"cmd": build(self._chunk_indices(coords, build)[0]), "format": "csv"}
+        table, failed = self._run_chunks(coords, build)
+        return self._spectra_products(table, failed=failed)
+
+    def query_photometry(self, coordinates, *, radius=None, get_query_payload: bool = False) -> Table:
+        """Primary photometric objects (PhotoObj) around each position; ``idx`` names the position."""
+        coords = parse_coordinates(coordinates)
+        coords = coords.reshape((1,)) if coords.isscalar else coords
+
+        def build(idx):
+            return self.build_photometry_sql(coordinates=coords[idx], radius=radius, first_index=int(idx[0]))
+
+        if get_query_payload:
+            return {"cmd": build(self._chunk_indices(coords, build)[0]), "format": "csv"}
+        table, failed = self._run_chunks(coords, build)
+        table.meta["failed"] = failed
+        return table
+
+    def _chunk_indices(self, coords, build) -> list[np.ndarray]:
+        """Split position indices into runs whose GET URL stays under :data:`MAX_URL_CHARS`."""
+        n = len(coords)
+        base = len(self.sql_url()) + 40
+        one = len(urlencode({"cmd": build(np.array([0]))})) + 20
+        per = max(1, (MAX_URL_CHARS - base) // one)
+        return [np.arange(lo, min(n, lo + per)) for lo in range(0, n, per)]
+
+    def _run_chunks(self, coords, build) -> tuple[Table, list[dict]]:
+        pieces, failed = [], []
+        pending = self._chunk_indices(coords, build)
+        while pending:
+            idx = pending.pop(0)
+            try:
+                pieces.append(self.query_sql(build(idx)))
+            except ArchiveError as err:
+                if len(idx) > 1:
+                    # one bad position (or a transient failure) must not sink the others: bisect
+                    half = len(idx) // 2
+                    log.info("sdss: a chunk of %d positions failed (%s); splitting", len(idx), err)
+                    pending[:0] = [idx[:half], idx[half:]]
+                    continue
+                i = int(idx[0])
+                failed.append({"idx": i, "ra": float(coords[i].ra.deg), "dec": float(coords[i].dec.deg),
+                               "error": str(err)})
+        if failed:
+            warnings.warn(f"sdss: {len(failed)} of {len(coords)} positions failed (see table.meta['failed']); "
+                          f"first: row {failed[0]['idx']}: {failed[0]['error']}", LatentskyWarning, stacklevel=3)
+        pieces = [p for p in pieces if len(p.colnames)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = vstack(pieces, metadata_conflicts="silent") if pieces else Table()
+        return table, failed
+
+    def _spectra_products(self, table: Table, *, failed: list) -> Table:
+        n = len(table)
+        if n == 0 and not table.colnames:
+            table = Table({name: np.array([], dtype=float if name in ("ra", "dec", "z") else
+                                          (int if name in ("plate", "mjd", "fiberid") else str))
+                           for name in ("specobjid", "ra", "dec", "z", "class", "plate", "mjd", "fiberid", "run2d",
+                                        "instrument")})
+        require_columns(table, ("ra", "dec", "plate", "mjd", "fiberid"), parameter="SkyServer answer")
+        out = Table()
+        plate = np.asarray(table["plate"], dtype=int)
+        mjd = np.asarray(table["mjd"], dtype=int)
+        fiber = np.asarray(table["fiberid"], dtype=int)
+        run2d = np.asarray(table["run2d"]).astype(str) if "run2d" in table.colnames else np.full(n, "26")
+        out["archive"] = np.full(n, "sdss")
+        out["product_id"] = np.array([f"{p:04d}-{m}-{f:04d}" for p, m, f in zip(plate, mjd, fiber)], dtype=str)
+        out["object"] = np.asarray(table["specobjid"]).astype(str) if "specobjid" in table.colnames else \
+            out["product_id"]
+        out["ra"] = np.asarray(table["ra"], dtype=float) * u.deg
+        out["dec"] = np.asarray(table["dec"], dtype=float) * u.deg
+        out["date"] = np.array([Time(float(m), format="mjd").isot for m in mjd], dtype=str) if n else \
+            np.array([], dtype=str)
+        out["instrument"] = np.asarray(table["instrument"]).astype(str) if "instrument" in table.colnames else \
+            np.full(n, "SDSS")
+        out["access_url"] = np.array([spectrum_url(p, m, f, r) for p, m, f, r in zip(plate, mjd, fiber, run2d)],
+                                     dtype=str)
+        for name in table.colnames:
+            if name not in out.colnames:
+                out[name] = table[name]
+        out.meta["failed"] = failed
+        return out
+
+    # ------------------------------------------------------------------ plan
+    def plan(self, products: Table, dest: str | Path) -> list:
+        """Download items for SDSS spectra (no network): ``dest/spec-PPPP-MJD-FFFF.fits``."""
+        from latentsky.download.items import DownloadItem
+
+        require_columns(products, ("product_id", "access_url"))
+        dest = Path(dest)
+        return [DownloadItem(key=f"sdss/{row['product_id']}", url=str(row["access_url"]),
+                             dest=dest / safe_name(f"spec-{row['product_id']}.fits"), kind="fits")
+                for row in products]
+
+
+def spectrum_url(plate: int, mjd: int, fiber: int, run2d: str = "26", *, data_release: int | None = None) -> str:
+    """SAS URL of one spectrum file (``conf.sdss_sas_url``, astroquery.sdss's DR16/17 path rule)."""
+    dr = conf.sdss_data_release if data_release is None else data_release
+    run2d = str(run2d).strip()
+    spectra = "spectra" if run2d in ("26", "103", "104") else "spectra/full"
+    return (f"{conf.sdss_sas_url.rstrip('/')}/dr{dr}/sdss/spectro/redux/{run2d}/{spectra}/{int(plate):04d}/"
+            f"spec-{int(plate):04d}-{int(mjd)}-{int(fiber):04d}.fits")
+
+
+def parse_skyserver_csv(text: str, *, url: str = "SkyServer") -> Table:
+    """Parse SkyServer's CSV answer (``#Table1`` line, header, rows) into a Table.
+
+    Identifier columns (``objid``, ``specobjid``) stay strings: they are 64-bit
+    integers that must not pass through floating point.
+
+    Raises
+    ------
+    ArchiveError
+        When the text is an error message or HTML page rather than a table.
+    """
+    lines = text.lstrip("\ufeff").splitlines()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if lines and lines[0].startswith("#Table"):
+        lines.pop(0)
+    if not lines or lines[0].lstrip().startswith(("<", "Error", "ERROR")) or "," not in lines[0] and len(lines) > 1:
+        snippet = " ".join(lines[:3])[:300]
+        raise ArchiveError(f"sdss: {url} answered with no table: {snippet!r}")
+    import pandas as pd
+
+    header = [h.strip().lower() for h in lines[0].split(",")]
+    dtypes = {h: str for h in header if h in _ID_COLUMNS}
+    frame = pd.read_csv(io.StringIO("\n".join(lines)), dtype=dtypes)
+    frame.columns = header
+    for name in ("class", "subclass", "run2d", "instrument"):
+        if name in frame.columns:
+            frame[name] = frame[name].fillna("").astype(str)
+    return Table.from_pandas(frame)
+
+
+sdss = SDSS()
+"""The module-level client (astroquery style)."""
