@@ -1,0 +1,93 @@
+"""Ingest throughput on the bundled sample replicated to N spectra (default 2,000).
+
+Prints spectra/s and MB/s of ``latentsky.ingest.ingest`` beside the bounds it
+is measured against, from the same files in the same run:
+
+* ``read``: reading every file's bytes (the disk / page-cache bound),
+* ``read+gunzip``: reading and decompressing them,
+* ``astropy``: opening each with astropy and touching its data (parsing, no resampling).
+
+Ingest runs in a child process so its peak resident memory is measured alone.
+Last line: one JSON object with ``spectra_per_s, mb_per_s, peak_rss_mb`` and the bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from astropy.io import fits
+
+from latentsky.data import sample_path
+
+
+def replicate(n: int, dest: Path) -> list[Path]:
+    """Copy the sample's files under new names until there are ``n``."""
+    files = sorted(p for p in sample_path().rglob("*.fit*.gz"))
+    out = []
+    for i in range(n):
+        src = files[i % len(files)]
+        target = dest / f"copy{i // len(files):03d}" / src.parent.name / src.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        out.append(target)
+    return out
+
+
+def timed(fn, files) -> float:
+    start = time.perf_counter()
+    for path in files:
+        fn(path)
+    return time.perf_counter() - start
+
+
+def astropy_open(path: Path) -> None:
+    with fits.open(path) as hdul:
+        for hdu in hdul[:2]:
+            _ = hdu.data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spectra", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="latentsky-bench-ingest-") as tmp:
+        tmp = Path(tmp)
+        files = replicate(args.spectra, tmp / "in")
+        megabytes = sum(p.stat().st_size for p in files) / 1e6
+        t_read = timed(lambda p: p.read_bytes(), files)
+        t_gunzip = timed(lambda p: gzip.decompress(p.read_bytes()), files)
+        t_astropy = timed(astropy_open, files)
+        code = ("import sys; from latentsky.ingest import ingest; "
+                "r = ingest([sys.argv[1]], sys.argv[2]); print(r.n_spectra, len(r.errors))")
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code, str(tmp / "in"), str(tmp / "store")],
+                              check=True, capture_output=True, text=True)
+        t_ingest = time.perf_counter() - start
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        n_ok, n_err = map(int, done.stdout.split())
+    n = len(files)
+    rows = [("read bytes (bound)", t_read), ("read + gunzip", t_gunzip), ("astropy open + data", t_astropy),
+            ("latentsky ingest", t_ingest)]
+    print(f"{n} files, {megabytes:.0f} MB (gzip-compressed FITS); ingested {n_ok}, errors {n_err}")
+    for name, t in rows:
+        print(f"  {name:22s} {n / t:9.1f} spectra/s {megabytes / t:8.1f} MB/s")
+    print(f"  ingest peak RSS {peak_mb:.0f} MB (child process, includes interpreter start-up)")
+    print(json.dumps({
+        "spectra": n, "spectra_per_s": round(n / t_ingest, 1), "mb_per_s": round(megabytes / t_ingest, 1),
+        "peak_rss_mb": round(peak_mb), "read_mb_per_s": round(megabytes / t_read, 1),
+        "gunzip_mb_per_s": round(megabytes / t_gunzip, 1), "astropy_spectra_per_s": round(n / t_astropy, 1),
+        "fraction_of_gunzip_bound": round(t_gunzip / t_ingest, 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()
