@@ -95,3 +95,9 @@ def _rebuild_download_error(cls, key, url, problem, retryable, retry_after):
 
 class CredentialError(LatentskyError):
     """A credential is needed but missing or rejected (the secret is never in the message)."""
+
+
+class EmbeddingError(LatentskyError, ValueError):
+    """Echo-state-network embedding failed: a bad parameter, or a spectrum that
+    cannot be embedded (no valid pixels, too short for the washout); the
+    message names the parameter or the spectrum id."""

@@ -1,0 +1,28 @@
+"""Stage 1: embed each spectrum as the readout weights of one echo-state network.
+
+* :mod:`.reservoir`: simple cycle and random sparse reservoirs;
+* :mod:`.esn`: :class:`ESNReadoutEmbedder` (scikit-learn estimator), the
+  per-spectrum sufficient statistics, ridge by GCV, :func:`tune_reservoir`;
+* :mod:`.backends`: the batched NumPy and TensorFlow computations;
+* :mod:`.runner`: :func:`embed_store`, out of core (optionally on Dask), and the
+  on-disk layout stage 2 reads.
+
+TensorFlow and Dask are imported only when used.
+"""
+
+from latentsky.embed.esn import (ESNReadoutEmbedder, ReadoutStatistics, gcv_ridge, reference_statistics,
+                                 solve_readouts, tune_reservoir)
+from latentsky.embed.reservoir import Reservoir, random_sparse_reservoir, simple_cycle_reservoir
+
+__all__ = ["ESNReadoutEmbedder", "ReadoutStatistics", "Reservoir", "gcv_ridge", "random_sparse_reservoir",
+           "reference_statistics", "simple_cycle_reservoir", "solve_readouts", "tune_reservoir",
+           "embed_store", "open_embeddings"]
+
+
+def __getattr__(name):
+    # The runner pulls in zarr/pandas; keep `import latentsky.embed` light.
+    if name in ("embed_store", "open_embeddings"):
+        from latentsky.embed import runner
+
+        return getattr(runner, name)
+    raise AttributeError(name)
