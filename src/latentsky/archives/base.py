@@ -68,7 +68,8 @@ def session():
     return _session
 
 
-def request(method: str, url: str, *, archive: str, timeout: float | None = None, **kwargs):
+def request(method: str, url: str, *, archive: str, timeout: float | None = None, retries: int | None = None,
+            **kwargs):
     """Send one HTTP request with an explicit timeout; raise :class:`ArchiveError` on failure.
 
     Parameters
@@ -82,6 +83,10 @@ def request(method: str, url: str, *, archive: str, timeout: float | None = None
     timeout : float, optional
         Seconds; defaults to ``conf.timeout`` read at call time.  Every request
         has one: SkyView-style hangs (astroquery #3347) end in an error.
+    retries : int, optional
+        Extra attempts after a 429, 5xx or dropped connection (default
+        ``conf.max_retries - 1``), waiting ``Retry-After`` or an exponential
+        backoff with jitter.  Timeouts and other 4xx are not retried.
     **kwargs
         Passed to :meth:`requests.Session.request` (``params``, ``data``...).
 
@@ -90,19 +95,80 @@ def request(method: str, url: str, *, archive: str, timeout: float | None = None
     requests.Response
         A response with a 2xx status.
     """
+    timeout = conf.timeout if timeout is None else timeout
+    return with_retries(lambda: _request_once(method, url, archive, timeout, kwargs), retries=retries,
+                        what=f"{archive} {url}")
+
+
+RETRYABLE_STATUS = (429, 500, 502, 503, 504)
+
+
+class _Retryable(ArchiveError):
+    """A failure worth another try (a 5xx, a 429, a dropped connection)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _request_once(method, url, archive, timeout, kwargs):
     import requests
 
-    timeout = conf.timeout if timeout is None else timeout
     try:
         response = session().request(method, url, timeout=timeout, **kwargs)
     except requests.Timeout as err:
+        # a hung service is not retried: the caller already waited `timeout` seconds
         raise ArchiveError(f"{archive}: no answer from {url} within {timeout} s") from err
+    except requests.ConnectionError as err:
+        raise _Retryable(f"{archive}: cannot reach {url}: {err.__class__.__name__}: {err}") from err
     except requests.RequestException as err:
-        raise ArchiveError(f"{archive}: cannot reach {url}: {err.__class__.__name__}: {err}") from err
+        raise ArchiveError(f"{archive}: request to {url} failed: {err.__class__.__name__}: {err}") from err
     if response.status_code >= 400:
         snippet = response.text[:200].strip().replace("\n", " ")
-        raise ArchiveError(f"{archive}: HTTP {response.status_code} from {response.url}: {snippet}")
+        message = f"{archive}: HTTP {response.status_code} from {response.url}: {snippet}"
+        if response.status_code in RETRYABLE_STATUS:
+            raise _Retryable(message, _retry_after(response.headers.get("Retry-After")))
+        raise ArchiveError(message)
     return response
+
+
+def _retry_after(value) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def with_retries(call, *, retries: int | None = None, what: str = "request", backoff: float = 0.5,
+                 max_wait: float = 30.0):
+    """Run ``call()``; on a retryable failure wait (``Retry-After`` or exponential backoff with jitter) and retry.
+
+    Parameters
+    ----------
+    call : callable
+        Raises :class:`_Retryable` for failures worth retrying.
+    retries : int, optional
+        Extra attempts (default ``conf.max_retries - 1``).
+    what : str
+        For log lines.
+    backoff, max_wait : float
+        Seconds: attempt n waits ``uniform(0.5, 1.5) * backoff * 2**n``, at most ``max_wait``.
+    """
+    import random
+    import time
+
+    retries = max(0, conf.max_retries - 1) if retries is None else int(retries)
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except _Retryable as err:
+            if attempt == retries:
+                raise ArchiveError(f"{err} (after {attempt + 1} attempts)") from err
+            wait = err.retry_after if err.retry_after is not None else backoff * 2 ** attempt * (0.5 + random.random())
+            wait = min(max_wait, wait)
+            log.info("%s failed (%s); retry %d/%d in %.1f s", what, err, attempt + 1, retries, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 class Archive(abc.ABC):

@@ -116,7 +116,7 @@ def fetch_one(hips: str, ra: float, dec: float, size: int, pixel_scale_arcsec: f
     from astropy.io import fits
 
     try:
-        response = request("GET", conf.hips2fits_url, archive="hips2fits",
+        response = request("GET", conf.hips2fits_url, archive="hips2fits", retries=0,
                            params=hips2fits_params(hips, ra, dec, size, pixel_scale_arcsec))
     except ArchiveError as err:
         return "error", None, str(err)

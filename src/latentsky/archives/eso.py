@@ -35,8 +35,8 @@ from astropy import units as u
 from astropy.table import Table, unique, vstack
 from astropy.time import Time
 
-from latentsky.archives.base import (Archive, parse_coordinates, parse_radius, parse_time, require_columns,
-                                     resolve_name, safe_name, session)
+from latentsky.archives.base import (RETRYABLE_STATUS, Archive, _Retryable, parse_coordinates, parse_radius,
+                                     parse_time, require_columns, resolve_name, safe_name, session, with_retries)
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError, QueryTruncatedError
 
@@ -264,17 +264,25 @@ class ESO(Archive):
         url = conf.eso_tap_url
         service = pyvo.dal.TAPService(url, session=session())
         log.debug("ESO TAP %s: %s", url, adql)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DALOverflowWarning)
-                uploads = {"targets": upload} if upload is not None else None
-                result = service.run_sync(adql, maxrec=maxrec, uploads=uploads)
-        except pyvo.dal.DALQueryError as err:
-            raise ArchiveError(f"eso: the TAP service at {url} refused the query: {err}") from err
-        except pyvo.dal.DALServiceError as err:
-            raise ArchiveError(f"eso: TAP service at {url} failed: {err}") from err
-        except pyvo.dal.DALFormatError as err:
-            raise ArchiveError(f"eso: TAP service at {url} sent an unreadable answer: {err}") from err
+
+        def once():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DALOverflowWarning)
+                    uploads = {"targets": upload} if upload is not None else None
+                    return service.run_sync(adql, maxrec=maxrec, uploads=uploads)
+            except pyvo.dal.DALQueryError as err:
+                raise ArchiveError(f"eso: the TAP service at {url} refused the query: {err}") from err
+            except pyvo.dal.DALServiceError as err:
+                code = getattr(err, "code", None)
+                if code is None or code in RETRYABLE_STATUS:
+                    # 503 from a busy archive, a dropped connection: worth another try
+                    raise _Retryable(f"eso: TAP service at {url} failed: {err}") from err
+                raise ArchiveError(f"eso: TAP service at {url} failed: {err}") from err
+            except pyvo.dal.DALFormatError as err:
+                raise _Retryable(f"eso: TAP service at {url} sent an unreadable answer: {err}") from err
+
+        result = with_retries(once, what=f"eso TAP {url}")
         table = result.to_table()
         status = str(result.status[0]).upper()
         # a service that caps without saying so still gives exactly maxrec rows: treat that as capped too

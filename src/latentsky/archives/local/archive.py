@@ -27,6 +27,8 @@ exit when used as a context manager)::
 
 from __future__ import annotations
 
+import functools
+import gzip
 import io
 import logging
 import re
@@ -225,8 +227,7 @@ class LocalArchive:
         rows = self.catalog.obscore[self.catalog.obscore["dp_id"] == dp_id]
         if len(rows) == 0:
             raise HTTPError(404, f"no product with dp_id {dp_id!r}")
-        path = self.catalog.path_of(rows["filename"][0])
-        return Response.from_file(path, content_type="application/fits", filename=path.name)
+        return fits_file_response(self.catalog.path_of(rows["filename"][0]))
 
     # ------------------------------------------------------------------ SDSS
     def _skyserver_sql(self, request: Request) -> Response:
@@ -253,7 +254,7 @@ class LocalArchive:
         hit = (spec["plate"] == plate) & (spec["mjd"] == mjd) & (spec["fiberid"] == fiber)
         if not hit.any():
             raise HTTPError(404, f"no spectrum plate={plate} mjd={mjd} fiber={fiber}")
-        return Response.from_file(self.catalog.path_of(spec["filename"][hit][0]), content_type="application/fits")
+        return fits_file_response(self.catalog.path_of(spec["filename"][hit][0]))
 
     # ------------------------------------------------------------------ images
     def _find_images(self, survey: str):
@@ -322,6 +323,26 @@ class LocalArchive:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+def fits_file_response(path: Path) -> Response:
+    """Serve a FITS file as the archives do: uncompressed, named, with byte ranges.
+
+    Files kept gzipped on disk (the bundled sample) are sent decompressed,
+    because ESO's and SDSS's file endpoints send plain FITS.
+    """
+    name = re.sub(r"\.gz$", "", path.name, flags=re.I)
+    if path.name.lower().endswith(".gz"):
+        resp = Response(_gunzipped(path, path.stat().st_mtime_ns), content_type="application/fits")
+        resp.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+        return resp
+    return Response.from_file(path, content_type="application/fits", filename=name)
+
+
+@functools.lru_cache(maxsize=32)
+def _gunzipped(path: Path, mtime_ns: int) -> bytes:
+    with gzip.open(path, "rb") as fh:
+        return fh.read()
+
 
 def _uploads(request: Request) -> dict[str, Table]:
     spec = request.param("UPLOAD")
