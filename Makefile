@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/latentsky demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --timeout 900
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --timeout 900 tests notebooks --nbmake
 
 bench: $(STAMP)
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

@@ -1,0 +1,25 @@
+"""`latentsky demo` on the bundled sample writes the store, a summary and a picture."""
+
+from __future__ import annotations
+
+import json
+
+from astropy.io import fits
+
+from latentsky.cli import main
+from latentsky.store import SpectrumStore
+
+
+def test_demo_writes_store_summary_and_png(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_spectra"] == 125 and summary["not_ingested"] == []
+    assert summary["by_class"] == {"QSO": 66, "STAR": 33, "GALAXY": 26}
+    assert summary["most_observed"]["HD128621"] == 24
+    png = (out / "spectra.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+    store = SpectrumStore(out / "store")
+    first = store.catalog.iloc[0]
+    assert first["object"] == fits.getheader(first["path"])["OBJECT"]
+    assert "wrote" in capsys.readouterr().out
