@@ -120,3 +120,13 @@ def test_cli_ingest_reports_bad_files_by_name(tmp_path, sample, capsys):
     assert len(SpectrumStore(tmp_path / "store")) == 1
     assert main(["ingest", str(tmp_path / "missing"), "--out", str(tmp_path / "s2")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_ingest_reports_progress_events(tmp_path, sample):
+    files = sorted((sample / "sdss").glob("spec-*.fits.gz"))[:5]
+    events = []
+    ingest(files, tmp_path / "store", progress=events.append)
+    assert {e.task for e in events} == {"ingest"}
+    assert events[0].total == 5 and events[0].done == 0
+    assert [e.done for e in events if not e.finished] == [0, 1, 2, 3, 4, 5]
+    assert events[-1].finished and events[-1].done == 5 and events[-1].unit == "spectra"
