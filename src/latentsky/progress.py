@@ -79,7 +79,7 @@ class Progress:
                  callback: ProgressCallback | None = None):
         self.task, self.total, self.unit = task, total, unit
         self.callback = callback
-        self.done = 0.0
+        self.done: float = 0
         self._start = time.monotonic()
 
     def _emit(self, message: str = "", finished: bool = False) -> None:
