@@ -117,7 +117,8 @@ class SDSS(Archive):
                                   get_query_payload=get_query_payload)
 
     def query_spectra(self, coordinates=None, *, radius=None, spec_class: str | None = None,
-                      top: int | None = None, get_query_payload: bool = False) -> Table:
+                      top: int | None = None, chunk_size: int | None = None,
+                      get_query_payload: bool = False) -> Table:
         """SDSS spectra, around positions or by class.
 
         Parameters
@@ -131,6 +132,9 @@ class SDSS(Archive):
             Keep this class only.
         top : int, optional
             At most this many rows (whole-table searches only).
+        chunk_size : int, optional
+            Most positions per request (default: as many as fit in
+            :data:`MAX_URL_CHARS`).
         get_query_payload : bool
             Return the request parameters of the first request instead.
 
@@ -160,10 +164,11 @@ class SDSS(Archive):
 
         if get_query_payload:
             return {"cmd": build(self._chunk_indices(coords, build)[0]), "format": "csv"}
-        table, failed = self._run_chunks(coords, build)
+        table, failed = self._run_chunks(coords, build, chunk_size)
         return self._spectra_products(table, failed=failed)
 
-    def query_photometry(self, coordinates, *, radius=None, get_query_payload: bool = False) -> Table:
+    def query_photometry(self, coordinates, *, radius=None, chunk_size: int | None = None,
+                         get_query_payload: bool = False) -> Table:
         """Primary photometric objects (PhotoObj) around each position; ``idx`` names the position."""
         coords = parse_coordinates(coordinates)
         coords = coords.reshape((1,)) if coords.isscalar else coords
@@ -173,21 +178,25 @@ class SDSS(Archive):
 
         if get_query_payload:
             return {"cmd": build(self._chunk_indices(coords, build)[0]), "format": "csv"}
-        table, failed = self._run_chunks(coords, build)
+        table, failed = self._run_chunks(coords, build, chunk_size)
         table.meta["failed"] = failed
         return table
 
-    def _chunk_indices(self, coords, build) -> list[np.ndarray]:
+    def _chunk_indices(self, coords, build, chunk_size: int | None = None) -> list[np.ndarray]:
         """Split position indices into runs whose GET URL stays under :data:`MAX_URL_CHARS`."""
         n = len(coords)
         base = len(self.sql_url()) + 40
         one = len(urlencode({"cmd": build(np.array([0]))})) + 20
         per = max(1, (MAX_URL_CHARS - base) // one)
+        if chunk_size is not None:
+            if int(chunk_size) < 1:
+                raise CoordinateError(f"chunk_size: expected a positive number of positions, got {chunk_size}")
+            per = min(per, int(chunk_size))
         return [np.arange(lo, min(n, lo + per)) for lo in range(0, n, per)]
 
-    def _run_chunks(self, coords, build) -> tuple[Table, list[dict]]:
+    def _run_chunks(self, coords, build, chunk_size=None) -> tuple[Table, list[dict]]:
         pieces, failed = [], []
-        pending = self._chunk_indices(coords, build)
+        pending = self._chunk_indices(coords, build, chunk_size)
         while pending:
             idx = pending.pop(0)
             try:

@@ -180,6 +180,10 @@ class LocalArchive:
             for name in list(extra.colnames):
                 if name not in table.colnames and name.startswith("col"):
                     extra.remove_column(name)  # pandas' unnamed index column in recorded CSVs
+                elif name in table.colnames and (table[name].dtype.kind in "SU") != (extra[name].dtype.kind in "SU"):
+                    # e.g. obs_id: numbers in a recorded answer, text in ours
+                    table[name] = table[name].astype(str)
+                    extra[name] = extra[name].astype(str)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 table = vstack([table, extra], join_type="outer", metadata_conflicts="silent")

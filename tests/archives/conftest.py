@@ -1,0 +1,73 @@
+"""Fixtures of the archive tests: the local archive over real FITS files, on 127.0.0.1.
+
+Nothing here mocks the network: clients talk HTTP to a real loopback server
+(:class:`latentsky.archives.local.archive.LocalArchive`) that reads the bundled
+sample and the real images in ``tests/archives/data``.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from latentsky.config import conf
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _restore_conf():
+    """Every test starts and ends with the same conf (URLs, offline flag, retries)."""
+    saved = dict(vars(conf))
+    yield
+    for name, value in saved.items():
+        setattr(conf, name, value)
+
+
+@pytest.fixture(scope="module")
+def sample_archive(sample):
+    """The local archive over the bundled sample (HARPS s1d + SDSS spectra), one per test module."""
+    from latentsky.archives.local.archive import LocalArchive
+
+    archive = LocalArchive(sample, retry_after=0.05).start()
+    yield archive
+    archive.stop()
+
+
+@pytest.fixture
+def local(sample_archive):
+    """``sample_archive`` with conf pointing at it and a clean request log and fault list."""
+    sample_archive.server.clear()
+    sample_archive.configure()
+    yield sample_archive
+    sample_archive.server.clear()
+    sample_archive.restore()
+
+
+@pytest.fixture(scope="module")
+def image_archive():
+    """The local archive over the real FIRST and UKIDSS images of tests/archives/data/images."""
+    from latentsky.archives.local.archive import LocalArchive
+
+    archive = LocalArchive(DATA / "images", retry_after=0.05).start()
+    yield archive
+    archive.stop()
+
+
+@pytest.fixture
+def images(image_archive):
+    image_archive.server.clear()
+    image_archive.configure()
+    yield image_archive
+    image_archive.server.clear()
+    image_archive.restore()
+
+
+def source_bytes(path: Path) -> bytes:
+    """The bytes an archive serves for a source file (gzipped sample files are served plain)."""
+    if path.name.endswith(".gz"):
+        with gzip.open(path, "rb") as fh:
+            return fh.read()
+    return path.read_bytes()

@@ -1,0 +1,180 @@
+"""The ESO client against the local archive (real HARPS s1d headers) and a recorded ESO ObsCore answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.table import Table
+
+from conftest import DATA, source_bytes
+from latentsky.archives.eso import eso
+from latentsky.config import conf
+from latentsky.exceptions import ArchiveError, CoordinateError, QueryTruncatedError
+
+
+def header_table(sample) -> Table:
+    """What the HARPS files' own headers say: the truth the TAP answers are checked against."""
+    rows = []
+    for path in sorted((sample / "harps").glob("*.fits*")):
+        h = fits.getheader(path)
+        rows.append((path.name.split(".fits")[0], h["OBJECT"], h["RA"], h["DEC"], h["MJD-OBS"], path))
+    return Table(rows=rows, names=("dp_id", "object", "ra", "dec", "mjd", "path"))
+
+
+def test_all_harps_spectra_match_the_file_headers(local, sample):
+    truth = header_table(sample)
+    table = eso.query(collection="HARPS")
+    assert len(table) == len(truth) > 10
+    table.sort("dp_id")
+    truth.sort("dp_id")
+    assert list(table["product_id"]) == list(truth["dp_id"])
+    assert list(table["object"]) == list(truth["object"])
+    np.testing.assert_allclose(table["ra"], truth["ra"])
+    np.testing.assert_allclose(table["t_min"], truth["mjd"])
+    assert table["date"][0].startswith("20") and "T" in table["date"][0]
+    assert all(url.startswith(local.base_url + "/eso/file/") for url in table["access_url"])
+    assert set(table["instrument"]) == {"HARPS"}
+
+
+def test_cone_in_any_frame_equals_the_icrs_cone(local, sample):
+    truth = header_table(sample)
+    centre = SkyCoord(219.875, -60.83, unit="deg")
+    expected = {d for d, r, dd in zip(truth["dp_id"], truth["ra"], truth["dec"])
+                if SkyCoord(r, dd, unit="deg").separation(centre) < 1 * u.arcmin}
+    icrs = eso.query(coordinates=centre, radius=1 * u.arcmin)
+    galactic = eso.query(coordinates=centre.galactic, radius="1 arcmin")
+    assert set(icrs["dp_id"]) == set(galactic["dp_id"]) == expected
+    assert 0 < len(expected) < len(truth)
+
+
+def test_date_range_is_half_open(local, sample):
+    truth = header_table(sample)
+    t = eso.query(collection="HARPS", start="2012-04-01", end="2012-05-01")
+    from astropy.time import Time
+    lo, hi = Time("2012-04-01").mjd, Time("2012-05-01").mjd
+    assert set(t["dp_id"]) == {d for d, m in zip(truth["dp_id"], truth["mjd"]) if lo <= m < hi}
+    assert len(t) > 0
+
+
+def test_target_name_from_the_local_name_table_offline(local, tmp_path):
+    names = tmp_path / "names.csv"
+    names.write_text("name,ra,dec\nHD 128621,219.8961,-60.8375\n")  # alpha Cen B, J2000 (SIMBAD)
+    conf.set(name_table=str(names), offline=True)
+    table = eso.query("hd128621")  # case and spaces do not matter
+    assert len(table) > 0 and set(table["object"]) == {"HD128621"}
+
+
+def test_unknown_target_offline_names_the_parameter(local):
+    conf.set(offline=True)
+    with pytest.raises(CoordinateError, match=r"target: unknown object name 'Nowhere Star'.*offline"):
+        eso.query("Nowhere Star")
+    assert not local.server.log  # nothing was sent
+
+
+@pytest.mark.parametrize("kwargs, parameter", [
+    ({"coordinates": (10.0, 95.0)}, "coordinates"),
+    ({"coordinates": "not a place"}, "coordinates"),
+    ({"coordinates": (10.0, 5.0), "radius": -1}, "radius"),
+    ({"coordinates": (10.0, 5.0), "radius": "3 kg"}, "radius"),
+    ({"start": "yesterday-ish"}, "start"),
+    ({"start": "2012-05-01", "end": "2012-04-01"}, "end"),
+])
+def test_bad_input_is_a_clear_error(local, kwargs, parameter):
+    with pytest.raises(CoordinateError, match=parameter):
+        eso.query(**kwargs)
+
+
+def test_catalog_upload_joins_each_target(local, sample):
+    targets = Table({"name": ["alf Cen B", "Gl 273", "empty sky"], "ra": [219.875, 111.852458, 0.0],
+                     "dec": [-60.83, 5.22063, 0.0]})
+    table = eso.query(coordinates=targets, radius="1 arcmin")
+    truth = header_table(sample)
+    by_target = {0: {"HD128621"}, 1: {"Gl273"}}
+    for index, objects in by_target.items():
+        rows = table[table["target_index"] == index]
+        assert set(rows["object"]) == objects
+    assert 2 not in set(table["target_index"])
+    assert len(table) == sum(o in ("HD128621", "Gl273") for o in truth["object"])
+    posts = [r for r in local.server.log if r.path == "/tap/sync"]
+    assert posts and all(r.method == "POST" for r in posts)
+    assert "multipart/form-data" in posts[0].headers["content-type"]  # the table went as a TAP UPLOAD
+
+
+def test_overflow_is_split_never_short(sample, tmp_path):
+    from latentsky.archives.local.archive import LocalArchive
+
+    with LocalArchive(sample / "harps", tap_maxrec=4) as small:
+        table = eso.query(collection="HARPS")
+        requests = [r for r in small.server.log if r.path == "/tap/sync"]
+        # pyvo itself sees the service's OVERFLOW status
+        import pyvo
+        raw = pyvo.dal.TAPService(conf.eso_tap_url).run_sync("SELECT dp_id FROM ivoa.ObsCore")
+        assert raw.status[0] == "OVERFLOW" and len(raw) == 4
+    assert len(table) == len(header_table(sample)) and len(set(table["dp_id"])) == len(table)
+    assert len(requests) > 4
+
+
+def test_overflow_that_cannot_be_split_raises(sample):
+    from latentsky.archives.local.archive import LocalArchive
+
+    recorded = Table.read(DATA / "responses" / "query_coll_vvv_sgra.csv", format="ascii.csv")
+    same_time = recorded[:3]
+    same_time["t_min"] = 55423.0
+    same_time.replace_column("dp_id", ["X.1", "X.2", "X.3"])
+    same_time.replace_column("obs_collection", ["CLONES"] * 3)
+    with LocalArchive(sample / "harps", obscore=same_time):
+        with pytest.raises(QueryTruncatedError, match="within one second"):
+            eso.query(collection="CLONES", dataproduct_type=None, maxrec=2)
+
+
+def test_recorded_eso_obscore_answer_parses(sample):
+    """A real ESO ObsCore answer (VVV around Sgr A*) served by the local TAP service."""
+    from latentsky.archives.local.archive import LocalArchive
+
+    recorded = Table.read(DATA / "responses" / "query_coll_vvv_sgra.csv", format="ascii.csv")
+    sgra = SkyCoord("17h45m40.04s -29d00m28.2s")
+    sep = SkyCoord(recorded["s_ra"], recorded["s_dec"], unit="deg").separation(sgra)
+    expected = set(recorded["dp_id"][sep < 0.5 * u.deg])
+    with LocalArchive(sample / "harps", obscore=recorded):
+        table = eso.query(coordinates=sgra, radius=0.5 * u.deg, collection="VVV", dataproduct_type=None)
+        data_url = conf.eso_data_url
+    assert set(table["dp_id"]) == expected and len(expected) > 0
+    row = table[0]
+    assert row["datalink_url"].startswith("http://archive.eso.org/datalink/links?ID=")
+    assert row["access_url"] == data_url + row["dp_id"]  # the file, not the DataLink document
+    assert row["instrument"] == "VIRCAM" and row["object"] != ""
+
+
+def test_refused_query_is_an_archive_error(local):
+    with pytest.raises(ArchiveError, match="unknown column 'no_such_column'"):
+        eso._run("SELECT no_such_column FROM ivoa.ObsCore", None, 10)
+
+
+def test_busy_service_is_retried(local):
+    local.server.fail_first("/tap/sync", 2, "503")
+    table = eso.query(collection="HARPS", start="2012-04-01", end="2012-04-05")
+    assert len(table) > 0
+    statuses = [r.status for r in local.server.log if r.path == "/tap/sync"]
+    assert statuses == [503, 503, 200]
+
+
+def test_plan_is_offline_and_downloads_are_identical_to_the_sources(local, sample, tmp_path):
+    from latentsky.download.manager import DownloadManager
+
+    table = eso.query(collection="HARPS", start="2012-03-24", end="2012-04-10")
+    local.server.clear()
+    items = eso.plan(table, tmp_path / "harps")
+    assert not local.server.log  # planning sends nothing
+    assert [i.dest.name for i in items] == [f"{d}.fits" for d in table["dp_id"]]
+    assert all(i.kind == "fits" and i.key == f"eso/{d}" for i, d in zip(items, table["dp_id"]))
+    # the archive misbehaves once per file in the ways ESO does
+    local.server.fail_first("/eso/file/*", 1, "html")
+    local.server.fail_first("/eso/file/*", 1, "truncate")
+    results = DownloadManager(tmp_path / "harps", backoff=0.01, max_retries=4, seed=1).run(items)
+    assert not results.errors
+    for item, dp_id in zip(items, table["dp_id"]):
+        source = next((sample / "harps").glob(f"{dp_id}.fits*"))
+        assert item.dest.read_bytes() == source_bytes(source)
