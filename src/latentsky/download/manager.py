@@ -33,7 +33,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import requests
 import requests.adapters
@@ -132,15 +132,21 @@ class _Job:
 
 
 class _Scheduler:
-    """Ready queues per host, a heap of delayed retries, slots per host."""
+    """Ready queues per host, a heap of delayed retries, connection slots in all and per host.
 
-    def __init__(self, jobs: list[_Job], per_host: int):
-        self.per_host = per_host
+    A worker holds a slot only while it talks to the server: it gives it back
+    (:meth:`release_slot`) as soon as the body has arrived, and verifies the
+    file while another worker uses the connection.
+    """
+
+    def __init__(self, jobs: list[_Job], total: int, per_host: int):
+        self.total, self.per_host = total, per_host
         self.ready: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         for job in jobs:
             self.ready[job.item.host].append(job)
         self.delayed: list = []  # (due time, seq, job)
         self.active: collections.Counter = collections.Counter()
+        self.active_total = 0
         self.outstanding = len(jobs)
         self.stopped = False
         self._seq = itertools.count()
@@ -148,7 +154,7 @@ class _Scheduler:
         self.cond = threading.Condition()
 
     def get(self) -> _Job | None:
-        """The next job a worker may start, waiting as needed; None when all is over."""
+        """The next job a worker may start, with a slot held; waits as needed; None when all is over."""
         with self.cond:
             while True:
                 if self.stopped or self.outstanding == 0:
@@ -158,19 +164,26 @@ class _Scheduler:
                     _, _, job = heapq.heappop(self.delayed)
                     self.ready[job.item.host].append(job)
                 hosts = [h for h, q in self.ready.items() if q and self.active[h] < self.per_host]
-                if hosts:
+                if hosts and self.active_total < self.total:
                     # round robin over hosts, so one big archive cannot starve the others
                     host = hosts[self._rr % len(hosts)]
                     self._rr += 1
                     self.active[host] += 1
+                    self.active_total += 1
                     return self.ready[host].popleft()
                 wait = self.delayed[0][0] - now if self.delayed else None
                 self.cond.wait(timeout=wait)
 
-    def release(self, job: _Job, *, finished: bool, delay: float = 0.0) -> None:
-        """A worker is done with ``job``: finished, or to be retried after ``delay`` s."""
+    def release_slot(self, host: str) -> None:
+        """Give back the connection slot taken by :meth:`get`."""
         with self.cond:
-            self.active[job.item.host] -= 1
+            self.active[host] -= 1
+            self.active_total -= 1
+            self.cond.notify_all()
+
+    def done(self, job: _Job, *, finished: bool, delay: float = 0.0) -> None:
+        """Finished with ``job``, or retry it after ``delay`` s."""
+        with self.cond:
             if finished:
                 self.outstanding -= 1
             elif delay > 0:
@@ -333,19 +346,30 @@ class DownloadManager:
         return session
 
     def _run_jobs(self, jobs: list[_Job], results: Results, progress: Progress) -> None:
-        sched = _Scheduler(jobs, self.max_connections_per_host)
+        sched = _Scheduler(jobs, self.max_connections, self.max_connections_per_host)
         lock = threading.Lock()
-        n_workers = min(self.max_connections, len(jobs))
+        # more workers than connections: some verify files while the others download
+        n_workers = min(2 * self.max_connections, len(jobs))
         errors: list[BaseException] = []
 
         def worker():
             try:
                 while (job := sched.get()) is not None:
-                    finished, delay = self._attempt(job, results, lock)
+                    slot = [True]
+
+                    def release(slot=slot, host=job.item.host):
+                        if slot[0]:
+                            slot[0] = False
+                            sched.release_slot(host)
+
+                    try:
+                        finished, delay = self._attempt(job, results, lock, release)
+                    finally:
+                        release()
                     if finished:
                         with lock:
                             progress.advance(1, f"failed: {job.item.key}" if job.last_error else job.item.key)
-                    sched.release(job, finished=finished, delay=delay)
+                    sched.done(job, finished=finished, delay=delay)
             except BaseException as err:  # never die silently: the run would hang
                 errors.append(err)
                 sched.stop()
@@ -371,7 +395,8 @@ class DownloadManager:
         if errors:
             raise errors[0]
 
-    def _attempt(self, job: _Job, results: Results, lock: threading.Lock) -> tuple[bool, float]:
+    def _attempt(self, job: _Job, results: Results, lock: threading.Lock,
+                 release: Callable[[], None]) -> tuple[bool, float]:
         """One attempt at ``job``; returns (finished, delay before the next attempt in s)."""
         item = job.item
         job.attempts += 1
@@ -384,7 +409,8 @@ class DownloadManager:
             # looked up at every attempt: a token renewed during a long run is used at once
             headers = credentials.auth_headers(item.auth)
             res = fetch(item, self._session(), timeout=self.timeout, headers=headers, etag=job.etag,
-                        on_etag=lambda etag: self._remember_etag(job, etag), fsync=self.fsync)
+                        on_etag=lambda etag: self._remember_etag(job, etag), on_received=release,
+                        fsync=self.fsync)
         except CredentialError as err:
             return self._give_up(job, results, lock, str(err))
         except DownloadError as err:

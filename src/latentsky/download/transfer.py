@@ -165,7 +165,8 @@ def _verify_fits(item: DownloadItem, path: Path, size: int) -> None:
 def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tuple = 60.0,
           headers: dict | None = None, etag: str | None = None,
           on_etag: Callable[[str | None], None] | None = None,
-          on_bytes: Callable[[int], None] | None = None, fsync: bool = True) -> TransferResult:
+          on_bytes: Callable[[int], None] | None = None, on_received: Callable[[], None] | None = None,
+          fsync: bool = True) -> TransferResult:
     """Download ``item`` into place, resuming a partial ``.part`` file.
 
     Parameters
@@ -185,6 +186,10 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
         caller can record it (the manifest does) for a later resume.
     on_bytes : callable, optional
         Called with the number of bytes of each chunk written (progress).
+    on_received : callable, optional
+        Called once the connection is no longer needed (the body has arrived,
+        before verification), so a manager can give the connection slot to
+        another file while this one is checked.
     fsync : bool
         Flush the file to disk before renaming it, so a power cut cannot leave
         a truncated file under the final name.
@@ -273,6 +278,8 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
             raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
         if expected is not None and received != expected:
             raise DownloadError(item.key, item.url, f"body ended after {received} of {expected} bytes")
+    if on_received is not None:
+        on_received()
     return _finish(item, part, start + received, received, hasher.hexdigest(), fsync, server_name,
                    resumed_from=start)
 
