@@ -43,6 +43,7 @@ from latentsky.embed.reservoir import Reservoir
 log = logging.getLogger(__name__)
 
 BACKENDS = ("numpy", "tensorflow")
+STATE_DTYPES = ("float32", "float64")
 
 
 def _n_threads(n_threads: int | None) -> int:
@@ -71,17 +72,20 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def __init__(self, block_steps: int = 1024, n_threads: int | None = None):
+    def __init__(self, block_steps: int = 1024, n_threads: int | None = None, state_dtype: str = "float32"):
+        check_param("state_dtype", state_dtype, state_dtype in STATE_DTYPES, f"must be one of {STATE_DTYPES}")
         self.block_steps = block_steps
         self.n_threads = n_threads
+        self.state_dtype = state_dtype
 
     def statistics(self, u: np.ndarray, mask: np.ndarray, y: np.ndarray, reservoir: Reservoir):
         """Gram and cross products for a batch; see the module docstring.
 
         Parameters
         ----------
-        u : ndarray (B, T) float32
-            Input, already shifted by the offset (0 at invalid pixels).
+        u : ndarray (B, T)
+            Input, already shifted by the offset (0 at invalid pixels); cast
+            to the state dtype.
         mask : ndarray (B, T) float64
             1 where step t enters the regression.
         y : ndarray (B, T) float64
@@ -106,7 +110,7 @@ class NumpyBackend:
         def work(part):
             lo, hi = part
             _numpy_statistics(u[lo:hi], mask[lo:hi], y[lo:hi], reservoir, self.block_steps,
-                              gram[lo:hi], xty[lo:hi])
+                              gram[lo:hi], xty[lo:hi], self.state_dtype)
 
         with threadpool_limits(1, user_api="blas"):
             if len(parts) == 1:
@@ -117,11 +121,12 @@ class NumpyBackend:
         return gram, xty
 
 
-def _numpy_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, sub_batch: int = 16):
+def _numpy_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, state_dtype="float32",
+                      sub_batch: int = 16):
     B, T = u.shape
     N = res.n_units
     K = min(block_steps, T)
-    f32 = np.float32
+    f32 = np.dtype(state_dtype).type    # the state precision (float32 unless asked otherwise)
     r = f32(res.cycle_weight)
     a = f32(res.leak_rate)
     vin = res.input_weights.astype(f32)
@@ -134,7 +139,7 @@ def _numpy_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, s
     x = np.zeros((B, N), f32)              # state carried between blocks
     wx = np.empty((B, N), f32)
     Z = np.empty((sub_batch, K, N + 1))    # float64 design rows [x_t, 1] of a few spectra
-    uT = np.ascontiguousarray(u.T)         # (T, B)
+    uT = np.ascontiguousarray(u.T, dtype=f32)   # (T, B)
     for t0 in range(0, T, K):
         k_n = min(K, T - t0)
         St = S[:k_n]
@@ -183,8 +188,10 @@ class TensorflowBackend:
 
     name = "tensorflow"
 
-    def __init__(self, block_steps: int = 512):
+    def __init__(self, block_steps: int = 512, state_dtype: str = "float32"):
+        check_param("state_dtype", state_dtype, state_dtype in STATE_DTYPES, f"must be one of {STATE_DTYPES}")
         self.block_steps = block_steps
+        self.state_dtype = state_dtype
         self._fns: dict = {}
 
     def _fn(self, res: Reservoir):
@@ -192,7 +199,7 @@ class TensorflowBackend:
         if key in self._fns:
             return self._fns[key][1]
         tf = _import_tf()
-        f32 = tf.float32
+        f32 = tf.as_dtype(self.state_dtype)
         r = tf.constant(res.cycle_weight, f32)
         a = tf.constant(res.leak_rate, f32)
         vin = tf.constant(res.input_weights, f32)
@@ -224,13 +231,14 @@ class TensorflowBackend:
         fn = self._fn(reservoir)
         B, T = u.shape
         n1 = reservoir.n_units + 1
-        x = tf.zeros((B, reservoir.n_units), tf.float32)
+        x = tf.zeros((B, reservoir.n_units), tf.as_dtype(self.state_dtype))
         gram = tf.zeros((B, n1, n1), tf.float64)
         xty = tf.zeros((B, n1), tf.float64)
         K = min(self.block_steps, T)
         for t0 in range(0, T, K):
             sl = slice(t0, min(t0 + K, T))
-            x, g, c = fn(x, tf.constant(np.ascontiguousarray(u[:, sl].T)), tf.constant(mask[:, sl]),
+            x, g, c = fn(x, tf.constant(np.ascontiguousarray(u[:, sl].T, dtype=self.state_dtype)),
+                         tf.constant(mask[:, sl]),
                          tf.constant(y[:, sl]))
             gram += g
             xty += c

@@ -1,0 +1,66 @@
+"""The NumPy and TensorFlow back ends agree; threads do not change results;
+TensorFlow stays unimported until asked for."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from latentsky.embed import ESNReadoutEmbedder
+from latentsky.embed.backends import NumpyBackend, get_backend
+from latentsky.exceptions import EmbeddingError
+
+
+def rel_err(a, b):
+    return np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("params, tol", [
+    ({}, 1e-5),                                                              # the defaults
+    ({"state_dtype": "float64", "reservoir": "random", "n_units": 40, "random_state": 1}, 1e-8),
+    ({"state_dtype": "float64", "leak_rate": 0.6, "bias": 0.2, "n_units": 40}, 1e-8),
+    # float32 states in a random reservoir: TensorFlow's (Eigen's) float32 tanh differs
+    # from NumPy's by a few ulp and this X^T X is ~10x worse conditioned than the cycle's
+    ({"reservoir": "random", "n_units": 40, "random_state": 1}, 3e-4),
+], ids=["cycle-float32", "random-float64", "leak-bias-float64", "random-float32"])
+def test_numpy_and_tensorflow_agree(harps, params, tol):
+    pytest.importorskip("tensorflow")
+    flux, weight, _ = harps
+    flux, weight = flux[[1, 2, 5]], weight[[1, 2, 5]].copy()
+    weight[2, 900:950] = 0
+    a = ESNReadoutEmbedder(backend="numpy", **params).fit(flux, weight=weight)
+    b = ESNReadoutEmbedder(backend="tensorflow", block_steps=700, **params).fit(flux, weight=weight)
+    sa, sb = a.statistics(flux, weight), b.statistics(flux, weight)
+    assert np.array_equal(sa.n_steps, sb.n_steps)
+    assert np.allclose(sa.gram, sb.gram, rtol=1e-5, atol=1e-6 * np.abs(sa.gram).max())
+    for ridge in (1e-6, 1e-2):
+        assert rel_err(sb.readouts(ridge), sa.readouts(ridge)).max() < tol
+
+
+def test_thread_count_and_block_size_do_not_change_results(alf_cen_b):
+    flux, weight = alf_cen_b[0][:6], alf_cen_b[1][:6]
+    out = [ESNReadoutEmbedder(n_units=30, backend="numpy", n_threads=n, block_steps=k, batch_size=b)
+           .fit(flux).statistics(flux, weight) for n, k, b in [(1, 1024, 6), (2, 1024, 4), (2, 1024, 1)]]
+    for other in out[1:]:
+        assert np.array_equal(other.gram, out[0].gram) and np.array_equal(other.xty, out[0].xty)
+    # a different block length changes only the summation order
+    blk = ESNReadoutEmbedder(n_units=30, backend="numpy", block_steps=300).fit(flux).statistics(flux, weight)
+    assert np.allclose(blk.gram, out[0].gram, rtol=1e-12)
+
+
+def test_auto_is_numpy_without_a_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert isinstance(get_backend("auto"), NumpyBackend)
+    with pytest.raises(EmbeddingError, match="backend"):
+        get_backend("jax")
+    with pytest.raises(EmbeddingError, match="state_dtype"):
+        get_backend("numpy", state_dtype="float16")
+
+
+def test_tensorflow_is_imported_lazily():
+    code = ("import sys, latentsky.embed, latentsky.embed.backends, latentsky.embed.esn;"
+            "from latentsky.commands import embed;"
+            "print('tensorflow' in sys.modules, 'dask' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -1,0 +1,204 @@
+"""ESNReadoutEmbedder on real HARPS spectra: prediction, determinism, accuracy of the
+fast path against a plain float64 reference, masking, GCV, errors, tuning."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from latentsky.embed import ESNReadoutEmbedder, ReadoutStatistics, reference_statistics, tune_reservoir
+from latentsky.embed.esn import prepare_batch
+from latentsky.exceptions import EmbeddingError, LatentskyError
+
+
+def rel_err(a, b):
+    return np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_readout_predicts_held_out_steps_better_than_a_constant(alf_cen_b):
+    flux, weight = alf_cen_b[0][:4], alf_cen_b[1][:4]
+    T = flux.shape[1]
+    half = T // 2
+    w_first = weight.copy()
+    w_first[:, half:] = 0                        # fit on the first half only
+    emb = ESNReadoutEmbedder(backend="numpy").fit(flux, weight=weight)
+    readouts = emb.transform(flux, weight=w_first)
+    for i in range(len(flux)):
+        states = emb.reservoir_.run(flux[i] - emb.offset_)           # independent float64 states
+        X = np.hstack([states, np.ones((T, 1))])[half:-1]
+        y = flux[i, half + 1:]
+        ok = (weight[i, half:-1] > 0) & (weight[i, half + 1:] > 0)
+        mse_esn = np.mean((X[ok] @ readouts[i] - y[ok]) ** 2)
+        mse_const = np.mean((flux[i, :half][weight[i, :half] > 0].mean() - y[ok]) ** 2)
+        assert mse_esn < 0.5 * mse_const, (i, mse_esn, mse_const)
+
+
+def test_deterministic_for_a_random_state(alf_cen_b):
+    flux, weight = alf_cen_b[0][:3], alf_cen_b[1][:3]
+    kw = dict(reservoir="random", n_units=40, backend="numpy")
+    a = ESNReadoutEmbedder(random_state=7, **kw).fit_transform(flux, weight=weight)
+    b = ESNReadoutEmbedder(random_state=7, **kw).fit_transform(flux, weight=weight)
+    c = ESNReadoutEmbedder(random_state=8, **kw).fit_transform(flux, weight=weight)
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+    # the simple cycle reservoir is deterministic whatever the seed
+    d = ESNReadoutEmbedder(random_state=1, n_units=40, backend="numpy").fit_transform(flux, weight=weight)
+    e = ESNReadoutEmbedder(random_state=2, n_units=40, backend="numpy").fit_transform(flux, weight=weight)
+    assert np.array_equal(d, e)
+
+
+@pytest.mark.parametrize("params", [
+    {},                                                      # the defaults: N=100 simple cycle, float32 states
+    {"reservoir": "random", "n_units": 60, "random_state": 0},
+    # a strong leak plus a bias moves the states off centre: X^T X is conditioned
+    # ~1e4 times worse and float32 states alone reach only ~2e-4 at ridge 1e-6
+    {"leak_rate": 0.7, "bias": 0.1, "n_units": 60, "state_dtype": "float64"},
+], ids=["cycle", "random", "cycle-leak-bias-float64"])
+def test_fast_path_matches_float64_reference(harps, params):
+    flux, weight, cat = harps
+    rows = [1, 2, 3, 14]                 # Gl 581 and alpha Cen B at S/N 343, 414 and 184
+    flux, weight = flux[rows], weight[rows].copy()
+    weight[1, 1500:1620] = 0             # a gap inside the spectrum
+    weight[2, :300] = 0                  # off coverage at the start
+    emb = ESNReadoutEmbedder(backend="numpy", **params).fit(flux, weight=weight)
+    fast = emb.statistics(flux, weight)
+    ref = reference_statistics(flux, weight, emb.reservoir_, offset=emb.offset_, washout=emb.washout)
+    assert np.array_equal(fast.n_steps, ref.n_steps)
+    for ridge in (1e-6, 1e-2):
+        err = rel_err(fast.readouts(ridge), ref.readouts(ridge))
+        assert err.max() < 1e-5, (ridge, err)
+
+
+def test_float32_gram_sums_would_fail_the_same_check(alf_cen_b):
+    """Guards the test above: it can tell float32 sums (the known pitfall) from float64 ones."""
+    flux = alf_cen_b[0][:1]
+    emb = ESNReadoutEmbedder(backend="numpy").fit(flux)
+    ref = reference_statistics(flux, None, emb.reservoir_, offset=emb.offset_, washout=emb.washout)
+    b = prepare_batch(flux, None, offset=emb.offset_, washout=emb.washout)
+    X = np.hstack([emb.reservoir_.run(flux[0] - emb.offset_), np.ones((flux.shape[1], 1))]).astype("f4")
+    X *= b.mask[0, :, None].astype("f4")
+    g32 = (X.T @ X).astype("f8")[None]
+    c32 = (X.T @ b.y[0].astype("f4")).astype("f8")[None]
+    bad = ReadoutStatistics(g32, c32, ref.yty, ref.n_steps)
+    assert rel_err(bad.readouts(1e-6), ref.readouts(1e-6)).max() > 1e-4
+
+
+def test_masked_pixels_are_skipped_not_zeros(alf_cen_b):
+    flux, weight = alf_cen_b[0][:2].copy(), alf_cen_b[1][:2].copy()
+    weight[0, 2000:2100] = 0
+    weight[1, 3000] = 0
+    emb = ESNReadoutEmbedder(backend="numpy").fit(flux, weight=weight)
+    base = emb.statistics(flux, weight)
+    # whatever sits in masked pixels (garbage, zeros, NaN) changes nothing
+    for junk in (1e6, 0.0, np.nan):
+        dirty = flux.copy()
+        dirty[weight == 0] = junk
+        other = emb.statistics(dirty, weight)
+        assert np.array_equal(other.gram, base.gram) and np.array_equal(other.xty, base.xty)
+    # NaN flux counts as masked even with a positive weight
+    nan_flux = flux.copy()
+    nan_flux[weight == 0] = np.nan
+    assert np.array_equal(emb.statistics(nan_flux).gram, base.gram)
+    # steps whose input or target is masked leave the sums; the washout counts from the first valid pixel
+    v = weight > 0
+    for i in range(2):
+        first = np.argmax(v[i])
+        t = np.arange(flux.shape[1] - 1)
+        expected = np.sum(v[i, :-1] & v[i, 1:] & (t >= first + emb.washout))
+        assert base.n_steps[i] == expected
+    full = emb.statistics(flux, alf_cen_b[1][:2]).n_steps
+    assert full[0] - base.n_steps[0] == 101 and full[1] - base.n_steps[1] == 2   # 100 masked pixels: 101 steps
+    # feeding masked pixels as zeros (the wrong way) would give a different readout
+    zeros = emb.statistics(np.where(weight > 0, flux, 0.0))
+    assert not np.allclose(zeros.readouts(1e-2)[0], base.readouts(1e-2)[0])
+
+
+def test_statistics_give_the_data_space_error(alf_cen_b):
+    flux = alf_cen_b[0][:2]
+    emb = ESNReadoutEmbedder(n_units=30, backend="numpy").fit(flux)
+    st = emb.statistics(flux)
+    w = st.readouts(1e-3) + 0.01          # any readout, not only the optimum
+    for i in range(2):
+        X = np.hstack([emb.reservoir_.run(flux[i] - emb.offset_), np.ones((flux.shape[1], 1))])
+        X, y = X[emb.washout:-1], flux[i, emb.washout + 1:]
+        assert np.isclose(st.sse(w)[i], np.sum((X @ w[i] - y) ** 2), rtol=1e-6)
+
+
+def test_gcv_matches_brute_force_and_picks_from_the_grid(alf_cen_b):
+    flux = alf_cen_b[0][:3]
+    grid = [1e-6, 1e-4, 1e-2, 1.0, 100.0]
+    emb = ESNReadoutEmbedder(n_units=30, ridge="gcv", ridge_grid=grid, backend="numpy").fit(flux)
+    assert emb.ridge_ in grid and emb.gcv_scores_.shape == (5,)
+    st = emb.statistics(flux)
+    scores = st.gcv(grid)
+    X = np.hstack([emb.reservoir_.run(flux[0] - emb.offset_), np.ones((flux.shape[1], 1))])
+    X, y = X[emb.washout:-1], flux[0, emb.washout + 1:]
+    for k, lam in enumerate(grid):
+        H = X @ np.linalg.solve(X.T @ X + lam * np.eye(X.shape[1]), X.T)
+        n = len(y)
+        brute = n * np.sum((y - H @ y) ** 2) / (n - np.trace(H)) ** 2
+        assert np.isclose(scores[k, 0], brute, rtol=1e-6)
+    assert np.allclose(emb.transform(flux), st.readouts(emb.ridge_))
+
+
+def test_errors_name_the_spectrum_or_parameter(alf_cen_b):
+    flux = alf_cen_b[0][:3].copy()
+    emb = ESNReadoutEmbedder(n_units=10, backend="numpy").fit(flux)
+    bad = flux.copy()
+    bad[1] = np.nan
+    with pytest.raises(EmbeddingError, match=r"spectrum alpha-1: no valid pixels"):
+        emb.transform(bad, ids=["alpha-0", "alpha-1", "alpha-2"])
+    with pytest.raises(EmbeddingError, match=r"spectrum 2: no valid pixels"):
+        emb.transform(flux, weight=np.where(np.arange(3)[:, None] == 2, 0.0, 1.0) * np.ones_like(flux))
+    few = np.ones_like(flux)
+    few[0, 22:] = 0                      # 22 valid pixels, washout 20: 1 step, enough
+    assert emb.statistics(flux, weight=few).n_steps[0] == 1
+    few[0, 21:] = 0                      # 21 valid pixels: no step left
+    with pytest.raises(EmbeddingError, match=r"spectrum star-a: no usable step after a washout of 20"):
+        emb.transform(flux, weight=few, ids=["star-a", "b", "c"])
+    alternate = np.ones_like(flux)
+    alternate[1, ::2] = 0                # no two consecutive valid pixels
+    with pytest.raises(EmbeddingError, match=r"spectrum b: no usable step"):
+        emb.transform(flux, weight=alternate, ids=["a", "b", "c"])
+    with pytest.raises(EmbeddingError, match="washout=20"):
+        ESNReadoutEmbedder(backend="numpy").fit(flux[:, :15])
+    for params, name in [({"ridge": -1.0}, "ridge"), ({"ridge": "loo"}, "ridge"),
+                         ({"input_offset": "median"}, "input_offset"), ({"reservoir": "ring"}, "reservoir"),
+                         ({"backend": "cuda"}, "backend"), ({"washout": -1}, "washout"),
+                         ({"cycle_weight": 1.5}, "cycle_weight")]:
+        with pytest.raises(LatentskyError, match=name):
+            ESNReadoutEmbedder(n_units=10, **params).fit_transform(flux)
+
+
+def test_estimator_api(alf_cen_b):
+    flux = alf_cen_b[0][:2]
+    emb = ESNReadoutEmbedder(n_units=12, ridge=1e-3, backend="numpy")
+    assert emb.get_params()["n_units"] == 12
+    emb.set_params(n_units=15)
+    assert emb.fit(flux) is emb
+    out = emb.transform(flux)
+    assert out.shape == (2, 16) and out.dtype == np.float64
+    assert list(emb.get_feature_names_out()[-2:]) == ["w14", "bias"]
+    c = clone(emb)
+    assert not hasattr(c, "reservoir_") and c.get_params() == emb.get_params()
+
+
+def test_tune_reservoir_improves_the_held_out_error(alf_cen_b):
+    flux, weight = alf_cen_b
+    events = []
+    # start from a weak reservoir (tiny input weights, short memory): ~0.31 of the variance left
+    res = tune_reservoir(flux, weight, n_units=30, n_series=4, max_iter=15, x0=(0.1, 0.02, 0.0),
+                         backend="numpy", random_state=0, progress=events.append)
+    assert res["error"] <= res["initial_error"]
+    assert res["error"] < 0.95 * res["initial_error"]     # the poor start is improved
+    assert abs(res["cycle_weight"]) < 1
+    assert events[0].task == "tune" and events[-1].finished and events[-1].done == res["n_evaluations"]
+
+
+def test_pickle_round_trip(alf_cen_b):
+    import pickle
+
+    flux, weight = alf_cen_b[0][:2], alf_cen_b[1][:2]
+    emb = ESNReadoutEmbedder(n_units=20, backend="numpy").fit(flux, weight=weight)
+    before = emb.transform(flux, weight)
+    again = pickle.loads(pickle.dumps(emb))
+    assert np.array_equal(again.transform(flux, weight), before)
