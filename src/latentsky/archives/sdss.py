@@ -299,7 +299,7 @@ def parse_skyserver_csv(text: str, *, url: str = "SkyServer") -> Table:
     frame.columns = header
     for name in ("class", "subclass", "run2d", "instrument"):
         if name in frame.columns:
-            frame[name] = frame[name].fillna("").astype(str)
+            frame[name] = [("" if pd.isna(v) else str(v)) for v in frame[name]]
     return Table.from_pandas(frame)
 
 
