@@ -126,7 +126,7 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         Receives :class:`latentsky.progress.ProgressEvent` (task ``"embed"``,
         unit ``"spectra"``).
     random_state : int
-        Seed of the fitting subsample.
+        Seed of the fitting subsample (and of a new embedder's random reservoir).
     **params
         Parameters of a new :class:`ESNReadoutEmbedder` (when ``embedder`` is None).
 
@@ -150,7 +150,11 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     n = len(store)
     if n == 0:
         raise EmbeddingError(f"{store.path}: the store holds no spectra")
-    emb = embedder if embedder is not None else ESNReadoutEmbedder(**params)
+    if embedder is None:
+        params.setdefault("random_state", random_state)
+        emb = ESNReadoutEmbedder(**params)
+    else:
+        emb = embedder
     try:
         check_is_fitted(emb)
     except NotFittedError:

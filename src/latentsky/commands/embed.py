@@ -1,0 +1,60 @@
+"""``latentsky embed STORE --out EMBEDDINGS``: echo-state-network readouts of every spectrum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _ridge(text: str):
+    if text == "gcv":
+        return "gcv"
+    try:
+        return float(text)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'gcv', got {text!r}") from None
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("embed", help="embed a spectrum store as ESN readout weights (stage 1)",
+                              description=__doc__)
+    p.add_argument("store", type=Path, metavar="STORE", help="spectrum store written by `latentsky ingest`")
+    p.add_argument("--out", required=True, type=Path, metavar="EMBEDDINGS", help="directory to write")
+    p.add_argument("--n-units", type=int, default=100, help="reservoir units N (default 100)")
+    p.add_argument("--reservoir", choices=["cycle", "random"], default="cycle",
+                   help="simple cycle (deterministic, default) or random sparse")
+    p.add_argument("--cycle-weight", type=float, default=0.9, help="cycle weight r / spectral radius")
+    p.add_argument("--input-scaling", type=float, default=0.5, help="input weight magnitude v")
+    p.add_argument("--bias", type=float, default=0.0, help="bias b of every unit")
+    p.add_argument("--leak-rate", type=float, default=1.0, help="leak rate a in (0, 1]")
+    p.add_argument("--washout", type=int, default=20, help="steps left out after the first valid pixel")
+    p.add_argument("--ridge", type=_ridge, default=1e-2,
+                   help="ridge strength, or 'gcv' to choose it by generalised cross-validation (default 1e-2)")
+    p.add_argument("--backend", choices=["auto", "numpy", "tensorflow"], default="auto",
+                   help="computation back end (auto: TensorFlow on a GPU, else NumPy)")
+    p.add_argument("--state-dtype", choices=["float32", "float64"], default="float32",
+                   help="precision of the reservoir states (sums are always float64)")
+    p.add_argument("--chunk-rows", type=int, default=None, help="spectra per task (default: the store's chunks)")
+    p.add_argument("--seed", type=int, default=0, help="seed (random reservoir, fitting subsample)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask scheduler")
+    where.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from latentsky.embed.runner import embed_store
+    from latentsky.progress import TqdmProgress
+
+    out = embed_store(args.store, args.out, n_units=args.n_units, reservoir=args.reservoir,
+                      cycle_weight=args.cycle_weight, input_scaling=args.input_scaling, bias=args.bias,
+                      leak_rate=args.leak_rate, washout=args.washout, ridge=args.ridge, backend=args.backend,
+                      state_dtype=args.state_dtype, chunk_rows=args.chunk_rows, scheduler=args.scheduler,
+                      workers=args.workers, progress=TqdmProgress(), random_state=args.seed)
+    from latentsky.embed.runner import open_embeddings
+
+    emb = open_embeddings(out)
+    print(f"{out}: {len(emb)} spectra embedded ({emb.attrs['n_units']} units + bias, "
+          f"ridge {emb.attrs['ridge']:g})")
+    return 0

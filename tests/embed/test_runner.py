@@ -1,0 +1,106 @@
+"""embed_store on the bundled sample store: layout, lineage, atomicity, Dask, CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latentsky.cli import main
+from latentsky.embed import ESNReadoutEmbedder
+from latentsky.embed.runner import embed_store, open_embeddings, pack_gram, unpack_gram
+from latentsky.exceptions import EmbeddingError
+
+ARRAYS = ("readout", "gram", "xty", "yty", "n_steps")
+
+
+@pytest.fixture(scope="module")
+def single(sample_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("emb") / "single"
+    events = []
+    embed_store(sample_store, out, n_units=30, backend="numpy", chunk_rows=32, progress=events.append)
+    return out, events
+
+
+def test_layout_statistics_and_lineage(sample_store, single):
+    out, events = single
+    emb = open_embeddings(out)
+    n = len(sample_store)
+    assert len(emb) == n and emb.readout.shape == (n, 31) and emb.gram.shape == (n, 31 * 32 // 2)
+    assert emb.readout.chunks == (32, 31)
+    assert emb.n_steps.dtype == np.int64 and emb.gram.dtype == np.float64
+    # the catalog copy lines up with the store, row by row
+    assert emb.catalog["id"].tolist() == sample_store.catalog["id"].tolist()
+    assert emb.catalog["row"].tolist() == list(range(n))
+    # the stored readouts are the ridge solutions of the stored statistics
+    st = emb.statistics()
+    assert np.allclose(st.readouts(emb.attrs["ridge"]), emb.readout[:], rtol=1e-10, atol=1e-12)
+    # ... and the same as the estimator gives on the same spectra
+    model = ESNReadoutEmbedder(n_units=30, backend="numpy")
+    model.reservoir_ = emb.reservoir
+    model.offset_, model.ridge_, model.n_features_in_ = emb.attrs["offset"], emb.attrs["ridge"], 4096
+    rows = slice(40, 50)
+    direct = model.statistics(np.asarray(sample_store.flux[rows], dtype="f8"), sample_store.weight[rows])
+    assert np.array_equal(direct.gram, st.gram[rows])
+    # masked pixels: the sample's HARPS spectra stop at 6913 A, so fewer steps than SDSS ones
+    harps = (emb.catalog["instrument"] == "HARPS").to_numpy()
+    assert emb.n_steps[:][harps].max() < emb.n_steps[:][~harps].max()
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert lineage["step"] == "embed" and lineage["params"]["n_units"] == 30
+    assert lineage["inputs"]["store_fingerprint"] == sample_store.lineage["key"]
+    assert lineage["code_version"]
+    assert events[-1].finished and events[-1].done == n and events[-1].unit == "spectra"
+
+
+def test_pack_round_trip():
+    g = np.random.default_rng(0).normal(size=(3, 5, 5))
+    g = g + np.swapaxes(g, 1, 2)
+    assert np.array_equal(unpack_gram(pack_gram(g)), g)
+
+
+def test_dask_matches_single_process(sample_store, single, tmp_path):
+    from distributed import Client, LocalCluster
+
+    out, _ = single
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        embed_store(sample_store, tmp_path / "dask", n_units=30, backend="numpy", chunk_rows=16, client=client)
+    a, b = open_embeddings(out), open_embeddings(tmp_path / "dask")
+    for name in ARRAYS:
+        assert np.array_equal(getattr(a, name)[:], getattr(b, name)[:]), name
+    pd.testing.assert_frame_equal(a.catalog, b.catalog)
+
+
+def test_failed_run_leaves_previous_output(sample_store, single, tmp_path):
+    out = tmp_path / "emb"
+    embed_store(sample_store, out, n_units=10, backend="numpy")
+    before = open_embeddings(out).readout[:]
+
+    def boom(event):
+        if event.done > 40:
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        embed_store(sample_store, out, n_units=12, backend="numpy", chunk_rows=32, progress=boom)
+    assert np.array_equal(open_embeddings(out).readout[:], before)
+    assert [p.name for p in tmp_path.iterdir()] == ["emb"]          # no temporary left behind
+
+
+def test_refuses_an_embedder_fitted_on_another_grid(sample_store, tmp_path):
+    emb = ESNReadoutEmbedder(n_units=5, backend="numpy").fit(np.ones((2, 100)) + np.arange(100) % 3)
+    with pytest.raises(EmbeddingError, match="fitted on 100"):
+        embed_store(sample_store, tmp_path / "x", embedder=emb)
+
+
+def test_cli_with_local_workers(sample_store, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["embed", str(sample_store.path), "--out", str(out), "--n-units", "20", "--ridge", "gcv",
+               "--backend", "numpy", "--workers", "2"])
+    assert rc == 0
+    emb = open_embeddings(out)
+    assert emb.readout.shape == (len(sample_store), 21)
+    assert emb.attrs["ridge"] in [10.0 ** k for k in range(-8, 2)]
+    assert "spectra embedded" in capsys.readouterr().out
+    assert main(["embed", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    with pytest.raises(SystemExit):
+        main(["embed", str(sample_store.path), "--out", str(out), "--ridge", "lots"])
