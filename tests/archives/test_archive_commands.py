@@ -1,0 +1,57 @@
+"""``latentsky archive serve`` and ``latentsky query``: the user's path from a folder to a table of products."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from astropy.table import Table
+
+from latentsky.cli import main
+
+
+@pytest.fixture
+def served(sample):
+    """``latentsky archive serve`` in its own process, as a user runs it."""
+    proc = subprocess.Popen([sys.executable, "-m", "latentsky.cli", "archive", "serve", str(sample), "--port", "0",
+                             "--latency-ms", "5"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert match, f"no base URL in the first line: {line!r}"
+        lines = [proc.stdout.readline() for _ in range(5)]
+        yield match.group(), line + "".join(lines)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_prints_its_url_and_settings(served):
+    url, text = served
+    assert f"LATENTSKY_ESO_TAP_URL={url}/tap" in text
+    assert "ESO spectra" in text and "SDSS spectra" in text
+
+
+def test_query_writes_a_table_download_can_use(served, tmp_path, capsys):
+    url, _ = served
+    out = tmp_path / "harps.ecsv"
+    assert main(["query", "eso", "--base-url", url, "--start", "2012-04-01", "--end", "2012-05-01",
+                 "--out", str(out)]) == 0
+    table = Table.read(out)
+    assert len(table) > 0 and {"access_url", "key", "filename", "dp_id", "date"} <= set(table.colnames)
+    assert all(u.startswith(url) for u in table["access_url"])
+    assert all(f.endswith(".fits") for f in table["filename"])
+    out2 = tmp_path / "qso.parquet"
+    assert main(["query", "sdss", "--base-url", url, "--class", "QSO", "--out", str(out2)]) == 0
+    assert len(Table.read(out2)) > 10
+    assert "products from sdss written" in capsys.readouterr().out
+
+
+def test_query_errors_name_the_option(tmp_path, capsys):
+    code = main(["query", "eso", "--coords", "10 95", "--base-url", "http://127.0.0.1:9", "--out",
+                 str(tmp_path / "x.ecsv")])
+    assert code == 2 and "coordinates" in capsys.readouterr().err
+    code = main(["archive", "serve", str(tmp_path), "--faults", "500,gremlins"])
+    assert code == 2 and "gremlins" in capsys.readouterr().err
