@@ -29,14 +29,17 @@ import dataclasses
 import heapq
 import itertools
 import logging
+import os
 import random
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
+import requests.utils
 
 from latentsky.config import conf
 from latentsky.download import credentials
@@ -250,6 +253,7 @@ class DownloadManager:
         self.progress, self.fsync = progress, fsync
         self._rng = random.Random(seed)
         self._local = threading.local()
+        self._proxy_cache: dict = {}
         self._stats_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -342,8 +346,21 @@ class DownloadManager:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers["User-Agent"] = USER_AGENT
+            # requests re-reads the proxy variables for every request (~0.3 ms of CPU each, a
+            # tenth of a file's budget here): read them once per host instead (see _proxies)
+            session.trust_env = False
+            session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
             self._local.session = session
         return session
+
+    def _proxies(self, item: DownloadItem) -> dict:
+        """Proxies for ``item``'s host from the environment (honours NO_PROXY), cached per host."""
+        key = (urlsplit(item.url).scheme, item.host)
+        proxies = self._proxy_cache.get(key)
+        if proxies is None:
+            proxies = requests.utils.get_environ_proxies(item.url)
+            self._proxy_cache[key] = proxies
+        return proxies
 
     def _run_jobs(self, jobs: list[_Job], results: Results, progress: Progress) -> None:
         sched = _Scheduler(jobs, self.max_connections, self.max_connections_per_host)
@@ -409,6 +426,7 @@ class DownloadManager:
             # looked up at every attempt: a token renewed during a long run is used at once
             headers = credentials.auth_headers(item.auth)
             res = fetch(item, self._session(), timeout=self.timeout, headers=headers, etag=job.etag,
+                        proxies=self._proxies(item),
                         on_etag=lambda etag: self._remember_etag(job, etag), on_received=release,
                         fsync=self.fsync)
         except CredentialError as err:

@@ -166,7 +166,7 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
           headers: dict | None = None, etag: str | None = None,
           on_etag: Callable[[str | None], None] | None = None,
           on_bytes: Callable[[int], None] | None = None, on_received: Callable[[], None] | None = None,
-          fsync: bool = True) -> TransferResult:
+          fsync: bool = True, proxies: dict | None = None) -> TransferResult:
     """Download ``item`` into place, resuming a partial ``.part`` file.
 
     Parameters
@@ -193,6 +193,8 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
     fsync : bool
         Flush the file to disk before renaming it, so a power cut cannot leave
         a truncated file under the final name.
+    proxies : dict, optional
+        Passed to requests (the manager reads them from the environment once per host).
 
     Returns
     -------
@@ -214,7 +216,7 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
         if etag:
             req_headers["If-Range"] = etag
     try:
-        resp = session.get(item.url, headers=req_headers, stream=True, timeout=timeout)
+        resp = session.get(item.url, headers=req_headers, stream=True, timeout=timeout, proxies=proxies)
     except requests.RequestException as err:
         raise DownloadError(item.key, item.url, f"request failed ({_describe(err)})") from None
     with resp:
@@ -268,6 +270,9 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
                     received += len(chunk)
                     if on_bytes is not None:
                         on_bytes(len(chunk))
+                # the body is in: the connection can serve another file while this one is flushed
+                if on_received is not None:
+                    on_received()
                 out.flush()
                 if fsync:
                     os.fsync(out.fileno())
@@ -278,8 +283,6 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
             raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
         if expected is not None and received != expected:
             raise DownloadError(item.key, item.url, f"body ended after {received} of {expected} bytes")
-    if on_received is not None:
-        on_received()
     return _finish(item, part, start + received, received, hasher.hexdigest(), fsync, server_name,
                    resumed_from=start)
 
