@@ -52,6 +52,7 @@ def test_store_layout_statuses_and_pixels(images, targets, tmp_path):
     assert set(index["status_SDSS-r"]) == {"off_footprint"}  # no SDSS images in this archive
     assert result.counts == {"pending": 0, "ok": 2, "off_footprint": 7, "error": 0} and result.complete
     assert np.isnan(cube[2]).all() and np.isfinite(cube[0, 0]).all()
+    assert index["coverage_FIRST"][0] == 1.0 and index["coverage_FIRST"][1] == 0.0
     # the FIRST cutout is the source image around the target, resampled at its native 1.8 arcsec/pixel
     with fits.open(FIRST) as hdul:
         data, wcs = hdul[0].data.squeeze(), WCS(hdul[0].header).celestial

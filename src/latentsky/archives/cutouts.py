@@ -4,7 +4,8 @@ For N targets and B bands (SDSS g/r/i, FIRST, UKIDSS K...), :func:`fetch_cutouts
 writes ``<dest>/cutouts.zarr`` (array ``images``, float32, N x B x H x W,
 chunked by blocks of targets, NaN where nothing was fetched) and
 ``<dest>/index.parquet`` (one row per target: input columns, ``ra``, ``dec``,
-and per band ``status_<band>`` / ``attempts_<band>`` / ``error_<band>``),
+and per band ``status_<band>`` / ``attempts_<band>`` / ``error_<band>`` /
+``coverage_<band>``, the fraction of non-blank pixels),
 instead of hundreds of thousands of loose files.
 
 Where the pixels come from: the CDS **hips2fits** service (``conf.hips2fits_url``)
@@ -35,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from astropy import units as u
 from astropy.table import Table
 
 from latentsky.archives.base import parse_coordinates, request
@@ -241,6 +241,8 @@ def fetch_cutouts(coordinates, dest: str | Path, *, bands=("SDSS-g", "SDSS-r", "
                 status, image, error, tries = future.result()
                 band = bands[b]
                 index.at[i, f"status_{band}"] = status
+                # a target near a survey edge gives a partly blank cutout: say how much is real
+                index.at[i, f"coverage_{band}"] = float(np.isfinite(image).mean()) if image is not None else 0.0
                 index.at[i, f"attempts_{band}"] = int(index.at[i, f"attempts_{band}"]) + tries
                 index.at[i, f"error_{band}"] = error
                 if image is not None:
@@ -284,6 +286,7 @@ def _new_index(original, coords, bands):
         frame[f"status_{band}"] = "pending"
         frame[f"attempts_{band}"] = 0
         frame[f"error_{band}"] = ""
+        frame[f"coverage_{band}"] = 0.0
     return frame
 
 

@@ -28,7 +28,7 @@ from astropy import units as u
 from astropy.table import Table, vstack
 from astropy.time import Time
 
-from latentsky.archives.base import (Archive, chunks, parse_coordinates, parse_radius, request,
+from latentsky.archives.base import (Archive, parse_coordinates, parse_radius, request,
                                      require_columns, safe_name)
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError, LatentskyWarning, QueryTruncatedError
