@@ -39,6 +39,7 @@ def sample_archive(sample):
 @pytest.fixture
 def local(sample_archive):
     """``sample_archive`` with conf pointing at it and a clean request log and fault list."""
+    settled_log(sample_archive.server)
     sample_archive.server.clear()
     sample_archive.configure()
     yield sample_archive
@@ -58,6 +59,7 @@ def image_archive():
 
 @pytest.fixture
 def images(image_archive):
+    settled_log(image_archive.server)
     image_archive.server.clear()
     image_archive.configure()
     yield image_archive
@@ -71,3 +73,21 @@ def source_bytes(path: Path) -> bytes:
         with gzip.open(path, "rb") as fh:
             return fh.read()
     return path.read_bytes()
+
+
+def settled_log(server, quiet: float = 0.1, limit: float = 5.0) -> list:
+    """The server's request log once no record arrived for ``quiet`` seconds.
+
+    The server records a request just after sending its answer, so a client
+    can see the answer a moment before the record exists.
+    """
+    import time
+
+    deadline = time.monotonic() + limit
+    n = -1
+    while time.monotonic() < deadline:
+        if len(server.log) == n:
+            break
+        n = len(server.log)
+        time.sleep(quiet)
+    return list(server.log)

@@ -13,7 +13,7 @@ from astropy.nddata import Cutout2D
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from conftest import DATA
+from conftest import DATA, settled_log
 from latentsky.archives.cutouts import fetch_cutouts, hips2fits_params, open_cutouts
 from latentsky.exceptions import LatentskyError
 
@@ -39,7 +39,7 @@ def targets():
 
 
 def hips_requests(archive):
-    return [r for r in archive.server.log if r.path == "/hips2fits"]
+    return [r for r in settled_log(archive.server) if r.path == "/hips2fits"]
 
 
 def test_store_layout_statuses_and_pixels(images, targets, tmp_path):

@@ -9,7 +9,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
 
-from conftest import DATA, source_bytes
+from conftest import DATA, settled_log, source_bytes
 from latentsky.archives.eso import eso
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError, QueryTruncatedError
@@ -98,7 +98,7 @@ def test_catalog_upload_joins_each_target(local, sample):
         assert set(rows["object"]) == objects
     assert 2 not in set(table["target_index"])
     assert len(table) == sum(o in ("HD128621", "Gl273") for o in truth["object"])
-    posts = [r for r in local.server.log if r.path == "/tap/sync"]
+    posts = [r for r in settled_log(local.server) if r.path == "/tap/sync"]
     assert posts and all(r.method == "POST" for r in posts)
     assert "multipart/form-data" in posts[0].headers["content-type"]  # the table went as a TAP UPLOAD
 
@@ -108,7 +108,7 @@ def test_overflow_is_split_never_short(sample, tmp_path):
 
     with LocalArchive(sample / "harps", tap_maxrec=4) as small:
         table = eso.query(collection="HARPS")
-        requests = [r for r in small.server.log if r.path == "/tap/sync"]
+        requests = [r for r in settled_log(small.server) if r.path == "/tap/sync"]
         # pyvo itself sees the service's OVERFLOW status
         import pyvo
         raw = pyvo.dal.TAPService(conf.eso_tap_url).run_sync("SELECT dp_id FROM ivoa.ObsCore")
@@ -157,7 +157,7 @@ def test_busy_service_is_retried(local):
     local.server.fail_first("/tap/sync", 2, "503")
     table = eso.query(collection="HARPS", start="2012-04-01", end="2012-04-05")
     assert len(table) > 0
-    statuses = [r.status for r in local.server.log if r.path == "/tap/sync"]
+    statuses = [r.status for r in settled_log(local.server) if r.path == "/tap/sync"]
     assert statuses == [503, 503, 200]
 
 
@@ -165,6 +165,7 @@ def test_plan_is_offline_and_downloads_are_identical_to_the_sources(local, sampl
     from latentsky.download.manager import DownloadManager
 
     table = eso.query(collection="HARPS", start="2012-03-24", end="2012-04-10")
+    settled_log(local.server)
     local.server.clear()
     items = eso.plan(table, tmp_path / "harps")
     assert not local.server.log  # planning sends nothing

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from conftest import DATA, source_bytes
+from conftest import DATA, settled_log, source_bytes
 from latentsky.archives.local.server import Response
 from latentsky.archives.sdss import parse_skyserver_csv, sdss
 from latentsky.config import conf
@@ -35,7 +35,7 @@ def test_recorded_spectro_answer(local):
     assert row["product_id"] == "0751-52251-0160"
     assert row["access_url"] == conf.sdss_sas_url + "dr17/sdss/spectro/redux/26/spectra/0751/spec-0751-52251-0160.fits"
     assert row["date"].startswith("2001-12-")  # MJD 52251
-    request = [r for r in local.server.log if r.path.startswith("/replay/")][0]
+    request = [r for r in settled_log(local.server) if r.path.startswith("/replay/")][0]
     assert request.method == "GET"
 
 
@@ -51,9 +51,15 @@ def test_recorded_photometry_answer(local):
 
 def test_html_error_page_is_not_a_table(local):
     replay(local, "error.html", "err/SearchTools/SqlSearch", content_type="text/html")
-    conf.set(sdss_skyserver_url=local.base_url + "/replay/err/")
-    with pytest.raises(ArchiveError, match="answered with no table"):
+    conf.set(sdss_skyserver_url=local.base_url + "/replay/err/", max_retries=2)
+    with pytest.raises(ArchiveError, match="HTML page instead of CSV.*after 2 attempts"):
         sdss.query_sql("SELECT 1")
+    assert len([r for r in settled_log(local.server) if r.path.startswith("/replay/err/")]) == 2
+
+
+def test_error_text_is_not_a_table():
+    with pytest.raises(ArchiveError, match="answered with no table"):
+        parse_skyserver_csv("Error: Incorrect syntax near 'FROM'.")
 
 
 def test_parse_keeps_empty_answers():
@@ -74,9 +80,10 @@ def test_positions_in_small_chunks_give_the_same_answer(local, sample):
     truth = labels(sample)
     positions = Table({"ra": truth["ra"][:20], "dec": truth["dec"][:20]})
     whole = sdss.query_spectra(positions, radius="2 arcsec")
+    settled_log(local.server)
     local.server.clear()
     chunked = sdss.query_spectra(positions, radius="2 arcsec", chunk_size=3)
-    requests = [r for r in local.server.log if r.path.endswith("SqlSearch")]
+    requests = [r for r in settled_log(local.server) if r.path.endswith("SqlSearch")]
     assert len(requests) == 7  # ceil(20 / 3)
     key = lambda t: sorted(zip(t["idx"], t["product_id"]))  # noqa: E731
     assert key(whole) == key(chunked)
@@ -91,7 +98,7 @@ def test_urls_stay_short(local, sample, monkeypatch):
     monkeypatch.setattr(module, "MAX_URL_CHARS", 2000)
     truth = labels(sample)
     sdss.query_spectra(Table({"ra": truth["ra"], "dec": truth["dec"]}))
-    requests = [r for r in local.server.log if r.path.endswith("SqlSearch")]
+    requests = [r for r in settled_log(local.server) if r.path.endswith("SqlSearch")]
     assert len(requests) > 5
     assert all(len(sdss.query_spectra(Table({"ra": truth["ra"][:i + 1], "dec": truth["dec"][:i + 1]}),
                                       get_query_payload=True)["cmd"]) < 2000 for i in (0, 5))
@@ -124,6 +131,7 @@ def test_plan_and_download_are_identical_to_the_sources(local, sample, tmp_path)
 
     table = sdss.query_spectra(spec_class="STAR")
     table = table[np.argsort(table["product_id"])]
+    settled_log(local.server)
     local.server.clear()
     items = sdss.plan(table, tmp_path)
     assert not local.server.log

@@ -28,8 +28,8 @@ from astropy import units as u
 from astropy.table import Table, vstack
 from astropy.time import Time
 
-from latentsky.archives.base import (Archive, parse_coordinates, parse_radius, request,
-                                     require_columns, safe_name)
+from latentsky.archives.base import (Archive, _request_once, _Retryable, parse_coordinates, parse_radius,
+                                     require_columns, safe_name, with_retries)
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError, LatentskyWarning, QueryTruncatedError
 
@@ -72,8 +72,15 @@ class SDSS(Archive):
         ArchiveError
             HTTP failure, timeout (``conf.timeout``) or an SQL error text.
         """
-        response = request("GET", self.sql_url(), archive="sdss", params={"cmd": sql, "format": "csv"})
-        return parse_skyserver_csv(response.text, url=self.sql_url())
+        def once():
+            response = _request_once("GET", self.sql_url(), "sdss", conf.timeout, {"params": {"cmd": sql, "format": "csv"}})
+            if response.headers.get("Content-Type", "").startswith("text/html"):
+                # an HTML page with status 200 (a portal or login page): transient, ask again
+                raise _Retryable(f"sdss: {self.sql_url()} answered an HTML page instead of CSV: "
+                                 f"{response.text[:120]!r}")
+            return parse_skyserver_csv(response.text, url=self.sql_url())
+
+        return with_retries(once, what=f"sdss {self.sql_url()}")
 
     def build_spectra_sql(self, *, coordinates=None, radius=None, spec_class: str | None = None,
                           top: int | None = None, first_index: int = 0) -> str:
