@@ -11,6 +11,8 @@ from astropy.table import Table
 
 from latentsky.cli import main
 
+pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
+
 
 @pytest.fixture
 def served(sample):
@@ -55,3 +57,16 @@ def test_query_errors_name_the_option(tmp_path, capsys):
     assert code == 2 and "coordinates" in capsys.readouterr().err
     code = main(["archive", "serve", str(tmp_path), "--faults", "500,gremlins"])
     assert code == 2 and "gremlins" in capsys.readouterr().err
+
+
+def test_cutouts_command_resumes(images, tmp_path, capsys):
+    first = images.catalog.images[0]
+    c = first.wcs.pixel_to_world(16, 16).icrs
+    table = Table({"ra": [c.ra.deg, 10.0], "dec": [c.dec.deg, -45.0]})
+    table.write(tmp_path / "targets.ecsv")
+    argv = ["cutouts", str(tmp_path / "targets.ecsv"), "--dest", str(tmp_path / "cut"), "--bands", "FIRST",
+            "--base-url", images.base_url, "--no-progress"]
+    assert main(argv) == 0
+    assert "ok: 1, off_footprint: 1" in capsys.readouterr().out
+    images.server.fail_first("/hips2fits", 10, "500")
+    assert main(argv) == 0  # nothing left to fetch: no request, so no fault either
