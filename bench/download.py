@@ -171,8 +171,10 @@ def main(argv=None) -> int:
         print(f"sequential: {seq_rate:8.1f} files/s  ({seq_s:.1f} s{note}; lost {seq_lost}, corrupt {seq_corrupt} "
               f"of {seq_n})")
         print(f"speed-up:   {rate / seq_rate:8.1f} x")
+        req_rate = results.requests / ours_s
         print(f"bound:      {bound:8.1f} files/s = {args.connections} connections / {args.latency_ms:g} ms; "
-              f"ours reach {rate / bound:.0%} of it ({results.requests / args.files:.3f} requests per file)")
+              f"ours reach {rate / bound:.0%} of it ({results.requests / args.files:.3f} requests per file: "
+              f"{req_rate:.1f} requests/s, {req_rate / bound:.0%} of the same bound in requests)")
         server.terminate()
         print(json.dumps({
             "files": args.files, "file_kB": round(mean_size / 1e3, 1), "latency_ms": args.latency_ms,
@@ -180,6 +182,7 @@ def main(argv=None) -> int:
             "files_per_s": round(rate, 2), "sequential_files_per_s": round(seq_rate, 2),
             "sequential_timed_files": seq_n, "speedup": round(rate / seq_rate, 2),
             "bound_files_per_s": round(bound, 2), "fraction_of_bound": round(rate / bound, 3),
+            "requests_per_s": round(req_rate, 2), "request_fraction_of_bound": round(req_rate / bound, 3),
             "lost": lost, "corrupt": corrupt, "failed": len(results.errors),
             "requests": results.requests, "retries": results.retries,
             "sequential_lost": seq_lost, "sequential_corrupt": seq_corrupt,

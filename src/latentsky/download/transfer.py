@@ -240,7 +240,9 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
         if status == 206:
             offset = _content_range_start(resp.headers.get("Content-Range"))
             if offset != start:
-                raise DownloadError(item.key, item.url, f"server resumed at byte {offset}, asked for {start}")
+                part.unlink(missing_ok=True)  # cannot splice: start the file again
+                raise DownloadError(item.key, item.url, f"server resumed at byte {offset}, asked for {start}; "
+                                                        "restarting the file")
             mode = "ab"
         else:
             if start:

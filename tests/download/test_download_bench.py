@@ -1,0 +1,25 @@
+"""bench/download.py stays runnable: a small run ends with its JSON line and nothing lost or corrupt."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "download.py"
+
+
+def test_bench_small_run(shared_data, tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH), "--files", "120", "--seq-files", "10", "--connections", "8",
+                          "--retry-after", "0.2", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    for key in ("files_per_s", "sequential_files_per_s", "speedup", "fraction_of_bound", "lost", "corrupt"):
+        assert key in result
+    assert result["lost"] == result["corrupt"] == 0 and result["files"] == 120
+    assert result["files_per_s"] > result["sequential_files_per_s"]
+    assert "extrapolated" in out.stdout
+    assert list(tmp_path.iterdir()) == []  # the scratch folder is cleaned up
