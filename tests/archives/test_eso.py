@@ -179,3 +179,26 @@ def test_plan_is_offline_and_downloads_are_identical_to_the_sources(local, sampl
     for item, dp_id in zip(items, table["dp_id"]):
         source = next((sample / "harps").glob(f"{dp_id}.fits*"))
         assert item.dest.read_bytes() == source_bytes(source)
+
+
+def test_uploaded_list_that_overflows_is_split(local):
+    targets = Table({"ra": [219.875, 111.852458, 0.0], "dec": [-60.83, 5.22063, 0.0]})
+    whole = eso.query(coordinates=targets, radius="1 arcmin")
+    settled_log(local.server)
+    local.server.clear()
+    small = eso.query(coordinates=targets, radius="1 arcmin", maxrec=3)
+    assert sorted(small["dp_id"]) == sorted(whole["dp_id"]) and len(whole) > 3
+    assert len([r for r in settled_log(local.server) if r.path == "/tap/sync"]) > 3
+
+
+def test_query_payload_is_the_adql_and_sends_nothing(local):
+    adql = eso.query(coordinates=SkyCoord(10, 20, unit="deg"), radius="5 arcsec", start=55000.0,
+                     get_query_payload=True)
+    assert adql.startswith("SELECT dp_id, obs_collection")
+    assert "FROM ivoa.ObsCore WHERE obs_collection = 'HARPS' AND dataproduct_type = 'spectrum'" in adql
+    assert "CONTAINS(POINT('ICRS', s_ra, s_dec), CIRCLE('ICRS', 10.0, 20.0, 0.001388" in adql
+    assert "t_min >= 55000.0" in adql
+    upload = eso.query(coordinates=Table({"ra": [1.0, 2.0], "dec": [3.0, 4.0]}), get_query_payload=True)
+    assert "JOIN TAP_UPLOAD.targets AS t ON 1 = CONTAINS(POINT('ICRS', o.s_ra, o.s_dec)" in upload
+    assert "target_name = 'O''Brien'" in eso.build_query(target_name="O'Brien")  # quotes are escaped
+    assert not local.server.log
