@@ -64,3 +64,32 @@ def test_tensorflow_is_imported_lazily():
             "print('tensorflow' in sys.modules, 'dask' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("params", [{}, {"leak_rate": 0.7, "bias": 0.1, "n_units": 50}], ids=["cycle", "leak-bias"])
+def test_compiled_kernel_matches_ufunc_kernel(harps, params):
+    """The fused numba kernel (default for the simple cycle) against the plain NumPy one."""
+    from latentsky.embed.esn import batch_statistics
+
+    flux, weight, _ = harps
+    flux, weight = flux[[1, 3, 9]], weight[[1, 3, 9]].copy()
+    weight[1, 2000:2050] = 0
+    emb = ESNReadoutEmbedder(**params).fit(flux, weight=weight)
+    kw = dict(offset=emb.offset_, washout=emb.washout)
+    compiled = NumpyBackend(kernel="compiled", block_steps=1000)
+    assert compiled.kernel_for(emb.reservoir_) == "compiled"
+    a = batch_statistics(flux, weight, emb.reservoir_, backend=compiled, **kw)
+    b = batch_statistics(flux, weight, emb.reservoir_, backend=NumpyBackend(kernel="ufunc"), **kw)
+    assert np.allclose(a.gram, b.gram, rtol=1e-5, atol=1e-6 * np.abs(b.gram).max())
+    assert np.allclose(a.xty, b.xty, rtol=1e-5, atol=1e-6 * np.abs(b.xty).max())
+    assert rel_err(a.readouts(1e-2), b.readouts(1e-2)).max() < 1e-4
+
+
+def test_compiled_kernel_is_refused_where_it_does_not_apply():
+    from latentsky.embed.reservoir import random_sparse_reservoir, simple_cycle_reservoir
+
+    res = random_sparse_reservoir(10, random_state=0)
+    assert NumpyBackend().kernel_for(res) == "ufunc"
+    assert NumpyBackend(state_dtype="float64").kernel_for(simple_cycle_reservoir(10)) == "ufunc"
+    with pytest.raises(EmbeddingError, match="compiled"):
+        NumpyBackend(kernel="compiled").kernel_for(res)
