@@ -49,20 +49,20 @@ Fault injection
 ---------------
 Faults hit any path that matches ``fault_paths`` (a glob, default ``"*"``):
 
-==============  =============================================================
-kind            what the client sees
-==============  =============================================================
-``latency``     ``fault_latency`` extra seconds before the answer
-``500``         ``500 Internal Server Error``
-``503``         ``503 Service Unavailable`` with ``Retry-After``
-``429``         ``429 Too Many Requests`` with ``Retry-After: retry_after``
-``reset``       headers and half the body, then a TCP reset
-``truncate``    ``Content-Length`` of the whole body, half of it sent, closed
-``html``        ``200 text/html``: a login page instead of the data (ESO's
-                expired session)
-``hostile_name`` the right data with ``Content-Disposition:
-                attachment; filename="../../../evil.fits"``
-==============  =============================================================
+==================  =========================================================
+kind                what the client sees
+==================  =========================================================
+``latency``         ``fault_latency`` extra seconds before the answer
+``500``             ``500 Internal Server Error``
+``503``             ``503 Service Unavailable`` with ``Retry-After``
+``429``             ``429 Too Many Requests`` with ``Retry-After: retry_after``
+``reset``           headers and half the body, then a TCP reset
+``truncate``        ``Content-Length`` of the whole body, half of it sent, closed
+``html``            ``200 text/html``: a login page instead of the data
+                    (ESO's expired session)
+``hostile_name``    the right data with ``Content-Disposition: attachment;
+                    filename="../../../evil.fits"``
+==================  =========================================================
 
 ``fault_rate`` (probability per request) with ``faults`` (the kinds drawn
 from) injects faults at random, but deterministically: the decision for the
@@ -75,7 +75,12 @@ exactly what happens.  ``latency`` (seconds, every request) and
 without ``Authorization: Bearer <token>`` with the HTML login page.
 
 Every request is recorded in ``server.log`` (:class:`RequestRecord`: time,
-method, path, headers, status, fault), so tests can check what a client did.
+method, path, headers, status, fault), so tests can check what a client did;
+``server.max_in_flight`` is the most requests answered at once,
+``server.wait_idle()`` waits for slow answers to finish and ``server.clear()``
+resets the log, the counters and the ``fail_first`` rules.
+``server.files()`` lists ``(url, path)`` of every served file and
+``server.url_for(path)`` gives one file's URL.
 """
 
 from __future__ import annotations
