@@ -159,3 +159,27 @@ def test_bad_arguments(tmp_path, archive, plan):
     clash = type(items[0])(items[0].key, items[1].url, items[0].dest)
     with pytest.raises(ValueError, match="share the key"):
         DownloadManager(tmp_path).run([items[0], clash])
+
+
+def test_one_run_at_a_time_per_manifest(fits_dir, tmp_path, plan, assert_identical):
+    import threading
+    import time
+
+    from latentsky.archives.local.server import LocalServer
+    from latentsky.exceptions import StoreError
+
+    with LocalServer(fits_dir, latency=0.3) as server:
+        items = plan(server, tmp_path / "dest")
+        first = _manager(tmp_path)
+        out = {}
+        runner = threading.Thread(target=lambda: out.setdefault("r", first.run(items)))
+        runner.start()
+        while server.in_flight == 0 and runner.is_alive():
+            time.sleep(0.01)  # wait until the first run is downloading
+        with pytest.raises(StoreError, match="another download is running"):
+            _manager(tmp_path).run(items)
+        runner.join()
+        assert out["r"].ok
+        assert_identical(items)
+        assert len(server.log) == len(items)  # the refused run fetched nothing
+        assert _manager(tmp_path).run(items).skipped  # the lock is free again

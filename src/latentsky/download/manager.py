@@ -282,15 +282,25 @@ class DownloadManager:
         Returns
         -------
         Results
+
+        Raises
+        ------
+        StoreError
+            When another run is using the same manifest.
         """
         t0 = time.monotonic()
-        if items is None:
-            todo = self.manifest.items()
-        else:
+        if items is not None:
             todo = [x.item if isinstance(x, DownloadFailure) else x for x in items]
             _check_unique(todo)
             todo = list({item.key: item for item in todo}.values())  # the same item twice: once
-            self.manifest.enqueue(todo)
+        with self.manifest.exclusive():
+            if items is None:
+                todo = self.manifest.items()
+            else:
+                self.manifest.enqueue(todo)
+            return self._run(todo, verify_existing, t0)
+
+    def _run(self, todo: list[DownloadItem], verify_existing: bool, t0: float) -> Results:
         results = Results()
         jobs = self._triage(todo, results, verify_existing)
         progress = Progress("download", total=len(todo), unit="files", callback=self.progress)

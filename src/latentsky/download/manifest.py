@@ -25,6 +25,8 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -33,6 +35,11 @@ from typing import Iterable
 
 from latentsky.download.items import DownloadItem
 from latentsky.exceptions import StoreError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; one run at a time is then the user's business
+    fcntl = None
 
 MANIFEST_NAME = ".latentsky-manifest.sqlite"
 """File name of the manifest kept in a destination folder."""
@@ -103,6 +110,40 @@ class Manifest:
     def exists_in(folder: str | Path) -> bool:
         """Whether ``folder`` holds a manifest."""
         return (Path(folder) / MANIFEST_NAME).is_file()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Hold the manifest's run lock: one download at a time per manifest.
+
+        Two runs over one manifest (two kernels, a cell run twice) would write
+        the same ``.part`` files.  The lock is an OS file lock (``flock``) on
+        ``<manifest>.lock``, released by the OS when the process dies, even by
+        ``kill -9``: no stale lock to clean up.
+
+        Raises
+        ------
+        StoreError
+            When another run holds it; the message names the manifest and that
+            run's process id.
+        """
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fh = open(lock_path, "a+")
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "?"
+                    raise StoreError(f"{self.path}: another download is running with this manifest "
+                                     f"(process {holder}); wait for it or stop it") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
+            yield self
+        finally:
+            fh.close()  # closing releases the flock
 
     def close(self) -> None:
         """Close the database (further calls fail)."""
