@@ -171,6 +171,9 @@ def main(argv=None) -> int:
         print(f"sequential: {seq_rate:8.1f} files/s  ({seq_s:.1f} s{note}; lost {seq_lost}, corrupt {seq_corrupt} "
               f"of {seq_n})")
         print(f"speed-up:   {rate / seq_rate:8.1f} x")
+        seq_bound = 1 / latency
+        print(f"            (the sequential loop reaches {seq_rate / seq_bound:.0%} of its own bound, "
+              f"1 / latency = {seq_bound:.0f} files/s: the per-request overhead of this machine)")
         req_rate = results.requests / ours_s
         print(f"bound:      {bound:8.1f} files/s = {args.connections} connections / {args.latency_ms:g} ms; "
               f"ours reach {rate / bound:.0%} of it ({results.requests / args.files:.3f} requests per file: "
@@ -186,6 +189,7 @@ def main(argv=None) -> int:
             "lost": lost, "corrupt": corrupt, "failed": len(results.errors),
             "requests": results.requests, "retries": results.retries,
             "sequential_lost": seq_lost, "sequential_corrupt": seq_corrupt,
+            "sequential_fraction_of_bound": round(seq_rate / seq_bound, 3),
         }))
         return 0 if lost == corrupt == 0 else 1
     finally:
