@@ -260,14 +260,18 @@ class SDSS(Archive):
 
     # ------------------------------------------------------------------ plan
     def plan(self, products: Table, dest: str | Path) -> list:
-        """Download items for SDSS spectra (no network): ``dest/spec-PPPP-MJD-FFFF.fits``."""
+        """Download items for SDSS spectra (no network): ``dest/spec-PPPP-MJD-FFFF.fits``, one per spectrum."""
         from latentsky.download.items import DownloadItem
 
         require_columns(products, ("product_id", "access_url"))
         dest = Path(dest)
-        return [DownloadItem(key=f"sdss/{row['product_id']}", url=str(row["access_url"]),
-                             dest=dest / safe_name(f"spec-{row['product_id']}.fits"), kind="fits")
-                for row in products]
+        items = {}
+        for row in products:
+            # one spectrum matched by two nearby positions appears twice in a query: fetch it once
+            key = f"sdss/{row['product_id']}"
+            items.setdefault(key, DownloadItem(key=key, url=str(row["access_url"]),
+                                               dest=dest / safe_name(f"spec-{row['product_id']}.fits"), kind="fits"))
+        return list(items.values())
 
 
 def spectrum_url(plate: int, mjd: int, fiber: int, run2d: str = "26", *, data_release: int | None = None) -> str:

@@ -81,9 +81,10 @@ def run(args) -> int:
             from latentsky.archives.base import resolve_name
             coordinates = resolve_name(args.target, parameter="--target")
         table = client.query_spectra(coordinates, radius=args.radius, spec_class=args.spec_class, top=args.top)
-    items = client.plan(table, args.dest)
-    table["key"] = [item.key for item in items]
-    table["filename"] = [item.dest.name for item in items]
+    items = {item.key: item for item in client.plan(table, args.dest)}
+    keys = [f"{args.archive}/{pid}" for pid in table["product_id"]]
+    table["key"] = keys
+    table["filename"] = [items[key].dest.name for key in keys]
     failed = table.meta.pop("failed", None)
     if failed:
         table.meta["failed_json"] = json.dumps(failed)
