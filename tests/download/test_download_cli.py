@@ -44,6 +44,11 @@ def test_download_table_then_status_then_rerun(archive, fits_dir, tmp_path, caps
     archive.clear()
     assert main(["download", str(table), "--dest", str(dest), "--no-progress", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["skipped"] == 6 and archive.log == []
+    # the folder alone resumes the job too
+    assert main(["download", str(dest), "--no-progress"]) == 0
+    assert "0 downloaded, 6 already present, 0 failed" in capsys.readouterr().out
+    assert main(["download", "--status", str(dest)]) == 0
+    assert "6/6 done, 0 pending" in capsys.readouterr().out
 
 
 def test_table_names_cannot_escape_dest(archive, tmp_path, capsys):

@@ -213,7 +213,7 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
     req_headers = dict(headers or {})
     if start:
         req_headers["Range"] = f"bytes={start}-"
-        if etag:
+        if etag and not etag.startswith("W/"):  # If-Range needs a strong validator (RFC 9110, 13.1.5)
             req_headers["If-Range"] = etag
     try:
         resp = session.get(item.url, headers=req_headers, stream=True, timeout=timeout, proxies=proxies)
