@@ -1,0 +1,244 @@
+"""The app's data store: one latent table and where its spectra come from.
+
+:class:`LatentData` is the single object the views share (the Panel
+"data store" pattern): the Explore map draws its table, the spectrum panel asks
+it for the spectrum of a row, exports read its rows.  It opens
+
+- the results of ``latentsky pipeline`` (``DIR/latent.parquet`` joined to the
+  spectrum store by ``id``),
+- a ``latentsky synth`` folder (spectra regenerated on demand),
+- the bundled sample, projected with a PCA of its spectra when no pipeline
+  results exist yet (so a first-time user sees a map at once).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import param
+
+from latentsky.exceptions import LatentskyError
+
+log = logging.getLogger(__name__)
+
+
+class SpectrumSource:
+    """Where the spectrum of a latent-table row comes from (subclasses implement :meth:`get`)."""
+
+    def get(self, row: pd.Series) -> dict | None:
+        """``{"wave", "flux", "weight", "model"}`` for one table row, or None when unknown."""
+        raise NotImplementedError
+
+
+class StoreSpectra(SpectrumSource):
+    """Spectra read from a :class:`~latentsky.store.SpectrumStore`.
+
+    Parameters
+    ----------
+    store : SpectrumStore
+    reconstruct : callable, optional
+        ``reconstruct(row) -> model flux`` on the store's grid (the decoder applied to the row's latent
+        point), drawn over the spectrum.
+    """
+
+    def __init__(self, store, reconstruct=None):
+        self.store = store
+        self.reconstruct = reconstruct
+        self._wave = None
+        self._rows = None
+
+    @property
+    def wave(self) -> np.ndarray:
+        if self._wave is None:
+            self._wave = self.store.wave
+        return self._wave
+
+    def store_row(self, row: pd.Series) -> int | None:
+        """The store row of a table row: its ``row`` column, else looked up by ``id``."""
+        if self._rows is None:
+            cat = self.store.catalog
+            self._rows = pd.Series(cat["row"].to_numpy(), index=cat["id"].astype(str).to_numpy())
+        key = str(row.get("id", ""))
+        if key in self._rows.index:
+            return int(self._rows[key])
+        if "row" in row and pd.notna(row["row"]) and 0 <= int(row["row"]) < len(self.store):
+            return int(row["row"])
+        return None
+
+    def get(self, row: pd.Series) -> dict | None:
+        r = self.store_row(row)
+        if r is None:
+            return None
+        out = {"wave": self.wave, "flux": np.asarray(self.store.flux[r]), "weight": np.asarray(self.store.weight[r]),
+               "model": None}
+        if self.reconstruct is not None:
+            try:
+                out["model"] = self.reconstruct(row)
+            except Exception as err:  # a failed reconstruction must not hide the spectrum itself
+                log.warning("reconstruction of %s failed: %s", row.get("id"), err)
+        return out
+
+
+class SynthSpectra(SpectrumSource):
+    """Spectra of a ``latentsky synth`` table, regenerated from its templates on demand."""
+
+    def __init__(self, templates):
+        self.templates = templates
+
+    def get(self, row: pd.Series) -> dict | None:
+        from latentsky.synth import spectrum_for_row
+
+        flux, model, weight = spectrum_for_row(self.templates, row)
+        return {"wave": self.templates.wave, "flux": flux, "weight": weight, "model": model}
+
+
+class PCAProjection:
+    """A 2-D PCA of a store's spectra, with its inverse (the "reconstruction from the latent point").
+
+    Masked pixels are filled with the weighted mean spectrum before the fit, so
+    that a partial spectrum is placed by the pixels it has.
+    """
+
+    def __init__(self, store, n_components: int = 2):
+        flux = np.asarray(store.flux[:], dtype="f8")
+        weight = np.asarray(store.weight[:], dtype="f8")
+        good = weight > 0
+        wsum = good.sum(axis=0)
+        mean = np.where(wsum > 0, np.where(good, flux, 0).sum(axis=0) / np.maximum(wsum, 1), 1.0)
+        filled = np.where(good, np.clip(flux, -2, 5), mean)
+        self.mean_ = mean
+        _, s, vt = np.linalg.svd(filled - mean, full_matrices=False)
+        self.components_ = vt[:n_components]
+        self.coords_ = (filled - mean) @ self.components_.T
+
+    def inverse(self, xy) -> np.ndarray:
+        """Spectrum on the store's grid of a latent point ``(x, y)``."""
+        return self.mean_ + np.asarray(xy, dtype="f8") @ self.components_
+
+
+class LatentData(param.Parameterized):
+    """One latent table and its spectra, shared by every view of the app."""
+
+    table = param.DataFrame(default=None, allow_None=True, doc="The latent table: x, y and metadata columns")
+    label = param.String(default="", doc="Where the table came from (shown in the app's title)")
+    source = param.Parameter(default=None, doc="A SpectrumSource giving each row's spectrum, or None")
+
+    def __init__(self, table: pd.DataFrame | None = None, **params):
+        super().__init__(table=table, **params)
+
+    # ------------------------------------------------------------------ spectra
+    def spectrum(self, i: int) -> dict | None:
+        """The spectrum of row position ``i``: ``wave, flux, weight, model`` and ``title``, or None."""
+        if self.table is None or i is None or not 0 <= int(i) < len(self.table):
+            return None
+        row = self.table.iloc[int(i)]
+        out = self.source.get(row) if self.source is not None else None
+        if out is not None:
+            out["title"] = " | ".join(str(row[c]) for c in ("id", "object", "spec_class") if c in row.index)
+        return out
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_pipeline(cls, folder, *, store=None) -> "LatentData":
+        """The results of ``latentsky pipeline SOURCE --out DIR``.
+
+        Parameters
+        ----------
+        folder : path-like
+            ``DIR``; must hold ``latent.parquet``.
+        store : SpectrumStore or path, optional
+            The spectra; default ``DIR/store`` when present.
+        """
+        from latentsky.store import SpectrumStore
+
+        folder = Path(folder)
+        path = folder / "latent.parquet"
+        if not path.exists():
+            raise LatentskyError(f"{path}: not found (run `latentsky pipeline SOURCE --out {folder}` first)")
+        table = pd.read_parquet(path)
+        if store is None and (folder / "store" / "catalog.parquet").exists():
+            store = folder / "store"
+        if isinstance(store, (str, Path)):
+            store = SpectrumStore(store)
+        source = None
+        if store is not None:
+            table = _join_catalog(table, store.catalog)
+            source = StoreSpectra(store)
+        return cls(table, label=str(folder), source=source)
+
+    @classmethod
+    def from_synth(cls, folder, *, columns=None) -> "LatentData":
+        """A folder written by ``latentsky synth`` (spectra regenerated from its templates)."""
+        from latentsky.synth import LATENT_FILE, Templates
+
+        folder = Path(folder)
+        path = folder / LATENT_FILE
+        if not path.exists():
+            raise LatentskyError(f"{path}: not found (run `latentsky synth --out {folder}` first)")
+        table = pd.read_parquet(path, columns=columns)
+        return cls(table, label=f"{folder} (synthetic)", source=SynthSpectra(Templates.load(folder)))
+
+    @classmethod
+    def from_store(cls, store) -> "LatentData":
+        """A store's catalog placed on the map by a 2-D PCA of its spectra (a stand-in for the
+        autoencoder's map until pipeline results exist); the reconstruction is the PCA's inverse."""
+        from latentsky.store import SpectrumStore
+
+        if isinstance(store, (str, Path)):
+            store = SpectrumStore(store)
+        pca = PCAProjection(store)
+        cat = store.catalog.reset_index(drop=True)
+        table = cat.drop(columns=[c for c in ("sha256", "format", "wave_min", "wave_max") if c in cat.columns])
+        table = table.assign(x=pca.coords_[:, 0], y=pca.coords_[:, 1])
+        recon_err = np.sqrt(np.mean((np.asarray(store.flux[:], "f8") - (pca.mean_ + pca.coords_ @ pca.components_))
+                                    ** 2 * (np.asarray(store.weight[:]) > 0), axis=1))
+        table["anomaly"] = recon_err / np.median(recon_err)
+        return cls(table, label=f"{store.path} (PCA map)",
+                   source=StoreSpectra(store, reconstruct=lambda row: pca.inverse((row["x"], row["y"]))))
+
+    @classmethod
+    def sample(cls) -> "LatentData":
+        """The bundled sample's results: the pipeline's when ``conf.cache_dir/sample-results`` holds
+        them, else the PCA map of the sample store."""
+        from latentsky.config import conf
+        from latentsky.synth import sample_store
+
+        results = Path(conf.cache_dir) / "sample-results"
+        store = sample_store()
+        if (results / "latent.parquet").exists():
+            try:
+                return cls.from_pipeline(results, store=store)
+            except Exception as err:
+                log.warning("cannot open %s (%s); showing the PCA map of the sample", results, err)
+        data = cls.from_store(store)
+        data.label = "bundled sample (PCA map)"
+        return data
+
+    @classmethod
+    def open(cls, path) -> "LatentData":
+        """A pipeline folder, a synth folder, a store, or a latent Parquet file, told apart by their files."""
+        path = Path(path)
+        if path.is_file() and path.suffix == ".parquet":
+            return cls(pd.read_parquet(path), label=str(path))
+        if (path / "templates.npz").exists():
+            return cls.from_synth(path)
+        if (path / "latent.parquet").exists():
+            return cls.from_pipeline(path)
+        if (path / "catalog.parquet").exists():
+            return cls.from_store(path)
+        raise LatentskyError(f"{path}: not a latent table, pipeline/synth folder or spectrum store")
+
+
+def _join_catalog(table: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
+    """Add the store's catalog columns the latent table lacks (snr, spec_class, row...), by ``id``."""
+    extra = [c for c in catalog.columns if c not in table.columns and c not in ("sha256", "format")]
+    if "id" not in table.columns or not extra:
+        return table
+    cat = catalog[["id"] + extra].copy()
+    cat["id"] = cat["id"].astype(str)
+    out = table.copy()
+    out["id"] = out["id"].astype(str)
+    return out.merge(cat, on="id", how="left")

@@ -1,0 +1,257 @@
+"""Explore: the latent map, the spectrum of a tapped point, and the selection with its exports.
+
+Every state a user can change is a parameter, so the logic is driven and
+tested by setting them (``explore.select_box(...)``, ``explore.tap(...)``,
+``explore.color_by = "snr"``) and the URL can hold the view
+(:meth:`Explore.sync_url`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from latentsky.ui.data import LatentData
+from latentsky.ui.export import EXPORT_FORMATS, export_bytes
+from latentsky.viz import latent as vz
+
+log = logging.getLogger(__name__)
+
+
+class Explore(pn.viewable.Viewer):
+    """The latent map of a :class:`LatentData`, with its linked spectrum and selection panels.
+
+    Parameters
+    ----------
+    data : LatentData
+        The table and its spectra.
+    """
+
+    data = param.ClassSelector(class_=LatentData, doc="The latent table and its spectra")
+    color_by = param.Selector(default="count", objects=["count"], doc="Colour of the map: density or a column")
+    x_range = param.Range(default=None, allow_None=True, doc="Visible x range of the map (kept in the URL)")
+    y_range = param.Range(default=None, allow_None=True, doc="Visible y range of the map (kept in the URL)")
+    tapped = param.Integer(default=None, allow_None=True, bounds=(0, None),
+                           doc="Row position of the spectrum shown (the last tapped point)")
+    selection = param.Array(default=np.empty(0, dtype=np.int64), doc="Row positions of the selected points")
+    hover = param.Boolean(default=True, doc="Show the metadata of the point under the mouse")
+    max_listed = param.Integer(default=1000, bounds=(1, 100_000),
+                               doc="Selected rows listed in the table (exports hold them all)")
+    tap_radius = param.Number(default=10.0, bounds=(0, None),
+                              doc="A tap farther than this many screen pixels from every point selects nothing")
+    width = param.Integer(default=700, bounds=(100, 4000), doc="Map width in pixels")
+    height = param.Integer(default=560, bounds=(100, 4000), doc="Map height in pixels")
+    status = param.String(default="", doc="One line about the last action")
+
+    def __init__(self, data: LatentData | None = None, **params):
+        if data is None:
+            data = LatentData.sample()
+        self._default_colour = "color_by" not in params
+        super().__init__(data=data, **params)
+        self._prepared: pd.DataFrame | None = None
+        self._map_pane = pn.pane.HoloViews(sizing_mode="fixed", width=self.width + 90, height=self.height + 20,
+                                           linked_axes=False)
+        self._spectrum_pane = pn.pane.HoloViews(vz.empty_spectrum_plot(), sizing_mode="stretch_width", height=320)
+        self._sel_table = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, pagination="remote", page_size=8, show_index=False,
+                                               height=290, sizing_mode="stretch_width", name="selection")
+        self._range_from_plot = False
+        self._on_data()
+        self.param.watch(lambda e: self._on_data(), "data")
+        self.param.watch(lambda e: self._build_map(), ["color_by", "hover"])
+        self.param.watch(self._on_range_param, ["x_range", "y_range"])
+        self.param.watch(lambda e: self._show_spectrum(), "tapped")
+        self.param.watch(lambda e: self._show_selection(), "selection")
+
+    # ------------------------------------------------------------------ data and map
+    @property
+    def table(self) -> pd.DataFrame:
+        """The latent table as drawn (categoricals, plus the internal row column)."""
+        return self._prepared
+
+    def _on_data(self) -> None:
+        if self.data is None or self.data.table is None:
+            raise ValueError("data: an Explore view needs a LatentData with a table")
+        self._prepared = vz.prepare_table(self.data.table)
+        cols = vz.colour_columns(self._prepared)
+        self.param.color_by.objects = cols
+        if self.color_by not in cols or self._default_colour:
+            default = next((c for c in ("object", "spec_class", "cluster") if c in cols
+                            and vz.column_kind(self._prepared[c]) == "category"
+                            and len(self._prepared[c].cat.categories) <= vz.MAX_CATEGORIES), "count")
+            with param.discard_events(self):
+                self.color_by = default
+        with param.discard_events(self):
+            self.tapped = None
+            self.selection = np.empty(0, dtype=np.int64)
+        self._build_map()
+        self._show_spectrum()
+        self._show_selection()
+
+    def make_map(self):
+        """The HoloViews map (a DynamicMap) for the current parameters, with its streams attached."""
+        import holoviews as hv
+
+        dmap = vz.latent_map(self._prepared, color_by=self.color_by, width=self.width, height=self.height,
+                             hover=self.hover, prepared=True, title=self.data.label)
+        xlim, ylim = self.x_range, self.y_range
+        if xlim is None or ylim is None:
+            xlim, ylim = self.data_bounds()
+        dmap = dmap.opts(xlim=tuple(xlim), ylim=tuple(ylim), backend="bokeh")
+        tap = hv.streams.Tap(source=dmap, x=None, y=None)
+        tap.add_subscriber(self._on_tap)
+        box = hv.streams.BoundsXY(source=dmap, bounds=None)
+        box.add_subscriber(self._on_box)
+        lasso = hv.streams.Lasso(source=dmap, geometry=None)
+        lasso.add_subscriber(self._on_lasso)
+        rng = hv.streams.RangeXY(source=dmap)
+        rng.add_subscriber(self._on_plot_range)
+        self._streams = (tap, box, lasso, rng)
+        return dmap
+
+    def data_bounds(self, pad: float = 0.05) -> tuple[tuple[float, float], tuple[float, float]]:
+        """x and y ranges holding every point, with ``pad`` (a fraction) added on each side."""
+        out = []
+        for c in ("x", "y"):
+            v = self._prepared[c].to_numpy()
+            lo, hi = (float(np.nanmin(v)), float(np.nanmax(v))) if len(v) else (0.0, 1.0)
+            d = (hi - lo) or 1.0
+            out.append((lo - pad * d, hi + pad * d))
+        return out[0], out[1]
+
+    def _build_map(self) -> None:
+        self._map_pane.object = self.make_map()
+
+    # ------------------------------------------------------------------ actions (what the streams call)
+    def _pixel_size(self) -> tuple[float, float]:
+        bx, by = self.data_bounds()
+        xr, yr = self.x_range or bx, self.y_range or by
+        return max((xr[1] - xr[0]) / self.width, 1e-12), max((yr[1] - yr[0]) / self.height, 1e-12)
+
+    def tap(self, x: float, y: float) -> int | None:
+        """Show the spectrum of the point nearest to ``(x, y)`` (latent coordinates).
+
+        Returns the row position, or None when no point is within ``tap_radius`` pixels.
+        """
+        sx, sy = self._pixel_size()
+        i = vz.nearest_point(self._prepared, x, y, x_scale=sx, y_scale=sy,
+                             max_distance=self.tap_radius or None)
+        if i is None:
+            self.status = f"no spectrum within {self.tap_radius:g} px of ({x:.3g}, {y:.3g})"
+        self.tapped = i
+        return i
+
+    def select_box(self, bounds) -> np.ndarray:
+        """Select the points in ``bounds = (x0, y0, x1, y1)``; returns their row positions."""
+        self.selection = vz.points_in_box(self._prepared, bounds)
+        return self.selection
+
+    def select_lasso(self, xs, ys) -> np.ndarray:
+        """Select the points inside the polygon with vertices ``(xs[i], ys[i])``."""
+        self.selection = vz.points_in_polygon(self._prepared, xs, ys)
+        return self.selection
+
+    def clear_selection(self) -> None:
+        self.selection = np.empty(0, dtype=np.int64)
+
+    @property
+    def selected(self) -> pd.DataFrame:
+        """The selected rows of the latent table (all of them, in table order)."""
+        return self.data.table.iloc[np.asarray(self.selection, dtype=np.int64)]
+
+    def export(self, fmt: str = "csv") -> bytes:
+        """The selection as bytes: ``"csv"``, ``"votable"`` or ``"download"`` (ECSV for ``latentsky download``)."""
+        if len(self.selection) == 0:
+            raise ValueError("selection: nothing selected to export (draw a box or a lasso on the map)")
+        return export_bytes(self.selected, fmt)
+
+    def _on_tap(self, x=None, y=None, **_):
+        if x is not None and y is not None:
+            self.tap(x, y)
+
+    def _on_box(self, bounds=None, **_):
+        if bounds is not None:
+            self.select_box(bounds)
+
+    def _on_lasso(self, geometry=None, **_):
+        if geometry is not None and len(geometry) >= 3:
+            g = np.asarray(geometry)
+            self.select_lasso(g[:, 0], g[:, 1])
+
+    def _on_plot_range(self, x_range=None, y_range=None, **_):
+        if x_range is None or y_range is None:
+            return
+        self._range_from_plot = True
+        try:
+            self.param.update(x_range=tuple(float(v) for v in x_range), y_range=tuple(float(v) for v in y_range))
+        finally:
+            self._range_from_plot = False
+
+    def _on_range_param(self, *_):
+        # a range set from outside (the URL, a script) moves the plot; one coming from the plot does not loop back
+        if not self._range_from_plot and self.x_range is not None and self.y_range is not None:
+            self._build_map()
+
+    # ------------------------------------------------------------------ views
+    def spectrum_plot(self):
+        """The HoloViews plot of the tapped spectrum (a placeholder before any tap)."""
+        if self.tapped is None:
+            return vz.empty_spectrum_plot()
+        spec = self.data.spectrum(self.tapped)
+        if spec is None:
+            row = self.data.table.iloc[self.tapped]
+            return vz.empty_spectrum_plot(f"{row.get('id', self.tapped)}: no spectrum available")
+        return vz.spectrum_plot(spec["wave"], spec["flux"], weight=spec.get("weight"), model=spec.get("model"),
+                                title=spec.get("title", ""))
+
+    def _show_spectrum(self) -> None:
+        self._spectrum_pane.object = self.spectrum_plot()
+        if self.tapped is not None:
+            row = self.data.table.iloc[self.tapped]
+            self.status = f"showing {row.get('id', self.tapped)}"
+
+    def _show_selection(self) -> None:
+        sel = self.selected
+        shown = sel.head(self.max_listed)
+        cols = [c for c in vz.hover_columns(sel, limit=10)]
+        self._sel_table.value = shown[cols].reset_index(drop=True) if len(cols) else shown.reset_index(drop=True)
+        n = len(sel)
+        self.status = f"{n:,} selected" + (f" (first {self.max_listed:,} listed)" if n > self.max_listed else "")
+
+    def _download_button(self, fmt: str, label: str):
+        import io
+
+        def callback():
+            try:
+                return io.BytesIO(self.export(fmt))
+            except ValueError as err:
+                self.status = str(err)
+                return io.BytesIO(b"")
+        return pn.widgets.FileDownload(callback=callback, filename=f"selection{EXPORT_FORMATS[fmt]}", label=label,
+                                       button_type="primary", name=f"export-{fmt}", css_classes=[f"export-{fmt}"],
+                                       embed=False, width=190)
+
+    def sync_url(self) -> None:
+        """Keep the colour, the view and the tapped spectrum in the page URL (call inside a served page)."""
+        if pn.state.location is not None:
+            pn.state.location.sync(self, {"color_by": "color", "x_range": "x", "y_range": "y",
+                                          "tapped": "spectrum"})
+
+    def __panel__(self):
+        controls = pn.Row(
+            pn.widgets.Select.from_param(self.param.color_by, name="Colour by", width=200),
+            pn.widgets.Checkbox.from_param(self.param.hover, name="hover metadata"),
+            pn.widgets.Button(name="Clear selection", on_click=lambda e: self.clear_selection(), width=140),
+        )
+        n = len(self._prepared)
+        info = pn.pane.Markdown(f"**{n:,} spectra** · {self.data.label}", css_classes=["explore-info"])
+        status = pn.pane.Markdown(self.param.status, css_classes=["explore-status"])
+        exports = pn.Row(self._download_button("csv", "CSV"), self._download_button("votable", "VOTable"),
+                         self._download_button("download", "Download table"))
+        right = pn.Column(self._spectrum_pane, status, self._sel_table, exports, sizing_mode="stretch_width",
+                          min_width=500)
+        return pn.Row(pn.Column(info, controls, self._map_pane), right, sizing_mode="stretch_width",
+                      css_classes=["latentsky-explore"])

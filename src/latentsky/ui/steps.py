@@ -1,0 +1,464 @@
+"""The steps before the map: Query, Download, Embed (ingest + ESN readouts) and Train.
+
+Each step is a ``param``-based :class:`panel.viewable.Viewer` whose work is a
+plain method (``Query.run()``, ``Download.start()``...), so tests drive them by
+setting parameters and calling methods; the buttons call the same methods in a
+background thread so the page stays responsive.  Long work reports
+:class:`~latentsky.progress.ProgressEvent` objects to a :class:`ProgressView`,
+the one progress widget of the app.  Errors end in :attr:`error` (a message
+naming the parameter), never a traceback on the page.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from latentsky.exceptions import LatentskyError
+from latentsky.progress import ProgressEvent
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(LatentskyError):
+    """Raised inside a step's progress callback to stop its work at the next event."""
+
+
+class ProgressView(pn.viewable.Viewer):
+    """Shows :class:`ProgressEvent` objects: a bar, counts, throughput and the last message.
+
+    An instance is a progress callback: pass it as ``progress=`` to any latentsky function.
+    """
+
+    task = param.String(default="", doc="Task of the last event")
+    done = param.Number(default=0, doc="Work done, in unit")
+    total = param.Number(default=None, allow_None=True, doc="Work in all, None when unknown")
+    unit = param.String(default="it")
+    message = param.String(default="")
+    finished = param.Boolean(default=False)
+    rate = param.Number(default=0.0, doc="Throughput, unit per second")
+    history = param.List(default=[], doc="(elapsed s, done) of the events seen, for curves")
+
+    def __call__(self, event: ProgressEvent) -> None:
+        rate = event.done / event.elapsed if event.elapsed > 0 else 0.0
+        hist = (self.history if event.task == self.task else []) + [(event.elapsed, event.done)]
+        self.param.update(task=event.task, done=float(event.done), total=event.total, unit=event.unit,
+                          message=event.message, finished=event.finished, rate=rate, history=hist[-2000:])
+
+    def reset(self) -> None:
+        self.param.update(task="", done=0, total=None, message="", finished=False, rate=0.0, history=[])
+
+    @param.depends("done", "total", "message", "rate", "finished")
+    def _text(self):
+        if not self.task:
+            return ""
+        total = f" / {self.total:,.0f}" if self.total else ""
+        state = "finished" if self.finished else f"{self.rate:,.1f} {self.unit}/s"
+        return f"**{self.task}**: {self.done:,.0f}{total} {self.unit} · {state} · {self.message}"
+
+    def __panel__(self):
+        bar = pn.indicators.Progress(value=-1, max=100, sizing_mode="stretch_width", height=20)
+
+        def update(*_):
+            bar.value = int(100 * min(1.0, self.done / self.total)) if self.total else (100 if self.finished else -1)
+            bar.active = not self.finished and self.task != ""
+        self.param.watch(update, ["done", "total", "finished"])
+        update()
+        return pn.Column(bar, pn.pane.Markdown(self._text, css_classes=["progress-text"]), sizing_mode="stretch_width")
+
+
+class _Step(pn.viewable.Viewer):
+    """What every step shares: a running flag, an error line, background running and cancelling."""
+
+    running = param.Boolean(default=False, doc="Work in progress")
+    error = param.String(default="", doc="The last error, as a message")
+    info = param.String(default="", doc="One line about the last result")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.progress = ProgressView()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _callback(self, event: ProgressEvent) -> None:
+        self.progress(event)
+        if self._cancel.is_set():
+            raise Cancelled(f"{event.task}: cancelled")
+
+    def _guarded(self, func, *args, **kwargs):
+        self.error = ""
+        self.running = True
+        self._cancel.clear()
+        try:
+            return func(*args, **kwargs)
+        except Cancelled as err:
+            self.info = str(err)
+        except (LatentskyError, ValueError, OSError, KeyError) as err:
+            log.info("%s failed: %s", type(self).__name__, err)
+            self.error = str(err)
+        finally:
+            self.running = False
+
+    def in_background(self, func, *args, **kwargs) -> threading.Thread:
+        """Run ``func`` in a thread (one at a time); the page stays responsive."""
+        if self._thread is not None and self._thread.is_alive():
+            self.error = "busy: the previous run has not finished (cancel it first)"
+            return self._thread
+        self._thread = threading.Thread(target=self._guarded, args=(func, *args), kwargs=kwargs, daemon=True,
+                                        name=f"latentsky-{type(self).__name__}")
+        self._thread.start()
+        return self._thread
+
+    def cancel(self) -> None:
+        """Ask the running work to stop at its next progress event."""
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for background work to end (tests, scripts)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @param.depends("error", "info")
+    def _messages(self):
+        if self.error:
+            return pn.pane.Alert(self.error, alert_type="danger", css_classes=["step-error"])
+        return pn.pane.Markdown(self.info, css_classes=["step-info"])
+
+
+# ----------------------------------------------------------------------------- Query
+
+def read_coordinate_table(content: bytes, filename: str):
+    """An uploaded coordinate table (CSV, VOTable, FITS, ECSV) as an astropy Table with ``ra``/``dec``.
+
+    Raises
+    ------
+    LatentskyError
+        When the file cannot be read or has no ``ra``/``dec`` columns (the message names the file).
+    """
+    import io
+
+    from astropy.table import Table
+
+    name = filename.lower()
+    fmt = ("votable" if name.endswith((".xml", ".vot", ".votable")) else "fits" if name.endswith((".fits", ".fit"))
+           else "ascii.ecsv" if name.endswith(".ecsv") else "ascii.csv")
+    try:
+        table = Table.read(io.BytesIO(content), format=fmt)
+    except Exception as err:
+        raise LatentskyError(f"upload: cannot read {filename!r} as {fmt}: {err}") from err
+    cols = {c.lower(): c for c in table.colnames}
+    for want in ("ra", "dec"):
+        if want not in cols:
+            raise LatentskyError(f"upload: {filename!r} has no {want!r} column (columns: {', '.join(table.colnames)})")
+        if cols[want] != want:
+            table.rename_column(cols[want], want)
+    return table
+
+
+class Query(_Step):
+    """Find spectra in an archive by target name, coordinates or an uploaded table of positions."""
+
+    archive = param.Selector(default="eso", objects=["eso", "sdss"], doc="Archive to ask")
+    target = param.String(default="", doc="Object name (resolved by the name table, then Sesame)")
+    coordinates = param.String(default="", doc="Position, e.g. '219.9 -60.83' (deg) or '14h39m -60d50m'")
+    radius = param.Number(default=60.0, bounds=(0.1, 36000.0), doc="Search radius, arcsec")
+    collection = param.String(default="HARPS", doc="ESO collection (empty: any)")
+    instrument = param.String(default="", doc="Instrument (empty: any)")
+    start = param.String(default="", doc="Observed from (ISO date or MJD; empty: no limit)")
+    end = param.String(default="", doc="Observed before (ISO date or MJD; empty: no limit)")
+    upload = param.Parameter(default=None, doc="An uploaded table of positions (astropy Table with ra, dec)")
+    products = param.Parameter(default=None, doc="The result: an astropy Table, one row per product")
+    workdir = param.String(default="", doc="Where query results are saved")
+
+    def kwargs(self) -> dict:
+        """The archive client's ``query`` arguments for the current parameters (no network)."""
+        from astropy import units as u
+
+        from latentsky.archives.base import parse_coordinates, resolve_name
+
+        if self.upload is not None:
+            where = self.upload
+        elif self.coordinates.strip():
+            where = parse_coordinates(self.coordinates.strip(), parameter="coordinates")
+        elif self.target.strip():
+            where = resolve_name(self.target.strip(), parameter="target")
+        else:
+            raise LatentskyError("target: give a target name, coordinates or an uploaded table")
+        kw = {"coordinates": where, "radius": self.radius * u.arcsec}
+        if self.archive == "eso":
+            kw.update(collection=self.collection or None, instrument=self.instrument or None,
+                      start=self.start or None, end=self.end or None)
+        return kw
+
+    def run(self):
+        """Query the archive; sets :attr:`products` (and :attr:`error` on failure)."""
+        def work():
+            from latentsky.archives import get_archive
+
+            t0 = time.monotonic()
+            table = get_archive(self.archive).query(**self.kwargs())
+            self.products = table
+            self.info = f"{len(table)} products · {estimated_size(table)} · {time.monotonic() - t0:.1f} s"
+            return table
+        return self._guarded(work)
+
+    @property
+    def results(self) -> pd.DataFrame:
+        """The products as a DataFrame (what the results table shows)."""
+        if self.products is None:
+            return pd.DataFrame()
+        t = self.products
+        cols = [c for c in t.colnames if t[c].ndim == 1]
+        return t[cols].to_pandas()
+
+    def _on_upload(self, event) -> None:
+        if event.new:
+            try:
+                self.upload = read_coordinate_table(event.new, event.obj.filename or "upload.csv")
+                self.info = f"{len(self.upload)} positions uploaded"
+            except LatentskyError as err:
+                self.error = str(err)
+
+    def __panel__(self):
+        upload = pn.widgets.FileInput(accept=".csv,.ecsv,.xml,.vot,.fits", name="positions table")
+        upload.param.watch(self._on_upload, "value")
+        table = pn.widgets.Tabulator(pd.DataFrame(), pagination="remote", page_size=15, disabled=True,
+                                     sizing_mode="stretch_width", name="products", header_filters=False)
+        self.param.watch(lambda e: setattr(table, "value", self.results), "products")
+        button = pn.widgets.Button(name="Query", button_type="primary", css_classes=["query-run"])
+        button.on_click(lambda e: self.in_background(self.run))
+        form = pn.Param(self.param, parameters=["archive", "target", "coordinates", "radius", "collection",
+                                                 "instrument", "start", "end"], show_name=False, width=320)
+        return pn.Row(pn.Column(form, pn.pane.Markdown("or upload positions (CSV, VOTable, FITS):"), upload,
+                                button), pn.Column(self._messages, table, sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width")
+
+
+def estimated_size(table) -> str:
+    """Human-readable download size of a product table (ObsCore ``access_estsize`` in kB), or 'size unknown'."""
+    if table is None or "access_estsize" not in getattr(table, "colnames", []):
+        return "size unknown"
+    kb = np.nansum(np.asarray(table["access_estsize"], dtype=float))
+    for unit, scale in (("GB", 1e6), ("MB", 1e3), ("kB", 1)):
+        if kb >= scale:
+            return f"~{kb / scale:.1f} {unit}"
+    return f"~{kb:.0f} kB"
+
+
+# ----------------------------------------------------------------------------- Download
+
+class Download(_Step):
+    """Fetch a product table's files with the download manager; state lives in its manifest.
+
+    Pause takes effect between batches of files (the manager finishes the files
+    it has started); resume, or a new app after a kernel restart, continues from
+    the manifest.
+    """
+
+    dest = param.String(default="", doc="Destination folder (holds the manifest)")
+    products = param.Parameter(default=None, doc="Product table from Query (astropy Table with archive, access_url)")
+    batch = param.Integer(default=8, bounds=(1, 1000), doc="Files per batch: how soon a pause takes effect")
+    paused = param.Boolean(default=False, doc="Stop after the current batch")
+    states = param.DataFrame(default=pd.DataFrame(), doc="Per-file states read from the manifest")
+    counts = param.Dict(default={}, doc="Files per state")
+
+    def plan(self) -> list:
+        """Download items for :attr:`products` (no network)."""
+        from latentsky.archives import get_archive
+
+        if self.products is None or len(self.products) == 0:
+            raise LatentskyError("products: nothing to download (run a query first)")
+        if not self.dest:
+            raise LatentskyError("dest: choose a destination folder")
+        items = []
+        names = sorted(set(str(a) for a in self.products["archive"])) if "archive" in self.products.colnames \
+            else ["eso"]
+        for name in names:
+            sub = self.products[self.products["archive"] == name] if "archive" in self.products.colnames \
+                else self.products
+            items += get_archive(name).plan(sub, Path(self.dest) / name)
+        return items
+
+    def refresh(self) -> None:
+        """Read the per-file states from the manifest (what survives a kernel restart)."""
+        from latentsky.download import Manifest
+
+        if not self.dest or not Manifest.exists_in(self.dest):
+            self.param.update(states=pd.DataFrame(), counts={})
+            return
+        m = Manifest.for_folder(self.dest)
+        try:
+            rows = pd.DataFrame(m.rows())
+            self.param.update(states=rows, counts=dict(m.counts()))
+        finally:
+            m.close()
+
+    def _run(self, items) -> None:
+        from latentsky.download import DownloadManager
+
+        Path(self.dest).mkdir(parents=True, exist_ok=True)
+        manager = DownloadManager(self.dest, progress=self.progress)
+        try:
+            if items is None:
+                items = manager.manifest.items()
+                items = [i for i in items if (manager.manifest.get(i.key) or {}).get("state") != "done"]
+            manager.enqueue(items)
+            for start in range(0, len(items), self.batch):
+                if self.paused:
+                    self.info = "paused"
+                    break
+                res = manager.run(items[start:start + self.batch])
+                self.refresh()
+                self.info = res.summary()
+        finally:
+            manager.manifest.close()
+            self.refresh()
+
+    def start(self) -> None:
+        """Plan the products and download them (in the calling thread)."""
+        self.paused = False
+        self._guarded(lambda: self._run(self.plan()))
+
+    def resume(self) -> None:
+        """Continue every unfinished file of the manifest (also after a kernel restart)."""
+        self.paused = False
+        self._guarded(lambda: self._run(None))
+
+    def retry_failed(self) -> None:
+        """Run the failed files again."""
+        self.resume()
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def __panel__(self):
+        self.refresh()
+        table = pn.widgets.Tabulator(self.param.states, pagination="remote", page_size=15, disabled=True,
+                                     sizing_mode="stretch_width", name="manifest")
+        buttons = pn.Row(
+            pn.widgets.Button(name="Start", button_type="primary", css_classes=["download-start"],
+                              on_click=lambda e: self.in_background(self.start)),
+            pn.widgets.Button(name="Pause", on_click=lambda e: self.pause()),
+            pn.widgets.Button(name="Resume", on_click=lambda e: self.in_background(self.resume)),
+            pn.widgets.Button(name="Retry failed", button_type="warning",
+                              on_click=lambda e: self.in_background(self.retry_failed)),
+            pn.widgets.Button(name="Refresh", on_click=lambda e: self.refresh()),
+        )
+        return pn.Column(pn.widgets.TextInput.from_param(self.param.dest, name="Destination folder"), buttons,
+                         self.progress, self._messages, pn.pane.JSON(self.param.counts, name="counts"), table,
+                         sizing_mode="stretch_width")
+
+
+# ----------------------------------------------------------------------------- Embed
+
+class Embed(_Step):
+    """Ingest downloaded FITS files into a spectrum store and embed it with the echo-state network."""
+
+    source = param.String(default="", doc="Folder of FITS spectra (the downloads)")
+    out = param.String(default="", doc="Spectrum store to write")
+    embeddings = param.String(default="", doc="Embeddings folder to write (default: OUT.embeddings)")
+    n_units = param.Integer(default=100, bounds=(4, 2000), doc="Reservoir units")
+    cycle_weight = param.Number(default=0.9, bounds=(0.01, 1.5), doc="Reservoir cycle weight (spectral radius)")
+    leak_rate = param.Number(default=1.0, bounds=(0.01, 1.0), doc="Leak rate")
+    input_scaling = param.Number(default=0.5, bounds=(0.01, 10.0), doc="Input scaling")
+    ridge = param.Number(default=1e-2, bounds=(1e-10, 1e3), doc="Ridge regularisation of the readouts")
+    store = param.String(default="", doc="The store written by the last run")
+
+    def run(self):
+        """Ingest then embed (in the calling thread); cancel stops at the next progress event."""
+        def work():
+            from latentsky.embed.runner import embed_store
+            from latentsky.ingest import ingest
+
+            if not self.source or not Path(self.source).exists():
+                raise LatentskyError(f"source: {self.source!r} is not a folder of FITS spectra")
+            if not self.out:
+                raise LatentskyError("out: choose where to write the spectrum store")
+            res = ingest([self.source], self.out, progress=self._callback)
+            self.store = str(res.store)
+            emb = self.embeddings or f"{self.out}.embeddings"
+            embed_store(res.store, emb, progress=self._callback, n_units=self.n_units,
+                        cycle_weight=self.cycle_weight, leak_rate=self.leak_rate, input_scaling=self.input_scaling,
+                        ridge=self.ridge)
+            self.info = f"store {self.store}, embeddings {emb}"
+        return self._guarded(work)
+
+    def __panel__(self):
+        form = pn.Param(self.param, parameters=["source", "out", "n_units", "cycle_weight", "leak_rate",
+                                                 "input_scaling", "ridge"], show_name=False, width=340)
+        buttons = pn.Row(pn.widgets.Button(name="Ingest + embed", button_type="primary",
+                                           on_click=lambda e: self.in_background(self.run)),
+                         pn.widgets.Button(name="Cancel", on_click=lambda e: self.cancel()))
+        return pn.Row(pn.Column(form, buttons), pn.Column(self.progress, self._messages,
+                                                          sizing_mode="stretch_width"), sizing_mode="stretch_width")
+
+
+# ----------------------------------------------------------------------------- Train
+
+class Train(_Step):
+    """Turn a store into a latent map and open it in Explore.
+
+    ``method="pipeline"`` runs the ``latentsky pipeline`` command (the
+    autoencoder, issue 5) in a subprocess, so cancel can stop it at once;
+    ``"pca"`` places spectra by a 2-D PCA (quick, and available before the
+    autoencoder is installed).
+    """
+
+    store = param.String(default="", doc="Spectrum store to map")
+    out = param.String(default="", doc="Results folder (latent.parquet...)")
+    method = param.Selector(default="pca", objects=["pca", "pipeline"], doc="How the map is made")
+    epochs = param.Integer(default=50, bounds=(1, 10000), doc="Training epochs (pipeline)")
+    results = param.ClassSelector(class_=object, default=None, doc="The LatentData made by the last run")
+    log_lines = param.List(default=[], doc="Output of the pipeline command")
+
+    def run(self):
+        """Make the map (in the calling thread); sets :attr:`results`."""
+        def work():
+            from latentsky.ui.data import LatentData
+
+            if not self.store or not (Path(self.store) / "catalog.parquet").exists():
+                raise LatentskyError(f"store: {self.store!r} is not a spectrum store (run Embed first)")
+            out = Path(self.out or f"{self.store}.results")
+            if self.method == "pca":
+                data = LatentData.from_store(self.store)
+                out.mkdir(parents=True, exist_ok=True)
+                data.table.to_parquet(out / "latent.parquet", index=False)
+            else:
+                self._run_pipeline(out)
+                data = LatentData.from_pipeline(out, store=self.store)
+            self.info = f"{len(data.table)} spectra mapped ({self.method}) into {out}"
+            self.results = data
+        return self._guarded(work)
+
+    def _run_pipeline(self, out: Path) -> None:
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "latentsky.cli", "pipeline", str(self.store), "--out", str(out)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            self.log_lines = lines[-200:]
+            if self._cancel.is_set():
+                proc.terminate()
+                proc.wait()
+                raise Cancelled("train: cancelled")
+        if proc.wait() != 0:
+            raise LatentskyError(f"train: `{' '.join(cmd[2:])}` failed: {' | '.join(lines[-3:])}")
+
+    def __panel__(self):
+        form = pn.Param(self.param, parameters=["store", "out", "method", "epochs"], show_name=False, width=340)
+        buttons = pn.Row(pn.widgets.Button(name="Train", button_type="primary",
+                                           on_click=lambda e: self.in_background(self.run)),
+                         pn.widgets.Button(name="Cancel", on_click=lambda e: self.cancel()))
+        log_pane = pn.pane.Str(param.bind(lambda lines: "\n".join(lines[-20:]), self.param.log_lines))
+        return pn.Row(pn.Column(form, buttons), pn.Column(self.progress, self._messages, log_pane,
+                                                          sizing_mode="stretch_width"), sizing_mode="stretch_width")

@@ -1,0 +1,358 @@
+"""The latent map and the spectrum view as HoloViews elements (no Panel here).
+
+A latent table is a :class:`pandas.DataFrame` with one row per spectrum and
+at least the coordinate columns ``x`` and ``y`` (what ``latentsky pipeline``
+writes to ``latent.parquet``); every other column can colour the map and
+appears in the hover.  The map is rasterized on the server with Datashader
+(:func:`holoviews.operation.datashader.rasterize`) and spread with
+``dynspread``, so a browser receives an image of at most ``width x height``
+pixels whatever the number of points, and the colour bar and hover still work
+(``datashade`` would bake the colours into RGB and lose both).
+
+Examples
+--------
+>>> import pandas as pd
+>>> table = pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0], "snr": [10.0, 20.0]})
+>>> m = latent_map(table, color_by="snr")
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+COORDS = ("x", "y")
+INDEX_COLUMN = "_index"
+"""Column holding each row's position, added to the table the map draws, so that hover
+(Datashader's ``selector``) and taps can name the row they hit."""
+
+MAX_CATEGORIES = 20
+"""Categorical columns with more distinct values than this are coloured by their codes
+(one continuous colour map) instead of one colour per category."""
+
+CATEGORY_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                   "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+                   "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"]
+
+
+def colour_columns(table: pd.DataFrame, *, coords=COORDS) -> list[str]:
+    """Columns a map can be coloured by: numbers, and text/categories with few distinct values.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The latent table.
+    coords : pair of str
+        The coordinate columns, which are left out.
+
+    Returns
+    -------
+    list of str
+        ``"count"`` (density) first, then the usable columns in table order.
+    """
+    out = ["count"]
+    for col in table.columns:
+        if col in coords or col == INDEX_COLUMN or col in ("row",):
+            continue
+        kind = column_kind(table[col])
+        if kind != "other":
+            out.append(col)
+    return out
+
+
+def column_kind(series: pd.Series) -> str:
+    """``"numeric"``, ``"category"`` (text or categorical with at most :data:`MAX_CATEGORIES` values,
+    or more, coloured by codes) or ``"other"`` (unusable, e.g. all-unique file paths)."""
+    if pd.api.types.is_bool_dtype(series):
+        return "category"
+    if pd.api.types.is_numeric_dtype(series):
+        return "numeric"
+    if isinstance(series.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(series) \
+            or series.dtype == object:
+        n = len(series)
+        # a column that names (almost) every row apart (ids, paths, hashes) colours nothing
+        sample = series.iloc[: min(n, 100_000)]
+        nunique = sample.nunique()
+        if nunique <= 1 or nunique > max(MAX_CATEGORIES, 0.95 * len(sample)):
+            return "other"
+        return "category"
+    return "other"
+
+
+def prepare_table(table: pd.DataFrame, *, coords=COORDS) -> pd.DataFrame:
+    """The table the map draws: text columns as categoricals, plus the row position.
+
+    Categoricals make Datashader's per-category counts possible and its
+    hover lookups cheap.  The input is not modified.
+
+    Raises
+    ------
+    KeyError
+        When a coordinate column is missing (the message names it).
+    """
+    for c in coords:
+        if c not in table.columns:
+            raise KeyError(f"latent table: no coordinate column {c!r} (columns: {', '.join(map(str, table.columns))})")
+    out = table.copy(deep=False)
+    for col in out.columns:
+        s = out[col]
+        if not pd.api.types.is_numeric_dtype(s) and not isinstance(s.dtype, pd.CategoricalDtype) \
+                and not pd.api.types.is_bool_dtype(s):
+            out[col] = s.astype("category")
+        elif pd.api.types.is_bool_dtype(s):
+            out[col] = s.astype(str).astype("category")
+    for c in coords:
+        out[c] = out[c].astype("float64", copy=False)
+    out[INDEX_COLUMN] = np.arange(len(out), dtype="i8")
+    return out
+
+
+def hover_columns(table: pd.DataFrame, *, coords=COORDS, limit: int = 8) -> list[str]:
+    """Columns worth showing in the hover: the catalog metadata a user recognises, in a fixed order."""
+    preferred = ["id", "object", "instrument", "spec_class", "cluster", "mjd", "snr", "anomaly", "redshift",
+                 "ra", "dec"]
+    cols = [c for c in preferred if c in table.columns]
+    cols += [c for c in table.columns if c not in cols and c not in coords and c != INDEX_COLUMN
+             and c not in ("path", "sha256", "row", "format")]
+    return cols[:limit]
+
+
+def _bokeh():
+    """Load HoloViews' Bokeh backend (options below are Bokeh options) without changing the current one."""
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401 - registers the backend and its options
+
+    if hv.Store.current_backend is None:
+        hv.Store.set_current_backend("bokeh")
+    return hv
+
+
+def latent_points(table: pd.DataFrame, *, coords=COORDS, vdims=None):
+    """The latent table as :class:`holoviews.Points` (every other column a value dimension)."""
+    import holoviews as hv
+
+    if vdims is None:
+        vdims = [c for c in table.columns if c not in coords]
+    return hv.Points(table, kdims=list(coords), vdims=list(vdims))
+
+
+def aggregator_for(table: pd.DataFrame, color_by: str):
+    """The Datashader reduction that colours pixels by ``color_by``.
+
+    ``count`` -> point density; a numeric column -> its mean in the pixel;
+    a categorical column with few values -> counts per category (an
+    ImageStack, one colour per category); a categorical with many values ->
+    the largest category code in the pixel.
+    """
+    import datashader as ds
+
+    if color_by in (None, "", "count"):
+        return ds.count()
+    if color_by not in table.columns:
+        raise KeyError(f"color_by: no column {color_by!r} in the latent table")
+    s = table[color_by]
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        if len(s.cat.categories) <= MAX_CATEGORIES:
+            return ds.by(color_by, ds.count())
+        # too many categories for distinct colours: colour by category code (see latent_map)
+        return ds.max(code_column(color_by))
+    return ds.mean(color_by)
+
+
+def code_column(col: str) -> str:
+    """Name of the integer-code column added for a categorical column with many categories."""
+    return f"{col} (code)"
+
+
+def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, width: int = 700,
+               height: int = 600, hover: bool = True, cmap: str = "viridis", spread: int = 3,
+               x_range=None, y_range=None, title: str = "", prepared: bool = False):
+    """A rasterized, dynamically spread latent map.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The latent table (``x``, ``y`` and metadata columns).
+    color_by : str
+        ``"count"`` or a column name (see :func:`colour_columns`).
+    coords : pair of str
+        Coordinate columns.
+    width, height : int
+        Plot size in screen pixels (also the raster size, so the image sent has this many pixels).
+    hover : bool
+        Attach the metadata of one point per pixel (Datashader ``selector``) for the hover tool.
+    cmap : str
+        Colour map for density and numeric columns.
+    spread : int
+        Largest spreading, in pixels, that ``dynspread`` may apply to isolated points.
+    x_range, y_range : pair of float, optional
+        Initial view (e.g. read from the URL).
+    title : str
+        Plot title.
+    prepared : bool
+        The table already went through :func:`prepare_table` (saves a copy at 10^7 rows).
+
+    Returns
+    -------
+    holoviews.DynamicMap
+        Re-aggregated by Datashader on every zoom or pan.
+    """
+    import datashader as ds
+    from holoviews.operation.datashader import dynspread, rasterize
+
+    hv = _bokeh()
+
+    data = table if prepared else prepare_table(table, coords=coords)
+    agg = aggregator_for(data, color_by)
+    extra = []
+    if getattr(agg, "column", None) == code_column(color_by):
+        data = data.assign(**{code_column(color_by): data[color_by].cat.codes.astype("i4")})
+        extra = [code_column(color_by)]
+    hcols = hover_columns(data, coords=coords)
+    points = latent_points(data, coords=coords, vdims=[INDEX_COLUMN] + hcols
+                           + ([color_by] if color_by not in ("count", None, "") and color_by not in hcols else []) + extra)
+    kwargs = dict(aggregator=agg, width=width, height=height, dynamic=True)
+    if hover:
+        # the point with the largest index in each pixel; its columns go to the hover tool
+        kwargs["selector"] = ds.max(INDEX_COLUMN)
+    if x_range is not None:
+        kwargs["x_range"] = tuple(x_range)
+    if y_range is not None:
+        kwargs["y_range"] = tuple(y_range)
+    raster = rasterize(points, **kwargs)
+    spread_map = dynspread(raster, max_px=spread, threshold=0.5)
+    is_stack = isinstance(agg, ds.by)
+    opts = dict(width=width, height=height, tools=["tap", "box_select", "lasso_select"] + (["hover"] if hover else []),
+                active_tools=["wheel_zoom"], title=title, xlabel=coords[0], ylabel=coords[1], framewise=False)
+    if is_stack:
+        ncat = len(data[color_by].cat.categories)
+        spread_map = spread_map.opts(cmap=CATEGORY_COLORS[:ncat], backend="bokeh", **opts)
+    else:
+        spread_map = spread_map.opts(cmap=cmap, colorbar=True, backend="bokeh",
+                                     cnorm="eq_hist" if color_by in ("count", None, "") else "linear",
+                                     clipping_colors={"NaN": (0, 0, 0, 0)}, **opts)
+    return spread_map
+
+
+# ----------------------------------------------------------------------------- selections
+
+def warm_up() -> float:
+    """Compile Datashader's aggregations once (numba), so the first map a user sees does not pause.
+
+    Returns the seconds it took (about 1 s in a fresh process, ~0 afterwards).
+    """
+    import time
+
+    import datashader as ds
+
+    t0 = time.perf_counter()
+    df = prepare_table(pd.DataFrame({"x": np.linspace(0, 1, 64), "y": np.linspace(0, 1, 64),
+                                     "v": np.linspace(0, 1, 64), "f": np.linspace(0, 1, 64).astype("f4"),
+                                     "i": np.arange(64, dtype="i4"), "j": np.arange(64, dtype="i8"),
+                                     "c": pd.Categorical(["a", "b"] * 32)}))
+    canvas = ds.Canvas(plot_width=32, plot_height=32)
+    for agg in (ds.count(), ds.mean("v"), ds.mean("f"), ds.mean("i"), ds.mean("j"), ds.by("c", ds.count()),
+                ds.max("i")):
+        canvas.points(df, "x", "y", agg=ds.summary(main=agg, __index__=ds.where(ds.max(INDEX_COLUMN))))
+        canvas.points(df, "x", "y", agg=agg)
+    return time.perf_counter() - t0
+
+
+def points_in_box(table: pd.DataFrame, bounds, *, coords=COORDS) -> np.ndarray:
+    """Positions of the rows inside a box.
+
+    Parameters
+    ----------
+    bounds : (x0, y0, x1, y1)
+        The box, in latent coordinates (the order of the corners does not matter).
+
+    Returns
+    -------
+    ndarray of int
+        Row positions (0-based, ``iloc``), ascending.
+    """
+    x0, y0, x1, y1 = (float(b) for b in bounds)
+    x0, x1 = min(x0, x1), max(x0, x1)
+    y0, y1 = min(y0, y1), max(y0, y1)
+    x = table[coords[0]].to_numpy()
+    y = table[coords[1]].to_numpy()
+    return np.flatnonzero((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))
+
+
+def points_in_polygon(table: pd.DataFrame, xs, ys, *, coords=COORDS) -> np.ndarray:
+    """Positions of the rows inside a lasso polygon with vertices ``(xs[i], ys[i])``."""
+    from matplotlib.path import Path as MplPath
+
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if len(xs) < 3:
+        return np.empty(0, dtype=np.int64)
+    # test the bounding box first: a lasso usually covers a small part of a large map
+    cand = points_in_box(table, (xs.min(), ys.min(), xs.max(), ys.max()), coords=coords)
+    pts = np.column_stack([table[coords[0]].to_numpy()[cand], table[coords[1]].to_numpy()[cand]])
+    inside = MplPath(np.column_stack([xs, ys])).contains_points(pts)
+    return cand[inside]
+
+
+def nearest_point(table: pd.DataFrame, x: float, y: float, *, coords=COORDS, x_scale: float = 1.0,
+                  y_scale: float = 1.0, max_distance: float | None = None) -> int | None:
+    """Position of the row nearest to ``(x, y)``, or None.
+
+    Distances are measured in units of ``x_scale``/``y_scale`` (e.g. the size
+    of a screen pixel in each axis, so a tap picks what looks nearest).
+    ``max_distance`` (same units) returns None for a tap on empty space.
+    """
+    if len(table) == 0:
+        return None
+    dx = (table[coords[0]].to_numpy() - x) / x_scale
+    dy = (table[coords[1]].to_numpy() - y) / y_scale
+    d2 = dx * dx + dy * dy
+    i = int(np.nanargmin(d2))
+    if max_distance is not None and d2[i] > max_distance ** 2:
+        return None
+    return i
+
+
+# ----------------------------------------------------------------------------- spectra
+
+def spectrum_plot(wave, flux, *, weight=None, model=None, title: str = "", width: int = 700, height: int = 300,
+                  model_label: str = "reconstruction"):
+    """One spectrum as a HoloViews overlay, with its reconstruction drawn over it.
+
+    Parameters
+    ----------
+    wave : array, Angstrom
+        Wavelengths.
+    flux : array
+        Normalised flux.
+    weight : array, optional
+        Inverse variance; pixels with weight 0 (masked or off coverage) are not drawn.
+    model : array, optional
+        Reconstruction from the latent point, on the same grid.
+    title : str
+        Plot title (e.g. the spectrum id).
+
+    Returns
+    -------
+    holoviews.Overlay
+    """
+    hv = _bokeh()
+    wave = np.asarray(wave, dtype=float)
+    flux = np.asarray(flux, dtype=float).copy()
+    if weight is not None:
+        flux[np.asarray(weight) <= 0] = np.nan
+    curves = [hv.Curve((wave, flux), "wavelength", "flux", label="spectrum")
+              .opts(color="#1f77b4", line_width=1, backend="bokeh")]
+    if model is not None:
+        m = np.asarray(model, dtype=float)
+        curves.append(hv.Curve((wave, m), "wavelength", "flux", label=model_label)
+                      .opts(color="#d62728", line_width=1, alpha=0.8, backend="bokeh"))
+    return hv.Overlay(curves).opts(backend="bokeh", width=width, height=height, title=title, xlabel="wavelength (Angstrom)",
+                                   ylabel="normalised flux", legend_position="top_right", show_grid=True)
+
+
+def empty_spectrum_plot(message: str = "Tap a point on the map to see its spectrum", *, width: int = 700,
+                        height: int = 300):
+    """A placeholder for the spectrum panel before the first tap."""
+    hv = _bokeh()
+    return hv.Overlay([hv.Curve([], "wavelength", "flux")]).opts(
+        backend="bokeh", width=width, height=height, title=message, xlabel="wavelength (Angstrom)", ylabel="normalised flux")
