@@ -101,3 +101,9 @@ class EmbeddingError(LatentskyError, ValueError):
     """Echo-state-network embedding failed: a bad parameter, or a spectrum that
     cannot be embedded (no valid pixels, too short for the washout); the
     message names the parameter or the spectrum id."""
+
+
+class AutoencoderError(LatentskyError, ValueError):
+    """Stage 2 (the readout autoencoder, its baselines and the pipeline) cannot
+    proceed: a bad parameter, missing stage-1 statistics, an unreadable model
+    file; the message names the parameter or the file."""
