@@ -103,6 +103,7 @@ def test_catalog_upload_joins_each_target(local, sample):
     assert "multipart/form-data" in posts[0].headers["content-type"]  # the table went as a TAP UPLOAD
 
 
+@pytest.mark.filterwarnings("ignore::pyvo.dal.exceptions.DALOverflowWarning")
 def test_overflow_is_split_never_short(sample, tmp_path):
     from latentsky.archives.local.archive import LocalArchive
 
@@ -202,3 +203,11 @@ def test_query_payload_is_the_adql_and_sends_nothing(local):
     assert "JOIN TAP_UPLOAD.targets AS t ON 1 = CONTAINS(POINT('ICRS', o.s_ra, o.s_dec)" in upload
     assert "target_name = 'O''Brien'" in eso.build_query(target_name="O'Brien")  # quotes are escaped
     assert not local.server.log
+
+
+def test_offline_mode_never_leaves_the_machine(local):
+    conf.set(offline=True)
+    eso.query(collection="HARPS", start="2012-04-01", end="2012-04-03")  # the local archive is fine
+    conf.set(eso_tap_url="https://archive.eso.org/tap_obs")
+    with pytest.raises(ArchiveError, match="offline mode.*archive.eso.org"):
+        eso.query(collection="HARPS")

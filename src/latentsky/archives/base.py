@@ -59,6 +59,7 @@ def session():
 
         class _TimeoutSession(requests.Session):
             def request(self, method, url, **kwargs):
+                check_offline(url)
                 if kwargs.get("timeout") is None:
                     kwargs["timeout"] = conf.timeout
                 return super().request(method, url, **kwargs)
@@ -66,6 +67,27 @@ def session():
         _session = _TimeoutSession()
         _session.headers["User-Agent"] = USER_AGENT
     return _session
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def check_offline(url: str) -> None:
+    """In offline mode (``conf.offline``) refuse any URL that is not on this machine.
+
+    Raises
+    ------
+    ArchiveError
+        Naming the host and the setting, before anything is sent.
+    """
+    if not conf.offline:
+        return
+    from urllib.parse import urlsplit
+
+    host = urlsplit(str(url)).hostname or ""
+    if host not in LOOPBACK_HOSTS:
+        raise ArchiveError(f"offline mode (conf.offline): refusing to contact {host or url!r}; point the "
+                           "archive URLs at a local archive (latentsky archive serve) or set conf.offline = False")
 
 
 def request(method: str, url: str, *, archive: str, timeout: float | None = None, retries: int | None = None,

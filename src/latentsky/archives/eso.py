@@ -35,8 +35,9 @@ from astropy import units as u
 from astropy.table import Table, unique, vstack
 from astropy.time import Time
 
-from latentsky.archives.base import (RETRYABLE_STATUS, Archive, _Retryable, parse_coordinates, parse_radius,
-                                     parse_time, require_columns, resolve_name, safe_name, session, with_retries)
+from latentsky.archives.base import (RETRYABLE_STATUS, Archive, _Retryable, check_offline, parse_coordinates,
+                                     parse_radius, parse_time, require_columns, resolve_name, safe_name, session,
+                                     with_retries)
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError, QueryTruncatedError
 
@@ -262,6 +263,7 @@ class ESO(Archive):
         from pyvo.dal.exceptions import DALOverflowWarning
 
         url = conf.eso_tap_url
+        check_offline(url)  # before pyvo, which would wrap the refusal in a retryable service error
         service = pyvo.dal.TAPService(url, session=session())
         log.debug("ESO TAP %s: %s", url, adql)
 
