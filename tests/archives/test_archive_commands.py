@@ -28,6 +28,7 @@ def served(sample):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        proc.stdout.close()
 
 
 def test_serve_prints_its_url_and_settings(served):
@@ -47,8 +48,13 @@ def test_query_writes_a_table_download_can_use(served, tmp_path, capsys):
     assert all(f.endswith(".fits") for f in table["filename"])
     out2 = tmp_path / "qso.parquet"
     assert main(["query", "sdss", "--base-url", url, "--class", "QSO", "--out", str(out2)]) == 0
-    assert len(Table.read(out2)) > 10
+    quasars = Table.read(out2)
+    assert len(quasars) > 10
     assert "products from sdss written" in capsys.readouterr().out
+    # the table is what `latentsky download` needs: the same names, verified FITS files
+    assert main(["download", str(out), "--dest", str(tmp_path / "harps"), "--no-progress"]) == 0
+    got = sorted(p.name for p in (tmp_path / "harps").glob("*.fits"))
+    assert got == sorted(table["filename"])
 
 
 def test_query_errors_name_the_option(tmp_path, capsys):
