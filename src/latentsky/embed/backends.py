@@ -96,7 +96,13 @@ class NumpyBackend:
             raise EmbeddingError("kernel='compiled' needs numba, a simple cycle reservoir and float32 states")
         return "compiled" if ok else "ufunc"
 
-    def statistics(self, u: np.ndarray, mask: np.ndarray, y: np.ndarray, reservoir: Reservoir):
+    @property
+    def threads(self) -> int:
+        """Threads this back end may use."""
+        return _n_threads(self.n_threads)
+
+    def statistics(self, u: np.ndarray, mask: np.ndarray, y: np.ndarray, reservoir: Reservoir,
+                   threads: int | None = None):
         """Gram and cross products for a batch; see the module docstring.
 
         Parameters
@@ -109,6 +115,8 @@ class NumpyBackend:
         y : ndarray (B, T) float64
             Target of step t (the next flux value), 0 where ``mask`` is 0.
         reservoir : Reservoir
+        threads : int, optional
+            Override the number of threads (1 when the caller parallelises).
 
         Returns
         -------
@@ -121,7 +129,7 @@ class NumpyBackend:
         n1 = reservoir.n_units + 1
         gram = np.zeros((B, n1, n1))
         xty = np.zeros((B, n1))
-        threads = min(_n_threads(self.n_threads), max(1, B // 16))
+        threads = min(threads or self.threads, max(1, B // 16))
         bounds = np.linspace(0, B, threads + 1).astype(int)
         parts = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
 
@@ -345,8 +353,10 @@ class TensorflowBackend:
         self._fns[key] = (res, block)  # keep res alive so its id is not reused
         return block
 
-    def statistics(self, u, mask, y, reservoir: Reservoir):
-        """See :meth:`NumpyBackend.statistics`."""
+    threads = 1   # TensorFlow parallelises inside its ops
+
+    def statistics(self, u, mask, y, reservoir: Reservoir, threads: int | None = None):
+        """See :meth:`NumpyBackend.statistics` (``threads`` is ignored)."""
         tf = _import_tf()
         fn = self._fn(reservoir)
         B, T = u.shape

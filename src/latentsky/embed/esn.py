@@ -138,17 +138,16 @@ def solve_readouts(gram: np.ndarray, xty: np.ndarray, ridge: float) -> np.ndarra
     ridge : float
         Ridge strength ``lambda`` > 0.
     """
+    from threadpoolctl import threadpool_limits
+
     check_param("ridge", ridge, isinstance(ridge, numbers.Real) and np.isfinite(ridge) and ridge > 0,
                 "must be a positive number")
     a = np.array(gram, dtype="f8", copy=True)
     idx = np.arange(a.shape[-1])
     a[..., idx, idx] += ridge
-    # Cholesky: the matrices are symmetric positive definite once the ridge is added.
-    try:
-        L = np.linalg.cholesky(a)
-        z = np.linalg.solve(L, np.asarray(xty, dtype="f8")[..., None])
-        return np.linalg.solve(np.swapaxes(L, -1, -2), z)[..., 0]
-    except np.linalg.LinAlgError:  # pragma: no cover - numerically singular despite the ridge
+    # Multi-threaded BLAS on stacks of 101x101 systems was 10x slower than one
+    # thread here (threads fight over tiny problems); callers parallelise.
+    with threadpool_limits(1, user_api="blas"):
         return np.linalg.solve(a, np.asarray(xty, dtype="f8")[..., None])[..., 0]
 
 
@@ -234,11 +233,11 @@ def prepare_batch(flux, weight=None, *, offset: float, washout: int, ids=None, d
 
 
 def batch_statistics(flux, weight, reservoir: Reservoir, *, offset: float, washout: int, backend,
-                     ids=None) -> ReadoutStatistics:
+                     ids=None, threads: int | None = None) -> ReadoutStatistics:
     """Statistics of a batch of spectra with a back end (the fast path)."""
     b = prepare_batch(flux, weight, offset=offset, washout=washout, ids=ids,
                       dtype=getattr(backend, "state_dtype", "float32"))
-    gram, xty = backend.statistics(b.u, b.mask, b.y, reservoir)
+    gram, xty = backend.statistics(b.u, b.mask, b.y, reservoir, threads=threads)
     return ReadoutStatistics(gram, xty, b.yty, b.n_steps)
 
 
@@ -425,16 +424,45 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
 
     # -- embedding -----------------------------------------------------------------------------
 
-    def _statistics(self, X, weight=None, ids=None) -> ReadoutStatistics:
+    def _run(self, X, weight=None, ids=None, ridge=None) -> tuple[ReadoutStatistics, np.ndarray | None]:
+        """Statistics (and, given a ridge, readouts) of every row, batch by batch.
+
+        With a multi-threaded back end each batch is cut into one slice per
+        thread and every slice runs the whole pipeline (masking, reservoir,
+        sums, solve) on its own thread: all stages run in parallel, not only
+        the reservoir.  Slices are independent, so results do not depend on
+        the number of threads.
+        """
         backend = self._backend()
-        parts = []
-        for lo in range(0, len(X), self.batch_size):
-            hi = min(lo + self.batch_size, len(X))
-            parts.append(batch_statistics(
-                X[lo:hi], None if weight is None else np.asarray(weight)[lo:hi], self.reservoir_,
-                offset=self.offset_, washout=self.washout, backend=backend,
-                ids=None if ids is None else np.asarray(ids)[lo:hi]))
-        return ReadoutStatistics.concatenate(parts)
+        n_par = max(1, int(getattr(backend, "threads", 1)))
+        n = len(X)
+        weight = None if weight is None else np.asarray(weight)
+        ids = None if ids is None else np.asarray(ids)
+        slices = []
+        for lo in range(0, n, self.batch_size):
+            hi = min(lo + self.batch_size, n)
+            cuts = np.linspace(lo, hi, min(n_par, hi - lo) + 1).astype(int)
+            slices += [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+        def work(part):
+            lo, hi = part
+            st = batch_statistics(X[lo:hi], None if weight is None else weight[lo:hi], self.reservoir_,
+                                  offset=self.offset_, washout=self.washout, backend=backend,
+                                  ids=np.arange(lo, hi) if ids is None else ids[lo:hi], threads=1)
+            return st, (None if ridge is None else st.readouts(ridge))
+
+        if n_par == 1 or len(slices) == 1:
+            out = [work(p) for p in slices]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(n_par) as pool:
+                out = list(pool.map(work, slices))
+        stats = ReadoutStatistics.concatenate(o[0] for o in out)
+        return stats, (None if ridge is None else np.concatenate([o[1] for o in out]))
+
+    def _statistics(self, X, weight=None, ids=None) -> ReadoutStatistics:
+        return self._run(X, weight, ids)[0]
 
     def statistics(self, X, weight=None, ids=None) -> ReadoutStatistics:
         """The sufficient statistics of every series (see :class:`ReadoutStatistics`).
@@ -452,7 +480,14 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
 
     def transform(self, X, weight=None, ids=None):
         """Readouts, shape (n_series, n_units + 1): reservoir weights, then the bias weight."""
-        return self.statistics(X, weight, ids).readouts(self.ridge_)
+        return self.transform_with_statistics(X, weight, ids)[0]
+
+    def transform_with_statistics(self, X, weight=None, ids=None) -> tuple[np.ndarray, ReadoutStatistics]:
+        """Readouts and the sufficient statistics in one pass."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype="float64", ensure_all_finite="allow-nan", reset=False)
+        stats, w = self._run(X, weight, ids, ridge=self.ridge_)
+        return w, stats
 
     def get_feature_names_out(self, input_features=None):
         """``w0 .. w{N-1}`` and ``bias``."""

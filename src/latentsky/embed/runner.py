@@ -91,8 +91,8 @@ def _embed_chunk(store_path: str, start: int, stop: int, params: dict, reservoir
     emb = ESNReadoutEmbedder(**params)
     emb.reservoir_ = Reservoir.from_dict(reservoir)
     emb.offset_, emb.ridge_, emb.n_features_in_ = offset, ridge, flux.shape[1]
-    stats = emb._statistics(np.asarray(flux, dtype="f8"), weight, ids)
-    return start, stop, {"readout": stats.readouts(ridge), "gram": pack_gram(stats.gram), "xty": stats.xty,
+    stats, readout = emb._run(np.asarray(flux, dtype="f8"), weight, ids, ridge=ridge)
+    return start, stop, {"readout": readout, "gram": pack_gram(stats.gram), "xty": stats.xty,
                          "yty": stats.yty, "n_steps": stats.n_steps}
 
 
