@@ -18,7 +18,16 @@ def _all_text_in(folder) -> bytes:
     return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
 
 
-def test_token_is_used_and_never_leaks(archive, fits_dir, tmp_path, plan, assert_identical, monkeypatch, caplog):
+@pytest.fixture
+def eso_is_local(archive, monkeypatch):
+    """Point conf.eso_data_url at the loopback archive, the one host the token may go to."""
+    from latentsky.config import conf
+
+    monkeypatch.setattr(conf, "eso_data_url", archive.base_url + "/files/")
+
+
+def test_token_is_used_and_never_leaks(archive, fits_dir, tmp_path, plan, assert_identical, monkeypatch, caplog,
+                                       eso_is_local):
     monkeypatch.setenv("LATENTSKY_ESO_TOKEN", TOKEN)
     archive.require_token("/files/", TOKEN)
     items = plan(archive, tmp_path / "dest", auth="eso")
@@ -46,7 +55,7 @@ def test_token_is_used_and_never_leaks(archive, fits_dir, tmp_path, plan, assert
     assert "TOP-SECRET" not in caplog.text
 
 
-def test_missing_token_is_a_clear_error_without_a_value(archive, tmp_path, plan, monkeypatch):
+def test_missing_token_is_a_clear_error_without_a_value(archive, tmp_path, plan, monkeypatch, eso_is_local):
     monkeypatch.delenv("LATENTSKY_ESO_TOKEN", raising=False)
     import keyring
 
@@ -58,7 +67,7 @@ def test_missing_token_is_a_clear_error_without_a_value(archive, tmp_path, plan,
     assert "LATENTSKY_ESO_TOKEN" in results.errors[0].error and archive.log == []
 
 
-def test_login_page_without_a_valid_token_is_never_saved(archive, tmp_path, plan, monkeypatch):
+def test_login_page_without_a_valid_token_is_never_saved(archive, tmp_path, plan, monkeypatch, eso_is_local):
     monkeypatch.setenv("LATENTSKY_ESO_TOKEN", "expired-" + TOKEN)
     archive.require_token("/files/", TOKEN)
     items = plan(archive, tmp_path / "dest", auth="eso")[:2]
@@ -81,3 +90,21 @@ def test_keyring_is_the_fallback(monkeypatch):
         pickle.dumps(token)
     assert credentials.redact(f"server said: Bearer {TOKEN}") == "server said: Bearer ***"
     assert Secret("a") == Secret("a")
+
+
+def test_token_goes_only_to_eso_hosts(archive, fits_dir, tmp_path, plan, monkeypatch):
+    """A table whose URLs point elsewhere (a hostile or mistaken table) cannot collect the token."""
+    from latentsky.config import conf
+
+    monkeypatch.setenv("LATENTSKY_ESO_TOKEN", TOKEN)
+    monkeypatch.setattr(conf, "eso_data_url", "https://dataportal.eso.org/dataportal_new/file/")
+    assert auth_headers("eso", "https://dataportal.eso.org/dataportal_new/file/ADP.1")["Authorization"].endswith(TOKEN)
+    with pytest.raises(CredentialError, match="refusing to send") as err:
+        auth_headers("eso", "https://eso.org.evil.example/x")
+    assert TOKEN not in str(err.value)
+    with pytest.raises(CredentialError):
+        auth_headers("eso", "http://archive.eso.org/x")  # never in clear text
+    items = plan(archive, tmp_path / "dest", auth="eso")
+    results = DownloadManager(tmp_path / "dest", max_retries=2).run(items)
+    assert len(results.errors) == len(items) and archive.log == []
+    assert all("refusing to send" in e.error for e in results.errors)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from urllib.parse import urlsplit
 
 from latentsky.exceptions import CredentialError
 
@@ -89,17 +90,52 @@ def get_token(name: str) -> Secret | None:
     return Secret(value) if value else None
 
 
-def auth_headers(name: str | None) -> dict[str, str]:
-    """Request headers carrying credential ``name`` (empty for None).
+def allowed_hosts(name: str) -> set[str] | None:
+    """Origins (``scheme://host:port``) credential ``name`` may be sent to (None: no restriction known).
+
+    The ESO token goes only to ``*.eso.org`` and to the hosts of
+    ``conf.eso_data_url`` and ``conf.eso_tap_url`` (a mirror or the local
+    archive), so a table with hostile URLs cannot collect it.
+    """
+    if name == "eso":
+        from latentsky.config import conf
+
+        return {_origin(conf.eso_data_url), _origin(conf.eso_tap_url)}
+    return None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def _host_allowed(name: str, url: str) -> bool:
+    hosts = allowed_hosts(name)
+    if hosts is None:
+        return True
+    parts = urlsplit(url)
+    hostname = (parts.hostname or "").lower()
+    if name == "eso" and parts.scheme == "https" and (hostname == "eso.org" or hostname.endswith(".eso.org")):
+        return True
+    return _origin(url) in hosts
+
+
+def auth_headers(name: str | None, url: str | None = None) -> dict[str, str]:
+    """Request headers carrying credential ``name`` (empty for None) for a request to ``url``.
 
     Raises
     ------
     CredentialError
         When ``name`` is set but no token is configured (the message says where
-        to put one, never a value).
+        to put one, never a value), or when ``url``'s host is not one the
+        credential may be sent to (see :func:`allowed_hosts`).
     """
     if name is None:
         return {}
+    if url is not None and not _host_allowed(name, url):
+        raise CredentialError(f"refusing to send the {name!r} credential to {urlsplit(url).netloc} "
+                              f"(allowed: {sorted(allowed_hosts(name) or [])} and https://*.eso.org); "
+                              "point conf.eso_data_url at the mirror you trust")
     token = get_token(name)
     if token is None:
         raise CredentialError(

@@ -434,7 +434,7 @@ class DownloadManager:
         self.manifest.start_attempt(item.key)
         try:
             # looked up at every attempt: a token renewed during a long run is used at once
-            headers = credentials.auth_headers(item.auth)
+            headers = credentials.auth_headers(item.auth, item.url)
             res = fetch(item, self._session(), timeout=self.timeout, headers=headers, etag=job.etag,
                         proxies=self._proxies(item),
                         on_etag=lambda etag: self._remember_etag(job, etag), on_received=release,
