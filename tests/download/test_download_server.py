@@ -64,6 +64,7 @@ def test_routes_params_and_errors(archive):
     archive.add_route("POST", "/tap/sync", tap)
     archive.add_route("GET", "/cutout/{survey}", cutout)
     archive.add_route("GET", "/boom", lambda req: 1 / 0)
+    archive.add_route("GET", "/none", lambda req: None)
     base = archive.base_url
     assert requests.get(base + "/tap/sync", params={"QUERY": "SELECT 1", "lang": "ADQL"}, timeout=5).json() == \
         {"query": "SELECT 1", "lang": "ADQL", "upload": {}}
@@ -75,6 +76,8 @@ def test_routes_params_and_errors(archive):
     assert r.status_code == 404 and "unknown survey" in r.text
     r = requests.get(base + "/boom", timeout=5)
     assert r.status_code == 500 and "ZeroDivisionError" in r.text
+    r = requests.get(base + "/none", timeout=5)
+    assert r.status_code == 500 and "returned NoneType, not a Response" in r.text
     assert requests.delete(base + "/tap/sync", timeout=5).status_code == 405
     assert requests.get(base + "/nothing/here", timeout=5).status_code == 404
     # a URL climbing out of the mounted folder finds nothing

@@ -557,7 +557,11 @@ class LocalServer:
                 continue
             request.path_params = m.groupdict()
             try:
-                return route.handler(request)
+                response = route.handler(request)
+                if not isinstance(response, Response):
+                    raise TypeError(f"the handler of {route.method} {route.pattern} returned "
+                                    f"{type(response).__name__}, not a Response")
+                return response
             except HTTPError as err:
                 return Response.text(err.message or str(err.status), status=err.status, headers=err.headers)
             except Exception as err:  # a handler bug must answer, not hang the client
