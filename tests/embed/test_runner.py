@@ -101,6 +101,11 @@ def test_cli_with_local_workers(sample_store, tmp_path, capsys):
     assert emb.readout.shape == (len(sample_store), 21)
     assert emb.attrs["ridge"] in [10.0 ** k for k in range(-8, 2)]
     assert "spectra embedded" in capsys.readouterr().out
+    # worker processes give exactly what one process gives
+    embed_store(sample_store, tmp_path / "one", n_units=20, ridge="gcv", backend="numpy")
+    one = open_embeddings(tmp_path / "one")
+    for name in ARRAYS:
+        assert np.array_equal(getattr(one, name)[:], getattr(emb, name)[:]), name
     assert main(["embed", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     with pytest.raises(SystemExit):
         main(["embed", str(sample_store.path), "--out", str(out), "--ridge", "lots"])

@@ -13,20 +13,32 @@ enough, but the sums are reduced in float64 -- a float32 Gram over thousands of
 steps gives readouts wrong by O(1) at ridge 1e-6, and even float32 partial
 sums over 32-step blocks were off by 20% in our measurements.
 
-Speed: the batch of states advances with a handful of elementwise operations
-per step (for the simple cycle ``W x`` is ``r * roll(x)``, a shifted copy, not
-a matrix product); the input drive ``V u_t + b`` of a whole block of steps is
-written in one vectorised operation into the state buffer, which the recursion
-then overwrites in place; the Gram sums are batched float64 matrix products
-over blocks of ``block_steps`` steps, the only O(T N^2) work.
+Speed.  The only O(T N^2) work is the Gram sums; they are batched float64
+matrix products over blocks of ``block_steps`` steps (one per spectrum and
+block: a symmetric rank-k update done as a GEMM, which OpenBLAS runs at ~90% of
+the core's float64 peak, where its SYRK and split-block variants measured
+slower).  Everything else must stay far below that:
 
-Choice of default (``backend="auto"``): on CPU the NumPy back end, because it
-measured 1.5-3x faster than TensorFlow here (2 cores, T=4096, N=100; numbers in
-bench/embed.py's output): TensorFlow's per-step op dispatch inside a
-``tf.while_loop`` costs more than NumPy's ufunc calls on (B, N) blocks, and
-both end in the same BLAS-bound Gram products.  When TensorFlow sees a GPU,
-``auto`` picks TensorFlow, whose batched float64 matmuls on the GPU are the
-bottleneck NumPy cannot move off the CPU.
+* ``kernel="compiled"`` (default for the simple cycle with float32 states): a
+  numba kernel advances two spectra at a time through a block of steps,
+  ``W x`` being ``r * roll(x)`` (unit i hears unit i-1, no matrix product),
+  tanh a vectorisable rational approximation (TensorFlow's), and writes the
+  float64 design rows ``[x_t m_t, m_t, y_t]`` into a 1.7 MB buffer that is
+  still in cache when one GEMM turns it into X^T X, X^T y and y^T y together.
+  ~0.25 ms per spectrum (T=4096, N=100) against ~1 ms for the GEMM.
+* ``kernel="ufunc"``: plain NumPy, a batch of states advancing with a few
+  ufunc calls per step; the input drive of a block is written in one
+  operation into the state buffer that the recursion then overwrites in
+  place.  Any reservoir, float32 or float64 states.  ~3x slower: each pass
+  streams the (block, batch, N) buffer through memory.
+
+Choice of default (``backend="auto"``): NumPy on CPU, because it measured
+~7x faster than TensorFlow on this 2-core machine (bench/embed.py, 2,048 HARPS
+spectra, T=4096, N=100: 746 vs 110 spectra/s while the machine was shared):
+TensorFlow dispatches a handful of ops per step inside ``tf.scan`` and cannot
+fuse the recursion, and both end in the same float64 Gram products.  When
+TensorFlow sees a GPU, ``auto`` picks TensorFlow: the float64 batched matmuls
+move to the GPU, which is where the CPU back end is bound.
 """
 
 from __future__ import annotations
