@@ -56,8 +56,8 @@ class Explore(pn.viewable.Viewer):
         self._map_pane = pn.pane.HoloViews(sizing_mode="fixed", width=self.width + 90, height=self.height + 20,
                                            linked_axes=False)
         self._spectrum_pane = pn.pane.HoloViews(vz.empty_spectrum_plot(), sizing_mode="stretch_width", height=320)
-        self._sel_table = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, pagination="remote", page_size=8, show_index=False,
-                                               height=290, sizing_mode="stretch_width", name="selection")
+        self._sel_table = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, pagination="remote", page_size=8,
+                                               show_index=False, height=290, sizing_mode="stretch_width")
         self._range_from_plot = False
         self._on_data()
         self.param.watch(lambda e: self._on_data(), "data")

@@ -230,7 +230,7 @@ class Query(_Step):
         upload = pn.widgets.FileInput(accept=".csv,.ecsv,.xml,.vot,.fits", name="positions table")
         upload.param.watch(self._on_upload, "value")
         table = pn.widgets.Tabulator(pd.DataFrame(), pagination="remote", page_size=15, disabled=True,
-                                     sizing_mode="stretch_width", name="products", header_filters=False)
+                                     sizing_mode="stretch_width", header_filters=False)
         self.param.watch(lambda e: setattr(table, "value", self.results), "products")
         button = pn.widgets.Button(name="Query", button_type="primary", css_classes=["query-run"])
         button.on_click(lambda e: self.in_background(self.run))
@@ -341,7 +341,7 @@ class Download(_Step):
     def __panel__(self):
         self.refresh()
         table = pn.widgets.Tabulator(self.param.states, pagination="remote", page_size=15, disabled=True,
-                                     sizing_mode="stretch_width", name="manifest")
+                                     sizing_mode="stretch_width")
         buttons = pn.Row(
             pn.widgets.Button(name="Start", button_type="primary", css_classes=["download-start"],
                               on_click=lambda e: self.in_background(self.start)),

@@ -102,7 +102,7 @@ def prepare_table(table: pd.DataFrame, *, coords=COORDS) -> pd.DataFrame:
         elif pd.api.types.is_bool_dtype(s):
             out[col] = s.astype(str).astype("category")
     for c in coords:
-        out[c] = out[c].astype("float64", copy=False)
+        out[c] = out[c].astype("float64")
     out[INDEX_COLUMN] = np.arange(len(out), dtype="i8")
     return out
 

@@ -1,0 +1,51 @@
+"""Fixtures of the app tests: latent tables (the sample's PCA map, a synthetic table), the local archive."""
+
+from __future__ import annotations
+
+import pytest
+
+from latentsky.config import conf
+
+
+@pytest.fixture(autouse=True)
+def _restore_conf():
+    """Every test starts and ends with the same conf (URLs, offline flag, cache dir)."""
+    saved = dict(vars(conf))
+    yield
+    for name, value in saved.items():
+        setattr(conf, name, value)
+
+
+@pytest.fixture(scope="session")
+def sample_data(sample_store):
+    """The bundled sample on a PCA map (what the app shows before pipeline results exist)."""
+    from latentsky.ui.data import LatentData
+
+    return LatentData.from_store(sample_store)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory, sample_store):
+    """A 20,000-row synthetic data set derived from the sample, with 30 stored spectra."""
+    from latentsky.synth import write_synth
+
+    return write_synth(tmp_path_factory.mktemp("synth") / "synth20k", 20_000, store=sample_store, n_spectra=30,
+                       seed=1)
+
+
+@pytest.fixture(scope="module")
+def sample_archive(sample):
+    """The local archive over the bundled sample, on 127.0.0.1."""
+    from latentsky.archives.local.archive import LocalArchive
+
+    archive = LocalArchive(sample, retry_after=0.05).start()
+    yield archive
+    archive.stop()
+
+
+@pytest.fixture
+def local(sample_archive):
+    """``sample_archive`` with conf pointing at it (restored afterwards)."""
+    sample_archive.configure()
+    yield sample_archive
+    sample_archive.restore()

@@ -1,0 +1,176 @@
+"""The Explore component driven by its parameters, no browser: map, colour, tap, selections, exports."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("panel")
+hv = pytest.importorskip("holoviews")
+
+from latentsky.ui.data import LatentData  # noqa: E402
+from latentsky.ui.explore import Explore  # noqa: E402
+from latentsky.viz import latent as vz  # noqa: E402
+
+
+@pytest.fixture
+def grid_data():
+    """Nine labelled points on a 3x3 grid (x, y in {0, 1, 2})."""
+    xs, ys = np.meshgrid([0.0, 1.0, 2.0], [0.0, 1.0, 2.0])
+    table = pd.DataFrame({"id": [f"s{i}" for i in range(9)], "x": xs.ravel(), "y": ys.ravel(),
+                          "object": ["a", "b", "c"] * 3, "snr": np.arange(9.0), "mjd": 55000.0 + np.arange(9),
+                          "ra": np.linspace(10, 20, 9), "dec": np.linspace(-5, 5, 9)})
+    return LatentData(table, label="grid")
+
+
+def render(explore):
+    """Render the current map with Bokeh (what a browser would receive) and return the figure."""
+    return hv.render(explore._map_pane.object, backend="bokeh")
+
+
+def test_map_offers_catalog_columns_and_defaults_to_a_category(sample_data):
+    ex = Explore(sample_data)
+    cols = ex.param.color_by.objects
+    for c in ("count", "object", "mjd", "snr", "anomaly", "spec_class"):
+        assert c in cols
+    assert "path" not in cols and "id" not in cols  # one value per row colours nothing
+    assert ex.color_by == "spec_class"
+    for colour in ("snr", "object", "count", "spec_class"):
+        ex.color_by = colour
+        fig = render(ex)
+        from bokeh.models import HoverTool
+
+        assert fig.select_one(HoverTool) is not None
+
+
+def test_million_points_rasterize_to_the_plot_size_only():
+    """10^6 points: what goes to the browser is one image of width x height pixels."""
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    table = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "snr": rng.random(n)})
+    dmap = vz.latent_map(table, color_by="snr", width=400, height=300)
+    img = dmap[()]
+    # the spread, rasterized element: 300 x 400 pixels whatever n is
+    data = img.data
+    arr = data[img.vdims[0].name].values
+    assert arr.shape == (300, 400)
+    # each finite pixel is a mean of snr in [0, 1): the aggregation really ran on the column
+    finite = arr[np.isfinite(arr)]
+    assert finite.size > 1000 and 0 <= finite.min() and finite.max() < 1
+    # hover metadata: the index of a real row for every non-empty pixel
+    assert "snr" in data  # the hovered row's columns travel with the image
+    idx = data["__index__"].values
+    assert idx.max() < n and (idx >= 0).sum() >= finite.size
+
+
+def test_tap_picks_the_nearest_point_and_shows_its_spectrum(sample_data):
+    ex = Explore(sample_data)
+    t = sample_data.table
+    i = 17
+    assert ex.tap(float(t["x"].iloc[i]), float(t["y"].iloc[i])) == i
+    plot = ex._spectrum_pane.object
+    curves = plot.values()
+    assert [c.label for c in curves] == ["spectrum", "reconstruction"]
+    flux = np.asarray(sample_data.source.store.flux[int(t["row"].iloc[i])], dtype=float)
+    shown = curves[0].dimension_values("flux")
+    good = np.asarray(sample_data.source.store.weight[int(t["row"].iloc[i])]) > 0
+    np.testing.assert_allclose(shown[good], flux[good], rtol=1e-6)
+    assert np.isnan(shown[~good]).all()
+    assert t["id"].iloc[i] in ex.status
+
+
+def test_tap_far_from_every_point_selects_nothing(grid_data):
+    ex = Explore(grid_data, tap_radius=5)
+    assert ex.tap(0.5, 0.5) is None  # half a grid step is ~100 screen pixels here
+    assert ex.tapped is None and "no spectrum" in ex.status
+    assert ex.tap(1.001, 1.999) == 7
+
+
+def test_box_and_lasso_selection_list_the_rows(grid_data):
+    ex = Explore(grid_data)
+    sel = ex.select_box((2.5, 0.5, 0.5, 2.5))  # corners in any order
+    assert sel.tolist() == [4, 5, 7, 8]
+    assert ex._sel_table.value["id"].tolist() == ["s4", "s5", "s7", "s8"]
+    assert ex.status.startswith("4 selected")
+    # a triangle holding (0,0), (1,0), (0,1) only
+    sel = ex.select_lasso([-0.5, 1.6, -0.5], [-0.5, -0.5, 1.6])
+    assert sel.tolist() == [0, 1, 3]
+    ex.clear_selection()
+    assert len(ex.selected) == 0
+    with pytest.raises(ValueError, match="selection"):
+        ex.export("csv")
+
+
+def test_exports_round_trip(grid_data):
+    from astropy.io import votable
+    from astropy.table import Table
+
+    ex = Explore(grid_data)
+    ex.select_box((0.5, 0.5, 2.5, 2.5))
+    csv = pd.read_csv(io.BytesIO(ex.export("csv")))
+    assert csv["id"].tolist() == ["s4", "s5", "s7", "s8"]
+    assert "_index" not in csv.columns
+    np.testing.assert_allclose(csv["snr"], [4, 5, 7, 8])
+    vot = votable.parse_single_table(io.BytesIO(ex.export("votable"))).to_table()
+    assert [str(v) for v in vot["id"]] == ["s4", "s5", "s7", "s8"]
+    assert str(vot["ra"].unit) == "deg"
+    dl = Table.read(ex.export("download").decode(), format="ascii.ecsv")
+    assert list(dl.colnames[:8]) == ["archive", "product_id", "object", "ra", "dec", "date", "instrument",
+                                     "access_url"]
+    assert dl["date"][0].startswith("2009-06-")  # MJD 55004
+    with pytest.raises(ValueError, match="fmt"):
+        ex.export("xlsx")
+
+
+def test_download_table_of_sample_points_at_real_files(sample_data):
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    from astropy.table import Table
+
+    ex = Explore(sample_data)
+    ex.select_box((-1e9, -1e9, 1e9, 1e9))
+    dl = Table.read(ex.export("download").decode(), format="ascii.ecsv")
+    assert len(dl) == len(sample_data.table)
+    assert all(Path(urlparse(u).path).is_file() for u in dl["access_url"])
+
+
+def test_range_set_from_outside_moves_the_map(grid_data):
+    ex = Explore(grid_data)
+    before = ex._map_pane.object
+    ex.param.update(x_range=(0.5, 1.5), y_range=(0.5, 1.5))
+    fig = render(ex)
+    assert ex._map_pane.object is not before
+    assert (fig.x_range.start, fig.x_range.end) == (0.5, 1.5)
+    # a range coming from the plot itself (a zoom) is recorded, not redrawn
+    current = ex._map_pane.object
+    ex._on_plot_range(x_range=(0.0, 1.0), y_range=(0.0, 2.0))
+    assert ex.x_range == (0.0, 1.0) and ex._map_pane.object is current
+
+
+def test_synthetic_table_taps_regenerate_spectra(synth_dir):
+    data = LatentData.from_synth(synth_dir)
+    ex = Explore(data)
+    assert len(ex.table) == 20_000
+    i = int(np.argmax(data.table["snr"].to_numpy()))
+    ex.tapped = i
+    spec = data.spectrum(i)
+    # the same row gives the same spectrum (noise seeded by the row)
+    np.testing.assert_array_equal(spec["flux"], data.spectrum(i)["flux"])
+    assert spec["title"].startswith(data.table["id"].iloc[i])
+    assert len(ex._spectrum_pane.object.values()) == 2
+
+
+def test_missing_coordinate_column_is_named():
+    with pytest.raises(KeyError, match="'y'"):
+        vz.prepare_table(pd.DataFrame({"x": [1.0]}))
+    with pytest.raises(KeyError, match="color_by"):
+        vz.aggregator_for(pd.DataFrame({"x": [1.0], "y": [1.0]}), "nope")
+
+
+def test_warm_up_compiles_once():
+    vz.warm_up()
+    assert vz.warm_up() < 0.5
