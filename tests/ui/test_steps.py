@@ -1,0 +1,122 @@
+"""Query -> Download -> Embed -> Train driven by parameters, against the local archive (no browser)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("panel")
+
+from latentsky.ui.steps import Download, Embed, ProgressView, Query, Train, read_coordinate_table  # noqa: E402
+
+ALPHA_CEN = "219.87924 -60.82793"  # HD128621, 24 HARPS spectra in the sample
+
+
+def test_query_by_coordinates_lists_products(local):
+    q = Query(archive="eso", coordinates=ALPHA_CEN, radius=60)
+    table = q.run()
+    assert q.error == ""
+    assert len(table) == 24 and set(table["object"]) == {"HD128621"}
+    assert "24 products" in q.info
+    df = q.results
+    assert len(df) == 24 and "access_url" in df.columns
+
+
+def test_query_typo_gives_a_message_not_a_traceback(local):
+    from latentsky.config import conf
+
+    conf.offline = True
+    q = Query(archive="eso", target="HD12862l")
+    assert q.run() is None
+    assert "target" in q.error and "HD12862l" in q.error
+    q = Query(archive="eso", coordinates="14h99m -60d")
+    q.run()
+    assert "coordinates" in q.error
+    q = Query(archive="eso")
+    q.run()
+    assert q.error.startswith("target:")
+
+
+def test_query_with_an_uploaded_table(local):
+    content = b"name,RA,Dec\nalf Cen B,219.87924,-60.82793\nnothing,10.0,10.0\n"
+    table = read_coordinate_table(content, "positions.csv")
+    q = Query(archive="eso", upload=table, radius=60)
+    assert len(q.run()) == 24
+    with pytest.raises(Exception, match="positions.csv"):
+        read_coordinate_table(b"a,b\n1,2\n", "positions.csv")
+
+
+def test_download_then_embed_then_train_open_the_map(local, tmp_path):
+    q = Query(archive="eso", coordinates=ALPHA_CEN, radius=60)
+    products = q.run()[:6]
+    d = Download(dest=str(tmp_path / "dl"), products=products, batch=4)
+    events = []
+    d.progress.param.watch(lambda e: events.append(e.new), "done")
+    d.start()
+    assert d.error == "", d.error
+    assert d.counts.get("done") == 6
+    assert len(d.states) == 6 and set(d.states["state"]) == {"done"}
+    assert events and max(events) >= 4  # progress reached the widget
+    # a new component (think: after a kernel restart) reads the same state from the manifest
+    again = Download(dest=str(tmp_path / "dl"))
+    again.refresh()
+    assert again.counts.get("done") == 6
+
+    e = Embed(source=str(tmp_path / "dl"), out=str(tmp_path / "store"), n_units=8)
+    e.run()
+    assert e.error == "", e.error
+    assert e.progress.task == "embed" and e.progress.finished
+
+    t = Train(store=e.store, out=str(tmp_path / "results"), method="pca")
+    t.run()
+    assert t.error == "" and len(t.results.table) == 6
+    assert (tmp_path / "results" / "latent.parquet").exists()
+
+
+def test_pause_stops_between_batches(local, tmp_path):
+    products = Query(archive="eso", coordinates=ALPHA_CEN, radius=60).run()[:6]
+    d = Download(dest=str(tmp_path / "dl"), products=products, batch=2)
+    # pause as soon as the first file is done: the first batch of 2 finishes, the rest waits
+    watcher = d.progress.param.watch(lambda e: d.pause() if e.new >= 1 else None, "done")
+    d.start()
+    assert d.counts.get("done") == 2 and d.info == "paused"
+    d.progress.param.unwatch(watcher)
+    d.resume()
+    assert d.counts.get("done") == 6
+
+
+def test_cancel_stops_embedding(sample, tmp_path):
+    e = Embed(source=str(sample), out=str(tmp_path / "store"), n_units=8)
+    e.progress.param.watch(lambda ev: e.cancel(), "done")
+    e.run()
+    assert "cancelled" in e.info and e.error == ""
+    assert not (tmp_path / "store").exists()  # the atomic write left nothing behind
+
+
+def test_errors_name_the_parameter(tmp_path):
+    d = Download(dest=str(tmp_path))
+    d.start()
+    assert d.error.startswith("products:")
+    e = Embed(source=str(tmp_path / "nope"), out=str(tmp_path / "s"))
+    e.run()
+    assert e.error.startswith("source:")
+    t = Train(store=str(tmp_path / "nope"))
+    t.run()
+    assert t.error.startswith("store:")
+
+
+def test_progress_view_shows_events():
+    from latentsky.progress import Progress
+
+    view = ProgressView()
+    with Progress("download", total=4, unit="files", callback=view) as p:
+        p.advance(1, "a.fits")
+        assert view.done == 1 and view.total == 4 and view.message == "a.fits"
+        p.advance(3)
+    assert view.finished and "4 / 4 files" in view._text()
+
+
+def test_background_run_keeps_the_caller_free(local):
+    q = Query(archive="eso", coordinates=ALPHA_CEN, radius=60)
+    thread = q.in_background(q.run)
+    q.wait(30)
+    assert not thread.is_alive() and len(q.products) == 24
