@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -148,16 +147,21 @@ def _verify_fits(item: DownloadItem, path: Path, size: int) -> None:
                                                 "FITS blocks (truncated?)")
     from astropy.io import fits  # lazy: astropy.io.fits costs ~0.2 s to import
 
+    # No warnings.catch_warnings() here: it swaps process-wide state, and this runs in many
+    # threads at once.  Truncation is checked explicitly instead (astropy only warns about it).
     try:
-        with warnings.catch_warnings():
-            # astropy only warns about a truncated file; here it is an error
-            warnings.simplefilter("error")
-            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                if len(hdul) == 0:
-                    raise OSError("no HDU")
-                if not plain:  # compressed: decompressing all data is the only check
-                    for hdu in hdul:
-                        _ = hdu.data
+        with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+            if len(hdul) == 0:
+                raise OSError("no HDU")
+            for i in range(len(hdul)):
+                info = hdul.fileinfo(i)
+                end = info["datLoc"] + info["datSpan"]
+                if plain and end > size:
+                    raise OSError(f"HDU {i} ends at byte {end}, after the end of the file ({size} bytes): "
+                                  "truncated")
+            if not plain:  # compressed: decompressing all data is the only check
+                for hdu in hdul:
+                    _ = hdu.data
     except Exception as err:
         raise DownloadError(item.key, item.url, f"does not open as FITS ({type(err).__name__}: {err})") from err
 

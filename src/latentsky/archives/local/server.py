@@ -596,7 +596,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: _HTTPServer
 
     def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
-        log.debug("%s %s", self.address_string(), format % args)
+        if log.isEnabledFor(logging.DEBUG):  # called for every request: format only when shown
+            log.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self):
         self._serve()
