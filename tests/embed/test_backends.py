@@ -61,9 +61,9 @@ def test_auto_is_numpy_without_a_gpu(monkeypatch):
 def test_tensorflow_is_imported_lazily():
     code = ("import sys, latentsky.embed, latentsky.embed.backends, latentsky.embed.esn;"
             "from latentsky.commands import embed;"
-            "print('tensorflow' in sys.modules, 'dask' in sys.modules)")
+            "print('tensorflow' in sys.modules, 'dask' in sys.modules, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "False"]
+    assert out.split() == ["False", "False", "False"]
 
 
 @pytest.mark.parametrize("params", [{}, {"leak_rate": 0.7, "bias": 0.1, "n_units": 50}], ids=["cycle", "leak-bias"])

@@ -43,8 +43,10 @@ move to the GPU, which is where the CPU back end is bound.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -57,6 +59,36 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("numpy", "tensorflow")
 STATE_DTYPES = ("float32", "float64")
+
+
+_blas_lock = threading.Lock()
+_blas_depth = 0
+_blas_limits = None
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Limit BLAS to one thread while any caller (in any thread) is inside.
+
+    threadpoolctl's limits are process-wide; nested or concurrent
+    ``threadpool_limits`` blocks in worker threads would restore the old limit
+    while a sibling still computes, so every use goes through this counter.
+    """
+    global _blas_depth, _blas_limits
+    with _blas_lock:
+        if _blas_depth == 0:
+            from threadpoolctl import threadpool_limits
+
+            _blas_limits = threadpool_limits(1, user_api="blas")
+        _blas_depth += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0:
+                _blas_limits.restore_original_limits()
+                _blas_limits = None
 
 
 def _n_threads(n_threads: int | None) -> int:
@@ -135,8 +167,6 @@ class NumpyBackend:
         gram : ndarray (B, N+1, N+1) float64
         xty : ndarray (B, N+1) float64
         """
-        from threadpoolctl import threadpool_limits
-
         B = u.shape[0]
         n1 = reservoir.n_units + 1
         gram = np.zeros((B, n1, n1))
@@ -152,7 +182,7 @@ class NumpyBackend:
             kernel(u[lo:hi], mask[lo:hi], y[lo:hi], reservoir, self.block_steps,
                    gram[lo:hi], xty[lo:hi], self.state_dtype)
 
-        with threadpool_limits(1, user_api="blas"):
+        with single_threaded_blas():
             if len(parts) == 1:
                 work(parts[0])
             else:

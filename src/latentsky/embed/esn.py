@@ -102,8 +102,11 @@ class ReadoutStatistics:
         ``GCV = n * RSS / (n - df)^2`` with ``df = tr(X (X^T X + l I)^-1 X^T)``,
         evaluated from the eigen-decomposition of each ``X^T X``.
         """
+        from latentsky.embed.backends import single_threaded_blas
+
         ridges = np.asarray(ridges, dtype="f8")
-        s, q = np.linalg.eigh(self.gram)
+        with single_threaded_blas():      # a stack of small problems: threads only contend
+            s, q = np.linalg.eigh(self.gram)
         s = np.clip(s, 0.0, None)
         c = np.einsum("nji,nj->ni", q, self.xty)            # Q^T X^T y
         n = self.n_steps.astype("f8")
@@ -138,17 +141,27 @@ def solve_readouts(gram: np.ndarray, xty: np.ndarray, ridge: float) -> np.ndarra
     ridge : float
         Ridge strength ``lambda`` > 0.
     """
-    from threadpoolctl import threadpool_limits
+    from latentsky.embed.backends import single_threaded_blas
 
     check_param("ridge", ridge, isinstance(ridge, numbers.Real) and np.isfinite(ridge) and ridge > 0,
                 "must be a positive number")
-    a = np.array(gram, dtype="f8", copy=True)
-    idx = np.arange(a.shape[-1])
-    a[..., idx, idx] += ridge
-    # Multi-threaded BLAS on stacks of 101x101 systems was 10x slower than one
-    # thread here (threads fight over tiny problems); callers parallelise.
-    with threadpool_limits(1, user_api="blas"):
-        return np.linalg.solve(a, np.asarray(xty, dtype="f8")[..., None])[..., 0]
+    from scipy.linalg.lapack import dposv
+
+    gram = np.asarray(gram, dtype="f8")
+    xty = np.asarray(xty, dtype="f8")
+    eye = ridge * np.eye(gram.shape[-1])
+    out = np.empty(xty.shape)
+    # One LAPACK Cholesky solve per spectrum: the systems are symmetric positive
+    # definite once the ridge is added.  Multi-threaded BLAS on these 101x101
+    # problems was up to 10x slower than one thread here (threads fight over
+    # tiny problems; callers parallelise over spectra instead).
+    with single_threaded_blas():
+        for i in range(len(gram)):
+            _, w, info = dposv(gram[i] + eye, xty[i], lower=0, overwrite_a=1)
+            if info != 0:   # pragma: no cover - not positive definite in floating point
+                w = np.linalg.lstsq(gram[i] + eye, xty[i], rcond=None)[0]
+            out[i] = w
+    return out
 
 
 def gcv_ridge(stats: ReadoutStatistics, ridges=DEFAULT_RIDGE_GRID) -> tuple[float, np.ndarray]:
@@ -451,13 +464,16 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
                                   ids=np.arange(lo, hi) if ids is None else ids[lo:hi], threads=1)
             return st, (None if ridge is None else st.readouts(ridge))
 
-        if n_par == 1 or len(slices) == 1:
-            out = [work(p) for p in slices]
-        else:
-            from concurrent.futures import ThreadPoolExecutor
+        from latentsky.embed.backends import single_threaded_blas
 
-            with ThreadPoolExecutor(n_par) as pool:
-                out = list(pool.map(work, slices))
+        with single_threaded_blas():
+            if n_par == 1 or len(slices) == 1:
+                out = [work(p) for p in slices]
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(n_par) as pool:
+                    out = list(pool.map(work, slices))
         stats = ReadoutStatistics.concatenate(o[0] for o in out)
         return stats, (None if ridge is None else np.concatenate([o[1] for o in out]))
 
