@@ -164,6 +164,7 @@ def test_fetch_keeps_partial_bytes_after_a_dropped_connection(archive, fits_dir,
     assert item.part.stat().st_size > 0 and not item.dest.exists()
 
 
+@pytest.mark.filterwarnings("ignore:File may have been truncated")
 def test_verify_catches_truncated_and_mislabelled_fits(fits_dir, tmp_path):
     data = (fits_dir / HARPS).read_bytes()
     short = tmp_path / "short.fits"
