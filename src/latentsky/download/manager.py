@@ -254,7 +254,6 @@ class DownloadManager:
         self._rng = random.Random(seed)
         self._local = threading.local()
         self._proxy_cache: dict = {}
-        self._stats_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"DownloadManager({self.manifest!r}, max_connections={self.max_connections}, "
@@ -278,6 +277,12 @@ class DownloadManager:
         verify_existing : bool
             Re-check (size, checksum, FITS open) files the manifest says are
             done, instead of only checking they exist with the recorded size.
+
+        Notes
+        -----
+        A file already under its final name that the manifest does not know
+        as done (a run killed between the rename and the manifest update) is
+        verified and, when it passes, kept without being fetched again.
 
         Returns
         -------
