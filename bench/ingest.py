@@ -26,12 +26,12 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from latentsky.data import sample_path
+from latentsky.data import sample_spectra
 
 
 def replicate(n: int, dest: Path) -> list[Path]:
     """Copy the sample's files under new names until there are ``n``."""
-    files = sorted(p for p in sample_path().rglob("*.fit*.gz"))
+    files = sorted(p for folder in sample_spectra() for p in folder.glob("*.fit*.gz"))
     out = []
     for i in range(n):
         src = files[i % len(files)]

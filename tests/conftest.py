@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from latentsky.data import sample_path
+from latentsky.data import sample_path, sample_spectra
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,5 +40,5 @@ def sample_store(tmp_path_factory, sample):
     from latentsky.store import SpectrumStore
 
     out = tmp_path_factory.mktemp("sample") / "store"
-    ingest([sample], out)
+    ingest(sample_spectra(), out)
     return SpectrumStore(out)

@@ -15,6 +15,8 @@ def test_demo_writes_store_summary_and_png(tmp_path, capsys):
     assert main(["demo", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_spectra"] == 125 and summary["not_ingested"] == []
+    assert summary["downloaded"] == {"eso": 26, "sdss": 99}  # fetched from the local archive first
+    assert len(list((out / "downloads").rglob("*.fits"))) == 125
     assert summary["by_class"] == {"QSO": 66, "STAR": 33, "GALAXY": 26}
     assert summary["most_observed"]["HD128621"] == 24
     png = (out / "spectra.png").read_bytes()

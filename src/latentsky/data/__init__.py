@@ -1,4 +1,4 @@
-"""Data shipped with latentsky: the bundled sample of real spectra (see ``sample/PROVENANCE.md``)."""
+"""Data shipped with latentsky: the bundled sample of real spectra and images (see ``sample/PROVENANCE.md``)."""
 
 from __future__ import annotations
 
@@ -7,5 +7,10 @@ from pathlib import Path
 
 
 def sample_path() -> Path:
-    """Folder of the bundled sample: ``harps/`` (HARPS s1d) and ``sdss/`` (SDSS spectra, ``labels.csv``)."""
+    """Folder of the bundled sample: ``harps/`` and ``sdss/`` spectra (``sdss/labels.csv``), ``images/`` cutouts."""
     return Path(str(resources.files("latentsky.data") / "sample"))
+
+
+def sample_spectra() -> list[Path]:
+    """The sample's spectrum folders (HARPS and SDSS), without its images: what ``ingest`` should read."""
+    return [sample_path() / "harps", sample_path() / "sdss"]

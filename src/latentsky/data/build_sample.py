@@ -9,6 +9,8 @@ naming its source file and that file's sha256:
   original ones, only NAXIS1/CRVAL1 change and a HISTORY card says so.
 * SDSS ``spec-*.fits`` files keep HDUs 0-3 (PRIMARY, COADD, SPECOBJ/SPALL,
   SPZLINE): exactly SDSS's own "lite" product; DR7 ``spSpec`` files are kept whole.
+* ``images/`` holds the FIRST and UKIDSS cutouts (astroquery's test images) for
+  the local archive's cutout endpoint, byte-identical (UKIDSS gzipped).
 
 All files are gzip-compressed (astropy reads ``.fits.gz`` directly).
 
@@ -84,6 +86,18 @@ def build(shared: Path, out: Path = SAMPLE_DIR) -> list[str]:
                 dest.write_bytes(gzip.compress(src.read_bytes(), compresslevel=9, mtime=0))
                 how = "byte-identical gzip of"
         lines.append(f"| `sdss/{dest.name}` | {how} `{src.name}` (sha256 {_sha256(src)[:16]}) | "
+                     f"{sources.get(src.name, 'see shared PROVENANCE')} |")
+    (out / "images").mkdir(exist_ok=True)
+    for src in sorted((shared / "images").glob("*/*.fits")):
+        if src.stat().st_size > 100_000:
+            dest = out / "images" / (src.name + ".gz")
+            dest.write_bytes(gzip.compress(src.read_bytes(), compresslevel=9, mtime=0))
+            how = "gzip of"
+        else:
+            dest = out / "images" / src.name
+            dest.write_bytes(src.read_bytes())
+            how = "byte-identical copy of"
+        lines.append(f"| `images/{dest.name}` | {how} `{src.name}` (sha256 {_sha256(src)[:16]}) | "
                      f"{sources.get(src.name, 'see shared PROVENANCE')} |")
     with open(shared / "sdss" / "spectra" / "labels.csv") as fh, open(out / "sdss" / "labels.csv", "w") as dst:
         rows = list(csv.DictReader(fh))
