@@ -237,7 +237,7 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         cat.reset_index(drop=True).to_parquet(tmp / CATALOG_FILE, index=False)
         write_lineage(tmp, step="embed", params=_jsonable({**eparams, "ridge_used": emb.ridge_,
                                                            "offset_used": emb.offset_}),
-                      inputs={"store": str(store.path), "store_fingerprint": store_fingerprint(store)},
+                      inputs={"store": str(store.path.resolve()), "store_fingerprint": store_fingerprint(store)},
                       extra={"n_spectra": n, "code": code_version()})
     log.info("embedded %d spectra into %s", n, out)
     return out
