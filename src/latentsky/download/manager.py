@@ -128,10 +128,17 @@ class Results:
 
 
 class _Job:
-    __slots__ = ("item", "attempts", "etag", "last_error")
+    __slots__ = ("item", "attempts", "unrecorded", "etag", "last_error")
 
     def __init__(self, item: DownloadItem, etag: str | None):
         self.item, self.attempts, self.etag, self.last_error = item, 0, etag, ""
+        # attempts not yet written to the manifest: they ride along with the next write,
+        # which saves one SQLite write per request while a connection slot is held
+        self.unrecorded = 0
+
+    def take_unrecorded(self) -> int:
+        n, self.unrecorded = self.unrecorded, 0
+        return n
 
 
 class _Scheduler:
@@ -432,11 +439,11 @@ class DownloadManager:
         """One attempt at ``job``; returns (finished, delay before the next attempt in s)."""
         item = job.item
         job.attempts += 1
+        job.unrecorded += 1
         with lock:
             results.requests += 1
             if job.attempts > 1:
                 results.retries += 1
-        self.manifest.start_attempt(item.key)
         try:
             # looked up at every attempt: a token renewed during a long run is used at once
             headers = credentials.auth_headers(item.auth, item.url)
@@ -451,7 +458,7 @@ class DownloadManager:
             job.last_error = message
             if not err.retryable or job.attempts >= self.max_retries:
                 return self._give_up(job, results, lock, message)
-            self.manifest.mark_error(item.key, message, failed=False)
+            self.manifest.mark_error(item.key, message, failed=False, attempts=job.take_unrecorded())
             # full jitter (AWS architecture blog): spreads retries of many clients apart
             with lock:
                 delay = self._rng.uniform(0, min(self.max_backoff, self.backoff * 2 ** (job.attempts - 1)))
@@ -461,7 +468,7 @@ class DownloadManager:
             return False, delay
         except LatentskyError as err:
             return self._give_up(job, results, lock, credentials.redact(str(err), _auth_names(item)))
-        self.manifest.mark_done(item.key, res.sha256, res.nbytes)
+        self.manifest.mark_done(item.key, res.sha256, res.nbytes, attempts=job.take_unrecorded())
         with lock:
             results.done.append(res.path)
             results.bytes += res.received
@@ -469,13 +476,14 @@ class DownloadManager:
         return True, 0.0
 
     def _remember_etag(self, job: _Job, etag: str | None) -> None:
+        """Before the first byte is written: the ETag the bytes come from, for a later If-Range."""
         if etag != job.etag:
             job.etag = etag
-            self.manifest.set_etag(job.item.key, etag)
+            self.manifest.start_attempt(job.item.key, etag, attempts=job.take_unrecorded())
 
     def _give_up(self, job: _Job, results: Results, lock: threading.Lock, message: str) -> tuple[bool, float]:
         job.last_error = message
-        self.manifest.mark_error(job.item.key, message, failed=True)
+        self.manifest.mark_error(job.item.key, message, failed=True, attempts=job.take_unrecorded())
         log.warning("download failed: %s (after %d attempt(s))", message, job.attempts)
         with lock:
             results.errors.append(DownloadFailure(job.item, message, job.attempts))

@@ -201,24 +201,26 @@ class Manifest:
             after = self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
         return after - before
 
-    def start_attempt(self, key: str, etag: str | None = None) -> None:
-        """Count one more attempt at ``key`` and remember the source's ETag."""
-        self._exec("UPDATE items SET attempts = attempts + 1, etag = COALESCE(?, etag), updated = ? "
-                   "WHERE key = ?", (etag, time.time(), key))
+    def start_attempt(self, key: str, etag: str | None = None, *, attempts: int = 1) -> None:
+        """Count ``attempts`` more attempts at ``key`` and remember the source's ETag (for ``If-Range``)."""
+        self._exec("UPDATE items SET attempts = attempts + ?, etag = COALESCE(?, etag), updated = ? "
+                   "WHERE key = ?", (int(attempts), etag, time.time(), key))
 
     def set_etag(self, key: str, etag: str | None) -> None:
         """Remember the ETag of the source of a partial file (for ``If-Range``)."""
         self._exec("UPDATE items SET etag = ? WHERE key = ?", (etag, key))
 
-    def mark_done(self, key: str, sha256: str, nbytes: int) -> None:
-        """Record that ``key`` is verified and in place."""
+    def mark_done(self, key: str, sha256: str, nbytes: int, *, attempts: int = 0) -> None:
+        """Record that ``key`` is verified and in place (and ``attempts`` more attempts)."""
         self._exec("UPDATE items SET state = 'done', sha256 = ?, bytes = ?, last_error = NULL, etag = NULL, "
-                   "updated = ? WHERE key = ?", (sha256, int(nbytes), time.time(), key))
+                   "attempts = attempts + ?, updated = ? WHERE key = ?",
+                   (sha256, int(nbytes), int(attempts), time.time(), key))
 
-    def mark_error(self, key: str, error: str, *, failed: bool) -> None:
-        """Record an error; ``failed=True`` gives up on ``key`` for this run."""
+    def mark_error(self, key: str, error: str, *, failed: bool, attempts: int = 0) -> None:
+        """Record an error (and ``attempts`` more attempts); ``failed=True`` gives up on ``key`` for this run."""
         self._exec("UPDATE items SET state = CASE WHEN ? THEN 'failed' ELSE state END, last_error = ?, "
-                   "updated = ? WHERE key = ?", (bool(failed), error, time.time(), key))
+                   "attempts = attempts + ?, updated = ? WHERE key = ?",
+                   (bool(failed), error, int(attempts), time.time(), key))
 
     def mark_pending(self, keys: Iterable[str]) -> None:
         """Put ``keys`` back to ``pending`` (e.g. a done file that disappeared)."""
