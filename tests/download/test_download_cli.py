@@ -49,6 +49,15 @@ def test_download_table_then_status_then_rerun(archive, fits_dir, tmp_path, caps
     assert "0 downloaded, 6 already present, 0 failed" in capsys.readouterr().out
     assert main(["download", "--status", str(dest)]) == 0
     assert "6/6 done, 0 pending" in capsys.readouterr().out
+    # a file damaged in place (same size) is only noticed with --verify, then fetched again
+    victim = dest / archive.files()[0][1].name
+    damaged = bytearray(victim.read_bytes())
+    damaged[:6] = b"BROKEN"
+    victim.write_bytes(bytes(damaged))
+    archive.clear()
+    assert main(["download", str(table), "--dest", str(dest), "--no-progress", "--verify"]) == 0
+    assert "1 downloaded, 5 already present" in capsys.readouterr().out
+    assert victim.read_bytes() == archive.files()[0][1].read_bytes() and len(archive.log) == 1
 
 
 def test_table_names_cannot_escape_dest(archive, tmp_path, capsys):

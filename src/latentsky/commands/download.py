@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-connections-per-host", type=int, help="concurrent transfers per host")
     p.add_argument("--max-retries", type=int, help="attempts per file and run")
     p.add_argument("--timeout", type=float, help="seconds to wait to connect and between bytes")
+    p.add_argument("--verify", action="store_true",
+                   help="re-check files already done (size, checksum, FITS open), not only that they exist")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
@@ -217,7 +219,7 @@ def run(args) -> int:
         Manifest.for_folder(dest), max_connections=args.max_connections,
         max_connections_per_host=args.max_connections_per_host, max_retries=args.max_retries,
         timeout=args.timeout, progress=None if args.no_progress else TqdmProgress())
-    results = manager.run(items)
+    results = manager.run(items, verify_existing=args.verify)
     if args.json:
         print(json.dumps({"done": len(results.done), "skipped": len(results.skipped),
                           "failed": len(results.errors), "bytes": results.bytes,
