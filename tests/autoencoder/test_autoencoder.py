@@ -1,0 +1,164 @@
+"""The model-coupled autoencoder on the bundled real spectra: loss, training, streaming, saving."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from latentsky import evaluate as ev
+from latentsky.exceptions import AutoencoderError
+
+
+def test_importing_the_package_and_estimator_does_not_load_tensorflow():
+    code = ("import sys, latentsky, latentsky.autoencoder, latentsky.autoencoder.estimator, "
+            "latentsky.autoencoder.baselines, latentsky.evaluate, latentsky.pipeline, latentsky.cli;"
+            "latentsky.cli.build_parser();"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'umap') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_coupled_loss_equals_the_data_space_error_of_stage_1(embeddings, readouts, stats):
+    """The float32 form d'Gd - 2d'r + floor matches sse(w)/n_steps computed in float64."""
+    from latentsky.autoencoder.model import ReadoutAutoencoder, coupled_inputs
+
+    rng = np.random.default_rng(1)
+    w = readouts + 0.05 * rng.standard_normal(readouts.shape) * readouts.std(0)
+    data = coupled_inputs(readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:],
+                          embeddings.n_steps[:])
+    model = ReadoutAutoencoder(readouts.shape[1])
+    got = model.data_error(data, w.astype("f4")).numpy()
+    want = ev.reconstruction_error(stats, w)
+    np.testing.assert_allclose(got, want, rtol=2e-4)
+    # the floor is the stage-1 readout's own error
+    np.testing.assert_allclose(data["floor"], ev.reconstruction_error(stats, readouts), rtol=1e-5)
+    # why the centred form: the textbook w'Gw - 2w'h + c in float32 loses the small difference
+    g32 = stats.gram.astype("f4")
+    naive = (np.einsum("ni,nij,nj->n", w.astype("f4"), g32, w.astype("f4"))
+             - 2 * np.einsum("ni,ni->n", w.astype("f4"), stats.xty.astype("f4")) + stats.yty.astype("f4"))
+    naive_err = np.max(np.abs(naive / stats.n_steps - want) / want)
+    ours_err = np.max(np.abs(got - want) / want)
+    assert ours_err < naive_err / 10
+
+
+@pytest.mark.parametrize("normalise, divisor", [("yty", "yty"), ("none", None)])
+def test_other_normalisations_divide_by_their_divisor(embeddings, readouts, stats, normalise, divisor):
+    from latentsky.autoencoder.model import coupled_inputs
+
+    data = coupled_inputs(readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:],
+                          embeddings.n_steps[:], normalise)
+    sse = ev.reconstruction_error(stats, readouts, per="sum")
+    want = sse / (stats.yty if divisor else 1.0)
+    np.testing.assert_allclose(data["floor"], want, rtol=1e-5)
+    with pytest.raises(AutoencoderError, match="parameter normalise"):
+        coupled_inputs(readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:],
+                       embeddings.n_steps[:], "pixels")
+
+
+def test_training_lowers_the_model_coupled_loss(coupled_ae, readouts, stats, small):
+    hist = coupled_ae.history_
+    assert hist["loss"][-1] < 0.9 * hist["loss"][0]
+    # measured independently of Keras: the trained map reconstructs far better than an untrained one
+    from latentsky.autoencoder import LatentAutoencoder
+
+    untrained = LatentAutoencoder(loss="coupled", random_state=0, **{**small, "epochs": 1,
+                                                                    "learning_rate": 1e-9})
+    untrained.fit(readouts, stats=stats)
+    before = ev.anomaly_scores(stats, untrained.reconstruct(readouts), readouts).mean()
+    after = ev.anomaly_scores(stats, coupled_ae.reconstruct(readouts), readouts).mean()
+    assert after < 0.5 * before
+    # and the training loss is the data-space error (plus the weight penalty)
+    final = ev.reconstruction_error(stats, coupled_ae.reconstruct(readouts)).mean()
+    assert final == pytest.approx(hist["data_error"][-1], rel=0.1)
+
+
+def test_coupled_beats_euclidean_in_data_space_at_the_same_size(coupled_ae, euclidean_ae, readouts, stats):
+    assert coupled_ae.model_.count_params() == euclidean_ae.model_.count_params()
+    coupled = ev.anomaly_scores(stats, coupled_ae.reconstruct(readouts), readouts).mean()
+    euclid = ev.anomaly_scores(stats, euclidean_ae.reconstruct(readouts), readouts).mean()
+    assert coupled < 0.9 * euclid
+    assert (ev.reconstruction_error(stats, coupled_ae.reconstruct(readouts)).mean()
+            < ev.reconstruction_error(stats, euclidean_ae.reconstruct(readouts)).mean())
+    # ...while the Euclidean one is better at what it optimises
+    assert (np.mean(((euclidean_ae.reconstruct(readouts) - readouts) / readouts.std(0)) ** 2)
+            < np.mean(((coupled_ae.reconstruct(readouts) - readouts) / readouts.std(0)) ** 2))
+
+
+def test_save_load_round_trip_gives_identical_latent_points(coupled_ae, sample_embeddings, readouts, tmp_path):
+    from latentsky.autoencoder import LatentAutoencoder
+
+    path = coupled_ae.save(tmp_path / "model.keras")
+    loaded = LatentAutoencoder.load(path)
+    z = coupled_ae.transform(readouts)
+    assert z.shape == (len(readouts), 2)
+    np.testing.assert_array_equal(loaded.transform(readouts), z)
+    np.testing.assert_array_equal(loaded.transform(sample_embeddings), z)
+    np.testing.assert_array_equal(loaded.inverse_transform(z), coupled_ae.inverse_transform(z))
+    assert loaded.get_params()["hidden"] == (32,) and loaded.loss == "coupled"
+    assert loaded.history_ == coupled_ae.history_
+    with pytest.raises(AutoencoderError, match="no such model file"):
+        LatentAutoencoder.load(tmp_path / "missing.keras")
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(AutoencoderError, match="junk.keras"):
+        LatentAutoencoder.load(tmp_path / "junk.keras")
+    with pytest.raises(AutoencoderError, match=r"\.keras name"):
+        coupled_ae.save(tmp_path / "model.h5")
+
+
+def test_streaming_and_in_memory_training_are_reproducible_and_report_progress(sample_embeddings, tmp_path, small):
+    from latentsky.autoencoder import LatentAutoencoder, TrainingEvent
+
+    events = []
+    kw = dict(small, epochs=15, patience=5, validation_fraction=0.2, chunk_rows=16, random_state=3)
+    a = LatentAutoencoder(in_memory=False, progress=events.append, checkpoint_dir=tmp_path / "ckpt", **kw)
+    a.fit(sample_embeddings)
+    b = LatentAutoencoder(in_memory=False, **kw).fit(sample_embeddings)
+    assert not a.in_memory_
+    np.testing.assert_array_equal(a.transform(sample_embeddings), b.transform(sample_embeddings))
+    assert a.n_train_ == 100 and a.n_val_ == 25
+    assert "val_loss" in a.history_ and (tmp_path / "ckpt" / "best.weights.h5").exists()
+    # progress: one event per epoch, losses attached, a last "finished" event
+    assert all(isinstance(e, TrainingEvent) and e.task == "train" and e.unit == "epochs" for e in events)
+    per_epoch = [e for e in events if e.logs]
+    assert [e.done for e in per_epoch] == list(range(1, a.n_epochs_ + 1))
+    assert per_epoch[0].logs["loss"] == a.history_["loss"][0] and "val_loss" in per_epoch[0].message
+    assert events[-1].finished and events[-1].total == 15
+    c = LatentAutoencoder(in_memory=True, **kw).fit(sample_embeddings)
+    assert c.in_memory_ and c.n_epochs_ >= 1
+
+
+def test_the_stream_yields_every_selected_row_once_per_epoch(sample_embeddings, embeddings):
+    from latentsky.autoencoder.estimator import LatentAutoencoder, _as_source
+
+    source = _as_source(sample_embeddings, None, 16)
+    mask = np.zeros(len(embeddings), dtype=bool)
+    mask[::3] = True
+    est = LatentAutoencoder(batch_size=7)
+    ds = est._dataset(source, mask, shuffle=True, seed=0, statistics=True, in_memory=False)
+    assert int(ds.cardinality()) == int(np.ceil(mask.sum() / 7))
+    for _ in range(2):
+        batches = list(ds.as_numpy_iterator())
+        assert all(len(b["readout"]) == 7 for b in batches[:-1])
+        got = np.concatenate([b["readout"] for b in batches])
+        want = embeddings.readout[:][mask].astype("f4")
+        assert len(got) == len(want)
+        np.testing.assert_array_equal(np.sort(got, axis=0), np.sort(want, axis=0))
+        assert batches[0]["gram"].shape[1] == 101 * 102 // 2
+
+
+def test_errors_name_the_parameter(readouts, stats):
+    from latentsky.autoencoder import LatentAutoencoder
+
+    with pytest.raises(AutoencoderError, match="loss='coupled' needs the stage-1 statistics"):
+        LatentAutoencoder().fit(readouts)
+    with pytest.raises(AutoencoderError, match="parameter loss='l1'"):
+        LatentAutoencoder(loss="l1").fit(readouts, stats=stats)
+    with pytest.raises(AutoencoderError, match="parameter validation_fraction"):
+        LatentAutoencoder(validation_fraction=1.0).fit(readouts, stats=stats)
+    with pytest.raises(AutoencoderError, match="parameter stats: 124 spectra"):
+        LatentAutoencoder().fit(readouts, stats=stats.take(slice(1, None)))
+    with pytest.raises(AutoencoderError, match="parameter X"):
+        LatentAutoencoder().fit(readouts[0], stats=stats)
