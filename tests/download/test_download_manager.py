@@ -183,3 +183,27 @@ def test_one_run_at_a_time_per_manifest(fits_dir, tmp_path, plan, assert_identic
         assert_identical(items)
         assert len(server.log) == len(items)  # the refused run fetched nothing
         assert _manager(tmp_path).run(items).skipped  # the lock is free again
+
+
+def test_stop_ends_a_run_early_and_the_next_run_finishes(fits_dir, tmp_path, plan, assert_identical):
+    import threading
+    import time
+
+    from latentsky.archives.local.server import LocalServer
+
+    with LocalServer(fits_dir, latency=0.3) as server:
+        items = plan(server, tmp_path / "dest")
+        manager = _manager(tmp_path, max_connections=1)
+        out = {}
+        runner = threading.Thread(target=lambda: out.setdefault("r", manager.run(items)))
+        runner.start()
+        while server.in_flight == 0 and runner.is_alive():
+            time.sleep(0.01)
+        manager.stop()
+        runner.join(10)
+        first = out["r"]
+        assert first.stopped and first.ok and len(first.done) == 1 and "stopped early" in first.summary()
+        assert manager.manifest.counts() == {"done": 1, "pending": len(items) - 1}
+        again = manager.run(items)
+        assert not again.stopped and len(again.done) == len(items) - 1 and len(again.skipped) == 1
+        assert_identical(items)

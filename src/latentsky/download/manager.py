@@ -96,6 +96,9 @@ class Results:
         Bytes received, bytes.
     elapsed : float
         Wall-clock duration of the run, s.
+    stopped : bool
+        True when :meth:`DownloadManager.stop` ended the run early (the
+        files not reached are still pending in the manifest).
     """
 
     done: list = dataclasses.field(default_factory=list)
@@ -105,6 +108,7 @@ class Results:
     retries: int = 0
     bytes: int = 0
     elapsed: float = 0.0
+    stopped: bool = False
 
     @property
     def ok(self) -> bool:
@@ -121,7 +125,7 @@ class Results:
         rate = len(self.done) / self.elapsed if self.elapsed else 0.0
         return (f"{len(self.done)} downloaded, {len(self.skipped)} already present, {len(self.errors)} failed; "
                 f"{self.bytes / 1e6:.1f} MB in {self.elapsed:.1f} s ({rate:.1f} files/s, "
-                f"{self.requests} requests, {self.retries} retries)")
+                f"{self.requests} requests, {self.retries} retries)" + ("; stopped early" if self.stopped else ""))
 
     def __repr__(self) -> str:
         return f"<Results: {self.summary()}>"
@@ -261,12 +265,25 @@ class DownloadManager:
         self._rng = random.Random(seed)
         self._local = threading.local()
         self._proxy_cache: dict = {}
+        self._sched: _Scheduler | None = None
+        self._stop = threading.Event()
 
     def __repr__(self) -> str:
         return (f"DownloadManager({self.manifest!r}, max_connections={self.max_connections}, "
                 f"max_connections_per_host={self.max_connections_per_host}, max_retries={self.max_retries})")
 
     # ------------------------------------------------------------------ API
+    def stop(self) -> None:
+        """Ask a running :meth:`run` (in another thread) to end early.
+
+        Transfers in flight finish (or keep their ``.part`` file for the next
+        run); nothing new starts; ``run`` returns results with ``stopped=True``.
+        """
+        self._stop.set()
+        sched = self._sched
+        if sched is not None:
+            sched.stop()
+
     def enqueue(self, items: Iterable[DownloadItem]) -> int:
         """Record items in the manifest (harmless when already there); returns how many are new."""
         return self.manifest.enqueue(items)
@@ -301,6 +318,7 @@ class DownloadManager:
             When another run is using the same manifest.
         """
         t0 = time.monotonic()
+        self._stop.clear()
         if items is not None:
             todo = [x.item if isinstance(x, DownloadFailure) else x for x in items]
             _check_unique(todo)
@@ -386,6 +404,9 @@ class DownloadManager:
 
     def _run_jobs(self, jobs: list[_Job], results: Results, progress: Progress) -> None:
         sched = _Scheduler(jobs, self.max_connections, self.max_connections_per_host)
+        self._sched = sched
+        if self._stop.is_set():  # stop() came before the scheduler existed
+            sched.stop()
         lock = threading.Lock()
         # more workers than connections: some verify files while the others download
         n_workers = min(2 * self.max_connections, len(jobs))
@@ -431,6 +452,9 @@ class DownloadManager:
             for t in threads:
                 t.join(timeout=self.timeout)
             raise
+        finally:
+            self._sched = None
+        results.stopped = self._stop.is_set()
         if errors:
             raise errors[0]
 
