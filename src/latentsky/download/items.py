@@ -3,7 +3,7 @@
 Archive clients turn query results into lists of :class:`DownloadItem` in
 their ``plan()`` method, with no network call; the download manager
 (:mod:`latentsky.download.manager`) fetches them.  The record is deliberately
-small and stable: six fields, all plain data, so plans can be tested offline,
+small and stable: seven fields, all plain data, so plans can be tested offline,
 stored in the manifest and compared between runs.
 
 Examples
