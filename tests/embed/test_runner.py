@@ -109,3 +109,15 @@ def test_cli_with_local_workers(sample_store, tmp_path, capsys):
     assert main(["embed", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     with pytest.raises(SystemExit):
         main(["embed", str(sample_store.path), "--out", str(out), "--ridge", "lots"])
+
+
+def test_tuned_run_records_the_tuned_reservoir(sample_store, tmp_path):
+    events = []
+    # a poor start (short memory, tiny input weights), which the tuning must leave
+    out = embed_store(sample_store, tmp_path / "tuned", n_units=20, backend="numpy", cycle_weight=0.1,
+                      input_scaling=0.02, tune=4, tune_iter=15, progress=events.append)
+    emb = open_embeddings(out)
+    params = emb.attrs["params"]
+    assert (params["cycle_weight"], params["input_scaling"]) != (0.1, 0.02)
+    assert abs(emb.reservoir.cycle_weight - params["cycle_weight"]) < 1e-12
+    assert {e.task for e in events} == {"tune", "embed"}

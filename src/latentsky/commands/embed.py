@@ -35,6 +35,8 @@ def register(subparsers) -> None:
                    help="computation back end (auto: TensorFlow on a GPU, else NumPy)")
     p.add_argument("--state-dtype", choices=["float32", "float64"], default="float32",
                    help="precision of the reservoir states (sums are always float64)")
+    p.add_argument("--tune", type=int, default=0, metavar="N_SERIES",
+                   help="first tune (r, v, b) by Nelder-Mead on N_SERIES spectra (0: no tuning)")
     p.add_argument("--chunk-rows", type=int, default=None, help="spectra per task (default: the store's chunks)")
     p.add_argument("--seed", type=int, default=0, help="seed (random reservoir, fitting subsample)")
     where = p.add_mutually_exclusive_group()
@@ -50,7 +52,7 @@ def run(args) -> int:
     out = embed_store(args.store, args.out, n_units=args.n_units, reservoir=args.reservoir,
                       cycle_weight=args.cycle_weight, input_scaling=args.input_scaling, bias=args.bias,
                       leak_rate=args.leak_rate, washout=args.washout, ridge=args.ridge, backend=args.backend,
-                      state_dtype=args.state_dtype, chunk_rows=args.chunk_rows, scheduler=args.scheduler,
+                      state_dtype=args.state_dtype, tune=args.tune, chunk_rows=args.chunk_rows, scheduler=args.scheduler,
                       workers=args.workers, progress=TqdmProgress(), random_state=args.seed)
     from latentsky.embed.runner import open_embeddings
 

@@ -97,7 +97,7 @@ def _embed_chunk(store_path: str, start: int, stop: int, params: dict, reservoir
 
 
 def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_rows: int = 2000,
-                chunk_rows: int | None = None, client=None, scheduler: str | None = None,
+                tune: int = 0, tune_iter: int = 60, chunk_rows: int | None = None, client=None, scheduler: str | None = None,
                 workers: int | None = None, progress=None, random_state=0, **params) -> Path:
     """Embed every spectrum of a store; write readouts and statistics (layout above).
 
@@ -114,6 +114,12 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         with ``ridge="gcv"``, the ridge).
     fit_rows : int
         Spectra used to fit an unfitted embedder.
+    tune : int
+        When > 0, first tune the simple cycle's (r, v, b) with
+        :func:`tune_reservoir` on this many of the fitting spectra (progress
+        task ``"tune"``); the tuned values replace the embedder's.
+    tune_iter : int
+        Nelder-Mead iterations of the tuning.
     chunk_rows : int, optional
         Spectra per task and per output chunk (default: the store's chunking).
     client : distributed.Client, optional
@@ -160,8 +166,24 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     except NotFittedError:
         rng = np.random.default_rng(random_state)
         rows = np.sort(rng.choice(n, size=min(fit_rows, n), replace=False))
-        emb.fit(np.asarray(store.flux.get_orthogonal_selection((rows, slice(None))), dtype="f8"),
-                weight=store.weight.get_orthogonal_selection((rows, slice(None))))
+        fx = np.asarray(store.flux.get_orthogonal_selection((rows, slice(None))), dtype="f8")
+        fw = store.weight.get_orthogonal_selection((rows, slice(None)))
+        if tune:
+            from latentsky.embed.esn import tune_reservoir
+
+            if emb.reservoir != "cycle":
+                raise EmbeddingError("parameter tune: only the simple cycle reservoir is tuned")
+            best = tune_reservoir(fx, fw, n_units=emb.n_units, washout=emb.washout,
+                                  ridge=emb.ridge if not isinstance(emb.ridge, str) else 1e-2,
+                                  x0=(emb.cycle_weight, emb.input_scaling, emb.bias), n_series=int(tune),
+                                  max_iter=tune_iter, input_offset=emb.input_offset, backend=emb.backend,
+                                  random_state=random_state, progress=progress)
+            log.info("tuned reservoir: r=%.4g v=%.4g b=%.4g (held-out error %.4g, from %.4g)",
+                     best["cycle_weight"], best["input_scaling"], best["bias"], best["error"],
+                     best["initial_error"])
+            emb.set_params(cycle_weight=best["cycle_weight"], input_scaling=best["input_scaling"],
+                           bias=best["bias"])
+        emb.fit(fx, weight=fw)
     if emb.n_features_in_ != store.flux.shape[1]:
         raise EmbeddingError(f"{store.path}: spectra have {store.flux.shape[1]} pixels, the embedder was "
                              f"fitted on {emb.n_features_in_}")
