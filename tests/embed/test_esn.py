@@ -180,6 +180,10 @@ def test_estimator_api(alf_cen_b):
     assert list(emb.get_feature_names_out()[-2:]) == ["w14", "bias"]
     c = clone(emb)
     assert not hasattr(c, "reservoir_") and c.get_params() == emb.get_params()
+    # fit_transform passes the weights (masks) to transform too
+    w = np.ones_like(flux)
+    w[0, 100:200] = 0
+    assert np.array_equal(c.fit_transform(flux, weight=w), c.transform(flux, weight=w))
 
 
 def test_tune_reservoir_improves_the_held_out_error(alf_cen_b):

@@ -494,6 +494,10 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
         X = validate_data(self, X, dtype="float64", ensure_all_finite="allow-nan", reset=False)
         return self._statistics(X, weight, ids)
 
+    def fit_transform(self, X, y=None, weight=None, ids=None):
+        """``fit`` then ``transform``, both with the same ``weight`` (masked pixels)."""
+        return self.fit(X, y, weight=weight).transform(X, weight=weight, ids=ids)
+
     def transform(self, X, weight=None, ids=None):
         """Readouts, shape (n_series, n_units + 1): reservoir weights, then the bias weight."""
         return self.transform_with_statistics(X, weight, ids)[0]
