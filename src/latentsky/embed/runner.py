@@ -125,7 +125,10 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     client : distributed.Client, optional
         Run the chunks on this Dask cluster.
     scheduler : str, optional
-        Address of a Dask scheduler to connect to.
+        Address of a Dask scheduler to connect to.  Workers open the store by
+        its path, so it must be readable at the same path on every worker
+        (a shared file system); results come back to this process, which
+        alone writes ``out``.
     workers : int, optional
         Start a local Dask cluster with this many single-threaded worker processes.
     progress : callable, optional
