@@ -234,7 +234,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         ``2 (N+1)(N+2)`` bytes per spectrum: 21 kB for N = 100).
     jit_compile : bool
         Compile the training step with XLA (faster on CPU after a second or
-        two of compilation).
+        two of compilation); Keras allows it only with ``deterministic=False``.
     deterministic : bool
         Make TensorFlow ops deterministic (``enable_op_determinism``), so that
         equal seeds give equal models.
@@ -434,7 +434,9 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
             model.set_standardisation(mean, std)
         else:
             raise AutoencoderError(f"parameter whiten={self.whiten!r}: must be 'auto', 'std' or 'metric'")
-        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate), jit_compile=bool(self.jit_compile))
+        # Keras falls back from XLA (with a warning) when op determinism is on
+        model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+                      jit_compile=bool(self.jit_compile) and not self.deterministic)
 
         statistics = source.has_statistics
         in_memory = self._in_memory(source)

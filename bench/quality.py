@@ -1,0 +1,117 @@
+"""Map quality on the bundled sample: our autoencoder beside the baselines, from the same run.
+
+The 125 real spectra are ingested and embedded with the pipeline's settings
+(:mod:`latentsky.pipeline`), then mapped to 2-D by
+
+* ``ours``: the model-coupled autoencoder (the pipeline's training settings);
+* ``euclidean_ae``: the same network trained on the Euclidean readout loss;
+* ``pca``: PCA of the standardised readouts;
+* ``umap``: UMAP of the standardised readouts;
+* ``spectra_pca``: PCA of the resampled spectra (no stage 1 at all).
+
+Scores (:mod:`latentsky.evaluate`): leave-one-out kNN purity by object (k = 1
+and 5, over the objects observed more than once) and by class, trustworthiness,
+and, for the maps that can reconstruct a readout, the data-space
+reconstruction error (mean one-step squared error per step) and its excess
+over the stage-1 readouts' own error.  ``--seeds`` repeats the trained maps
+with other seeds and reports means.
+
+Last line: one JSON object with ``ours_purity_k1, ours_purity_k5,
+pca_purity_k1, umap_purity_k1, ours_recon_error, euclidean_ae_recon_error``
+and the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=1, help="seeds of the trained maps to average (default 1)")
+    args = ap.parse_args()
+
+    from latentsky import evaluate as ev
+    from latentsky.autoencoder import LatentAutoencoder, ReadoutPCA, ReadoutUMAP, SpectraPCA
+    from latentsky.data import sample_path
+    from latentsky.embed.runner import embed_store, open_embeddings
+    from latentsky.ingest import ingest
+    from latentsky.pipeline import EMBED_DEFAULTS, TRAIN_DEFAULTS
+    from latentsky.store import SpectrumStore
+
+    with tempfile.TemporaryDirectory(prefix="latentsky-bench-quality-") as tmp:
+        tmp = Path(tmp)
+        ingest([sample_path()], tmp / "store")
+        store = SpectrumStore(tmp / "store")
+        embed_store(store, tmp / "emb", random_state=0, **EMBED_DEFAULTS)
+        emb = open_embeddings(tmp / "emb")
+        readouts = np.asarray(emb.readout[:], dtype="f8")
+        stats = emb.statistics()
+        cat = store.catalog.iloc[emb.catalog["row"].to_numpy()].reset_index(drop=True)
+        flux, weight = store.flux[:], store.weight[:]
+
+        def score(Z, rec=None):
+            out = ev.score_map(Z, cat, labels=("object", "spec_class"), readouts=readouts, stats=stats,
+                               reconstructed=rec)
+            return out
+
+        results: dict[str, list[dict]] = {}
+        timings: dict[str, float] = {}
+        train = {**TRAIN_DEFAULTS, "validation_fraction": 0.0}
+        for name, kw in (("ours", dict(loss="coupled")), ("euclidean_ae", dict(loss="euclidean"))):
+            for seed in range(args.seeds):
+                t0 = time.perf_counter()
+                est = LatentAutoencoder(**{**train, **kw, "random_state": seed}).fit(tmp / "emb")
+                Z = est.transform(readouts)
+                results.setdefault(name, []).append(score(Z, est.inverse_transform(Z)))
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pca = ReadoutPCA().fit(readouts)
+        Z = pca.transform(readouts)
+        results["pca"] = [score(Z, pca.inverse_transform(Z))]
+        timings["pca"] = time.perf_counter() - t0
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            results.setdefault("umap", []).append(score(ReadoutUMAP(random_state=seed).fit_transform(readouts)))
+            timings["umap"] = timings.get("umap", 0.0) + time.perf_counter() - t0
+        t0 = time.perf_counter()
+        results["spectra_pca"] = [score(SpectraPCA().fit_transform(flux, weight=weight))]
+        timings["spectra_pca"] = time.perf_counter() - t0
+
+    means = {name: {k: float(np.mean([r[k] for r in runs])) for k in runs[0]} for name, runs in results.items()}
+    cols = [("purity_object_k1", "purity obj k1"), ("purity_object_k5", "obj k5"),
+            ("purity_spec_class_k5", "class k5"), ("trustworthiness", "trust"), ("continuity", "contin."),
+            ("recon_error", "recon err"), ("recon_excess", "excess")]
+    print(f"{len(readouts)} spectra, {int((cat['object'].value_counts() > 1).sum())} objects observed more than "
+          f"once; stage-1 error (floor) {means['ours']['stage1_error']:.5f}; seeds {args.seeds}")
+    print(f"{'map':<13}" + "".join(f"{h:>14}" for _, h in cols) + f"{'time s':>9}")
+    for name, m in means.items():
+        print(f"{name:<13}" + "".join(f"{m[k]:>14.4f}" if k in m else f"{'-':>14}" for k, _ in cols)
+              + f"{timings[name] / max(1, len(results[name])):>9.1f}")
+    best_purity = max(means[b]["purity_object_k1"] for b in ("pca", "umap", "spectra_pca"))
+    print(f"targets: ours purity k1 >= best baseline ({best_purity:.4f}): "
+          f"{means['ours']['purity_object_k1'] >= best_purity}; ours recon error < euclidean AE and PCA: "
+          f"{means['ours']['recon_error'] < min(means['euclidean_ae']['recon_error'], means['pca']['recon_error'])}")
+    out = {"n_spectra": len(readouts), "seeds": args.seeds, "stage1_error": means["ours"]["stage1_error"]}
+    for name, m in means.items():
+        out[f"{name}_purity_k1"] = m["purity_object_k1"]
+        out[f"{name}_purity_k5"] = m["purity_object_k5"]
+        out[f"{name}_class_purity_k5"] = m["purity_spec_class_k5"]
+        out[f"{name}_trustworthiness"] = m["trustworthiness"]
+        if "recon_error" in m:
+            out[f"{name}_recon_error"] = m["recon_error"]
+            out[f"{name}_recon_excess"] = m["recon_excess"]
+    print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""``latentsky pipeline SOURCE --out DIR``: ingest, embed, train and encode in one go.
+
+SOURCE is a folder of FITS spectra or a spectrum store.  Writes
+``DIR/latent.parquet``, ``DIR/model.keras``, ``DIR/metrics.json`` and
+``DIR/map.png``; stages whose output is up to date are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("pipeline", help="FITS spectra (or a store) -> latent map, in one go",
+                              description=__doc__)
+    p.add_argument("source", type=Path, metavar="SOURCE", help="folder of FITS spectra, or a spectrum store")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--latent-dims", type=int, default=2, help="latent dimensions (default 2: x, y)")
+    p.add_argument("--n-units", type=int, default=100, help="reservoir units N of stage 1 (default 100)")
+    p.add_argument("--loss", choices=["coupled", "euclidean"], default="coupled",
+                   help="autoencoder loss: data-space (coupled, default) or Euclidean on readouts")
+    p.add_argument("--epochs", type=int, default=None, help="maximum training epochs (default 600)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    p.add_argument("--force", action="store_true", help="redo every stage even when up to date")
+    p.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
+    p.set_defaults(func=run)
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """A few lines of the headline figures of :func:`latentsky.pipeline.run_pipeline`'s metrics."""
+    lines = []
+    for name, m in metrics.items():
+        if not isinstance(m, dict) or "n" not in m:
+            continue
+        keys = [k for k in ("purity_object_k1", "purity_object_k5", "purity_spec_class_k5", "trustworthiness",
+                            "recon_error", "recon_excess") if k in m]
+        lines.append(f"{name:>14}: " + ", ".join(f"{k} {m[k]:.4g}" for k in keys))
+    t = metrics.get("timings", {})
+    if t:
+        lines.append("timings: " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in t.items()))
+    return lines
+
+
+def run(args) -> int:
+    from latentsky.pipeline import run_pipeline
+    from latentsky.progress import TqdmProgress
+
+    train = {"loss": args.loss}
+    if args.epochs is not None:
+        train["epochs"] = args.epochs
+    metrics = run_pipeline(args.source, args.out, n_latent=args.latent_dims, embed={"n_units": args.n_units},
+                           train=train, seed=args.seed, force=args.force,
+                           progress=None if args.no_progress else TqdmProgress())
+    for line in summary_lines(metrics):
+        print(line)
+    print("wrote " + ", ".join(metrics["outputs"][k] for k in ("latent", "model", "metrics", "map")))
+    if metrics["skipped"]:
+        print("up to date, skipped: " + ", ".join(metrics["skipped"]))
+    print(json.dumps({k: metrics["ours"][k] for k in sorted(metrics["ours"])}))
+    return 0

@@ -1,0 +1,78 @@
+"""`latentsky pipeline` end to end on the bundled sample of real spectra."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latentsky.cli import main
+from latentsky.exceptions import AutoencoderError
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, sample):
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    rc = main(["pipeline", str(sample), "--out", str(out), "--epochs", "150", "--no-progress"])
+    return rc, out
+
+
+def test_pipeline_writes_every_output(pipeline_run, capsys):
+    rc, out = pipeline_run
+    assert rc == 0
+    table = pd.read_parquet(out / "latent.parquet")
+    assert len(table) == 125
+    assert {"id", "path", "object", "ra", "dec", "mjd", "x", "y", "anomaly"} <= set(table.columns)
+    assert "z2" not in table
+    assert np.isfinite(table[["x", "y", "anomaly"]].to_numpy()).all()
+    assert table["x"].std() > 0 and table["y"].std() > 0
+    assert (table.loc[table["object"] == "HD128621"].shape[0]) == 24
+    metrics = json.loads((out / "metrics.json").read_text())
+    ours = metrics["ours"]
+    for key in ("purity_object_k1", "purity_object_k5", "trustworthiness", "continuity", "recon_error",
+                "recon_excess", "stage1_error"):
+        assert np.isfinite(ours[key]), key
+    # the map is better in data space than the PCA of the readouts
+    assert ours["recon_excess"] < metrics["pca_readouts"]["recon_excess"]
+    # repeated observations are neighbours far more often than chance (~1/10 of the repeats)
+    assert ours["purity_object_k1"] > 0.3
+    assert metrics["most_anomalous"][0]["anomaly"] == pytest.approx(table["anomaly"].max())
+    png = (out / "map.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    # the model file reproduces the table's coordinates
+    from latentsky.autoencoder import LatentAutoencoder
+    from latentsky.embed.runner import open_embeddings
+
+    est = LatentAutoencoder.load(out / "model.keras")
+    z = est.transform(open_embeddings(out / "embeddings").readout[:])
+    np.testing.assert_array_equal(z[:, 0].astype("f8"), table["x"].to_numpy())
+
+
+def test_pipeline_resumes_skipping_up_to_date_stages(pipeline_run, capsys):
+    rc, out = pipeline_run
+    before = (out / "model.keras").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["pipeline", str(out / "store"), "--out", str(out), "--epochs", "150", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped: ingest, embed, train" in printed
+    assert (out / "model.keras").stat().st_mtime_ns == before
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["skipped"] == ["ingest", "embed", "train"]
+
+
+def test_pipeline_more_latent_dimensions_and_errors(tmp_path, pipeline_run):
+    from latentsky.pipeline import run_pipeline
+
+    _, out = pipeline_run
+    events = []
+    metrics = run_pipeline(out / "store", tmp_path / "three", n_latent=3, train={"epochs": 5},
+                           baselines=False, progress=events.append)
+    table = pd.read_parquet(tmp_path / "three" / "latent.parquet")
+    assert {"x", "y", "z2"} <= set(table.columns) and "z3" not in table
+    assert metrics["n_latent"] == 3 and "pca_readouts" not in metrics
+    assert {e.task for e in events} == {"embed", "train", "encode"}
+    with pytest.raises(AutoencoderError, match="parameter source"):
+        run_pipeline(tmp_path / "nowhere", tmp_path / "x")
+    assert main(["pipeline", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
