@@ -10,7 +10,7 @@ import requests
 
 from latentsky.download import DownloadItem, Manifest
 from latentsky.download.names import filename_from_content_disposition, name_from_url, safe_join, safe_name
-from latentsky.download.transfer import fetch, parse_retry_after, verify
+from latentsky.download.transfer import fetch, fits_extent, parse_retry_after, verify
 from latentsky.exceptions import DownloadError
 
 
@@ -189,3 +189,22 @@ def test_parse_retry_after():
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert 9 <= parse_retry_after("Thu, 01 Jan 1970 00:00:10 GMT", now=0.0) <= 10
+
+
+def test_fits_extent_reads_the_layout_of_real_files(fits_dir, tmp_path):
+    for path in sorted(fits_dir.iterdir()):
+        assert fits_extent(path) == path.stat().st_size, path.name
+        item = DownloadItem("k", "http://h/k", path, kind="fits")
+        assert verify(item, path) == verify(item, path, deep=True)
+    # a whole HDU missing at the end is invisible to the layout (only size or checksum catch it),
+    # but padding after the last HDU is tolerated and a header cut before END is not
+    data = (fits_dir / "spec-1931-53358-0251.fits").read_bytes()
+    padded = tmp_path / "padded.fits"
+    padded.write_bytes(data + bytes(2880))
+    assert fits_extent(padded) == len(data)
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(data[:2880])
+    with pytest.raises(ValueError, match="no END card"):
+        fits_extent(cut)
+    with pytest.raises(DownloadError, match="not a complete FITS file"):
+        verify(DownloadItem("c", "http://h/c", cut, kind="fits"), cut)

@@ -354,7 +354,7 @@ class DownloadManager:
                     results.skipped.append(item.dest)
                     continue
                 try:
-                    verify(item, item.dest)
+                    verify(item, item.dest, deep=True)
                     results.skipped.append(item.dest)
                     continue
                 except DownloadError as err:

@@ -105,7 +105,7 @@ def _looks_like_html(head: bytes) -> bool:
     return start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
 
 
-def verify(item: DownloadItem, path: str | Path, sha256: str | None = None) -> str:
+def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, deep: bool = False) -> str:
     """Check a complete file against ``item``; returns its SHA-256.
 
     Parameters
@@ -116,12 +116,24 @@ def verify(item: DownloadItem, path: str | Path, sha256: str | None = None) -> s
         The file to check (usually ``item.part``).
     sha256 : str, optional
         The digest, when already computed while streaming.
+    deep : bool
+        For FITS: have astropy parse every HDU (tables included), not only the
+        primary one.  The layout of every HDU is checked either way.
 
     Raises
     ------
     DownloadError
         Naming the item, URL and the check that failed; ``retryable`` is True
         (a fresh download may be good).
+
+    Notes
+    -----
+    A FITS file must not be an HTML page; an uncompressed one must be whole
+    2880-byte blocks, every HDU's header must end (``END``) and its data fit
+    in the file (a fast scan of the headers, :func:`fits_extent`), and astropy
+    must open it.  By default astropy parses the primary HDU only: parsing
+    every table HDU costs 4x more CPU (about 1.5 ms per 100 kB SDSS spectrum)
+    and, with the layout scan, catches little more.
     """
     path = Path(path)
     size = path.stat().st_size
@@ -131,35 +143,97 @@ def verify(item: DownloadItem, path: str | Path, sha256: str | None = None) -> s
     if item.sha256 is not None and digest != item.sha256:
         raise DownloadError(item.key, item.url, f"SHA-256 {digest} does not match the expected {item.sha256}")
     if item.kind == "fits":
-        _verify_fits(item, path, size)
+        _verify_fits(item, path, size, deep)
     return digest
 
 
-def _verify_fits(item: DownloadItem, path: Path, size: int) -> None:
+def fits_extent(path: str | Path) -> int:
+    """Bytes spanned by the HDUs of an uncompressed FITS file, from its headers alone.
+
+    Reads each header up to its ``END`` card and skips the data unit, whose
+    size follows from ``BITPIX``, ``NAXISn``, ``PCOUNT`` and ``GCOUNT`` (FITS
+    standard 4.0, section 4.4.1).  Stops at the end of the file or at blocks
+    that do not start an extension (padding some writers append).
+
+    Raises
+    ------
+    ValueError
+        A header without ``END`` or with unreadable sizes.
+    """
+    size = os.path.getsize(path)
+    pos, first = 0, True
+    with open(path, "rb") as fh:
+        while pos < size:
+            fh.seek(pos)
+            block = fh.read(FITS_BLOCK)
+            if not first and not block.startswith(b"XTENSION="):
+                break  # trailing padding, not an HDU
+            cards: dict[bytes, bytes] = {}
+            header_len = 0
+            while True:
+                if len(block) < FITS_BLOCK:
+                    raise ValueError(f"header at byte {pos} has no END card before the end of the file")
+                header_len += FITS_BLOCK
+                ended = False
+                for i in range(0, FITS_BLOCK, 80):
+                    card = block[i:i + 80]
+                    key = card[:8].rstrip()
+                    if key == b"END":
+                        ended = True
+                        break
+                    if card[8:10] == b"= " and key not in cards:
+                        cards[key] = card[10:].split(b"/", 1)[0].strip()
+                if ended:
+                    break
+                block = fh.read(FITS_BLOCK)
+            try:
+                bitpix = abs(int(cards[b"BITPIX"]))
+                naxis = int(cards[b"NAXIS"])
+                dims = [int(cards[b"NAXIS%d" % n]) for n in range(1, naxis + 1)]
+                pcount = int(cards.get(b"PCOUNT", b"0"))
+                gcount = int(cards.get(b"GCOUNT", b"1"))
+            except (KeyError, ValueError) as err:
+                raise ValueError(f"header at byte {pos}: unreadable data size ({err})") from None
+            if first and dims and dims[0] == 0 and cards.get(b"GROUPS") == b"T":
+                dims = dims[1:]  # random groups: NAXIS1 = 0 is not a dimension
+            n = 0
+            if dims:
+                n = 1
+                for d in dims:
+                    n *= d
+            data = bitpix // 8 * gcount * (pcount + n)
+            pos += header_len + -(-data // FITS_BLOCK) * FITS_BLOCK
+            first = False
+    return pos
+
+
+def _verify_fits(item: DownloadItem, path: Path, size: int, deep: bool = False) -> None:
     with open(path, "rb") as fh:
         head = fh.read(80)
     if _looks_like_html(head):
         raise DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
                                                 "(expired login or archive error page?)")
     plain = head.startswith(b"SIMPLE  =")
-    if plain and size % FITS_BLOCK:
-        raise DownloadError(item.key, item.url, f"{size} bytes is not a whole number of {FITS_BLOCK}-byte "
-                                                "FITS blocks (truncated?)")
+    if plain:
+        if size % FITS_BLOCK:
+            raise DownloadError(item.key, item.url, f"{size} bytes is not a whole number of {FITS_BLOCK}-byte "
+                                                    "FITS blocks (truncated?)")
+        try:
+            extent = fits_extent(path)
+        except ValueError as err:
+            raise DownloadError(item.key, item.url, f"not a complete FITS file ({err})") from None
+        if extent > size:
+            raise DownloadError(item.key, item.url, f"the FITS headers describe {extent} bytes but the file has "
+                                                    f"{size}: truncated")
     from astropy.io import fits  # lazy: astropy.io.fits costs ~0.2 s to import
 
     # No warnings.catch_warnings() here: it swaps process-wide state, and this runs in many
-    # threads at once.  Truncation is checked explicitly instead (astropy only warns about it).
+    # threads at once.  Truncation was checked above (astropy only warns about it).
     try:
-        with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-            if len(hdul) == 0:
-                raise OSError("no HDU")
-            for i in range(len(hdul)):
-                info = hdul.fileinfo(i)
-                end = info["datLoc"] + info["datSpan"]
-                if plain and end > size:
-                    raise OSError(f"HDU {i} ends at byte {end}, after the end of the file ({size} bytes): "
-                                  "truncated")
-            if not plain:  # compressed: decompressing all data is the only check
+        with fits.open(path, memmap=False, lazy_load_hdus=not deep or not plain) as hdul:
+            _ = hdul[0].header
+            if deep or not plain:
+                # compressed: decompressing all data is the only check
                 for hdu in hdul:
                     _ = hdu.data
     except Exception as err:
