@@ -134,3 +134,12 @@ def test_sigkill_mid_transfer_loses_nothing(fits_dir, tmp_path):
         m = Manifest(dest)
         assert m.counts() == {"done": len(files)}
         assert all(r["attempts"] >= 1 for r in m.rows())
+
+
+def test_two_products_with_one_name_are_both_kept(archive, tmp_path, capsys):
+    files = archive.files()[:3]
+    table = tmp_path / "t.ecsv"
+    Table({"access_url": [u for u, _ in files], "filename": ["same.fits"] * 3}).write(table)
+    assert main(["download", str(table), "--dest", str(tmp_path / "d"), "--no-progress"]) == 0
+    names = sorted(p.name for p in (tmp_path / "d").iterdir() if not p.name.startswith("."))
+    assert names == ["same-1.fits", "same-2.fits", "same.fits"]

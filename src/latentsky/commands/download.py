@@ -103,8 +103,7 @@ def items_from_table(path: Path, dest: Path, *, url_column: str | None = None, k
         raw_name = _text(row[name_col]) if name_col else None
         name = safe_join(dest, raw_name or name_from_url(url, default=f"file-{i}")).name
         if name in names and names[name] != key:  # two products, one name: keep both
-            stem, dot, ext = name.partition(".")
-            name = f"{stem}-{i}{dot}{ext}"
+            name = _numbered(name, i)
         names[name] = key
         item_kind = kind if kind != "auto" else (
             "fits" if name.lower().endswith((".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")) else "any")
@@ -116,6 +115,15 @@ def items_from_table(path: Path, dest: Path, *, url_column: str | None = None, k
         except ValueError as err:
             raise LatentskyError(f"{path}, row {i}: {err}") from None
     return items
+
+
+def _numbered(name: str, i: int) -> str:
+    """``spec.fits`` -> ``spec-<i>.fits`` (``.fits.gz`` and the like kept whole)."""
+    for ext in (".fits.gz", ".fits.fz", ".fits", ".fit", ".fts"):
+        if name.lower().endswith(ext):
+            return f"{name[:-len(ext)]}-{i}{name[-len(ext):]}"
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}-{i}.{ext}" if dot else f"{name}-{i}"
 
 
 def _column(table, wanted, candidates, path, option, required=False):
