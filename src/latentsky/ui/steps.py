@@ -27,6 +27,12 @@ from latentsky.progress import ProgressEvent
 log = logging.getLogger(__name__)
 
 
+def form(obj, names, prefix: str, width: int = 330):
+    """Widgets for some parameters of ``obj``, each with the CSS class ``PREFIX-NAME`` (for browser tests)."""
+    return pn.Param(obj.param, parameters=list(names), show_name=False, width=width,
+                    widgets={n: {"css_classes": [f"{prefix}-{n}"]} for n in names})
+
+
 class Cancelled(LatentskyError):
     """Raised inside a step's progress callback to stop its work at the next event."""
 
@@ -234,9 +240,9 @@ class Query(_Step):
         self.param.watch(lambda e: setattr(table, "value", self.results), "products")
         button = pn.widgets.Button(name="Query", button_type="primary", css_classes=["query-run"])
         button.on_click(lambda e: self.in_background(self.run))
-        form = pn.Param(self.param, parameters=["archive", "target", "coordinates", "radius", "collection",
-                                                 "instrument", "start", "end"], show_name=False, width=320)
-        return pn.Row(pn.Column(form, pn.pane.Markdown("or upload positions (CSV, VOTable, FITS):"), upload,
+        fields = form(self, ["archive", "target", "coordinates", "radius", "collection", "instrument", "start",
+                             "end"], "query")
+        return pn.Row(pn.Column(fields, pn.pane.Markdown("or upload positions (CSV, VOTable, FITS):"), upload,
                                 button), pn.Column(self._messages, table, sizing_mode="stretch_width"),
                       sizing_mode="stretch_width")
 
@@ -321,6 +327,10 @@ class Download(_Step):
             manager.manifest.close()
             self.refresh()
 
+    @staticmethod
+    def _counts_text(counts: dict) -> str:
+        return " · ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no download job here yet"
+
     def start(self) -> None:
         """Plan the products and download them (in the calling thread)."""
         self.paused = False
@@ -352,7 +362,8 @@ class Download(_Step):
             pn.widgets.Button(name="Refresh", on_click=lambda e: self.refresh()),
         )
         return pn.Column(pn.widgets.TextInput.from_param(self.param.dest, name="Destination folder"), buttons,
-                         self.progress, self._messages, pn.pane.JSON(self.param.counts, name="counts"), table,
+                         self.progress, self._messages, pn.pane.Markdown(param.bind(self._counts_text, self.param.counts),
+                                          css_classes=["download-counts"]), table,
                          sizing_mode="stretch_width")
 
 
@@ -391,13 +402,13 @@ class Embed(_Step):
         return self._guarded(work)
 
     def __panel__(self):
-        form = pn.Param(self.param, parameters=["source", "out", "n_units", "cycle_weight", "leak_rate",
-                                                 "input_scaling", "ridge"], show_name=False, width=340)
-        buttons = pn.Row(pn.widgets.Button(name="Ingest + embed", button_type="primary",
+        fields = form(self, ["source", "out", "n_units", "cycle_weight", "leak_rate", "input_scaling", "ridge"],
+                      "embed")
+        buttons = pn.Row(pn.widgets.Button(name="Ingest + embed", button_type="primary", css_classes=["embed-run"],
                                            on_click=lambda e: self.in_background(self.run)),
                          pn.widgets.Button(name="Cancel", on_click=lambda e: self.cancel()))
-        return pn.Row(pn.Column(form, buttons), pn.Column(self.progress, self._messages,
-                                                          sizing_mode="stretch_width"), sizing_mode="stretch_width")
+        return pn.Row(pn.Column(fields, buttons), pn.Column(self.progress, self._messages,
+                                                            sizing_mode="stretch_width"), sizing_mode="stretch_width")
 
 
 # ----------------------------------------------------------------------------- Train
@@ -455,10 +466,10 @@ class Train(_Step):
             raise LatentskyError(f"train: `{' '.join(cmd[2:])}` failed: {' | '.join(lines[-3:])}")
 
     def __panel__(self):
-        form = pn.Param(self.param, parameters=["store", "out", "method", "epochs"], show_name=False, width=340)
-        buttons = pn.Row(pn.widgets.Button(name="Train", button_type="primary",
+        fields = form(self, ["store", "out", "method", "epochs"], "train")
+        buttons = pn.Row(pn.widgets.Button(name="Train", button_type="primary", css_classes=["train-run"],
                                            on_click=lambda e: self.in_background(self.run)),
                          pn.widgets.Button(name="Cancel", on_click=lambda e: self.cancel()))
         log_pane = pn.pane.Str(param.bind(lambda lines: "\n".join(lines[-20:]), self.param.log_lines))
-        return pn.Row(pn.Column(form, buttons), pn.Column(self.progress, self._messages, log_pane,
+        return pn.Row(pn.Column(fields, buttons), pn.Column(self.progress, self._messages, log_pane,
                                                           sizing_mode="stretch_width"), sizing_mode="stretch_width")
