@@ -200,7 +200,7 @@ def test_flow_on_the_local_archive(page, tmp_path, sample):
         page.locator(".bk-tab", has_text="Train").first.click()
         page.locator(".train-run button").click()
         # the new map opens in Explore
-        page.wait_for_selector("text=24 spectra", timeout=40000)
+        page.wait_for_selector(".explore-info >> text=24 spectra", timeout=40000)
         map_canvas_box(page)
         page.wait_for_timeout(1000)
         page.screenshot(path=tmp_path / "flow-map.png")

@@ -174,3 +174,14 @@ def test_missing_coordinate_column_is_named():
 def test_warm_up_compiles_once():
     vz.warm_up()
     assert vz.warm_up() < 0.5
+
+
+def test_new_data_resets_view_tap_and_selection(grid_data, sample_data):
+    ex = Explore(grid_data)
+    ex.select_box((0.5, 0.5, 2.5, 2.5))
+    ex.tap(1.0, 1.0)
+    ex.param.update(x_range=(0.5, 1.5), y_range=(0.5, 1.5))
+    ex.data = sample_data
+    assert ex.x_range is None and ex.tapped is None and len(ex.selection) == 0
+    assert len(ex.table) == len(sample_data.table)
+    assert ex.color_by == "spec_class"

@@ -85,8 +85,8 @@ class Explore(pn.viewable.Viewer):
             with param.discard_events(self):
                 self.color_by = default
         with param.discard_events(self):
-            self.tapped = None
-            self.selection = np.empty(0, dtype=np.int64)
+            # a new table: the old view, tap and selection mean nothing in it
+            self.param.update(tapped=None, selection=np.empty(0, dtype=np.int64), x_range=None, y_range=None)
         self._build_map()
         self._show_spectrum()
         self._show_selection()
@@ -246,8 +246,8 @@ class Explore(pn.viewable.Viewer):
             pn.widgets.Checkbox.from_param(self.param.hover, name="hover metadata"),
             pn.widgets.Button(name="Clear selection", on_click=lambda e: self.clear_selection(), width=140),
         )
-        n = len(self._prepared)
-        info = pn.pane.Markdown(f"**{n:,} spectra** · {self.data.label}", css_classes=["explore-info"])
+        info = pn.pane.Markdown(param.bind(lambda data: f"**{len(data.table):,} spectra** · {data.label}",
+                                           self.param.data), css_classes=["explore-info"])
         status = pn.pane.Markdown(self.param.status, css_classes=["explore-status"])
         exports = pn.Row(self._download_button("csv", "CSV"), self._download_button("votable", "VOTable"),
                          self._download_button("download", "Download table"))
