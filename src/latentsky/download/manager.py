@@ -176,7 +176,9 @@ class _Scheduler:
                 now = time.monotonic()
                 while self.delayed and self.delayed[0][0] <= now:
                     _, _, job = heapq.heappop(self.delayed)
-                    self.ready[job.item.host].append(job)
+                    # retries first: left at the back, they would all meet their next fault
+                    # (and its Retry-After wait) at the very end of the run, with the slots idle
+                    self.ready[job.item.host].appendleft(job)
                 hosts = [h for h, q in self.ready.items() if q and self.active[h] < self.per_host]
                 if hosts and self.active_total < self.total:
                     # round robin over hosts, so one big archive cannot starve the others
@@ -203,7 +205,7 @@ class _Scheduler:
             elif delay > 0:
                 heapq.heappush(self.delayed, (time.monotonic() + delay, next(self._seq), job))
             else:
-                self.ready[job.item.host].append(job)
+                self.ready[job.item.host].appendleft(job)
             self.cond.notify_all()
 
     def stop(self) -> None:
