@@ -9,21 +9,33 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= demo-output
 # pytest workers: the suite is sized for 2 cores (CI's machine).
 PYTEST_WORKERS ?= 2
+# Debian packages the tests need: Chromium for the real-browser tests (Playwright drives
+# /usr/bin/chromium; it never downloads a browser of its own).
+SYSTEM_PACKAGES := chromium
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install sysdeps bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[test,bench]"
 	touch $(STAMP)
+
+# Installs only what is missing, so it costs nothing once done.
+sysdeps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "installing Debian packages:$$missing"; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/latentsky demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --timeout 900 tests notebooks --nbmake
 
 bench: $(STAMP)

@@ -48,7 +48,8 @@ def test_environment_files_pin_the_tested_versions():
 def test_every_declared_dependency_is_pinned():
     constraints = _constraints()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    needed = project["dependencies"] + project["optional-dependencies"]["test"]
+    extras = project["optional-dependencies"]
+    needed = project["dependencies"] + extras["test"] + extras["bench"]
     assert not [d for d in needed if _key(d) not in constraints]
 
 
