@@ -1,6 +1,7 @@
 """Download throughput: our manager against a plain sequential loop, same server, same faults.
 
-Serves N files of about 100 kB (real SDSS spectra, cut to size, still valid FITS)
+Serves N files of about 100 kB (real SDSS spectra from ../shared/data, or the
+bundled sample's, cut to size, still valid FITS)
 from the local archive with a fixed latency (50 ms) and a fraction of faulty
 answers (10 %, every kind the server knows), then downloads them
 
@@ -50,24 +51,30 @@ def make_sources(folder: Path, n_distinct: int, target: int) -> list[Path]:
 
     data_dir = Path(os.environ.get("LATENTSKY_SHARED_DATA", REPO.parent / "shared" / "data")) / "sdss" / "spectra"
     originals = sorted(data_dir.glob("spec-*.fits"))
-    if not originals:
+    if not originals:  # without the shared data: the bundled sample's SDSS spectrum (old spSpec format)
         from latentsky.data import sample_path
 
-        originals = sorted(Path(sample_path()).rglob("spec-*.fits"))
+        originals = sorted(Path(sample_path()).rglob("spSpec-*.fit*"))
     if not originals:
         raise SystemExit("no SDSS spectra found (../shared/data/sdss/spectra or the bundled sample)")
     out = []
     for i in range(n_distinct):
         src = originals[i % len(originals)]
+        path = folder / f"src{i:03d}.fits"
         with fits.open(src) as hdul:
-            primary = fits.PrimaryHDU(header=hdul[0].header)
-            table = hdul[1]
-            row = table.data.itemsize
-            head = len(primary.header.tostring()) + len(table.header.tostring()) + 2 * 2880
-            rows = max(1, (target - head) // row - i)  # slightly different sizes
-            cut = fits.BinTableHDU(table.data[:rows], header=table.header)
-            path = folder / f"src{i:03d}.fits"
-            fits.HDUList([primary, cut]).writeto(path, overwrite=True)
+            if hdul[0].data is None:  # spec-*.fits: empty primary + coadd table; keep the first rows
+                primary = fits.PrimaryHDU(header=hdul[0].header)
+                table = hdul[1]
+                row = table.data.itemsize
+                head = len(primary.header.tostring()) + len(table.header.tostring()) + 2 * 2880
+                rows = max(1, (target - head) // row - i)  # slightly different sizes
+                hdus = [primary, fits.BinTableHDU(table.data[:rows], header=table.header)]
+            else:  # spSpec-*.fit: flux, error, mask... rows in the primary image; keep the first pixels
+                data = hdul[0].data
+                head = len(hdul[0].header.tostring()) + 2880
+                cols = max(1, (target - head) // (data.shape[0] * data.itemsize) - i)
+                hdus = [fits.PrimaryHDU(data[:, :cols], header=hdul[0].header)]
+            fits.HDUList(hdus).writeto(path, overwrite=True)
         out.append(path)
     return out
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
+import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -10,25 +11,61 @@ import pytest
 from latentsky.archives.local.server import LocalServer
 from latentsky.download import DownloadItem
 
-# A mix of real files: a FIRST image (14 kB), a UKIDSS image (386 kB), two small SDSS
-# spectra and two HARPS s1d spectra (~1.4 MB, several 256 kB chunks: room to resume).
-SOURCES = [
-    "images/first/first_J105007+304037_astroquery_test.fits",
-    "images/ukidss/ukidss_wfcam_K_TaurusAuriga_astroquery_test.fits",
-    "sdss/spectra/spec-1931-53358-0251.fits",
-    "sdss/spectra/spec-2577-54086-0091.fits",
-    "harps/alfCenB_s1d/HARPS.2012-04-14T09_01_09.658_s1d_A.fits",
-    "harps/alfCenB_s1d/HARPS.2012-05-31T00_20_46.272_s1d_A.fits",
-]
+
+def shared_data_dir() -> Path | None:
+    """../shared/data (or $LATENTSKY_SHARED_DATA) when present."""
+    path = Path(os.environ.get("LATENTSKY_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    return path if (path / "sdss").is_dir() else None
+
+# A mix of real files: a FIRST image (14 kB), a UKIDSS image (386 kB), small SDSS spectra and
+# HARPS s1d spectra (~1.4 MB: several 256 kB chunks, room to resume).  From ../shared/data when
+# present, else from the bundled sample (decompressed), so the tests run everywhere.
+SHARED = {
+    "image": "images/first/first_J105007+304037_astroquery_test.fits",
+    "image2": "images/ukidss/ukidss_wfcam_K_TaurusAuriga_astroquery_test.fits",
+    "spectrum": "sdss/spectra/spec-1931-53358-0251.fits",
+    "spectrum2": "sdss/spectra/spec-2577-54086-0091.fits",
+    "harps": "harps/alfCenB_s1d/HARPS.2012-04-14T09_01_09.658_s1d_A.fits",
+    "harps2": "harps/alfCenB_s1d/HARPS.2012-05-31T00_20_46.272_s1d_A.fits",
+}
+SAMPLE = {
+    "image": "images/first_J105007+304037_astroquery_test.fits",
+    "image2": "images/ukidss_wfcam_K_TaurusAuriga_astroquery_test.fits.gz",
+    "spectrum": "sdss/spSpec-51630-0266-638.fit.gz",
+    "spectrum2": "harps/HARPS.2012-04-04T02_34_43.941_s1d_A.fits.gz",
+    "harps": "harps/HARPS.2012-04-08T10_03_16.278_s1d_A.fits.gz",
+    "harps2": "harps/HARPS.2012-05-31T00_20_46.272_s1d_A.fits.gz",
+}
 
 
 @pytest.fixture(scope="session")
-def fits_dir(tmp_path_factory, shared_data) -> Path:
-    """A folder of copies of six real FITS files (read-only for the tests: never modify it)."""
+def fits_files(tmp_path_factory) -> dict[str, Path]:
+    """Six real FITS files copied into one folder, by role ("image", "spectrum", "harps"...).
+
+    Never modify them: the download tests compare against these bytes.
+    """
+    from latentsky.data import sample_path
+
     folder = tmp_path_factory.mktemp("archive_files")
-    for rel in SOURCES:
-        shutil.copyfile(shared_data / rel, folder / Path(rel).name)
-    return folder
+    shared = shared_data_dir()
+    out = {}
+    for role in SHARED:
+        if shared is not None:
+            src = shared / SHARED[role]
+            data = src.read_bytes()
+        else:
+            src = sample_path() / SAMPLE[role]
+            data = gzip.decompress(src.read_bytes()) if src.suffix == ".gz" else src.read_bytes()
+        path = folder / (src.name[:-3] if src.suffix == ".gz" else src.name)
+        path.write_bytes(data)
+        out[role] = path
+    return out
+
+
+@pytest.fixture(scope="session")
+def fits_dir(fits_files) -> Path:
+    """The folder of :func:`fits_files`."""
+    return next(iter(fits_files.values())).parent
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "download.py"
 
 
-def test_bench_small_run(shared_data, tmp_path):
+def test_bench_small_run(tmp_path):
     out = subprocess.run([sys.executable, str(BENCH), "--files", "120", "--seq-files", "10", "--connections", "8",
                           "--retry-after", "0.2", "--workdir", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)

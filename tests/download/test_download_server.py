@@ -11,12 +11,15 @@ from latentsky.archives.local.server import (FAULT_KINDS, HOSTILE_FILENAME, LOGI
                                              Response)
 
 
-def _url(archive, fits_dir, name="spec-1931-53358-0251.fits"):
-    return archive.url_for(fits_dir / name), (fits_dir / name).read_bytes()
+@pytest.fixture
+def spectrum(archive, fits_files):
+    """URL and bytes of a small real spectrum served by ``archive``."""
+    path = fits_files["spectrum"]
+    return archive.url_for(path), path.read_bytes()
 
 
-def test_serves_files_with_head_length_and_etag(archive, fits_dir):
-    url, data = _url(archive, fits_dir)
+def test_serves_files_with_head_length_and_etag(archive, spectrum):
+    url, data = spectrum
     assert archive.base_url.startswith("http://127.0.0.1:")
     head = requests.head(url, timeout=5)
     assert head.status_code == 200 and head.content == b""
@@ -30,16 +33,16 @@ def test_serves_files_with_head_length_and_etag(archive, fits_dir):
 
 @pytest.mark.parametrize("rng, expected", [("bytes=100-", slice(100, None)), ("bytes=10-19", slice(10, 20)),
                                            ("bytes=-50", slice(-50, None))])
-def test_range_requests(archive, fits_dir, rng, expected):
-    url, data = _url(archive, fits_dir)
+def test_range_requests(archive, spectrum, rng, expected):
+    url, data = spectrum
     r = requests.get(url, headers={"Range": rng}, timeout=5)
     assert r.status_code == 206
     assert r.content == data[expected]
     assert r.headers["Content-Range"].endswith(f"/{len(data)}")
 
 
-def test_unsatisfiable_range_and_ignore_range_and_if_range(archive, fits_dir):
-    url, data = _url(archive, fits_dir)
+def test_unsatisfiable_range_and_ignore_range_and_if_range(archive, spectrum):
+    url, data = spectrum
     r = requests.get(url, headers={"Range": f"bytes={len(data)}-"}, timeout=5)
     assert r.status_code == 416 and r.headers["Content-Range"] == f"bytes */{len(data)}"
     # If-Range with a stale ETag: the whole (changed) file, not a splice
@@ -87,32 +90,33 @@ def test_routes_params_and_errors(archive):
     assert r.status_code == 206 and r.text == "first"
 
 
-def _fault_sequence(fits_dir, seed):
-    with LocalServer(fits_dir, fault_rate=0.5, faults=("500", "503", "429"), seed=seed) as server:
-        url = server.url_for(fits_dir / "spec-1931-53358-0251.fits")
+def _fault_sequence(path, seed):
+    with LocalServer(path.parent, fault_rate=0.5, faults=("500", "503", "429"), seed=seed) as server:
+        url = server.url_for(path)
         return [requests.get(url, timeout=5).status_code for _ in range(20)]
 
 
-def test_rate_faults_are_deterministic(fits_dir):
-    a, b, c = _fault_sequence(fits_dir, 1), _fault_sequence(fits_dir, 1), _fault_sequence(fits_dir, 2)
+def test_rate_faults_are_deterministic(fits_files):
+    path = fits_files["spectrum"]
+    a, b, c = _fault_sequence(path, 1), _fault_sequence(path, 1), _fault_sequence(path, 2)
     assert a == b
     assert a != c
     assert 3 <= sum(s != 200 for s in a) <= 17
 
 
-def test_fail_first_then_success(archive, fits_dir):
-    url, data = _url(archive, fits_dir)
-    archive.fail_first("/files/spec-*", 2, "503")
-    archive.fail_first("/files/spec-*", 1, "429")
+def test_fail_first_then_success(archive, spectrum, fits_files):
+    url, data = spectrum
+    archive.fail_first("/files/*.fit*", 2, "503")
+    archive.fail_first("/files/*.fit*", 1, "429")
     codes = [requests.get(url, timeout=5).status_code for _ in range(4)]
     assert codes == [503, 503, 429, 200]
-    other, _ = _url(archive, fits_dir, "spec-2577-54086-0091.fits")
+    other = archive.url_for(fits_files["spectrum2"])
     assert requests.get(other, timeout=5).status_code == 503  # counted per path
     assert [r.fault for r in archive.log] == ["503", "503", "429", None, "503"]
 
 
-def test_each_fault_kind_is_visible_to_a_client(archive, fits_dir):
-    url, data = _url(archive, fits_dir)
+def test_each_fault_kind_is_visible_to_a_client(archive, spectrum):
+    url, data = spectrum
     archive.retry_after = 7
     archive.fault_latency = 0.3
     seen = {}
@@ -138,12 +142,12 @@ def test_each_fault_kind_is_visible_to_a_client(archive, fits_dir):
     assert requests.get(url, timeout=5).content == data
 
 
-def test_latency_bandwidth_and_token(fits_dir):
-    name = "first_J105007+304037_astroquery_test.fits"
-    with LocalServer(fits_dir, latency=0.2, bandwidth=50_000) as server:  # 14 400 bytes: ~0.29 s
-        url = server.url_for(fits_dir / name)
+def test_latency_bandwidth_and_token(fits_files):
+    path = fits_files["image"]  # the FIRST cutout, 14 400 bytes: ~0.29 s at 50 kB/s
+    with LocalServer(path.parent, latency=0.2, bandwidth=50_000) as server:
+        url = server.url_for(path)
         t0 = time.monotonic()
-        assert requests.get(url, timeout=5).content == (fits_dir / name).read_bytes()
+        assert requests.get(url, timeout=5).content == path.read_bytes()
         assert 0.4 <= time.monotonic() - t0 < 2.0
         server.require_token("/files/", "s3cret")
         r = requests.get(url, timeout=5)

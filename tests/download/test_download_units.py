@@ -101,16 +101,19 @@ def test_manifest_refuses_a_non_database(tmp_path):
 
 
 # ------------------------------------------------------------- transfer
-HARPS = "HARPS.2012-04-14T09_01_09.658_s1d_A.fits"
+@pytest.fixture
+def harps(fits_files):
+    """A real 1.4 MB HARPS spectrum (several transfer chunks)."""
+    return fits_files["harps"]
 
 
-def _fits_item(archive, fits_dir, dest, name=HARPS, **kw):
-    return DownloadItem(name, archive.url_for(fits_dir / name), dest / name, kind="fits", **kw)
+def _fits_item(archive, path, dest, **kw):
+    return DownloadItem(path.name, archive.url_for(path), dest / path.name, kind="fits", **kw)
 
 
-def test_fetch_resumes_a_part_file_with_range(archive, fits_dir, tmp_path):
-    data = (fits_dir / HARPS).read_bytes()
-    item = _fits_item(archive, fits_dir, tmp_path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+def test_fetch_resumes_a_part_file_with_range(archive, harps, tmp_path):
+    data = harps.read_bytes()
+    item = _fits_item(archive, harps, tmp_path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
     item.part.write_bytes(data[:500_000])
     with requests.Session() as s:
         res = fetch(item, s, timeout=10)
@@ -119,9 +122,9 @@ def test_fetch_resumes_a_part_file_with_range(archive, fits_dir, tmp_path):
     assert archive.log[-1].headers["range"] == "bytes=500000-" and archive.log[-1].status == 206
 
 
-def test_fetch_restarts_when_range_is_ignored(archive, fits_dir, tmp_path):
-    data = (fits_dir / HARPS).read_bytes()
-    item = _fits_item(archive, fits_dir, tmp_path)
+def test_fetch_restarts_when_range_is_ignored(archive, harps, tmp_path):
+    data = harps.read_bytes()
+    item = _fits_item(archive, harps, tmp_path)
     item.part.write_bytes(b"garbage that must not be kept" * 1000)
     archive.ignore_range = True
     with requests.Session() as s:
@@ -130,23 +133,23 @@ def test_fetch_restarts_when_range_is_ignored(archive, fits_dir, tmp_path):
     assert item.dest.read_bytes() == data
 
 
-def test_fetch_restarts_when_the_source_changed(archive, fits_dir, tmp_path):
-    data = (fits_dir / HARPS).read_bytes()
-    item = _fits_item(archive, fits_dir, tmp_path)
+def test_fetch_restarts_when_the_source_changed(archive, harps, tmp_path):
+    data = harps.read_bytes()
+    item = _fits_item(archive, harps, tmp_path)
     item.part.write_bytes(b"\x00" * 1000)  # bytes of an older version of the file
     with requests.Session() as s:
         fetch(item, s, timeout=10, etag='"an-older-etag"')
     assert archive.log[-1].status == 200 and item.dest.read_bytes() == data
 
 
-def test_fetch_rejects_html_and_bad_checksums_without_touching_dest(archive, fits_dir, tmp_path):
-    item = _fits_item(archive, fits_dir, tmp_path)
-    archive.fail_first(f"/files/{HARPS}", 1, "html")
+def test_fetch_rejects_html_and_bad_checksums_without_touching_dest(archive, harps, tmp_path):
+    item = _fits_item(archive, harps, tmp_path)
+    archive.fail_first(f"/files/{harps.name}", 1, "html")
     with requests.Session() as s, pytest.raises(DownloadError, match="HTML page") as err:
         fetch(item, s, timeout=10)
     assert err.value.retryable and item.url in str(err.value)
     assert not item.dest.exists()
-    bad = _fits_item(archive, fits_dir, tmp_path, sha256="0" * 64)
+    bad = _fits_item(archive, harps, tmp_path, sha256="0" * 64)
     with requests.Session() as s, pytest.raises(DownloadError, match="SHA-256"):
         fetch(bad, s, timeout=10)
     assert not bad.dest.exists() and not bad.part.exists()
@@ -156,8 +159,8 @@ def test_fetch_rejects_html_and_bad_checksums_without_touching_dest(archive, fit
     assert not err.value.retryable
 
 
-def test_fetch_keeps_partial_bytes_after_a_dropped_connection(archive, fits_dir, tmp_path):
-    item = _fits_item(archive, fits_dir, tmp_path)
+def test_fetch_keeps_partial_bytes_after_a_dropped_connection(archive, harps, tmp_path):
+    item = _fits_item(archive, harps, tmp_path)
     archive.fail_first("*", 1, "truncate")
     with requests.Session() as s, pytest.raises(DownloadError, match="connection lost"):
         fetch(item, s, timeout=10)
@@ -165,8 +168,8 @@ def test_fetch_keeps_partial_bytes_after_a_dropped_connection(archive, fits_dir,
 
 
 @pytest.mark.filterwarnings("ignore:File may have been truncated")
-def test_verify_catches_truncated_and_mislabelled_fits(fits_dir, tmp_path):
-    data = (fits_dir / HARPS).read_bytes()
+def test_verify_catches_truncated_and_mislabelled_fits(harps, tmp_path):
+    data = harps.read_bytes()
     short = tmp_path / "short.fits"
     short.write_bytes(data[: len(data) - 2880 * 3])  # whole blocks, but the data unit is cut
     with pytest.raises(DownloadError, match="truncated"):
@@ -191,14 +194,14 @@ def test_parse_retry_after():
     assert 9 <= parse_retry_after("Thu, 01 Jan 1970 00:00:10 GMT", now=0.0) <= 10
 
 
-def test_fits_extent_reads_the_layout_of_real_files(fits_dir, tmp_path):
+def test_fits_extent_reads_the_layout_of_real_files(fits_dir, fits_files, tmp_path):
     for path in sorted(fits_dir.iterdir()):
         assert fits_extent(path) == path.stat().st_size, path.name
         item = DownloadItem("k", "http://h/k", path, kind="fits")
         assert verify(item, path) == verify(item, path, deep=True)
     # a whole HDU missing at the end is invisible to the layout (only size or checksum catch it),
     # but padding after the last HDU is tolerated and a header cut before END is not
-    data = (fits_dir / "spec-1931-53358-0251.fits").read_bytes()
+    data = fits_files["spectrum"].read_bytes()
     padded = tmp_path / "padded.fits"
     padded.write_bytes(data + bytes(2880))
     assert fits_extent(padded) == len(data)
