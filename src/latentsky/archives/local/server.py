@@ -36,6 +36,12 @@ A handler is a function taking a :class:`Request` and returning a
     server.add_route("GET", "/cutout/{survey}", cutout)        # request.path_params["survey"]
     server.add_route("GET", "/data/{name:path}", data_file)    # {name:path} also matches "/"
 
+Answers: ``Response(body_bytes, status, content_type, headers)``,
+``Response.text(...)``, ``Response.json(obj)``, and ``Response.from_file(path,
+filename=None)`` (streamed, with ranges; ``filename`` adds a
+``Content-Disposition``).  Uploaded tables arrive in ``request.files``, form
+fields in ``request.form``.
+
 Routes are tried in the order they were added; the first whose method and
 path pattern match wins (405 when only the method differs, 404 when nothing
 matches).  A route for GET also answers HEAD (same headers, no body).  Every
