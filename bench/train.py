@@ -92,14 +92,14 @@ def synthesise(src: Path, dest: Path, n: int, *, chunk: int = 2000, seed: int = 
     return dest
 
 
-def time_ours(path: Path, *, in_memory: bool, epochs: int, batch: int, hidden: int) -> dict:
+def time_ours(path: Path, *, in_memory: bool, epochs: int, batch: int, hidden: int, deterministic: bool) -> dict:
     from latentsky.autoencoder import LatentAutoencoder
 
     events = []
     t0 = time.perf_counter()
     est = LatentAutoencoder(hidden=(hidden,), epochs=epochs, batch_size=batch, validation_fraction=0.0,
                             patience=epochs, lr_patience=0, in_memory=in_memory, learning_rate=1e-3,
-                            progress=events.append, random_state=0)
+                            progress=events.append, random_state=0, deterministic=deterministic)
     est.fit(path)
     total = time.perf_counter() - t0
     ends = [e.elapsed for e in events if e.logs]
@@ -146,6 +146,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4, help="epochs per measurement (the first is not timed)")
     ap.add_argument("--batch", type=int, default=1024, help="batch size (default 1024)")
     ap.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="train with deterministic ops (no XLA), the estimator's default; off here by default")
     ap.add_argument("--work", type=Path, default=None,
                     help="folder for the synthetic EMBEDDINGS (kept and reused; default: a temporary one)")
     args = ap.parse_args()
@@ -166,11 +168,11 @@ def main() -> None:
     base_rss = rss_peak_mb()
     mse = time_keras_mse(path, **kw)
     print(f"keras MSE dense AE   : {mse['steady_epoch_s']:.3f} s/epoch, {mse['spectra_per_s']:,.0f} spectra/s")
-    stream = time_ours(path, in_memory=False, **kw)
+    stream = time_ours(path, in_memory=False, deterministic=args.deterministic, **kw)
     stream_rss = rss_peak_mb()
     print(f"ours, streaming      : {stream['steady_epoch_s']:.3f} s/epoch, {stream['spectra_per_s']:,.0f} spectra/s "
           f"(epochs {stream['epoch_s']}), peak RSS so far {stream_rss:.0f} MB")
-    mem = time_ours(path, in_memory=True, **kw)
+    mem = time_ours(path, in_memory=True, deterministic=args.deterministic, **kw)
     peak = rss_peak_mb()
     print(f"ours, in memory      : {mem['steady_epoch_s']:.3f} s/epoch, {mem['spectra_per_s']:,.0f} spectra/s "
           f"(epochs {mem['epoch_s']}; fit incl. preparing {mem['fit_total_s']:.1f} s), peak RSS {peak:.0f} MB")
@@ -184,7 +186,7 @@ def main() -> None:
         "in_memory_epoch_s": round(mem["steady_epoch_s"], 4), "streaming_epoch_s": round(stream["steady_epoch_s"], 4),
         "in_memory_fit_total_s": round(mem["fit_total_s"], 1),
         "peak_rss_mb": round(peak), "streaming_peak_rss_mb": round(stream_rss), "start_rss_mb": round(base_rss),
-        "data_gb": round(size_gb, 2), "cpu_count": os.cpu_count(),
+        "data_gb": round(size_gb, 2), "cpu_count": os.cpu_count(), "deterministic": args.deterministic,
     }
     if tmp is not None:
         tmp.cleanup()

@@ -44,8 +44,10 @@ def neighbours(Z, k: int) -> np.ndarray:
     """
     Z = _points(Z)
     _check_k(k, len(Z))
-    d = np.sum((Z[:, None, :] - Z[None, :, :]) ** 2, axis=-1) if len(Z) <= 4096 else None
-    if d is not None:
+    if len(Z) <= 4096:
+        from scipy.spatial.distance import cdist
+
+        d = cdist(Z, Z, "sqeuclidean")  # differences taken exactly: ties stay ties
         np.fill_diagonal(d, np.inf)
         # a stable sort keeps equal distances in index order
         order = np.argsort(d, axis=1, kind="stable")

@@ -181,8 +181,7 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
     metrics["n_epochs"] = est.n_epochs_
     metrics["outputs"] = {k: str(out / v) for k, v in
                           (("latent", "latent.parquet"), ("model", "model.keras"), ("metrics", "metrics.json"),
-                           ("map", "map.png"), ("store", os.path.relpath(store_path, out)),
-                           ("embeddings", "embeddings"))}
+                           ("map", "map.png"), ("embeddings", "embeddings"))}
     metrics["outputs"]["store"] = str(store_path)
     tmp = out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2, default=float))
@@ -201,43 +200,61 @@ def latent_table(store_catalog: pd.DataFrame, emb_catalog: pd.DataFrame, Z: np.n
     return table
 
 
-def encode_and_score(store, emb, est, out: Path, *, baselines: bool = True, seed: int = 0) -> dict:
-    """Write ``latent.parquet``, ``map.png`` and return the metrics of the map."""
+def encode_and_score(store, emb, est, out: Path, *, baselines: bool = True, seed: int = 0,
+                     max_scored: int = 5000) -> dict:
+    """Write ``latent.parquet`` and ``map.png``; return the scores of the map.
+
+    The latent coordinates, reconstruction errors and anomaly scores are
+    computed block by block (only one block of Gram matrices is unpacked at a
+    time); the neighbourhood scores, which cost O(n^2), use a random subset of
+    at most ``max_scored`` spectra (drawn with ``seed``).
+    """
     from latentsky import evaluate as ev
 
-    readouts = np.asarray(emb.readout[:], dtype="f8")
-    Z = est.transform(readouts)
-    w_rec = est.inverse_transform(Z)
-    stats = _statistics(emb)
+    rows = emb.readout.chunks[0]
+    Z, recon, anomaly, floor = [], [], [], []
+    for s in range(0, len(emb), rows):
+        w = np.asarray(emb.readout[s:s + rows], dtype="f8")
+        z = est.transform(w)
+        w_rec = est.inverse_transform(z)
+        stats = emb.statistics(slice(s, s + rows))
+        Z.append(z)
+        recon.append(ev.reconstruction_error(stats, w_rec))
+        anomaly.append(ev.anomaly_scores(stats, w_rec, w))
+        floor.append(ev.reconstruction_error(stats, w))
+    Z = np.concatenate(Z)
     table = latent_table(store.catalog, emb.catalog, Z)
-    table["anomaly"] = ev.anomaly_scores(stats, w_rec, readouts)
-    table["recon_error"] = ev.reconstruction_error(stats, w_rec)
+    table["anomaly"] = np.concatenate(anomaly)
+    table["recon_error"] = np.concatenate(recon)
     tmp = out / ".latent.parquet.tmp"
     table.to_parquet(tmp, index=False)
     os.replace(tmp, out / "latent.parquet")
+
+    n = len(table)
+    sub = (np.sort(np.random.default_rng(seed).choice(n, size=max_scored, replace=False)) if n > max_scored
+           else np.arange(n))
+    readouts = np.asarray(emb.readout.get_orthogonal_selection((sub, slice(None))), dtype="f8")
     labels = [c for c in ("object", "spec_class") if c in table]
-    metrics = {"ours": ev.score_map(Z, table, labels=labels, readouts=readouts, stats=stats, reconstructed=w_rec)}
-    if baselines and len(readouts) > 2:
+    scored = table.iloc[sub].reset_index(drop=True)
+    ours = ev.score_map(Z[sub], scored, labels=labels, readouts=readouts)
+    ours.update(n=int(n), n_scored=int(len(sub)), recon_error=float(table["recon_error"].mean()),
+                stage1_error=float(np.concatenate(floor).mean()), recon_excess=float(table["anomaly"].mean()))
+    metrics = {"ours": ours}
+    if baselines and len(sub) > 2:
         from latentsky.autoencoder.baselines import ReadoutPCA
 
         pca = ReadoutPCA(n_components=min(Z.shape[1], readouts.shape[1], len(readouts))).fit(readouts)
         Zp = pca.transform(readouts)
-        metrics["pca_readouts"] = ev.score_map(Zp, table, labels=labels, readouts=readouts, stats=stats,
-                                               reconstructed=pca.inverse_transform(Zp))
+        # the PCA's data-space error needs every scored spectrum's statistics in memory: small sets only
+        stats = emb.statistics() if n <= max_scored else None
+        metrics["pca_readouts"] = ev.score_map(Zp, scored, labels=labels, readouts=readouts, stats=stats,
+                                               reconstructed=pca.inverse_transform(Zp) if stats else None)
     top = table.sort_values("anomaly", ascending=False).head(5)
     metrics["most_anomalous"] = [{"id": str(r["id"]), "object": str(r.get("object")), "anomaly": float(r["anomaly"])}
                                  for _, r in top.iterrows()]
     metrics["n_latent"] = int(Z.shape[1])
     plot_map(table, out / "map.png")
     return metrics
-
-
-def _statistics(emb):
-    """All spectra's statistics; in blocks so only one unpacked block of Gram matrices is in memory."""
-    from latentsky.embed.esn import ReadoutStatistics
-
-    rows = emb.readout.chunks[0]
-    return ReadoutStatistics.concatenate(emb.statistics(slice(s, s + rows)) for s in range(0, len(emb), rows))
 
 
 def plot_map(table: pd.DataFrame, path: Path) -> Path:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Estimator parameters kept in the saved model, so `load` rebuilds the same estimator.
 _PARAMS = ("n_latent", "hidden", "activation", "loss", "normalise", "whiten", "euclidean_weight", "weight_decay", "learning_rate", "epochs",
-           "batch_size", "validation_fraction", "patience", "lr_patience", "checkpoint_dir", "chunk_rows", "in_memory", "memory_limit_mb", "jit_compile", "deterministic",
+           "batch_size", "validation_fraction", "patience", "lr_patience", "checkpoint_dir", "chunk_rows", "in_memory", "memory_limit_mb", "read_threads", "jit_compile", "deterministic",
            "random_state")
 
 
@@ -232,12 +232,15 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
     memory_limit_mb : float
         The limit of ``in_memory="auto"`` (the coupled inputs take about
         ``2 (N+1)(N+2)`` bytes per spectrum: 21 kB for N = 100).
+    read_threads : int
+        Threads reading and preparing blocks ahead of training when streaming.
     jit_compile : bool
         Compile the training step with XLA (faster on CPU after a second or
         two of compilation); Keras allows it only with ``deterministic=False``.
     deterministic : bool
-        Make TensorFlow ops deterministic (``enable_op_determinism``), so that
-        equal seeds give equal models.
+        Make TensorFlow ops deterministic (``enable_op_determinism``, a
+        process-wide switch that ``fit`` sets either way), so that equal
+        seeds give equal models.
     random_state : int
         Seed of the weights, the split and the shuffling.
     progress : callable, optional
@@ -257,7 +260,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
     def __init__(self, n_latent=2, hidden=(64,), activation="tanh", loss="coupled", normalise="n_steps",
                  whiten="auto", euclidean_weight=0.0, weight_decay=1e-4, learning_rate=3e-3, epochs=300, batch_size=32, validation_fraction=0.15,
                  patience=30, lr_patience=10, checkpoint_dir=None, chunk_rows=None, in_memory="auto",
-                 memory_limit_mb=256, jit_compile=True, deterministic=True, random_state=0, progress=None):
+                 memory_limit_mb=256, read_threads=2, jit_compile=True, deterministic=True, random_state=0, progress=None):
         self.n_latent = n_latent
         self.hidden = hidden
         self.activation = activation
@@ -277,6 +280,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         self.in_memory = in_memory
         self.memory_limit_mb = memory_limit_mb
         self.jit_compile = jit_compile
+        self.read_threads = read_threads
         self.deterministic = deterministic
         self.random_state = random_state
         self.progress = progress
@@ -329,10 +333,17 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         n_rows = int(sum(mask[s:e].sum() for s, e in blocks))
         cardinality = tf.data.experimental.assert_cardinality(int(np.ceil(n_rows / batch)))
         if in_memory:
-            parts = [source.read(s, e, np.flatnonzero(mask[s:e]), normalise=normalise, statistics=statistics)
-                     for s, e in blocks]
-            data = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
-            del parts
+            # filled block by block into arrays allocated once: peak memory is the data plus one block
+            data: dict = {}
+            at = 0
+            for s, e in blocks:
+                part = source.read(s, e, np.flatnonzero(mask[s:e]), normalise=normalise, statistics=statistics)
+                k = len(part["readout"])
+                for key, v in part.items():
+                    if key not in data:
+                        data[key] = np.empty((n_rows,) + v.shape[1:], dtype=v.dtype)
+                    data[key][at:at + k] = v
+                at += k
             if sum(v.nbytes for v in data.values()) <= 64 * 2 ** 20:
                 # small: TensorFlow shuffles and batches without a Python generator (several times faster)
                 ds = tf.data.Dataset.from_tensor_slices(data)
@@ -354,23 +365,37 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         # read enough blocks at once to mix a few batches' worth of rows
         per_read = max(1, int(np.ceil(max(4 * batch, 2048) / source.block_rows)))
 
+        def read_group(keys):
+            return [source.read(blocks[k][0], blocks[k][1], np.flatnonzero(mask[blocks[k][0]:blocks[k][1]]),
+                                normalise=normalise, statistics=statistics) for k in keys]
+
         def generate():
+            from concurrent.futures import ThreadPoolExecutor
+
             order = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
+            groups = [order[g:g + per_read] for g in range(0, len(order), per_read)]
             carry = None  # rows left over from the previous group, so every batch but the last is full
-            for g in range(0, len(order), per_read):
-                parts = [source.read(blocks[k][0], blocks[k][1], np.flatnonzero(mask[blocks[k][0]:blocks[k][1]]),
-                                     normalise=normalise, statistics=statistics) for k in order[g:g + per_read]]
-                if carry is not None:
-                    parts.insert(0, carry)
-                group = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
-                n = len(group["readout"])
-                idx = rng.permutation(n) if shuffle else np.arange(n)
-                last = g + per_read >= len(order)
-                stop = n if last else n - n % batch
-                for b in range(0, stop, batch):
-                    sel = idx[b:b + batch]
-                    yield {k: v[sel] for k, v in group.items()}
-                carry = None if last or stop == n else {k: v[idx[stop:]] for k, v in group.items()}
+            # Read (decompress, prepare) the next groups on worker threads while this one is
+            # trained on: Zarr's codecs and NumPy release the GIL.
+            with ThreadPoolExecutor(max_workers=self.read_threads) as pool:
+                pending = [pool.submit(read_group, g) for g in groups[:self.read_threads + 1]]
+                for gi in range(len(groups)):
+                    parts = pending[gi].result()
+                    pending[gi] = None
+                    nxt = gi + self.read_threads + 1
+                    if nxt < len(groups):
+                        pending.append(pool.submit(read_group, groups[nxt]))
+                    if carry is not None:
+                        parts.insert(0, carry)
+                    group = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+                    n = len(group["readout"])
+                    idx = rng.permutation(n) if shuffle else np.arange(n)
+                    last = gi == len(groups) - 1
+                    stop = n if last else n - n % batch
+                    for b in range(0, stop, batch):
+                        sel = np.sort(idx[b:b + batch])
+                        yield {k: v[sel] for k, v in group.items()}
+                    carry = None if last or stop == n else {k: v[idx[stop:]] for k, v in group.items()}
 
         ds = tf.data.Dataset.from_generator(generate, output_signature=spec)
         ds = ds.apply(cardinality)
@@ -409,8 +434,11 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
             raise AutoencoderError(f"parameter X: need at least 2 spectra to train, got {n}")
         seed = int(self.random_state) if self.random_state is not None else 0
         keras.utils.set_random_seed(seed)
+        # a process-wide TensorFlow switch: set it either way so that this fit gets what it asks for
         if self.deterministic:
             tf.config.experimental.enable_op_determinism()
+        else:
+            tf.config.experimental.disable_op_determinism()
 
         rng = np.random.default_rng(seed)
         n_val = int(round(self.validation_fraction * n))
@@ -482,7 +510,6 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
 
     def _mean_metric(self, source: _Source, rows: np.ndarray) -> np.ndarray:
         """Mean over ``rows`` of the normalised Gram matrices (the loss's average curvature), in float64."""
-        from latentsky.autoencoder.model import coupled_inputs, packed_weights
         from latentsky.embed.runner import unpack_gram
 
         total = np.zeros(source.m * (source.m + 1) // 2)
@@ -490,10 +517,10 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         for s, e in source.blocks():
             sel = np.flatnonzero(rows[s:e])
             if len(sel):
-                # the prepared "gram" is packed, off-diagonals doubled, divided by each spectrum's divisor
+                # the prepared "gram" is packed and divided by each spectrum's divisor
                 total += source.read(s, e, sel, normalise=self.normalise)["gram"].astype("f8").sum(0)
                 k += len(sel)
-        return unpack_gram(total / k / packed_weights(source.m), source.m)
+        return unpack_gram(total / k, source.m)
 
     @staticmethod
     def _moments(source: _Source, rows: np.ndarray):

@@ -58,12 +58,6 @@ LOSSES = ("coupled", "euclidean")
 NORMALISATIONS = ("n_steps", "yty", "floor", "none")
 
 
-def packed_weights(m: int) -> np.ndarray:
-    """Weights of the packed upper triangle in a quadratic form: 1 on the diagonal, 2 off it."""
-    i, j = np.triu_indices(m)
-    return np.where(i == j, 1.0, 2.0)
-
-
 def coupled_inputs(readout, gram_packed, xty, yty, n_steps, normalise: str = "n_steps",
                    ridge: float | None = None) -> dict:
     """The float32 training inputs of the model-coupled loss, prepared in float64.
@@ -88,8 +82,8 @@ def coupled_inputs(readout, gram_packed, xty, yty, n_steps, normalise: str = "n_
     Returns
     -------
     dict of float32 arrays
-        ``readout`` (n, M); ``gram`` (n, P) the packed Gram with off-diagonal
-        entries doubled, divided by the spectrum's divisor; ``resid`` (n, M)
+        ``readout`` (n, M); ``gram`` (n, P) the packed Gram divided by the
+        spectrum's divisor; ``resid`` (n, M)
         ``(h - G w*) / divisor``; ``floor`` (n,) ``sse(w*) / divisor``.  With
         them ``sse(w)/divisor = d' G d - 2 d' r + floor`` for ``d = w - w*``.
     """
@@ -121,7 +115,8 @@ def coupled_inputs(readout, gram_packed, xty, yty, n_steps, normalise: str = "n_
     inv = 1.0 / div
     return {
         "readout": w.astype("f4"),
-        "gram": (gp * packed_weights(m)[None, :] * inv[:, None]).astype("f4"),
+        # float32 before scaling: the Gram block is the bulk of the data (halves the work)
+        "gram": np.multiply(gp.astype("f4"), inv.astype("f4")[:, None]),
         "resid": (resid * inv[:, None]).astype("f4"),
         "floor": (floor * inv).astype("f4"),
     }
@@ -198,9 +193,13 @@ class ReadoutAutoencoder(keras.Model):
                                       trainable=False, name="in_map")
         self.out_map = self.add_weight(shape=(self.n_features, self.n_features), initializer="identity",
                                        trainable=False, name="out_map")
-        iu, ju = np.triu_indices(self.n_features)
-        self._iu = tf.constant(iu, dtype=tf.int32)
-        self._ju = tf.constant(ju, dtype=tf.int32)
+        # position in the packed upper triangle of every entry (i, j) of the full symmetric matrix
+        m = self.n_features
+        iu, ju = np.triu_indices(m)
+        pos = np.zeros((m, m), dtype="i4")
+        pos[iu, ju] = np.arange(len(iu))
+        pos[ju, iu] = np.arange(len(iu))
+        self._unpack = tf.constant(pos.reshape(-1), dtype=tf.int32)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.data_tracker = keras.metrics.Mean(name="data_error")
         self.readout_tracker = keras.metrics.Mean(name="readout_mse")
@@ -262,8 +261,11 @@ class ReadoutAutoencoder(keras.Model):
     def data_error(self, data, w_rec):
         """Per-spectrum normalised data-space squared error ``d'Gd - 2d'r + floor`` (B,)."""
         d = w_rec - data["readout"]
-        outer = tf.gather(d, self._iu, axis=1) * tf.gather(d, self._ju, axis=1)
-        quad = tf.reduce_sum(data["gram"] * outer, axis=1)
+        # Unpack G by a gather on the data (no gradient flows through it), then a batched
+        # mat-vec: the backward pass is matrix products only, no scatter-add (5x faster on CPU
+        # than gathering the packed outer product of d).
+        g = tf.reshape(tf.gather(data["gram"], self._unpack, axis=1), (-1, self.n_features, self.n_features))
+        quad = tf.reduce_sum(d * tf.linalg.matvec(g, d), axis=1)
         return quad - 2.0 * tf.reduce_sum(d * data["resid"], axis=1) + data["floor"]
 
     def readout_error(self, data, w_rec):
