@@ -44,6 +44,8 @@ def test_map_offers_catalog_columns_and_defaults_to_a_category(sample_data):
         from bokeh.models import HoverTool
 
         assert fig.select_one(HoverTool) is not None
+        assert ("<span" in ex.legend_html()) == (colour in ("object", "spec_class") and
+                                                 len(ex.table[colour].cat.categories) <= vz.MAX_CATEGORIES)
 
 
 def test_million_points_rasterize_to_the_plot_size_only():
@@ -60,10 +62,24 @@ def test_million_points_rasterize_to_the_plot_size_only():
     # each finite pixel is a mean of snr in [0, 1): the aggregation really ran on the column
     finite = arr[np.isfinite(arr)]
     assert finite.size > 1000 and 0 <= finite.min() and finite.max() < 1
-    # hover metadata: the index of a real row for every non-empty pixel
-    assert "snr" in data  # the hovered row's columns travel with the image
-    idx = data["__index__"].values
-    assert idx.max() < n and (idx >= 0).sum() >= finite.size
+    assert len(data.data_vars) == 1  # no per-pixel metadata travels with the image
+
+
+def test_hover_names_the_row_drawn_under_the_pointer(sample_data):
+    ex = Explore(sample_data)
+    t = sample_data.table
+    (x0, x1), (y0, y1) = ex.data_bounds()
+    i = int(np.argmax(t["snr"].to_numpy()))
+    assert ex.hover_at(float(t["x"].iloc[i]), float(t["y"].iloc[i])) is not None
+    # the row found is drawn within a few pixels of the pointer
+    j = ex.hovered
+    px = (x1 - x0) / ex.width
+    py = (y1 - y0) / ex.height
+    assert abs(t["x"].iloc[j] - t["x"].iloc[i]) <= 4 * px and abs(t["y"].iloc[j] - t["y"].iloc[i]) <= 4 * py
+    assert str(t["id"].iloc[j]) in ex.hover_text()
+    far = ex.hover_at(x1 + 100, y1 + 100)
+    assert far is None and "Point at the map" in ex.hover_text()
+
 
 
 def test_tap_picks_the_nearest_point_and_shows_its_spectrum(sample_data):

@@ -39,6 +39,7 @@ class Explore(pn.viewable.Viewer):
                            doc="Row position of the spectrum shown (the last tapped point)")
     selection = param.Array(default=np.empty(0, dtype=np.int64), doc="Row positions of the selected points")
     hover = param.Boolean(default=True, doc="Show the metadata of the point under the mouse")
+    hovered = param.Integer(default=None, allow_None=True, doc="Row position of the spectrum under the mouse")
     max_listed = param.Integer(default=1000, bounds=(1, 100_000),
                                doc="Selected rows listed in the table (exports hold them all)")
     tap_radius = param.Number(default=10.0, bounds=(0, None),
@@ -76,6 +77,7 @@ class Explore(pn.viewable.Viewer):
         if self.data is None or self.data.table is None:
             raise ValueError("data: an Explore view needs a LatentData with a table")
         self._prepared = vz.prepare_table(self.data.table)
+        self._pixels = vz.PixelIndex(self._prepared, self.width, self.height)
         cols = vz.colour_columns(self._prepared)
         self.param.color_by.objects = cols
         if self.color_by not in cols or self._default_colour:
@@ -86,7 +88,8 @@ class Explore(pn.viewable.Viewer):
                 self.color_by = default
         with param.discard_events(self):
             # a new table: the old view, tap and selection mean nothing in it
-            self.param.update(tapped=None, selection=np.empty(0, dtype=np.int64), x_range=None, y_range=None)
+            self.param.update(tapped=None, hovered=None, selection=np.empty(0, dtype=np.int64), x_range=None,
+                              y_range=None)
         self._build_map()
         self._show_spectrum()
         self._show_selection()
@@ -109,7 +112,9 @@ class Explore(pn.viewable.Viewer):
         lasso.add_subscriber(self._on_lasso)
         rng = hv.streams.RangeXY(source=dmap)
         rng.add_subscriber(self._on_plot_range)
-        self._streams = (tap, box, lasso, rng)
+        pointer = hv.streams.PointerXY(source=dmap, x=None, y=None)
+        pointer.add_subscriber(self._on_pointer)
+        self._streams = (tap, box, lasso, rng, pointer)
         return dmap
 
     def data_bounds(self, pad: float = 0.05) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -172,6 +177,18 @@ class Explore(pn.viewable.Viewer):
         if x is not None and y is not None:
             self.tap(x, y)
 
+    def hover_at(self, x: float, y: float) -> int | None:
+        """Set :attr:`hovered` to the spectrum drawn at ``(x, y)`` in the current view (None on empty space)."""
+        if not self.hover:
+            return None
+        bx, by = self.data_bounds()
+        self.hovered = self._pixels.lookup(x, y, self.x_range or bx, self.y_range or by)
+        return self.hovered
+
+    def _on_pointer(self, x=None, y=None, **_):
+        if x is not None and y is not None:
+            self.hover_at(x, y)
+
     def _on_box(self, bounds=None, **_):
         if bounds is not None:
             self.select_box(bounds)
@@ -206,6 +223,26 @@ class Explore(pn.viewable.Viewer):
             return vz.empty_spectrum_plot(f"{row.get('id', self.tapped)}: no spectrum available")
         return vz.spectrum_plot(spec["wave"], spec["flux"], weight=spec.get("weight"), model=spec.get("model"),
                                 title=spec.get("title", ""))
+
+    def hover_text(self) -> str:
+        """Markdown line with the metadata of the hovered spectrum."""
+        if self.hovered is None:
+            return "Point at the map to see a spectrum's metadata; tap to see the spectrum."
+        row = self.data.table.iloc[self.hovered]
+        cols = vz.hover_columns(self.data.table, limit=9)
+        parts = []
+        for c in cols:
+            v = row[c]
+            if isinstance(v, (float, np.floating)):
+                v = f"{v:.5g}"
+            parts.append(f"**{c}** {v}")
+        return " · ".join(parts)
+
+    def legend_html(self) -> str:
+        """A colour key for categorical colouring (the raster's own colour bar covers numbers)."""
+        items = vz.category_legend(self._prepared, self.color_by)
+        return "".join(f'<span style="margin-right:10px"><span style="display:inline-block;width:10px;'
+                       f'height:10px;background:{c};margin-right:4px"></span>{name}</span>' for name, c in items)
 
     def _show_spectrum(self) -> None:
         self._spectrum_pane.object = self.spectrum_plot()
@@ -248,10 +285,14 @@ class Explore(pn.viewable.Viewer):
         )
         info = pn.pane.Markdown(param.bind(lambda data: f"**{len(data.table):,} spectra** · {data.label}",
                                            self.param.data), css_classes=["explore-info"])
+        hovered = pn.pane.Markdown(param.bind(lambda *_: self.hover_text(), self.param.hovered, self.param.data),
+                                   css_classes=["explore-hover"], width=self.width + 60, height=45)
+        legend = pn.pane.HTML(param.bind(lambda *_: self.legend_html(), self.param.color_by, self.param.data),
+                              css_classes=["explore-legend"])
         status = pn.pane.Markdown(self.param.status, css_classes=["explore-status"])
         exports = pn.Row(self._download_button("csv", "CSV"), self._download_button("votable", "VOTable"),
                          self._download_button("download", "Download table"))
         right = pn.Column(self._spectrum_pane, status, self._sel_table, exports, sizing_mode="stretch_width",
                           min_width=500)
-        return pn.Row(pn.Column(info, controls, self._map_pane), right, sizing_mode="stretch_width",
+        return pn.Row(pn.Column(info, controls, legend, self._map_pane, hovered), right, sizing_mode="stretch_width",
                       css_classes=["latentsky-explore"])

@@ -23,8 +23,8 @@ import pandas as pd
 
 COORDS = ("x", "y")
 INDEX_COLUMN = "_index"
-"""Column holding each row's position, added to the table the map draws, so that hover
-(Datashader's ``selector``) and taps can name the row they hit."""
+"""Column holding each row's position, added to the table the map draws, so that the hover
+(:class:`PixelIndex`) and taps can name the row they hit."""
 
 MAX_CATEGORIES = 20
 """Categorical columns with more distinct values than this are coloured by their codes
@@ -180,7 +180,9 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
     width, height : int
         Plot size in screen pixels (also the raster size, so the image sent has this many pixels).
     hover : bool
-        Attach the metadata of one point per pixel (Datashader ``selector``) for the hover tool.
+        Add Bokeh's hover tool (the pixel's position and value).  The metadata of the spectrum
+        under the cursor comes from :class:`PixelIndex`, which a view asks only when the pointer
+        moves, so zooming costs no more than plain Datashader.
     cmap : str
         Colour map for density and numeric columns.
     spread : int
@@ -201,20 +203,17 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
     from holoviews.operation.datashader import dynspread, rasterize
 
     hv = _bokeh()
-
     data = table if prepared else prepare_table(table, coords=coords)
     agg = aggregator_for(data, color_by)
-    extra = []
+    cols = []
     if getattr(agg, "column", None) == code_column(color_by):
         data = data.assign(**{code_column(color_by): data[color_by].cat.codes.astype("i4")})
-        extra = [code_column(color_by)]
-    hcols = hover_columns(data, coords=coords)
-    points = latent_points(data, coords=coords, vdims=[INDEX_COLUMN] + hcols
-                           + ([color_by] if color_by not in ("count", None, "") and color_by not in hcols else []) + extra)
+        cols = [code_column(color_by)]
+    elif color_by not in ("count", None, ""):
+        cols = [color_by]
+    # only the columns the aggregation reads: HoloViews copies what it is given
+    points = hv.Points(data[list(coords) + cols], kdims=list(coords), vdims=cols)
     kwargs = dict(aggregator=agg, width=width, height=height, dynamic=True)
-    if hover:
-        # the point with the largest index in each pixel; its columns go to the hover tool
-        kwargs["selector"] = ds.max(INDEX_COLUMN)
     if x_range is not None:
         kwargs["x_range"] = tuple(x_range)
     if y_range is not None:
@@ -234,27 +233,88 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
     return spread_map
 
 
-# ----------------------------------------------------------------------------- selections
+def category_legend(table: pd.DataFrame, color_by: str) -> list[tuple[str, str]]:
+    """``(category, colour)`` pairs of a map coloured by a categorical column (empty otherwise)."""
+    if color_by not in table.columns or not isinstance(table[color_by].dtype, pd.CategoricalDtype):
+        return []
+    cats = list(table[color_by].cat.categories)
+    if len(cats) > MAX_CATEGORIES:
+        return []
+    return [(str(c), CATEGORY_COLORS[i]) for i, c in enumerate(cats)]
+
+
+class PixelIndex:
+    """Which row is drawn under a screen pixel: the metadata lookup behind the hover.
+
+    One Datashader pass (the largest row position per pixel) for the current
+    view, computed only when the pointer moves over a new view and cached;
+    each lookup is then O(1).
+
+    Parameters
+    ----------
+    table : DataFrame
+        A table prepared by :func:`prepare_table`.
+    width, height : int
+        Raster size (the plot's).
+    """
+
+    def __init__(self, table: pd.DataFrame, width: int, height: int, *, coords=COORDS):
+        self.table, self.width, self.height, self.coords = table, int(width), int(height), coords
+        self._key = None
+        self._index = None
+
+    def _raster(self, x_range, y_range) -> np.ndarray:
+        import datashader as ds
+
+        key = (tuple(map(float, x_range)), tuple(map(float, y_range)))
+        if key != self._key:
+            cvs = ds.Canvas(plot_width=self.width, plot_height=self.height, x_range=key[0], y_range=key[1])
+            agg = cvs.points(self.table, self.coords[0], self.coords[1], ds.max(INDEX_COLUMN))
+            self._index = np.nan_to_num(agg.values, nan=-1).astype(np.int64)
+            self._key = key
+        return self._index
+
+    def lookup(self, x: float, y: float, x_range, y_range, *, radius: int = 3) -> int | None:
+        """Row position drawn at ``(x, y)`` (data coordinates) in the view ``x_range, y_range``, or None.
+
+        An empty pixel looks ``radius`` pixels around it (what ``dynspread`` may have drawn there).
+        """
+        if x is None or y is None or x_range is None or y_range is None:
+            return None
+        idx = self._raster(x_range, y_range)
+        (x0, x1), (y0, y1) = x_range, y_range
+        if not (x0 <= x <= x1 and y0 <= y <= y1) or x1 <= x0 or y1 <= y0:
+            return None
+        i = min(self.width - 1, int((x - x0) / (x1 - x0) * self.width))
+        j = min(self.height - 1, int((y - y0) / (y1 - y0) * self.height))
+        if idx[j, i] >= 0:
+            return int(idx[j, i])
+        win = idx[max(0, j - radius): j + radius + 1, max(0, i - radius): i + radius + 1]
+        hits = np.argwhere(win >= 0)
+        if len(hits) == 0:
+            return None
+        centre = np.array([min(j, radius), min(i, radius)])
+        jj, ii = hits[np.argmin(((hits - centre) ** 2).sum(axis=1))]
+        return int(win[jj, ii])
+
 
 def warm_up() -> float:
     """Compile Datashader's aggregations once (numba), so the first map a user sees does not pause.
 
-    Returns the seconds it took (about 1 s in a fresh process, ~0 afterwards).
+    Runs the map's own code path (HoloViews rasterize and dynspread) on a tiny
+    table for each kind of colouring, and the hover's index pass.  Returns the
+    seconds it took (a few seconds in a fresh process, ~0 afterwards).
     """
     import time
 
-    import datashader as ds
-
     t0 = time.perf_counter()
-    df = prepare_table(pd.DataFrame({"x": np.linspace(0, 1, 64), "y": np.linspace(0, 1, 64),
-                                     "v": np.linspace(0, 1, 64), "f": np.linspace(0, 1, 64).astype("f4"),
-                                     "i": np.arange(64, dtype="i4"), "j": np.arange(64, dtype="i8"),
-                                     "c": pd.Categorical(["a", "b"] * 32)}))
-    canvas = ds.Canvas(plot_width=32, plot_height=32)
-    for agg in (ds.count(), ds.mean("v"), ds.mean("f"), ds.mean("i"), ds.mean("j"), ds.by("c", ds.count()),
-                ds.max("i")):
-        canvas.points(df, "x", "y", agg=ds.summary(main=agg, __index__=ds.where(ds.max(INDEX_COLUMN))))
-        canvas.points(df, "x", "y", agg=agg)
+    n = 64
+    df = prepare_table(pd.DataFrame({"x": np.linspace(0, 1, n), "y": np.linspace(0, 1, n),
+                                     "v": np.linspace(0, 1, n), "f": np.linspace(0, 1, n).astype("f4"),
+                                     "i": np.arange(n, dtype="i4"), "c": pd.Categorical(["a", "b"] * (n // 2))}))
+    for colour in ("count", "v", "f", "i", "c"):
+        latent_map(df, color_by=colour, width=32, height=32, prepared=True)[()]
+    PixelIndex(df, 32, 32).lookup(0.5, 0.5, (0, 1), (0, 1))
     return time.perf_counter() - t0
 
 
