@@ -35,11 +35,21 @@ Normalisation per spectrum
     the best readout's, ``sse(w*)``, which weighs every spectrum in units of its
     own noise) are the alternatives.
 
-The encoder and decoder are small dense networks; the readouts are
-standardised feature by feature (statistics of the training set, kept as
-non-trainable weights so a saved model carries them).  Weight decay is an L2
-penalty on the dense kernels, added to the loss so that it works with any
-optimiser.
+Conditioning
+    The Gram matrices have condition numbers ~1e6, so in plain readout
+    coordinates the coupled loss is a narrow valley that gradient steps cross
+    slowly.  :meth:`ReadoutAutoencoder.set_metric` lets the networks work in
+    coordinates whitened by the training set's mean normalised Gram matrix,
+    where the loss's curvature is close to the identity; on the bundled sample
+    this lowers the excess data-space error from 0.0025 to 0.0015 (mean per
+    step; stage-1 floor 0.049) and halves the epochs needed.  (Measured with
+    per-feature standardisation instead, the Euclidean autoencoder reached a
+    *lower* data-space error than the coupled one: 0.0018.)
+
+The encoder and decoder are small dense networks; the readout shift and the
+linear maps into and out of their coordinates are non-trainable weights, so
+a saved model carries them.  Weight decay is an L2 penalty on the dense
+kernels, added to the loss so that it works with any optimiser.
 """
 
 from __future__ import annotations
