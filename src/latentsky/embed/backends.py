@@ -25,7 +25,8 @@ slower).  Everything else must stay far below that:
   tanh a vectorisable rational approximation (TensorFlow's), and writes the
   float64 design rows ``[x_t m_t, m_t, y_t]`` into a 1.7 MB buffer that is
   still in cache when one GEMM turns it into X^T X, X^T y and y^T y together.
-  ~0.25 ms per spectrum (T=4096, N=100) against ~1 ms for the GEMM.
+  ~0.25 ms per spectrum (T=4096, N=100) against ~1 ms for the GEMM: 1.3 ms
+  per spectrum and core in all (738 spectra/s on one thread).
 * ``kernel="ufunc"``: plain NumPy, a batch of states advancing with a few
   ufunc calls per step; the input drive of a block is written in one
   operation into the state buffer that the recursion then overwrites in
@@ -34,7 +35,8 @@ slower).  Everything else must stay far below that:
 
 Choice of default (``backend="auto"``): NumPy on CPU, because it measured
 ~7x faster than TensorFlow on this 2-core machine (bench/embed.py, 2,048 HARPS
-spectra, T=4096, N=100: 746 vs 110 spectra/s while the machine was shared):
+spectra, T=4096, N=100, best of 5 rounds on a shared machine: 1,250 spectra/s
+with the compiled kernel, 704 with the ufunc kernel, 179 for TensorFlow):
 TensorFlow dispatches a handful of ops per step inside ``tf.scan`` and cannot
 fuse the recursion, and both end in the same float64 Gram products.  When
 TensorFlow sees a GPU, ``auto`` picks TensorFlow: the float64 batched matmuls
