@@ -20,10 +20,10 @@ the core's float64 peak, where its SYRK and split-block variants measured
 slower).  Everything else must stay far below that:
 
 * ``kernel="compiled"`` (default for the simple cycle with float32 states): a
-  numba kernel advances two spectra at a time through a block of steps,
+  numba kernel advances one spectrum at a time through a block of steps,
   ``W x`` being ``r * roll(x)`` (unit i hears unit i-1, no matrix product),
   tanh a vectorisable rational approximation (TensorFlow's), and writes the
-  float64 design rows ``[x_t m_t, m_t, y_t]`` into a 1.7 MB buffer that is
+  float64 design rows ``[x_t m_t, m_t, y_t]`` into a 0.8 MB buffer that is
   still in cache when one GEMM turns it into X^T X, X^T y and y^T y together.
   ~0.25 ms per spectrum (T=4096, N=100) against ~1 ms for the GEMM: 1.3 ms
   per spectrum and core in all (738 spectra/s on one thread).
@@ -250,11 +250,11 @@ def _numpy_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, s
 
 
 def _compiled_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, state_dtype="float32",
-                         sub_batch: int = 2):
+                         sub_batch: int = 1):
     """The simple cycle, fused: a numba kernel advances ``sub_batch`` spectra
     through a block of steps and writes their float64 design rows
     ``[x_t m_t, m_t, y_t]`` straight into a buffer small enough to stay in
-    cache (2 x 1024 x 102 x 8 B = 1.7 MB), which one batched float64 matrix
+    cache (1024 x 102 x 8 B = 0.8 MB per spectrum), which one float64 matrix
     product then turns into X^T X, X^T y (and y^T y) together."""
     fill = _compiled()
     B, T = u.shape
