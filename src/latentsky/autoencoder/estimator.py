@@ -238,9 +238,9 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         Compile the training step with XLA (faster on CPU after a second or
         two of compilation); Keras allows it only with ``deterministic=False``.
     deterministic : bool
-        Make TensorFlow ops deterministic (``enable_op_determinism``, a
-        process-wide switch that ``fit`` sets either way), so that equal
-        seeds give equal models.
+        Make TensorFlow ops deterministic (``enable_op_determinism``), so that
+        equal seeds give equal models.  The switch is process-wide and stays
+        on for later fits.
     random_state : int
         Seed of the weights, the split and the shuffling.
     progress : callable, optional
@@ -434,11 +434,9 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
             raise AutoencoderError(f"parameter X: need at least 2 spectra to train, got {n}")
         seed = int(self.random_state) if self.random_state is not None else 0
         keras.utils.set_random_seed(seed)
-        # a process-wide TensorFlow switch: set it either way so that this fit gets what it asks for
         if self.deterministic:
+            # process-wide, and TensorFlow has no public switch back
             tf.config.experimental.enable_op_determinism()
-        else:
-            tf.config.experimental.disable_op_determinism()
 
         rng = np.random.default_rng(seed)
         n_val = int(round(self.validation_fraction * n))
