@@ -121,3 +121,19 @@ def test_tuned_run_records_the_tuned_reservoir(sample_store, tmp_path):
     assert (params["cycle_weight"], params["input_scaling"]) != (0.1, 0.02)
     assert abs(emb.reservoir.cycle_weight - params["cycle_weight"]) < 1e-12
     assert {e.task for e in events} == {"tune", "embed"}
+
+
+def test_a_spectrum_without_valid_pixels_is_named(harps_store, tmp_path):
+    from latentsky.store import SpectrumStoreWriter, atomic_directory
+
+    flux, weight = harps_store.flux[:4], harps_store.weight[:4].copy()
+    weight[2] = 0                                        # all masked
+    src = tmp_path / "store"
+    with atomic_directory(src) as tmp:
+        writer = SpectrumStoreWriter(tmp, harps_store.wave, capacity=4, chunk_rows=2)
+        for f, w in zip(flux, weight):
+            writer.append(f, w)
+        writer.close(pd.DataFrame({"id": ["s0", "s1", "empty-one", "s3"], "object": ["x"] * 4}))
+    with pytest.raises(EmbeddingError, match="spectrum empty-one: no valid pixels"):
+        embed_store(src, tmp_path / "out", n_units=10, backend="numpy")
+    assert not (tmp_path / "out").exists()
