@@ -162,3 +162,10 @@ def test_errors_name_the_parameter(readouts, stats):
         LatentAutoencoder().fit(readouts, stats=stats.take(slice(1, None)))
     with pytest.raises(AutoencoderError, match="parameter X"):
         LatentAutoencoder().fit(readouts[0], stats=stats)
+
+
+def test_non_deterministic_training_runs(readouts, stats, small):
+    from latentsky.autoencoder import LatentAutoencoder
+
+    est = LatentAutoencoder(**{**small, "epochs": 2}, deterministic=False, jit_compile=True).fit(readouts, stats=stats)
+    assert est.n_epochs_ == 2 and np.isfinite(est.transform(readouts)).all()

@@ -132,6 +132,22 @@ def coupled_inputs(readout, gram_packed, xty, yty, n_steps, normalise: str = "n_
     }
 
 
+@tf.custom_gradient
+def _quadratic_form(d, g):
+    """``d' G d`` per row, for symmetric ``G`` (B, M, M) that needs no gradient.
+
+    The gradient ``2 G d`` reuses the forward mat-vec: automatic
+    differentiation would make a second pass over every ``G`` (the bulk of the
+    work) to form ``G' upstream``.
+    """
+    gd = tf.linalg.matvec(g, d)
+
+    def grad(upstream):
+        return 2.0 * upstream[:, None] * gd, None  # G is data: no gradient
+
+    return tf.reduce_sum(d * gd, axis=1), grad
+
+
 @keras.saving.register_keras_serializable(package="latentsky")
 class ReadoutAutoencoder(keras.Model):
     """Dense autoencoder of ESN readouts trained with the model-coupled loss.
@@ -275,7 +291,7 @@ class ReadoutAutoencoder(keras.Model):
         # mat-vec: the backward pass is matrix products only, no scatter-add (5x faster on CPU
         # than gathering the packed outer product of d).
         g = tf.reshape(tf.gather(data["gram"], self._unpack, axis=1), (-1, self.n_features, self.n_features))
-        quad = tf.reduce_sum(d * tf.linalg.matvec(g, d), axis=1)
+        quad = _quadratic_form(d, g)
         return quad - 2.0 * tf.reduce_sum(d * data["resid"], axis=1) + data["floor"]
 
     def readout_error(self, data, w_rec):
