@@ -1,0 +1,75 @@
+"""Send a selection to VO tools (TOPCAT, Aladin) over SAMP (pyvo.samp), when a hub is running.
+
+The table is written as a VOTable to a temporary file and announced with the
+``table.load.votable`` message to every client that subscribes to it.  No hub
+(the usual case in a headless notebook) is an ordinary outcome: the functions
+return a message, never raise on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def hub_running() -> bool:
+    """Whether a SAMP hub is reachable (a lock file of a running hub exists and answers)."""
+    from pyvo.samp import SAMPHubError, SAMPIntegratedClient
+
+    client = SAMPIntegratedClient(name="latentsky-probe")
+    try:
+        client.connect()
+    except (SAMPHubError, OSError, ConnectionError):
+        return False
+    client.disconnect()
+    return True
+
+
+def send_table(table: pd.DataFrame, *, name: str = "latentsky selection", hub=None, folder=None) -> str:
+    """Broadcast ``table`` as a VOTable to the SAMP clients that load tables.
+
+    Parameters
+    ----------
+    table : DataFrame
+        The rows to send (e.g. :attr:`latentsky.ui.explore.Explore.selected`).
+    name : str
+        Table name shown in TOPCAT/Aladin.
+    hub : SAMPHubProxy-like, optional
+        Connect through this hub (tests); default: the running hub found by its lock file.
+    folder : path-like, optional
+        Where the VOTable file is written (default: a temporary folder that outlives the call,
+        since the receiving tool reads it later).
+
+    Returns
+    -------
+    str
+        What happened, for the app's status line ("sent 12 rows to 2 SAMP clients", "no SAMP hub...").
+    """
+    from pyvo.samp import SAMPHubError, SAMPIntegratedClient
+
+    from latentsky.ui.export import to_votable
+
+    if len(table) == 0:
+        return "nothing selected to send"
+    client = SAMPIntegratedClient(name="latentsky", description="latentsky latent map")
+    try:
+        client.connect(hub=hub)
+    except (SAMPHubError, OSError, ConnectionError) as err:
+        log.info("no SAMP hub: %s", err)
+        return "no SAMP hub running: start TOPCAT or Aladin (they run one) and try again"
+    try:
+        folder = Path(folder or tempfile.mkdtemp(prefix="latentsky-samp-"))
+        path = folder / "selection.vot"
+        path.write_bytes(to_votable(table))
+        url = path.resolve().as_uri()
+        receivers = client.get_subscribed_clients("table.load.votable")
+        message = {"samp.mtype": "table.load.votable", "samp.params": {"url": url, "name": name}}
+        client.notify_all(message)
+        return f"sent {len(table):,} rows to {len(receivers)} SAMP client(s)"
+    finally:
+        client.disconnect()
