@@ -152,6 +152,9 @@ def test_million_point_map_tap_and_box_export(page, tmp_path, cache_env, sample_
         page.wait_for_selector(".explore-status >> text=showing synth-", timeout=15000)
         page.wait_for_timeout(500)
         page.screenshot(path=tmp_path / "tap-1e6.png")
+        # the pointer over the map names the spectrum drawn under it
+        page.mouse.move(cx + 5, cy + 5, steps=3)
+        page.wait_for_selector(".explore-hover >> text=synth-", timeout=15000)
         # box selection with the Box Select tool, then the CSV export
         page.locator('[title="Box Select"]').first.click()
         page.mouse.move(cx - 50, cy - 50)

@@ -286,8 +286,7 @@ class Explore(pn.viewable.Viewer):
                 self.status = str(err)
                 return io.BytesIO(b"")
         return pn.widgets.FileDownload(callback=callback, filename=f"selection{EXPORT_FORMATS[fmt]}", label=label,
-                                       button_type="primary", name=f"export-{fmt}", css_classes=[f"export-{fmt}"],
-                                       embed=False, width=190)
+                                       button_type="primary", css_classes=[f"export-{fmt}"], embed=False, width=150)
 
     def sync_url(self) -> None:
         """Keep the colour, the view and the tapped spectrum in the page URL (call inside a served page)."""
@@ -308,7 +307,7 @@ class Explore(pn.viewable.Viewer):
         legend = pn.pane.HTML(param.bind(lambda *_: self.legend_html(), self.param.color_by, self.param.data),
                               css_classes=["explore-legend"])
         status = pn.pane.Markdown(self.param.status, css_classes=["explore-status"])
-        exports = pn.Row(self._download_button("csv", "CSV"), self._download_button("votable", "VOTable"),
+        exports = pn.FlexBox(self._download_button("csv", "CSV"), self._download_button("votable", "VOTable"),
                          self._download_button("download", "Download table"),
                          pn.widgets.Button(name="Send to TOPCAT/Aladin (SAMP)", width=220, css_classes=["samp-send"],
                                            on_click=lambda e: self.send_samp()))
