@@ -12,6 +12,8 @@ PYTEST_WORKERS ?= 2
 # Debian packages the tests need: Chromium for the real-browser tests (Playwright drives
 # /usr/bin/chromium; it never downloads a browser of its own).
 SYSTEM_PACKAGES := chromium
+# npm packages the tests need: JupyterHub's proxy for tests/platform (Node comes from Debian's nodejs).
+NPM_PACKAGES := configurable-http-proxy
 
 .PHONY: demo test install sysdeps bench clean
 
@@ -31,6 +33,10 @@ sysdeps:
 		echo "installing Debian packages:$$missing"; \
 		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
 	fi
+	@command -v npm >/dev/null 2>&1 || { sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq nodejs npm; }
+	@for p in $(NPM_PACKAGES); do command -v $$p >/dev/null 2>&1 || { sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "installing npm package $$p"; $$sudo npm install -g --no-fund --no-audit $$p; }; done
 
 demo: $(STAMP)
 	$(BIN)/latentsky demo --out $(DEMO_OUT)
