@@ -10,6 +10,8 @@ Measured, in one process (median epoch after the first, which compiles):
 
 * ``in_memory``: ``LatentAutoencoder(in_memory=True)`` (statistics prepared once);
 * ``streaming``: ``LatentAutoencoder(in_memory=False)`` (read from Zarr every epoch);
+* ``streaming_cached``: the same with ``cache_dir`` (the prepared float32 inputs
+  written once to raw files, then read back every epoch);
 * ``keras_mse``: a plain ``keras.Sequential`` dense autoencoder of the same size
   with ``compile(loss="mse")`` on the readouts alone, the familiar reference.
 
@@ -92,14 +94,16 @@ def synthesise(src: Path, dest: Path, n: int, *, chunk: int = 2000, seed: int = 
     return dest
 
 
-def time_ours(path: Path, *, in_memory: bool, epochs: int, batch: int, hidden: int, deterministic: bool) -> dict:
+def time_ours(path: Path, *, in_memory: bool, epochs: int, batch: int, hidden: int, deterministic: bool,
+              cache_dir: Path | None = None) -> dict:
     from latentsky.autoencoder import LatentAutoencoder
 
     events = []
     t0 = time.perf_counter()
     est = LatentAutoencoder(hidden=(hidden,), epochs=epochs, batch_size=batch, validation_fraction=0.0,
                             patience=epochs, lr_patience=0, in_memory=in_memory, learning_rate=1e-3,
-                            progress=events.append, random_state=0, deterministic=deterministic)
+                            progress=events.append, random_state=0, deterministic=deterministic,
+                            cache_dir=cache_dir)
     est.fit(path)
     total = time.perf_counter() - t0
     ends = [e.elapsed for e in events if e.logs]
@@ -172,6 +176,11 @@ def main() -> None:
     stream_rss = rss_peak_mb()
     print(f"ours, streaming      : {stream['steady_epoch_s']:.3f} s/epoch, {stream['spectra_per_s']:,.0f} spectra/s "
           f"(epochs {stream['epoch_s']}), peak RSS so far {stream_rss:.0f} MB")
+    cached = time_ours(path, in_memory=False, deterministic=args.deterministic, cache_dir=args.work / "cache", **kw)
+    cached_rss = rss_peak_mb()
+    print(f"ours, streaming from the float32 cache: {cached['steady_epoch_s']:.3f} s/epoch, "
+          f"{cached['spectra_per_s']:,.0f} spectra/s (epochs {cached['epoch_s']}; fit incl. writing the cache "
+          f"{cached['fit_total_s']:.1f} s), peak RSS so far {cached_rss:.0f} MB")
     mem = time_ours(path, in_memory=True, deterministic=args.deterministic, **kw)
     peak = rss_peak_mb()
     print(f"ours, in memory      : {mem['steady_epoch_s']:.3f} s/epoch, {mem['spectra_per_s']:,.0f} spectra/s "
@@ -181,9 +190,12 @@ def main() -> None:
         "n_readouts": args.n, "n_units": args.n_units, "batch_size": args.batch, "params": mem["params"],
         "in_memory_spectra_per_s": round(mem["spectra_per_s"]),
         "streaming_spectra_per_s": round(stream["spectra_per_s"]),
+        "streaming_cached_spectra_per_s": round(cached["spectra_per_s"]),
+        "streaming_cached_fit_total_s": round(cached["fit_total_s"], 1), "streaming_cached_peak_rss_mb": round(cached_rss),
         "keras_mse_epoch_s": round(mse["steady_epoch_s"], 4),
         "keras_mse_spectra_per_s": round(mse["spectra_per_s"]),
         "in_memory_epoch_s": round(mem["steady_epoch_s"], 4), "streaming_epoch_s": round(stream["steady_epoch_s"], 4),
+        "streaming_cached_epoch_s": round(cached["steady_epoch_s"], 4),
         "in_memory_fit_total_s": round(mem["fit_total_s"], 1),
         "peak_rss_mb": round(peak), "streaming_peak_rss_mb": round(stream_rss), "start_rss_mb": round(base_rss),
         "data_gb": round(size_gb, 2), "cpu_count": os.cpu_count(), "deterministic": args.deterministic,

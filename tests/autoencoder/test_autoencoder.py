@@ -169,3 +169,31 @@ def test_non_deterministic_training_runs(readouts, stats, small):
 
     est = LatentAutoencoder(**{**small, "epochs": 2}, deterministic=False, jit_compile=True).fit(readouts, stats=stats)
     assert est.n_epochs_ == 2 and np.isfinite(est.transform(readouts)).all()
+
+
+def test_the_float32_cache_streams_the_same_rows_and_is_reused(sample_embeddings, embeddings, readouts, stats,
+                                                              tmp_path, small):
+    from latentsky.autoencoder.estimator import LatentAutoencoder, _as_source, _CachedSource
+
+    source = _as_source(sample_embeddings, None, 16)
+    cache = _CachedSource.build(source, tmp_path / "cache", "n_steps")
+    mask = np.ones(len(embeddings), dtype=bool)
+    mask[5:40] = False
+    est = LatentAutoencoder(batch_size=10)
+    direct = list(est._dataset(source, mask, shuffle=False, seed=0, statistics=True,
+                               in_memory=False).as_numpy_iterator())
+    cached = list(est._dataset(cache, mask, shuffle=False, seed=0, statistics=True,
+                               in_memory=False).as_numpy_iterator())
+    assert len(direct) == len(cached) == 9
+    for a, b in zip(direct, cached):
+        for k in ("readout", "gram", "resid", "floor"):
+            np.testing.assert_array_equal(a[k], b[k])
+    stamp = (tmp_path / "cache" / "gram.f4").stat().st_mtime_ns
+    fitted = LatentAutoencoder(**{**small, "epochs": 3}, in_memory=False, cache_dir=tmp_path / "cache",
+                               chunk_rows=16).fit(sample_embeddings)
+    assert (tmp_path / "cache" / "gram.f4").stat().st_mtime_ns == stamp  # same inputs: not rewritten
+    assert fitted.n_epochs_ == 3 and np.isfinite(fitted.transform(readouts)).all()
+    # another normalisation is another cache
+    LatentAutoencoder(**{**small, "epochs": 1}, normalise="yty", in_memory=False, cache_dir=tmp_path / "cache",
+                      chunk_rows=16).fit(sample_embeddings)
+    assert (tmp_path / "cache" / "gram.f4").stat().st_mtime_ns != stamp
