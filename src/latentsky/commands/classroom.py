@@ -1,0 +1,150 @@
+"""``latentsky classroom``: the course in a room without a good network.
+
+Prepares the bundled sample's results (the ingested store and the pipeline's
+latent map, in the cache folder; skipped when already there), starts the
+local archive over the sample (ESO TAP/ObsCore, SDSS SkyServer and SAS,
+hips2fits: the endpoints the course queries) and then JupyterLab on the
+course's notebooks, with every ``LATENTSKY_*`` archive URL pointing at the
+local archive and ``LATENTSKY_OFFLINE=1``, so no kernel ever waits on the
+internet.  Ctrl-C (or closing JupyterLab) stops both.
+
+    latentsky classroom                       # prepare, archive, JupyterLab on ./notebooks
+    latentsky classroom --prepare-only        # before class, on each machine (what Binder's postBuild runs)
+    latentsky classroom --no-lab --port 8765  # only the archive (a teacher's machine: add --host 0.0.0.0)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Folder, under ``conf.cache_dir``, whose pipeline results the app and the course open first
+#: (read by :meth:`latentsky.ui.data.LatentData.sample`).
+SAMPLE_RESULTS = "sample-results"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("classroom", help="local archive + JupyterLab for a course without internet",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--notebooks", type=Path, default=None,
+                   help="folder JupyterLab opens (default: ./notebooks when it exists, else .)")
+    p.add_argument("--root", type=Path, default=None, help="folder of FITS files to serve (default: the bundled sample)")
+    p.add_argument("--host", default="127.0.0.1", help="interface of the archive (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port of the archive (default: a free one)")
+    p.add_argument("--lab-port", type=int, default=8888, help="port of JupyterLab (default 8888)")
+    p.add_argument("--no-lab", action="store_true",
+                   help="start only the archive; print the settings and the JupyterLab command, serve until Ctrl-C")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="only prepare the bundled sample's results (store and latent map), then exit")
+    p.add_argument("--no-prepare", action="store_true", help="do not prepare the sample's results")
+    p.set_defaults(func=run)
+
+
+def prepare_sample_results(cache_dir: Path | None = None, *, progress=None) -> Path:
+    """Ingest the bundled sample and run the pipeline on it, unless already done.
+
+    The app (:func:`latentsky.ui.app.load_data`) and the course open these
+    results first, so preparing them once (Binder's ``postBuild``, or before
+    class) makes the first page open in seconds.
+
+    Parameters
+    ----------
+    cache_dir : path-like, optional
+        Cache folder (default ``conf.cache_dir``).
+    progress : callable, optional
+        Progress callback handed to :func:`latentsky.pipeline.run_pipeline`.
+
+    Returns
+    -------
+    Path
+        ``cache_dir / "sample-results"``, holding ``latent.parquet``, ``model.keras``,
+        ``metrics.json`` and ``map.png``.
+    """
+    from latentsky.config import conf
+    from latentsky.pipeline import run_pipeline
+    from latentsky.synth import sample_store
+
+    cache = Path(cache_dir or conf.cache_dir)
+    store = sample_store(cache)
+    out = cache / SAMPLE_RESULTS
+    metrics = run_pipeline(store.path, out, progress=progress)
+    log.info("sample results in %s (up to date, skipped: %s)", out, ", ".join(metrics.get("skipped", [])) or "none")
+    return out
+
+
+def lab_command(notebooks: Path, port: int) -> list[str]:
+    """The JupyterLab command line of the classroom (on 127.0.0.1, opening ``notebooks``)."""
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={notebooks}", f"--ServerApp.port={port}",
+           "--ServerApp.ip=127.0.0.1"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # a classroom container often runs as root
+        cmd.append("--allow-root")
+    return cmd
+
+
+def classroom_environment(archive_urls: dict[str, str]) -> dict[str, str]:
+    """``LATENTSKY_*`` variables that point every client at the local archive and forbid other hosts."""
+    env = {f"LATENTSKY_{name.upper()}": url for name, url in archive_urls.items()}
+    env["LATENTSKY_OFFLINE"] = "1"
+    return env
+
+
+def run(args) -> int:
+    from latentsky.archives.local.archive import LocalArchive
+    from latentsky.data import sample_path
+    from latentsky.exceptions import LatentskyError
+
+    if not args.no_prepare:
+        print(f"sample results: {prepare_sample_results()}", flush=True)
+    if args.prepare_only:
+        return 0
+    root = args.root or sample_path()
+    if not Path(root).is_dir():
+        raise LatentskyError(f"classroom: --root {root} is not a folder")
+    notebooks = args.notebooks or (Path("notebooks") if Path("notebooks").is_dir() else Path("."))
+    if not notebooks.is_dir():
+        raise LatentskyError(f"classroom: --notebooks {notebooks} is not a folder")
+
+    # SIGTERM (a service manager, a closed terminal) stops the archive and JupyterLab like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    archive = LocalArchive(root, host=args.host, port=args.port).start()
+    try:
+        env = classroom_environment(archive.urls())
+        cmd = lab_command(notebooks.resolve(), args.lab_port)
+        cat = archive.catalog
+        print(f"latentsky classroom archive: {archive.base_url} ({len(cat.obscore)} ESO spectra, "
+              f"{len(cat.specobj)} SDSS spectra, {len(cat.images)} images from {archive.root})")
+        for name, value in env.items():
+            print(f"  export {name}={value}")
+        print("JupyterLab: " + " ".join(cmd), flush=True)
+        if args.no_lab:
+            try:
+                _sleep_forever()
+            except KeyboardInterrupt:
+                pass
+            return 0
+        lab = subprocess.Popen(cmd, env={**os.environ, **env})
+        try:
+            return lab.wait()
+        except KeyboardInterrupt:
+            lab.terminate()
+            return lab.wait(30)
+    finally:
+        archive.stop()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _sleep_forever() -> None:
+    """Block the main thread (the archive serves in its own) until Ctrl-C or a signal ends the process."""
+    import threading
+
+    threading.Event().wait()

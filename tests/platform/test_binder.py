@@ -1,0 +1,154 @@
+"""Binder as repo2docker would build it, without Docker: read ``binder/`` only, run postBuild, then start.
+
+repo2docker, when a ``binder/`` folder exists, ignores the repository's root
+configuration and uses ``binder/environment.yml`` (conda build pack), then runs
+``binder/postBuild`` once at build time and ``binder/start`` at every launch.
+Here the environment is this virtual environment (the environment files are
+checked equal to it by tests/test_environment_files.py); postBuild runs in a
+child environment that sees these packages but not the editable latentsky, so
+it really installs the package and prepares the sample's results from the
+installed copy, in a temporary HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BINDER = REPO / "binder"
+BIN = Path(sys.executable).parent
+
+#: Files repo2docker reads in binder/ that would change the build pack (a Dockerfile replaces everything).
+OTHER_BUILD_PACKS = ("Dockerfile", "requirements.txt", "Pipfile", "Project.toml", "REQUIRE", "install.R",
+                     "runtime.txt", "apt.txt", "setup.py", "default.nix", "flake.nix")
+
+
+def _key(requirement: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", re.split(r"[\[<>=~! ]", requirement.strip(), maxsplit=1)[0]).lower()
+
+
+def test_binder_folder_is_what_repo2docker_reads():
+    env = yaml.safe_load((BINDER / "environment.yml").read_text())
+    assert "python=3.11" in env["dependencies"]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert all("==" in req for req in pip), "every Binder dependency is pinned"
+    declared = {_key(d) for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    assert {"jupyter-server-proxy", "jupyterlab", "panel"} <= declared <= {_key(r) for r in pip}
+    # The package is installed by postBuild, not by the environment file (repo2docker has no repo yet then).
+    assert not any(r.lstrip("-e ").strip() in (".", "..") for r in pip)
+    present = sorted(p.name for p in BINDER.iterdir() if p.name in OTHER_BUILD_PACKS)
+    assert not present, f"binder/ holds {present}: repo2docker would switch build pack"
+
+
+@pytest.mark.parametrize("name", ["postBuild", "start"])
+def test_scripts_are_executable_bash(name):
+    path = BINDER / name
+    assert path.stat().st_mode & 0o111, f"binder/{name} is not executable (repo2docker runs it directly)"
+    text = path.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    subprocess.run(["bash", "-n", str(path)], check=True)
+
+
+def test_start_ends_by_exec_of_its_arguments():
+    lines = [ln.strip() for ln in (BINDER / "start").read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    assert lines[-1] == 'exec "$@"'
+
+
+def test_the_proxy_entry_point_is_registered():
+    from importlib.metadata import entry_points
+
+    (ep,) = [ep for ep in entry_points(group="jupyter_serverproxy_servers") if ep.name == "latentsky"]
+    config = ep.load()()
+    assert config["launcher_entry"]["title"] == "latentsky explorer"
+    assert "{port}" in config["command"] and "{base_url}latentsky" in config["command"]
+    assert config["absolute_url"] is True
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """postBuild run as on Binder (from the repository root, in a fresh HOME), in a child environment."""
+    tmp = tmp_path_factory.mktemp("binder")
+    home, venv = tmp / "home", tmp / "env"
+    home.mkdir()
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    child_site = Path(subprocess.check_output(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        text=True).strip())
+    # The child sees this environment's packages (a plain path: the editable latentsky's .pth is not read).
+    (child_site / "parent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTSKY_", "XDG_", "VIRTUAL_ENV", "PYTHON"))}
+    env.update(HOME=str(home), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+               MPLCONFIGDIR=str(home / ".config" / "matplotlib"))
+    t0 = time.monotonic()
+    run = subprocess.run([str(BINDER / "postBuild")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    elapsed = time.monotonic() - t0
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return {"home": home, "venv": venv, "env": env, "elapsed": elapsed, "log": run.stdout + run.stderr}
+
+
+def test_post_build_installs_the_package(built):
+    out = subprocess.check_output([str(built["venv"] / "bin" / "python"), "-c",
+                                   "import latentsky, latentsky.data as d; print(latentsky.__file__); "
+                                   "print(d.sample_path())"], env=built["env"], text=True, cwd=built["home"])
+    module, sample = out.split()
+    assert module.startswith(str(built["venv"])), f"latentsky imported from {module}, not the installed copy"
+    assert Path(sample, "harps").is_dir() and Path(sample, "sdss").is_dir(), "the sample is not in the package"
+    assert (built["venv"] / "bin" / "latentsky").exists()
+
+
+def test_post_build_prepares_the_sample_results(built):
+    results = built["home"] / ".cache" / "latentsky" / "sample-results"
+    for name in ("latent.parquet", "model.keras", "metrics.json", "map.png"):
+        assert (results / name).exists(), f"{name} missing; postBuild log:\n{built['log'][-2000:]}"
+    # The app opens on them: the pipeline's map, not the PCA fallback, and without ingesting anything.
+    probe = ("import json, time; t = time.monotonic(); from latentsky.ui.data import LatentData; "
+             "d = LatentData.sample(); print(json.dumps({'label': d.label, 'n': len(d.table), "
+             "'s': time.monotonic() - t}))")
+    got = json.loads(subprocess.check_output([str(built["venv"] / "bin" / "python"), "-c", probe],
+                                             env=built["env"], text=True, cwd=built["home"]).splitlines()[-1])
+    assert got["n"] == 125 and "PCA" not in got["label"], got
+    assert got["s"] < 30, got
+    assert built["elapsed"] < 300, f"postBuild took {built['elapsed']:.0f} s"
+
+
+def test_start_execs_the_notebook_command_with_binder_settings(built):
+    probe = [str(built["venv"] / "bin" / "python"), "-c",
+             "import json, os; print(json.dumps({k: os.environ.get(k) for k in "
+             "('OMP_NUM_THREADS', 'TF_CPP_MIN_LOG_LEVEL')}))"]
+    run = subprocess.run([str(BINDER / "start"), *probe], env=built["env"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert json.loads(run.stdout) == {"OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # The results are there, so start prepares nothing in the background.
+    assert not (built["home"] / ".cache" / "latentsky" / "prepare.log").exists()
+    # A failing command's status comes back unchanged (exec, not a child).
+    assert subprocess.run([str(BINDER / "start"), "bash", "-c", "exit 7"], env=built["env"], cwd=REPO).returncode == 7
+
+
+def test_start_prepares_the_results_when_the_home_lacks_them(built, tmp_path):
+    env = dict(built["env"], HOME=str(tmp_path))
+    if shutil.which("latentsky", path=env["PATH"]) is None:
+        pytest.skip("latentsky is not on the child's PATH")
+    run = subprocess.run([str(BINDER / "start"), "true"], env=env, cwd=REPO, timeout=60)
+    assert run.returncode == 0
+    cache = tmp_path / ".cache" / "latentsky"
+    assert (cache / "prepare.log").exists(), "start did not launch the preparation"
+    # It runs for tens of seconds; end it (the process this test started, by its pid).
+    pid = int((cache / "prepare.pid").read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
