@@ -93,8 +93,13 @@ def built(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTSKY_", "XDG_", "VIRTUAL_ENV", "PYTHON"))}
     env.update(HOME=str(home), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
                MPLCONFIGDIR=str(home / ".config" / "matplotlib"))
+    # repo2docker copies the repository into the image and runs postBuild there; so do we (pip's build
+    # leaves build/ and *.egg-info in the tree it builds from, which must not be the working copy).
+    repo = tmp / "repo"
+    shutil.copytree(REPO, repo, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "demo-output", "node_modules"))
     t0 = time.monotonic()
-    run = subprocess.run([str(BINDER / "postBuild")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run([str(repo / "binder" / "postBuild")], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     elapsed = time.monotonic() - t0
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return {"home": home, "venv": venv, "env": env, "elapsed": elapsed, "log": run.stdout + run.stderr}
