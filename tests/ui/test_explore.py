@@ -201,3 +201,43 @@ def test_new_data_resets_view_tap_and_selection(grid_data, sample_data):
     assert ex.x_range is None and ex.tapped is None and len(ex.selection) == 0
     assert len(ex.table) == len(sample_data.table)
     assert ex.color_by == "spec_class"
+
+
+def test_linked_second_map_shares_the_selection(synth_dir):
+    data = LatentData.from_synth(synth_dir)
+    ex = Explore(data)
+    assert ex.compare == ("rv", "tilt")  # the synthetic table's physical parameters beside the latent map
+    fig = hv.render(ex._compare_pane.object, backend="bokeh")
+    assert fig is not None and ex._compare_pane.visible
+    # a box on the second map selects by its columns; the first map's selection layer shows the same rows
+    sel = ex.select_box((0.0, -1.0, 1e6, 1.0), coords=("rv", "tilt"))
+    t = data.table
+    assert len(sel) == int(((t["rv"] >= 0) & (t["tilt"].abs() <= 1.0)).sum()) > 0
+    layer = ex._map_pane.object[()].get(1)
+    drawn = layer.data[layer.vdims[0].name].values
+    assert drawn.any()  # selected points are drawn over the latent map
+    ex.clear_selection()
+    layer = ex._map_pane.object[()].get(1)
+    assert not layer.data[layer.vdims[0].name].values.any()
+    # a tap on the second map picks a row by its rv, tilt
+    i = int(sel[0])
+    assert ex.tap(float(t["rv"].iloc[i]), float(t["tilt"].iloc[i]), coords=("rv", "tilt")) is not None
+
+
+def test_no_second_map_without_its_columns(grid_data):
+    ex = Explore(grid_data)
+    assert ex.compare is None and ex._compare_pane.object is None
+    ex.__panel__()
+
+
+def test_pipeline_results_open_with_a_linked_pca_map(sample_store, tmp_path):
+    t = sample_store.catalog[["id", "path", "object", "ra", "dec", "mjd"]].copy()
+    rng = np.random.default_rng(0)
+    t["x"], t["y"], t["anomaly"] = rng.normal(size=len(t)), rng.normal(size=len(t)), rng.random(len(t))
+    t.to_parquet(tmp_path / "latent.parquet")
+    data = LatentData.from_pipeline(tmp_path, store=sample_store)
+    assert {"snr", "spec_class", "row", "pca_x", "pca_y"} <= set(data.table.columns)
+    ex = Explore(data)
+    assert ex.compare == ("pca_x", "pca_y")
+    ex.tapped = 3
+    np.testing.assert_array_equal(data.spectrum(3)["flux"], sample_store.flux[int(data.table["row"].iloc[3])])

@@ -25,6 +25,10 @@ from latentsky.exceptions import LatentskyError
 log = logging.getLogger(__name__)
 
 
+PCA_COMPARE_MAX = 20_000
+"""Stores up to this many spectra get a PCA map beside the pipeline's (the PCA reads all flux into memory)."""
+
+
 class SpectrumSource:
     """Where the spectrum of a latent-table row comes from (subclasses implement :meth:`get`)."""
 
@@ -167,6 +171,15 @@ class LatentData(param.Parameterized):
         if store is not None:
             table = _join_catalog(table, store.catalog)
             source = StoreSpectra(store)
+            if len(store) <= PCA_COMPARE_MAX and "row" in table.columns and "pca_x" not in table.columns:
+                # the PCA map of the same spectra, linked beside the autoencoder's (Explore.compare)
+                pca = PCAProjection(store)
+                rows = table["row"].to_numpy()
+                ok = np.isfinite(rows.astype(float))
+                for k, col in enumerate(("pca_x", "pca_y")):
+                    values = np.full(len(table), np.nan)
+                    values[ok] = pca.coords_[rows[ok].astype(int), k]
+                    table[col] = values
         return cls(table, label=str(folder), source=source)
 
     @classmethod

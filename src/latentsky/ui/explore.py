@@ -21,6 +21,8 @@ from latentsky.viz import latent as vz
 
 log = logging.getLogger(__name__)
 
+SELECTION_COLOUR = "#e41a1c"
+
 RANGE_DEBOUNCE_MS = 20
 """HoloViews waits this long after the last zoom/pan event before re-rendering (its default, 100 ms,
 is most of the zoom-to-paint latency budget of 250 ms; Datashader needs ~50 ms at 10^7 points)."""
@@ -57,6 +59,9 @@ class Explore(pn.viewable.Viewer):
     width = param.Integer(default=700, bounds=(100, 4000), doc="Map width in pixels")
     height = param.Integer(default=560, bounds=(100, 4000), doc="Map height in pixels")
     status = param.String(default="", doc="One line about the last action")
+    compare = param.Tuple(default=None, allow_None=True, length=2,
+                          doc="Two columns drawn as a second map linked to the first (same colour and selection); "
+                              "default: pca_x/pca_y, else rv/tilt, when the table has them")
 
     def __init__(self, data: LatentData | None = None, **params):
         if data is None:
@@ -70,10 +75,11 @@ class Explore(pn.viewable.Viewer):
         self._spectrum_pane = pn.pane.HoloViews(vz.empty_spectrum_plot(), sizing_mode="stretch_width", height=320)
         self._sel_table = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, pagination="remote", page_size=8,
                                                show_index=False, height=290, sizing_mode="stretch_width")
+        self._compare_pane = pn.pane.HoloViews(sizing_mode="fixed", linked_axes=False, visible=False)
         self._range_from_plot = False
         self._on_data()
         self.param.watch(lambda e: self._on_data(), "data")
-        self.param.watch(lambda e: self._build_map(), ["color_by", "hover"])
+        self.param.watch(lambda e: self._build_map(), ["color_by", "hover", "compare"])
         self.param.watch(self._on_range_param, ["x_range", "y_range"])
         self.param.watch(lambda e: self._show_spectrum(), "tapped")
         self.param.watch(lambda e: self._show_selection(), "selection")
@@ -89,6 +95,10 @@ class Explore(pn.viewable.Viewer):
             raise ValueError("data: an Explore view needs a LatentData with a table")
         self._prepared = vz.prepare_table(self.data.table)
         self._pixels = vz.PixelIndex(self._prepared, self.width, self.height)
+        if self.compare is None or not set(self.compare) <= set(self._prepared.columns):
+            pairs = [("pca_x", "pca_y"), ("rv", "tilt")]
+            with param.discard_events(self):
+                self.compare = next((p for p in pairs if set(p) <= set(self._prepared.columns)), None)
         cols = vz.colour_columns(self._prepared)
         self.param.color_by.objects = cols
         if self.color_by not in cols or self._default_colour:
@@ -105,8 +115,23 @@ class Explore(pn.viewable.Viewer):
         self._show_spectrum()
         self._show_selection()
 
+    def _selection_layer(self, coords):
+        """The selected points, rasterized in one colour over a map; redrawn when the selection changes."""
+        import datashader as ds
+        import holoviews as hv
+        from holoviews.operation.datashader import dynspread, rasterize
+
+        # a fixed set of points per selection: the maps are rebuilt when it changes (a stream on a
+        # nested DynamicMap would be memoized away by the rasterize operation above it)
+        sel = self._prepared.iloc[np.asarray(self.selection, dtype=np.int64)]
+        points = hv.Points(sel[list(coords)], kdims=list(coords))
+        layer = dynspread(rasterize(points, aggregator=ds.any(), width=self.width, height=self.height),
+                          max_px=2, threshold=0.5)
+        return layer.opts(cmap=[SELECTION_COLOUR], alpha=0.9, backend="bokeh")
+
     def make_map(self):
-        """The HoloViews map (a DynamicMap) for the current parameters, with its streams attached."""
+        """The HoloViews map (latent map with the selection over it) for the current parameters, with its
+        streams attached."""
         import holoviews as hv
 
         dmap = vz.latent_map(self._prepared, color_by=self.color_by, width=self.width, height=self.height,
@@ -114,7 +139,8 @@ class Explore(pn.viewable.Viewer):
         xlim, ylim = self.x_range, self.y_range
         if xlim is None or ylim is None:
             xlim, ylim = self.data_bounds()
-        dmap = dmap.opts(xlim=tuple(xlim), ylim=tuple(ylim), backend="bokeh")
+        overlay = (dmap * self._selection_layer(vz.COORDS)).opts(xlim=tuple(xlim), ylim=tuple(ylim),
+                                                                 backend="bokeh")
         tap = hv.streams.Tap(source=dmap, x=None, y=None)
         tap.add_subscriber(self._on_tap)
         box = hv.streams.BoundsXY(source=dmap, bounds=None)
@@ -126,12 +152,35 @@ class Explore(pn.viewable.Viewer):
         pointer = hv.streams.PointerXY(source=dmap, x=None, y=None)
         pointer.add_subscriber(self._on_pointer)
         self._streams = (tap, box, lasso, rng, pointer)
-        return dmap
+        return overlay
 
-    def data_bounds(self, pad: float = 0.05) -> tuple[tuple[float, float], tuple[float, float]]:
+    def make_compare_map(self):
+        """The second map, on the :attr:`compare` columns, sharing colour and selection; or None."""
+        import holoviews as hv
+
+        if not self.compare:
+            return None
+        cx, cy = self.compare
+        small = dict(width=self.width // 2 + 60, height=self.height // 2)
+        dmap = vz.latent_map(self._prepared, color_by=self.color_by, coords=(cx, cy), hover=False, prepared=True,
+                             title=f"linked: {cx} vs {cy}", **small)
+        layer = self._selection_layer((cx, cy)).opts(**small, backend="bokeh")
+        overlay = dmap * layer
+        box = hv.streams.BoundsXY(source=dmap, bounds=None)
+        box.add_subscriber(lambda bounds=None, **_: bounds is not None and self.select_box(bounds, coords=(cx, cy)))
+        lasso = hv.streams.Lasso(source=dmap, geometry=None)
+        lasso.add_subscriber(lambda geometry=None, **_: geometry is not None and len(geometry) >= 3 and
+                             self.select_lasso(np.asarray(geometry)[:, 0], np.asarray(geometry)[:, 1],
+                                               coords=(cx, cy)))
+        tap = hv.streams.Tap(source=dmap, x=None, y=None)
+        tap.add_subscriber(lambda x=None, y=None, **_: x is not None and self.tap(x, y, coords=(cx, cy)))
+        self._compare_streams = (box, lasso, tap)
+        return overlay
+
+    def data_bounds(self, pad: float = 0.05, *, coords=vz.COORDS) -> tuple[tuple[float, float], tuple[float, float]]:
         """x and y ranges holding every point, with ``pad`` (a fraction) added on each side."""
         out = []
-        for c in ("x", "y"):
+        for c in coords:
             v = self._prepared[c].to_numpy()
             lo, hi = (float(np.nanmin(v)), float(np.nanmax(v))) if len(v) else (0.0, 1.0)
             d = (hi - lo) or 1.0
@@ -140,6 +189,8 @@ class Explore(pn.viewable.Viewer):
 
     def _build_map(self) -> None:
         self._map_pane.object = self.make_map()
+        self._compare_pane.object = self.make_compare_map()
+        self._compare_pane.visible = self.compare is not None
 
     # ------------------------------------------------------------------ actions (what the streams call)
     def _pixel_size(self) -> tuple[float, float]:
@@ -147,27 +198,31 @@ class Explore(pn.viewable.Viewer):
         xr, yr = self.x_range or bx, self.y_range or by
         return max((xr[1] - xr[0]) / self.width, 1e-12), max((yr[1] - yr[0]) / self.height, 1e-12)
 
-    def tap(self, x: float, y: float) -> int | None:
-        """Show the spectrum of the point nearest to ``(x, y)`` (latent coordinates).
+    def tap(self, x: float, y: float, *, coords=vz.COORDS) -> int | None:
+        """Show the spectrum of the point nearest to ``(x, y)`` (in ``coords``, the latent map's by default).
 
         Returns the row position, or None when no point is within ``tap_radius`` pixels.
         """
-        sx, sy = self._pixel_size()
-        i = vz.nearest_point(self._prepared, x, y, x_scale=sx, y_scale=sy,
+        if tuple(coords) == vz.COORDS:
+            sx, sy = self._pixel_size()
+        else:
+            (x0, x1), (y0, y1) = self.data_bounds(coords=coords)
+            sx, sy = (x1 - x0) / (self.width // 2), (y1 - y0) / (self.height // 2)
+        i = vz.nearest_point(self._prepared, x, y, coords=coords, x_scale=sx, y_scale=sy,
                              max_distance=self.tap_radius or None)
         if i is None:
             self.status = f"no spectrum within {self.tap_radius:g} px of ({x:.3g}, {y:.3g})"
         self.tapped = i
         return i
 
-    def select_box(self, bounds) -> np.ndarray:
-        """Select the points in ``bounds = (x0, y0, x1, y1)``; returns their row positions."""
-        self.selection = vz.points_in_box(self._prepared, bounds)
+    def select_box(self, bounds, *, coords=vz.COORDS) -> np.ndarray:
+        """Select the points in ``bounds = (x0, y0, x1, y1)`` (of the map on ``coords``); returns their rows."""
+        self.selection = vz.points_in_box(self._prepared, bounds, coords=coords)
         return self.selection
 
-    def select_lasso(self, xs, ys) -> np.ndarray:
-        """Select the points inside the polygon with vertices ``(xs[i], ys[i])``."""
-        self.selection = vz.points_in_polygon(self._prepared, xs, ys)
+    def select_lasso(self, xs, ys, *, coords=vz.COORDS) -> np.ndarray:
+        """Select the points inside the polygon with vertices ``(xs[i], ys[i])`` (of the map on ``coords``)."""
+        self.selection = vz.points_in_polygon(self._prepared, xs, ys, coords=coords)
         return self.selection
 
     def clear_selection(self) -> None:
@@ -269,6 +324,8 @@ class Explore(pn.viewable.Viewer):
             self.status = f"showing {row.get('id', self.tapped)}"
 
     def _show_selection(self) -> None:
+        if self._prepared is not None and self._map_pane.object is not None:
+            self._build_map()  # the selection layer over both maps
         sel = self.selected
         shown = sel.head(self.max_listed)
         cols = [c for c in vz.hover_columns(sel, limit=10)]
@@ -313,5 +370,5 @@ class Explore(pn.viewable.Viewer):
                                            on_click=lambda e: self.send_samp()))
         right = pn.Column(self._spectrum_pane, status, self._sel_table, exports, sizing_mode="stretch_width",
                           min_width=500)
-        return pn.Row(pn.Column(info, controls, legend, self._map_pane, hovered), right, sizing_mode="stretch_width",
+        return pn.Row(pn.Column(info, controls, legend, self._map_pane, hovered), pn.Column(right, self._compare_pane), sizing_mode="stretch_width",
                       css_classes=["latentsky-explore"])
