@@ -120,3 +120,26 @@ def test_background_run_keeps_the_caller_free(local):
     thread = q.in_background(q.run)
     q.wait(30)
     assert not thread.is_alive() and len(q.products) == 24
+
+
+def test_app_command_refuses_a_missing_path(tmp_path):
+    from latentsky.cli import main
+
+    assert main(["app", str(tmp_path / "nope")]) == 2
+
+
+def test_app_page_wires_the_steps(sample_data, tmp_path):
+    from latentsky.ui.app import App
+
+    app = App(sample_data, workdir=str(tmp_path))
+    app.__panel__()
+    assert app.download.dest == str(tmp_path / "downloads")
+    from astropy.table import Table
+
+    products = Table({"archive": ["eso"], "access_url": ["http://127.0.0.1/x.fits"]})
+    app.query.products = products  # what Query sets after a query
+    assert app.download.products is products
+    # a finished training run opens its map in Explore and shows that tab
+    app.active = 2
+    app.train.results = sample_data
+    assert app.explore.data is sample_data and app.active == 0

@@ -353,9 +353,9 @@ class Explore(pn.viewable.Viewer):
 
     def __panel__(self):
         controls = pn.Row(
-            pn.widgets.Select.from_param(self.param.color_by, name="Colour by", width=200),
-            pn.widgets.Checkbox.from_param(self.param.hover, name="hover metadata"),
-            pn.widgets.Button(name="Clear selection", on_click=lambda e: self.clear_selection(), width=140),
+            pn.widgets.Select.from_param(self.param.color_by, label="Colour by", width=200),
+            pn.widgets.Checkbox.from_param(self.param.hover, label="hover metadata"),
+            pn.widgets.Button(label="Clear selection", on_click=lambda e: self.clear_selection(), width=140),
         )
         info = pn.pane.Markdown(param.bind(lambda data: f"**{len(data.table):,} spectra** · {data.label}",
                                            self.param.data), css_classes=["explore-info"])
@@ -366,7 +366,7 @@ class Explore(pn.viewable.Viewer):
         status = pn.pane.Markdown(self.param.status, css_classes=["explore-status"])
         exports = pn.FlexBox(self._download_button("csv", "CSV"), self._download_button("votable", "VOTable"),
                          self._download_button("download", "Download table"),
-                         pn.widgets.Button(name="Send to TOPCAT/Aladin (SAMP)", width=220, css_classes=["samp-send"],
+                         pn.widgets.Button(label="Send to TOPCAT/Aladin (SAMP)", width=220, css_classes=["samp-send"],
                                            on_click=lambda e: self.send_samp()))
         right = pn.Column(self._spectrum_pane, status, self._sel_table, exports, sizing_mode="stretch_width",
                           min_width=500)

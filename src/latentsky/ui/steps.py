@@ -233,12 +233,12 @@ class Query(_Step):
                 self.error = str(err)
 
     def __panel__(self):
-        upload = pn.widgets.FileInput(accept=".csv,.ecsv,.xml,.vot,.fits", name="positions table")
+        upload = pn.widgets.FileInput(accept=".csv,.ecsv,.xml,.vot,.fits", label="positions table")
         upload.param.watch(self._on_upload, "value")
         table = pn.widgets.Tabulator(pd.DataFrame(), pagination="remote", page_size=15, disabled=True,
                                      sizing_mode="stretch_width", header_filters=False)
         self.param.watch(lambda e: setattr(table, "value", self.results), "products")
-        button = pn.widgets.Button(name="Query", button_type="primary", css_classes=["query-run"])
+        button = pn.widgets.Button(label="Query", button_type="primary", css_classes=["query-run"])
         button.on_click(lambda e: self.in_background(self.run))
         fields = form(self, ["archive", "target", "coordinates", "radius", "collection", "instrument", "start",
                              "end"], "query")
@@ -353,15 +353,15 @@ class Download(_Step):
         table = pn.widgets.Tabulator(self.param.states, pagination="remote", page_size=15, disabled=True,
                                      sizing_mode="stretch_width")
         buttons = pn.Row(
-            pn.widgets.Button(name="Start", button_type="primary", css_classes=["download-start"],
+            pn.widgets.Button(label="Start", button_type="primary", css_classes=["download-start"],
                               on_click=lambda e: self.in_background(self.start)),
-            pn.widgets.Button(name="Pause", on_click=lambda e: self.pause()),
-            pn.widgets.Button(name="Resume", on_click=lambda e: self.in_background(self.resume)),
-            pn.widgets.Button(name="Retry failed", button_type="warning",
+            pn.widgets.Button(label="Pause", on_click=lambda e: self.pause()),
+            pn.widgets.Button(label="Resume", on_click=lambda e: self.in_background(self.resume)),
+            pn.widgets.Button(label="Retry failed", button_type="warning",
                               on_click=lambda e: self.in_background(self.retry_failed)),
-            pn.widgets.Button(name="Refresh", on_click=lambda e: self.refresh()),
+            pn.widgets.Button(label="Refresh", on_click=lambda e: self.refresh()),
         )
-        return pn.Column(pn.widgets.TextInput.from_param(self.param.dest, name="Destination folder"), buttons,
+        return pn.Column(pn.widgets.TextInput.from_param(self.param.dest, label="Destination folder"), buttons,
                          self.progress, self._messages, pn.pane.Markdown(param.bind(self._counts_text, self.param.counts),
                                           css_classes=["download-counts"]), table,
                          sizing_mode="stretch_width")
@@ -404,9 +404,9 @@ class Embed(_Step):
     def __panel__(self):
         fields = form(self, ["source", "out", "n_units", "cycle_weight", "leak_rate", "input_scaling", "ridge"],
                       "embed")
-        buttons = pn.Row(pn.widgets.Button(name="Ingest + embed", button_type="primary", css_classes=["embed-run"],
+        buttons = pn.Row(pn.widgets.Button(label="Ingest + embed", button_type="primary", css_classes=["embed-run"],
                                            on_click=lambda e: self.in_background(self.run)),
-                         pn.widgets.Button(name="Cancel", on_click=lambda e: self.cancel()))
+                         pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()))
         return pn.Row(pn.Column(fields, buttons), pn.Column(self.progress, self._messages,
                                                             sizing_mode="stretch_width"), sizing_mode="stretch_width")
 
@@ -467,9 +467,9 @@ class Train(_Step):
 
     def __panel__(self):
         fields = form(self, ["store", "out", "method", "epochs"], "train")
-        buttons = pn.Row(pn.widgets.Button(name="Train", button_type="primary", css_classes=["train-run"],
+        buttons = pn.Row(pn.widgets.Button(label="Train", button_type="primary", css_classes=["train-run"],
                                            on_click=lambda e: self.in_background(self.run)),
-                         pn.widgets.Button(name="Cancel", on_click=lambda e: self.cancel()))
+                         pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()))
         log_pane = pn.pane.Str(param.bind(lambda lines: "\n".join(lines[-20:]), self.param.log_lines))
         return pn.Row(pn.Column(fields, buttons), pn.Column(self.progress, self._messages, log_pane,
                                                           sizing_mode="stretch_width"), sizing_mode="stretch_width")
