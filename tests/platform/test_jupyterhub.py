@@ -192,3 +192,49 @@ def _check_websocket(ws_url: str, token: str, cookies: str) -> None:
             conn.close()
 
     asyncio.run(asyncio.wait_for(talk(), 90))
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "binder" / "jupyterhub"
+
+
+def test_deployment_config_loads_and_passes_the_eso_token_to_one_user_only():
+    """binder/jupyterhub/jupyterhub_config.py runs as JupyterHub runs it, and its hook gives each user their own token."""
+    import asyncio
+
+    from traitlets.config import Config
+
+    config = Config()
+    path = DEPLOY / "jupyterhub_config.py"
+    exec(compile(path.read_text(), str(path), "exec"), {"get_config": lambda: config, "__file__": str(path)})
+    assert config.Spawner.cmd[0].endswith("jupyterhub-singleuser")
+    shared_env = config.Spawner.environment
+    assert "LATENTSKY_APP_DATA" in shared_env and "LATENTSKY_ESO_TOKEN" not in shared_env
+
+    class User:
+        def __init__(self, state):
+            self.state = state
+
+        async def get_auth_state(self):
+            return self.state
+
+    class Spawner:
+        def __init__(self, state):
+            self.user, self.environment = User(state), shared_env
+
+    ada, bob = Spawner({"eso_token": "ada-secret"}), Spawner(None)
+    asyncio.run(config.Spawner.pre_spawn_hook(ada))
+    asyncio.run(config.Spawner.pre_spawn_hook(bob))
+    assert ada.environment["LATENTSKY_ESO_TOKEN"] == "ada-secret"
+    assert "LATENTSKY_ESO_TOKEN" not in bob.environment and "LATENTSKY_ESO_TOKEN" not in shared_env
+
+
+def test_helm_values_carry_the_same_settings():
+    import yaml
+
+    values = yaml.safe_load((DEPLOY / "config.yaml").read_text())
+    single = values["singleuser"]
+    assert single["defaultUrl"] == "/lab"
+    assert {"LATENTSKY_SHARED_DATA", "LATENTSKY_APP_DATA"} <= set(single["extraEnv"])
+    assert all(m["readOnly"] for m in single["storage"]["extraVolumeMounts"])
+    assert "LATENTSKY_ESO_TOKEN" in values["hub"]["extraConfig"]["latentsky-eso-token"]
+    assert "TOKEN" not in json.dumps(single).upper().replace("LATENTSKY_ESO_TOKEN", "")
