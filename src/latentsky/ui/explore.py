@@ -139,8 +139,9 @@ class Explore(pn.viewable.Viewer):
         xlim, ylim = self.x_range, self.y_range
         if xlim is None or ylim is None:
             xlim, ylim = self.data_bounds()
-        overlay = (dmap * self._selection_layer(vz.COORDS)).opts(xlim=tuple(xlim), ylim=tuple(ylim),
-                                                                 backend="bokeh")
+        # the selection layer only when something is selected: an empty layer still costs a rasterize per zoom
+        overlay = dmap * self._selection_layer(vz.COORDS) if len(self.selection) else dmap
+        overlay = overlay.opts(xlim=tuple(xlim), ylim=tuple(ylim), backend="bokeh")
         tap = hv.streams.Tap(source=dmap, x=None, y=None)
         tap.add_subscriber(self._on_tap)
         box = hv.streams.BoundsXY(source=dmap, bounds=None)
@@ -164,8 +165,8 @@ class Explore(pn.viewable.Viewer):
         small = dict(width=self.width // 2 + 60, height=self.height // 2)
         dmap = vz.latent_map(self._prepared, color_by=self.color_by, coords=(cx, cy), hover=False, prepared=True,
                              title=f"linked: {cx} vs {cy}", **small)
-        layer = self._selection_layer((cx, cy)).opts(**small, backend="bokeh")
-        overlay = dmap * layer
+        overlay = dmap * self._selection_layer((cx, cy)).opts(**small, backend="bokeh") if len(self.selection) \
+            else dmap
         box = hv.streams.BoundsXY(source=dmap, bounds=None)
         box.add_subscriber(lambda bounds=None, **_: bounds is not None and self.select_box(bounds, coords=(cx, cy)))
         lasso = hv.streams.Lasso(source=dmap, geometry=None)
