@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 from astropy.io import fits
 
 from latentsky.cli import main
@@ -24,4 +26,11 @@ def test_demo_writes_store_summary_and_png(tmp_path, capsys):
     store = SpectrumStore(out / "store")
     first = store.catalog.iloc[0]
     assert first["object"] == fits.getheader(first["path"])["OBJECT"]
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "demo finished in" in printed and "peak memory" in printed
+    latent = pd.read_parquet(out / "latent.parquet")
+    assert len(latent) == 125 and {"id", "object", "x", "y", "anomaly"} <= set(latent.columns)
+    assert np.isfinite(latent[["x", "y"]].to_numpy()).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics  # the map's scores, printed at the end too
+    assert (out / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

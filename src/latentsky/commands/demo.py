@@ -2,14 +2,19 @@
 
 The sample is served by the local archive on 127.0.0.1 and fetched exactly as
 from ESO and SDSS (TAP/ObsCore and SkyServer queries, planned downloads with a
-manifest, verified files), then ingested.  Writes ``DIR/downloads`` (files and
-manifest), ``DIR/store`` (the ingested spectra), ``DIR/summary.json`` and
-``DIR/spectra.png``.  Running it again resumes and skips what is done.
+manifest, verified files), ingested, embedded (echo-state readouts) and
+autoencoded into a 2-D map.  Writes ``DIR/downloads`` (files and manifest),
+``DIR/store`` (the ingested spectra), ``DIR/summary.json``, ``DIR/spectra.png``
+and the pipeline's outputs (``DIR/latent.parquet``, ``model.keras``,
+``metrics.json``, ``map.png``).  Running it again resumes and skips what is done.
+The last lines give the map's figures, the wall time and the peak memory.
 """
 
 from __future__ import annotations
 
 import json
+import resource
+import time
 from pathlib import Path
 
 
@@ -37,6 +42,8 @@ def summarise(store) -> dict:
 
 def run(args) -> int:
     from latentsky.archives.local.mirror import mirror_local
+    from latentsky.commands.pipeline import summary_lines
+    from latentsky.pipeline import run_pipeline
     from latentsky.data import sample_path
     from latentsky.exceptions import LatentskyError
     from latentsky.ingest import ingest
@@ -44,6 +51,7 @@ def run(args) -> int:
     from latentsky.store import SpectrumStore
     from latentsky.viz.static import plot_store_overview
 
+    start = time.perf_counter()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     progress = TqdmProgress()
@@ -58,6 +66,11 @@ def run(args) -> int:
     summary["not_ingested"] = [str(e) for e in result.errors]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     png = plot_store_overview(store, out / "spectra.png")
+    metrics = run_pipeline(out / "store", out, progress=progress)
     print(json.dumps(summary, indent=2))
-    print(f"wrote {out / 'store'}, {out / 'summary.json'} and {png}")
+    for line in summary_lines(metrics):
+        print(line)
+    print(f"wrote {out / 'store'}, {out / 'summary.json'}, {png}, {out / 'latent.parquet'} and {out / 'map.png'}")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"demo finished in {time.perf_counter() - start:.0f} s, peak memory {peak_mb:.0f} MB")
     return 0
