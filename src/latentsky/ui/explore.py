@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 SELECTION_COLOUR = "#e41a1c"
 
+COMPARE_AUTO_MAX = 2_000_000
+"""Tables up to this many rows get the linked second map automatically (see Explore.compare)."""
+
 RANGE_DEBOUNCE_MS = 20
 """HoloViews waits this long after the last zoom/pan event before re-rendering (its default, 100 ms,
 is most of the zoom-to-paint latency budget of 250 ms; Datashader needs ~50 ms at 10^7 points)."""
@@ -61,7 +64,8 @@ class Explore(pn.viewable.Viewer):
     status = param.String(default="", doc="One line about the last action")
     compare = param.Tuple(default=None, allow_None=True, length=2,
                           doc="Two columns drawn as a second map linked to the first (same colour and selection); "
-                              "default: pca_x/pca_y, else rv/tilt, when the table has them")
+                              "default: pca_x/pca_y, else rv/tilt, when the table has them and at most "
+                              "COMPARE_AUTO_MAX rows")
 
     def __init__(self, data: LatentData | None = None, **params):
         if data is None:
@@ -96,7 +100,9 @@ class Explore(pn.viewable.Viewer):
         self._prepared = vz.prepare_table(self.data.table)
         self._pixels = vz.PixelIndex(self._prepared, self.width, self.height)
         if self.compare is None or not set(self.compare) <= set(self._prepared.columns):
-            pairs = [("pca_x", "pca_y"), ("rv", "tilt")]
+            # beyond COMPARE_AUTO_MAX rows the second map is opt-in: it adds ~170 ms to each zoom of the
+            # first at 10^7 (measured with bench/render.py), over the 250 ms zoom-to-paint budget
+            pairs = [("pca_x", "pca_y"), ("rv", "tilt")] if len(self._prepared) <= COMPARE_AUTO_MAX else []
             with param.discard_events(self):
                 self.compare = next((p for p in pairs if set(p) <= set(self._prepared.columns)), None)
         cols = vz.colour_columns(self._prepared)
