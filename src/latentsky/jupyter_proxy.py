@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 PROXY_NAME = "latentsky"
 #: Title of the JupyterLab launcher tile.
 LAUNCHER_TITLE = "latentsky explorer"
+#: Icon of the launcher tile (shipped with the package).
+ICON = Path(__file__).with_name("jupyter_proxy.svg")
 #: Seconds jupyter-server-proxy waits for the app to answer (imports, Datashader's compilation, data loading).
 START_TIMEOUT = 120
 
@@ -47,7 +49,8 @@ def setup_latentsky() -> dict:
         "absolute_url": True,
         "timeout": START_TIMEOUT,
         "new_browser_tab": True,
-        "launcher_entry": {"enabled": True, "title": LAUNCHER_TITLE, "category": "Notebook"},
+        "launcher_entry": {"enabled": True, "title": LAUNCHER_TITLE, "category": "Notebook",
+                           "icon_path": str(ICON)},
     }
 
 

@@ -76,6 +76,7 @@ def test_the_proxy_entry_point_is_registered():
     assert config["launcher_entry"]["title"] == "latentsky explorer"
     assert "{port}" in config["command"] and "{base_url}latentsky" in config["command"]
     assert config["absolute_url"] is True
+    assert Path(config["launcher_entry"]["icon_path"]).read_text().startswith("<svg")
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +108,11 @@ def built(tmp_path_factory):
 
 def test_post_build_installs_the_package(built):
     out = subprocess.check_output([str(built["venv"] / "bin" / "python"), "-c",
-                                   "import latentsky, latentsky.data as d; print(latentsky.__file__); "
-                                   "print(d.sample_path())"], env=built["env"], text=True, cwd=built["home"])
-    module, sample = out.split()
+                                   "import latentsky, latentsky.data as d; from latentsky.jupyter_proxy import ICON; "
+                                   "print(latentsky.__file__); print(d.sample_path()); print(ICON.exists())"],
+                                  env=built["env"], text=True, cwd=built["home"])
+    module, sample, icon = out.split()
+    assert icon == "True", "the launcher icon is not in the package"
     assert module.startswith(str(built["venv"])), f"latentsky imported from {module}, not the installed copy"
     assert Path(sample, "harps").is_dir() and Path(sample, "sdss").is_dir(), "the sample is not in the package"
     assert (built["venv"] / "bin" / "latentsky").exists()

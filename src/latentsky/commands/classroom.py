@@ -31,6 +31,7 @@ SAMPLE_RESULTS = "sample-results"
 
 
 def register(subparsers) -> None:
+    """Add the ``classroom`` parser to the ``latentsky`` sub-commands."""
     p = subparsers.add_parser("classroom", help="local archive + JupyterLab for a course without internet",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--notebooks", type=Path, default=None,
@@ -96,6 +97,7 @@ def classroom_environment(archive_urls: dict[str, str]) -> dict[str, str]:
 
 
 def run(args) -> int:
+    """Prepare, start the archive, then JupyterLab (or wait, with ``--no-lab``); returns the exit status."""
     from latentsky.archives.local.archive import LocalArchive
     from latentsky.data import sample_path
     from latentsky.exceptions import LatentskyError
