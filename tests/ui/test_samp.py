@@ -36,11 +36,20 @@ def test_selection_reaches_a_votable_client(hub, tmp_path):
         got.set()
 
     receiver.bind_receive_notification("table.load.votable", on_table)
+    # the subscription reaches the hub over XML-RPC: wait until the hub knows it (a busy machine is slow)
+    import time
+
+    probe = SAMPIntegratedClient(name="probe")
+    probe.connect(hub=hub)
+    deadline = time.monotonic() + 20
+    while not probe.get_subscribed_clients("table.load.votable") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    probe.disconnect()
     try:
         table = pd.DataFrame({"id": ["a", "b"], "ra": [10.0, 11.0], "dec": [-5.0, -6.0]})
         msg = send_table(table, hub=hub, folder=tmp_path)
         assert msg == "sent 2 rows to 1 SAMP client(s)"
-        assert got.wait(10)
+        assert got.wait(30)
         assert received["name"] == "latentsky selection"
         from urllib.parse import urlparse
         sent = votable.parse_single_table(urlparse(received["url"]).path).to_table()
