@@ -85,9 +85,16 @@ def test_launcher_tile_opens_the_app(lab, tmp_path):
             tile = page.locator(".jp-LauncherCard", has_text="latentsky explorer")
             tile.wait_for(timeout=60000)
             page.screenshot(path=tmp_path / "launcher.png")
-            with context.expect_page(timeout=30000) as opened:
-                tile.click()
-            app = opened.value
+            app = None
+            for _ in range(3):  # on a loaded machine the launcher may draw its tiles before it wires them
+                try:
+                    with context.expect_page(timeout=30000) as opened:
+                        tile.click()
+                    app = opened.value
+                    break
+                except sync_api.TimeoutError:
+                    continue
+            assert app is not None, "clicking the launcher tile opened no page in 90 s"
             errors = []
             app.on("pageerror", lambda e: errors.append(str(e)))
             app.wait_for_load_state(timeout=150000)

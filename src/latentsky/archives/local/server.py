@@ -662,15 +662,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             resp = app._dispatch(req)
             if fault == "hostile_name":
                 resp.headers["Content-Disposition"] = f'attachment; filename="{HOSTILE_FILENAME}"'
-        status = 0  # recorded as 0 when the client was gone before the status line
+        recorded = []
+
+        def record(status: int) -> None:
+            # logged before the response can be complete on the client's side, so a client
+            # that has its answer always finds its request in ``server.log``
+            if not recorded:
+                recorded.append(status)
+                app._record(RequestRecord(arrived, req.method, req.path, headers, status, fault))
+
         try:
-            status = self._send(req, resp, fault)
+            self._send(req, resp, fault, record)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         finally:
-            app._record(RequestRecord(arrived, req.method, req.path, headers, status, fault))
+            record(0)  # 0: the client was gone before the status line
 
-    def _send(self, req: Request, resp: Response, fault: str | None) -> int:
+    def _send(self, req: Request, resp: Response, fault: str | None, record) -> int:
         app = self.server.app
         if resp.file is not None:
             st = resp.file.stat()
@@ -705,6 +713,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(name, value)
         if fault in ("reset", "truncate"):
             self.send_header("Connection", "close")
+        record(status)
         self.end_headers()
         if req.method == "HEAD" or stop <= start:
             return status
