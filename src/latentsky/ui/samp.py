@@ -30,6 +30,9 @@ def hub_running() -> bool:
     return True
 
 
+CALL_TIMEOUT_S = 20  # seconds a SAMP client may take to load the table
+
+
 def send_table(table: pd.DataFrame, *, name: str = "latentsky selection", hub=None, folder=None) -> str:
     """Broadcast ``table`` as a VOTable to the SAMP clients that load tables.
 
@@ -69,7 +72,15 @@ def send_table(table: pd.DataFrame, *, name: str = "latentsky selection", hub=No
         url = path.resolve().as_uri()
         receivers = client.get_subscribed_clients("table.load.votable")
         message = {"samp.mtype": "table.load.votable", "samp.params": {"url": url, "name": name}}
-        client.notify_all(message)
-        return f"sent {len(table):,} rows to {len(receivers)} SAMP client(s)"
+        # a call answered by each receiver, not a notification: the hub delivers notifications
+        # from its own threads and drops them once the sender has disconnected, which we do next
+        delivered = 0
+        for receiver in receivers:
+            try:
+                client.call_and_wait(receiver, message, timeout=str(CALL_TIMEOUT_S))
+                delivered += 1
+            except Exception as err:  # a client that fails or is too slow must not stop the others
+                log.warning("SAMP client %s did not load the table: %s", receiver, err)
+        return f"sent {len(table):,} rows to {delivered} SAMP client(s)"
     finally:
         client.disconnect()
