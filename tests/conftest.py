@@ -33,6 +33,16 @@ def sample() -> Path:
     return sample_path()
 
 
+@pytest.fixture(scope="module")
+def sample_archive(sample):
+    """The local archive over the bundled sample (HARPS s1d + SDSS spectra) on 127.0.0.1, one per test module."""
+    from latentsky.archives.local.archive import LocalArchive
+
+    archive = LocalArchive(sample, retry_after=0.05).start()
+    yield archive
+    archive.stop()
+
+
 @pytest.fixture(scope="session")
 def sample_store(tmp_path_factory, sample):
     """The bundled sample ingested once per test session with the default settings."""

@@ -26,16 +26,6 @@ def _restore_conf():
         setattr(conf, name, value)
 
 
-@pytest.fixture(scope="module")
-def sample_archive(sample):
-    """The local archive over the bundled sample (HARPS s1d + SDSS spectra), one per test module."""
-    from latentsky.archives.local.archive import LocalArchive
-
-    archive = LocalArchive(sample, retry_after=0.05).start()
-    yield archive
-    archive.stop()
-
-
 @pytest.fixture
 def local(sample_archive):
     """``sample_archive`` with conf pointing at it and a clean request log and fault list."""

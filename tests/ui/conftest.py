@@ -33,16 +33,6 @@ def synth_dir(tmp_path_factory, sample_store):
                        seed=1)
 
 
-@pytest.fixture(scope="module")
-def sample_archive(sample):
-    """The local archive over the bundled sample, on 127.0.0.1."""
-    from latentsky.archives.local.archive import LocalArchive
-
-    archive = LocalArchive(sample, retry_after=0.05).start()
-    yield archive
-    archive.stop()
-
-
 @pytest.fixture
 def local(sample_archive):
     """``sample_archive`` with conf pointing at it (restored afterwards)."""
