@@ -18,6 +18,17 @@ def shared_data_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
+@pytest.fixture(autouse=True)
+def _restore_conf():
+    """Every test starts and ends with the same ``latentsky.conf`` (URLs, offline flag, retries, cache dir)."""
+    from latentsky.config import conf
+
+    saved = dict(vars(conf))
+    yield
+    for name, value in saved.items():
+        setattr(conf, name, value)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Skip a test that needs files too large for the package when the shared data folder is absent."""

@@ -110,7 +110,7 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
     stats = {str(p): _stat_key(p) for p in files}
     previous = read_lineage(out) if out.exists() else None
     if (not force and previous and previous.get("params") == params
-            and previous.get("extra", {}).get("stats") == stats):
+            and previous.get("stats") == stats):
         log.info("%s is up to date with its %d input files; nothing to do", out, len(files))
         store = SpectrumStore(out)
         return IngestResult(out, len(store), [], up_to_date=True)
@@ -140,8 +140,7 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
                                      "wave_unit": "Angstrom", "wave_medium": "vacuum"})
         write_lineage(tmp, step="ingest", params=params,
                       inputs={"files": hashes, "fingerprint": fingerprint(sorted(hashes.values()))},
-                      extra={"extra": {"stats": stats, "n_spectra": len(rows),
-                                       "errors": [str(e) for e in errors]}})
+                      extra={"stats": stats, "n_spectra": len(rows), "errors": [str(e) for e in errors]})
     if errors:
         log.warning("%d of %d files were not ingested:\n  %s", len(errors), len(files),
                     "\n  ".join(str(e) for e in errors))

@@ -12,18 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from latentsky.config import conf
 
 DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(autouse=True)
-def _restore_conf():
-    """Every test starts and ends with the same conf (URLs, offline flag, retries)."""
-    saved = dict(vars(conf))
-    yield
-    for name, value in saved.items():
-        setattr(conf, name, value)
 
 
 @pytest.fixture

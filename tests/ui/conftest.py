@@ -4,16 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from latentsky.config import conf
-
-
-@pytest.fixture(autouse=True)
-def _restore_conf():
-    """Every test starts and ends with the same conf (URLs, offline flag, cache dir)."""
-    saved = dict(vars(conf))
-    yield
-    for name, value in saved.items():
-        setattr(conf, name, value)
 
 
 @pytest.fixture(scope="session")
