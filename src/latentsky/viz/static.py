@@ -9,7 +9,7 @@ import numpy as np
 from latentsky.store import SpectrumStore
 
 
-def plot_store_overview(store: SpectrumStore, out: Path, *, max_per_group: int = 6) -> Path:
+def plot_store_overview(store: SpectrumStore, out: Path, *, max_per_group: int = 6, max_rows: int = 2000) -> Path:
     """Write a PNG with two panels: example spectra per class, and the whole flux array as an image.
 
     Parameters
@@ -20,6 +20,9 @@ def plot_store_overview(store: SpectrumStore, out: Path, *, max_per_group: int =
         PNG file to write.
     max_per_group : int
         Spectra drawn per class in the upper panel.
+    max_rows : int
+        At most this many spectra (evenly spaced in the sorted order) form the image, so
+        the figure reads a bounded part of a large store.
     """
     import matplotlib
 
@@ -29,24 +32,29 @@ def plot_store_overview(store: SpectrumStore, out: Path, *, max_per_group: int =
     cat = store.catalog
     wave = store.wave
     order = cat.sort_values(["spec_class", "object", "mjd"]).index.to_numpy()
-    flux = store.flux[:]
-    weight = store.weight[:]
+    order = order[:: max(1, -(-len(order) // max_rows))]
+
+    def read(rows):
+        rows = np.asarray(rows)
+        ascending = np.argsort(rows)
+        flux, weight = np.empty((len(rows), len(wave)), "f4"), np.empty((len(rows), len(wave)), "f4")
+        flux[ascending] = store.flux.oindex[rows[ascending], :]
+        weight[ascending] = store.weight.oindex[rows[ascending], :]
+        return np.where(weight > 0, flux, np.nan)
     fig, (ax_lines, ax_image) = plt.subplots(2, 1, figsize=(11, 8), height_ratios=[1.1, 1])
     ticks = [t for t in (3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000) if wave[0] <= t <= wave[-1]]
     offset = 0.0
     for colour, (cls, rows) in enumerate(cat.groupby("spec_class", sort=True)):
-        for k, row in enumerate(rows.index[:max_per_group]):
-            good = weight[row] > 0
-            y = np.where(good, flux[row], np.nan)
+        for k, y in enumerate(read(rows.index[:max_per_group])):
             ax_lines.semilogx(wave, y + offset, lw=0.5, color=f"C{colour}",
-                          label=f"{cls} ({len(rows)})" if k == 0 else None)
+                              label=f"{cls} ({len(rows)})" if k == 0 else None)
             offset += 1.5
     ax_lines.set_xticks(ticks, [str(t) for t in ticks])
     ax_lines.set_xlabel("vacuum wavelength [Angstrom]")
     ax_lines.set_ylabel("normalised flux + offset")
     ax_lines.legend(loc="upper right", fontsize=8)
     ax_lines.set_title(f"{len(cat)} spectra on a {len(wave)}-pixel log-lambda grid")
-    image = np.where(weight[order] > 0, flux[order], np.nan)
+    image = read(order)
     lo, hi = np.nanpercentile(image, [2, 98])
     # the grid is uniform in log(lambda): place the image on a log axis and label it in Angstrom
     ax_image.imshow(image, aspect="auto", interpolation="nearest", vmin=lo, vmax=hi, cmap="viridis",
