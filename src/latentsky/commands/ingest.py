@@ -13,7 +13,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="STORE", help="store directory to write")
     p.add_argument("--wave-min", type=float, default=3800.0, help="first grid pixel, Angstrom (vacuum)")
     p.add_argument("--wave-max", type=float, default=9000.0, help="last grid pixel, Angstrom (vacuum)")
-    p.add_argument("--pixels", type=int, default=4096, help="grid pixels (log-lambda)")
+    resolution = p.add_mutually_exclusive_group()
+    resolution.add_argument("--pixels", type=int, default=4096, help="grid pixels (log-lambda)")
+    resolution.add_argument("--step-kms", type=float, help="grid pixel size in km/s instead of --pixels")
     p.add_argument("--normalisation", choices=["median", "continuum", "none"], default="median",
                    help="continuum normalisation of each spectrum")
     p.add_argument("--force", action="store_true", help="rewrite the store even if it is up to date")
@@ -26,7 +28,10 @@ def run(args) -> int:
     from latentsky.progress import TqdmProgress
 
     try:
-        grid = LogLambdaGrid(args.wave_min, args.wave_max, args.pixels)
+        if args.step_kms is not None:
+            grid = LogLambdaGrid.from_velocity_step(args.wave_min, args.wave_max, args.step_kms)
+        else:
+            grid = LogLambdaGrid(args.wave_min, args.wave_max, args.pixels)
     except ValueError as err:
         print(f"latentsky ingest: error: {err}", file=sys.stderr)
         return 2
