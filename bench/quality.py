@@ -45,7 +45,7 @@ def main() -> None:
     from latentsky.data import sample_path
     from latentsky.embed.runner import embed_store, open_embeddings
     from latentsky.ingest import ingest
-    from latentsky.pipeline import EMBED_DEFAULTS, TRAIN_DEFAULTS
+    from latentsky.pipeline_defaults import EMBED_DEFAULTS, TRAIN_DEFAULTS
     from latentsky.store import SpectrumStore
 
     with tempfile.TemporaryDirectory(prefix="latentsky-bench-quality-") as tmp:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from latentsky.exceptions import AutoencoderError
+from latentsky.pipeline_defaults import EMBED_DEFAULTS, TRAIN_DEFAULTS
 from latentsky.progress import ProgressCallback
 from latentsky.store.lineage import fingerprint, read_lineage
 
@@ -37,15 +38,6 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "pipeline.json"
 LATENT_COLUMNS = ["id", "path", "object", "ra", "dec", "mjd", "instrument", "spec_class"]
-
-#: Stage-1 settings of the pipeline (the ``latentsky embed`` defaults).
-EMBED_DEFAULTS = {"n_units": 100, "reservoir": "cycle", "ridge": 1e-2}
-
-#: Autoencoder settings of the pipeline, chosen on the bundled sample (see bench/quality.py).
-#: ``validation_fraction`` None: 0.1 from 1,000 spectra on, else 0 (a map of a few hundred
-#: spectra is fitted on all of them and stops when the training loss stalls).
-TRAIN_DEFAULTS = {"hidden": (64,), "learning_rate": 1e-2, "epochs": 600, "batch_size": 32,
-                  "validation_fraction": None, "patience": 60, "weight_decay": 1e-4, "loss": "coupled"}
 
 
 def _is_store(path: Path) -> bool:
