@@ -71,7 +71,9 @@ def test_dask_matches_single_process(sample_store, single, tmp_path):
     pd.testing.assert_frame_equal(a.catalog, b.catalog)
 
 
-def test_failed_run_leaves_previous_output(sample_store, single, tmp_path):
+def test_failed_run_leaves_previous_output_and_resumes_at_the_chunk(sample_store, single, tmp_path, monkeypatch):
+    import latentsky.embed.runner as runner
+
     out = tmp_path / "emb"
     embed_store(sample_store, out, n_units=10, backend="numpy")
     before = open_embeddings(out).readout[:]
@@ -82,8 +84,35 @@ def test_failed_run_leaves_previous_output(sample_store, single, tmp_path):
 
     with pytest.raises(RuntimeError):
         embed_store(sample_store, out, n_units=12, backend="numpy", chunk_rows=32, progress=boom)
-    assert np.array_equal(open_embeddings(out).readout[:], before)
-    assert [p.name for p in tmp_path.iterdir()] == ["emb"]          # no temporary left behind
+    assert np.array_equal(open_embeddings(out).readout[:], before)     # the complete output is untouched
+    # what was done is kept beside it, under a hidden name, to resume from
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".emb.partial", "emb"]
+    assert sorted(p.name for p in (tmp_path / ".emb.partial" / ".chunks").iterdir()) == ["0", "1"]
+
+    computed = []
+    real = runner._embed_chunk
+
+    def counting(start, stop, ids, **kw):
+        computed.append(start)
+        return real(start, stop, ids, **kw)
+
+    monkeypatch.setattr(runner, "_embed_chunk", counting)
+    events = []
+    embed_store(sample_store, out, n_units=12, backend="numpy", chunk_rows=32, progress=events.append)
+    assert computed == [64, 96]                                          # only the chunks not done
+    assert events[1].done == 64 and "resumed" in events[1].message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]
+    fresh = embed_store(sample_store, tmp_path / "fresh", n_units=12, backend="numpy", chunk_rows=32,
+                        resume=False)
+    a, b = open_embeddings(out), open_embeddings(fresh)
+    for name in ARRAYS:
+        assert np.array_equal(getattr(a, name)[:], getattr(b, name)[:]), name
+    # other settings never reuse a partial run
+    with pytest.raises(RuntimeError):
+        embed_store(sample_store, out, n_units=12, backend="numpy", chunk_rows=32, progress=boom)
+    computed.clear()
+    embed_store(sample_store, out, n_units=13, backend="numpy", chunk_rows=32)
+    assert computed == [0, 32, 64, 96]
 
 
 def test_refuses_an_embedder_fitted_on_another_grid(sample_store, tmp_path):

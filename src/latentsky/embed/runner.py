@@ -27,8 +27,10 @@ any readout ``v`` in data space is ``v' G v - 2 v' xty + yty`` (no spectrum
 needed), which is what the model-coupled loss of stage 2 minimises;
 :func:`open_embeddings` returns them as :class:`ReadoutStatistics`.
 
-The whole directory is written under a temporary name and moved into place
-when complete, so a crash never leaves a half-written EMBEDDINGS.
+The whole directory is written under the temporary name ``.EMBEDDINGS.partial``
+and moved into place when complete, so a crash never leaves a half-written
+EMBEDDINGS; a run interrupted there resumes at the first chunk it had not
+finished (:mod:`latentsky.store.partial`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from latentsky.embed.reservoir import Reservoir
 from latentsky.exceptions import EmbeddingError
 from latentsky.progress import Progress
 from latentsky.store.lineage import code_version, fingerprint, write_lineage
-from latentsky.store.spectra import SpectrumStore, atomic_directory
+from latentsky.store.spectra import SpectrumStore
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +84,8 @@ def store_fingerprint(store: SpectrumStore) -> str:
     return fingerprint({"shape": list(store.flux.shape), "attrs": store.attrs, "ids": ids})
 
 
-def _embed_chunk(store_path: str, start: int, stop: int, params: dict, reservoir: dict, offset: float,
-                 ridge: float, ids: list) -> tuple[int, int, dict]:
+def _embed_chunk(start: int, stop: int, ids: list, *, store_path: str, params: dict, reservoir: dict,
+                 offset: float, ridge: float) -> tuple[int, int, dict]:
     """One chunk of rows -> readouts and statistics (runs in-process or on a Dask worker)."""
     store = SpectrumStore(store_path)
     flux = store.flux[start:stop]
@@ -96,9 +98,23 @@ def _embed_chunk(store_path: str, start: int, stop: int, params: dict, reservoir
                          "yty": stats.yty, "n_steps": stats.n_steps}
 
 
+def _fitted_state(emb: ESNReadoutEmbedder) -> dict:
+    """What a fitted embedder learned, JSON-serialisable (to resume a run with the very same embedder)."""
+    return {"params": _jsonable(emb.get_params()), "reservoir": emb.reservoir_.to_dict(),
+            "offset": float(emb.offset_), "ridge": float(emb.ridge_), "n_features_in": int(emb.n_features_in_)}
+
+
+def _restore_fitted(emb: ESNReadoutEmbedder, state: dict) -> None:
+    params = {k: v for k, v in state["params"].items() if k in ("cycle_weight", "input_scaling", "bias")}
+    emb.set_params(**params)          # the tuned values, when the run tuned them
+    emb.reservoir_ = Reservoir.from_dict(state["reservoir"])
+    emb.offset_, emb.ridge_, emb.n_features_in_ = state["offset"], state["ridge"], state["n_features_in"]
+
+
 def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_rows: int = 2000,
-                tune: int = 0, tune_iter: int = 60, chunk_rows: int | None = None, client=None, scheduler: str | None = None,
-                workers: int | None = None, progress=None, random_state=0, **params) -> Path:
+                tune: int = 0, tune_iter: int = 60, chunk_rows: int | None = None, client=None,
+                scheduler: str | None = None, workers: int | None = None, resume: bool = True,
+                progress=None, random_state=0, **params) -> Path:
     """Embed every spectrum of a store; write readouts and statistics (layout above).
 
     Parameters
@@ -131,6 +147,9 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         alone writes ``out``.
     workers : int, optional
         Start a local Dask cluster with this many single-threaded worker processes.
+    resume : bool
+        Continue an interrupted run with the same settings at the first chunk
+        it had not finished (see :mod:`latentsky.store.partial`); False starts afresh.
     progress : callable, optional
         Receives :class:`latentsky.progress.ProgressEvent` (task ``"embed"``,
         unit ``"spectra"``).
@@ -148,11 +167,15 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     -----
     Every chunk is computed by the same function with the same frozen
     reservoir, offset and ridge, and each spectrum's sums do not depend on
-    which other spectra share its batch, so single-process and Dask runs give
-    identical arrays.
+    which other spectra share its batch, so single-process, Dask and resumed
+    runs give identical arrays.  A resumed run reuses the embedder fitted
+    (and tuned) by the interrupted one, recorded in the partial directory.
     """
-    from sklearn.utils.validation import check_is_fitted
     from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    from latentsky.distributed import dask_client, map_ordered
+    from latentsky.store.partial import PartialDirectory
 
     store = store if isinstance(store, SpectrumStore) else SpectrumStore(store)
     out = Path(out)
@@ -166,106 +189,100 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         emb = embedder
     try:
         check_is_fitted(emb)
+        given = _fitted_state(emb)
     except NotFittedError:
-        rng = np.random.default_rng(random_state)
-        rows = np.sort(rng.choice(n, size=min(fit_rows, n), replace=False))
-        fx = np.asarray(store.flux.get_orthogonal_selection((rows, slice(None))), dtype="f8")
-        fw = store.weight.get_orthogonal_selection((rows, slice(None)))
-        if tune:
-            from latentsky.embed.esn import tune_reservoir
-
-            if emb.reservoir != "cycle":
-                raise EmbeddingError("parameter tune: only the simple cycle reservoir is tuned")
-            best = tune_reservoir(fx, fw, n_units=emb.n_units, washout=emb.washout,
-                                  ridge=emb.ridge if not isinstance(emb.ridge, str) else 1e-2,
-                                  x0=(emb.cycle_weight, emb.input_scaling, emb.bias), n_series=int(tune),
-                                  max_iter=tune_iter, input_offset=emb.input_offset, backend=emb.backend,
-                                  random_state=random_state, progress=progress)
-            log.info("tuned reservoir: r=%.4g v=%.4g b=%.4g (held-out error %.4g, from %.4g)",
-                     best["cycle_weight"], best["input_scaling"], best["bias"], best["error"],
-                     best["initial_error"])
-            emb.set_params(cycle_weight=best["cycle_weight"], input_scaling=best["input_scaling"],
-                           bias=best["bias"])
-        emb.fit(fx, weight=fw)
+        given = None
+    chunk_rows = int(chunk_rows or store.chunk_rows)
+    key = fingerprint({"store": store_fingerprint(store), "n": n, "params": _jsonable(emb.get_params()),
+                       "fitted": given, "fit_rows": fit_rows, "tune": tune, "tune_iter": tune_iter,
+                       "random_state": random_state, "chunk_rows": chunk_rows, "layout": LAYOUT_VERSION,
+                       "code": code_version()})
+    earlier = PartialDirectory.stored_state(out, key) if resume else None
+    if earlier and "fitted" in earlier:
+        _restore_fitted(emb, earlier["fitted"])
+    elif given is None:
+        _fit_on_sample(emb, store, fit_rows, tune, tune_iter, random_state, progress)
     if emb.n_features_in_ != store.flux.shape[1]:
         raise EmbeddingError(f"{store.path}: spectra have {store.flux.shape[1]} pixels, the embedder was "
                              f"fitted on {emb.n_features_in_}")
-    chunk_rows = int(chunk_rows or store.chunk_rows)
     catalog = store.catalog
-    ids = catalog["id"].tolist() if "id" in catalog else list(range(n))
+    ids = catalog["id"].astype(str).tolist() if "id" in catalog else list(range(n))
     eparams = emb.get_params()
-    task_params = dict(eparams)
     reservoir = emb.reservoir_.to_dict()
     n1 = emb.n_units + 1
     bounds = [(s, min(s + chunk_rows, n)) for s in range(0, n, chunk_rows)]
 
-    own_client = None
-    if client is None and (scheduler or workers):
-        from distributed import Client, LocalCluster
+    part = PartialDirectory(out, key, state={"fitted": _fitted_state(emb)}, resume=resume)
+    import zarr
 
-        if scheduler:
-            client = own_client = Client(scheduler)
-        else:
-            # One thread per worker process: the NumPy back end's threads then
-            # see one core each instead of oversubscribing.
-            client = own_client = Client(LocalCluster(n_workers=int(workers), threads_per_worker=1,
-                                                      dashboard_address=None))
-    if client is not None:
-        # Dask already runs one task per worker thread; more threads per task
-        # would only oversubscribe the cores (results do not depend on it).
-        task_params["n_threads"] = 1
-
-    with atomic_directory(out) as tmp, Progress("embed", total=n, unit="spectra", callback=progress) as prog:
-        import zarr
-
-        group = zarr.open_group(tmp / ARRAYS_DIR, mode="w")
-        arrays = {
-            "readout": group.create_array("readout", shape=(n, n1), chunks=(chunk_rows, n1), dtype="f8"),
-            "gram": group.create_array("gram", shape=(n, n1 * (n1 + 1) // 2),
-                                       chunks=(chunk_rows, n1 * (n1 + 1) // 2), dtype="f8"),
-            "xty": group.create_array("xty", shape=(n, n1), chunks=(chunk_rows, n1), dtype="f8"),
-            "yty": group.create_array("yty", shape=(n,), chunks=(chunk_rows,), dtype="f8"),
-            "n_steps": group.create_array("n_steps", shape=(n,), chunks=(chunk_rows,), dtype="i8"),
-        }
-
-        def write(result):
-            start, stop, res = result
+    if part.resumed:
+        group = zarr.open_group(part.path / ARRAYS_DIR, mode="r+")
+        arrays = {name: group[name] for name in ("readout", "gram", "xty", "yty", "n_steps")}
+    else:
+        group = zarr.open_group(part.path / ARRAYS_DIR, mode="w")
+        shapes = {"readout": (n1, "f8"), "gram": (n1 * (n1 + 1) // 2, "f8"), "xty": (n1, "f8"),
+                  "yty": (None, "f8"), "n_steps": (None, "i8")}
+        arrays = {name: group.create_array(name, shape=(n,) if width is None else (n, width),
+                                           chunks=(chunk_rows,) if width is None else (chunk_rows, width),
+                                           dtype=dtype)
+                  for name, (width, dtype) in shapes.items()}
+    done = part.done()
+    todo = [(k, s, e) for k, (s, e) in enumerate(bounds) if k not in done]
+    task_params = dict(eparams)
+    with dask_client(client, scheduler=scheduler, workers=workers) as dc, \
+            Progress("embed", total=n, unit="spectra", callback=progress) as prog:
+        if done:
+            prog.advance(n - sum(e - s for _, s, e in todo), f"resumed: {len(done)} chunks already done")
+        if dc is not None:
+            # Dask already runs one task per worker thread; more threads per task
+            # would only oversubscribe the cores (results do not depend on it).
+            task_params["n_threads"] = 1
+        common = dict(store_path=str(store.path), params=task_params, reservoir=reservoir, offset=emb.offset_,
+                      ridge=emb.ridge_)
+        tasks = [(s, e, ids[s:e]) for _, s, e in todo]
+        for (k, _, _), (start, stop, res) in zip(todo, map_ordered(_embed_chunk, tasks, client=dc, common=common)):
             for name, arr in arrays.items():
                 arr[start:stop] = res[name]
+            part.mark(k)
             prog.advance(stop - start)
-
-        args = (str(store.path),)
-        common = dict(params=task_params, reservoir=reservoir, offset=emb.offset_, ridge=emb.ridge_)
-        try:
-            if client is None:
-                for s, e in bounds:
-                    write(_embed_chunk(*args, s, e, ids=ids[s:e], **common))
-            else:
-                from distributed import as_completed
-
-                futures = [client.submit(_embed_chunk, *args, s, e, ids=ids[s:e], pure=False, **common)
-                           for s, e in bounds]
-                for fut in as_completed(futures):
-                    write(fut.result())
-        finally:
-            if own_client is not None:
-                cluster = own_client.cluster
-                own_client.close()
-                if cluster is not None:
-                    cluster.close()
         group.attrs.update({"layout": LAYOUT_VERSION, "reservoir": reservoir, "ridge": emb.ridge_,
                             "offset": emb.offset_, "washout": emb.washout, "n_units": emb.n_units,
                             "params": _jsonable(eparams)})
         cols = [c for c in CATALOG_COLUMNS if c in catalog]
         cat = catalog[cols].copy() if cols else pd.DataFrame(index=range(n))
         cat["row"] = np.arange(n, dtype="i8")
-        cat.reset_index(drop=True).to_parquet(tmp / CATALOG_FILE, index=False)
-        write_lineage(tmp, step="embed", params=_jsonable({**eparams, "ridge_used": emb.ridge_,
-                                                           "offset_used": emb.offset_}),
+        cat.reset_index(drop=True).to_parquet(part.path / CATALOG_FILE, index=False)
+        write_lineage(part.path, step="embed", params=_jsonable({**eparams, "ridge_used": emb.ridge_,
+                                                                 "offset_used": emb.offset_}),
                       inputs={"store": str(store.path.resolve()), "store_fingerprint": store_fingerprint(store)},
                       extra={"n_spectra": n, "code": code_version()})
+        part.commit()
     log.info("embedded %d spectra into %s", n, out)
     return out
+
+
+def _fit_on_sample(emb, store, fit_rows, tune, tune_iter, random_state, progress) -> None:
+    """Fit (and optionally tune) ``emb`` on ``fit_rows`` spectra of ``store`` drawn with ``random_state``."""
+    n = len(store)
+    rng = np.random.default_rng(random_state)
+    rows = np.sort(rng.choice(n, size=min(fit_rows, n), replace=False))
+    fx = np.asarray(store.flux.get_orthogonal_selection((rows, slice(None))), dtype="f8")
+    fw = store.weight.get_orthogonal_selection((rows, slice(None)))
+    if tune:
+        from latentsky.embed.esn import tune_reservoir
+
+        if emb.reservoir != "cycle":
+            raise EmbeddingError("parameter tune: only the simple cycle reservoir is tuned")
+        best = tune_reservoir(fx, fw, n_units=emb.n_units, washout=emb.washout,
+                              ridge=emb.ridge if not isinstance(emb.ridge, str) else 1e-2,
+                              x0=(emb.cycle_weight, emb.input_scaling, emb.bias), n_series=int(tune),
+                              max_iter=tune_iter, input_offset=emb.input_offset, backend=emb.backend,
+                              random_state=random_state, progress=progress)
+        log.info("tuned reservoir: r=%.4g v=%.4g b=%.4g (held-out error %.4g, from %.4g)",
+                 best["cycle_weight"], best["input_scaling"], best["bias"], best["error"],
+                 best["initial_error"])
+        emb.set_params(cycle_weight=best["cycle_weight"], input_scaling=best["input_scaling"], bias=best["bias"])
+    emb.fit(fx, weight=fw)
 
 
 def _jsonable(d: dict) -> dict:
