@@ -13,25 +13,26 @@ enough, but the sums are reduced in float64 -- a float32 Gram over thousands of
 steps gives readouts wrong by O(1) at ridge 1e-6, and even float32 partial
 sums over 32-step blocks were off by 20% in our measurements.
 
-Speed.  The only O(T N^2) work is the Gram sums; they are batched float64
-matrix products over blocks of ``block_steps`` steps (one per spectrum and
-block: a symmetric rank-k update done as a GEMM, which OpenBLAS runs at ~90% of
-the core's float64 peak, where its SYRK and split-block variants measured
-slower).  Everything else must stay far below that:
+Speed.  The only O(T N^2) work is the Gram sums, a symmetric rank-k update
+per spectrum; everything else must stay far below it:
 
-* ``kernel="compiled"`` (default for the simple cycle with float32 states): a
-  numba kernel advances one spectrum at a time through a block of steps,
-  ``W x`` being ``r * roll(x)`` (unit i hears unit i-1, no matrix product),
-  tanh a vectorisable rational approximation (TensorFlow's), and writes the
-  float64 design rows ``[x_t m_t, m_t, y_t]`` into a 0.8 MB buffer that is
-  still in cache when one GEMM turns it into X^T X, X^T y and y^T y together.
-  ~0.25 ms per spectrum (T=4096, N=100) against ~1 ms for the GEMM: 1.3 ms
-  per spectrum and core in all (738 spectra/s on one thread).
+* ``kernel="compiled"`` (default for the simple cycle with float32 states): one
+  numba call per slice of the batch.  ``W x`` is ``r * roll(x)`` (unit i hears
+  unit i-1, no matrix product) and tanh a vectorisable rational approximation
+  (TensorFlow's), so a block of steps of the reservoir costs O(K N); the
+  block's states are transposed (units x steps, float32, in cache) and only the
+  upper triangle of the Gram is summed, in 4 x 4 register tiles of float64
+  accumulators fed by float32 loads -- half the flops of a full product, at
+  float64 FMA rate.  Measured at T=4096, N=100 on one core: ~0.15 ms reservoir,
+  ~0.4 ms Gram, ~0.75 ms per spectrum in all (against ~1.5 ms when the Gram
+  was a full float64 GEMM on a float64 copy of the states, which is what
+  OpenBLAS's DSYRK also costs at this size).
 * ``kernel="ufunc"``: plain NumPy, a batch of states advancing with a few
   ufunc calls per step; the input drive of a block is written in one
   operation into the state buffer that the recursion then overwrites in
-  place.  Any reservoir, float32 or float64 states.  ~3x slower: each pass
-  streams the (block, batch, N) buffer through memory.
+  place, and the sums are float64 GEMMs.  Any reservoir, float32 or float64
+  states.  ~2-3x slower: each pass streams the (block, batch, N) buffer
+  through memory.
 
 Choice of default (``backend="auto"``): NumPy on CPU, because it measured
 ~7x faster than TensorFlow on this 2-core machine (bench/embed.py, 2,048 HARPS
@@ -249,32 +250,15 @@ def _numpy_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, s
             xty[i:j] += np.matmul(zt, yb[i:j])[:, :, 0]
 
 
-def _compiled_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, state_dtype="float32",
-                         sub_batch: int = 1):
-    """The simple cycle, fused: a numba kernel advances ``sub_batch`` spectra
-    through a block of steps and writes their float64 design rows
-    ``[x_t m_t, m_t, y_t]`` straight into a buffer small enough to stay in
-    cache (1024 x 102 x 8 B = 0.8 MB per spectrum), which one float64 matrix
-    product then turns into X^T X, X^T y (and y^T y) together."""
-    fill = _compiled()
-    B, T = u.shape
-    N = res.n_units
-    K = min(block_steps, T)
-    f32 = np.float32
-    vin = res.input_weights.astype(f32)
-    bias = res.bias.astype(f32)
-    u = np.ascontiguousarray(u, dtype=f32)
-    Z = np.empty((sub_batch, K, N + 2))
-    for i in range(0, B, sub_batch):
-        j = min(i + sub_batch, B)
-        x = np.zeros((j - i, N), f32)
-        for t0 in range(0, T, K):
-            k_n = min(K, T - t0)
-            z = Z[: j - i, :k_n]
-            fill(u[i:j], mask[i:j], y[i:j], t0, k_n, x, vin, bias, f32(res.cycle_weight), f32(res.leak_rate), z)
-            full = np.matmul(z.transpose(0, 2, 1), z)
-            gram[i:j] += full[:, : N + 1, : N + 1]
-            xty[i:j] += full[:, : N + 1, N + 1]
+def _compiled_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, state_dtype="float32"):
+    """The simple cycle, fused into one numba call per slice of the batch (see
+    :func:`_compiled`)."""
+    kernel = _compiled()
+    vin = res.input_weights.astype(np.float32)
+    bias = res.bias.astype(np.float32)
+    K = min(block_steps, u.shape[1])
+    kernel(np.ascontiguousarray(u, dtype=np.float32), np.ascontiguousarray(mask), np.ascontiguousarray(y),
+           vin, bias, np.float32(res.cycle_weight), np.float32(res.leak_rate), K, gram, xty)
 
 
 _COMPILED = {}
@@ -282,13 +266,33 @@ _COMPILED = {}
 
 def _compiled():
     """The numba kernel of :func:`_compiled_statistics`, compiled on first use
-    (cached on disk); None when numba is not installed."""
-    if "fill" in _COMPILED:
-        return _COMPILED["fill"]
+    (cached on disk); None when numba is not installed.
+
+    Per spectrum and block of ``K`` steps it
+
+    1. advances the reservoir one step at a time, writing the float32 states
+       row by row (``S``, K x N, contiguous: the recursion vectorises over
+       units);
+    2. transposes them, times the step mask, into ``Zt`` (units x steps,
+       float32), with the constant-1 (bias) row and zero rows up to a multiple
+       of the tile;
+    3. adds ``Zt y`` to X^T y (float64: the target is float64 flux);
+    4. adds the upper triangle of ``Zt Zt^T`` to X^T X tile by tile: 4 x 4
+       units, each a dot product over the block's steps vectorised along the
+       steps, the float32 states widened to float64 as they are loaded and
+       summed in float64 (exact products, STACK.md's precision rule).
+
+    Why by hand: BLAS has no float32-in/float64-sum symmetric rank-k update, and
+    its DSYRK on these 104-wide blocks is no faster than the full DGEMM; the
+    triangle alone with float32 loads is half the flops and half the bytes
+    (measured ~2.3x faster than DGEMM on the float64 copy at T=4096, N=100).
+    """
+    if "stats" in _COMPILED:
+        return _COMPILED["stats"]
     try:
         import numba
     except ImportError:  # pragma: no cover - numba comes with umap-learn
-        _COMPILED["fill"] = None
+        _COMPILED["stats"] = None
         return None
     # error_model="numpy" lets LLVM vectorise the division in the tanh below
     # (Python's model checks every division for zero): 5x faster.
@@ -314,39 +318,129 @@ def _compiled():
         return x * p / q
 
     @jit
-    def fill(u, mask, y, t0, kn, x, vin, bias, r, a, Z):
-        S = u.shape[0]
+    def gram_tiles(Zt, kn, G):
+        # G[i:i+4, j:j+4] += Zt[i:i+4, :kn] Zt[j:j+4, :kn]^T for j >= i; sixteen
+        # scalar accumulators that LLVM vectorises along the steps.
+        n = Zt.shape[0]
+        for i in range(0, n, 4):
+            for j in range(i, n, 4):
+                a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
+                a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
+                for k in range(kn):
+                    x0 = np.float64(Zt[i, k])
+                    x1 = np.float64(Zt[i + 1, k])
+                    x2 = np.float64(Zt[i + 2, k])
+                    x3 = np.float64(Zt[i + 3, k])
+                    y0 = np.float64(Zt[j, k])
+                    y1 = np.float64(Zt[j + 1, k])
+                    y2 = np.float64(Zt[j + 2, k])
+                    y3 = np.float64(Zt[j + 3, k])
+                    a00 += x0 * y0
+                    a01 += x0 * y1
+                    a02 += x0 * y2
+                    a03 += x0 * y3
+                    a10 += x1 * y0
+                    a11 += x1 * y1
+                    a12 += x1 * y2
+                    a13 += x1 * y3
+                    a20 += x2 * y0
+                    a21 += x2 * y1
+                    a22 += x2 * y2
+                    a23 += x2 * y3
+                    a30 += x3 * y0
+                    a31 += x3 * y1
+                    a32 += x3 * y2
+                    a33 += x3 * y3
+                G[i, j] += a00
+                G[i, j + 1] += a01
+                G[i, j + 2] += a02
+                G[i, j + 3] += a03
+                G[i + 1, j] += a10
+                G[i + 1, j + 1] += a11
+                G[i + 1, j + 2] += a12
+                G[i + 1, j + 3] += a13
+                G[i + 2, j] += a20
+                G[i + 2, j + 1] += a21
+                G[i + 2, j + 2] += a22
+                G[i + 2, j + 3] += a23
+                G[i + 3, j] += a30
+                G[i + 3, j + 1] += a31
+                G[i + 3, j + 2] += a32
+                G[i + 3, j + 3] += a33
+
+    @jit
+    def stats(u, mask, y, vin, bias, r, a, K, gram, xty):
+        B, T = u.shape
         N = vin.size
+        n1 = N + 1
+        npad = (n1 + 3) // 4 * 4
         one = np.float32(1.0)
         leaky = a != one
-        for b in range(S):
-            # local copies: LLVM vectorises the unit loops only when it can
-            # prove the state arrays do not alias the output
-            xl = np.empty(N, np.float32)
-            xn = np.empty(N, np.float32)
-            for i in range(N):
-                xl[i] = x[b, i]
-            Zb = Z[b]
-            for k in range(kn):
-                ut = u[b, t0 + k]
-                # W x = r * roll(x, 1): unit i hears unit i-1
-                xn[0] = tanh32(r * xl[N - 1] + vin[0] * ut + bias[0])
-                for i in range(1, N):
-                    xn[i] = tanh32(r * xl[i - 1] + vin[i] * ut + bias[i])
-                if leaky:      # a separate loop keeps the one above vectorisable
+        S = np.empty((K, N), np.float32)
+        Zt = np.zeros((npad, K), np.float32)      # rows past n1 stay 0
+        G = np.empty((npad, npad))
+        c = np.empty(npad)
+        mk = np.empty(K, np.float32)
+        yk = np.empty(K)
+        # local state copies: LLVM vectorises the unit loops only when it can
+        # prove the state arrays do not alias the output
+        xl = np.empty(N, np.float32)
+        xn = np.empty(N, np.float32)
+        for b in range(B):
+            G[:] = 0.0
+            c[:] = 0.0
+            xl[:] = 0.0
+            for t0 in range(0, T, K):
+                kn = min(K, T - t0)
+                # 1-D copies of this block's mask and target: indexing the 2-D
+                # arrays inside the loops below keeps LLVM from vectorising them
+                for k in range(kn):
+                    mk[k] = np.float32(mask[b, t0 + k])
+                    yk[k] = y[b, t0 + k]
+                for k in range(kn):
+                    ut = u[b, t0 + k]
+                    # W x = r * roll(x, 1): unit i hears unit i-1
+                    xn[0] = tanh32(r * xl[N - 1] + vin[0] * ut + bias[0])
+                    for i in range(1, N):
+                        xn[i] = tanh32(r * xl[i - 1] + vin[i] * ut + bias[i])
+                    if leaky:      # a separate loop keeps the one above vectorisable
+                        for i in range(N):
+                            xn[i] = a * xn[i] + (one - a) * xl[i]
+                    m = mk[k]
                     for i in range(N):
-                        xn[i] = a * xn[i] + (one - a) * xl[i]
-                m = mask[b, t0 + k]
+                        xl[i] = xn[i]
+                        S[k, i] = xn[i] * m
+                # transpose in 16-step strips (a fixed trip count LLVM unrolls)
+                full = kn - kn % 16
+                for k0 in range(0, full, 16):
+                    for i in range(N):
+                        for k in range(16):
+                            Zt[i, k0 + k] = S[k0 + k, i]
                 for i in range(N):
-                    xl[i] = xn[i]
-                    Zb[k, i] = xn[i] * m
-                Zb[k, N] = m
-                Zb[k, N + 1] = y[b, t0 + k]
-            for i in range(N):
-                x[b, i] = xl[i]
+                    for k in range(full, kn):
+                        Zt[i, k] = S[k, i]
+                for k in range(kn):
+                    Zt[N, k] = mk[k]
+                for i in range(0, npad, 4):
+                    s0 = s1 = s2 = s3 = 0.0
+                    for k in range(kn):
+                        s0 += np.float64(Zt[i, k]) * yk[k]
+                        s1 += np.float64(Zt[i + 1, k]) * yk[k]
+                        s2 += np.float64(Zt[i + 2, k]) * yk[k]
+                        s3 += np.float64(Zt[i + 3, k]) * yk[k]
+                    c[i] += s0
+                    c[i + 1] += s1
+                    c[i + 2] += s2
+                    c[i + 3] += s3
+                gram_tiles(Zt, kn, G)
+            for i in range(n1):
+                xty[b, i] = c[i]
+                for j in range(i, n1):
+                    gram[b, i, j] = G[i, j]
+                    gram[b, j, i] = G[i, j]
 
-    _COMPILED["fill"] = fill
-    return fill
+    _COMPILED["stats"] = stats
+    return stats
 
 
 class TensorflowBackend:
