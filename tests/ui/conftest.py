@@ -5,6 +5,13 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _offline():
+    """No test of the app reaches the internet: only 127.0.0.1 (the local archive) is allowed."""
+    from latentsky.config import conf
+
+    conf.offline = True  # restored by the suite-wide conf fixture
+
 
 @pytest.fixture(scope="session")
 def sample_data(sample_store):
@@ -29,3 +36,14 @@ def local(sample_archive):
     sample_archive.configure()
     yield sample_archive
     sample_archive.restore()
+
+
+@pytest.fixture(scope="session")
+def sample_results(tmp_path_factory, sample_store):
+    """``latentsky pipeline`` on the bundled sample: real embeddings, a trained autoencoder, latent.parquet
+    (60 epochs instead of 600, to keep the session short; the map is the same kind)."""
+    from latentsky.pipeline import run_pipeline
+
+    out = tmp_path_factory.mktemp("results") / "sample-results"
+    run_pipeline(sample_store.path, out, train={"epochs": 60}, baselines=False)
+    return out

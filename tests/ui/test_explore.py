@@ -89,7 +89,7 @@ def test_tap_picks_the_nearest_point_and_shows_its_spectrum(sample_data):
     assert ex.tap(float(t["x"].iloc[i]), float(t["y"].iloc[i])) == i
     plot = ex._spectrum_pane.object
     curves = plot.values()
-    assert [c.label for c in curves] == ["spectrum", "reconstruction"]
+    assert [c.label.split(" (")[0] for c in curves] == ["spectrum", "PCA reconstruction from the latent point"]
     flux = np.asarray(sample_data.source.store.flux[int(t["row"].iloc[i])], dtype=float)
     shown = curves[0].dimension_values("flux")
     good = np.asarray(sample_data.source.store.weight[int(t["row"].iloc[i])]) > 0

@@ -6,7 +6,7 @@ it for the spectrum of a row, exports read its rows.  It opens
 
 - the results of ``latentsky pipeline`` (``DIR/latent.parquet`` joined to the
   spectrum store by ``id``),
-- a ``latentsky synth`` folder (spectra regenerated on demand),
+- a ``latentsky synth`` folder (spectra regenerated on demand; synthetic positions have no images),
 - the bundled sample, projected with a PCA of its spectra when no pipeline
   results exist yet (so a first-time user sees a map at once).
 """
@@ -44,8 +44,9 @@ class StoreSpectra(SpectrumSource):
     ----------
     store : SpectrumStore
     reconstruct : callable, optional
-        ``reconstruct(row) -> model flux`` on the store's grid (the decoder applied to the row's latent
-        point), drawn over the spectrum.
+        ``reconstruct(row, flux, weight) -> (model flux, legend label)`` on the store's grid: the
+        reconstruction from the row's latent point (:class:`~latentsky.ui.reconstruct.ReadoutReconstruction`
+        for the autoencoder's map), drawn over the spectrum.
     """
 
     def __init__(self, store, reconstruct=None):
@@ -80,9 +81,10 @@ class StoreSpectra(SpectrumSource):
                "model": None}
         if self.reconstruct is not None:
             try:
-                out["model"] = self.reconstruct(row)
+                out["model"], out["model_label"] = self.reconstruct(row, out["flux"], out["weight"])
             except Exception as err:  # a failed reconstruction must not hide the spectrum itself
                 log.warning("reconstruction of %s failed: %s", row.get("id"), err)
+                out["model_error"] = f"no reconstruction: {err}"
         return out
 
 
@@ -96,7 +98,8 @@ class SynthSpectra(SpectrumSource):
         from latentsky.synth import spectrum_for_row
 
         flux, model, weight = spectrum_for_row(self.templates, row)
-        return {"wave": self.templates.wave, "flux": flux, "weight": weight, "model": model}
+        return {"wave": self.templates.wave, "flux": flux, "weight": weight, "model": model,
+                "model_label": "noise-free model of the row"}
 
 
 class PCAProjection:
@@ -122,6 +125,14 @@ class PCAProjection:
         """Spectrum on the store's grid of a latent point ``(x, y)``."""
         return self.mean_ + np.asarray(xy, dtype="f8") @ self.components_
 
+    def reconstruct(self, row: pd.Series, flux, weight=None) -> tuple[np.ndarray, str]:
+        """The spectrum of the row's latent point, and a legend label with its mean squared error
+        over the spectrum's valid pixels (a :class:`StoreSpectra` ``reconstruct``)."""
+        model = self.inverse((row["x"], row["y"]))
+        good = np.isfinite(flux) & (np.ones(len(model), bool) if weight is None else np.asarray(weight) > 0)
+        err = float(np.mean((np.asarray(flux, "f8")[good] - model[good]) ** 2)) if good.any() else float("nan")
+        return model, f"PCA reconstruction from the latent point (MSE {err:.3g})"
+
 
 class LatentData(param.Parameterized):
     """One latent table and its spectra, shared by every view of the app."""
@@ -129,13 +140,21 @@ class LatentData(param.Parameterized):
     table = param.DataFrame(default=None, allow_None=True, doc="The latent table: x, y and metadata columns")
     label = param.String(default="", doc="Where the table came from (shown in the app's title)")
     source = param.Parameter(default=None, doc="A SpectrumSource giving each row's spectrum, or None")
+    cutouts = param.Parameter(default=None, doc="A latentsky.ui.cutouts.Cutouts giving each row's images, or None")
 
     def __init__(self, table: pd.DataFrame | None = None, **params):
         super().__init__(table=table, **params)
 
     # ------------------------------------------------------------------ spectra
+    def preload(self) -> None:
+        """Start loading what the first tap needs (the autoencoder, TensorFlow) in a background thread."""
+        reconstruct = getattr(self.source, "reconstruct", None)
+        if hasattr(reconstruct, "load_in_background"):
+            reconstruct.load_in_background()
+
     def spectrum(self, i: int) -> dict | None:
-        """The spectrum of row position ``i``: ``wave, flux, weight, model`` and ``title``, or None."""
+        """The spectrum of row position ``i``: ``wave, flux, weight, model`` (None when there is no
+        reconstruction), ``model_label`` and ``title``; None when the row has no spectrum."""
         if self.table is None or i is None or not 0 <= int(i) < len(self.table):
             return None
         row = self.table.iloc[int(i)]
@@ -143,6 +162,12 @@ class LatentData(param.Parameterized):
         if out is not None:
             out["title"] = " | ".join(str(row[c]) for c in ("id", "object", "spec_class") if c in row.index)
         return out
+
+    def images(self, i: int) -> list:
+        """The image cutouts at row ``i``'s position (:class:`~latentsky.ui.cutouts.Cutout`; may use the network)."""
+        if self.cutouts is None or self.table is None or i is None or not 0 <= int(i) < len(self.table):
+            return []
+        return self.cutouts.get(self.table.iloc[int(i)])
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -155,6 +180,10 @@ class LatentData(param.Parameterized):
             ``DIR``; must hold ``latent.parquet``.
         store : SpectrumStore or path, optional
             The spectra; default ``DIR/store`` when present.
+
+        The tapped spectrum's reconstruction comes from ``DIR/model.keras`` and ``DIR/embeddings``
+        (:class:`~latentsky.ui.reconstruct.ReadoutReconstruction`), its images from ``DIR/cutouts``
+        (written by :func:`~latentsky.archives.cutouts.fetch_cutouts`) or else from hips2fits on demand.
         """
         from latentsky.store import SpectrumStore
 
@@ -170,7 +199,7 @@ class LatentData(param.Parameterized):
         source = None
         if store is not None:
             table = _join_catalog(table, store.catalog)
-            source = StoreSpectra(store)
+            source = StoreSpectra(store, reconstruct=_readout_reconstruction(folder))
             if len(store) <= PCA_COMPARE_MAX and "row" in table.columns and "pca_x" not in table.columns:
                 # the PCA map of the same spectra, linked beside the autoencoder's (Explore.compare)
                 pca = PCAProjection(store)
@@ -180,7 +209,10 @@ class LatentData(param.Parameterized):
                     values = np.full(len(table), np.nan)
                     values[ok] = pca.coords_[rows[ok].astype(int), k]
                     table[col] = values
-        return cls(table, label=str(folder), source=source)
+        from latentsky.ui.cutouts import Cutouts
+
+        cutouts = Cutouts(folder / "cutouts") if (folder / "cutouts" / "index.parquet").exists() else Cutouts()
+        return cls(table, label=str(folder), source=source, cutouts=cutouts)
 
     @classmethod
     def from_synth(cls, folder, *, columns=None) -> "LatentData":
@@ -209,8 +241,10 @@ class LatentData(param.Parameterized):
         recon_err = np.sqrt(np.mean((np.asarray(store.flux[:], "f8") - (pca.mean_ + pca.coords_ @ pca.components_))
                                     ** 2 * (np.asarray(store.weight[:]) > 0), axis=1))
         table["anomaly"] = recon_err / np.median(recon_err)
-        return cls(table, label=f"{store.path} (PCA map)",
-                   source=StoreSpectra(store, reconstruct=lambda row: pca.inverse((row["x"], row["y"]))))
+        from latentsky.ui.cutouts import Cutouts
+
+        return cls(table, label=f"{store.path} (PCA map)", source=StoreSpectra(store, reconstruct=pca.reconstruct),
+                   cutouts=Cutouts())
 
     @classmethod
     def sample(cls) -> "LatentData":
@@ -243,6 +277,20 @@ class LatentData(param.Parameterized):
         if (path / "catalog.parquet").exists():
             return cls.from_store(path)
         raise LatentskyError(f"{path}: not a latent table, pipeline/synth folder or spectrum store")
+
+
+def _readout_reconstruction(folder: Path):
+    """The autoencoder's reconstruction for a pipeline folder holding ``model.keras`` and ``embeddings/``,
+    else None (e.g. a table mapped by PCA in the app's Train step)."""
+    from latentsky.ui.reconstruct import ReadoutReconstruction
+
+    if not (folder / "model.keras").is_file() or not (folder / "embeddings").is_dir():
+        return None
+    try:
+        return ReadoutReconstruction(folder / "model.keras", folder / "embeddings")
+    except LatentskyError as err:
+        log.warning("no reconstruction for %s: %s", folder, err)
+        return None
 
 
 def _join_catalog(table: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:

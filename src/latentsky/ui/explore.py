@@ -9,6 +9,7 @@ tested by setting them (``explore.select_box(...)``, ``explore.tap(...)``,
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,7 @@ class Explore(pn.viewable.Viewer):
     width = param.Integer(default=700, bounds=(100, 4000), doc="Map width in pixels")
     height = param.Integer(default=560, bounds=(100, 4000), doc="Map height in pixels")
     status = param.String(default="", doc="One line about the last action")
+    cutout_status = param.String(default="", doc="One line about the tapped spectrum's image cutouts")
     compare = param.Tuple(default=None, allow_None=True, length=2,
                           doc="Two columns drawn as a second map linked to the first (same colour and selection); "
                               "default: pca_x/pca_y, else rv/tilt, when the table has them and at most "
@@ -80,6 +82,9 @@ class Explore(pn.viewable.Viewer):
         self._sel_table = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, pagination="remote", page_size=8,
                                                show_index=False, height=290, sizing_mode="stretch_width")
         self._compare_pane = pn.pane.HoloViews(sizing_mode="fixed", linked_axes=False, visible=False)
+        self._cutout_pane = pn.pane.HoloViews(None, sizing_mode="fixed", linked_axes=False,
+                                              css_classes=["explore-cutouts"])
+        self._cutout_thread: threading.Thread | None = None
         self._range_from_plot = False
         self._on_data()
         self.param.watch(lambda e: self._on_data(), "data")
@@ -293,16 +298,44 @@ class Explore(pn.viewable.Viewer):
             self._build_map()
 
     # ------------------------------------------------------------------ views
-    def spectrum_plot(self):
-        """The HoloViews plot of the tapped spectrum (a placeholder before any tap)."""
+    def spectrum_plot(self, spec: dict | None = None):
+        """The HoloViews plot of the tapped spectrum (``spec``: :meth:`LatentData.spectrum`'s answer, read
+        when not given), with its reconstruction when there is one; a placeholder before any tap."""
         if self.tapped is None:
             return vz.empty_spectrum_plot()
-        spec = self.data.spectrum(self.tapped)
+        spec = self.data.spectrum(self.tapped) if spec is None else spec
         if spec is None:
             row = self.data.table.iloc[self.tapped]
             return vz.empty_spectrum_plot(f"{row.get('id', self.tapped)}: no spectrum available")
         return vz.spectrum_plot(spec["wave"], spec["flux"], weight=spec.get("weight"), model=spec.get("model"),
-                                title=spec.get("title", ""))
+                                model_label=spec.get("model_label") or "reconstruction", title=spec.get("title", ""))
+
+    def _show_cutouts(self, i: int | None) -> None:
+        """Fetch the images of row ``i`` in a thread (hips2fits may take a while) and show them."""
+        if i is None or self.data.cutouts is None:
+            self._cutout_pane.object, self.cutout_status = None, ""
+            return
+        self.cutout_status = "looking for image cutouts..."
+
+        def work():
+            try:
+                images = self.data.images(i)
+            except Exception as err:  # a failed image must not break the spectrum panel
+                log.warning("cutouts of row %s: %s", i, err)
+                images, why = [], f"no image cutout ({err})"
+            else:
+                why = "" if images else "no image cutout at this position"
+            if self.tapped != i:  # another tap came meanwhile
+                return
+            self._cutout_pane.object = vz.cutout_plot(images) if images else None
+            self.cutout_status = why or "image cutouts: " + ", ".join(c.band for c in images)
+        self._cutout_thread = threading.Thread(target=work, daemon=True, name="latentsky-cutouts")
+        self._cutout_thread.start()
+
+    def wait_cutouts(self, timeout: float | None = 60) -> None:
+        """Wait until the cutouts of the last tap are shown (tests, scripts)."""
+        if self._cutout_thread is not None:
+            self._cutout_thread.join(timeout)
 
     def hover_text(self) -> str:
         """Markdown line with the metadata of the hovered spectrum."""
@@ -325,10 +358,13 @@ class Explore(pn.viewable.Viewer):
                        f'height:10px;background:{c};margin-right:4px"></span>{name}</span>' for name, c in items)
 
     def _show_spectrum(self) -> None:
-        self._spectrum_pane.object = self.spectrum_plot()
+        spec = self.data.spectrum(self.tapped) if self.tapped is not None else None
+        self._spectrum_pane.object = self.spectrum_plot(spec)
         if self.tapped is not None:
             row = self.data.table.iloc[self.tapped]
-            self.status = f"showing {row.get('id', self.tapped)}"
+            self.status = f"showing {row.get('id', self.tapped)}" + (
+                f" ({spec['model_error']})" if spec and spec.get("model_error") else "")
+        self._show_cutouts(self.tapped)
 
     def _show_selection(self) -> None:
         if self._prepared is not None and self._map_pane.object is not None:
@@ -375,7 +411,9 @@ class Explore(pn.viewable.Viewer):
                          self._download_button("download", "Download table"),
                          pn.widgets.Button(label="Send to TOPCAT/Aladin (SAMP)", width=220, css_classes=["samp-send"],
                                            on_click=lambda e: self.send_samp()))
-        right = pn.Column(self._spectrum_pane, status, self._sel_table, exports, sizing_mode="stretch_width",
-                          min_width=500)
+        cutouts = pn.Column(pn.pane.Markdown(self.param.cutout_status, css_classes=["explore-cutout-status"],
+                                             width=310), self._cutout_pane, width=320)
+        right = pn.Column(pn.Row(self._spectrum_pane, cutouts, sizing_mode="stretch_width"), status,
+                          self._sel_table, exports, sizing_mode="stretch_width", min_width=500)
         return pn.Row(pn.Column(info, controls, legend, self._map_pane, hovered), pn.Column(right, self._compare_pane), sizing_mode="stretch_width",
                       css_classes=["latentsky-explore"])

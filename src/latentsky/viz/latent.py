@@ -416,3 +416,35 @@ def empty_spectrum_plot(message: str = "Tap a point on the map to see its spectr
     hv = _bokeh()
     return hv.Overlay([hv.Curve([], "wavelength", "flux")]).opts(
         backend="bokeh", width=width, height=height, title=message, xlabel="wavelength (Angstrom)", ylabel="normalised flux")
+
+
+def cutout_plot(cutouts, *, size: int = 150):
+    """Image cutouts side by side, centred on the target, north up and east left (as the surveys' TAN images).
+
+    Parameters
+    ----------
+    cutouts : sequence
+        Objects with ``band``, ``image`` (H x W array, row 0 south) and ``pixel_scale`` (arcsec).
+    size : int
+        Width and height of each panel, screen pixels.
+
+    Returns
+    -------
+    holoviews.Layout
+        One greyscale image per band, its colour range clipped to the 1-99.5 percentiles (a
+        bright source does not hide the field).
+    """
+    hv = _bokeh()
+    panels = []
+    for c in cutouts:
+        # FITS row 0 is the south edge, an hv.Image's row 0 its top; columns already run east (left) to west
+        img = np.flipud(np.asarray(c.image, dtype="f8"))
+        h, w = img.shape
+        half_w, half_h = w * c.pixel_scale / 2, h * c.pixel_scale / 2
+        finite = img[np.isfinite(img)]
+        lo, hi = np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0)
+        panels.append(hv.Image(img, bounds=(-half_w, -half_h, half_w, half_h), kdims=["x (arcsec)", "y (arcsec)"],
+                               vdims=[c.band]).opts(
+            backend="bokeh", cmap="gray", clim=(float(lo), float(hi) if hi > lo else float(lo) + 1), width=size,
+            height=size, title=f"{c.band} ({2 * half_w:.0f}\")", xaxis=None, yaxis=None, toolbar=None))
+    return hv.Layout(panels).cols(2).opts(backend="bokeh", shared_axes=False)
