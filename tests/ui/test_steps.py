@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("panel")
@@ -70,6 +71,54 @@ def test_download_then_embed_then_train_open_the_map(local, tmp_path):
     t.run()
     assert t.error == "" and len(t.results.table) == 6
     assert (tmp_path / "results" / "latent.parquet").exists()
+
+
+def test_train_draws_the_loss_curve_while_it_trains(sample_store, tmp_path):
+    """The autoencoder in its child process: one row of losses per epoch, arriving while it trains."""
+    t = Train(store=str(sample_store.path), out=str(tmp_path / "results"), epochs=6, patience=100, hidden=16,
+              embed={"n_units": 20})
+    seen = []
+    t.param.watch(lambda e: seen.append((len(e.new), t.running)), "losses")
+    t.run()
+    assert t.error == "", t.error
+    assert t.losses["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert np.isfinite(t.losses["loss"]).all() and t.losses["loss"].iloc[-1] < t.losses["loss"].iloc[0]
+    # live: the curve grew one epoch at a time during the run, not once at its end
+    assert [n for n, running in seen if running] == [0, 1, 2, 3, 4, 5, 6]
+    assert len(t.results.table) == len(sample_store) and t.results.source.reconstruct is not None
+    from latentsky.embed.runner import open_embeddings
+
+    assert open_embeddings(tmp_path / "results" / "embeddings").attrs["n_units"] == 20  # the Embed settings
+    curve = t._loss_plot().object
+    assert [c.label for c in curve.values()] == ["loss"] and "epoch 6" in curve.opts.get().kwargs["title"]
+
+
+def test_loss_curve_from_training_events():
+    from latentsky.autoencoder import TrainingEvent
+
+    t = Train()
+    for epoch, (loss, val) in enumerate([(1.0, 1.2), (0.5, 0.7), (0.25, 0.4)], start=1):
+        t.on_event(TrainingEvent("train", epoch, 10, "epochs", "", False, 0.1 * epoch,
+                                 {"loss": loss, "val_loss": val}))
+    assert t.losses[["epoch", "loss", "val_loss"]].values.tolist() == [[1, 1.0, 1.2], [2, 0.5, 0.7],
+                                                                       [3, 0.25, 0.4]]
+    assert t.progress.done == 3 and t.progress.total == 10
+    curve = t._loss_plot().object
+    assert [c.label for c in curve.values()] == ["loss", "val_loss"]
+    np.testing.assert_array_equal(curve.values()[1].dimension_values("loss"), [1.2, 0.7, 0.4])
+
+
+def test_cancel_stops_training_at_once(sample_store, tmp_path):
+    import time
+
+    t = Train(store=str(sample_store.path), out=str(tmp_path / "results"), epochs=5000, patience=5000,
+              embed={"n_units": 20})
+    t.param.watch(lambda e: t.cancel() if len(e.new) >= 2 else None, "losses")
+    t0 = time.monotonic()
+    t.run()
+    assert "cancelled" in t.info and t.error == "" and t.results is None
+    assert 2 <= len(t.losses) < 5000 and time.monotonic() - t0 < 120
+    assert not (tmp_path / "results" / "latent.parquet").exists()
 
 
 def test_pause_stops_between_batches(local, tmp_path):

@@ -70,6 +70,11 @@ class App(pn.viewable.Viewer):
             self.embed = Embed(source=str(work / "downloads"), out=str(work / "store"))
             self.train = Train(store=str(work / "store"), out=str(work / "results"))
             self.query.param.watch(lambda e: setattr(self.download, "products", e.new), "products")
+            # the map is trained on readouts made with the Embed step's settings
+            settings = ["n_units", "cycle_weight", "leak_rate", "input_scaling", "ridge"]
+            self.train.embed = {k: getattr(self.embed, k) for k in settings}
+            self.embed.param.watch(lambda e: setattr(self.train, "embed", {**self.train.embed, e.name: e.new}),
+                                   settings)
             self.train.param.watch(self._on_results, "results")
             self._steps = {"Query": self.query, "Download": self.download, "Embed": self.embed,
                            "Train": self.train}

@@ -416,16 +416,26 @@ class Embed(_Step):
 class Train(_Step):
     """Turn a store into a latent map and open it in Explore.
 
-    ``method="pipeline"`` runs the ``latentsky pipeline`` command (the
-    autoencoder, issue 5) in a subprocess, so cancel can stop it at once;
-    ``"pca"`` places spectra by a 2-D PCA (quick, and available before the
-    autoencoder is installed).
+    ``method="autoencoder"`` runs ``latentsky pipeline`` (stage-1 embedding with the
+    Embed step's settings, then the model-coupled autoencoder, issue 5) in a child
+    process (:mod:`latentsky.ui.train_worker`), so cancel stops it at once and the
+    server never loads TensorFlow for training; its progress events come back on
+    the child's stdout, and the epochs' losses draw :attr:`losses` as a live curve.
+    ``"pca"`` places spectra by a 2-D PCA (quick, no training).
     """
 
     store = param.String(default="", doc="Spectrum store to map")
     out = param.String(default="", doc="Results folder (latent.parquet...)")
-    method = param.Selector(default="pca", objects=["pca", "pipeline"], doc="How the map is made")
-    epochs = param.Integer(default=50, bounds=(1, 10000), doc="Training epochs (pipeline)")
+    method = param.Selector(default="autoencoder", objects=["autoencoder", "pca"], doc="How the map is made")
+    epochs = param.Integer(default=200, bounds=(1, 10000), doc="Most training epochs (stops early when the loss stalls)")
+    learning_rate = param.Number(default=1e-2, bounds=(1e-5, 1.0), doc="Adam learning rate")
+    hidden = param.Integer(default=64, bounds=(2, 2048), doc="Units of the encoder's and decoder's hidden layer")
+    loss = param.Selector(default="coupled", objects=["coupled", "euclidean"],
+                          doc="Loss: data-space error of the reconstructed readout (coupled) or Euclidean on readouts")
+    patience = param.Integer(default=60, bounds=(1, 10000), doc="Epochs without improvement before stopping")
+    batch_size = param.Integer(default=32, bounds=(1, 65536), doc="Spectra per training batch")
+    embed = param.Dict(default={}, doc="Stage-1 settings (the Embed step's; empty: the pipeline's defaults)")
+    losses = param.DataFrame(default=pd.DataFrame(), doc="One row per finished epoch: epoch, loss, val_loss...")
     results = param.ClassSelector(class_=object, default=None, doc="The LatentData made by the last run")
     log_lines = param.List(default=[], doc="Output of the pipeline command")
 
@@ -437,6 +447,7 @@ class Train(_Step):
             if not self.store or not (Path(self.store) / "catalog.parquet").exists():
                 raise LatentskyError(f"store: {self.store!r} is not a spectrum store (run Embed first)")
             out = Path(self.out or f"{self.store}.results")
+            self.losses = pd.DataFrame()
             if self.method == "pca":
                 data = LatentData.from_store(self.store)
                 out.mkdir(parents=True, exist_ok=True)
@@ -444,32 +455,75 @@ class Train(_Step):
             else:
                 self._run_pipeline(out)
                 data = LatentData.from_pipeline(out, store=self.store)
+                data.preload()
             self.info = f"{len(data.table)} spectra mapped ({self.method}) into {out}"
             self.results = data
         return self._guarded(work)
 
+    def train_params(self) -> dict:
+        """The autoencoder's parameters (overrides of the pipeline's defaults) for the current widgets."""
+        return {"epochs": self.epochs, "learning_rate": self.learning_rate, "hidden": [self.hidden],
+                "loss": self.loss, "patience": self.patience, "batch_size": self.batch_size}
+
+    def on_event(self, event: ProgressEvent) -> None:
+        """One progress event of the run: to the progress bar, and a training epoch's losses to :attr:`losses`."""
+        self._callback(event)
+        logs = getattr(event, "logs", None)
+        if event.task == "train" and logs:
+            row = pd.DataFrame([{"epoch": int(event.done), **{k: float(v) for k, v in logs.items()}}])
+            self.losses = row if self.losses.empty else pd.concat([self.losses, row], ignore_index=True)
+
     def _run_pipeline(self, out: Path) -> None:
+        import json
         import subprocess
         import sys
 
-        cmd = [sys.executable, "-m", "latentsky.cli", "pipeline", str(self.store), "--out", str(out)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        from latentsky.ui.train_worker import decode_event
+
+        params = {"train": self.train_params(), "embed": dict(self.embed) or None}
+        cmd = [sys.executable, "-m", "latentsky.ui.train_worker", str(self.store), str(out), json.dumps(params)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self._proc = proc
         lines = []
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-            self.log_lines = lines[-200:]
-            if self._cancel.is_set():
-                proc.terminate()
-                proc.wait()
-                raise Cancelled("train: cancelled")
-        if proc.wait() != 0:
-            raise LatentskyError(f"train: `{' '.join(cmd[2:])}` failed: {' | '.join(lines[-3:])}")
+        try:
+            for line in proc.stdout:
+                event = decode_event(line)
+                if event is None:
+                    lines.append(line.rstrip())
+                    self.log_lines = lines[-200:]
+                else:
+                    self.on_event(event)  # raises Cancelled after cancel()
+        except Cancelled:
+            proc.terminate()
+            raise
+        finally:
+            proc.stdout.close()
+            proc.wait()
+            self._proc = None
+        if self._cancel.is_set():
+            raise Cancelled("train: cancelled")
+        if proc.returncode != 0:
+            raise LatentskyError(f"train: the pipeline on {self.store} failed: {' | '.join(lines[-3:])}")
+
+    def cancel(self) -> None:
+        """Stop the run: the child process at once (the pipeline resumes from its finished stages next time)."""
+        super().cancel()
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+
+    @param.depends("losses")
+    def _loss_plot(self):
+        from latentsky.viz.latent import loss_curve
+
+        return pn.pane.HoloViews(loss_curve(self.losses), css_classes=["train-losses"])
 
     def __panel__(self):
-        fields = form(self, ["store", "out", "method", "epochs"], "train")
+        fields = form(self, ["store", "out", "method", "epochs", "learning_rate", "hidden", "loss", "patience",
+                             "batch_size"], "train")
         buttons = pn.Row(pn.widgets.Button(label="Train", button_type="primary", css_classes=["train-run"],
                                            on_click=lambda e: self.in_background(self.run)),
                          pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()))
-        log_pane = pn.pane.Str(param.bind(lambda lines: "\n".join(lines[-20:]), self.param.log_lines))
-        return pn.Row(pn.Column(fields, buttons), pn.Column(self.progress, self._messages, log_pane,
+        log_pane = pn.pane.Str(param.bind(lambda lines: "\n".join(lines[-12:]), self.param.log_lines))
+        return pn.Row(pn.Column(fields, buttons), pn.Column(self.progress, self._messages, self._loss_plot, log_pane,
                                                           sizing_mode="stretch_width"), sizing_mode="stretch_width")

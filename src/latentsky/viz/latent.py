@@ -448,3 +448,25 @@ def cutout_plot(cutouts, *, size: int = 150):
             backend="bokeh", cmap="gray", clim=(float(lo), float(hi) if hi > lo else float(lo) + 1), width=size,
             height=size, title=f"{c.band} ({2 * half_w:.0f}\")", xaxis=None, yaxis=None, toolbar=None))
     return hv.Layout(panels).cols(2).opts(backend="bokeh", shared_axes=False)
+
+
+def loss_curve(losses: pd.DataFrame, *, width: int = 600, height: int = 260):
+    """Training losses per epoch, log scale (the Train step's live curve).
+
+    Parameters
+    ----------
+    losses : DataFrame
+        Column ``epoch`` and one column per Keras log (``loss``, ``val_loss``, ``data_error``...);
+        ``loss`` and ``val_loss`` are drawn.  Empty: an empty plot waiting for the first epoch.
+    """
+    hv = _bokeh()
+    opts = dict(backend="bokeh", width=width, height=height, logy=True, show_grid=True, xlabel="epoch",
+                ylabel="loss", legend_position="top_right")
+    names = [c for c in ("loss", "val_loss") if c in losses.columns]
+    if losses.empty or not names:
+        return hv.Overlay([hv.Curve([], "epoch", "loss")]).opts(title="loss (waiting for the first epoch)", **opts)
+    curves = [hv.Curve((losses["epoch"].to_numpy(), losses[c].to_numpy()), "epoch", "loss", label=c)
+              .opts(backend="bokeh", line_width=2) for c in names]
+    last = losses.iloc[-1]
+    opts["logy"] = bool((losses[names].to_numpy() > 0).all())  # a log axis cannot show a loss <= 0
+    return hv.Overlay(curves).opts(title=f"epoch {int(last['epoch'])}: loss {last['loss']:.4g}", **opts)
