@@ -191,3 +191,19 @@ def map_ordered(fn: Callable, tasks: Iterable, *, client=None, common: dict | No
             client.cancel(list(pending))
         for fut in shared.values():
             fut.release()
+
+
+def add_cli_arguments(parser) -> None:
+    """The ``--scheduler``, ``--workers`` and ``--cluster`` options of the commands that can run on Dask."""
+    group = parser.add_argument_group("Dask (default: this process alone)")
+    group.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask scheduler at this address")
+    group.add_argument("--workers", type=int, metavar="N",
+                       help="run on a local Dask cluster of N worker processes (with --cluster: N workers there)")
+    group.add_argument("--cluster", choices=CLUSTER_KINDS,
+                       help="start a cluster of this kind from Dask's configuration (dask-jobqueue's "
+                            "jobqueue.<kind>, dask-gateway's gateway); see binder/jupyterhub/dask/")
+
+
+def cli_options(args) -> dict:
+    """The keyword arguments of :func:`dask_client` given on a command line."""
+    return {"scheduler": args.scheduler, "workers": args.workers, "cluster": args.cluster}

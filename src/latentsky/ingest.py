@@ -1,10 +1,13 @@
 """Ingest: FITS spectra in, a spectrum store out (Parquet catalog + Zarr arrays).
 
-Files are read one at a time (never all in memory), resampled onto a common
-log-lambda grid, normalised, and appended chunk by chunk to a store built
-under a temporary name and moved into place at the end.  Files that cannot be
-read are reported, with the reason, and skipped.  Running ingest again on the
-same inputs with the same settings does nothing.
+Files are read in small batches (never all in memory), resampled onto a
+common log-lambda grid, normalised, and appended chunk by chunk to a store
+built under a temporary name and moved into place at the end.  With a Dask
+client the batches are parsed on the workers (which read the files by path)
+and their results come back in file order, so this process writes the same
+store, chunk for chunk, as a single-process run.  Files that cannot be read
+are reported, with the reason, and skipped.  Running ingest again on the same
+inputs with the same settings does nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 SAME_OBJECT_ARCSEC = 2.0
+#: Files parsed per Dask task: enough to make the task overhead small, few enough for steady progress.
+FILES_PER_TASK = 32
 CATALOG_COLUMNS = ["id", "path", "instrument", "object", "ra", "dec", "mjd", "exptime", "snr",
                    "wave_min", "wave_max", "sha256", "spec_class", "redshift", "format", "n_good_pixels"]
 
@@ -75,7 +80,8 @@ def _stat_key(path: Path) -> list:
 
 
 def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normalisation: str = "median",
-           chunk_rows: int = 256, progress: ProgressCallback | None = None, force: bool = False) -> IngestResult:
+           chunk_rows: int = 256, progress: ProgressCallback | None = None, force: bool = False, client=None,
+           scheduler: str | None = None, workers: int | None = None, cluster: str | None = None) -> IngestResult:
     """Read FITS spectra and write a spectrum store.
 
     Parameters
@@ -94,6 +100,16 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
         Receives :class:`~latentsky.progress.ProgressEvent` objects.
     force : bool
         Rewrite the store even if it is up to date.
+    client : distributed.Client, optional
+        Parse the files on this Dask cluster (every worker must see them at
+        the same paths); the store is written here, in file order.
+    scheduler : str, optional
+        Address of a Dask scheduler to connect to instead.
+    workers : int, optional
+        Start a local Dask cluster of this many worker processes instead (or,
+        with ``cluster``, ask that cluster for this many workers).
+    cluster : str, optional
+        A cluster kind of :func:`latentsky.distributed.make_cluster`, configured by Dask's configuration.
 
     Returns
     -------
@@ -115,24 +131,27 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
         store = SpectrumStore(out)
         return IngestResult(out, len(store), [], up_to_date=True)
 
+    from latentsky.distributed import dask_client, map_ordered
+
     rows: list[dict] = []
     errors: list[SpectrumError] = []
     hashes: dict[str, str] = {}
-    with atomic_directory(out) as tmp, Progress("ingest", total=len(files), unit="spectra",
-                                                callback=progress) as bar:
+    with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc, \
+            atomic_directory(out) as tmp, \
+            Progress("ingest", total=len(files), unit="spectra", callback=progress) as bar:
+        per_task = 1 if dc is None else FILES_PER_TASK      # here: progress file by file
+        tasks = [(files[i:i + per_task],) for i in range(0, len(files), per_task)]
         writer = SpectrumStoreWriter(tmp, grid.wave, capacity=len(files), chunk_rows=chunk_rows)
-        for path in files:
-            try:
-                row, flux, ivar = _ingest_one(path, grid, normalisation)
-            except SpectrumError as err:
-                errors.append(err)
+        results = map_ordered(_ingest_batch, tasks, client=dc, common={"grid": grid, "normalisation": normalisation})
+        for (paths,), (good, bad) in zip(tasks, results):
+            for row, flux, ivar in good:
+                hashes[row["path"]] = row["sha256"]
+                writer.append(flux, ivar)
+                rows.append(row)
+            for err in bad:
                 log.debug("skipped %s", err)
-                bar.advance(1, f"skipped {path.name}")
-                continue
-            hashes[str(path)] = row["sha256"]
-            writer.append(flux, ivar)
-            rows.append(row)
-            bar.advance(1, path.name)
+            errors.extend(bad)
+            bar.advance(len(paths), paths[-1].name)
         if not rows:
             raise LatentskyError(f"ingest: none of the {len(files)} files could be read; first problem: {errors[0]}")
         catalog = _finish_catalog(pd.DataFrame(rows))
@@ -145,6 +164,20 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
         log.warning("%d of %d files were not ingested:\n  %s", len(errors), len(files),
                     "\n  ".join(str(e) for e in errors))
     return IngestResult(out, len(rows), errors)
+
+
+def _ingest_batch(paths: list[Path], *, grid: LogLambdaGrid, normalisation: str
+                  ) -> tuple[list[tuple[dict, np.ndarray, np.ndarray]], list[SpectrumError]]:
+    """Read and resample some files (in this process or on a Dask worker): the good ones, and the errors."""
+    good, bad = [], []
+    for path in paths:
+        try:
+            row, flux, ivar = _ingest_one(path, grid, normalisation)
+        except SpectrumError as err:
+            bad.append(err)
+            continue
+        good.append((row, flux.astype("f4"), ivar.astype("f4")))
+    return good, bad
 
 
 def _ingest_one(path: Path, grid: LogLambdaGrid, normalisation: str) -> tuple[dict, np.ndarray, np.ndarray]:

@@ -14,8 +14,21 @@
 
 Every stage is skipped when its output is already there and was made from the
 same input with the same settings (ingest checks its files' sizes and times;
-the others compare the fingerprint recorded in ``pipeline.json``), so an
-interrupted run resumes where it stopped and a repeated one costs seconds.
+the others compare the fingerprint recorded in ``pipeline.json``), so a
+repeated run costs seconds.  Embed and encode also resume inside the stage, at
+the first chunk an interrupted run had not finished
+(:mod:`latentsky.store.partial`), so an interrupted run resumes at the stage
+and the chunk where it stopped.
+
+Out of core: ingest, embed and encode (with the anomaly scores) go through the
+stores chunk by chunk, in this process or on a Dask cluster (``client``,
+``scheduler``, ``workers`` or ``cluster``; :mod:`latentsky.distributed`), with
+identical results.  Training runs here, on all spectra up to ``train_rows``
+and beyond that on a random sample of that many (whole stored chunks, copied
+to ``DIR/train-sample/``): a 2-D map of 101-D readouts is learned from 10^4
+examples, the training data then fit in memory (Keras' fast path), and its
+cost stops growing with the number of spectra; the trained encoder then maps
+every spectrum in one chunked pass.
 """
 
 from __future__ import annotations
@@ -31,13 +44,21 @@ import pandas as pd
 
 from latentsky.exceptions import AutoencoderError
 from latentsky.pipeline_defaults import EMBED_DEFAULTS, TRAIN_DEFAULTS
-from latentsky.progress import ProgressCallback
+from latentsky.progress import Progress, ProgressCallback
 from latentsky.store.lineage import fingerprint, read_lineage
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "pipeline.json"
 LATENT_COLUMNS = ["id", "path", "object", "ra", "dec", "mjd", "instrument", "spec_class"]
+#: Per-spectrum scores of the encode stage; the first two are columns of ``latent.parquet``.
+SCORE_COLUMNS = ("anomaly", "recon_error", "stage1_error")
+#: Spectra trained on at most (a random sample of whole chunks beyond; see the module docstring).
+TRAIN_ROWS = 10_000
+TRAIN_SAMPLE_DIR = "train-sample"
+#: Rows per row group of ``latent.parquet`` (big groups: fast scans by pandas, Dask and Datashader).
+LATENT_ROW_GROUP = 65_536
+LATENT_LAYOUT = 2
 
 
 def _is_store(path: Path) -> bool:
@@ -60,7 +81,9 @@ def _write_state(out: Path, state: dict) -> None:
 
 
 def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, train: dict | None = None,
-                 seed: int = 0, force: bool = False, baselines: bool = True,
+                 seed: int = 0, force: bool = False, baselines: bool = True, train_rows: int | None = TRAIN_ROWS,
+                 chunk_rows: int | None = None, client=None, scheduler: str | None = None,
+                 workers: int | None = None, cluster: str | None = None,
                  progress: ProgressCallback | None = None) -> dict:
     """Ingest, embed, train and encode; write the outputs listed in the module docstring.
 
@@ -85,6 +108,24 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
         Redo every stage even when its output is up to date.
     baselines : bool
         Also score a PCA map of the readouts (cheap) in ``metrics.json``.
+    train_rows : int or None
+        Train on at most this many spectra (a random sample of whole chunks
+        beyond it; see the module docstring); None: on all of them.
+    chunk_rows : int, optional
+        Spectra per task of embed and encode (default: the store's chunking).
+    client : distributed.Client, optional
+        Run ingest, embed and encode on this Dask cluster (training stays in
+        this process).  Workers read the inputs and the model by path: on a
+        real cluster they must see ``source`` and ``out`` at the same paths.
+    scheduler : str, optional
+        Address of a Dask scheduler to connect to instead.
+    workers : int, optional
+        Start a local Dask cluster of this many worker processes instead (or,
+        with ``cluster``, ask that cluster for this many workers).
+    cluster : str, optional
+        A cluster kind of :func:`latentsky.distributed.make_cluster`
+        (``local``, ``gateway``, ``slurm``, ``pbs``...), configured by Dask's
+        configuration.
     progress : callable, optional
         Receives the :class:`~latentsky.progress.ProgressEvent` objects of every stage
         (tasks ``ingest``, ``embed``, ``train``, ``encode``).
@@ -94,14 +135,24 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
     dict
         The metrics written to ``metrics.json`` (with ``"outputs"``, the paths).
     """
-    from latentsky.progress import Progress
+    from latentsky.distributed import dask_client
 
     source, out = Path(source), Path(out)
     if not source.exists():
         raise AutoencoderError(f"parameter source: {source} does not exist")
     if not (isinstance(n_latent, int) and n_latent >= 1):
         raise AutoencoderError(f"parameter n_latent={n_latent!r}: must be a positive integer")
+    if train_rows is not None and not (isinstance(train_rows, int) and train_rows >= 2):
+        raise AutoencoderError(f"parameter train_rows={train_rows!r}: must be an integer >= 2, or None")
     out.mkdir(parents=True, exist_ok=True)
+    with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc:
+        return _run(source, out, n_latent=n_latent, embed=embed, train=train, seed=seed, force=force,
+                    baselines=baselines, train_rows=train_rows, chunk_rows=chunk_rows, client=dc,
+                    progress=progress)
+
+
+def _run(source: Path, out: Path, *, n_latent, embed, train, seed, force, baselines, train_rows, chunk_rows,
+         client, progress) -> dict:
     state = {} if force else _read_state(out)
     timings: dict[str, float] = {}
     skipped: list[str] = []
@@ -114,7 +165,7 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
     else:
         from latentsky.ingest import ingest
 
-        result = ingest([source], out / "store", progress=progress, force=force)
+        result = ingest([source], out / "store", progress=progress, force=force, client=client)
         store_path = result.store
         if result.up_to_date:
             skipped.append("ingest")
@@ -128,14 +179,16 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
     t0 = time.perf_counter()
     eparams = {**EMBED_DEFAULTS, **(embed or {})}
     emb_path = out / "embeddings"
-    embed_key = fingerprint({"store": store_fingerprint(store), "params": eparams, "seed": seed})
+    embed_key = fingerprint({"store": store_fingerprint(store), "params": eparams, "seed": seed,
+                             "chunk_rows": chunk_rows})
     lineage = read_lineage(emb_path) if emb_path.exists() else None
     if state.get("embed") == embed_key and lineage is not None:
         skipped.append("embed")
     else:
         from latentsky.embed.runner import embed_store
 
-        embed_store(store, emb_path, progress=progress, random_state=seed, **eparams)
+        embed_store(store, emb_path, progress=progress, random_state=seed, chunk_rows=chunk_rows, client=client,
+                    resume=not force, **eparams)
         state["embed"] = embed_key
         state.pop("train", None)
         _write_state(out, state)
@@ -148,29 +201,45 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
 
     tparams = {**TRAIN_DEFAULTS, **(train or {}), "n_latent": n_latent, "random_state": seed}
     tparams["hidden"] = tuple(tparams["hidden"])
+    sampled = train_rows is not None and len(emb) > train_rows
+    n_train = train_rows if sampled else len(emb)
     if tparams["validation_fraction"] is None:
-        tparams["validation_fraction"] = 0.1 if len(emb) >= 1000 else 0.0
-    train_key = fingerprint({"embed": embed_key, "params": tparams})
+        tparams["validation_fraction"] = 0.1 if n_train >= 1000 else 0.0
+    train_key = fingerprint({"embed": embed_key, "params": tparams, "train_rows": n_train if sampled else None})
     model_path = out / "model.keras"
     if state.get("train") == train_key and model_path.exists():
         est = LatentAutoencoder.load(model_path)
         skipped.append("train")
     else:
-        est = LatentAutoencoder(**tparams, checkpoint_dir=out / "checkpoints", progress=progress).fit(emb_path)
+        fit_on = emb_path
+        if sampled:
+            from latentsky.embed.runner import sample_embeddings
+
+            fit_on = sample_embeddings(emb, out / TRAIN_SAMPLE_DIR, train_rows, seed=seed)
+        est = LatentAutoencoder(**tparams, checkpoint_dir=out / "checkpoints", progress=progress).fit(fit_on)
         est.save(model_path)
         state["train"] = train_key
+        state.pop("encode", None)
         _write_state(out, state)
     timings["train_s"] = time.perf_counter() - t0
 
     # 4. encode and score ----------------------------------------------------
     t0 = time.perf_counter()
-    with Progress("encode", total=len(emb), unit="spectra", callback=progress) as prog:
-        metrics = encode_and_score(store, emb, est, out, baselines=baselines, seed=seed)
-        prog.advance(len(emb))
+    encode_key = fingerprint({"train": train_key, "baselines": baselines, "chunk_rows": chunk_rows,
+                              "layout": LATENT_LAYOUT})
+    if state.get("encode") == encode_key and (out / "latent.parquet").exists() and (out / "metrics.json").exists():
+        metrics = json.loads((out / "metrics.json").read_text())
+        skipped.append("encode")
+    else:
+        metrics = encode_and_score(store, emb, model_path, out, baselines=baselines, seed=seed,
+                                   chunk_rows=chunk_rows, client=client, resume=not force, key=encode_key,
+                                   progress=progress)
+        metrics["n_epochs"] = est.n_epochs_
+        metrics["n_train"] = int(n_train)
+        state["encode"] = encode_key
     timings["encode_s"] = time.perf_counter() - t0
     metrics["timings"] = timings
     metrics["skipped"] = skipped
-    metrics["n_epochs"] = est.n_epochs_
     metrics["outputs"] = {k: str(out / v) for k, v in
                           (("latent", "latent.parquet"), ("model", "model.keras"), ("metrics", "metrics.json"),
                            ("map", "map.png"), ("embeddings", "embeddings"))}
@@ -178,8 +247,46 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
     tmp = out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2, default=float))
     os.replace(tmp, out / "metrics.json")
+    _write_state(out, state)    # the encode stage counts as done once its metrics are written
     log.info("pipeline done in %.1f s (skipped: %s)", sum(timings.values()), ", ".join(skipped) or "nothing")
     return metrics
+
+
+#: Models loaded by the encode tasks of this process, by path: (file size, mtime, estimator).
+_MODELS: dict = {}
+
+
+def _load_model(path: str):
+    """The estimator saved at ``path``, loaded once per process (per Dask worker) while the file is unchanged."""
+    from latentsky.autoencoder.estimator import LatentAutoencoder
+
+    st = os.stat(path)
+    cached = _MODELS.get(path)
+    if cached is None or cached[:2] != (st.st_size, st.st_mtime_ns):
+        cached = _MODELS[path] = (st.st_size, st.st_mtime_ns, LatentAutoencoder.load(path))
+    return cached[2]
+
+
+def _encode_chunk(start: int, stop: int, *, model_path: str, emb_path: str) -> tuple[int, int, dict]:
+    """Latent coordinates, reconstruction errors and anomaly scores of rows ``start:stop`` (in-process or
+    on a Dask worker; only one chunk of Gram matrices is unpacked at a time)."""
+    from latentsky import evaluate as ev
+    from latentsky.embed.runner import open_embeddings
+
+    est = _load_model(model_path)
+    emb = open_embeddings(emb_path)
+    w = np.asarray(emb.readout[start:stop], dtype="f8")
+    z = est.transform(w)
+    w_rec = est.inverse_transform(z)
+    stats = emb.statistics(slice(start, stop))
+    return start, stop, {"z": z.astype("f8"), "recon_error": ev.reconstruction_error(stats, w_rec),
+                         "anomaly": ev.anomaly_scores(stats, w_rec, w),
+                         "stage1_error": ev.reconstruction_error(stats, w)}
+
+
+def latent_column_names(n_latent: int) -> list[str]:
+    """``x, y`` then ``z2, z3...``."""
+    return [("x", "y")[d] if d < 2 else f"z{d}" for d in range(n_latent)]
 
 
 def latent_table(store_catalog: pd.DataFrame, emb_catalog: pd.DataFrame, Z: np.ndarray) -> pd.DataFrame:
@@ -187,50 +294,134 @@ def latent_table(store_catalog: pd.DataFrame, emb_catalog: pd.DataFrame, Z: np.n
     rows = emb_catalog["row"].to_numpy()
     cat = store_catalog.iloc[rows].reset_index(drop=True)
     table = pd.DataFrame({c: cat[c] for c in LATENT_COLUMNS if c in cat})
-    for d in range(Z.shape[1]):
-        table[("x", "y")[d] if d < 2 else f"z{d}"] = Z[:, d].astype("f8")
+    for d, name in enumerate(latent_column_names(Z.shape[1])):
+        table[name] = Z[:, d].astype("f8")
     return table
 
 
-def encode_and_score(store, emb, est, out: Path, *, baselines: bool = True, seed: int = 0,
-                     max_scored: int = 5000) -> dict:
-    """Write ``latent.parquet`` and ``map.png``; return the scores of the map.
+def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None, client=None, resume: bool = True,
+                  key: str | None = None, progress: ProgressCallback | None = None) -> tuple[Path, float]:
+    """Encode every readout with a trained model and write ``OUT/latent.parquet``, chunk by chunk.
 
-    The latent coordinates, reconstruction errors and anomaly scores are
-    computed block by block (only one block of Gram matrices is unpacked at a
-    time); the neighbourhood scores, which cost O(n^2), use a random subset of
-    at most ``max_scored`` spectra (drawn with ``seed``).
+    Each chunk of readouts (with its Gram matrices) is read, encoded,
+    decoded and scored by :func:`_encode_chunk`, in this process or on a Dask
+    cluster, into the arrays of ``OUT/.encoded.partial/``; an interrupted run
+    with the same ``key`` resumes at the first chunk it had not finished.
+    The table is then written in row groups, the catalog columns streamed from
+    the store beside the latent ones, and moved into place.
+
+    Parameters
+    ----------
+    store : SpectrumStore
+    emb : Embeddings
+        Stage-1 output of ``store`` (one row per stored spectrum, in order).
+    model_path : path-like
+        The ``.keras`` file of a trained :class:`LatentAutoencoder` (workers load it by path).
+    out : path-like
+        The pipeline folder.
+    chunk_rows : int, optional
+        Readouts per task (default: the embeddings' chunking).
+    client : distributed.Client, optional
+    resume : bool
+    key : str, optional
+        Identifies the model and settings (default: the model file's size and time).
+    progress : callable, optional
+        Task ``"encode"``, unit ``"spectra"``.
+
+    Returns
+    -------
+    path : Path
+        ``OUT/latent.parquet``.
+    stage1_error : float
+        Mean data-space error of the stage-1 readouts themselves (the floor of ``recon_error``).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zarr
+
+    from latentsky.distributed import map_ordered
+    from latentsky.store.partial import PartialDirectory
+    from latentsky.store.spectra import CATALOG_FILE
+
+    out, model_path = Path(out), Path(model_path).resolve()
+    n = len(emb)
+    if n != len(store) or not np.array_equal(emb.catalog["row"].to_numpy(), np.arange(n)):
+        raise AutoencoderError(f"{emb.path}: not the embeddings of {store.path} (rows differ)")
+    rows = int(chunk_rows or emb.readout.chunks[0])
+    st = model_path.stat()
+    key = key or fingerprint({"model": [str(model_path), st.st_size, st.st_mtime_ns], "rows": rows})
+    part = PartialDirectory(out / "encoded", fingerprint({"key": key, "n": n, "rows": rows}), resume=resume)
+    n_latent = _load_model(str(model_path)).n_latent
+    names = latent_column_names(n_latent)
+    if part.resumed:
+        group = zarr.open_group(part.path / "latent.zarr", mode="r+")
+    else:
+        group = zarr.open_group(part.path / "latent.zarr", mode="w")
+        group.create_array("z", shape=(n, n_latent), chunks=(rows, n_latent), dtype="f8")
+        for name in SCORE_COLUMNS:
+            group.create_array(name, shape=(n,), chunks=(rows,), dtype="f8")
+    bounds = [(s, min(s + rows, n)) for s in range(0, n, rows)]
+    done = part.done()
+    todo = [(k, s, e) for k, (s, e) in enumerate(bounds) if k not in done]
+    with Progress("encode", total=n, unit="spectra", callback=progress) as prog:
+        if done:
+            prog.advance(n - sum(e - s for _, s, e in todo), f"resumed: {len(done)} chunks already done")
+        results = map_ordered(_encode_chunk, [(s, e) for _, s, e in todo], client=client,
+                              common={"model_path": str(model_path), "emb_path": str(Path(emb.path).resolve())})
+        for (k, _, _), (start, stop, res) in zip(todo, results):
+            for name, value in res.items():
+                group[name][start:stop] = value
+            part.mark(k)
+            prog.advance(stop - start)
+
+    # the table, streamed: catalog columns of the store beside the latent ones, big row groups
+    cat_file = pq.ParquetFile(store.path / CATALOG_FILE)
+    columns = [c for c in LATENT_COLUMNS if c in cat_file.schema_arrow.names]
+    tmp = out / ".latent.parquet.tmp"
+    writer, pending, at = None, [], 0
+    for batch in cat_file.iter_batches(batch_size=LATENT_ROW_GROUP, columns=columns):
+        k = batch.num_rows
+        z = group["z"][at:at + k]
+        arrays = list(batch.columns) + [pa.array(z[:, d]) for d in range(n_latent)]
+        arrays += [pa.array(group[name][at:at + k]) for name in SCORE_COLUMNS[:2]]
+        table = pa.Table.from_arrays(arrays, names=columns + names + list(SCORE_COLUMNS[:2]))
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, table.schema)
+        writer.write_table(table, row_group_size=LATENT_ROW_GROUP)
+        at += k
+    writer.close()
+    stage1_error = float(np.mean(group["stage1_error"][:]))
+    os.replace(tmp, out / "latent.parquet")
+    part.discard()  # the table now holds everything the partial arrays did
+    return out / "latent.parquet", stage1_error
+
+
+def encode_and_score(store, emb, model_path, out: Path, *, baselines: bool = True, seed: int = 0,
+                     max_scored: int = 5000, max_plotted: int = 200_000, chunk_rows: int | None = None,
+                     client=None, resume: bool = True, key: str | None = None,
+                     progress: ProgressCallback | None = None) -> dict:
+    """Write ``latent.parquet`` (:func:`encode_latent`) and ``map.png``; return the scores of the map.
+
+    The neighbourhood scores, which cost O(n^2), use a random subset of at
+    most ``max_scored`` spectra and the map at most ``max_plotted`` points
+    (both drawn with ``seed``); the error means use every spectrum.
     """
     from latentsky import evaluate as ev
 
-    rows = emb.readout.chunks[0]
-    Z, recon, anomaly, floor = [], [], [], []
-    for s in range(0, len(emb), rows):
-        w = np.asarray(emb.readout[s:s + rows], dtype="f8")
-        z = est.transform(w)
-        w_rec = est.inverse_transform(z)
-        stats = emb.statistics(slice(s, s + rows))
-        Z.append(z)
-        recon.append(ev.reconstruction_error(stats, w_rec))
-        anomaly.append(ev.anomaly_scores(stats, w_rec, w))
-        floor.append(ev.reconstruction_error(stats, w))
-    Z = np.concatenate(Z)
-    table = latent_table(store.catalog, emb.catalog, Z)
-    table["anomaly"] = np.concatenate(anomaly)
-    table["recon_error"] = np.concatenate(recon)
-    tmp = out / ".latent.parquet.tmp"
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, out / "latent.parquet")
-
+    path, stage1_error = encode_latent(store, emb, model_path, out, chunk_rows=chunk_rows, client=client, resume=resume, key=key,
+                         progress=progress)
+    table = pd.read_parquet(path)
+    Z = table[[c for c in latent_column_names(8) if c in table]].to_numpy(dtype="f8")
     n = len(table)
-    sub = (np.sort(np.random.default_rng(seed).choice(n, size=max_scored, replace=False)) if n > max_scored
-           else np.arange(n))
+    rng = np.random.default_rng(seed)
+    sub = np.sort(rng.choice(n, size=max_scored, replace=False)) if n > max_scored else np.arange(n)
     readouts = np.asarray(emb.readout.get_orthogonal_selection((sub, slice(None))), dtype="f8")
     labels = [c for c in ("object", "spec_class") if c in table]
     scored = table.iloc[sub].reset_index(drop=True)
     ours = ev.score_map(Z[sub], scored, labels=labels, readouts=readouts)
     ours.update(n=int(n), n_scored=int(len(sub)), recon_error=float(table["recon_error"].mean()),
-                stage1_error=float(np.concatenate(floor).mean()), recon_excess=float(table["anomaly"].mean()))
+                stage1_error=stage1_error,
+                recon_excess=float(table["anomaly"].mean()))
     metrics = {"ours": ours}
     if baselines and len(sub) > 2:
         from latentsky.autoencoder.baselines import ReadoutPCA
@@ -241,15 +432,16 @@ def encode_and_score(store, emb, est, out: Path, *, baselines: bool = True, seed
         stats = emb.statistics() if n <= max_scored else None
         metrics["pca_readouts"] = ev.score_map(Zp, scored, labels=labels, readouts=readouts, stats=stats,
                                                reconstructed=pca.inverse_transform(Zp) if stats else None)
-    top = table.sort_values("anomaly", ascending=False).head(5)
+    top = table.nlargest(5, "anomaly")
     metrics["most_anomalous"] = [{"id": str(r["id"]), "object": str(r.get("object")), "anomaly": float(r["anomaly"])}
                                  for _, r in top.iterrows()]
     metrics["n_latent"] = int(Z.shape[1])
-    plot_map(table, out / "map.png")
+    shown = table if n <= max_plotted else table.iloc[np.sort(rng.choice(n, max_plotted, replace=False))]
+    plot_map(shown.reset_index(drop=True), out / "map.png", n_total=n)
     return metrics
 
 
-def plot_map(table: pd.DataFrame, path: Path) -> Path:
+def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None) -> Path:
     """Two panels of the latent map: repeated objects coloured (others grey), and spectral classes.
 
     Parameters
@@ -258,6 +450,8 @@ def plot_map(table: pd.DataFrame, path: Path) -> Path:
         ``latent.parquet``'s table (``x``, ``y``, and ``object``/``spec_class`` when present).
     path : Path
         PNG to write.
+    n_total : int, optional
+        Spectra in the whole map when ``table`` is a sample of it (said in the title).
     """
     import matplotlib
 
@@ -292,7 +486,8 @@ def plot_map(table: pd.DataFrame, path: Path) -> Path:
     for ax in axes:
         ax.set_xlabel("x")
         ax.set_ylabel("y")
-    fig.suptitle(f"latent map of {len(table)} spectra")
+    shown = "" if n_total in (None, len(table)) else f" ({len(table):,} shown)"
+    fig.suptitle(f"latent map of {n_total or len(table):,} spectra{shown}")
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")

@@ -261,7 +261,8 @@ def spectrum_for_row(templates: Templates, row: pd.Series | dict):
                           float(row["snr"]), seed=int(row["row"]))
 
 
-def write_synth(out, n: int, *, store=None, n_spectra: int = 0, seed: int = 0, progress=None, **kwargs) -> Path:
+def write_synth(out, n: int, *, store=None, n_spectra: int = 0, seed: int = 0, chunk_rows: int = 256, client=None,
+                progress=None, **kwargs) -> Path:
     """Write a synthetic data set (see the module docstring for the layout).
 
     Parameters
@@ -273,7 +274,12 @@ def write_synth(out, n: int, *, store=None, n_spectra: int = 0, seed: int = 0, p
     store : SpectrumStore or path, optional
         Where the templates come from; default: the bundled sample, ingested into a temporary folder.
     n_spectra : int
-        Also write the first ``n_spectra`` rows' spectra as ``OUT/store`` (for the pipeline).
+        Also write the first ``n_spectra`` rows' spectra as ``OUT/store`` (for the pipeline),
+        chunk by chunk (see :func:`write_spectra`).
+    chunk_rows : int
+        Spectra per chunk of ``OUT/store``.
+    client : distributed.Client, optional
+        Compute the spectra on this Dask cluster (identical results).
     seed : int
         Random seed.
     progress : callable, optional
@@ -306,21 +312,73 @@ def write_synth(out, n: int, *, store=None, n_spectra: int = 0, seed: int = 0, p
                                                     "templates_from": str(store.path)}, indent=2))
         p.advance(1, "latent table written")
         if n_spectra:
-            write_spectra(out / STORE_DIR, templates, table.iloc[:n_spectra])
+            write_spectra(out / STORE_DIR, templates, table.iloc[:n_spectra], chunk_rows=chunk_rows, client=client,
+                          progress=progress)
             p.advance(1, f"{n_spectra} spectra written")
     log.info("synth: wrote %d rows to %s", n, out)
     return out
 
 
-def write_spectra(dest: Path, templates: Templates, table: pd.DataFrame) -> Path:
-    """Materialise the spectra of some rows of a synthetic table as a spectrum store."""
-    from latentsky.store.spectra import CATALOG_FILE, SpectrumStoreWriter, atomic_directory
+def _spectra_chunk(start: int, stop: int, params: dict, *, templates: Templates
+                   ) -> tuple[int, np.ndarray, np.ndarray]:
+    """Flux and weight (float32) of rows ``start:stop`` (in this process or on a Dask worker).
 
-    with atomic_directory(Path(dest)) as tmp:
-        writer = SpectrumStoreWriter(tmp, templates.wave, len(table))
-        for _, r in table.iterrows():
-            flux, _, weight = spectrum_for_row(templates, r)
-            writer.append(flux, weight)
+    ``params`` holds the table's ``template, rv, tilt, snr`` columns for those
+    rows; row ``r``'s noise is seeded with ``r``, as :func:`spectrum_for_row`
+    does, so the stored spectrum is the one the app regenerates on a tap.
+    """
+    k = stop - start
+    flux = np.empty((k, len(templates.wave)), dtype="f4")
+    weight = np.empty_like(flux)
+    for i in range(k):
+        f, _, w = synth_spectrum(templates, int(params["template"][i]), float(params["rv"][i]),
+                                 float(params["tilt"][i]), float(params["snr"][i]), seed=start + i)
+        flux[i], weight[i] = f, w
+    return start, flux, weight
+
+
+def write_spectra(dest: Path, templates: Templates, table: pd.DataFrame, *, chunk_rows: int = 256, client=None,
+                  progress=None) -> Path:
+    """Materialise the spectra of the first rows of a synthetic table as a spectrum store, chunk by chunk.
+
+    Parameters
+    ----------
+    dest : Path
+        The store directory (written under a temporary name, moved into place when complete).
+    templates : Templates
+    table : DataFrame
+        Rows ``0..len(table)-1`` of a table made by :func:`synth_table` (the
+        row number seeds each spectrum's noise).
+    chunk_rows : int
+        Spectra per stored chunk and per task: memory holds a few chunks
+        (4 MB each for 4,096 pixels), whatever the number of spectra.
+    client : distributed.Client, optional
+        Compute the chunks on this Dask cluster (identical results); this
+        process writes them in order.
+    progress : callable, optional
+        Receives :class:`latentsky.progress.ProgressEvent` objects (task ``"synth-spectra"``).
+    """
+    from latentsky.distributed import map_ordered
+    from latentsky.progress import Progress
+    from latentsky.store.spectra import SpectrumStoreWriter, atomic_directory
+
+    if "row" in table and not np.array_equal(table["row"].to_numpy(), np.arange(len(table))):
+        raise LatentskyError("synth: write_spectra needs the first rows of a table (row 0, 1, 2...)")
+    n = len(table)
+    cols = {c: table[c].to_numpy() for c in ("template", "rv", "tilt", "snr")}
+    tasks = [(s, min(s + chunk_rows, n)) for s in range(0, n, chunk_rows)]
+
+    def chunk_params():
+        for s, e in tasks:
+            yield s, e, {c: v[s:e] for c, v in cols.items()}
+
+    with atomic_directory(Path(dest)) as tmp, Progress("synth-spectra", total=n, unit="spectra",
+                                                       callback=progress) as bar:
+        writer = SpectrumStoreWriter(tmp, templates.wave, n, chunk_rows=chunk_rows)
+        results = map_ordered(_spectra_chunk, chunk_params(), client=client, common={"templates": templates})
+        for start, flux, weight in results:
+            writer.append_block(flux, weight)
+            bar.advance(len(flux))
         cat = pd.DataFrame({
             "id": table["id"].astype(str).to_numpy(), "path": table["path"].astype(str).to_numpy(),
             "instrument": table["instrument"].astype(str).to_numpy(),
@@ -332,7 +390,6 @@ def write_spectra(dest: Path, templates: Templates, table: pd.DataFrame) -> Path
             "n_good_pixels": 0,
         })
         writer.close(cat, attrs={"grid": {"synthetic": True}, "normalisation": "template (continuum-normalised)"})
-        assert (tmp / CATALOG_FILE).exists()
     return Path(dest)
 
 

@@ -52,14 +52,16 @@ def test_pipeline_writes_every_output(pipeline_run, capsys):
 
 def test_pipeline_resumes_skipping_up_to_date_stages(pipeline_run, capsys):
     rc, out = pipeline_run
-    before = (out / "model.keras").stat().st_mtime_ns
+    before = [(out / f).stat().st_mtime_ns for f in ("model.keras", "latent.parquet")]
+    scores = json.loads((out / "metrics.json").read_text())["ours"]
     capsys.readouterr()
     assert main(["pipeline", str(out / "store"), "--out", str(out), "--epochs", "150", "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "skipped: ingest, embed, train" in printed
-    assert (out / "model.keras").stat().st_mtime_ns == before
+    assert "skipped: ingest, embed, train, encode" in printed
+    assert [(out / f).stat().st_mtime_ns for f in ("model.keras", "latent.parquet")] == before
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["skipped"] == ["ingest", "embed", "train"]
+    assert metrics["skipped"] == ["ingest", "embed", "train", "encode"]
+    assert metrics["ours"] == scores
 
 
 def test_pipeline_more_latent_dimensions_and_errors(tmp_path, pipeline_run):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from latentsky.distributed import add_cli_arguments, cli_options
+
 
 def _ridge(text: str):
     if text == "gcv":
@@ -39,9 +41,8 @@ def register(subparsers) -> None:
                    help="first tune (r, v, b) by Nelder-Mead on N_SERIES spectra (0: no tuning)")
     p.add_argument("--chunk-rows", type=int, default=None, help="spectra per task (default: the store's chunks)")
     p.add_argument("--seed", type=int, default=0, help="seed (random reservoir, fitting subsample)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask scheduler")
-    where.add_argument("--workers", type=int, metavar="N", help="run on a local Dask cluster of N worker processes")
+    p.add_argument("--restart", action="store_true", help="do not resume an interrupted run; start afresh")
+    add_cli_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -52,8 +53,8 @@ def run(args) -> int:
     out = embed_store(args.store, args.out, n_units=args.n_units, reservoir=args.reservoir,
                       cycle_weight=args.cycle_weight, input_scaling=args.input_scaling, bias=args.bias,
                       leak_rate=args.leak_rate, washout=args.washout, ridge=args.ridge, backend=args.backend,
-                      state_dtype=args.state_dtype, tune=args.tune, chunk_rows=args.chunk_rows, scheduler=args.scheduler,
-                      workers=args.workers, progress=TqdmProgress(), random_state=args.seed)
+                      state_dtype=args.state_dtype, tune=args.tune, chunk_rows=args.chunk_rows, resume=not args.restart,
+                      progress=TqdmProgress(), random_state=args.seed, **cli_options(args))
     from latentsky.embed.runner import open_embeddings
 
     emb = open_embeddings(out)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from latentsky.distributed import add_cli_arguments, cli_options
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("ingest", help="read FITS spectra into a store (Parquet catalog + Zarr arrays)",
@@ -19,6 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--normalisation", choices=["median", "continuum", "none"], default="median",
                    help="continuum normalisation of each spectrum")
     p.add_argument("--force", action="store_true", help="rewrite the store even if it is up to date")
+    add_cli_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -36,7 +39,7 @@ def run(args) -> int:
         print(f"latentsky ingest: error: {err}", file=sys.stderr)
         return 2
     result = ingest(args.sources, args.out, grid=grid, normalisation=args.normalisation,
-                    progress=TqdmProgress(), force=args.force)
+                    progress=TqdmProgress(), force=args.force, **cli_options(args))
     if result.up_to_date:
         print(f"{result.store}: up to date ({result.n_spectra} spectra)")
     else:

@@ -2,13 +2,18 @@
 
 SOURCE is a folder of FITS spectra or a spectrum store.  Writes
 ``DIR/latent.parquet``, ``DIR/model.keras``, ``DIR/metrics.json`` and
-``DIR/map.png``; stages whose output is up to date are skipped.
+``DIR/map.png``; stages whose output is up to date are skipped, and an
+interrupted run resumes at the stage and chunk where it stopped.  With
+``--workers``, ``--scheduler`` or ``--cluster``, ingest, embed and encode run
+on Dask (identical results).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from latentsky.distributed import add_cli_arguments, cli_options
 
 
 def register(subparsers) -> None:
@@ -23,7 +28,11 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=None, help="maximum training epochs (default 600)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     p.add_argument("--force", action="store_true", help="redo every stage even when up to date")
+    p.add_argument("--train-rows", type=int, default=None,
+                   help="train on at most this many spectra, a random sample beyond (default 10,000; 0: all)")
+    p.add_argument("--chunk-rows", type=int, default=None, help="spectra per task (default: the store's chunks)")
     p.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
+    add_cli_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -49,9 +58,13 @@ def run(args) -> int:
     train = {"loss": args.loss}
     if args.epochs is not None:
         train["epochs"] = args.epochs
+    from latentsky.pipeline import TRAIN_ROWS
+
+    train_rows = TRAIN_ROWS if args.train_rows is None else (args.train_rows or None)
     metrics = run_pipeline(args.source, args.out, n_latent=args.latent_dims, embed={"n_units": args.n_units},
-                           train=train, seed=args.seed, force=args.force,
-                           progress=None if args.no_progress else TqdmProgress())
+                           train=train, seed=args.seed, force=args.force, train_rows=train_rows,
+                           chunk_rows=args.chunk_rows, progress=None if args.no_progress else TqdmProgress(),
+                           **cli_options(args))
     for line in summary_lines(metrics):
         print(line)
     print("wrote " + ", ".join(metrics["outputs"][k] for k in ("latent", "model", "metrics", "map")))

@@ -113,8 +113,8 @@ def _restore_fitted(emb: ESNReadoutEmbedder, state: dict) -> None:
 
 def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_rows: int = 2000,
                 tune: int = 0, tune_iter: int = 60, chunk_rows: int | None = None, client=None,
-                scheduler: str | None = None, workers: int | None = None, resume: bool = True,
-                progress=None, random_state=0, **params) -> Path:
+                scheduler: str | None = None, workers: int | None = None, cluster: str | None = None,
+                resume: bool = True, progress=None, random_state=0, **params) -> Path:
     """Embed every spectrum of a store; write readouts and statistics (layout above).
 
     Parameters
@@ -146,7 +146,10 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         (a shared file system); results come back to this process, which
         alone writes ``out``.
     workers : int, optional
-        Start a local Dask cluster with this many single-threaded worker processes.
+        Start a local Dask cluster with this many single-threaded worker processes
+        (or, with ``cluster``, ask that cluster for this many workers).
+    cluster : str, optional
+        A cluster kind of :func:`latentsky.distributed.make_cluster`, configured by Dask's configuration.
     resume : bool
         Continue an interrupted run with the same settings at the first chunk
         it had not finished (see :mod:`latentsky.store.partial`); False starts afresh.
@@ -229,7 +232,7 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     done = part.done()
     todo = [(k, s, e) for k, (s, e) in enumerate(bounds) if k not in done]
     task_params = dict(eparams)
-    with dask_client(client, scheduler=scheduler, workers=workers) as dc, \
+    with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc, \
             Progress("embed", total=n, unit="spectra", callback=progress) as prog:
         if done:
             prog.advance(n - sum(e - s for _, s, e in todo), f"resumed: {len(done)} chunks already done")
@@ -283,6 +286,81 @@ def _fit_on_sample(emb, store, fit_rows, tune, tune_iter, random_state, progress
                  best["initial_error"])
         emb.set_params(cycle_weight=best["cycle_weight"], input_scaling=best["input_scaling"], bias=best["bias"])
     emb.fit(fx, weight=fw)
+
+
+def sample_embeddings(emb, out, n_rows: int, *, seed: int = 0) -> Path:
+    """Copy a random sample of ``n_rows`` spectra of an EMBEDDINGS directory into a new one.
+
+    The sample is made of whole stored chunks drawn with ``seed`` (the last
+    one cut to make ``n_rows``): Zarr reads whole chunks, so rows scattered
+    over every chunk would read the whole store to copy a small part of it.
+    The copy has the same layout and attributes; its catalog's ``row`` is the
+    spectrum's row in the original EMBEDDINGS and store.  Written atomically;
+    an existing copy made from the same embeddings with the same ``n_rows`` and
+    ``seed`` is reused.
+
+    Parameters
+    ----------
+    emb : Embeddings or path-like
+    out : path-like
+        The directory to write.
+    n_rows : int
+        Spectra in the sample (at most ``len(emb)``).
+    seed : int
+        Seed of the choice of chunks.
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    import zarr
+
+    from latentsky.store.lineage import read_lineage
+    from latentsky.store.spectra import atomic_directory
+
+    emb = emb if isinstance(emb, Embeddings) else open_embeddings(emb)
+    n = len(emb)
+    if not (isinstance(n_rows, (int, np.integer)) and 1 <= n_rows <= n):
+        raise EmbeddingError(f"parameter n_rows={n_rows!r}: must be an integer in [1, {n}]")
+    source = read_lineage(emb.path) or {}
+    inputs = {"embeddings": str(Path(emb.path).resolve()), "embeddings_key": source.get("key"),
+              "n_rows": int(n_rows), "seed": seed}
+    out = Path(out)
+    previous = read_lineage(out) if out.exists() else None
+    if previous and previous.get("inputs") == inputs:
+        return out
+    chunk = emb.readout.chunks[0]
+    order = np.random.default_rng(seed).permutation(-(-n // chunk))
+    picked, total = [], 0
+    for k in order:
+        if total >= n_rows:
+            break
+        s, e = k * chunk, min((k + 1) * chunk, n)
+        e = min(e, s + n_rows - total)
+        picked.append((s, e))
+        total += e - s
+    picked.sort()
+    names = ("readout", "gram", "xty", "yty", "n_steps")
+    with atomic_directory(out) as tmp:
+        group = zarr.open_group(tmp / ARRAYS_DIR, mode="w")
+        arrays = {}
+        for name in names:
+            src = getattr(emb, name)
+            arrays[name] = group.create_array(name, shape=(n_rows,) + src.shape[1:],
+                                              chunks=(chunk,) + src.shape[1:], dtype=src.dtype)
+        at = 0
+        for s, e in picked:
+            for name in names:
+                arrays[name][at:at + e - s] = getattr(emb, name)[s:e]
+            at += e - s
+        group.attrs.update(emb.attrs)
+        rows = np.concatenate([np.arange(s, e) for s, e in picked])
+        cat = emb.catalog.iloc[rows].reset_index(drop=True)
+        cat.to_parquet(tmp / CATALOG_FILE, index=False)
+        write_lineage(tmp, step="sample", params={"n_rows": int(n_rows), "seed": seed}, inputs=inputs,
+                      extra={"chunks": [list(p) for p in picked]})
+    return out
 
 
 def _jsonable(d: dict) -> dict:

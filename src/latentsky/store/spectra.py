@@ -105,6 +105,20 @@ class SpectrumStoreWriter:
             self._flush()
         return row
 
+    def append_block(self, flux: np.ndarray, weight: np.ndarray) -> int:
+        """Add several spectra (rows of ``flux`` and ``weight``); returns the first one's row number."""
+        row = self.n_rows
+        flux, weight = np.asarray(flux, dtype="f4"), np.asarray(weight, dtype="f4")
+        if flux.shape != weight.shape or flux.ndim != 2:
+            raise StoreError(f"{self.path}: flux {flux.shape} and weight {weight.shape} must be equal (n, n_pixels)")
+        if not self._buf_flux and len(flux) == self.chunk_rows:
+            self._buf_flux, self._buf_weight = list(flux), list(weight)   # one whole chunk: written as it is
+            self._flush()
+            return row
+        for f, w in zip(flux, weight):
+            self.append(f, w)
+        return row
+
     def _flush(self) -> None:
         if not self._buf_flux:
             return
