@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -49,7 +51,7 @@ def test_query_with_an_uploaded_table(local):
 def test_download_then_embed_then_train_open_the_map(local, tmp_path):
     q = Query(archive="eso", coordinates=ALPHA_CEN, radius=60)
     products = q.run()[:6]
-    d = Download(dest=str(tmp_path / "dl"), products=products, batch=4)
+    d = Download(dest=str(tmp_path / "dl"), products=products)
     events = []
     d.progress.param.watch(lambda e: events.append(e.new), "done")
     d.start()
@@ -121,16 +123,48 @@ def test_cancel_stops_training_at_once(sample_store, tmp_path):
     assert not (tmp_path / "results" / "latent.parquet").exists()
 
 
-def test_pause_stops_between_batches(local, tmp_path):
-    products = Query(archive="eso", coordinates=ALPHA_CEN, radius=60).run()[:6]
-    d = Download(dest=str(tmp_path / "dl"), products=products, batch=2)
-    # pause as soon as the first file is done: the first batch of 2 finishes, the rest waits
-    watcher = d.progress.param.watch(lambda e: d.pause() if e.new >= 1 else None, "done")
-    d.start()
-    assert d.counts.get("done") == 2 and d.info == "paused"
-    d.progress.param.unwatch(watcher)
-    d.resume()
-    assert d.counts.get("done") == 6
+def test_pause_stops_inside_the_job_and_resume_finishes_it(local, tmp_path):
+    """Pause mid-job (one manager run over all files): nothing new starts, the manifest says done only for
+    verified files, and resume fetches only what is missing."""
+    import hashlib
+    from collections import Counter
+    from pathlib import Path
+
+    from latentsky.download import Manifest
+
+    products = Query(archive="eso", coordinates=ALPHA_CEN, radius=60).run()[:12]
+    d = Download(dest=str(tmp_path / "dl"), products=products)
+    local.server.latency = 0.3  # each answer takes a while, so a pause lands while files are in flight
+    try:
+        local.server.clear()
+        d.in_background(d.start)
+        deadline = time.monotonic() + 60
+        while d.progress.done < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        d.pause()
+        d.wait(60)
+        assert d.error == "" and d.paused and d.info.startswith("paused")
+        done = d.counts.get("done", 0)
+        assert 1 <= done < 12 and set(d.counts) <= {"done", "pending"}
+        with Manifest.for_folder(tmp_path / "dl") as m:
+            rows = m.rows()
+        for r in rows:  # consistent: done means the verified file is in place; nothing else is
+            dest = Path(r["dest"])
+            if r["state"] == "done":
+                assert hashlib.sha256(dest.read_bytes()).hexdigest() == r["sha256"] and dest.stat().st_size == r["bytes"]
+            else:
+                assert not dest.exists()
+        first = Counter(rec.path for rec in local.server.log if rec.path.startswith("/eso/file/"))
+        local.server.latency = 0.0
+        local.server.clear()
+        d.resume()
+        assert d.error == "" and not d.paused and d.counts == {"done": 12}
+        again = Counter(rec.path for rec in local.server.log if rec.path.startswith("/eso/file/"))
+        done_before = {r["url"].split("/eso/file/")[1] for r in rows if r["state"] == "done"}
+        assert len(first) >= done and not done_before & {p.split("/eso/file/")[1] for p in again}
+        assert len(again) == 12 - done and all(n == 1 for n in again.values())
+    finally:
+        local.server.latency = 0.0
 
 
 def test_cancel_stops_embedding(sample, tmp_path):

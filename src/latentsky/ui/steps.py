@@ -263,17 +263,23 @@ def estimated_size(table) -> str:
 class Download(_Step):
     """Fetch a product table's files with the download manager; state lives in its manifest.
 
-    Pause takes effect between batches of files (the manager finishes the files
-    it has started); resume, or a new app after a kernel restart, continues from
-    the manifest.
+    Pause stops the running job at once (:meth:`DownloadManager.stop`): transfers
+    in flight end, nothing new starts, and the manifest holds ``done`` only for
+    verified files (an interrupted transfer keeps its ``.part`` file, resumed
+    with a Range request).  Resume, or a new app after a kernel restart,
+    continues every unfinished file of the manifest.
     """
 
     dest = param.String(default="", doc="Destination folder (holds the manifest)")
     products = param.Parameter(default=None, doc="Product table from Query (astropy Table with archive, access_url)")
-    batch = param.Integer(default=8, bounds=(1, 1000), doc="Files per batch: how soon a pause takes effect")
-    paused = param.Boolean(default=False, doc="Stop after the current batch")
+    paused = param.Boolean(default=False, doc="The last run was paused before it finished")
     states = param.DataFrame(default=pd.DataFrame(), doc="Per-file states read from the manifest")
     counts = param.Dict(default={}, doc="Files per state")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._manager = None
+        self._manager_lock = threading.Lock()
 
     def plan(self) -> list:
         """Download items for :attr:`products` (no network)."""
@@ -292,40 +298,55 @@ class Download(_Step):
             items += get_archive(name).plan(sub, Path(self.dest) / name)
         return items
 
-    def refresh(self) -> None:
-        """Read the per-file states from the manifest (what survives a kernel restart)."""
+    def refresh(self, manifest=None) -> None:
+        """Read the per-file states from the manifest (what survives a kernel restart).
+
+        ``manifest``: an open :class:`~latentsky.download.Manifest` to read (the running job's), else the
+        one in :attr:`dest` is opened for the read.
+        """
         from latentsky.download import Manifest
 
-        if not self.dest or not Manifest.exists_in(self.dest):
+        if manifest is None and (not self.dest or not Manifest.exists_in(self.dest)):
             self.param.update(states=pd.DataFrame(), counts={})
             return
-        m = Manifest.for_folder(self.dest)
+        m = manifest or Manifest.for_folder(self.dest)
         try:
-            rows = pd.DataFrame(m.rows())
-            self.param.update(states=rows, counts=dict(m.counts()))
+            self.param.update(states=pd.DataFrame(m.rows()), counts=dict(m.counts()))
         finally:
-            m.close()
+            if manifest is None:
+                m.close()
+
+    REFRESH_S = 0.5
+    """Shortest interval, seconds, between two reads of the manifest during a run (a read lists every file)."""
+
+    def _on_progress(self, event: ProgressEvent, manifest) -> None:
+        self.progress(event)
+        now = time.monotonic()
+        if event.done and now - self._last_refresh >= self.REFRESH_S:
+            self._last_refresh = now
+            self.refresh(manifest)  # states as they change: a file is marked done before its event
 
     def _run(self, items) -> None:
         from latentsky.download import DownloadManager
 
         Path(self.dest).mkdir(parents=True, exist_ok=True)
-        manager = DownloadManager(self.dest, progress=self.progress)
+        manager = DownloadManager(self.dest)
+        manager.progress = lambda event: self._on_progress(event, manager.manifest)
+        self._last_refresh = 0.0
+        with self._manager_lock:
+            self._manager = manager
+            stop_now = self.paused  # pause() came before the manager existed
         try:
-            if items is None:
-                items = manager.manifest.items()
-                items = [i for i in items if (manager.manifest.get(i.key) or {}).get("state") != "done"]
-            manager.enqueue(items)
-            for start in range(0, len(items), self.batch):
-                if self.paused:
-                    self.info = "paused"
-                    break
-                res = manager.run(items[start:start + self.batch])
-                self.refresh()
-                self.info = res.summary()
+            if stop_now:
+                manager.stop()
+            res = manager.run(items)
+            self.paused = res.stopped
+            self.info = ("paused: " if res.stopped else "") + res.summary()
         finally:
+            with self._manager_lock:
+                self._manager = None
+            self.refresh(manager.manifest)
             manager.manifest.close()
-            self.refresh()
 
     @staticmethod
     def _counts_text(counts: dict) -> str:
@@ -342,11 +363,15 @@ class Download(_Step):
         self._guarded(lambda: self._run(None))
 
     def retry_failed(self) -> None:
-        """Run the failed files again."""
+        """Run the failed files again (with every other unfinished one)."""
         self.resume()
 
     def pause(self) -> None:
-        self.paused = True
+        """Stop the running download now; :meth:`resume` continues it."""
+        with self._manager_lock:
+            self.paused = True
+            if self._manager is not None:
+                self._manager.stop()
 
     def __panel__(self):
         self.refresh()
@@ -355,8 +380,9 @@ class Download(_Step):
         buttons = pn.Row(
             pn.widgets.Button(label="Start", button_type="primary", css_classes=["download-start"],
                               on_click=lambda e: self.in_background(self.start)),
-            pn.widgets.Button(label="Pause", on_click=lambda e: self.pause()),
-            pn.widgets.Button(label="Resume", on_click=lambda e: self.in_background(self.resume)),
+            pn.widgets.Button(label="Pause", css_classes=["download-pause"], on_click=lambda e: self.pause()),
+            pn.widgets.Button(label="Resume", css_classes=["download-resume"],
+                              on_click=lambda e: self.in_background(self.resume)),
             pn.widgets.Button(label="Retry failed", button_type="warning",
                               on_click=lambda e: self.in_background(self.retry_failed)),
             pn.widgets.Button(label="Refresh", on_click=lambda e: self.refresh()),
