@@ -137,13 +137,42 @@ class PCAProjection:
 class LatentData(param.Parameterized):
     """One latent table and its spectra, shared by every view of the app."""
 
-    table = param.DataFrame(default=None, allow_None=True, doc="The latent table: x, y and metadata columns")
+    table = param.Parameter(default=None, allow_None=True,
+                            doc="The latent table: x, y and metadata columns (pandas, or Dask for 10^7-10^8 rows)")
     label = param.String(default="", doc="Where the table came from (shown in the app's title)")
     source = param.Parameter(default=None, doc="A SpectrumSource giving each row's spectrum, or None")
     cutouts = param.Parameter(default=None, doc="A latentsky.ui.cutouts.Cutouts giving each row's images, or None")
 
     def __init__(self, table: pd.DataFrame | None = None, **params):
+        from latentsky.viz.latent import is_dask, prepare_table
+
+        if table is not None and is_dask(table):
+            table = prepare_table(table)  # indexed by row position, so rows are found without a full pass
+        elif table is not None and not isinstance(table, pd.DataFrame):
+            raise TypeError(f"table: expected a pandas or Dask DataFrame, got {type(table).__name__}")
         super().__init__(table=table, **params)
+
+    # ------------------------------------------------------------------ rows
+    def __len__(self) -> int:
+        from latentsky.viz.latent import n_rows
+
+        return 0 if self.table is None else n_rows(self.table)
+
+    def row(self, i: int) -> pd.Series | None:
+        """Row position ``i`` of the table (None when out of range)."""
+        if self.table is None or i is None or not 0 <= int(i) < len(self):
+            return None
+        if isinstance(self.table, pd.DataFrame):
+            return self.table.iloc[int(i)]
+        from latentsky.viz.latent import take_rows
+
+        return take_rows(self.table, [int(i)]).iloc[0]
+
+    def rows(self, positions) -> pd.DataFrame:
+        """The rows at ``positions`` (row positions), as a pandas DataFrame in ascending order."""
+        from latentsky.viz.latent import take_rows
+
+        return take_rows(self.table, np.sort(np.asarray(positions, dtype=np.int64)))
 
     # ------------------------------------------------------------------ spectra
     def preload(self) -> None:
@@ -155,9 +184,9 @@ class LatentData(param.Parameterized):
     def spectrum(self, i: int) -> dict | None:
         """The spectrum of row position ``i``: ``wave, flux, weight, model`` (None when there is no
         reconstruction), ``model_label`` and ``title``; None when the row has no spectrum."""
-        if self.table is None or i is None or not 0 <= int(i) < len(self.table):
+        row = self.row(i)
+        if row is None:
             return None
-        row = self.table.iloc[int(i)]
         out = self.source.get(row) if self.source is not None else None
         if out is not None:
             out["title"] = " | ".join(str(row[c]) for c in ("id", "object", "spec_class") if c in row.index)
@@ -165,9 +194,8 @@ class LatentData(param.Parameterized):
 
     def images(self, i: int) -> list:
         """The image cutouts at row ``i``'s position (:class:`~latentsky.ui.cutouts.Cutout`; may use the network)."""
-        if self.cutouts is None or self.table is None or i is None or not 0 <= int(i) < len(self.table):
-            return []
-        return self.cutouts.get(self.table.iloc[int(i)])
+        row = self.row(i) if self.cutouts is not None else None
+        return [] if row is None else self.cutouts.get(row)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -215,15 +243,18 @@ class LatentData(param.Parameterized):
         return cls(table, label=str(folder), source=source, cutouts=cutouts)
 
     @classmethod
-    def from_synth(cls, folder, *, columns=None) -> "LatentData":
-        """A folder written by ``latentsky synth`` (spectra regenerated from its templates)."""
+    def from_synth(cls, folder, *, columns=None, dask: bool = False) -> "LatentData":
+        """A folder written by ``latentsky synth`` (spectra regenerated from its templates).
+
+        ``dask=True`` reads the table with :func:`dask.dataframe.read_parquet` (see :func:`read_table`).
+        """
         from latentsky.synth import LATENT_FILE, Templates
 
         folder = Path(folder)
         path = folder / LATENT_FILE
         if not path.exists():
             raise LatentskyError(f"{path}: not found (run `latentsky synth --out {folder}` first)")
-        table = pd.read_parquet(path, columns=columns)
+        table = read_table(path, columns=columns, dask=dask)
         return cls(table, label=f"{folder} (synthetic)", source=SynthSpectra(Templates.load(folder)))
 
     @classmethod
@@ -265,18 +296,46 @@ class LatentData(param.Parameterized):
         return data
 
     @classmethod
-    def open(cls, path) -> "LatentData":
-        """A pipeline folder, a synth folder, a store, or a latent Parquet file, told apart by their files."""
+    def open(cls, path, *, dask: bool = False) -> "LatentData":
+        """A pipeline folder, a synth folder, a store, or a latent Parquet file (or folder of Parquet parts
+        when ``dask``), told apart by their files.  ``dask=True`` keeps a latent table as a Dask DataFrame
+        (:func:`read_table`)."""
         path = Path(path)
-        if path.is_file() and path.suffix == ".parquet":
-            return cls(pd.read_parquet(path), label=str(path))
+        if path.suffix == ".parquet" and (path.is_file() or (dask and path.is_dir())):
+            return cls(read_table(path, dask=dask), label=str(path))
         if (path / "templates.npz").exists():
-            return cls.from_synth(path)
+            return cls.from_synth(path, dask=dask)
         if (path / "latent.parquet").exists():
             return cls.from_pipeline(path)
         if (path / "catalog.parquet").exists():
             return cls.from_store(path)
         raise LatentskyError(f"{path}: not a latent table, pipeline/synth folder or spectrum store")
+
+
+DASK_PERSIST_MAX_BYTES = 2 * 2 ** 30
+"""A Dask latent table up to this size in memory is persisted (kept in memory after the first read):
+every zoom then costs an aggregation, not a Parquet read.  Larger ones are read at each zoom."""
+
+
+def read_table(path, *, columns=None, dask: bool = False):
+    """A latent table from Parquet: pandas, or with ``dask`` a Dask DataFrame (one partition per row group).
+
+    With Dask, Datashader aggregates the partitions in parallel (on a ``distributed`` client when one is
+    running, else Dask's threads), so maps of 10^7-10^8 rows stay interactive on the server; the table
+    is prepared for the map (:func:`~latentsky.viz.latent.prepare_table`) and persisted when it fits in
+    :data:`DASK_PERSIST_MAX_BYTES`.
+    """
+    if not dask:
+        return pd.read_parquet(path, columns=columns)
+    import dask.dataframe as dd
+
+    from latentsky.viz.latent import n_rows, prepare_table
+
+    table = prepare_table(dd.read_parquet(path, columns=columns, split_row_groups=True))
+    row_bytes = sum(getattr(dtype, "itemsize", 16) for dtype in table.dtypes)  # text/categories: ~16 B
+    if row_bytes * n_rows(table) <= DASK_PERSIST_MAX_BYTES:
+        table = table.persist()
+    return table
 
 
 def _readout_reconstruction(folder: Path):

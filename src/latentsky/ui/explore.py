@@ -95,19 +95,20 @@ class Explore(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------ data and map
     @property
-    def table(self) -> pd.DataFrame:
-        """The latent table as drawn (categoricals, plus the internal row column)."""
+    def table(self):
+        """The latent table as drawn (categoricals, plus the internal row column); pandas or Dask."""
         return self._prepared
 
     def _on_data(self) -> None:
         if self.data is None or self.data.table is None:
             raise ValueError("data: an Explore view needs a LatentData with a table")
         self._prepared = vz.prepare_table(self.data.table)
+        self._bounds = {}
         self._pixels = vz.PixelIndex(self._prepared, self.width, self.height)
         if self.compare is None or not set(self.compare) <= set(self._prepared.columns):
             # beyond COMPARE_AUTO_MAX rows the second map is opt-in: it adds ~170 ms to each zoom of the
             # first at 10^7 (measured with bench/render.py), over the 250 ms zoom-to-paint budget
-            pairs = [("pca_x", "pca_y"), ("rv", "tilt")] if len(self._prepared) <= COMPARE_AUTO_MAX else []
+            pairs = [("pca_x", "pca_y"), ("rv", "tilt")] if len(self.data) <= COMPARE_AUTO_MAX else []
             with param.discard_events(self):
                 self.compare = next((p for p in pairs if set(p) <= set(self._prepared.columns)), None)
         cols = vz.colour_columns(self._prepared)
@@ -134,7 +135,7 @@ class Explore(pn.viewable.Viewer):
 
         # a fixed set of points per selection: the maps are rebuilt when it changes (a stream on a
         # nested DynamicMap would be memoized away by the rasterize operation above it)
-        sel = self._prepared.iloc[np.asarray(self.selection, dtype=np.int64)]
+        sel = vz.take_rows(self._prepared[list(coords)], self.selection)
         points = hv.Points(sel[list(coords)], kdims=list(coords))
         layer = dynspread(rasterize(points, aggregator=ds.any(), width=self.width, height=self.height),
                           max_px=2, threshold=0.5)
@@ -191,10 +192,13 @@ class Explore(pn.viewable.Viewer):
 
     def data_bounds(self, pad: float = 0.05, *, coords=vz.COORDS) -> tuple[tuple[float, float], tuple[float, float]]:
         """x and y ranges holding every point, with ``pad`` (a fraction) added on each side."""
+        key = tuple(coords)
+        if key not in self._bounds:  # one pass per table (a parallel one for Dask), then cached
+            self._bounds[key] = vz.column_bounds(self._prepared, key)
         out = []
-        for c in coords:
-            v = self._prepared[c].to_numpy()
-            lo, hi = (float(np.nanmin(v)), float(np.nanmax(v))) if len(v) else (0.0, 1.0)
+        for lo, hi in self._bounds[key]:
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                lo, hi = 0.0, 1.0
             d = (hi - lo) or 1.0
             out.append((lo - pad * d, hi + pad * d))
         return out[0], out[1]
@@ -243,7 +247,7 @@ class Explore(pn.viewable.Viewer):
     @property
     def selected(self) -> pd.DataFrame:
         """The selected rows of the latent table (all of them, in table order)."""
-        return self.data.table.iloc[np.asarray(self.selection, dtype=np.int64)]
+        return self.data.rows(self.selection)
 
     def export(self, fmt: str = "csv") -> bytes:
         """The selection as bytes: ``"csv"``, ``"votable"`` or ``"download"`` (ECSV for ``latentsky download``)."""
@@ -305,7 +309,7 @@ class Explore(pn.viewable.Viewer):
             return vz.empty_spectrum_plot()
         spec = self.data.spectrum(self.tapped) if spec is None else spec
         if spec is None:
-            row = self.data.table.iloc[self.tapped]
+            row = self.data.row(self.tapped)
             return vz.empty_spectrum_plot(f"{row.get('id', self.tapped)}: no spectrum available")
         return vz.spectrum_plot(spec["wave"], spec["flux"], weight=spec.get("weight"), model=spec.get("model"),
                                 model_label=spec.get("model_label") or "reconstruction", title=spec.get("title", ""))
@@ -341,7 +345,7 @@ class Explore(pn.viewable.Viewer):
         """Markdown line with the metadata of the hovered spectrum."""
         if self.hovered is None:
             return "Point at the map to see a spectrum's metadata; tap to see the spectrum."
-        row = self.data.table.iloc[self.hovered]
+        row = self.data.row(self.hovered)
         cols = vz.hover_columns(self.data.table, limit=9)
         parts = []
         for c in cols:
@@ -361,7 +365,7 @@ class Explore(pn.viewable.Viewer):
         spec = self.data.spectrum(self.tapped) if self.tapped is not None else None
         self._spectrum_pane.object = self.spectrum_plot(spec)
         if self.tapped is not None:
-            row = self.data.table.iloc[self.tapped]
+            row = self.data.row(self.tapped)
             self.status = f"showing {row.get('id', self.tapped)}" + (
                 f" ({spec['model_error']})" if spec and spec.get("model_error") else "")
         self._show_cutouts(self.tapped)
@@ -400,7 +404,7 @@ class Explore(pn.viewable.Viewer):
             pn.widgets.Checkbox.from_param(self.param.hover, label="hover metadata"),
             pn.widgets.Button(label="Clear selection", on_click=lambda e: self.clear_selection(), width=140),
         )
-        info = pn.pane.Markdown(param.bind(lambda data: f"**{len(data.table):,} spectra** · {data.label}",
+        info = pn.pane.Markdown(param.bind(lambda data: f"**{len(data):,} spectra** · {data.label}",
                                            self.param.data), css_classes=["explore-info"])
         hovered = pn.pane.Markdown(param.bind(lambda *_: self.hover_text(), self.param.hovered, self.param.data),
                                    css_classes=["explore-hover"], width=self.width + 60, height=45)

@@ -9,6 +9,12 @@ appears in the hover.  The map is rasterized on the server with Datashader
 pixels whatever the number of points, and the colour bar and hover still work
 (``datashade`` would bake the colours into RGB and lose both).
 
+A table may also be a Dask DataFrame (e.g. ``dask.dataframe.read_parquet``):
+Datashader then aggregates its partitions in parallel, and taps, selections
+and the hover read only the rows they need (the prepared frame is indexed by
+row position, with known divisions, see :func:`prepare_table`), so a map of
+10^7-10^8 points stays interactive on the server.
+
 Examples
 --------
 >>> import pandas as pd
@@ -60,6 +66,48 @@ def colour_columns(table: pd.DataFrame, *, coords=COORDS) -> list[str]:
     return out
 
 
+def is_dask(table) -> bool:
+    """True for a Dask DataFrame or Series (without importing Dask when it is not loaded)."""
+    return type(table).__module__.startswith("dask")
+
+
+def n_rows(table) -> int:
+    """Rows of a table; for a Dask frame prepared by :func:`prepare_table`, from its divisions (no pass)."""
+    if is_dask(table):
+        if INDEX_COLUMN in table.columns and table.known_divisions:
+            return int(table.divisions[-1]) + 1 if table.npartitions and table.divisions[0] is not None else 0
+        return int(table.shape[0].compute())
+    return len(table)
+
+
+def take_rows(table, positions) -> pd.DataFrame:
+    """The rows at positions ``positions`` (ascending for a Dask frame), as a pandas DataFrame.
+
+    A prepared Dask frame is indexed by row position with known divisions, so only the partitions
+    holding those rows are read.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    if is_dask(table):
+        if len(positions) == 0:
+            return table._meta.iloc[:0]
+        return table.loc[np.sort(positions)].compute()
+    return table.iloc[positions]
+
+
+def column_bounds(table, coords=COORDS) -> list[tuple[float, float]]:
+    """``(min, max)`` of each coordinate column, NaN ignored (one parallel pass for a Dask frame)."""
+    if is_dask(table):
+        import dask
+
+        vals = dask.compute(*[agg for c in coords for agg in (table[c].min(), table[c].max())])
+        return [(float(vals[2 * k]), float(vals[2 * k + 1])) for k in range(len(coords))]
+    out = []
+    for c in coords:
+        v = table[c].to_numpy()
+        out.append((float(np.nanmin(v)), float(np.nanmax(v))) if len(v) else (np.nan, np.nan))
+    return out
+
+
 def column_kind(series: pd.Series) -> str:
     """``"numeric"``, ``"category"`` (text or categorical with at most :data:`MAX_CATEGORIES` values,
     or more, coloured by codes) or ``"other"`` (unusable, e.g. all-unique file paths)."""
@@ -67,6 +115,10 @@ def column_kind(series: pd.Series) -> str:
         return "category"
     if pd.api.types.is_numeric_dtype(series):
         return "numeric"
+    if is_dask(series):
+        # prepare_table made the text columns worth colouring categorical (with known categories)
+        known = isinstance(series.dtype, pd.CategoricalDtype) and series.cat.known
+        return "category" if known and len(series.cat.categories) > 1 else "other"
     if isinstance(series.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(series) \
             or series.dtype == object:
         n = len(series)
@@ -80,10 +132,11 @@ def column_kind(series: pd.Series) -> str:
 
 
 def prepare_table(table: pd.DataFrame, *, coords=COORDS) -> pd.DataFrame:
-    """The table the map draws: text columns as categoricals, plus the row position.
+    """The table the map draws: text columns as categoricals (categories sorted), plus the row position.
 
     Categoricals make Datashader's per-category counts possible and its
-    hover lookups cheap.  The input is not modified.
+    hover lookups cheap.  The input is not modified.  A Dask DataFrame gives
+    a Dask DataFrame indexed by row position (see :func:`_prepare_dask`).
 
     Raises
     ------
@@ -93,6 +146,8 @@ def prepare_table(table: pd.DataFrame, *, coords=COORDS) -> pd.DataFrame:
     for c in coords:
         if c not in table.columns:
             raise KeyError(f"latent table: no coordinate column {c!r} (columns: {', '.join(map(str, table.columns))})")
+    if is_dask(table):
+        return _prepare_dask(table, coords)
     out = table.copy(deep=False)
     for col in out.columns:
         s = out[col]
@@ -101,10 +156,65 @@ def prepare_table(table: pd.DataFrame, *, coords=COORDS) -> pd.DataFrame:
             out[col] = s.astype("category")
         elif pd.api.types.is_bool_dtype(s):
             out[col] = s.astype(str).astype("category")
-    for c in coords:
-        out[c] = out[c].astype("float64")
+        elif isinstance(s.dtype, pd.CategoricalDtype) and _sorted_categories(s.cat.categories) is not None:
+            out[col] = s.cat.reorder_categories(_sorted_categories(s.cat.categories))
+    for c in coords:  # float32 coordinates stay float32 (half the memory at 10^7 rows)
+        if not pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].astype("float64")
     out[INDEX_COLUMN] = np.arange(len(out), dtype="i8")
     return out
+
+
+def _sorted_categories(categories) -> list | None:
+    """The categories in sorted order when they are not (None when sorted or not comparable): the same
+    colours and category codes whatever the order a table, a Parquet file or a Dask pass found them in."""
+    cats = list(categories)
+    try:
+        order = sorted(cats)
+    except TypeError:
+        return None
+    return None if order == cats else order
+
+
+def _prepare_dask(table, coords):
+    """:func:`prepare_table` for a Dask DataFrame: two passes (categories, partition lengths), nothing kept in
+    memory.  Text columns become categoricals when their first partition shows few distinct values (an id
+    or path column stays text, as it colours nothing); the frame is re-indexed by row position with known
+    divisions, so :func:`take_rows` reads only the partitions it needs.  A prepared frame is returned as is.
+    """
+    import dask
+    import dask.dataframe as dd
+
+    if INDEX_COLUMN in table.columns and table.known_divisions:
+        return table
+    head = table.partitions[0].compute()
+    text = [c for c in table.columns if c not in coords and not pd.api.types.is_numeric_dtype(table[c].dtype)
+            and not isinstance(table[c].dtype, pd.CategoricalDtype) and not pd.api.types.is_bool_dtype(table[c].dtype)]
+    few = [c for c in text if head[c].nunique() <= max(MAX_CATEGORIES, 0.95 * len(head))]
+    # categoricals read from Parquet do not know their categories until a pass has seen them
+    unknown = [c for c in table.columns if isinstance(table[c].dtype, pd.CategoricalDtype) and not table[c].cat.known]
+    table = table.astype({c: "float64" for c in coords if not pd.api.types.is_float_dtype(table[c].dtype)})
+    if few or unknown:
+        table = table.categorize(columns=few + unknown)
+    for c in few + unknown:
+        order = _sorted_categories(table[c].cat.categories)
+        if order is not None:
+            table[c] = table[c].cat.reorder_categories(order)
+    lengths = table.map_partitions(len).compute().to_numpy()
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+    def with_index(part: pd.DataFrame, start: int) -> pd.DataFrame:
+        idx = np.arange(start, start + len(part), dtype="i8")
+        return part.assign(**{INDEX_COLUMN: idx}).set_axis(pd.Index(idx), axis=0)
+
+    keep = [k for k in range(len(lengths)) if lengths[k]]
+    parts = table.to_delayed()
+    meta = with_index(table._meta, 0)
+    if not keep:
+        return dd.from_pandas(meta, npartitions=1)
+    divisions = tuple(int(starts[k]) for k in keep) + (int(starts[-1]) - 1,)
+    return dd.from_delayed([dask.delayed(with_index)(parts[k], int(starts[k])) for k in keep], meta=meta,
+                           divisions=divisions, verify_meta=False)
 
 
 def hover_columns(table: pd.DataFrame, *, coords=COORDS, limit: int = 8) -> list[str]:
@@ -334,6 +444,10 @@ def points_in_box(table: pd.DataFrame, bounds, *, coords=COORDS) -> np.ndarray:
     x0, y0, x1, y1 = (float(b) for b in bounds)
     x0, x1 = min(x0, x1), max(x0, x1)
     y0, y1 = min(y0, y1), max(y0, y1)
+    if is_dask(table):
+        x, y = table[coords[0]], table[coords[1]]
+        inside = table[(x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)]
+        return np.sort(inside[INDEX_COLUMN].compute().to_numpy().astype(np.int64))
     x = table[coords[0]].to_numpy()
     y = table[coords[1]].to_numpy()
     return np.flatnonzero((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1))
@@ -348,7 +462,8 @@ def points_in_polygon(table: pd.DataFrame, xs, ys, *, coords=COORDS) -> np.ndarr
         return np.empty(0, dtype=np.int64)
     # test the bounding box first: a lasso usually covers a small part of a large map
     cand = points_in_box(table, (xs.min(), ys.min(), xs.max(), ys.max()), coords=coords)
-    pts = np.column_stack([table[coords[0]].to_numpy()[cand], table[coords[1]].to_numpy()[cand]])
+    rows = take_rows(table, cand)
+    pts = np.column_stack([rows[coords[0]].to_numpy(), rows[coords[1]].to_numpy()])
     inside = MplPath(np.column_stack([xs, ys])).contains_points(pts)
     return cand[inside]
 
@@ -361,6 +476,8 @@ def nearest_point(table: pd.DataFrame, x: float, y: float, *, coords=COORDS, x_s
     of a screen pixel in each axis, so a tap picks what looks nearest).
     ``max_distance`` (same units) returns None for a tap on empty space.
     """
+    if is_dask(table):
+        return _nearest_dask(table, x, y, coords=coords, x_scale=x_scale, y_scale=y_scale, max_distance=max_distance)
     if len(table) == 0:
         return None
     dx = (table[coords[0]].to_numpy() - x) / x_scale
@@ -370,6 +487,21 @@ def nearest_point(table: pd.DataFrame, x: float, y: float, *, coords=COORDS, x_s
     if max_distance is not None and d2[i] > max_distance ** 2:
         return None
     return i
+
+
+def _nearest_dask(table, x, y, *, coords, x_scale, y_scale, max_distance):
+    """:func:`nearest_point` on a prepared Dask frame: only the points within ``max_distance`` leave the
+    workers (all points when it is None)."""
+    part = table[list(coords) + [INDEX_COLUMN]]
+    if max_distance is not None:
+        rx, ry = max_distance * x_scale, max_distance * y_scale
+        cx, cy = part[coords[0]], part[coords[1]]
+        part = part[(cx >= x - rx) & (cx <= x + rx) & (cy >= y - ry) & (cy <= y + ry)]
+    near = part.compute()
+    if len(near) == 0:
+        return None
+    i = nearest_point(near, x, y, coords=coords, x_scale=x_scale, y_scale=y_scale, max_distance=max_distance)
+    return None if i is None else int(near[INDEX_COLUMN].iloc[i])
 
 
 # ----------------------------------------------------------------------------- spectra
