@@ -40,9 +40,13 @@ def both(folder):
 
 
 def raster(table, color_by, x_range, y_range):
+    """The values the map sends to the browser (an ImageStack, per class, holds one array of counts)."""
     img = vz.latent_map(table, color_by=color_by, width=200, height=150, x_range=x_range, y_range=y_range)[()]
-    return np.asarray(img.data[img.vdims[0].name].values) if not isinstance(img, vz._bokeh().ImageStack) \
-        else np.stack([np.asarray(img.data[v.name].values) for v in img.vdims])
+    data = img.data
+    if hasattr(data, "data_vars"):  # a Dataset with one variable; an ImageStack may hold the DataArray itself
+        (var,) = data.data_vars
+        data = data[var]
+    return np.asarray(data.values, dtype="f8")
 
 
 def test_dask_table_is_partitioned_and_indexed_by_row(both):
