@@ -289,16 +289,6 @@ def latent_column_names(n_latent: int) -> list[str]:
     return [("x", "y")[d] if d < 2 else f"z{d}" for d in range(n_latent)]
 
 
-def latent_table(store_catalog: pd.DataFrame, emb_catalog: pd.DataFrame, Z: np.ndarray) -> pd.DataFrame:
-    """The catalog columns of :data:`LATENT_COLUMNS` (those present) beside latent ``x, y, z2...``."""
-    rows = emb_catalog["row"].to_numpy()
-    cat = store_catalog.iloc[rows].reset_index(drop=True)
-    table = pd.DataFrame({c: cat[c] for c in LATENT_COLUMNS if c in cat})
-    for d, name in enumerate(latent_column_names(Z.shape[1])):
-        table[name] = Z[:, d].astype("f8")
-    return table
-
-
 def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None, client=None, resume: bool = True,
                   key: str | None = None, progress: ProgressCallback | None = None) -> tuple[Path, float]:
     """Encode every readout with a trained model and write ``OUT/latent.parquet``, chunk by chunk.
@@ -396,6 +386,13 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
     return out / "latent.parquet", stage1_error
 
 
+def pq_columns(path: Path) -> list[str]:
+    """Column names of a Parquet file (read from its footer)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).schema_arrow.names
+
+
 def encode_and_score(store, emb, model_path, out: Path, *, baselines: bool = True, seed: int = 0,
                      max_scored: int = 5000, max_plotted: int = 200_000, chunk_rows: int | None = None,
                      client=None, resume: bool = True, key: str | None = None,
@@ -410,8 +407,11 @@ def encode_and_score(store, emb, model_path, out: Path, *, baselines: bool = Tru
 
     path, stage1_error = encode_latent(store, emb, model_path, out, chunk_rows=chunk_rows, client=client, resume=resume, key=key,
                          progress=progress)
-    table = pd.read_parquet(path)
-    Z = table[[c for c in latent_column_names(8) if c in table]].to_numpy(dtype="f8")
+    names = latent_column_names(_load_model(str(Path(model_path).resolve())).n_latent)
+    present = pq_columns(path)
+    table = pd.read_parquet(path, columns=[c for c in ("id", "object", "spec_class") if c in present]
+                            + names + ["anomaly", "recon_error"])
+    Z = table[names].to_numpy(dtype="f8")
     n = len(table)
     rng = np.random.default_rng(seed)
     sub = np.sort(rng.choice(n, size=max_scored, replace=False)) if n > max_scored else np.arange(n)

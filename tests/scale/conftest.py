@@ -13,9 +13,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-#: Small, fast settings of the pipeline runs compared in these tests.
-EMBED = {"n_units": 20}
-TRAIN = {"epochs": 8, "hidden": (16,), "patience": 4}
+
+
+@pytest.fixture(scope="session")
+def small():
+    """Small, fast stage-1 and training settings of the pipeline runs compared in these tests."""
+    return {"embed": {"n_units": 20}, "train": {"epochs": 8, "hidden": (16,), "patience": 4}}
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import EMBED, TRAIN
-
 from latentsky.embed.runner import open_embeddings
 from latentsky.pipeline import run_pipeline
 
@@ -53,11 +51,11 @@ def test_ingest_on_dask_matches_single_process(client, sample, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dask", "in", "one"]   # no temporary left
 
 
-def test_pipeline_on_dask_matches_single_process_on_the_sample(client, sample_store, tmp_path):
+def test_pipeline_on_dask_matches_single_process_on_the_sample(client, sample_store, small, tmp_path):
     single = tmp_path / "single"
-    run_pipeline(sample_store.path, single, embed=EMBED, train=TRAIN, chunk_rows=32)
+    run_pipeline(sample_store.path, single, **small, chunk_rows=32)
     events = []
-    metrics = run_pipeline(sample_store.path, tmp_path / "dask", embed=EMBED, train=TRAIN, chunk_rows=32,
+    metrics = run_pipeline(sample_store.path, tmp_path / "dask", **small, chunk_rows=32,
                            client=client, progress=events.append)
     assert_same_run(single, tmp_path / "dask")
     assert metrics["ours"]["n"] == len(sample_store) == 125
@@ -67,10 +65,10 @@ def test_pipeline_on_dask_matches_single_process_on_the_sample(client, sample_st
     assert not list((tmp_path / "dask").glob(".*partial"))
 
 
-def test_pipeline_on_a_scheduler_from_the_cli_on_synthetic_data(client, synth_store, tmp_path, capsys):
+def test_pipeline_on_a_scheduler_from_the_cli_on_synthetic_data(client, synth_store, small, tmp_path, capsys):
     from latentsky.cli import main
 
-    args = ["--n-units", str(EMBED["n_units"]), "--epochs", str(TRAIN["epochs"]), "--train-rows", "450",
+    args = ["--n-units", str(small["embed"]["n_units"]), "--epochs", str(small["train"]["epochs"]), "--train-rows", "450",
             "--no-progress"]
     single = tmp_path / "single"
     assert main(["pipeline", str(synth_store.path), "--out", str(single)] + args) == 0

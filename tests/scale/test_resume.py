@@ -8,8 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import EMBED, TRAIN
-
 import latentsky.embed.runner as runner
 import latentsky.pipeline as pipeline
 
@@ -41,9 +39,9 @@ def count_calls(monkeypatch, module, name):
     return starts
 
 
-def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, small, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    settings = dict(embed=EMBED, train=TRAIN, train_rows=None)
+    settings = dict(small, train_rows=None)
 
     # 1. stopped in stage 1 after three of twelve chunks
     with pytest.raises(Interrupt):
@@ -72,7 +70,7 @@ def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, tmp_path, m
 
     # the resumed run's outputs are those of one uninterrupted run
     fresh = tmp_path / "fresh"
-    runner.embed_store(synth_store, fresh / "embeddings", random_state=0, **{**pipeline.EMBED_DEFAULTS, **EMBED})
+    runner.embed_store(synth_store, fresh / "embeddings", random_state=0, **{**pipeline.EMBED_DEFAULTS, **small["embed"]})
     a, b = runner.open_embeddings(out / "embeddings"), runner.open_embeddings(fresh / "embeddings")
     for name in ("readout", "gram", "xty", "yty", "n_steps"):
         assert np.array_equal(getattr(a, name)[:], getattr(b, name)[:]), name
@@ -80,7 +78,7 @@ def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, tmp_path, m
     pd.testing.assert_frame_equal(pd.read_parquet(out / "latent.parquet"), pd.read_parquet(fresh / "latent.parquet"))
 
 
-def test_a_partial_run_with_other_settings_is_not_reused(synth_store, tmp_path, monkeypatch, sample_store):
+def test_a_partial_run_with_other_settings_is_not_reused(tmp_path):
     from latentsky.store.partial import PartialDirectory
 
     part = PartialDirectory(tmp_path / "out", "key-1")

@@ -391,10 +391,17 @@ class Embeddings:
         if not (self.path / ARRAYS_DIR).exists() or not (self.path / CATALOG_FILE).exists():
             raise EmbeddingError(f"{self.path}: not a latentsky embeddings directory")
         self._group = zarr.open_group(self.path / ARRAYS_DIR, mode="r")
-        self.catalog = pd.read_parquet(self.path / CATALOG_FILE)
+        self._catalog: pd.DataFrame | None = None
         for name in ("readout", "gram", "xty", "yty", "n_steps"):
             setattr(self, name, self._group[name])
         self.attrs = dict(self._group.attrs)
+
+    @property
+    def catalog(self) -> pd.DataFrame:
+        """One row per spectrum (``id``... and ``row``), read on first use (a chunk task never needs it)."""
+        if self._catalog is None:
+            self._catalog = pd.read_parquet(self.path / CATALOG_FILE)
+        return self._catalog
 
     def __len__(self) -> int:
         return self.readout.shape[0]
