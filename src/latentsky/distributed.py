@@ -113,6 +113,8 @@ def dask_client(client=None, *, scheduler: str | None = None, workers: int | Non
         raise LatentskyError("give at most one of client, scheduler, workers (workers may go with cluster)")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise LatentskyError(f"parameter workers={workers!r}: must be a positive integer")
+    if cluster not in (None, "local") and workers is None:
+        raise LatentskyError(f"parameter workers: give the number of workers to ask the {cluster} cluster for")
     if client is not None:
         yield client
         return
@@ -174,6 +176,10 @@ def map_ordered(fn: Callable, tasks: Iterable, *, client=None, common: dict | No
         for task in tasks:
             yield fn(*task, **common)
         return
+    if not client.scheduler_info().get("workers"):
+        # a batch queue or a gateway starts workers after the cluster: wait (as long as the queue takes)
+        log.info("waiting for the first Dask worker of %s", client)
+        client.wait_for_workers(1)
     # each value whole (scatter would split a list or dict into one future per element)
     shared = {k: client.scatter([v], broadcast=True, hash=False)[0] for k, v in common.items()}
     depth = int(window or 2 * n_threads(client) + 1)
