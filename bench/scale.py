@@ -24,8 +24,9 @@ smallest; <= 1 is linear or better) and ``projected_1e6_min`` (the single
 process run at 10^6 spectra extrapolated from the largest size run: embed and
 encode scaled linearly, training as measured).
 
-Disk: about 16 kB (store) + 42 kB (embeddings, float64 statistics) per
-spectrum, 6 GB at 10^5 and 58 GB at 10^6; ``--work`` chooses the folder.
+Disk: about 14 kB (store) + 39 kB (embeddings, float64 statistics) per
+spectrum, 5.3 GB at 10^5 and 53 GB at 10^6 (one run's embeddings are removed
+before the next run unless ``--keep``); ``--work`` chooses the folder.
 """
 
 from __future__ import annotations
@@ -184,6 +185,9 @@ def main() -> None:
                     print(f"{n:>9} {name:>8} {stage:>8} {t:9.1f} {n / t:10.0f} {res[f'{stage}_peak_mb']:9.0f}")
                 print(f"{n:>9} {name:>8} {'total':>8} {res['wall_s']:9.1f} {n / res['wall_s']:10.0f} "
                       f"{res['peak_rss_mb']:9.0f}   (trained on {res['n_train']} for {res['n_epochs']} epochs)")
+                if not args.keep:   # the next run's embeddings need the disk (39 kB per spectrum)
+                    for part in ("embeddings", "train-sample", "checkpoints"):
+                        shutil.rmtree(out / part, ignore_errors=True)
                 suffix = "" if name == "single" else "_cluster"
                 summary[f"wall_s_{n}{suffix}"] = round(res["wall_s"], 1)
                 summary[f"peak_rss_mb_{n}{suffix}"] = round(res["peak_rss_mb"])
