@@ -22,6 +22,7 @@ imported only when a cluster is used.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections import deque
 from typing import Callable, Iterable, Iterator
@@ -162,8 +163,8 @@ def map_ordered(fn: Callable, tasks: Iterable, *, client=None, common: dict | No
         the workers once (``Client.scatter``), not with every task.
     window : int, optional
         Tasks in flight at once on a cluster (default: twice the worker
-        threads, plus one): results wait for the caller only that deep, so
-        memory is bounded by ``window`` chunk results.
+        threads at the time, plus one): results wait for the caller only that
+        deep, so memory is bounded by ``window`` chunk results.
 
     Notes
     -----
@@ -176,19 +177,22 @@ def map_ordered(fn: Callable, tasks: Iterable, *, client=None, common: dict | No
         for task in tasks:
             yield fn(*task, **common)
         return
+    it = iter(tasks)
+    first = next(it, None)
+    if first is None:       # nothing to do (a resumed run that had finished every chunk): no worker needed
+        return
     if not client.scheduler_info().get("workers"):
         # a batch queue or a gateway starts workers after the cluster: wait (as long as the queue takes)
         log.info("waiting for the first Dask worker of %s", client)
         client.wait_for_workers(1)
     # each value whole (scatter would split a list or dict into one future per element)
     shared = {k: client.scatter([v], broadcast=True, hash=False)[0] for k, v in common.items()}
-    depth = int(window or 2 * n_threads(client) + 1)
     pending: deque = deque()
-    it = iter(tasks)
     try:
-        for task in it:
+        for task in itertools.chain([first], it):
             pending.append(client.submit(fn, *task, pure=False, **shared))
-            if len(pending) >= depth:
+            # asked again before each wait: batch jobs and gateway workers keep joining after the start
+            if len(pending) >= int(window or 2 * n_threads(client) + 1):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
