@@ -114,6 +114,8 @@ def dask_client(client=None, *, scheduler: str | None = None, workers: int | Non
         raise LatentskyError("give at most one of client, scheduler, workers (workers may go with cluster)")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise LatentskyError(f"parameter workers={workers!r}: must be a positive integer")
+    if cluster is not None and cluster not in CLUSTER_KINDS:
+        raise LatentskyError(f"parameter cluster={cluster!r}: must be one of {', '.join(CLUSTER_KINDS)}")
     if cluster not in (None, "local") and workers is None:
         raise LatentskyError(f"parameter workers: give the number of workers to ask the {cluster} cluster for")
     if client is not None:

@@ -4,6 +4,7 @@
 
     DIR/store/            the spectrum store (unless SOURCE already is one)
     DIR/embeddings/       stage-1 readouts and statistics
+    DIR/train-sample/     beyond ``train_rows`` spectra: the readouts trained on
     DIR/model.keras       the trained autoencoder (native Keras format)
     DIR/latent.parquet    one row per spectrum: id, path, object, ra, dec, mjd,
                           instrument, spec_class, x, y (z2, z3... for more
