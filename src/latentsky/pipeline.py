@@ -406,8 +406,8 @@ def encode_and_score(store, emb, model_path, out: Path, *, baselines: bool = Tru
     """
     from latentsky import evaluate as ev
 
-    path, stage1_error = encode_latent(store, emb, model_path, out, chunk_rows=chunk_rows, client=client, resume=resume, key=key,
-                         progress=progress)
+    path, stage1_error = encode_latent(store, emb, model_path, out, chunk_rows=chunk_rows, client=client,
+                                       resume=resume, key=key, progress=progress)
     names = latent_column_names(_load_model(str(Path(model_path).resolve())).n_latent)
     present = pq_columns(path)
     table = pd.read_parquet(path, columns=[c for c in ("id", "object", "spec_class") if c in present]

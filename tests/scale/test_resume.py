@@ -70,7 +70,8 @@ def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, small, tmp_
 
     # the resumed run's outputs are those of one uninterrupted run
     fresh = tmp_path / "fresh"
-    runner.embed_store(synth_store, fresh / "embeddings", random_state=0, **{**pipeline.EMBED_DEFAULTS, **small["embed"]})
+    params = {**pipeline.EMBED_DEFAULTS, **small["embed"]}
+    runner.embed_store(synth_store, fresh / "embeddings", random_state=0, **params)
     a, b = runner.open_embeddings(out / "embeddings"), runner.open_embeddings(fresh / "embeddings")
     for name in ("readout", "gram", "xty", "yty", "n_steps"):
         assert np.array_equal(getattr(a, name)[:], getattr(b, name)[:]), name
