@@ -190,8 +190,9 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, seed, force, baseli
 
         embed_store(store, emb_path, progress=progress, random_state=seed, chunk_rows=chunk_rows, client=client,
                     resume=not force, **eparams)
+        if state.get("embed") != embed_key:     # other readouts: the model must be trained again
+            state.pop("train", None)
         state["embed"] = embed_key
-        state.pop("train", None)
         _write_state(out, state)
     emb = open_embeddings(emb_path)
     timings["embed_s"] = time.perf_counter() - t0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,13 @@ def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, small, tmp_
         assert np.array_equal(getattr(a, name)[:], getattr(b, name)[:]), name
     pipeline.encode_latent(synth_store, b, out / "model.keras", fresh, resume=False)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "latent.parquet"), pd.read_parquet(fresh / "latent.parquet"))
+
+    # lost embeddings are made again; the same readouts need no new model nor a new map
+    shutil.rmtree(out / "embeddings")
+    metrics = pipeline.run_pipeline(synth_store.path, out, **settings)
+    assert metrics["skipped"] == ["ingest", "train", "encode"]
+    assert (out / "model.keras").stat().st_mtime_ns == model_time
+    assert np.array_equal(runner.open_embeddings(out / "embeddings").gram[:], b.gram[:])
 
 
 def test_a_partial_run_with_other_settings_is_not_reused(tmp_path):
