@@ -345,7 +345,8 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
     part = PartialDirectory(out / "encoded", fingerprint({"key": key, "n": n, "rows": rows}), resume=resume)
     n_latent = _load_model(str(model_path)).n_latent
     names = latent_column_names(n_latent)
-    if part.resumed:
+    done = part.done()
+    if done:        # resumed: the arrays exist (they are made before any chunk is marked)
         group = zarr.open_group(part.path / "latent.zarr", mode="r+")
     else:
         group = zarr.open_group(part.path / "latent.zarr", mode="w")
@@ -353,7 +354,6 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
         for name in SCORE_COLUMNS:
             group.create_array(name, shape=(n,), chunks=(rows,), dtype="f8")
     bounds = [(s, min(s + rows, n)) for s in range(0, n, rows)]
-    done = part.done()
     todo = [(k, s, e) for k, (s, e) in enumerate(bounds) if k not in done]
     with Progress("encode", total=n, unit="spectra", callback=progress) as prog:
         if done:

@@ -174,6 +174,7 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     runs give identical arrays.  A resumed run reuses the embedder fitted
     (and tuned) by the interrupted one, recorded in the partial directory.
     """
+    import zarr
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.validation import check_is_fitted
 
@@ -216,9 +217,8 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     bounds = [(s, min(s + chunk_rows, n)) for s in range(0, n, chunk_rows)]
 
     part = PartialDirectory(out, key, state={"fitted": _fitted_state(emb)}, resume=resume)
-    import zarr
-
-    if part.resumed:
+    done = part.done()
+    if done:        # resumed: the arrays exist (they are made before any chunk is marked)
         group = zarr.open_group(part.path / ARRAYS_DIR, mode="r+")
         arrays = {name: group[name] for name in ("readout", "gram", "xty", "yty", "n_steps")}
     else:
@@ -229,7 +229,6 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
                                            chunks=(chunk_rows,) if width is None else (chunk_rows, width),
                                            dtype=dtype)
                   for name, (width, dtype) in shapes.items()}
-    done = part.done()
     todo = [(k, s, e) for k, (s, e) in enumerate(bounds) if k not in done]
     task_params = dict(eparams)
     with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc, \
