@@ -44,6 +44,33 @@ def test_coupled_loss_equals_the_data_space_error_of_stage_1(embeddings, readout
     assert ours_err < naive_err / 10
 
 
+@pytest.mark.parametrize("m, leaf", [(101, 26), (7, 2), (5, 16)])
+def test_gram_blocks_hold_every_entry_of_the_symmetric_matrix_once(m, leaf):
+    from latentsky.autoencoder.model import gram_blocks
+
+    seen = np.zeros((m, m), dtype=int)
+    for r0, r1, c0, c1 in gram_blocks(m, leaf):
+        assert r1 - r0 <= max(leaf, (m + 1) // 2) and (r0 == c0 or r0 >= c1)  # diagonal or below it
+        if r0 == c0:
+            assert r1 - r0 <= leaf
+            seen[r0:r1, c0:c1] += np.triu(np.ones((r1 - r0, r1 - r0), dtype=int))
+        else:
+            seen[c0:c1, r0:r1] += 1  # stands for its transpose above the diagonal too
+    np.testing.assert_array_equal(seen, np.triu(np.ones((m, m), dtype=int)))
+
+
+def test_the_blocked_gram_gives_the_same_loss_as_the_packed_one(embeddings, readouts):
+    from latentsky.autoencoder.model import ReadoutAutoencoder, coupled_inputs, gram_block_index, split_gram
+
+    data = coupled_inputs(readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:],
+                          embeddings.n_steps[:])
+    w = (readouts * 1.01).astype("f4")
+    model = ReadoutAutoencoder(readouts.shape[1])
+    packed = model.data_error(data, w).numpy()
+    blocked = model.data_error({**data, "gram": split_gram(data["gram"], gram_block_index(101))}, w).numpy()
+    np.testing.assert_allclose(blocked, packed, rtol=1e-5)
+
+
 @pytest.mark.parametrize("normalise, divisor", [("yty", "yty"), ("none", None)])
 def test_other_normalisations_divide_by_their_divisor(embeddings, readouts, stats, normalise, divisor):
     from latentsky.autoencoder.model import coupled_inputs
@@ -132,6 +159,7 @@ def test_streaming_and_in_memory_training_are_reproducible_and_report_progress(s
 
 def test_the_stream_yields_every_selected_row_once_per_epoch(sample_embeddings, embeddings):
     from latentsky.autoencoder.estimator import LatentAutoencoder, _as_source
+    from latentsky.autoencoder.model import gram_blocks
 
     source = _as_source(sample_embeddings, None, 16)
     mask = np.zeros(len(embeddings), dtype=bool)
@@ -146,7 +174,9 @@ def test_the_stream_yields_every_selected_row_once_per_epoch(sample_embeddings, 
         want = embeddings.readout[:][mask].astype("f4")
         assert len(got) == len(want)
         np.testing.assert_array_equal(np.sort(got, axis=0), np.sort(want, axis=0))
-        assert batches[0]["gram"].shape[1] == 101 * 102 // 2
+        # the Gram matrices come as the dense blocks of gram_blocks, which hold each entry of G once
+        sizes = [b.shape[1] for b in batches[0]["gram"]]
+        assert sum(sizes) == sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in gram_blocks(101))
 
 
 def test_errors_name_the_parameter(readouts, stats):
@@ -186,14 +216,16 @@ def test_the_float32_cache_streams_the_same_rows_and_is_reused(sample_embeddings
                                in_memory=False).as_numpy_iterator())
     assert len(direct) == len(cached) == 9
     for a, b in zip(direct, cached):
-        for k in ("readout", "gram", "resid", "floor"):
+        for k in ("readout", "resid", "floor"):
             np.testing.assert_array_equal(a[k], b[k])
-    stamp = (tmp_path / "cache" / "gram.f4").stat().st_mtime_ns
+        for x, y in zip(a["gram"], b["gram"], strict=True):
+            np.testing.assert_array_equal(x, y)
+    stamp = (tmp_path / "cache" / "gram_0.f4").stat().st_mtime_ns
     fitted = LatentAutoencoder(**{**small, "epochs": 3}, in_memory=False, cache_dir=tmp_path / "cache",
                                chunk_rows=16).fit(sample_embeddings)
-    assert (tmp_path / "cache" / "gram.f4").stat().st_mtime_ns == stamp  # same inputs: not rewritten
+    assert (tmp_path / "cache" / "gram_0.f4").stat().st_mtime_ns == stamp  # same inputs: not rewritten
     assert fitted.n_epochs_ == 3 and np.isfinite(fitted.transform(readouts)).all()
     # another normalisation is another cache
     LatentAutoencoder(**{**small, "epochs": 1}, normalise="yty", in_memory=False, cache_dir=tmp_path / "cache",
                       chunk_rows=16).fit(sample_embeddings)
-    assert (tmp_path / "cache" / "gram.f4").stat().st_mtime_ns != stamp
+    assert (tmp_path / "cache" / "gram_0.f4").stat().st_mtime_ns != stamp

@@ -28,7 +28,8 @@ from latentsky.progress import ProgressEvent
 log = logging.getLogger(__name__)
 
 # Estimator parameters kept in the saved model, so `load` rebuilds the same estimator.
-_PARAMS = ("n_latent", "hidden", "activation", "loss", "normalise", "whiten", "euclidean_weight", "weight_decay", "learning_rate", "epochs",
+_PARAMS = ("n_latent", "hidden", "activation", "loss", "normalise", "whiten", "euclidean_weight", "neighbour_weight",
+           "n_neighbors", "min_dist", "edges_per_spectrum", "decoder_epochs", "layout_loss", "weight_decay", "learning_rate", "epochs",
            "batch_size", "validation_fraction", "patience", "lr_patience", "checkpoint_dir", "chunk_rows", "in_memory", "memory_limit_mb", "cache_dir", "read_threads", "jit_compile", "deterministic",
            "random_state")
 
@@ -55,7 +56,12 @@ def _keras():
 
 
 def _progress_callback(progress, total_epochs: int):
-    """A Keras callback emitting :class:`TrainingEvent` objects (task ``"train"``, unit ``"epochs"``)."""
+    """A Keras callback emitting :class:`TrainingEvent` objects (task ``"train"``, unit ``"epochs"``).
+
+    One instance follows every phase of a fit (``model.fit`` called more than
+    once): epochs are counted on across them, and the ``finished`` event is
+    sent when the phase with ``last = True`` ends.
+    """
     import time
 
     keras = _keras()
@@ -64,8 +70,9 @@ def _progress_callback(progress, total_epochs: int):
         def __init__(self):
             super().__init__()
             self.history: dict[str, list[float]] = {}
-            self._start = time.monotonic()
+            self._start = None
             self._epoch = 0
+            self.last = True
 
         def _emit(self, message="", finished=False, logs=None):
             if progress is not None:
@@ -73,19 +80,22 @@ def _progress_callback(progress, total_epochs: int):
                                        time.monotonic() - self._start, dict(logs or {})))
 
         def on_train_begin(self, logs=None):
-            self._start = time.monotonic()
-            self._emit()
+            if self._start is None:
+                self._start = time.monotonic()
+                self._emit()
 
         def on_epoch_end(self, epoch, logs=None):
             logs = {k: float(v) for k, v in (logs or {}).items()}
             for k, v in logs.items():
                 self.history.setdefault(k, []).append(v)
-            self._epoch = epoch + 1
+            self._epoch += 1
             msg = " ".join(f"{k} {logs[k]:.4g}" for k in ("loss", "val_loss") if k in logs)
             self._emit(msg, logs=logs)
 
         def on_train_end(self, logs=None):
-            stopped = self.model.stop_training and self._epoch < total_epochs
+            if not self.last:
+                return
+            stopped = self._epoch < total_epochs
             self._emit(f"stopped early at epoch {self._epoch}" if stopped else "", finished=True)
 
     return TrainingProgress()
@@ -97,6 +107,8 @@ class _Source:
     Wraps either arrays in memory or an EMBEDDINGS directory on disk, so one
     batching code path serves both.
     """
+
+    blocked_gram = False  # read() gives the packed triangle
 
     def __init__(self, readout, gram=None, xty=None, yty=None, n_steps=None, block_rows=256, ridge=None,
                  path=None):
@@ -138,18 +150,24 @@ class _CachedSource(_Source):
     """The prepared float32 training inputs in raw files, read back block by block.
 
     Written in one pass over an EMBEDDINGS directory; later epochs then read
-    ready float32 rows (about 21 kB per spectrum for N = 100) instead of
+    ready float32 rows (about 26 kB per spectrum for N = 100) instead of
     decompressing and converting float64 Zarr chunks, several times faster.
-    Read with plain file reads (not memory maps), so the process's resident
-    memory stays at a few blocks.
+    The Gram matrices are stored as the dense blocks the loss reads
+    (:func:`~latentsky.autoencoder.model.gram_blocks`, one file each), so a
+    read needs no reshuffling of columns.  Read with plain file reads (not
+    memory maps), so the process's resident memory stays at a few blocks.
     """
 
-    FIELDS = ("readout", "gram", "resid", "floor")
+    blocked_gram = True
 
     def __init__(self, directory: Path, n: int, m: int, block_rows: int):
+        from latentsky.autoencoder.model import gram_block_index
+
         self.directory, self._n, self._m = Path(directory), int(n), int(m)
         self.block_rows = int(block_rows)
-        self.widths = {"readout": m, "gram": m * (m + 1) // 2, "resid": m, "floor": 1}
+        self.index = gram_block_index(m)
+        self.widths = {"readout": m, "resid": m, "floor": 1}
+        self.widths.update({f"gram_{k}": len(ix) for k, ix in enumerate(self.index)})
         self.ridge, self.path = None, self.directory
 
     n = property(lambda self: self._n)
@@ -159,22 +177,24 @@ class _CachedSource(_Source):
     @classmethod
     def build(cls, source: _Source, directory, normalise: str) -> "_CachedSource":
         """The cache of ``source`` in ``directory``, written unless an identical one is there."""
+        from latentsky.autoencoder.model import split_gram
         from latentsky.store.lineage import fingerprint, read_lineage
 
         directory = Path(directory)
         lineage = read_lineage(source.path) if source.path is not None else None
         key = fingerprint({"embeddings": (lineage or {}).get("key") or str(source.path), "n": source.n,
-                           "m": source.m, "normalise": normalise, "ridge": source.ridge, "layout": 1})
+                           "m": source.m, "normalise": normalise, "ridge": source.ridge, "layout": 2})
         meta = directory / "cache.json"
         cache = cls(directory, source.n, source.m, source.block_rows)
         if meta.exists() and json.loads(meta.read_text()).get("key") == key:
             return cache
         directory.mkdir(parents=True, exist_ok=True)
         meta.unlink(missing_ok=True)  # written last: a cache without it is incomplete
-        handles = {f: open(directory / f"{f}.f4", "wb") for f in cls.FIELDS}
+        handles = {f: open(directory / f"{f}.f4", "wb") for f in cache.widths}
         try:
             for s, e in source.blocks():
                 part = source.read(s, e, None, normalise=normalise)
+                part.update({f"gram_{k}": g for k, g in enumerate(split_gram(part.pop("gram"), cache.index))})
                 for f, fh in handles.items():
                     fh.write(np.ascontiguousarray(part[f], dtype="f4").tobytes())
         finally:
@@ -184,15 +204,29 @@ class _CachedSource(_Source):
         return cache
 
     def read(self, start, stop, rows=None, *, normalise=None, statistics=True) -> dict:
+        return self.read_ranges([(start, stop)], None if rows is None else np.asarray(rows), statistics=statistics)
+
+    def read_ranges(self, ranges, take=None, *, statistics=True) -> dict:
+        """Rows of several ``(start, stop)`` ranges, read straight into one buffer per field.
+
+        ``take`` (indices into the concatenated ranges) selects and orders the
+        rows; the Gram comes as the tuple of its blocks.
+        """
+        n = sum(e - s for s, e in ranges)
         out = {}
-        for f in (self.FIELDS if statistics else ("readout",)):
+        for f in (self.widths if statistics else ("readout",)):
             w = self.widths[f]
-            buf = np.empty((stop - start) * w, dtype="f4")
+            buf = np.empty(n * w, dtype="f4")
+            at = 0
             with open(self.directory / f"{f}.f4", "rb") as fh:
-                fh.seek(start * w * 4)
-                fh.readinto(buf)
-            arr = buf.reshape(stop - start, w) if w > 1 else buf
-            out[f] = arr if rows is None else arr[rows]
+                for s, e in ranges:
+                    fh.seek(s * w * 4)
+                    fh.readinto(memoryview(buf)[at * w:(at + e - s) * w])
+                    at += e - s
+            arr = buf.reshape(n, w) if w > 1 else buf
+            out[f] = arr if take is None else arr[take]
+        if statistics:
+            out["gram"] = tuple(out.pop(f"gram_{k}") for k in range(len(self.index)))
         return out
 
 
@@ -271,6 +305,28 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         data-space error from 0.0025 to 0.0015 and halves the epochs.
     euclidean_weight : float
         With ``loss="coupled"``, add this multiple of the Euclidean readout loss.
+    neighbour_weight : float
+        Add this multiple of UMAP's neighbour cross-entropy on the latent
+        points (see :mod:`latentsky.autoencoder.model`), so that spectra
+        whose readouts are neighbours stay neighbours on the map; 0: none.
+    n_neighbors : int
+        Neighbours per spectrum of the fuzzy graph of the standardised
+        readouts (umap-learn's ``fuzzy_simplicial_set``; capped at n - 1).
+    min_dist : float
+        UMAP's ``min_dist``: how tightly neighbours may pack on the map.
+    edges_per_spectrum : float
+        Graph edges drawn (with probability proportional to their weight) per
+        spectrum of each training batch.
+    decoder_epochs : int
+        With the neighbour term: after the joint training, at most this many
+        epochs of the decoder alone on the reconstruction loss, the encoder
+        (the map) frozen; 0 skips it.
+    layout_loss : {None, "coupled", "euclidean"}
+        With the neighbour term: the reconstruction loss of the joint phase,
+        which lays out the map (None: ``loss``).  ``"euclidean"`` with
+        ``loss="coupled"`` lays the map out on the standardised readouts (the
+        coordinates of the neighbour graph) and then fits the decoder to the
+        data-space error.
     weight_decay : float
         L2 penalty on the dense kernels.
     learning_rate : float
@@ -329,7 +385,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, n_latent=2, hidden=(64,), activation="tanh", loss="coupled", normalise="n_steps",
-                 whiten="auto", euclidean_weight=0.0, weight_decay=1e-4, learning_rate=3e-3, epochs=300, batch_size=32, validation_fraction=0.15,
+                 whiten="auto", euclidean_weight=0.0, neighbour_weight=0.0, n_neighbors=15, min_dist=0.1,
+                 edges_per_spectrum=4.0, decoder_epochs=300, layout_loss=None, weight_decay=1e-4, learning_rate=3e-3, epochs=300, batch_size=32, validation_fraction=0.15,
                  patience=30, lr_patience=10, checkpoint_dir=None, chunk_rows=None, in_memory="auto",
                  memory_limit_mb=256, cache_dir=None, read_threads=2, jit_compile=True, deterministic=True, random_state=0, progress=None):
         self.n_latent = n_latent
@@ -338,6 +395,12 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         self.loss = loss
         self.normalise = normalise
         self.euclidean_weight = euclidean_weight
+        self.neighbour_weight = neighbour_weight
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.edges_per_spectrum = edges_per_spectrum
+        self.decoder_epochs = decoder_epochs
+        self.layout_loss = layout_loss
         self.whiten = whiten
         self.weight_decay = weight_decay
         self.learning_rate = learning_rate
@@ -381,96 +444,128 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         check("validation_fraction", isinstance(self.validation_fraction, numbers.Real)
               and 0 <= self.validation_fraction < 1, "must be in [0, 1)")
         check("patience", isinstance(self.patience, numbers.Integral) and self.patience >= 0, "must be >= 0")
+        check("neighbour_weight", isinstance(self.neighbour_weight, numbers.Real) and self.neighbour_weight >= 0,
+              "must be >= 0")
+        check("n_neighbors", isinstance(self.n_neighbors, numbers.Integral) and self.n_neighbors >= 2,
+              "must be an integer >= 2")
+        check("min_dist", isinstance(self.min_dist, numbers.Real) and 0 <= self.min_dist <= 1, "must be in [0, 1]")
+        check("layout_loss", self.layout_loss is None or self.layout_loss in LOSSES, f"must be None or one of {LOSSES}")
+        check("decoder_epochs", isinstance(self.decoder_epochs, numbers.Integral) and self.decoder_epochs >= 0,
+              "must be an integer >= 0")
+        check("edges_per_spectrum", isinstance(self.edges_per_spectrum, numbers.Real) and self.edges_per_spectrum > 0,
+              "must be > 0")
 
     # -- data --------------------------------------------------------------
     def _dataset(self, source: _Source, mask: np.ndarray, *, shuffle: bool, seed: int, statistics: bool,
                  in_memory: bool):
         """A ``tf.data`` pipeline of batches over the rows where ``mask`` is True.
 
-        In memory, the rows are prepared once and reshuffled every epoch.
-        Streaming, blocks of rows are read in a shuffled order, a few at a time,
-        shuffled together and cut into batches: only those blocks are in memory.
+        Batches are dictionaries of float32 tensors: ``readout``, and with the
+        statistics ``resid``, ``floor`` and ``gram``, the tuple of dense Gram
+        blocks of :func:`~latentsky.autoencoder.model.gram_blocks`.
+
+        In memory, the rows are prepared once into TensorFlow variables (one
+        copy, filled block by block) and every batch is a ``tf.gather`` of
+        shuffled row indices, all inside TensorFlow: no Python per batch.
+        Streaming, blocks of rows are read in a shuffled order on worker
+        threads, a few at a time, shuffled together and handed to ``tf.data``,
+        which cuts them into batches and the Gram triangles into blocks: only
+        those blocks of rows are in memory.
         """
         import tensorflow as tf
+
+        from latentsky.autoencoder.model import gram_block_index, gram_blocks, split_gram
 
         batch = int(self.batch_size)
         normalise = self.normalise
         blocks = [(s, e) for s, e in source.blocks() if mask[s:e].any()]
-        m, p = source.m, source.m * (source.m + 1) // 2
+        m = source.m
+        index = gram_block_index(m, gram_blocks(m))
         spec = {"readout": tf.TensorSpec((None, m), tf.float32)}
         if statistics:
-            spec.update(gram=tf.TensorSpec((None, p), tf.float32), resid=tf.TensorSpec((None, m), tf.float32),
-                        floor=tf.TensorSpec((None,), tf.float32))
-        rng = np.random.default_rng(seed)
+            spec.update(gram=tuple(tf.TensorSpec((None, len(ix)), tf.float32) for ix in index),
+                        resid=tf.TensorSpec((None, m), tf.float32), floor=tf.TensorSpec((None,), tf.float32))
         n_rows = int(sum(mask[s:e].sum() for s, e in blocks))
-        cardinality = tf.data.experimental.assert_cardinality(int(np.ceil(n_rows / batch)))
+        n_batches = int(np.ceil(n_rows / batch))
+
         if in_memory:
-            # filled block by block into arrays allocated once: peak memory is the data plus one block
-            data: dict = {}
+            def read(s, e):
+                part = source.read(s, e, np.flatnonzero(mask[s:e]), normalise=normalise, statistics=statistics)
+                if statistics and not source.blocked_gram:
+                    part["gram"] = split_gram(part["gram"], index)
+                return part
+
+            def holder(sp):  # zeros are not written until assigned: one copy of the data in memory
+                return tf.Variable(tf.zeros((n_rows,) + tuple(sp.shape[1:])), trainable=False)
+
+            store = {k: [holder(x) for x in sp] if isinstance(sp, tuple) else holder(sp) for k, sp in spec.items()}
             at = 0
             for s, e in blocks:
-                part = source.read(s, e, np.flatnonzero(mask[s:e]), normalise=normalise, statistics=statistics)
+                part = read(s, e)
                 k = len(part["readout"])
                 for key, v in part.items():
-                    if key not in data:
-                        data[key] = np.empty((n_rows,) + v.shape[1:], dtype=v.dtype)
-                    data[key][at:at + k] = v
+                    for var, x in (zip(store[key], v) if isinstance(v, tuple) else [(store[key], v)]):
+                        var[at:at + k].assign(x)
                 at += k
-            if sum(v.nbytes for v in data.values()) <= 64 * 2 ** 20:
-                # small: TensorFlow shuffles and batches without a Python generator (several times faster)
-                ds = tf.data.Dataset.from_tensor_slices(data)
-                if shuffle:
-                    ds = ds.shuffle(n_rows, seed=seed, reshuffle_each_iteration=True)
-                return ds.batch(batch).prefetch(2)
 
-            # A generator over index batches rather than from_tensor_slices + shuffle: the
-            # shuffle buffer would hold a second copy of every row's statistics.
-            def generate_in_memory():
-                idx = rng.permutation(n_rows) if shuffle else np.arange(n_rows)
-                for b in range(0, n_rows, batch):
-                    sel = np.sort(idx[b:b + batch])  # sorted: faster gathers, same batch
-                    yield {k: v[sel] for k, v in data.items()}
+            def gather(rows):
+                return {k: (tuple(tf.gather(x, rows) for x in v) if isinstance(v, list) else tf.gather(v, rows))
+                        for k, v in store.items()}
 
-            ds = tf.data.Dataset.from_generator(generate_in_memory, output_signature=spec)
-            return ds.apply(cardinality).prefetch(2)
+            ds = tf.data.Dataset.range(n_rows)
+            if shuffle:
+                ds = ds.shuffle(n_rows, seed=seed, reshuffle_each_iteration=True)
+            return ds.batch(batch).map(gather).prefetch(2)
 
+        rng = np.random.default_rng(seed)
         # read enough blocks at once to mix a few batches' worth of rows
         per_read = max(1, int(np.ceil(max(4 * batch, 2048) / source.block_rows)))
+        ix = [tf.constant(i) for i in index]
 
-        def read_group(keys):
-            return [source.read(blocks[k][0], blocks[k][1], np.flatnonzero(mask[blocks[k][0]:blocks[k][1]]),
-                                normalise=normalise, statistics=statistics) for k in keys]
+        def read_group(keys, perm):
+            """Rows of these blocks, prepared, joined and shuffled: on a worker thread."""
+            if source.blocked_gram:  # the cache: read into one buffer, select and shuffle in one copy
+                ranges = [blocks[k] for k in keys]
+                return source.read_ranges(ranges, np.flatnonzero(np.concatenate([mask[s:e] for s, e in ranges]))[perm],
+                                          statistics=statistics)
+            parts = [source.read(*blocks[k], np.flatnonzero(mask[slice(*blocks[k])]), normalise=normalise,
+                                 statistics=statistics) for k in keys]
+            return {k: np.concatenate([q[k] for q in parts])[perm] for k in parts[0]}
 
         def generate():
             from concurrent.futures import ThreadPoolExecutor
 
             order = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
             groups = [order[g:g + per_read] for g in range(0, len(order), per_read)]
-            carry = None  # rows left over from the previous group, so every batch but the last is full
+            # the shuffles are drawn here, in order, so that the threads cannot change them
+            sizes = [int(sum(mask[slice(*blocks[k])].sum() for k in g)) for g in groups]
+            perms = [rng.permutation(n) if shuffle else np.arange(n) for n in sizes]
             # Read (decompress, prepare) the next groups on worker threads while this one is
             # trained on: Zarr's codecs and NumPy release the GIL.
             with ThreadPoolExecutor(max_workers=self.read_threads) as pool:
-                pending = [pool.submit(read_group, g) for g in groups[:self.read_threads + 1]]
+                pending = [pool.submit(read_group, g, q) for g, q in zip(groups[:self.read_threads + 1],
+                                                                          perms[:self.read_threads + 1])]
                 for gi in range(len(groups)):
-                    parts = pending[gi].result()
+                    group = pending[gi].result()
                     pending[gi] = None
                     nxt = gi + self.read_threads + 1
                     if nxt < len(groups):
-                        pending.append(pool.submit(read_group, groups[nxt]))
-                    if carry is not None:
-                        parts.insert(0, carry)
-                    group = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
-                    n = len(group["readout"])
-                    idx = rng.permutation(n) if shuffle else np.arange(n)
-                    last = gi == len(groups) - 1
-                    stop = n if last else n - n % batch
-                    for b in range(0, stop, batch):
-                        sel = np.sort(idx[b:b + batch])
-                        yield {k: v[sel] for k, v in group.items()}
-                    carry = None if last or stop == n else {k: v[idx[stop:]] for k, v in group.items()}
+                        pending.append(pool.submit(read_group, groups[nxt], perms[nxt]))
+                    yield group
 
-        ds = tf.data.Dataset.from_generator(generate, output_signature=spec)
-        ds = ds.apply(cardinality)
+        def to_blocks(part):
+            # the dense Gram blocks, cut in TensorFlow's threads (no Python, no GIL)
+            return {**part, "gram": tuple(tf.gather(part["gram"], i, axis=1) for i in ix)}
+
+        cut = statistics and not source.blocked_gram
+        packed = dict(spec)
+        if cut:
+            packed["gram"] = tf.TensorSpec((None, m * (m + 1) // 2), tf.float32)
+        # groups in, full batches out (every batch but the last of the epoch is full)
+        ds = tf.data.Dataset.from_generator(generate, output_signature=packed).rebatch(batch)
+        if cut:
+            ds = ds.map(to_blocks, num_parallel_calls=2)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
         return ds.prefetch(2)
 
     # -- fitting -----------------------------------------------------------
@@ -518,33 +613,88 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         train = ~val
 
         mean, std = self._moments(source, train)
+        umap_ab = self._umap_ab() if self.neighbour_weight else {}
+        # the reconstruction loss of the phase that lays out the map (the only phase without the neighbour term)
+        layout_loss = (self.layout_loss or self.loss) if self.neighbour_weight else self.loss
+        if layout_loss == "coupled" and not source.has_statistics:
+            raise AutoencoderError("parameter layout_loss='coupled' needs the stage-1 statistics")
         model = ReadoutAutoencoder(source.m, n_latent=self.n_latent, hidden=tuple(self.hidden),
-                                   activation=self.activation, loss_kind=self.loss,
-                                   weight_decay=self.weight_decay, euclidean_weight=self.euclidean_weight)
+                                   activation=self.activation, loss_kind=layout_loss,
+                                   weight_decay=self.weight_decay, euclidean_weight=self.euclidean_weight,
+                                   neighbour_weight=self.neighbour_weight, **umap_ab)
         whiten = self.whiten
         if whiten == "auto":
-            whiten = "metric" if self.loss == "coupled" else "std"
-        if whiten == "metric":
+            whiten = "metric" if layout_loss == "coupled" else "std"
+        metric = None
+        if source.has_statistics and (whiten in ("metric", "split") or layout_loss != self.loss):
+            metric = self._mean_metric(source, train)
+        if whiten in ("metric", "split"):
             if not source.has_statistics:
-                raise AutoencoderError("parameter whiten='metric' needs the stage-1 statistics")
-            model.set_metric(mean, std, self._mean_metric(source, train))
+                raise AutoencoderError(f"parameter whiten={whiten!r} needs the stage-1 statistics")
+            model.set_metric(mean, std, metric,
+                             encoder_input="std" if whiten == "split" else "metric")
         elif whiten == "std":
             model.set_standardisation(mean, std)
         else:
-            raise AutoencoderError(f"parameter whiten={self.whiten!r}: must be 'auto', 'std' or 'metric'")
+            raise AutoencoderError(f"parameter whiten={self.whiten!r}: must be 'auto', 'std', 'metric' or 'split'")
         # Keras falls back from XLA (with a warning) when op determinism is on
         model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
                       jit_compile=bool(self.jit_compile) and not self.deterministic)
 
         statistics = source.has_statistics
         in_memory = self._in_memory(source)
+        readout_rows = source  # the stage-1 readouts, for the neighbour graph
         if not in_memory and self.cache_dir is not None and statistics and source.path is not None:
             source = _CachedSource.build(source, self.cache_dir, self.normalise)
         train_ds = self._dataset(source, train, shuffle=True, seed=seed, statistics=statistics, in_memory=in_memory)
+        plain_ds = train_ds
+        if self.neighbour_weight:
+            edges = self._edge_dataset(readout_rows, train, mean, std, seed, steps=int(train_ds.cardinality()))
+
+            def merge(spectra, edge_batch):
+                return {**spectra, **edge_batch}
+
+            train_ds = tf.data.Dataset.zip((train_ds, edges)).map(merge)
         val_ds = (self._dataset(source, val, shuffle=False, seed=seed, statistics=statistics, in_memory=in_memory)
                   if n_val else None)
         monitor = "val_loss" if n_val else "loss"
-        progress_cb = _progress_callback(self.progress, int(self.epochs))
+        refine = int(self.decoder_epochs) if self.neighbour_weight else 0
+        progress_cb = _progress_callback(self.progress, int(self.epochs) + refine)
+        progress_cb.last = not refine
+        model.fit(train_ds, validation_data=val_ds, epochs=int(self.epochs), verbose=0, shuffle=False,
+                  callbacks=self._callbacks(monitor, progress_cb))
+        if refine:
+            # The map is laid out; now fit the decoder alone to the reconstruction loss (the batches
+            # without edges): the latent points stay where the neighbour term put them.
+            model.encoder.trainable = False
+            pull, model.euclidean_weight = model.euclidean_weight, 0.0  # the decoder fits the loss alone
+            if model.loss_kind != self.loss:
+                model.loss_kind = self.loss
+                if self.loss == "coupled" and self.whiten == "auto":
+                    # the coupled loss is well conditioned in metric-whitened output coordinates
+                    model.set_output_metric(metric)
+            model.compile(optimizer=keras.optimizers.Adam(self.learning_rate),
+                          jit_compile=bool(self.jit_compile) and not self.deterministic)
+            progress_cb.last = True
+            model.fit(plain_ds, validation_data=val_ds, epochs=refine, verbose=0, shuffle=False,
+                      callbacks=self._callbacks(monitor, progress_cb))
+            model.encoder.trainable, model.euclidean_weight = True, pull
+        self.in_memory_ = in_memory
+
+        self.model_ = model
+        self.n_features_in_ = source.m
+        self.history_ = progress_cb.history
+        self.n_epochs_ = len(next(iter(self.history_.values()), []))
+        self.n_train_, self.n_val_ = int(train.sum()), int(n_val)
+        model.meta = self._meta()
+        log.info("trained %s autoencoder on %d spectra (%d held out) for %d epochs; best %s %.4g",
+                 self.loss, self.n_train_, n_val, self.n_epochs_, monitor,
+                 min(self.history_.get(monitor, [np.nan])))
+        return self
+
+    def _callbacks(self, monitor: str, progress_cb) -> list:
+        """Early stopping (best weights kept), learning-rate halving, checkpoints and progress of one phase."""
+        keras = _keras()
         callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=int(self.patience),
                                                    restore_best_weights=True), progress_cb]
         if self.lr_patience:
@@ -558,20 +708,51 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
             ckpt.mkdir(parents=True, exist_ok=True)
             callbacks.append(keras.callbacks.ModelCheckpoint(str(ckpt / "best.weights.h5"), monitor=monitor,
                                                              save_best_only=True, save_weights_only=True))
-        model.fit(train_ds, validation_data=val_ds, epochs=int(self.epochs), callbacks=callbacks, verbose=0,
-                  shuffle=False)
-        self.in_memory_ = in_memory
+        return callbacks
 
-        self.model_ = model
-        self.n_features_in_ = source.m
-        self.history_ = progress_cb.history
-        self.n_epochs_ = len(next(iter(self.history_.values()), []))
-        self.n_train_, self.n_val_ = int(train.sum()), int(n_val)
-        model.meta = self._meta()
-        log.info("trained %s autoencoder on %d spectra (%d held out) for %d epochs; best %s %.4g",
-                 self.loss, self.n_train_, n_val, self.n_epochs_, monitor,
-                 min(self.history_.get(monitor, [np.nan])))
-        return self
+    def _umap_ab(self) -> dict:
+        """umap-learn's curve parameters of the latent similarity for ``min_dist``."""
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from umap.umap_ import find_ab_params
+
+        a, b = find_ab_params(1.0, float(self.min_dist))
+        return {"umap_a": float(a), "umap_b": float(b)}
+
+    def _edge_dataset(self, source: _Source, rows: np.ndarray, mean, std, seed: int, *, steps: int):
+        """Endless batches of edges (``head``, ``tail`` readouts) of the training rows' fuzzy neighbour graph.
+
+        The graph is umap-learn's ``fuzzy_simplicial_set`` of the standardised
+        readouts (as :class:`~latentsky.autoencoder.baselines.ReadoutUMAP` maps
+        them); each epoch's ``steps * edges`` draws are made once with
+        probabilities proportional to the edge weights (UMAP samples an edge
+        as often as its weight says) and reshuffled every epoch.  The readouts
+        (4(N+1) bytes per spectrum) are held in memory even when the statistics
+        are streamed.
+        """
+        import tensorflow as tf
+        from umap.umap_ import fuzzy_simplicial_set
+
+        w = np.concatenate([np.asarray(source.readout[s:e], dtype="f8")[rows[s:e]] for s, e in source.blocks()
+                            if rows[s:e].any()])
+        scale = np.where(std > 0, std, 1.0)
+        graph = fuzzy_simplicial_set((w - mean) / scale, min(int(self.n_neighbors), len(w) - 1),
+                                     np.random.RandomState(seed), "euclidean")[0].tocoo()
+        keep = graph.row != graph.col
+        head, tail, weight = graph.row[keep], graph.col[keep], graph.data[keep].astype("f8")
+        if not len(weight):
+            raise AutoencoderError("parameter neighbour_weight: the training rows have no neighbour graph "
+                                   "(fewer than 2 distinct readouts)")
+        per_step = max(1, int(round(self.edges_per_spectrum * min(int(self.batch_size), len(w)))))
+        pick = np.random.default_rng(seed + 1).choice(len(weight), size=per_step * steps, p=weight / weight.sum())
+        pairs = np.stack([head[pick], tail[pick]], axis=1).astype("i4")
+        table = tf.constant(w.astype("f4"))
+        ds = tf.data.Dataset.from_tensor_slices(pairs).shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(per_step, drop_remainder=True).repeat()
+
+        def ends(pair):
+            return {"head": tf.gather(table, pair[:, 0]), "tail": tf.gather(table, pair[:, 1])}
+
+        return ds.map(ends)
 
     def _in_memory(self, source: _Source) -> bool:
         """Whether to prepare all rows in memory (the ``in_memory`` parameter; "auto": when they fit the limit)."""

@@ -46,6 +46,19 @@ Conditioning
     per-feature standardisation instead, the Euclidean autoencoder reached a
     *lower* data-space error than the coupled one: 0.0018.)
 
+Neighbour term
+    A map is read by its neighbourhoods: repeat observations of one star
+    should land next to each other.  Reconstruction alone does not ask for
+    that (a 2-D code can be good for the decoder and still put near twins
+    apart), so ``neighbour_weight > 0`` adds UMAP's cross-entropy on the
+    encoder's output, as parametric UMAP does (Sainburg, McInnes & Gentner
+    2021, Neural Computation 33, 2881): batches carry edges of the readouts'
+    fuzzy neighbour graph (``head``, ``tail``; built by umap-learn), the
+    encoder places both ends, and the loss pulls them together with the
+    latent similarity ``q = 1 / (1 + a d^(2b))`` while pushing apart
+    ``negative_rate`` shuffled pairs per edge.  The coupled loss still
+    decides how the decoder reconstructs.
+
 The encoder and decoder are small dense networks; the readout shift and the
 linear maps into and out of their coordinates are non-trainable weights, so
 a saved model carries them.  Weight decay is an L2 penalty on the dense
@@ -132,20 +145,87 @@ def coupled_inputs(readout, gram_packed, xty, yty, n_steps, normalise: str = "n_
     }
 
 
-@tf.custom_gradient
-def _quadratic_form(d, g):
-    """``d' G d`` per row, for symmetric ``G`` (B, M, M) that needs no gradient.
+def _metric_root(metric, floor: float):
+    """``A = (metric + eps I)^(1/2)`` and its inverse (symmetric; ``eps = floor * largest eigenvalue``)."""
+    vals, vecs = np.linalg.eigh(0.5 * (metric + metric.T))
+    vals = np.clip(vals, 0.0, None) + floor * max(float(vals.max()), 1e-300)
+    return (vecs * np.sqrt(vals)) @ vecs.T, (vecs / np.sqrt(vals)) @ vecs.T
+
+
+def gram_blocks(m: int, leaf: int = 26) -> list[tuple[int, int, int, int]]:
+    """Dense blocks ``(r0, r1, c0, c1)`` that cover a symmetric ``m x m`` matrix once.
+
+    The index range is halved recursively: each halving stores the block
+    below the diagonal (rows of the second half, columns of the first) and
+    recurses into both halves, down to diagonal blocks of at most ``leaf``
+    rows, stored whole.  For ``m = 101`` and ``leaf = 26``: 7 blocks, 6,376
+    numbers instead of 10,201 for the full matrix (5,151 packed).
+
+    Why: the batched mat-vec ``G d`` of the loss then runs on contiguous
+    dense blocks, with no gather to unpack a triangle on every step (that
+    gather was most of the step's time); off-diagonal blocks serve both
+    ``B x`` and ``B' y``.
+    """
+    blocks: list[tuple[int, int, int, int]] = []
+
+    def split(a, b):
+        if b - a <= leaf:
+            blocks.append((a, b, a, b))
+            return
+        mid = (a + b + 1) // 2
+        split(a, mid)
+        split(mid, b)
+        blocks.append((mid, b, a, mid))
+
+    split(0, int(m))
+    return blocks
+
+
+def gram_block_index(m: int, blocks=None) -> list[np.ndarray]:
+    """For every block of :func:`gram_blocks`, the positions of its entries (row-major) in the packed upper triangle."""
+    blocks = gram_blocks(m) if blocks is None else blocks
+    iu, ju = np.triu_indices(m)
+    pos = np.zeros((m, m), dtype="i4")
+    pos[iu, ju] = np.arange(len(iu))
+    pos[ju, iu] = np.arange(len(iu))
+    return [pos[r0:r1, c0:c1].reshape(-1) for r0, r1, c0, c1 in blocks]
+
+
+def split_gram(packed, index) -> tuple:
+    """Packed Gram rows (n, P) -> the tuple of contiguous block arrays ``(n, size_k)`` of :func:`gram_blocks`."""
+    packed = np.asarray(packed)
+    return tuple(np.ascontiguousarray(packed[:, ix]) for ix in index)
+
+
+def _symmetric_matvec(blocks, parts, d):
+    """``G d`` (B, M) for ``G`` given as the dense blocks of :func:`gram_blocks`."""
+    m = d.shape[1]
+    terms = []
+    for (r0, r1, c0, c1), g in zip(blocks, parts):
+        blk = tf.reshape(g, (-1, r1 - r0, c1 - c0))
+        terms.append(tf.pad(tf.linalg.matvec(blk, d[:, c0:c1]), [[0, 0], [r0, m - r1]]))
+        if r0 != c0:  # below the diagonal: it stands for its transpose above too
+            terms.append(tf.pad(tf.linalg.matvec(blk, d[:, r0:r1], transpose_a=True), [[0, 0], [c0, m - c1]]))
+    return tf.add_n(terms)
+
+
+def _quadratic_form(d, parts, blocks):
+    """``d' G d`` per row for the symmetric, blocked ``G`` (data: no gradient flows into it).
 
     The gradient ``2 G d`` reuses the forward mat-vec: automatic
-    differentiation would make a second pass over every ``G`` (the bulk of the
-    work) to form ``G' upstream``.
+    differentiation would make a second pass over every ``G`` (the bulk of
+    the work) to form ``G' upstream``.
     """
-    gd = tf.linalg.matvec(g, d)
+    @tf.custom_gradient
+    def quad(d):
+        gd = _symmetric_matvec(blocks, parts, d)
 
-    def grad(upstream):
-        return 2.0 * upstream[:, None] * gd, None  # G is data: no gradient
+        def grad(upstream):
+            return 2.0 * upstream[:, None] * gd
 
-    return tf.reduce_sum(d * gd, axis=1), grad
+        return tf.reduce_sum(d * gd, axis=1), grad
+
+    return quad(d)
 
 
 @keras.saving.register_keras_serializable(package="latentsky")
@@ -176,6 +256,14 @@ class ReadoutAutoencoder(keras.Model):
         With ``"coupled"``, adds this multiple of the Euclidean loss: a mild
         pull towards the stage-1 readouts along the directions the data-space
         error hardly sees (small eigenvalues of ``G``).
+    neighbour_weight : float
+        Weight of the UMAP neighbour term (see the module docstring); it is
+        computed on batches that carry ``head`` and ``tail`` readouts.
+    umap_a, umap_b : float
+        The curve of the latent similarity ``1 / (1 + a d^(2b))`` (umap-learn's
+        ``find_ab_params(1, min_dist)``; the defaults are those of min_dist 0.1).
+    negative_rate : int
+        Shuffled (negative) pairs per edge.
     meta : dict, optional
         JSON-serialisable extras saved with the model (the estimator's
         parameters and history).
@@ -184,11 +272,13 @@ class ReadoutAutoencoder(keras.Model):
     -----
     Metrics: ``loss`` (what is minimised, penalty included), ``data_error``
     (the normalised data-space error, when the batch carries the statistics),
-    ``readout_mse`` (standardised readout error) and ``penalty``.
+    ``readout_mse`` (standardised readout error), ``neighbour`` (the UMAP
+    cross-entropy, when the batch carries edges) and ``penalty``.
     """
 
     def __init__(self, n_features, n_latent=2, hidden=(64,), activation="tanh", loss_kind="coupled",
-                 weight_decay=1e-4, euclidean_weight=0.0, meta=None, **kwargs):
+                 weight_decay=1e-4, euclidean_weight=0.0, neighbour_weight=0.0, umap_a=1.5769, umap_b=0.8951,
+                 negative_rate=5, meta=None, **kwargs):
         super().__init__(**kwargs)
         if loss_kind not in LOSSES:
             raise AutoencoderError(f"parameter loss_kind={loss_kind!r}: must be one of {LOSSES}")
@@ -199,6 +289,9 @@ class ReadoutAutoencoder(keras.Model):
         self.loss_kind = loss_kind
         self.weight_decay = float(weight_decay)
         self.euclidean_weight = float(euclidean_weight)
+        self.neighbour_weight = float(neighbour_weight)
+        self.umap_a, self.umap_b = float(umap_a), float(umap_b)
+        self.negative_rate = int(negative_rate)
         self.meta = dict(meta or {})
         dense = keras.layers.Dense
         self.encoder = keras.Sequential([keras.Input((self.n_features,))]
@@ -219,17 +312,14 @@ class ReadoutAutoencoder(keras.Model):
                                       trainable=False, name="in_map")
         self.out_map = self.add_weight(shape=(self.n_features, self.n_features), initializer="identity",
                                        trainable=False, name="out_map")
-        # position in the packed upper triangle of every entry (i, j) of the full symmetric matrix
-        m = self.n_features
-        iu, ju = np.triu_indices(m)
-        pos = np.zeros((m, m), dtype="i4")
-        pos[iu, ju] = np.arange(len(iu))
-        pos[ju, iu] = np.arange(len(iu))
-        self._unpack = tf.constant(pos.reshape(-1), dtype=tf.int32)
+        # the dense blocks the loss reads the Gram matrices in, and where they lie in the packed triangle
+        self.gram_blocks = gram_blocks(self.n_features)
+        self._block_index = [tf.constant(ix) for ix in gram_block_index(self.n_features, self.gram_blocks)]
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.data_tracker = keras.metrics.Mean(name="data_error")
         self.readout_tracker = keras.metrics.Mean(name="readout_mse")
         self.penalty_tracker = keras.metrics.Mean(name="penalty")
+        self.neighbour_tracker = keras.metrics.Mean(name="neighbour")
 
     # -- structure ---------------------------------------------------------
     def set_standardisation(self, mean, std) -> None:
@@ -240,7 +330,7 @@ class ReadoutAutoencoder(keras.Model):
         self.in_map.assign(np.diag(1.0 / std).astype("f4"))
         self.out_map.assign(np.diag(std).astype("f4"))
 
-    def set_metric(self, mean, std, metric, *, floor: float = 1e-6) -> None:
+    def set_metric(self, mean, std, metric, *, floor: float = 1e-6, encoder_input: str = "metric") -> None:
         """Whiten the readouts with the mean data-space metric instead of per-feature scales.
 
         With ``A = (metric + eps I)^(1/2)`` (``metric`` the training set's mean
@@ -250,27 +340,68 @@ class ReadoutAutoencoder(keras.Model):
         errors on average, so the coupled loss is well conditioned in them
         (its curvature ~ identity rather than condition numbers ~1e6) and
         plain gradient steps make progress along every direction.
+
+        ``encoder_input="std"`` keeps the whitening for the decoder's output
+        (where the loss needs it) but feeds the encoder per-feature
+        standardised readouts, the coordinates the neighbour graph is built
+        in, which the neighbour term finds easier to lay out.
         """
+        if encoder_input not in ("metric", "std"):
+            raise AutoencoderError(f"parameter encoder_input={encoder_input!r}: must be 'metric' or 'std'")
         std = np.where(np.asarray(std, dtype="f8") > 0, std, 1.0)
-        vals, vecs = np.linalg.eigh(0.5 * (metric + metric.T))
-        vals = np.clip(vals, 0.0, None) + floor * max(float(vals.max()), 1e-300)
-        a = (vecs * np.sqrt(vals)) @ vecs.T
-        a_inv = (vecs / np.sqrt(vals)) @ vecs.T
+        a, a_inv = _metric_root(metric, floor)
         self.shift.assign(np.asarray(mean, dtype="f4"))
         self.scale.assign(np.asarray(std, dtype="f4"))
-        self.in_map.assign(a.T.astype("f4"))       # row vectors: (w - mean) @ A^T
+        # row vectors: (w - mean) @ A^T
+        self.in_map.assign((a.T if encoder_input == "metric" else np.diag(1.0 / std)).astype("f4"))
+        self.out_map.assign(a_inv.T.astype("f4"))
+
+    def set_output_metric(self, metric, *, floor: float = 1e-6) -> None:
+        """Move the decoder's output into metric-whitened coordinates without changing what it computes.
+
+        The last dense layer absorbs the change of coordinates (``u' = u T``
+        with ``T`` the old output map times ``A^T``), so reconstructions are
+        the same before and after; training on from here sees the coupled
+        loss well conditioned (see :meth:`set_metric`).
+        """
+        a, a_inv = _metric_root(metric, floor)
+        t = self.out_map.numpy().astype("f8") @ a.T
+        last = self.decoder.layers[-1]
+        last.kernel.assign((last.kernel.numpy().astype("f8") @ t).astype("f4"))
+        last.bias.assign((last.bias.numpy().astype("f8") @ t).astype("f4"))
         self.out_map.assign(a_inv.T.astype("f4"))
 
     def standardise(self, w):
         return tf.matmul(w - self.shift, self.in_map)
 
     def encode(self, w, training=False):
-        """Readouts (B, M) -> latent coordinates (B, n_latent)."""
-        return self.encoder(self.standardise(w), training=training)
+        """Readouts (B, M) -> latent coordinates (B, n_latent).
+
+        The same as ``encoder(standardise(w))``, with the fixed map into the
+        networks' coordinates folded into the first layer's kernel: one
+        M x M x H product per batch instead of an M x M mat-vec per spectrum
+        (a third of the per-spectrum work of a training step, with
+        :meth:`decode`).
+        """
+        first, *rest = self.encoder.layers
+        x = first.activation(tf.matmul(w - self.shift, tf.matmul(self.in_map, first.kernel)) + first.bias)
+        for layer in rest:
+            x = layer(x, training=training)
+        return x
 
     def decode(self, z, training=False):
-        """Latent coordinates -> reconstructed readouts (original units)."""
-        return tf.matmul(self.decoder(z, training=training), self.out_map) + self.shift
+        """Latent coordinates -> reconstructed readouts (original units).
+
+        ``decoder(z) @ out_map + shift`` with ``out_map`` folded into the last
+        layer (see :meth:`encode`).
+        """
+        *body, last = self.decoder.layers
+        x = z
+        for layer in body:
+            x = layer(x, training=training)
+        kernel = tf.matmul(last.kernel, self.out_map)
+        bias = tf.linalg.matvec(self.out_map, last.bias, transpose_a=True) + self.shift
+        return tf.matmul(x, kernel) + bias
 
     def call(self, w, training=False):
         return self.decode(self.encode(w, training=training), training=training)
@@ -281,22 +412,47 @@ class ReadoutAutoencoder(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.data_tracker, self.readout_tracker, self.penalty_tracker]
+        return [self.loss_tracker, self.data_tracker, self.readout_tracker, self.penalty_tracker,
+                self.neighbour_tracker]
 
     # -- losses --------------------------------------------------------------
     def data_error(self, data, w_rec):
-        """Per-spectrum normalised data-space squared error ``d'Gd - 2d'r + floor`` (B,)."""
+        """Per-spectrum normalised data-space squared error ``d'Gd - 2d'r + floor`` (B,).
+
+        ``data["gram"]`` is either the tuple of blocks of :func:`gram_blocks`
+        (what the estimator's pipelines deliver) or the packed triangle
+        (n, P) of :func:`coupled_inputs`, cut into blocks here.
+        """
         d = w_rec - data["readout"]
-        # Unpack G by a gather on the data (no gradient flows through it), then a batched
-        # mat-vec: the backward pass is matrix products only, no scatter-add (5x faster on CPU
-        # than gathering the packed outer product of d).
-        g = tf.reshape(tf.gather(data["gram"], self._unpack, axis=1), (-1, self.n_features, self.n_features))
-        quad = _quadratic_form(d, g)
+        parts = data["gram"]
+        if not isinstance(parts, (tuple, list)):
+            parts = [tf.gather(parts, ix, axis=1) for ix in self._block_index]
+        quad = _quadratic_form(d, parts, self.gram_blocks)
         return quad - 2.0 * tf.reduce_sum(d * data["resid"], axis=1) + data["floor"]
 
     def readout_error(self, data, w_rec):
         """Per-spectrum mean squared difference of the standardised readouts (B,)."""
         return tf.reduce_mean(tf.square((w_rec - data["readout"]) / self.scale), axis=1)
+
+    def neighbour_loss(self, head, tail, training=False):
+        """UMAP's fuzzy cross-entropy of a batch of graph edges ``head -> tail`` (readouts, (E, M) each).
+
+        Positive pairs are the edges; negatives pair every head with the
+        tails of other edges of the batch (the batch rolled by 1..negative_rate),
+        as in parametric UMAP.  Returns the mean cross-entropy over all pairs.
+        """
+        zh = self.encode(head, training=training)
+        zt = self.encode(tail, training=training)
+        rolled = [tf.roll(zt, shift=r + 1, axis=0) for r in range(self.negative_rate)]
+        eps = 1e-4
+
+        def similarity(a, b):
+            d2 = tf.reduce_sum(tf.square(a - b), axis=1)
+            return 1.0 / (1.0 + self.umap_a * tf.pow(d2 + 1e-12, self.umap_b))
+
+        attract = -tf.math.log(tf.clip_by_value(similarity(zh, zt), eps, 1.0))
+        repel = [-tf.math.log(tf.clip_by_value(1.0 - similarity(zh, zn), eps, 1.0)) for zn in rolled]
+        return tf.reduce_mean(tf.concat([attract] + repel, axis=0))
 
     def penalty(self):
         if self.weight_decay == 0:
@@ -321,9 +477,13 @@ class ReadoutAutoencoder(keras.Model):
         else:
             main = tf.reduce_mean(rec)
         pen = self.penalty()
-        return main + pen, dat, rec, pen
+        nb = None
+        if self.neighbour_weight and "head" in data:
+            nb = self.neighbour_loss(data["head"], data["tail"], training=training)
+            main = main + self.neighbour_weight * nb
+        return main + pen, dat, rec, pen, nb
 
-    def _update(self, loss, dat, rec, pen):
+    def _update(self, loss, dat, rec, pen, nb=None):
         self.loss_tracker.update_state(loss)
         if dat is not None:
             self.data_tracker.update_state(dat)
@@ -333,24 +493,27 @@ class ReadoutAutoencoder(keras.Model):
                "penalty": self.penalty_tracker.result()}
         if dat is not None:
             out["data_error"] = self.data_tracker.result()
+        if nb is not None:
+            self.neighbour_tracker.update_state(nb)
+            out["neighbour"] = self.neighbour_tracker.result()
         return out
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            loss, dat, rec, pen = self._loss_terms(data, training=True)
-        grads = tape.gradient(loss, self.trainable_weights)
+            terms = self._loss_terms(data, training=True)
+        grads = tape.gradient(terms[0], self.trainable_weights)
         self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
-        return self._update(loss, dat, rec, pen)
+        return self._update(*terms)
 
     def test_step(self, data):
-        loss, dat, rec, pen = self._loss_terms(data, training=False)
-        return self._update(loss, dat, rec, pen)
+        return self._update(*self._loss_terms(data, training=False))
 
     # -- serialisation -----------------------------------------------------
     def get_config(self):
         return {"n_features": self.n_features, "n_latent": self.n_latent, "hidden": list(self.hidden),
                 "activation": self.activation, "loss_kind": self.loss_kind, "weight_decay": self.weight_decay,
-                "euclidean_weight": self.euclidean_weight, "meta": self.meta, "name": self.name}
+                "euclidean_weight": self.euclidean_weight, "neighbour_weight": self.neighbour_weight,
+                "umap_a": self.umap_a, "umap_b": self.umap_b, "negative_rate": self.negative_rate, "meta": self.meta, "name": self.name}
 
     @classmethod
     def from_config(cls, config):
