@@ -337,7 +337,10 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
 
     out, model_path = Path(out), Path(model_path).resolve()
     n = len(emb)
-    if n != len(store) or not np.array_equal(emb.catalog["row"].to_numpy(), np.arange(n)):
+    from latentsky.embed.runner import CATALOG_FILE as EMB_CATALOG
+
+    rows_of = pd.read_parquet(Path(emb.path) / EMB_CATALOG, columns=["row"])["row"].to_numpy()
+    if n != len(store) or not np.array_equal(rows_of, np.arange(n)):
         raise AutoencoderError(f"{emb.path}: not the embeddings of {store.path} (rows differ)")
     rows = int(chunk_rows or emb.readout.chunks[0])
     st = model_path.stat()

@@ -360,6 +360,7 @@ def write_spectra(dest: Path, templates: Templates, table: pd.DataFrame, *, chun
     """
     from latentsky.distributed import map_ordered
     from latentsky.progress import Progress
+    from latentsky.store.lineage import write_lineage
     from latentsky.store.spectra import SpectrumStoreWriter, atomic_directory
 
     if "row" in table and not np.array_equal(table["row"].to_numpy(), np.arange(len(table))):
@@ -390,6 +391,10 @@ def write_spectra(dest: Path, templates: Templates, table: pd.DataFrame, *, chun
             "n_good_pixels": 0,
         })
         writer.close(cat, attrs={"grid": {"synthetic": True}, "normalisation": "template (continuum-normalised)"})
+        # a lineage key identifies the store to later steps without reading its catalog
+        write_lineage(tmp, step="synth", params={"synth": table.attrs.get("synth", {}), "n_spectra": n},
+                      inputs={"templates": [str(i) for i in templates.catalog.get("id", [])],
+                              "ids": [str(table["id"].iloc[0]), str(table["id"].iloc[-1])] if n else []})
     return Path(dest)
 
 
