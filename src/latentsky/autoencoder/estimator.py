@@ -7,6 +7,12 @@ not fit in memory; ``fit(readouts, stats=...)`` trains on arrays already in
 memory.  ``transform`` gives latent coordinates, ``inverse_transform``
 readouts; ``save``/``load`` use the native ``.keras`` format.
 
+With ``neighbour_weight > 0`` (the pipeline's maps) a fit has two phases: the
+map is laid out by UMAP's neighbour term on the encoder together with the
+``layout_loss`` reconstruction, then the encoder is frozen and the decoder
+alone is fitted to ``loss`` (the model-coupled data-space error) for at most
+``decoder_epochs``; progress events and ``history_`` run on across both.
+
 TensorFlow is imported by ``fit``/``load``, not by importing this module.
 """
 
@@ -296,13 +302,16 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
     normalise : {"n_steps", "yty", "floor", "none"}
         Per-spectrum normalisation of the coupled loss (see
         :mod:`latentsky.autoencoder.model`).
-    whiten : {"auto", "std", "metric"}
+    whiten : {"auto", "std", "metric", "split"}
         How readouts are scaled for the networks: each weight to unit variance,
         or by the square root of the mean data-space metric (see
-        :meth:`ReadoutAutoencoder.set_metric`; needs the statistics).  "auto":
-        "metric" for the coupled loss, "std" for the Euclidean one.  On the
-        bundled sample "metric" lowers the coupled autoencoder's excess
-        data-space error from 0.0025 to 0.0015 and halves the epochs.
+        :meth:`ReadoutAutoencoder.set_metric`; needs the statistics), or
+        "split": standardised into the encoder, metric-whitened out of the
+        decoder.  "auto": "metric" for the coupled loss, "std" for the
+        Euclidean one (of the layout phase; a coupled decoder phase after a
+        Euclidean layout moves the decoder's output to metric coordinates).
+        On the bundled sample "metric" lowered the coupled autoencoder's
+        excess data-space error from 0.0025 to 0.0015 and halved the epochs.
     euclidean_weight : float
         With ``loss="coupled"``, add this multiple of the Euclidean readout loss.
     neighbour_weight : float
@@ -317,10 +326,10 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
     edges_per_spectrum : float
         Graph edges drawn (with probability proportional to their weight) per
         spectrum of each training batch.
-    decoder_epochs : int
+    decoder_epochs : int, optional
         With the neighbour term: after the joint training, at most this many
         epochs of the decoder alone on the reconstruction loss, the encoder
-        (the map) frozen; 0 skips it.
+        (the map) frozen (None: ``epochs``); 0 skips it.
     layout_loss : {None, "coupled", "euclidean"}
         With the neighbour term: the reconstruction loss of the joint phase,
         which lays out the map (None: ``loss``).  ``"euclidean"`` with
@@ -386,7 +395,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
 
     def __init__(self, n_latent=2, hidden=(64,), activation="tanh", loss="coupled", normalise="n_steps",
                  whiten="auto", euclidean_weight=0.0, neighbour_weight=0.0, n_neighbors=15, min_dist=0.1,
-                 edges_per_spectrum=4.0, decoder_epochs=300, layout_loss=None, weight_decay=1e-4, learning_rate=3e-3, epochs=300, batch_size=32, validation_fraction=0.15,
+                 edges_per_spectrum=4.0, decoder_epochs=None, layout_loss=None, weight_decay=1e-4, learning_rate=3e-3, epochs=300, batch_size=32, validation_fraction=0.15,
                  patience=30, lr_patience=10, checkpoint_dir=None, chunk_rows=None, in_memory="auto",
                  memory_limit_mb=256, cache_dir=None, read_threads=2, jit_compile=True, deterministic=True, random_state=0, progress=None):
         self.n_latent = n_latent
@@ -450,8 +459,9 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
               "must be an integer >= 2")
         check("min_dist", isinstance(self.min_dist, numbers.Real) and 0 <= self.min_dist <= 1, "must be in [0, 1]")
         check("layout_loss", self.layout_loss is None or self.layout_loss in LOSSES, f"must be None or one of {LOSSES}")
-        check("decoder_epochs", isinstance(self.decoder_epochs, numbers.Integral) and self.decoder_epochs >= 0,
-              "must be an integer >= 0")
+        check("decoder_epochs", self.decoder_epochs is None
+              or (isinstance(self.decoder_epochs, numbers.Integral) and self.decoder_epochs >= 0),
+              "must be None or an integer >= 0")
         check("edges_per_spectrum", isinstance(self.edges_per_spectrum, numbers.Real) and self.edges_per_spectrum > 0,
               "must be > 0")
 
@@ -503,9 +513,11 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
             for s, e in blocks:
                 part = read(s, e)
                 k = len(part["readout"])
+                rows = tf.range(at, at + k)
                 for key, v in part.items():
                     for var, x in (zip(store[key], v) if isinstance(v, tuple) else [(store[key], v)]):
-                        var[at:at + k].assign(x)
+                        # a scatter writes in place (a sliced assign here copied the whole variable first)
+                        var.scatter_update(tf.IndexedSlices(x, rows))
                 at += k
 
             def gather(rows):
@@ -658,7 +670,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         val_ds = (self._dataset(source, val, shuffle=False, seed=seed, statistics=statistics, in_memory=in_memory)
                   if n_val else None)
         monitor = "val_loss" if n_val else "loss"
-        refine = int(self.decoder_epochs) if self.neighbour_weight else 0
+        refine = (int(self.epochs if self.decoder_epochs is None else self.decoder_epochs)
+                  if self.neighbour_weight else 0)
         progress_cb = _progress_callback(self.progress, int(self.epochs) + refine)
         progress_cb.last = not refine
         model.fit(train_ds, validation_data=val_ds, epochs=int(self.epochs), verbose=0, shuffle=False,

@@ -371,13 +371,10 @@ class ReadoutAutoencoder(keras.Model):
         last.bias.assign((last.bias.numpy().astype("f8") @ t).astype("f4"))
         self.out_map.assign(a_inv.T.astype("f4"))
 
-    def standardise(self, w):
-        return tf.matmul(w - self.shift, self.in_map)
-
     def encode(self, w, training=False):
         """Readouts (B, M) -> latent coordinates (B, n_latent).
 
-        The same as ``encoder(standardise(w))``, with the fixed map into the
+        The same as ``encoder((w - shift) @ in_map)``, with the fixed map into the
         networks' coordinates folded into the first layer's kernel: one
         M x M x H product per batch instead of an M x M mat-vec per spectrum
         (a third of the per-spectrum work of a training step, with
