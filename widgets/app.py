@@ -2,6 +2,7 @@
 
     panel serve widgets/app.py --warm                  # the bundled sample's results
     panel serve widgets/app.py --warm --args DIR       # a pipeline or synth folder, a store, a Parquet table
+    panel serve widgets/app.py --warm --args DIR --dask   # the table as a Dask DataFrame (10^7-10^8 rows)
 
 ``--warm`` runs this script once at start-up, so Datashader's compilation and
 the data loading happen before the first page opens (they are cached for
@@ -17,6 +18,7 @@ from latentsky.viz.latent import warm_up
 
 pn.extension("tabulator", notifications=True)
 warm_up()
-app = App(load_data(sys.argv[1] if len(sys.argv) > 1 else None))
+args = [a for a in sys.argv[1:] if a != "--dask"]
+app = App(load_data(args[0] if args else None, **({"dask": True} if "--dask" in sys.argv[1:] else {})))
 app.sync_url()
 app.servable(title="latentsky")

@@ -41,9 +41,9 @@ def local(sample_archive):
 @pytest.fixture(scope="session")
 def sample_results(tmp_path_factory, sample_store):
     """``latentsky pipeline`` on the bundled sample: real embeddings, a trained autoencoder, latent.parquet
-    (60 epochs instead of 600, to keep the session short; the map is the same kind)."""
+    (30 epochs instead of the default, to keep the session short; the map is the same kind)."""
     from latentsky.pipeline import run_pipeline
 
     out = tmp_path_factory.mktemp("results") / "sample-results"
-    run_pipeline(sample_store.path, out, train={"epochs": 60}, baselines=False)
+    run_pipeline(sample_store.path, out, train={"epochs": 30}, baselines=False)
     return out

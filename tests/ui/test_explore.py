@@ -189,7 +189,9 @@ def test_missing_coordinate_column_is_named():
 
 def test_warm_up_compiles_once():
     vz.warm_up()
-    assert vz.warm_up() < 0.5
+    # compiling takes ~10 s on these machines; a second warm-up only runs the compiled code (~0.2 s quiet,
+    # well under 2 s on a loaded machine)
+    assert vz.warm_up() < 2.0
 
 
 def test_new_data_resets_view_tap_and_selection(grid_data, sample_data):

@@ -29,14 +29,14 @@ def test_reconstruction_error_is_the_one_the_model_is_scored_on(results_data, sa
         spec = results_data.spectrum(i)
         model, label = spec["model"], spec["model_label"]
         assert model.shape == spec["flux"].shape
-        mse = float(label.split("MSE ")[1].rstrip(")"))
-        np.testing.assert_allclose(mse, t["recon_error"].iloc[i], rtol=2e-3)
+        mse = float(label.split("MSE ")[1].rstrip(")"))  # three significant digits
+        np.testing.assert_allclose(mse, t["recon_error"].iloc[i], rtol=6e-3)
         # the prediction follows the spectrum where stage 1 fitted it, and is absent elsewhere
         shown = np.isfinite(model)
         good = spec["weight"] > 0
         assert shown.sum() > 400 and not (shown & ~good).any()
         resid = model[shown] - spec["flux"][shown]
-        np.testing.assert_allclose(np.mean(resid ** 2), t["recon_error"].iloc[i], rtol=2e-3)
+        np.testing.assert_allclose(np.mean(resid ** 2), t["recon_error"].iloc[i], rtol=1e-5)
         assert np.mean(resid ** 2) < 0.2 * np.var(spec["flux"][shown])
     # the stage-1 readout itself predicts at least as well as the decoded one (the floor)
     from latentsky.embed.runner import open_embeddings
@@ -71,7 +71,7 @@ def test_tap_draws_the_reconstruction_with_its_error_in_the_legend(results_data)
     curves = ex._spectrum_pane.object.values()
     assert [c.label.split(" (")[0] for c in curves] == ["spectrum", "reconstruction from the latent point"]
     np.testing.assert_allclose(float(curves[1].label.split("MSE ")[1].rstrip(")")), t["recon_error"].iloc[i],
-                               rtol=2e-3)
+                               rtol=6e-3)
     import holoviews as hv
 
     fig = hv.render(ex._spectrum_pane.object, backend="bokeh")

@@ -22,15 +22,28 @@ DATA_ENV = "LATENTSKY_APP_DATA"
 """Environment variable naming what the app opens (a pipeline/synth folder, a store or a Parquet file)."""
 
 
-def load_data(path=None) -> LatentData:
+DASK_ENV = "LATENTSKY_APP_DASK"
+"""Set to 1 to open the latent table as a Dask DataFrame (maps of 10^7-10^8 rows, aggregated in parallel)."""
+
+
+def load_data(path=None, *, dask: bool | None = None) -> LatentData:
     """The app's data: ``path`` (or ``$LATENTSKY_APP_DATA``), else the bundled sample's results.
 
     Cached per process, so every browser session of one server shares one copy
-    of a 10^7-row table.
+    of a 10^7-row table.  ``dask`` (default ``$LATENTSKY_APP_DASK``) keeps the
+    table as a Dask DataFrame.  What the first tap needs (the autoencoder) starts
+    loading in the background.
     """
     path = path or os.environ.get(DATA_ENV) or None
-    key = f"latentsky-data:{Path(path).resolve() if path else 'sample'}"
-    return pn.state.as_cached(key, lambda: LatentData.open(path) if path else LatentData.sample())
+    if dask is None:
+        dask = os.environ.get(DASK_ENV, "").lower() in ("1", "true", "yes", "on")
+    key = f"latentsky-data:{Path(path).resolve() if path else 'sample'}:{'dask' if dask else 'pandas'}"
+
+    def load() -> LatentData:
+        data = LatentData.open(path, dask=dask) if path else LatentData.sample()
+        data.preload()
+        return data
+    return pn.state.as_cached(key, load)
 
 
 class App(pn.viewable.Viewer):

@@ -416,7 +416,7 @@ class Explore(pn.viewable.Viewer):
                          pn.widgets.Button(label="Send to TOPCAT/Aladin (SAMP)", width=220, css_classes=["samp-send"],
                                            on_click=lambda e: self.send_samp()))
         cutouts = pn.Column(pn.pane.Markdown(self.param.cutout_status, css_classes=["explore-cutout-status"],
-                                             width=310), self._cutout_pane, width=320)
+                                             width=170), self._cutout_pane, width=180)
         right = pn.Column(pn.Row(self._spectrum_pane, cutouts, sizing_mode="stretch_width"), status,
                           self._sel_table, exports, sizing_mode="stretch_width", min_width=500)
         return pn.Row(pn.Column(info, controls, legend, self._map_pane, hovered), pn.Column(right, self._compare_pane), sizing_mode="stretch_width",

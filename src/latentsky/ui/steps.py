@@ -28,9 +28,21 @@ log = logging.getLogger(__name__)
 
 
 def form(obj, names, prefix: str, width: int = 330):
-    """Widgets for some parameters of ``obj``, each with the CSS class ``PREFIX-NAME`` (for browser tests)."""
-    return pn.Param(obj.param, parameters=list(names), show_name=False, width=width,
-                    widgets={n: {"css_classes": [f"{prefix}-{n}"]} for n in names})
+    """Widgets for some parameters of ``obj``, each with the CSS class ``PREFIX-NAME`` (for browser tests).
+
+    Numbers get typed inputs bounded by the parameter's bounds (a slider over 1..10,000 epochs is no way
+    to type 150).
+    """
+    widgets = {}
+    for n in names:
+        spec = {"css_classes": [f"{prefix}-{n}"]}
+        par = obj.param[n]
+        if isinstance(par, (param.Integer, param.Number)) and not isinstance(par, param.Boolean):
+            spec["type"] = pn.widgets.IntInput if isinstance(par, param.Integer) else pn.widgets.FloatInput
+            lo, hi = par.bounds or (None, None)
+            spec.update({k: v for k, v in (("start", lo), ("end", hi)) if v is not None})
+        widgets[n] = spec
+    return pn.Param(obj.param, parameters=list(names), show_name=False, width=width, widgets=widgets)
 
 
 class Cancelled(LatentskyError):
@@ -453,7 +465,9 @@ class Train(_Step):
     store = param.String(default="", doc="Spectrum store to map")
     out = param.String(default="", doc="Results folder (latent.parquet...)")
     method = param.Selector(default="autoencoder", objects=["autoencoder", "pca"], doc="How the map is made")
-    epochs = param.Integer(default=200, bounds=(1, 10000), doc="Most training epochs (stops early when the loss stalls)")
+    epochs = param.Integer(default=200, bounds=(1, 10000),
+                           doc="Most training epochs (stops early when the loss stalls; the pipeline may add a "
+                               "decoder-refinement phase of as many, shown on the same curve)")
     learning_rate = param.Number(default=1e-2, bounds=(1e-5, 1.0), doc="Adam learning rate")
     hidden = param.Integer(default=64, bounds=(2, 2048), doc="Units of the encoder's and decoder's hidden layer")
     loss = param.Selector(default="coupled", objects=["coupled", "euclidean"],
@@ -464,6 +478,11 @@ class Train(_Step):
     losses = param.DataFrame(default=pd.DataFrame(), doc="One row per finished epoch: epoch, loss, val_loss...")
     results = param.ClassSelector(class_=object, default=None, doc="The LatentData made by the last run")
     log_lines = param.List(default=[], doc="Output of the pipeline command")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._loss_pipe = None
+        self._loss_sent = 0.0
 
     def run(self):
         """Make the map (in the calling thread); sets :attr:`results`."""
@@ -498,6 +517,8 @@ class Train(_Step):
         if event.task == "train" and logs:
             row = pd.DataFrame([{"epoch": int(event.done), **{k: float(v) for k, v in logs.items()}}])
             self.losses = row if self.losses.empty else pd.concat([self.losses, row], ignore_index=True)
+        if event.task == "train" and event.finished:
+            self._send_losses(force=True)  # the last epochs, whatever the throttle held back
 
     def _run_pipeline(self, out: Path) -> None:
         import json
@@ -538,11 +559,26 @@ class Train(_Step):
         if proc is not None and proc.poll() is None:
             proc.terminate()
 
-    @param.depends("losses")
-    def _loss_plot(self):
+    LOSS_REFRESH_S = 0.25
+    """Shortest interval, seconds, between two redraws of the loss curve (a fast run has many epochs a second)."""
+
+    def loss_plot(self):
+        """The live loss curve: a DynamicMap fed by a Pipe, so each epoch updates the same Bokeh plot's data
+        (no new plot per epoch); redrawn at most every :data:`LOSS_REFRESH_S` and once at the end."""
+        import holoviews as hv
+
         from latentsky.viz.latent import loss_curve
 
-        return pn.pane.HoloViews(loss_curve(self.losses), css_classes=["train-losses"])
+        if self._loss_pipe is None:
+            self._loss_pipe = hv.streams.Pipe(data=self.losses)
+            self.param.watch(lambda e: self._send_losses(force=e.new.empty), "losses")  # a new run: at once
+        return hv.DynamicMap(lambda data: loss_curve(data), streams=[self._loss_pipe])
+
+    def _send_losses(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._loss_pipe is not None and (force or now - self._loss_sent >= self.LOSS_REFRESH_S):
+            self._loss_sent = now
+            self._loss_pipe.send(self.losses)
 
     def __panel__(self):
         fields = form(self, ["store", "out", "method", "epochs", "learning_rate", "hidden", "loss", "patience",
@@ -551,5 +587,6 @@ class Train(_Step):
                                            on_click=lambda e: self.in_background(self.run)),
                          pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()))
         log_pane = pn.pane.Str(param.bind(lambda lines: "\n".join(lines[-12:]), self.param.log_lines))
-        return pn.Row(pn.Column(fields, buttons), pn.Column(self.progress, self._messages, self._loss_plot, log_pane,
+        losses = pn.pane.HoloViews(self.loss_plot(), css_classes=["train-losses"])
+        return pn.Row(pn.Column(fields, buttons), pn.Column(self.progress, self._messages, losses, log_pane,
                                                           sizing_mode="stretch_width"), sizing_mode="stretch_width")

@@ -580,7 +580,8 @@ def empty_spectrum_plot(message: str = "Tap a point on the map to see its spectr
 
 
 def cutout_plot(cutouts, *, size: int = 150):
-    """Image cutouts side by side, centred on the target, north up and east left (as the surveys' TAN images).
+    """Image cutouts one above the other, centred on the target, north up and east left (as the surveys' TAN
+    images).
 
     Parameters
     ----------
@@ -608,7 +609,7 @@ def cutout_plot(cutouts, *, size: int = 150):
                                vdims=[c.band]).opts(
             backend="bokeh", cmap="gray", clim=(float(lo), float(hi) if hi > lo else float(lo) + 1), width=size,
             height=size, title=f"{c.band} ({2 * half_w:.0f}\")", xaxis=None, yaxis=None, toolbar=None))
-    return hv.Layout(panels).cols(2).opts(backend="bokeh", shared_axes=False)
+    return hv.Layout(panels).cols(1).opts(backend="bokeh", shared_axes=False)
 
 
 def loss_curve(losses: pd.DataFrame, *, width: int = 600, height: int = 260):
@@ -619,15 +620,22 @@ def loss_curve(losses: pd.DataFrame, *, width: int = 600, height: int = 260):
     losses : DataFrame
         Column ``epoch`` and one column per Keras log (``loss``, ``val_loss``, ``data_error``...);
         ``loss`` and ``val_loss`` are drawn.  Empty: an empty plot waiting for the first epoch.
+
+    Returns
+    -------
+    holoviews.NdOverlay
+        One curve per drawn log, keyed by ``series`` (so a stream can add ``val_loss`` later).
     """
     hv = _bokeh()
+    names = [c for c in ("loss", "val_loss") if c in losses.columns] if not losses.empty else []
     opts = dict(backend="bokeh", width=width, height=height, logy=True, show_grid=True, xlabel="epoch",
-                ylabel="loss", legend_position="top_right")
-    names = [c for c in ("loss", "val_loss") if c in losses.columns]
-    if losses.empty or not names:
-        return hv.Overlay([hv.Curve([], "epoch", "loss")]).opts(title="loss (waiting for the first epoch)", **opts)
-    curves = [hv.Curve((losses["epoch"].to_numpy(), losses[c].to_numpy()), "epoch", "loss", label=c)
-              .opts(backend="bokeh", line_width=2) for c in names]
+                ylabel="loss", legend_position="top_right", framewise=True)
+    if not names:
+        # one NaN point, no explicit limits: the axes then follow the data of later frames (framewise)
+        empty = {"loss": hv.Curve((np.array([np.nan]), np.array([np.nan])), "epoch", "loss")}
+        return hv.NdOverlay(empty, kdims="series").opts(title="loss (waiting for the first epoch)", **opts)
+    curves = {c: hv.Curve((losses["epoch"].to_numpy(), losses[c].to_numpy()), "epoch", "loss")
+              .opts(backend="bokeh", line_width=2, framewise=True) for c in names}
     last = losses.iloc[-1]
-    opts["logy"] = bool((losses[names].to_numpy() > 0).all())  # a log axis cannot show a loss <= 0
-    return hv.Overlay(curves).opts(title=f"epoch {int(last['epoch'])}: loss {last['loss']:.4g}", **opts)
+    return hv.NdOverlay(curves, kdims="series").opts(title=f"epoch {int(last['epoch'])}: loss {last['loss']:.4g}",
+                                                     **opts)
