@@ -105,9 +105,9 @@ def child_pipeline(args) -> dict:
     sampler = MemorySampler()
     sampler.start()
     t0 = time.perf_counter()
-    train = {"epochs": args.epochs} if args.epochs else None
-    metrics = run_pipeline(args.store, args.out, train=train, train_rows=args.train_rows, workers=args.workers,
-                           baselines=False)
+    settings = json.loads(args.settings)
+    metrics = run_pipeline(args.store, args.out, embed=settings["embed"], train=settings["train"],
+                           train_rows=args.train_rows, workers=args.workers, baselines=False)
     wall = time.perf_counter() - t0
     sampler.stop()
     out, at = {"wall_s": wall, "peak_rss_mb": sampler.peak(), "n_epochs": metrics.get("n_epochs"),
@@ -142,6 +142,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster run")
     parser.add_argument("--train-rows", type=int, default=None, help="spectra trained on (default: the pipeline's)")
     parser.add_argument("--epochs", type=int, default=None, help="maximum training epochs (default: the pipeline's)")
+    parser.add_argument("--settings", default=None, metavar="JSON",
+                        help='{"embed": {...}, "train": {...}} instead of the pipeline\'s defaults')
     parser.add_argument("--work", type=Path, default=None, help="folder for the stores (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the stores and results")
     parser.add_argument("--no-cluster", action="store_true", help="only the single-process runs")
@@ -154,7 +156,7 @@ def main() -> None:
     pipe.add_argument("out", type=Path)
     pipe.add_argument("--child-workers", dest="workers", type=int, default=None)
     pipe.add_argument("--child-train-rows", dest="train_rows", type=int, default=None)
-    pipe.add_argument("--child-epochs", dest="epochs", type=int, default=None)
+    pipe.add_argument("--child-settings", dest="settings", default="{}")
     args = parser.parse_args()
     if args.child:
         result = child_generate(args) if args.child == "generate" else child_pipeline(args)
@@ -167,8 +169,18 @@ def main() -> None:
     train_rows = args.train_rows or TRAIN_ROWS
     work = args.work or Path(tempfile.mkdtemp(prefix="latentsky-bench-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    common = ["--child-train-rows", str(train_rows)] + (["--child-epochs", str(args.epochs)] if args.epochs else [])
-    summary: dict = {"workers": args.workers, "train_rows": train_rows, "cores": os.cpu_count()}
+    from latentsky.pipeline_defaults import EMBED_DEFAULTS, TRAIN_DEFAULTS
+
+    # the pipeline's defaults as they are now (or --settings), handed to every run: both runs of a size use
+    # the same settings even if the defaults are edited meanwhile
+    given = json.loads(args.settings) if args.settings else {}
+    settings = {"embed": given.get("embed", dict(EMBED_DEFAULTS)), "train": given.get("train", dict(TRAIN_DEFAULTS))}
+    if args.epochs:
+        settings["train"]["epochs"] = args.epochs
+    settings["train"]["hidden"] = list(settings["train"]["hidden"])
+    common = ["--child-train-rows", str(train_rows), "--child-settings", json.dumps(settings)]
+    summary: dict = {"workers": args.workers, "train_rows": train_rows, "cores": os.cpu_count(),
+                     "settings": settings}
     print(f"{'N':>9} {'run':>8} {'stage':>8} {'wall s':>9} {'spectra/s':>10} {'peak MB':>9}")
     try:
         for n in sizes:

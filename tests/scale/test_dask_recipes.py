@@ -160,12 +160,8 @@ def local_gateway(tmp_path):
         time.sleep(0.2)
     yield {"gateway.address": f"http://127.0.0.1:{api}", "gateway.proxy-address": f"gateway://127.0.0.1:{proxy}",
            "gateway.public-address": None, "gateway.auth": {"type": "basic", "kwargs": {}}}
-    server.terminate()
-    try:
-        server.wait(5)        # its clusters are already shut down; a graceful stop has little left to do
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+    server.terminate()        # a graceful stop: the server also ends the scheduler processes it started
+    server.wait(60)
     log.close()
 
 
