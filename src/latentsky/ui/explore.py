@@ -390,7 +390,7 @@ class Explore(pn.viewable.Viewer):
                 self.status = str(err)
                 return io.BytesIO(b"")
         return pn.widgets.FileDownload(callback=callback, filename=f"selection{EXPORT_FORMATS[fmt]}", label=label,
-                                       button_type="primary", css_classes=[f"export-{fmt}"], embed=False, width=150)
+                                       color="primary", css_classes=[f"export-{fmt}"], embed=False, width=150)
 
     def sync_url(self) -> None:
         """Keep the colour, the view and the tapped spectrum in the page URL (call inside a served page)."""

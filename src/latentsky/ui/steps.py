@@ -250,7 +250,7 @@ class Query(_Step):
         table = pn.widgets.Tabulator(pd.DataFrame(), pagination="remote", page_size=15, disabled=True,
                                      sizing_mode="stretch_width", header_filters=False)
         self.param.watch(lambda e: setattr(table, "value", self.results), "products")
-        button = pn.widgets.Button(label="Query", button_type="primary", css_classes=["query-run"])
+        button = pn.widgets.Button(label="Query", color="primary", css_classes=["query-run"])
         button.on_click(lambda e: self.in_background(self.run))
         fields = form(self, ["archive", "target", "coordinates", "radius", "collection", "instrument", "start",
                              "end"], "query")
@@ -390,12 +390,12 @@ class Download(_Step):
         table = pn.widgets.Tabulator(self.param.states, pagination="remote", page_size=15, disabled=True,
                                      sizing_mode="stretch_width")
         buttons = pn.Row(
-            pn.widgets.Button(label="Start", button_type="primary", css_classes=["download-start"],
+            pn.widgets.Button(label="Start", color="primary", css_classes=["download-start"],
                               on_click=lambda e: self.in_background(self.start)),
             pn.widgets.Button(label="Pause", css_classes=["download-pause"], on_click=lambda e: self.pause()),
             pn.widgets.Button(label="Resume", css_classes=["download-resume"],
                               on_click=lambda e: self.in_background(self.resume)),
-            pn.widgets.Button(label="Retry failed", button_type="warning",
+            pn.widgets.Button(label="Retry failed", color="warning",
                               on_click=lambda e: self.in_background(self.retry_failed)),
             pn.widgets.Button(label="Refresh", on_click=lambda e: self.refresh()),
         )
@@ -442,7 +442,7 @@ class Embed(_Step):
     def __panel__(self):
         fields = form(self, ["source", "out", "n_units", "cycle_weight", "leak_rate", "input_scaling", "ridge"],
                       "embed")
-        buttons = pn.Row(pn.widgets.Button(label="Ingest + embed", button_type="primary", css_classes=["embed-run"],
+        buttons = pn.Row(pn.widgets.Button(label="Ingest + embed", color="primary", css_classes=["embed-run"],
                                            on_click=lambda e: self.in_background(self.run)),
                          pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()))
         return pn.Row(pn.Column(fields, buttons), pn.Column(self.progress, self._messages,
@@ -583,7 +583,7 @@ class Train(_Step):
     def __panel__(self):
         fields = form(self, ["store", "out", "method", "epochs", "learning_rate", "hidden", "loss", "patience",
                              "batch_size"], "train")
-        buttons = pn.Row(pn.widgets.Button(label="Train", button_type="primary", css_classes=["train-run"],
+        buttons = pn.Row(pn.widgets.Button(label="Train", color="primary", css_classes=["train-run"],
                                            on_click=lambda e: self.in_background(self.run)),
                          pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()))
         log_pane = pn.pane.Str(param.bind(lambda lines: "\n".join(lines[-12:]), self.param.log_lines))
