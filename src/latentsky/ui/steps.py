@@ -522,6 +522,7 @@ class Train(_Step):
 
     def _run_pipeline(self, out: Path) -> None:
         import json
+        import os
         import subprocess
         import sys
 
@@ -529,7 +530,8 @@ class Train(_Step):
 
         params = {"train": self.train_params(), "embed": dict(self.embed) or None}
         cmd = [sys.executable, "-m", "latentsky.ui.train_worker", str(self.store), str(out), json.dumps(params)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}  # no TF banner
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
         self._proc = proc
         lines = []
         try:
