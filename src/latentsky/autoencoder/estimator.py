@@ -2,7 +2,7 @@
 
 ``LatentAutoencoder().fit(EMBEDDINGS)`` trains on a stage-1 embeddings
 directory (:mod:`latentsky.embed.runner`), streaming it chunk by chunk through
-``tf.data`` so that the statistics (about 20 kB per spectrum for N = 100) need
+``tf.data`` so that the statistics (about 40 kB per spectrum for N = 100) need
 not fit in memory; ``fit(readouts, stats=...)`` trains on arrays already in
 memory.  ``transform`` gives latent coordinates, ``inverse_transform``
 readouts; ``save``/``load`` use the native ``.keras`` format.
@@ -362,10 +362,11 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         keeps them in memory when they take at most ``memory_limit_mb``.
     memory_limit_mb : float
         The limit of ``in_memory="auto"`` (the coupled inputs take about
-        ``2 (N+1)(N+2)`` bytes per spectrum: 21 kB for N = 100).
+        26 kB per spectrum for N = 100: the Gram blocks and three short rows;
+        the default keeps the pipeline's training sample of 10,000 in memory).
     cache_dir : path-like, optional
         When streaming from an EMBEDDINGS directory, first write the prepared
-        float32 inputs here (one pass, about 21 kB per spectrum for N = 100;
+        float32 inputs here (one pass, about 26 kB per spectrum for N = 100;
         reused while the embeddings and ``normalise`` are unchanged) and
         stream those: no decompression or conversion in later epochs.
     read_threads : int
@@ -397,7 +398,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
                  whiten="auto", euclidean_weight=0.0, neighbour_weight=0.0, n_neighbors=15, min_dist=0.1,
                  edges_per_spectrum=4.0, decoder_epochs=None, layout_loss=None, weight_decay=1e-4, learning_rate=3e-3, epochs=300, batch_size=32, validation_fraction=0.15,
                  patience=30, lr_patience=10, checkpoint_dir=None, chunk_rows=None, in_memory="auto",
-                 memory_limit_mb=256, cache_dir=None, read_threads=2, jit_compile=True, deterministic=True, random_state=0, progress=None):
+                 memory_limit_mb=320, cache_dir=None, read_threads=2, jit_compile=True, deterministic=True, random_state=0, progress=None):
         self.n_latent = n_latent
         self.hidden = hidden
         self.activation = activation
@@ -771,7 +772,10 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         """Whether to prepare all rows in memory (the ``in_memory`` parameter; "auto": when they fit the limit)."""
         if self.in_memory != "auto":
             return bool(self.in_memory)
-        per_row = 4 * (2 * source.m + 1 + (source.m * (source.m + 1) // 2 if source.has_statistics else 0))
+        from latentsky.autoencoder.model import gram_block_index
+
+        gram = sum(len(ix) for ix in gram_block_index(source.m)) if source.has_statistics else 0
+        per_row = 4 * (2 * source.m + 1 + gram)
         return source.n * per_row <= self.memory_limit_mb * 2 ** 20
 
     def _mean_metric(self, source: _Source, rows: np.ndarray) -> np.ndarray:
