@@ -225,6 +225,21 @@ def test_app_command_refuses_a_missing_path(tmp_path):
     assert main(["app", str(tmp_path / "nope")]) == 2
 
 
+def test_app_command_serves_a_dask_table_with_dask(synth_dir, monkeypatch):
+    """``latentsky app DIR --dask``: the page the server would build holds a Dask table."""
+    import panel as pn
+
+    from latentsky.cli import main
+    from latentsky.viz.latent import is_dask
+
+    served = {}
+    monkeypatch.setattr(pn, "serve", lambda pages, **kw: served.update(app=pages["app"](), **kw))
+    assert main(["app", str(synth_dir), "--dask", "--port", "0"]) == 0
+    assert is_dask(served["app"].data.table) and len(served["app"].data) == 20_000
+    assert main(["app", str(synth_dir), "--port", "0"]) == 0
+    assert not is_dask(served["app"].data.table)
+
+
 def test_app_page_wires_the_steps(sample_data, tmp_path):
     from latentsky.ui.app import App
 

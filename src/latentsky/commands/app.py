@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 picks a free one)")
     p.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--show", action="store_true", help="open a browser tab")
+    p.add_argument("--dask", action="store_true",
+                   help="keep the latent table as a Dask DataFrame (10^7-10^8 rows aggregated in parallel)")
     p.set_defaults(func=run)
 
 
@@ -36,7 +38,7 @@ def run(args) -> int:
         raise LatentskyError(f"path: {args.path} does not exist")
     pn.extension("tabulator", notifications=True)
     log.info("warming up Datashader (%.2f s)", warm_up())
-    data = load_data(args.path)
+    data = load_data(args.path, dask=args.dask or None)
 
     def page():
         app = App(data)
