@@ -158,13 +158,18 @@ def main(argv=None) -> int:
         items = [DownloadItem(n[:-5], u, dest / n, kind="fits") for n, u in zip(names, urls)]
         manager = DownloadManager(dest, max_connections=args.connections, max_connections_per_host=args.connections,
                                   max_retries=10, timeout=10, backoff=0.1, max_backoff=2.0, seed=args.seed)
+        load_before = os.getloadavg()[0]
         results = manager.run(items)
         ours_s = results.elapsed
+        load_after = os.getloadavg()[0]
         lost, corrupt = check(names, dest, digests)
         rate = args.files / ours_s
         bound = args.connections / latency
         print(f"ours:       {rate:8.1f} files/s  ({ours_s:.1f} s, {results.requests} requests, "
               f"{results.retries} retries, {len(results.errors)} failed, lost {lost}, corrupt {corrupt})")
+        # client and server share this machine's CPUs with whatever else runs: say how busy it was
+        print(f"            (load average {load_before:.1f} before, {load_after:.1f} after, "
+              f"on {os.cpu_count()} CPUs)")
 
         seq_n = min(args.seq_files, args.files)
         # distinct files (not the ones above) so the server's per-path fault draws are fresh
@@ -197,6 +202,7 @@ def main(argv=None) -> int:
             "requests": results.requests, "retries": results.retries,
             "sequential_lost": seq_lost, "sequential_corrupt": seq_corrupt,
             "sequential_fraction_of_bound": round(seq_rate / seq_bound, 3),
+            "loadavg_1min": [round(load_before, 2), round(load_after, 2)], "cpus": os.cpu_count(),
         }))
         return 0 if lost == corrupt == 0 else 1
     finally:

@@ -7,13 +7,9 @@ sample and the real images in ``tests/archives/data``.
 
 from __future__ import annotations
 
-import gzip
-from pathlib import Path
-
 import pytest
 
-
-DATA = Path(__file__).parent / "data"
+from _support.archives import DATA, settled_log
 
 
 @pytest.fixture
@@ -45,29 +41,3 @@ def images(image_archive):
     yield image_archive
     image_archive.server.clear()
     image_archive.restore()
-
-
-def source_bytes(path: Path) -> bytes:
-    """The bytes an archive serves for a source file (gzipped sample files are served plain)."""
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "rb") as fh:
-            return fh.read()
-    return path.read_bytes()
-
-
-def settled_log(server, quiet: float = 0.1, limit: float = 5.0) -> list:
-    """The server's request log once no record arrived for ``quiet`` seconds.
-
-    The server records a request just after sending its answer, so a client
-    can see the answer a moment before the record exists.
-    """
-    import time
-
-    deadline = time.monotonic() + limit
-    n = -1
-    while time.monotonic() < deadline:
-        if len(server.log) == n:
-            break
-        n = len(server.log)
-        time.sleep(quiet)
-    return list(server.log)

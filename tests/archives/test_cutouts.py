@@ -13,7 +13,7 @@ from astropy.nddata import Cutout2D
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from conftest import DATA, settled_log
+from _support.archives import DATA, settled_log
 from latentsky.archives.cutouts import fetch_cutouts, hips2fits_params, open_cutouts
 from latentsky.exceptions import LatentskyError
 

@@ -9,7 +9,7 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
 
-from conftest import DATA, settled_log, source_bytes
+from _support.archives import DATA, settled_log, source_bytes
 from latentsky.archives.eso import eso
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError, QueryTruncatedError

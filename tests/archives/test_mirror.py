@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from conftest import source_bytes
+from _support.archives import source_bytes
 from latentsky.archives.local.mirror import mirror_local
 from latentsky.ingest import find_fits
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from conftest import DATA, settled_log, source_bytes
+from _support.archives import DATA, settled_log, source_bytes
 from latentsky.archives.local.server import Response
 from latentsky.archives.sdss import parse_skyserver_csv, sdss
 from latentsky.config import conf

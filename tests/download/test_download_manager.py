@@ -100,6 +100,24 @@ def test_concurrency_limits(fits_dir, tmp_path, plan):
         assert results.ok and _max_concurrency(server, 0.3) == 3
 
 
+def test_connections_are_kept_alive_and_shared(fits_dir, tmp_path):
+    from latentsky.archives.local.server import LocalServer
+    from latentsky.download import DownloadItem
+
+    with LocalServer(fits_dir, latency=0.02) as server:
+        files = server.files()
+        # 36 items over the 6 files; the first answer of each path is an error page
+        items = [DownloadItem(f"k{i}", files[i % len(files)][0], tmp_path / "dest" / f"{i}.fits", kind="fits")
+                 for i in range(36)]
+        server.fail_first("/files/*", 1, "500")
+        results = _manager(tmp_path, max_connections=3, max_connections_per_host=3).run(items)
+        assert results.ok and results.retries == len(files)
+        # more workers than connections, but no more connections than transfers at once, and
+        # none opened again after an error page (its body is read, the connection reused)
+        assert server.connections <= 3, server.connections
+        assert _max_concurrency(server, 0.02) <= 3
+
+
 def test_errors_can_be_retried_alone(archive, fits_dir, tmp_path, plan, assert_identical, caplog):
     items = plan(archive, tmp_path / "dest")
     broken = items[0]

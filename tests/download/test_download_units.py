@@ -196,9 +196,9 @@ def test_parse_retry_after():
 
 def test_fits_extent_reads_the_layout_of_real_files(fits_dir, fits_files, tmp_path):
     for path in sorted(fits_dir.iterdir()):
-        assert fits_extent(path) == path.stat().st_size, path.name
+        assert fits_extent(path) == fits_extent(path.read_bytes()) == path.stat().st_size, path.name
         item = DownloadItem("k", "http://h/k", path, kind="fits")
-        assert verify(item, path) == verify(item, path, deep=True)
+        assert verify(item, path) == verify(item, path, deep=True) == verify(item, path, data=path.read_bytes())
     # a whole HDU missing at the end is invisible to the layout (only size or checksum catch it),
     # but padding after the last HDU is tolerated and a header cut before END is not
     data = fits_files["spectrum"].read_bytes()
@@ -211,3 +211,7 @@ def test_fits_extent_reads_the_layout_of_real_files(fits_dir, fits_files, tmp_pa
         fits_extent(cut)
     with pytest.raises(DownloadError, match="not a complete FITS file"):
         verify(DownloadItem("c", "http://h/c", cut, kind="fits"), cut)
+    with pytest.raises(DownloadError, match="not a complete FITS file"):  # the same from memory
+        verify(DownloadItem("c", "http://h/c", cut, kind="fits"), cut, data=data[:2880])
+    with pytest.raises(DownloadError, match="were written"):  # bytes in memory and on disk differ
+        verify(DownloadItem("c", "http://h/c", cut, kind="fits"), cut, data=data)

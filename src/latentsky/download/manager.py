@@ -45,13 +45,16 @@ from latentsky.config import conf
 from latentsky.download import credentials
 from latentsky.download.items import DownloadItem
 from latentsky.download.manifest import Manifest
-from latentsky.download.transfer import fetch, verify
+from latentsky.download.transfer import fetch, fsync_folder, verify
 from latentsky.exceptions import CredentialError, DownloadError, LatentskyError
 from latentsky.progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "latentsky-download/0.1 (+https://github.com/latentsky)"
+
+VERIFYING_THREADS = 2
+"""Files verified at once by one manager (the other workers wait for a turn)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,10 +135,12 @@ class Results:
 
 
 class _Job:
-    __slots__ = ("item", "attempts", "unrecorded", "etag", "last_error")
+    __slots__ = ("item", "attempts", "unrecorded", "etag", "last_error", "no_part")
 
-    def __init__(self, item: DownloadItem, etag: str | None):
+    def __init__(self, item: DownloadItem, etag: str | None, no_part: bool = False):
         self.item, self.attempts, self.etag, self.last_error = item, 0, etag, ""
+        # known to have no .part file (seen at triage; no attempt since): no need to look
+        self.no_part = no_part
         # attempts not yet written to the manifest: they ride along with the next write,
         # which saves one SQLite write per request while a connection slot is held
         self.unrecorded = 0
@@ -179,34 +184,54 @@ class _Scheduler:
                     # retries first: left at the back, they would all meet their next fault
                     # (and its Retry-After wait) at the very end of the run, with the slots idle
                     self.ready[job.item.host].appendleft(job)
-                hosts = [h for h, q in self.ready.items() if q and self.active[h] < self.per_host]
-                if hosts and self.active_total < self.total:
-                    # round robin over hosts, so one big archive cannot starve the others
-                    host = hosts[self._rr % len(hosts)]
-                    self._rr += 1
-                    self.active[host] += 1
-                    self.active_total += 1
-                    return self.ready[host].popleft()
+                job = self._take()
+                if job is not None:
+                    if self._startable():
+                        self.cond.notify()  # more can start (several retries came due at once)
+                    return job
                 wait = self.delayed[0][0] - now if self.delayed else None
                 self.cond.wait(timeout=wait)
+
+    def _startable(self) -> bool:
+        if self.active_total >= self.total:
+            return False
+        return any(q and self.active[h] < self.per_host for h, q in self.ready.items())
+
+    def _take(self) -> _Job | None:
+        if self.active_total >= self.total:
+            return None
+        hosts = [h for h, q in self.ready.items() if q and self.active[h] < self.per_host]
+        if not hosts:
+            return None
+        # round robin over hosts, so one big archive cannot starve the others
+        host = hosts[self._rr % len(hosts)]
+        self._rr += 1
+        self.active[host] += 1
+        self.active_total += 1
+        return self.ready[host].popleft()
 
     def release_slot(self, host: str) -> None:
         """Give back the connection slot taken by :meth:`get`."""
         with self.cond:
             self.active[host] -= 1
             self.active_total -= 1
-            self.cond.notify_all()
+            # one waiting worker is enough for one slot (waking them all costs CPU that the
+            # transfers in flight are waiting for); it wakes the next if more can start
+            self.cond.notify()
 
     def done(self, job: _Job, *, finished: bool, delay: float = 0.0) -> None:
         """Finished with ``job``, or retry it after ``delay`` s."""
         with self.cond:
             if finished:
                 self.outstanding -= 1
+                if self.outstanding == 0:
+                    self.cond.notify_all()  # the end: every worker leaves
             elif delay > 0:
                 heapq.heappush(self.delayed, (time.monotonic() + delay, next(self._seq), job))
+                self.cond.notify()  # a waiter sets its timer by the earliest due retry
             else:
                 self.ready[job.item.host].appendleft(job)
-            self.cond.notify_all()
+                self.cond.notify()
 
     def stop(self) -> None:
         with self.cond:
@@ -242,7 +267,8 @@ class DownloadManager:
         ``"download"``, unit ``"files"`` (e.g. a
         :class:`~latentsky.progress.TqdmProgress` or the app's widget).
     fsync : bool
-        Flush each file to disk before renaming it into place.
+        Flush each file to disk before renaming it into place, and each
+        destination folder once the run is over.
     seed : int, optional
         Seed of the backoff jitter (tests).
     """
@@ -268,6 +294,11 @@ class DownloadManager:
         self._local = threading.local()
         self._proxy_cache: dict = {}
         self._sched: _Scheduler | None = None
+        self._adapter: requests.adapters.HTTPAdapter | None = None
+        # Verifying (astropy parsing headers) is CPU work under the interpreter lock: two
+        # threads at a time keep up with the network, and leave the lock free more often for
+        # the threads whose answers are arriving (each waits for it before reading on).
+        self._verify_gate = threading.BoundedSemaphore(VERIFYING_THREADS)
         self._stop = threading.Event()
 
     def __repr__(self) -> str:
@@ -348,10 +379,12 @@ class DownloadManager:
     def _triage(self, todo: list[DownloadItem], results: Results, verify_existing: bool) -> list[_Job]:
         """Skip what is already in place; jobs for the rest."""
         rows = {r["key"]: r for r in self.manifest.rows()}
+        is_file = _file_test([item.dest for item in todo])  # also answers for the .part files beside them
         jobs, lost = [], []
         for item in todo:
             row = rows.get(item.key, {})
-            if row.get("state") == "done" and item.dest.is_file():
+            in_place = is_file(item.dest)
+            if row.get("state") == "done" and in_place:
                 if not verify_existing and item.dest.stat().st_size == row.get("bytes"):
                     results.skipped.append(item.dest)
                     continue
@@ -362,7 +395,7 @@ class DownloadManager:
                 except DownloadError as err:
                     log.warning("%s: file in place no longer verifies (%s); fetching it again", item.key,
                                 err.problem)
-            elif item.dest.is_file():
+            elif in_place:
                 # in place but not recorded: a run killed between rename and manifest update
                 try:
                     digest = verify(item, item.dest)
@@ -374,7 +407,7 @@ class DownloadManager:
                     continue
             if row.get("state") == "done":
                 lost.append(item.key)
-            jobs.append(_Job(item, row.get("etag")))
+            jobs.append(_Job(item, row.get("etag"), no_part=not is_file(item.part)))
         if lost:
             self.manifest.mark_pending(lost)
         return jobs
@@ -383,8 +416,12 @@ class DownloadManager:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            # retries are ours (with the manifest and backoff); urllib3 must not add its own
-            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4, max_retries=0)
+            # One adapter (urllib3's thread-safe pool manager) for every worker: a connection
+            # kept alive by one worker serves the next file of any other, and no more
+            # connections per host are opened than transfers may run at once.
+            adapter = self._adapter
+            if adapter is None:
+                raise RuntimeError("DownloadManager._session outside a run")
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers["User-Agent"] = USER_AGENT
@@ -410,8 +447,11 @@ class DownloadManager:
         if self._stop.is_set():  # stop() came before the scheduler existed
             sched.stop()
         lock = threading.Lock()
-        # more workers than connections: some verify files while the others download
-        n_workers = min(2 * self.max_connections, len(jobs))
+        n_workers = min(_workers(self.max_connections), len(jobs))
+        # retries are ours (with the manifest and backoff); urllib3 must not add its own
+        self._adapter = requests.adapters.HTTPAdapter(
+            pool_connections=max(10, len({job.item.host for job in jobs})),
+            pool_maxsize=min(self.max_connections, self.max_connections_per_host), max_retries=0)
         errors: list[BaseException] = []
 
         def worker():
@@ -436,10 +476,8 @@ class DownloadManager:
                 errors.append(err)
                 sched.stop()
             finally:
-                session = getattr(self._local, "session", None)
-                if session is not None:
-                    session.close()
-                    self._local.session = None
+                # the adapter is shared: closed once, after the last worker
+                self._local.session = None
 
         threads = [threading.Thread(target=worker, name=f"latentsky-download-{i}", daemon=True)
                    for i in range(n_workers)]
@@ -456,6 +494,11 @@ class DownloadManager:
             raise
         finally:
             self._sched = None
+            adapter, self._adapter = self._adapter, None
+            adapter.close()
+            if self.fsync:  # the renames of this run, made durable
+                for folder in {path.parent for path in results.done}:
+                    fsync_folder(folder)
         results.stopped = self._stop.is_set()
         if errors:
             raise errors[0]
@@ -466,20 +509,34 @@ class DownloadManager:
         item = job.item
         job.attempts += 1
         job.unrecorded += 1
-        with lock:
-            results.requests += 1
-            if job.attempts > 1:
-                results.retries += 1
+        # counted after the transfer, not before it: the connection slot is held until then
+        try:
+            return self._transfer(job, results, lock, release)
+        finally:
+            with lock:
+                results.requests += 1
+                if job.attempts > 1:
+                    results.retries += 1
+
+    def _transfer(self, job: _Job, results: Results, lock: threading.Lock,
+                  release: Callable[[], None]) -> tuple[bool, float]:
+        item = job.item
+        part_size = 0 if job.no_part else None
+        job.no_part = False  # this attempt may leave one
         try:
             # looked up at every attempt: a token renewed during a long run is used at once
             headers = credentials.auth_headers(item.auth, item.url)
             res = fetch(item, self._session(), timeout=self.timeout, headers=headers, etag=job.etag,
+                        part_size=part_size,
                         proxies=self._proxies(item),
                         on_etag=lambda etag: self._remember_etag(job, etag), on_received=release,
-                        fsync=self.fsync)
+                        fsync=self.fsync, sync_folder=False,  # folders: flushed once, after the run
+                        verify_gate=self._verify_gate)
         except CredentialError as err:
+            release()
             return self._give_up(job, results, lock, str(err))
         except DownloadError as err:
+            release()  # the answer is in: another file may use the connection while this one waits
             message = credentials.redact(str(err), _auth_names(item))
             job.last_error = message
             if not err.retryable or job.attempts >= self.max_retries:
@@ -493,6 +550,7 @@ class DownloadManager:
             log.debug("%s: attempt %d failed (%s); retrying in %.2f s", item.key, job.attempts, message, delay)
             return False, delay
         except LatentskyError as err:
+            release()
             return self._give_up(job, results, lock, credentials.redact(str(err), _auth_names(item)))
         self.manifest.mark_done(item.key, res.sha256, res.nbytes, attempts=job.take_unrecorded())
         with lock:
@@ -516,8 +574,40 @@ class DownloadManager:
         return True, 0.0
 
 
+def _workers(connections: int) -> int:
+    """Worker threads for ``connections`` transfers at once: more, so some write and verify
+    files while the others download."""
+    return 3 * connections
+
+
+def _file_test(paths: list[Path]) -> Callable[[Path], bool]:
+    """``is_file(path)`` for many paths in few folders: one listing per folder, not one stat per file."""
+    folders = {path.parent for path in paths}
+    if len(folders) > max(8, len(paths) // 16):
+        return Path.is_file
+    names: dict[Path, set[str]] = {}
+    for folder in folders:
+        try:
+            with os.scandir(folder) as entries:
+                names[folder] = {e.name for e in entries if e.is_file()}
+        except (FileNotFoundError, NotADirectoryError):
+            names[folder] = set()
+        except OSError:
+            return Path.is_file  # unreadable folder: ask file by file
+    return lambda path: path.name in names[path.parent]
+
+
 def _auth_names(item: DownloadItem) -> tuple[str, ...]:
-    return tuple({"eso", *([item.auth] if item.auth else [])})
+    """Credentials whose values must not appear in ``item``'s error messages.
+
+    The one the item sends (an echo of its header), and the ESO token when it is
+    in the environment; the keyring is not asked for items sending no credential
+    (a look-up costs milliseconds and a token never sent cannot be echoed).
+    """
+    names = [item.auth] if item.auth else []
+    if "eso" not in names and os.environ.get(credentials.env_var("eso")):
+        names.append("eso")
+    return tuple(names)
 
 
 def _check_unique(items: list[DownloadItem]) -> None:

@@ -7,7 +7,10 @@
    ``Range: bytes=<n>-`` (plus ``If-Range`` with the ETag the partial bytes came
    from, so a changed file restarts instead of being spliced);
 2. a ``206`` answer is appended, a ``200`` answer (the server ignores Range,
-   as ESO sometimes does) restarts the file from byte 0;
+   as ESO sometimes does) restarts the file from byte 0; a body of at most
+   one chunk (:data:`MEMORY_BODY`) is read whole first, so the connection is
+   handed on (``on_received``) before the disk is touched, a longer one
+   streams into the file chunk by chunk;
 3. the result is verified: expected size, expected SHA-256, and for
    ``kind="fits"`` no HTML page and a successful open with astropy;
 4. only then is it renamed to its final name (``os.replace``, atomic).
@@ -19,9 +22,11 @@ asked for.  Nothing but the ``.part`` file is ever incomplete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import email.utils
 import hashlib
+import io
 import logging
 import os
 import time
@@ -38,6 +43,12 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 """Bytes read from the network per write, in bytes."""
+
+MEMORY_BODY = CHUNK
+"""Bodies announced at most this long (bytes) are read whole, in one chunk, before anything
+is written: the connection is handed on before the disk and the manifest are touched.  (A
+body of one chunk never had bytes on disk before it had all arrived, so a crash loses no
+more than it did.)  Longer bodies stream into the ``.part`` file chunk by chunk."""
 
 FITS_BLOCK = 2880
 """FITS files are whole numbers of 2880-byte blocks (FITS standard, section 3.1)."""
@@ -105,7 +116,8 @@ def _looks_like_html(head: bytes) -> bool:
     return start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
 
 
-def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, deep: bool = False) -> str:
+def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, deep: bool = False,
+           data: bytes | None = None) -> str:
     """Check a complete file against ``item``; returns its SHA-256.
 
     Parameters
@@ -119,6 +131,10 @@ def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, d
     deep : bool
         For FITS: have astropy parse every HDU (tables included), not only the
         primary one.  The layout of every HDU is checked either way.
+    data : bytes, optional
+        The file's bytes, when they are still in memory (a small download just
+        written): the checks read them instead of the file.  The file's size
+        must match.
 
     Raises
     ------
@@ -137,17 +153,23 @@ def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, d
     """
     path = Path(path)
     size = path.stat().st_size
+    if data is not None and len(data) != size:
+        raise DownloadError(item.key, item.url, f"{path} holds {size} bytes, {len(data)} were written")
     if item.size is not None and size != item.size:
         raise DownloadError(item.key, item.url, f"size {size} bytes, expected {item.size}")
-    digest = sha256 or file_sha256(path)
+    digest = sha256 or (hashlib.sha256(data).hexdigest() if data is not None else file_sha256(path))
     if item.sha256 is not None and digest != item.sha256:
         raise DownloadError(item.key, item.url, f"SHA-256 {digest} does not match the expected {item.sha256}")
     if item.kind == "fits":
-        _verify_fits(item, path, size, deep)
+        _verify_fits(item, path, size, deep, data)
     return digest
 
 
-def fits_extent(path: str | Path) -> int:
+_SIZE_KEYS = frozenset((b"BITPIX", b"NAXIS", b"PCOUNT", b"GCOUNT", b"GROUPS"))
+_SIZE_KEY_INITIALS = frozenset(b"BNPGE")  # first letters of the keys above and of END
+
+
+def fits_extent(source: str | Path | bytes) -> int:
     """Bytes spanned by the HDUs of an uncompressed FITS file, from its headers alone.
 
     Reads each header up to its ``END`` card and skips the data unit, whose
@@ -155,61 +177,80 @@ def fits_extent(path: str | Path) -> int:
     standard 4.0, section 4.4.1).  Stops at the end of the file or at blocks
     that do not start an extension (padding some writers append).
 
+    Parameters
+    ----------
+    source : path-like or bytes
+        The file, or its bytes.
+
     Raises
     ------
     ValueError
         A header without ``END`` or with unreadable sizes.
     """
-    size = os.path.getsize(path)
-    pos, first = 0, True
-    with open(path, "rb") as fh:
-        while pos < size:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        view = memoryview(source)
+        return _fits_extent(len(view), lambda pos: bytes(view[pos:pos + FITS_BLOCK]))
+    with open(source, "rb") as fh:
+        def read(pos: int) -> bytes:
             fh.seek(pos)
-            block = fh.read(FITS_BLOCK)
-            if not first and not block.startswith(b"XTENSION="):
-                break  # trailing padding, not an HDU
-            cards: dict[bytes, bytes] = {}
-            header_len = 0
-            while True:
-                if len(block) < FITS_BLOCK:
-                    raise ValueError(f"header at byte {pos} has no END card before the end of the file")
-                header_len += FITS_BLOCK
-                ended = False
-                for i in range(0, FITS_BLOCK, 80):
-                    card = block[i:i + 80]
-                    key = card[:8].rstrip()
-                    if key == b"END":
-                        ended = True
-                        break
-                    if card[8:10] == b"= " and key not in cards:
-                        cards[key] = card[10:].split(b"/", 1)[0].strip()
-                if ended:
+            return fh.read(FITS_BLOCK)
+
+        return _fits_extent(os.fstat(fh.fileno()).st_size, read)
+
+
+def _fits_extent(size: int, read: Callable[[int], bytes]) -> int:
+    pos, first = 0, True
+    while pos < size:
+        block = read(pos)
+        if not first and not block.startswith(b"XTENSION="):
+            break  # trailing padding, not an HDU
+        cards: dict[bytes, bytes] = {}
+        header_len = 0
+        while True:
+            if len(block) < FITS_BLOCK:
+                raise ValueError(f"header at byte {pos} has no END card before the end of the file")
+            header_len += FITS_BLOCK
+            ended = False
+            for i in range(0, FITS_BLOCK, 80):
+                if block[i] not in _SIZE_KEY_INITIALS:
+                    continue  # not a card this scan needs (most of them): skipped cheaply
+                key = block[i:i + 8].rstrip()
+                if key == b"END":
+                    ended = True
                     break
-                block = fh.read(FITS_BLOCK)
-            try:
-                bitpix = abs(int(cards[b"BITPIX"]))
-                naxis = int(cards[b"NAXIS"])
-                dims = [int(cards[b"NAXIS%d" % n]) for n in range(1, naxis + 1)]
-                pcount = int(cards.get(b"PCOUNT", b"0"))
-                gcount = int(cards.get(b"GCOUNT", b"1"))
-            except (KeyError, ValueError) as err:
-                raise ValueError(f"header at byte {pos}: unreadable data size ({err})") from None
-            if first and dims and dims[0] == 0 and cards.get(b"GROUPS") == b"T":
-                dims = dims[1:]  # random groups: NAXIS1 = 0 is not a dimension
-            n = 0
-            if dims:
-                n = 1
-                for d in dims:
-                    n *= d
-            data = bitpix // 8 * gcount * (pcount + n)
-            pos += header_len + -(-data // FITS_BLOCK) * FITS_BLOCK
-            first = False
+                if block[i + 8:i + 10] == b"= " and key not in cards and (
+                        key in _SIZE_KEYS or key.startswith(b"NAXIS")):
+                    cards[key] = block[i + 10:i + 80].split(b"/", 1)[0].strip()
+            if ended:
+                break
+            block = read(pos + header_len)
+        try:
+            bitpix = abs(int(cards[b"BITPIX"]))
+            naxis = int(cards[b"NAXIS"])
+            dims = [int(cards[b"NAXIS%d" % n]) for n in range(1, naxis + 1)]
+            pcount = int(cards.get(b"PCOUNT", b"0"))
+            gcount = int(cards.get(b"GCOUNT", b"1"))
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"header at byte {pos}: unreadable data size ({err})") from None
+        if first and dims and dims[0] == 0 and cards.get(b"GROUPS") == b"T":
+            dims = dims[1:]  # random groups: NAXIS1 = 0 is not a dimension
+        n = 0
+        if dims:
+            n = 1
+            for d in dims:
+                n *= d
+        data = bitpix // 8 * gcount * (pcount + n)
+        pos += header_len + -(-data // FITS_BLOCK) * FITS_BLOCK
+        first = False
     return pos
 
 
-def _verify_fits(item: DownloadItem, path: Path, size: int, deep: bool = False) -> None:
-    with open(path, "rb") as fh:
-        head = fh.read(80)
+def _verify_fits(item: DownloadItem, path: Path, size: int, deep: bool = False, data: bytes | None = None) -> None:
+    if data is not None:
+        head = data[:80]
+    else:
+        with open(path, "rb") as fh:
+            head = fh.read(80)
     if _looks_like_html(head):
         raise DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
                                                 "(expired login or archive error page?)")
@@ -219,7 +260,7 @@ def _verify_fits(item: DownloadItem, path: Path, size: int, deep: bool = False) 
             raise DownloadError(item.key, item.url, f"{size} bytes is not a whole number of {FITS_BLOCK}-byte "
                                                     "FITS blocks (truncated?)")
         try:
-            extent = fits_extent(path)
+            extent = fits_extent(path if data is None else data)
         except ValueError as err:
             raise DownloadError(item.key, item.url, f"not a complete FITS file ({err})") from None
         if extent > size:
@@ -229,8 +270,10 @@ def _verify_fits(item: DownloadItem, path: Path, size: int, deep: bool = False) 
 
     # No warnings.catch_warnings() here: it swaps process-wide state, and this runs in many
     # threads at once.  Truncation was checked above (astropy only warns about it).
+    # The bytes just written, when at hand, spare reopening the file (compressed files: the file).
+    source = io.BytesIO(data) if data is not None and plain else path
     try:
-        with fits.open(path, memmap=False, lazy_load_hdus=not deep or not plain) as hdul:
+        with fits.open(source, memmap=False, lazy_load_hdus=not deep or not plain) as hdul:
             _ = hdul[0].header
             if deep or not plain:
                 # compressed: decompressing all data is the only check
@@ -244,8 +287,14 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
           headers: dict | None = None, etag: str | None = None,
           on_etag: Callable[[str | None], None] | None = None,
           on_bytes: Callable[[int], None] | None = None, on_received: Callable[[], None] | None = None,
-          fsync: bool = True, proxies: dict | None = None) -> TransferResult:
+          fsync: bool = True, sync_folder: bool = True, proxies: dict | None = None,
+          part_size: int | None = None, verify_gate=None) -> TransferResult:
     """Download ``item`` into place, resuming a partial ``.part`` file.
+
+    The same as ``start_fetch(...)``, then :meth:`Transfer.receive` and
+    :meth:`Transfer.finish`; a manager calls the three itself, so that the
+    thread that talked to the server moves on to the next file while another
+    writes and verifies this one.
 
     Parameters
     ----------
@@ -266,13 +315,25 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
         Called with the number of bytes of each chunk written (progress).
     on_received : callable, optional
         Called once the connection is no longer needed (the body has arrived,
-        before verification), so a manager can give the connection slot to
-        another file while this one is checked.
+        before it is written and verified), so a manager can give the
+        connection slot to another file while this one is checked.
     fsync : bool
         Flush the file to disk before renaming it, so a power cut cannot leave
         a truncated file under the final name.
+    sync_folder : bool
+        With ``fsync``, also flush the folder after the rename, so the new name
+        itself survives a power cut.  A manager fetching many files into one
+        folder flushes it once at the end instead (a name lost to a power cut
+        only means that file is fetched again: the manifest is checked against
+        the files on disk).
     proxies : dict, optional
         Passed to requests (the manager reads them from the environment once per host).
+    part_size : int, optional
+        Bytes in the ``.part`` file, when the caller knows (0: there is none);
+        None: look.
+    verify_gate : context manager, optional
+        Held while the file is verified (a manager's semaphore bounding how
+        many threads parse FITS headers at once).
 
     Returns
     -------
@@ -283,9 +344,43 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
     DownloadError
         On any failure; the ``.part`` file keeps what arrived intact.
     """
+    transfer = start_fetch(item, session, timeout=timeout, headers=headers, etag=etag, on_etag=on_etag,
+                           on_bytes=on_bytes, on_received=on_received, fsync=fsync, sync_folder=sync_folder,
+                           proxies=proxies, part_size=part_size)
+    transfer.receive()
+    return transfer.finish(verify_gate)
+
+
+def start_fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tuple = 60.0,
+                headers: dict | None = None, etag: str | None = None,
+                on_etag: Callable[[str | None], None] | None = None,
+                on_bytes: Callable[[int], None] | None = None, on_received: Callable[[], None] | None = None,
+                fsync: bool = True, sync_folder: bool = True, proxies: dict | None = None,
+                part_size: int | None = None) -> "Transfer":
+    """The first part of :func:`fetch` (same parameters): ask, check the answer, read a small body.
+
+    Returns a :class:`Transfer` whose body is in memory already (``in_memory``:
+    the connection is free, ``on_received`` has been called) or still to be
+    streamed from the connection by :meth:`Transfer.receive`.
+
+    Raises
+    ------
+    DownloadError
+        When the request fails or the answer is unusable (an error status, an
+        HTML page...).
+    """
     part = item.part
-    part.parent.mkdir(parents=True, exist_ok=True)
-    start = part.stat().st_size if part.exists() else 0
+    # No more file-system calls than needed before the request: each lets other threads
+    # take the interpreter, which this transfer then waits to get back.
+    if part_size is not None:
+        start = int(part_size)
+    else:
+        try:
+            start = os.stat(part).st_size
+        except FileNotFoundError:
+            start = 0
+        except NotADirectoryError as err:
+            raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
     if item.size is not None and start > item.size:
         start = 0  # longer than the file can be: the bytes are not ours
     req_headers = dict(headers or {})
@@ -294,15 +389,22 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
         if etag and not etag.startswith("W/"):  # If-Range needs a strong validator (RFC 9110, 13.1.5)
             req_headers["If-Range"] = etag
     try:
-        resp = session.get(item.url, headers=req_headers, stream=True, timeout=timeout, proxies=proxies)
+        # None, not {}: requests merges a given mapping with the session's at some CPU cost
+        resp = session.get(item.url, headers=req_headers or None, stream=True, timeout=timeout, proxies=proxies)
     except requests.RequestException as err:
         raise DownloadError(item.key, item.url, f"request failed ({_describe(err)})") from None
-    with resp:
+    t = Transfer(item, on_etag=on_etag, on_bytes=on_bytes, on_received=on_received, fsync=fsync,
+                 sync_folder=sync_folder)
+    try:
         status = resp.status_code
+        if status not in (200, 206):
+            _drain(resp)
         if status == 416 and start:
             total = _content_range_total(resp.headers.get("Content-Range"))
             if total == start:  # everything had already arrived
-                return _finish(item, part, start, 0, None, fsync)
+                t.start, t.complete = start, True
+                t._received()
+                return t
             part.unlink(missing_ok=True)
             raise DownloadError(item.key, item.url, "server refused the resume range; restarting the file")
         if status in _RETRYABLE_STATUS:
@@ -313,74 +415,229 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
             raise DownloadError(item.key, item.url, f"HTTP {status} {resp.reason}", retryable=False)
         ctype = resp.headers.get("Content-Type", "").lower()
         if item.kind == "fits" and ctype.startswith(("text/html", "application/xhtml")):
-            raise DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
-                                                    "(expired login or archive error page?)")
+            _drain(resp)
+            raise _html_error(item)
         if status == 206:
             offset = _content_range_start(resp.headers.get("Content-Range"))
             if offset != start:
                 part.unlink(missing_ok=True)  # cannot splice: start the file again
                 raise DownloadError(item.key, item.url, f"server resumed at byte {offset}, asked for {start}; "
                                                         "restarting the file")
-            mode = "ab"
+            t.mode = "ab"
         else:
             if start:
                 log.debug("%s: server ignored Range, restarting from byte 0", item.key)
-            start, mode = 0, "wb"
-        if on_etag is not None:
-            on_etag(resp.headers.get("ETag"))
+            start, t.mode = 0, "wb"
+        t.start = start
+        t.etag = resp.headers.get("ETag")
         expected = resp.headers.get("Content-Length")
-        expected = int(expected) if expected and expected.isdigit() else None
-        server_name = filename_from_content_disposition(resp.headers.get("Content-Disposition"))
+        t.expected = int(expected) if expected and expected.isdigit() else None
+        t.server_name = filename_from_content_disposition(resp.headers.get("Content-Disposition"))
+        if t.expected is not None and t.expected <= MEMORY_BODY:
+            # A small body is read whole before anything is written: the connection is free
+            # (on_received) before the manifest, the disk and the verification are touched.
+            t.chunks, t.lost = _read_body(item, resp, start)
+            resp, done = None, resp
+            done.close()  # the connection goes back to the pool before the slot is given back
+            t._received()
+        else:
+            t._resp, resp = resp, None  # streamed by receive(), on this connection
+        return t
+    finally:
+        if resp is not None:
+            resp.close()
+
+
+class Transfer:
+    """A transfer under way: the answer has come, its body is to be stored and checked.
+
+    Made by :func:`start_fetch`; :meth:`receive` streams a long body into the
+    ``.part`` file (holding the connection), :meth:`finish` writes a body
+    held in memory, verifies the file and renames it into place.  ``finish``
+    may run in another thread than ``start_fetch``: that is the point.
+
+    Attributes
+    ----------
+    item : DownloadItem
+        What is being fetched.
+    in_memory : bool
+        True when the whole body has arrived (or failed to) and the connection
+        is no longer needed.
+    """
+
+    def __init__(self, item: DownloadItem, *, on_etag=None, on_bytes=None, on_received=None, fsync=True,
+                 sync_folder=True):
+        self.item, self.part = item, item.part
+        self.on_etag, self.on_bytes, self.on_received = on_etag, on_bytes, on_received
+        self.fsync, self.sync_folder = fsync, sync_folder
+        self.start, self.mode, self.etag, self.expected, self.server_name = 0, "wb", None, None, None
+        self.chunks: list[bytes] | None = None  # the body, when read whole
+        self.lost: Exception | None = None  # what cut the body short
+        self.complete = False  # the .part file already held everything (416)
+        self._resp: requests.Response | None = None
+        self._hasher = None
+        self._received_bytes = 0
+        self._streamed = False
+
+    @property
+    def in_memory(self) -> bool:
+        return self._resp is None
+
+    def _received(self) -> None:
+        if self.on_received is not None:
+            self.on_received()
+
+    def _open(self):
+        try:
+            return open(self.part, self.mode)
+        except FileNotFoundError:  # the destination folder does not exist yet
+            self.part.parent.mkdir(parents=True, exist_ok=True)
+            return open(self.part, self.mode)
+
+    def _start_hash(self):
         hasher = hashlib.sha256()
-        if start:
-            with open(part, "rb") as fh:  # the digest must cover the bytes kept
+        if self.start:
+            with open(self.part, "rb") as fh:  # the digest must cover the bytes kept
                 while block := fh.read(1 << 20):
                     hasher.update(block)
-        received = 0
-        first = True
+        return hasher
+
+    def receive(self) -> None:
+        """Stream a long body into the ``.part`` file (nothing to do for one read whole)."""
+        resp, self._resp = self._resp, None
+        if resp is None:
+            return
+        item, part = self.item, self.part
+        self._streamed = True
         try:
-            with open(part, mode) as out:
-                for chunk in resp.iter_content(CHUNK):
-                    if first and start == 0 and item.kind == "fits" and _looks_like_html(chunk[:64]):
-                        raise DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
-                                                                "(expired login or archive error page?)")
-                    first = False
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    received += len(chunk)
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
-                # the body is in: the connection can serve another file while this one is flushed
-                if on_received is not None:
-                    on_received()
-                out.flush()
-                if fsync:
-                    os.fsync(out.fileno())
-        except requests.RequestException as err:
+            if self.on_etag is not None:  # before the first byte lands in the .part file
+                self.on_etag(self.etag)
+            hasher = self._start_hash()
+            received = 0
+            try:
+                with self._open() as out:
+                    first = True
+                    for chunk in resp.iter_content(CHUNK):
+                        if first and self.start == 0 and item.kind == "fits" and _looks_like_html(chunk[:64]):
+                            raise _html_error(item)
+                        first = False
+                        out.write(chunk)
+                        hasher.update(chunk)
+                        received += len(chunk)
+                        if self.on_bytes is not None:
+                            self.on_bytes(len(chunk))
+                    # the body is in: the connection can serve another file while this one is flushed
+                    self._received()
+                    out.flush()
+                    if self.fsync:
+                        os.fsync(out.fileno())
+            except requests.RequestException as err:
+                self.lost = err
+            except OSError as err:
+                raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
+            self._hasher, self._received_bytes = hasher, received
+        finally:
+            resp.close()
+
+    def finish(self, verify_gate=None) -> TransferResult:
+        """Write a body held in memory, check the file and rename it into place.
+
+        ``verify_gate`` (a context manager, optional) is held while the file is verified.
+
+        Raises
+        ------
+        DownloadError
+            The body was cut short (what arrived stays in ``.part`` for a
+            resume) or the file does not verify (the ``.part`` is removed).
+        """
+        if self._resp is not None:
+            self.receive()
+        item, part, start = self.item, self.part, self.start
+        if self.complete:
+            return _finish(item, part, start, 0, None, self.fsync, sync_folder=self.sync_folder,
+                           verify_gate=verify_gate)
+        body = None
+        if not self._streamed:
+            if self.on_etag is not None:  # before the first byte lands in the .part file
+                self.on_etag(self.etag)
+            hasher = self._start_hash()
+            chunks = self.chunks or []
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # what arrived, even if cut short
+            try:
+                with self._open() as out:
+                    out.write(body)
+                    out.flush()
+                    if self.fsync and self.lost is None:
+                        os.fsync(out.fileno())
+            except OSError as err:
+                raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
+            hasher.update(body)
+            received = len(body)
+            if self.on_bytes is not None and received:
+                self.on_bytes(received)
+        else:
+            hasher, received = self._hasher, self._received_bytes
+        if self.lost is not None:
             raise DownloadError(item.key, item.url, f"connection lost after {start + received} bytes "
-                                                    f"({_describe(err)})") from None
-        except OSError as err:
-            raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
-        if expected is not None and received != expected:
-            raise DownloadError(item.key, item.url, f"body ended after {received} of {expected} bytes")
-    return _finish(item, part, start + received, received, hasher.hexdigest(), fsync, server_name,
-                   resumed_from=start)
+                                                    f"({_describe(self.lost)})") from None
+        if self.expected is not None and received != self.expected:
+            raise DownloadError(item.key, item.url, f"body ended after {received} of {self.expected} bytes")
+        return _finish(item, part, start + received, received, hasher.hexdigest(), self.fsync, self.server_name,
+                       resumed_from=start, data=body if body is not None and start == 0 else None,
+                       sync_folder=self.sync_folder, verify_gate=verify_gate)
+
+    def close(self) -> None:
+        """Give up on a body still to be streamed (closes its connection)."""
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            resp.close()
 
 
-def _finish(item, part, nbytes, received, digest, fsync, server_name=None, resumed_from=0) -> TransferResult:
+def _drain(resp: requests.Response, limit: int = 64 * 1024) -> None:
+    """Read a short unwanted body (an error page), so its connection can be kept alive."""
+    length = resp.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) <= limit:
+        try:
+            _ = resp.content
+        except requests.RequestException:
+            pass  # the connection is closed with the response instead
+
+
+def _read_body(item: DownloadItem, resp: requests.Response, start: int) -> tuple[list, Exception | None]:
+    """The chunks of a body and the error that cut it short (None when it arrived whole)."""
+    chunks: list[bytes] = []
     try:
-        digest = verify(item, part, digest)
+        for chunk in resp.iter_content(CHUNK):
+            if not chunks and start == 0 and item.kind == "fits" and _looks_like_html(chunk[:64]):
+                raise _html_error(item)
+            chunks.append(chunk)
+    except requests.RequestException as err:
+        return chunks, err
+    return chunks, None
+
+
+def _html_error(item: DownloadItem) -> DownloadError:
+    return DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
+                                             "(expired login or archive error page?)")
+
+
+def _finish(item, part, nbytes, received, digest, fsync, server_name=None, resumed_from=0, data=None,
+            sync_folder=True, verify_gate=None) -> TransferResult:
+    try:
+        with verify_gate if verify_gate is not None else contextlib.nullcontext():
+            digest = verify(item, part, digest, data=data)
     except DownloadError:
         # bad bytes must not be resumed from: the next attempt starts clean
         part.unlink(missing_ok=True)
         raise
     os.replace(part, item.dest)
-    if fsync:
-        _fsync_dir(item.dest.parent)
+    if fsync and sync_folder:
+        fsync_folder(item.dest.parent)
     return TransferResult(item.dest, nbytes, digest, received, resumed_from, server_name)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_folder(folder: str | Path) -> None:
+    """Flush a folder's entries (renames into it) to disk; quietly nothing where folders cannot be synced."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

@@ -75,14 +75,17 @@ from) injects faults at random, but deterministically: the decision for the
 n-th request of a path depends only on ``seed``, the path and n, never on
 thread timing.  ``server.fail_first(pattern, k, kind)`` makes the first ``k``
 requests of every path matching the glob fail with ``kind``, so tests know
-exactly what happens.  ``latency`` (seconds, every request) and
-``bandwidth`` (bytes/s per response) slow the server down as a whole.
+exactly what happens.  ``latency`` (seconds from each request's arrival to
+its answer's first byte, the server's own work included) and ``bandwidth``
+(bytes/s per response) slow the server down as a whole.  Answers go out with
+``TCP_NODELAY``, a small one in a single write.
 ``server.require_token(prefix, token)`` answers requests under ``prefix``
 without ``Authorization: Bearer <token>`` with the HTML login page.
 
 Every request is recorded in ``server.log`` (:class:`RequestRecord`: time,
 method, path, headers, status, fault), so tests can check what a client did;
 ``server.max_in_flight`` is the most requests answered at once,
+``server.connections`` the TCP connections accepted,
 ``server.wait_idle()`` waits for slow answers to finish and ``server.clear()``
 resets the log, the counters and the ``fail_first`` rules.
 ``server.files()`` lists ``(url, path)`` of every served file and
@@ -127,6 +130,8 @@ LOGIN_PAGE = b"""<!DOCTYPE html>
 """What the ``html`` fault and :meth:`LocalServer.require_token` send instead of data."""
 
 _CHUNK = 64 * 1024
+_SMALL_BODY = 4 * 1024 * 1024
+"""Files up to this size (bytes) are read whole and sent with their headers in one write."""
 
 
 class HTTPError(Exception):
@@ -334,7 +339,9 @@ class LocalServer:
     port : int
         TCP port; 0 picks a free one (see :attr:`base_url`).
     latency : float
-        Seconds to wait before answering every request (a far-away archive).
+        Seconds from a request's arrival to the first byte of its answer (a
+        far-away archive's round trip); the server's own work is done within
+        this time, not added to it.
     bandwidth : float or None
         Bytes per second per response body; None sends as fast as possible.
     ignore_range : bool
@@ -382,6 +389,8 @@ class LocalServer:
         """Requests being answered now."""
         self.max_in_flight = 0
         """Most requests answered at once since start (or :meth:`clear`): checks concurrency limits."""
+        self.connections = 0
+        """TCP connections accepted since start (or :meth:`clear`): checks that clients keep them alive."""
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._httpd = _HTTPServer((host, int(port)), _Handler)
@@ -486,12 +495,14 @@ class LocalServer:
         return False
 
     def clear(self) -> None:
-        """Forget the request log, the per-path counters, ``max_in_flight`` and the ``fail_first`` rules."""
+        """Forget the request log, the per-path counters, ``max_in_flight``, ``connections`` and the
+        ``fail_first`` rules."""
         with self._lock:
             self.log.clear()
             self._counts.clear()
             self._fail_first.clear()
             self.max_in_flight = self.in_flight
+            self.connections = 0
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> "LocalServer":
@@ -585,6 +596,11 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
     request_queue_size = 128
     app: LocalServer
 
+    def process_request(self, request, client_address):
+        with self.app._lock:
+            self.app.connections += 1
+        super().process_request(request, client_address)
+
     def handle_error(self, request, client_address):
         # clients hanging up (timeouts, killed downloads) are normal here, not tracebacks on stderr
         import sys
@@ -598,12 +614,21 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real archives do
+    # TCP_NODELAY, as real web servers do: with Nagle's algorithm the last partial segment of
+    # a body waits for the client's delayed ACK (up to 40 ms on Linux) before it is sent
+    disable_nagle_algorithm = True
     server_version = "latentsky-local/1"
     server: _HTTPServer
 
     def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
         if log.isEnabledFor(logging.DEBUG):  # called for every request: format only when shown
             log.debug("%s %s", self.address_string(), format % args)
+
+    def parse_request(self) -> bool:
+        # called as soon as the request line is in, before its headers are parsed: the
+        # request's arrival, from which the latency runs
+        self._arrived = time.monotonic()
+        return super().parse_request()
 
     def do_GET(self):
         self._serve()
@@ -646,13 +671,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 app.in_flight -= 1
 
     def _serve_one(self, app: LocalServer):
-        arrived = time.monotonic()
+        arrived = getattr(self, "_arrived", None) or time.monotonic()
         req = self._read_request()
         headers = {k.lower(): v for k, v in self.headers.items()}
         fault = app._choose_fault(req.path)
-        delay = app.latency + (app.fault_latency if fault == "latency" else 0.0)
-        if delay:
-            time.sleep(delay)
         if fault in ("500", "503", "429"):
             extra = {} if fault == "500" else {"Retry-After": f"{app.retry_after:g}"}
             resp = Response.text(f"injected fault {fault}", status=int(fault), headers=extra)
@@ -672,16 +694,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 app._record(RequestRecord(arrived, req.method, req.path, headers, status, fault))
 
         try:
-            self._send(req, resp, fault, record)
+            answer = self._prepare(req, resp, fault)
+            # The answer is ready; its first byte leaves ``latency`` s after the request arrived
+            # (a far-away archive's round trip), the server's own work included, not added.
+            delay = app.latency + (app.fault_latency if fault == "latency" else 0.0)
+            wait = arrived + delay - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._send(answer, fault, record)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         finally:
             record(0)  # 0: the client was gone before the status line
 
-    def _send(self, req: Request, resp: Response, fault: str | None, record) -> int:
+    def _prepare(self, req: Request, resp: Response, fault: str | None) -> tuple:
+        """Status, headers and body of the answer (the bytes of a small file read here)."""
         app = self.server.app
-        if resp.file is not None:
-            st = resp.file.stat()
+        path = resp.file
+        if path is not None:
+            st = path.stat()
             total = st.st_size
             etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
             body = None
@@ -708,23 +739,43 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
         headers.update(resp.headers)
         headers["Content-Length"] = str(stop - start)
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
         if fault in ("reset", "truncate"):
-            self.send_header("Connection", "close")
-        record(status)
-        self.end_headers()
-        if req.method == "HEAD" or stop <= start:
-            return status
+            headers["Connection"] = "close"
         limit = stop
         if fault in ("reset", "truncate"):
             # send about half, at least one byte short of the announced length
             limit = start + max(0, (stop - start) // 2)
+        bodyless = req.method == "HEAD" or stop <= start
+        if bodyless:
+            limit = start
+        if path is not None and limit - start <= _SMALL_BODY and not app.bandwidth:
+            with open(path, "rb") as fh:  # small: read now, sent with the headers in one write
+                fh.seek(start)
+                body = fh.read(limit - start)
+            path, start, limit = None, 0, len(body)
+        return status, headers, path, body, start, limit, bodyless
+
+    def _send(self, answer: tuple, fault: str | None, record) -> int:
+        status, headers, path, body, start, limit, bodyless = answer
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        record(status)
         try:
-            self._write_body(resp.file, body, start, limit)
+            if path is None and not self.server.app.bandwidth:
+                # headers and body in one write: one system call, no partial segment waiting
+                self._headers_buffer.append(b"\r\n")
+                head = b"".join(self._headers_buffer)
+                self._headers_buffer = []
+                self.wfile.write(head + body[start:limit] if limit > start else head)
+            else:
+                self.end_headers()
+                if limit > start:
+                    self._write_body(path, body, start, limit)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up; nothing to do
             self.close_connection = True
+            return status
+        if bodyless:
             return status
         if fault == "reset":
             self._reset()
