@@ -35,9 +35,10 @@ per spectrum; everything else must stay far below it:
   through memory.
 
 Choice of default (``backend="auto"``): NumPy on CPU, because it measured
-~7x faster than TensorFlow on this 2-core machine (bench/embed.py, 2,048 HARPS
-spectra, T=4096, N=100, best of 5 rounds on a shared machine: 1,250 spectra/s
-with the compiled kernel, 704 with the ufunc kernel, 179 for TensorFlow):
+~9x faster than TensorFlow on this 2-core machine (bench/embed.py, 2,048 HARPS
+spectra, T=4096, N=100, best of 5 rounds on a quiet machine: 1,850 spectra/s
+with the compiled kernel, 34% of the float32 sgemm peak; 672 with the ufunc
+kernel, 205 for TensorFlow):
 TensorFlow dispatches a handful of ops per step inside ``tf.scan`` and cannot
 fuse the recursion, and both end in the same float64 Gram products.  When
 TensorFlow sees a GPU, ``auto`` picks TensorFlow: the float64 batched matmuls
