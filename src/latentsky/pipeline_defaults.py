@@ -22,7 +22,7 @@ k = 1 overall).  The earlier settings (leak 1, no neighbour term) gave
 0.43/0.40 overall.
 """
 
-#: Stage-1 settings of the pipeline (``latentsky embed`` run alone keeps its own).  A leak rate
+#: Stage-1 settings of the pipeline, also the defaults of ``latentsky embed``.  A leak rate
 #: below 1 makes each unit a low-pass memory of the flux, so readouts follow the
 #: spectrum's shape more than its pixel-scale noise.
 EMBED_DEFAULTS = {"n_units": 100, "reservoir": "cycle", "ridge": 1e-2, "leak_rate": 0.3}

@@ -10,6 +10,7 @@ from latentsky.cli import main
 from latentsky.embed import ESNReadoutEmbedder
 from latentsky.embed.runner import embed_store, open_embeddings, pack_gram, unpack_gram
 from latentsky.exceptions import EmbeddingError
+from latentsky.pipeline_defaults import EMBED_DEFAULTS
 
 ARRAYS = ("readout", "gram", "xty", "yty", "n_steps")
 
@@ -130,8 +131,12 @@ def test_cli_with_local_workers(sample_store, tmp_path, capsys):
     assert emb.readout.shape == (len(sample_store), 21)
     assert emb.attrs["ridge"] in [10.0 ** k for k in range(-8, 2)]
     assert "spectra embedded" in capsys.readouterr().out
+    # the command's defaults are the pipeline's stage-1 settings
+    params = json.loads((out / "lineage.json").read_text())["params"]
+    assert params["leak_rate"] == EMBED_DEFAULTS["leak_rate"] != 1.0
     # worker processes give exactly what one process gives
-    embed_store(sample_store, tmp_path / "one", n_units=20, ridge="gcv", backend="numpy")
+    embed_store(sample_store, tmp_path / "one", n_units=20, ridge="gcv", backend="numpy",
+                leak_rate=EMBED_DEFAULTS["leak_rate"])
     one = open_embeddings(tmp_path / "one")
     for name in ARRAYS:
         assert np.array_equal(getattr(one, name)[:], getattr(emb, name)[:]), name

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentsky.distributed import add_cli_arguments, cli_options
+from latentsky.pipeline_defaults import EMBED_DEFAULTS
 
 
 def _ridge(text: str):
@@ -23,16 +24,20 @@ def register(subparsers) -> None:
                               description=__doc__)
     p.add_argument("store", type=Path, metavar="STORE", help="spectrum store written by `latentsky ingest`")
     p.add_argument("--out", required=True, type=Path, metavar="EMBEDDINGS", help="directory to write")
-    p.add_argument("--n-units", type=int, default=100, help="reservoir units N (default 100)")
-    p.add_argument("--reservoir", choices=["cycle", "random"], default="cycle",
-                   help="simple cycle (deterministic, default) or random sparse")
+    # the defaults are the pipeline's, so `latentsky embed` then `latentsky train` makes the
+    # map `latentsky pipeline` makes
+    d = EMBED_DEFAULTS
+    p.add_argument("--n-units", type=int, default=d["n_units"], help=f"reservoir units N (default {d['n_units']})")
+    p.add_argument("--reservoir", choices=["cycle", "random"], default=d["reservoir"],
+                   help=f"simple cycle (deterministic) or random sparse (default {d['reservoir']})")
     p.add_argument("--cycle-weight", type=float, default=0.9, help="cycle weight r / spectral radius")
     p.add_argument("--input-scaling", type=float, default=0.5, help="input weight magnitude v")
     p.add_argument("--bias", type=float, default=0.0, help="bias b of every unit")
-    p.add_argument("--leak-rate", type=float, default=1.0, help="leak rate a in (0, 1]")
+    p.add_argument("--leak-rate", type=float, default=d["leak_rate"],
+                   help=f"leak rate a in (0, 1] (default {d['leak_rate']:g}, the pipeline's)")
     p.add_argument("--washout", type=int, default=20, help="steps left out after the first valid pixel")
-    p.add_argument("--ridge", type=_ridge, default=1e-2,
-                   help="ridge strength, or 'gcv' to choose it by generalised cross-validation (default 1e-2)")
+    p.add_argument("--ridge", type=_ridge, default=d["ridge"],
+                   help=f"ridge strength, or 'gcv' to choose it by generalised cross-validation (default {d['ridge']:g})")
     p.add_argument("--backend", choices=["auto", "numpy", "tensorflow"], default="auto",
                    help="computation back end (auto: TensorFlow on a GPU, else NumPy)")
     p.add_argument("--state-dtype", choices=["float32", "float64"], default="float32",
