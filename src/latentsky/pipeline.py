@@ -29,7 +29,10 @@ and beyond that on a random sample of that many (whole stored chunks, copied
 to ``DIR/train-sample/``): a 2-D map of 101-D readouts is learned from 10^4
 examples, the training data then fit in memory (Keras' fast path), and its
 cost stops growing with the number of spectra; the trained encoder then maps
-every spectrum in one chunked pass.
+every spectrum in one chunked pass.  Each training phase passes at most
+``train_visits`` spectra through the model (spectra x epochs,
+:data:`~latentsky.pipeline_defaults.TRAIN_VISITS`): a big training set gets
+fewer, longer epochs, not the bundled sample's 600.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from latentsky.exceptions import AutoencoderError
-from latentsky.pipeline_defaults import EMBED_DEFAULTS, TRAIN_DEFAULTS
+from latentsky.pipeline_defaults import EMBED_DEFAULTS, TRAIN_DEFAULTS, TRAIN_VISITS, within_budget
 from latentsky.progress import Progress, ProgressCallback
 from latentsky.store.lineage import fingerprint, read_lineage
 
@@ -83,7 +86,7 @@ def _write_state(out: Path, state: dict) -> None:
 
 def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, train: dict | None = None,
                  seed: int = 0, force: bool = False, baselines: bool = True, train_rows: int | None = TRAIN_ROWS,
-                 chunk_rows: int | None = None, client=None, scheduler: str | None = None,
+                 train_visits: int | None = TRAIN_VISITS, chunk_rows: int | None = None, client=None, scheduler: str | None = None,
                  workers: int | None = None, cluster: str | None = None,
                  progress: ProgressCallback | None = None) -> dict:
     """Ingest, embed, train and encode; write the outputs listed in the module docstring.
@@ -112,6 +115,10 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
     train_rows : int or None
         Train on at most this many spectra (a random sample of whole chunks
         beyond it; see the module docstring); None: on all of them.
+    train_visits : int or None
+        Spectra x epochs per training phase, at most: on big training sets
+        ``epochs`` and the patiences are cut to it
+        (:func:`~latentsky.pipeline_defaults.within_budget`); None: no budget.
     chunk_rows : int, optional
         Spectra per task of embed and encode (default: the store's chunking).
     client : distributed.Client, optional
@@ -145,15 +152,17 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
         raise AutoencoderError(f"parameter n_latent={n_latent!r}: must be a positive integer")
     if train_rows is not None and not (isinstance(train_rows, int) and train_rows >= 2):
         raise AutoencoderError(f"parameter train_rows={train_rows!r}: must be an integer >= 2, or None")
+    if train_visits is not None and not (isinstance(train_visits, int) and train_visits >= 1):
+        raise AutoencoderError(f"parameter train_visits={train_visits!r}: must be a positive integer, or None")
     out.mkdir(parents=True, exist_ok=True)
     with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc:
         return _run(source, out, n_latent=n_latent, embed=embed, train=train, seed=seed, force=force,
-                    baselines=baselines, train_rows=train_rows, chunk_rows=chunk_rows, client=dc,
-                    progress=progress)
+                    baselines=baselines, train_rows=train_rows, train_visits=train_visits, chunk_rows=chunk_rows,
+                    client=dc, progress=progress)
 
 
-def _run(source: Path, out: Path, *, n_latent, embed, train, seed, force, baselines, train_rows, chunk_rows,
-         client, progress) -> dict:
+def _run(source: Path, out: Path, *, n_latent, embed, train, seed, force, baselines, train_rows, train_visits,
+         chunk_rows, client, progress) -> dict:
     state = {} if force else _read_state(out)
     timings: dict[str, float] = {}
     skipped: list[str] = []
@@ -207,6 +216,7 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, seed, force, baseli
     n_train = train_rows if sampled else len(emb)
     if tparams["validation_fraction"] is None:
         tparams["validation_fraction"] = 0.1 if n_train >= 1000 else 0.0
+    tparams = within_budget(tparams, round(n_train * (1 - tparams["validation_fraction"])), train_visits)
     train_key = fingerprint({"embed": embed_key, "params": tparams, "train_rows": n_train if sampled else None})
     model_path = out / "model.keras"
     if state.get("train") == train_key and model_path.exists():

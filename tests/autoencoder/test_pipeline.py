@@ -78,3 +78,25 @@ def test_pipeline_more_latent_dimensions_and_errors(tmp_path, pipeline_run):
     with pytest.raises(AutoencoderError, match="parameter source"):
         run_pipeline(tmp_path / "nowhere", tmp_path / "x")
     assert main(["pipeline", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_training_budget_cuts_epochs_of_big_training_sets(tmp_path, pipeline_run):
+    from latentsky.pipeline import run_pipeline
+    from latentsky.pipeline_defaults import MIN_EPOCHS, TRAIN_DEFAULTS, within_budget
+
+    # the defaults on the pipeline's 10,000-spectrum sample (9,000 fitted): 56 epochs, patiences alike
+    cut = within_budget(dict(TRAIN_DEFAULTS), 9000)
+    assert cut["epochs"] == 56 and cut["patience"] == 6 and cut["lr_patience"] == 2
+    assert cut["neighbour_weight"] == TRAIN_DEFAULTS["neighbour_weight"]
+    # the bundled sample is within it: untouched; no budget: untouched; never below MIN_EPOCHS
+    assert within_budget(dict(TRAIN_DEFAULTS), 125) == TRAIN_DEFAULTS
+    assert within_budget(dict(TRAIN_DEFAULTS), 9000, None) == TRAIN_DEFAULTS
+    assert within_budget({**TRAIN_DEFAULTS, "decoder_epochs": 900}, 10 ** 6)["decoder_epochs"] == MIN_EPOCHS
+    # in a run: a budget of 125 spectra x 30 epochs stops a 200-epoch request at 30 per phase
+    _, out = pipeline_run
+    train = {"epochs": 200, "patience": 200}
+    metrics = run_pipeline(out / "store", tmp_path / "budget", train=train, train_visits=125 * MIN_EPOCHS,
+                           baselines=False)
+    assert MIN_EPOCHS < metrics["n_epochs"] <= 2 * MIN_EPOCHS
+    with pytest.raises(AutoencoderError, match="parameter train_visits"):
+        run_pipeline(out / "store", tmp_path / "x", train_visits=0)
