@@ -292,9 +292,9 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
     """Download ``item`` into place, resuming a partial ``.part`` file.
 
     The same as ``start_fetch(...)``, then :meth:`Transfer.receive` and
-    :meth:`Transfer.finish`; a manager calls the three itself, so that the
-    thread that talked to the server moves on to the next file while another
-    writes and verifies this one.
+    :meth:`Transfer.finish`.  The connection is given back (``on_received``)
+    as soon as the body is in, so a manager's connection slot serves the next
+    file while this thread writes and verifies this one.
 
     Parameters
     ----------
