@@ -86,8 +86,8 @@ def _write_state(out: Path, state: dict) -> None:
 
 def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, train: dict | None = None,
                  seed: int = 0, force: bool = False, baselines: bool = True, train_rows: int | None = TRAIN_ROWS,
-                 train_visits: int | None = TRAIN_VISITS, chunk_rows: int | None = None, client=None, scheduler: str | None = None,
-                 workers: int | None = None, cluster: str | None = None,
+                 train_visits: int | None = TRAIN_VISITS, chunk_rows: int | None = None, client=None,
+                 scheduler: str | None = None, workers: int | None = None, cluster: str | None = None,
                  progress: ProgressCallback | None = None) -> dict:
     """Ingest, embed, train and encode; write the outputs listed in the module docstring.
 

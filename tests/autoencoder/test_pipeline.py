@@ -100,3 +100,4 @@ def test_training_budget_cuts_epochs_of_big_training_sets(tmp_path, pipeline_run
     assert MIN_EPOCHS < metrics["n_epochs"] <= 2 * MIN_EPOCHS
     with pytest.raises(AutoencoderError, match="parameter train_visits"):
         run_pipeline(out / "store", tmp_path / "x", train_visits=0)
+    assert main(["pipeline", str(out / "store"), "--out", str(tmp_path / "x"), "--train-visits", "-5"]) == 2

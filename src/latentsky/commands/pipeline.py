@@ -25,11 +25,14 @@ def register(subparsers) -> None:
     p.add_argument("--n-units", type=int, default=100, help="reservoir units N of stage 1 (default 100)")
     p.add_argument("--loss", choices=["coupled", "euclidean"], default="coupled",
                    help="autoencoder loss: data-space (coupled, default) or Euclidean on readouts")
-    p.add_argument("--epochs", type=int, default=None, help="maximum training epochs (default 600)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="maximum training epochs per phase (default 600, cut by --train-visits on big training sets)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     p.add_argument("--force", action="store_true", help="redo every stage even when up to date")
     p.add_argument("--train-rows", type=int, default=None,
                    help="train on at most this many spectra, a random sample beyond (default 10,000; 0: all)")
+    p.add_argument("--train-visits", type=int, default=None,
+                   help="spectra x epochs per training phase, at most (default 500,000; 0: no budget)")
     p.add_argument("--chunk-rows", type=int, default=None, help="spectra per task (default: the store's chunks)")
     p.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
     add_cli_arguments(p)
@@ -58,11 +61,13 @@ def run(args) -> int:
     train = {"loss": args.loss}
     if args.epochs is not None:
         train["epochs"] = args.epochs
-    from latentsky.pipeline import TRAIN_ROWS
+    from latentsky.pipeline import TRAIN_ROWS, TRAIN_VISITS
 
     train_rows = TRAIN_ROWS if args.train_rows is None else (args.train_rows or None)
+    train_visits = TRAIN_VISITS if args.train_visits is None else (args.train_visits or None)
     metrics = run_pipeline(args.source, args.out, n_latent=args.latent_dims, embed={"n_units": args.n_units},
                            train=train, seed=args.seed, force=args.force, train_rows=train_rows,
+                           train_visits=train_visits,
                            chunk_rows=args.chunk_rows, progress=None if args.no_progress else TqdmProgress(),
                            **cli_options(args))
     for line in summary_lines(metrics):
