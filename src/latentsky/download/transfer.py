@@ -291,8 +291,9 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
           part_size: int | None = None, verify_gate=None) -> TransferResult:
     """Download ``item`` into place, resuming a partial ``.part`` file.
 
-    The same as ``start_fetch(...)``, then :meth:`Transfer.receive` and
-    :meth:`Transfer.finish`.  The connection is given back (``on_received``)
+    In two steps: :func:`_start_fetch` asks and checks the answer (reading a
+    small body whole), :meth:`_Transfer.finish` stores, verifies and renames.
+    The connection is given back (``on_received``)
     as soon as the body is in, so a manager's connection slot serves the next
     file while this thread writes and verifies this one.
 
@@ -344,24 +345,23 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
     DownloadError
         On any failure; the ``.part`` file keeps what arrived intact.
     """
-    transfer = start_fetch(item, session, timeout=timeout, headers=headers, etag=etag, on_etag=on_etag,
+    transfer = _start_fetch(item, session, timeout=timeout, headers=headers, etag=etag, on_etag=on_etag,
                            on_bytes=on_bytes, on_received=on_received, fsync=fsync, sync_folder=sync_folder,
                            proxies=proxies, part_size=part_size)
-    transfer.receive()
     return transfer.finish(verify_gate)
 
 
-def start_fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tuple = 60.0,
+def _start_fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tuple = 60.0,
                 headers: dict | None = None, etag: str | None = None,
                 on_etag: Callable[[str | None], None] | None = None,
                 on_bytes: Callable[[int], None] | None = None, on_received: Callable[[], None] | None = None,
                 fsync: bool = True, sync_folder: bool = True, proxies: dict | None = None,
-                part_size: int | None = None) -> "Transfer":
+                part_size: int | None = None) -> "_Transfer":
     """The first part of :func:`fetch` (same parameters): ask, check the answer, read a small body.
 
-    Returns a :class:`Transfer` whose body is in memory already (``in_memory``:
-    the connection is free, ``on_received`` has been called) or still to be
-    streamed from the connection by :meth:`Transfer.receive`.
+    Returns a :class:`_Transfer` whose body is in memory already (the
+    connection is free, ``on_received`` has been called) or still to be
+    streamed from the connection by :meth:`_Transfer.receive`.
 
     Raises
     ------
@@ -393,7 +393,7 @@ def start_fetch(item: DownloadItem, session: requests.Session, *, timeout: float
         resp = session.get(item.url, headers=req_headers or None, stream=True, timeout=timeout, proxies=proxies)
     except requests.RequestException as err:
         raise DownloadError(item.key, item.url, f"request failed ({_describe(err)})") from None
-    t = Transfer(item, on_etag=on_etag, on_bytes=on_bytes, on_received=on_received, fsync=fsync,
+    t = _Transfer(item, on_etag=on_etag, on_bytes=on_bytes, on_received=on_received, fsync=fsync,
                  sync_folder=sync_folder)
     try:
         status = resp.status_code
@@ -448,21 +448,12 @@ def start_fetch(item: DownloadItem, session: requests.Session, *, timeout: float
             resp.close()
 
 
-class Transfer:
+class _Transfer:
     """A transfer under way: the answer has come, its body is to be stored and checked.
 
-    Made by :func:`start_fetch`; :meth:`receive` streams a long body into the
+    Made by :func:`_start_fetch`; :meth:`receive` streams a long body into the
     ``.part`` file (holding the connection), :meth:`finish` writes a body
-    held in memory, verifies the file and renames it into place.  ``finish``
-    may run in another thread than ``start_fetch``: that is the point.
-
-    Attributes
-    ----------
-    item : DownloadItem
-        What is being fetched.
-    in_memory : bool
-        True when the whole body has arrived (or failed to) and the connection
-        is no longer needed.
+    held in memory, verifies the file and renames it into place.
     """
 
     def __init__(self, item: DownloadItem, *, on_etag=None, on_bytes=None, on_received=None, fsync=True,
@@ -478,10 +469,6 @@ class Transfer:
         self._hasher = None
         self._received_bytes = 0
         self._streamed = False
-
-    @property
-    def in_memory(self) -> bool:
-        return self._resp is None
 
     def _received(self) -> None:
         if self.on_received is not None:
@@ -585,12 +572,6 @@ class Transfer:
         return _finish(item, part, start + received, received, hasher.hexdigest(), self.fsync, self.server_name,
                        resumed_from=start, data=body if body is not None and start == 0 else None,
                        sync_folder=self.sync_folder, verify_gate=verify_gate)
-
-    def close(self) -> None:
-        """Give up on a body still to be streamed (closes its connection)."""
-        resp, self._resp = self._resp, None
-        if resp is not None:
-            resp.close()
 
 
 def _drain(resp: requests.Response, limit: int = 64 * 1024) -> None:
