@@ -140,3 +140,12 @@ def test_cli_grid_by_velocity_step(tmp_path, sample):
     wave = SpectrumStore(out).wave
     assert (wave[1] / wave[0] - 1) * 299792.458 == pytest.approx(20.0, rel=1e-6)
     assert main(["ingest", str(src), "--out", str(out), "--step-kms", "-1"]) == 2
+
+
+def test_catalog_columns_reads_only_what_is_asked(sample_store):
+    from latentsky.store import SpectrumStore
+
+    fresh = SpectrumStore(sample_store.path)  # nothing cached: read from the Parquet file
+    part = fresh.catalog_columns(["id", "object", "no_such_column"])
+    assert list(part.columns) == ["id", "object"] and fresh._catalog is None
+    assert part.equals(sample_store.catalog[["id", "object"]])

@@ -80,20 +80,9 @@ def store_fingerprint(store: SpectrumStore) -> str:
     lin = store.lineage
     if lin and lin.get("key"):
         return str(lin["key"])
-    ids = _catalog_columns(store.path, ["id"])
+    ids = store.catalog_columns(["id"])
     ids = ids["id"].astype(str).tolist() if "id" in ids else len(store)
     return fingerprint({"shape": list(store.flux.shape), "attrs": store.attrs, "ids": ids})
-
-
-def _catalog_columns(path: Path, columns) -> pd.DataFrame:
-    """Those of ``columns`` that a store's catalog has: at 10^6 spectra the whole catalog is ~300 MB."""
-    import pyarrow.parquet as pq
-
-    from latentsky.store.spectra import CATALOG_FILE as STORE_CATALOG
-
-    file = Path(path) / STORE_CATALOG
-    present = set(pq.ParquetFile(file).schema_arrow.names)
-    return pd.read_parquet(file, columns=[c for c in columns if c in present])
 
 
 def _embed_chunk(start: int, stop: int, ids: list, *, store_path: str, params: dict, reservoir: dict,
@@ -221,7 +210,7 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     if emb.n_features_in_ != store.flux.shape[1]:
         raise EmbeddingError(f"{store.path}: spectra have {store.flux.shape[1]} pixels, the embedder was "
                              f"fitted on {emb.n_features_in_}")
-    catalog = _catalog_columns(store.path, CATALOG_COLUMNS)
+    catalog = store.catalog_columns(CATALOG_COLUMNS)
     ids = catalog["id"].astype(str).tolist() if "id" in catalog else list(range(n))
     eparams = emb.get_params()
     reservoir = emb.reservoir_.to_dict()

@@ -182,6 +182,16 @@ class SpectrumStore:
             self._catalog = pd.read_parquet(self.path / CATALOG_FILE)
         return self._catalog
 
+    def catalog_columns(self, columns) -> pd.DataFrame:
+        """Those of ``columns`` the catalog has, read alone (at 10^6 spectra the whole catalog is ~300 MB)."""
+        if self._catalog is not None:
+            return self._catalog[[c for c in columns if c in self._catalog]]
+        import pyarrow.parquet as pq
+
+        file = self.path / CATALOG_FILE
+        present = set(pq.ParquetFile(file).schema_arrow.names)
+        return pd.read_parquet(file, columns=[c for c in columns if c in present])
+
     @property
     def wave(self) -> np.ndarray:
         """The common grid, vacuum wavelength in Angstrom."""
