@@ -192,6 +192,22 @@ def test_errors_name_the_parameter(readouts, stats):
         LatentAutoencoder().fit(readouts, stats=stats.take(slice(1, None)))
     with pytest.raises(AutoencoderError, match="parameter X"):
         LatentAutoencoder().fit(readouts[0], stats=stats)
+    with pytest.raises(AutoencoderError, match="parameter steps_per_execution=0"):
+        LatentAutoencoder(steps_per_execution=0).fit(readouts, stats=stats)
+
+
+def test_steps_per_execution_runs_every_batch_of_every_epoch(readouts, stats, small):
+    from latentsky.autoencoder import LatentAutoencoder
+
+    # 124 spectra, 80 % for training, batches of 16: 7 steps per epoch, so 3 steps per call end
+    # an epoch part-way through a call, and 16 per call is more than an epoch has
+    kw = {**small, "epochs": 3, "patience": 3, "batch_size": 16, "validation_fraction": 0.2}
+    steps = {}
+    for spe in (1, 3, 16):
+        est = LatentAutoencoder(**kw, steps_per_execution=spe).fit(readouts, stats=stats)
+        steps[spe] = int(est.model_.optimizer.iterations.numpy())
+        assert est.n_epochs_ == 3 and len(est.history_["val_loss"]) == 3
+    assert steps == {1: 21, 3: 21, 16: 21}
 
 
 def test_non_deterministic_training_runs(readouts, stats, small):
