@@ -49,20 +49,23 @@ def test_map_offers_catalog_columns_and_defaults_to_a_category(sample_data):
 
 
 def test_million_points_rasterize_to_the_plot_size_only():
-    """10^6 points: what goes to the browser is one image of width x height pixels."""
+    """10^6 points: what goes to the browser is one RGBA image of width x height pixels."""
+    import holoviews as hv
+    from bokeh.models import ColorBar
+
     rng = np.random.default_rng(0)
     n = 1_000_000
     table = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n), "snr": rng.random(n)})
     dmap = vz.latent_map(table, color_by="snr", width=400, height=300)
     img = dmap[()]
-    # the spread, rasterized element: 300 x 400 pixels whatever n is
-    data = img.data
-    arr = data[img.vdims[0].name].values
-    assert arr.shape == (300, 400)
-    # each finite pixel is a mean of snr in [0, 1): the aggregation really ran on the column
-    finite = arr[np.isfinite(arr)]
-    assert finite.size > 1000 and 0 <= finite.min() and finite.max() < 1
-    assert len(data.data_vars) == 1  # no per-pixel metadata travels with the image
+    # the spread, rasterized and coloured element: 300 x 400 pixels whatever n is
+    assert isinstance(img, hv.RGB)
+    rgba = np.asarray(img.data.values)
+    assert rgba.shape == (300, 400, 4) and rgba.dtype == np.uint8
+    assert 1000 < (rgba[..., 3] > 0).sum() < rgba[..., 3].size  # points drawn, empty corners transparent
+    # the colour bar spans the view's per-pixel means of snr: the aggregation really ran on the column
+    bar = hv.render(dmap).select_one(ColorBar)
+    assert 0 <= bar.color_mapper.low < 0.1 and 0.9 < bar.color_mapper.high < 1
 
 
 def test_hover_names_the_row_drawn_under_the_pointer(sample_data):

@@ -27,9 +27,12 @@ SELECTION_COLOUR = "#e41a1c"
 COMPARE_AUTO_MAX = 2_000_000
 """Tables up to this many rows get the linked second map automatically (see Explore.compare)."""
 
-RANGE_DEBOUNCE_MS = 20
-"""HoloViews waits this long after the last zoom/pan event before re-rendering (its default, 100 ms,
-is most of the zoom-to-paint latency budget of 250 ms; Datashader needs ~50 ms at 10^7 points)."""
+RANGE_DEBOUNCE_MS = None
+"""HoloViews waits this long after the last view change before re-rendering (its default, 100 ms, polled
+every 50 ms, is half the zoom-to-paint budget of 250 ms).  None: it renders 10 ms after the change; changes
+that come in while a render runs are merged into the next one, so a long zoom still renders once per render
+time (Datashader needs ~50 ms at 10^7 points).  BokehJS already holds changes back for
+:data:`latentsky.viz.latent.LOD_TIMEOUT_MS`."""
 
 
 def _tune_range_callbacks() -> None:

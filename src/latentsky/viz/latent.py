@@ -4,10 +4,11 @@ A latent table is a :class:`pandas.DataFrame` with one row per spectrum and
 at least the coordinate columns ``x`` and ``y`` (what ``latentsky pipeline``
 writes to ``latent.parquet``); every other column can colour the map and
 appears in the hover.  The map is rasterized on the server with Datashader
-(:func:`holoviews.operation.datashader.rasterize`) and spread with
-``dynspread``, so a browser receives an image of at most ``width x height``
-pixels whatever the number of points, and the colour bar and hover still work
-(``datashade`` would bake the colours into RGB and lose both).
+(:func:`holoviews.operation.datashader.rasterize`), spread with ``dynspread``
+and coloured there too (:mod:`latentsky.viz.shading`), so a browser receives
+one RGBA image of at most ``width x height`` pixels whatever the number of
+points and only draws it; numeric colourings get a colour bar of the view's
+range, and the hover names the spectrum under the pointer (:class:`PixelIndex`).
 
 A table may also be a Dask DataFrame (e.g. ``dask.dataframe.read_parquet``):
 Datashader then aggregates its partitions in parallel, and taps, selections
@@ -31,6 +32,14 @@ COORDS = ("x", "y")
 INDEX_COLUMN = "_index"
 """Column holding each row's position, added to the table the map draws, so that the hover
 (:class:`PixelIndex`) and taps can name the row they hit."""
+
+LOD_TIMEOUT_MS = 30
+"""How long BokehJS waits after the last wheel or pan event before it tells the server the view changed
+(the plot's ``lod_timeout``; HoloViews' default, 500 ms, was most of the zoom-to-paint time)."""
+
+LOD_TIMEOUT_MS = 30
+"""How long BokehJS waits after the last wheel or pan event before it tells the server the view changed
+(the plot's ``lod_timeout``; HoloViews' default, 500 ms, was most of the zoom-to-paint time)."""
 
 MAX_CATEGORIES = 20
 """Categorical columns with more distinct values than this are coloured by their codes
@@ -314,6 +323,8 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
     from holoviews.operation.datashader import dynspread, rasterize
     from holoviews.plotting.util import process_cmap
 
+    from latentsky.viz.shading import lookup_table, shade_categories, shade_values
+
     hv = _bokeh()
     data = table if prepared else prepare_table(table, coords=coords)
     agg = aggregator_for(data, color_by)
@@ -326,50 +337,71 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
     # only the columns the aggregation reads: HoloViews copies what it is given
     points = hv.Points(data[list(coords) + cols], kdims=list(coords), vdims=cols)
     is_stack = isinstance(agg, ds.by)
+    density = color_by in ("count", None, "")
     opts = dict(width=width, height=height, tools=["tap", "box_select", "lasso_select"] + (["hover"] if hover else []),
-                active_tools=["wheel_zoom"], title=title, xlabel=coords[0], ylabel=coords[1], framewise=False)
+                active_tools=["wheel_zoom"], title=title, xlabel=coords[0], ylabel=coords[1], framewise=False,
+                lod={"timeout": LOD_TIMEOUT_MS})
+    if hover:  # the pixel's colour means nothing to read; the spectrum's metadata come from PixelIndex
+        opts.update(hover_tooltips=[(coords[0], "$x"), (coords[1], "$y")])
     if is_stack:
-        opts.update(cmap=CATEGORY_COLORS[:len(data[color_by].cat.categories)])
+        colours = CATEGORY_COLORS[:len(data[color_by].cat.categories)]
     else:
-        # the palette as hex colours once, not converted from the colour map's name at every zoom
-        opts.update(cmap=process_cmap(cmap, 256), colorbar=True, clipping_colors={"NaN": (0, 0, 0, 0)},
-                    cnorm="eq_hist" if color_by in ("count", None, "") else "linear")
+        palette = process_cmap(cmap, 256)
+        lut = lookup_table(palette, min_alpha=40 if density else 255)
+        view = {"span": (float("nan"), float("nan"))}  # the last frame's colour range, for its colour bar
+        if not density:
+            opts.update(hooks=[_colour_bar_hook(palette, view, color_by)])
     raster = rasterize.instance(aggregator=agg, width=width, height=height, dynamic=False)
     spreading = dynspread.instance(max_px=spread, threshold=0.5, dynamic=False)
 
     def frame(x_range=None, y_range=None):
-        # HoloViews' rasterize + dynspread, applied in one DynamicMap callback (instead of a chain of three
-        # DynamicMaps, rasterize's, dynspread's and the options') and without recording the data pipeline
-        # (it serves hv.link_selections, which the map does not use; Explore keeps its own selection):
-        # ~10-15 % less work per zoom at 10^6 points (bench/render.py), the same image.
+        # HoloViews' rasterize + dynspread, applied in one DynamicMap callback (instead of a chain of DynamicMaps)
+        # and without recording the data pipeline (it serves hv.link_selections, which the map does not use;
+        # Explore keeps its own selection): ~10-15 % less work per zoom at 10^6 points (bench/render.py).
         with disable_pipeline():
             img = spreading(raster(points, x_range=x_range, y_range=y_range))
-        if not is_stack:
-            _as_float32(img)
-        return img.opts(backend="bokeh", clone=False, **opts)
+        if is_stack:
+            rgba = shade_categories(np.asarray(img.data.values), colours)
+        else:
+            (var,) = img.data.data_vars
+            rgba, view["span"] = shade_values(img.data[var].values, lut, how="eq_hist" if density else "linear")
+        return _rgb_like(hv, img, rgba).opts(backend="bokeh", clone=False, **opts)
 
     rng = hv.streams.RangeXY(x_range=None if x_range is None else tuple(x_range),
                              y_range=None if y_range is None else tuple(y_range))
     return hv.DynamicMap(frame, streams=[rng])
 
 
-def _as_float32(img) -> None:
-    """Turn a freshly rasterized image's values to float32, empty pixels (its ``nodata``, 0 for counts) NaN.
+def _rgb_like(hv, img, rgba):
+    """An ``hv.RGB`` of the ``rgba`` pixels (h, w, 4) on the grid of the rasterized ``img``."""
+    import xarray as xr
 
-    HoloViews would send float64 (its ``nodata`` replacement); float32 halves the bytes each zoom sends to the
-    browser and that BokehJS colour-maps, with no visible difference.  Changes ``img`` in place: it is new
-    at every zoom and owned by nobody else.
+    xd, yd = (d.name for d in img.kdims[:2])
+    data = xr.DataArray(rgba, dims=(yd, xd, "band"),
+                        coords={xd: img.data.coords[xd], yd: img.data.coords[yd], "band": [0, 1, 2, 3]})
+    return hv.RGB(data, kdims=img.kdims[:2], bounds=img.bounds, xdensity=img.xdensity, ydensity=img.ydensity)
+
+
+def _colour_bar_hook(palette, view: dict, label: str):
+    """A HoloViews plot hook that keeps a colour bar of ``view["span"]`` (the last frame's range) beside the map.
+
+    The image is coloured on the server, so its colour mapper serves the bar alone: moving its
+    ``low``/``high`` at each zoom redraws the bar, not the image.
     """
-    (var,) = img.data.data_vars
-    vdim = img.vdims[0]
-    values = img.data[var].values
-    if values.dtype.kind != "f" and vdim.nodata is None:
-        return
-    out = values.astype("f4")
-    if vdim.nodata is not None:
-        out[values == vdim.nodata] = np.nan
-    img.data[var] = (img.data[var].dims, out)
-    img.vdims[:] = [vdim.clone(nodata=None)]
+    def hook(plot, element):
+        from bokeh.models import ColorBar, LinearColorMapper
+
+        lo, hi = view["span"]
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            lo, hi = 0.0, 1.0
+        bars = [r for r in plot.state.right if isinstance(r, ColorBar)]
+        if bars:
+            bars[0].color_mapper.update(low=lo, high=hi if hi > lo else lo + 1e-12)
+        else:
+            mapper = LinearColorMapper(palette=list(palette), low=lo, high=hi if hi > lo else lo + 1e-12)
+            plot.state.add_layout(ColorBar(color_mapper=mapper, title=label, width=12), "right")
+
+    return hook
 
 
 def category_legend(table: pd.DataFrame, color_by: str) -> list[tuple[str, str]]:
@@ -448,12 +480,13 @@ def warm_up() -> float:
 
     t0 = time.perf_counter()
     n = 64
-    df = prepare_table(pd.DataFrame({"x": np.linspace(0, 1, n), "y": np.linspace(0, 1, n),
-                                     "v": np.linspace(0, 1, n), "f": np.linspace(0, 1, n).astype("f4"),
-                                     "i": np.arange(n, dtype="i4"), "c": pd.Categorical(["a", "b"] * (n // 2))}))
-    for colour in ("count", "v", "f", "i", "c"):
-        latent_map(df, color_by=colour, width=32, height=32, prepared=True)[()]
-    PixelIndex(df, 32, 32).lookup(0.5, 0.5, (0, 1), (0, 1))
+    for coord in ("f8", "f4"):  # numba compiles per coordinate type; big tables keep float32 ones
+        xy = np.linspace(0, 1, n).astype(coord)
+        df = prepare_table(pd.DataFrame({"x": xy, "y": xy, "v": np.linspace(0, 1, n), "f": xy.astype("f4"),
+                                         "i": np.arange(n, dtype="i4"), "c": pd.Categorical(["a", "b"] * (n // 2))}))
+        for colour in ("count", "v", "f", "i", "c"):
+            latent_map(df, color_by=colour, width=32, height=32, prepared=True)[()]
+        PixelIndex(df, 32, 32).lookup(0.5, 0.5, (0, 1), (0, 1))
     return time.perf_counter() - t0
 
 

@@ -1,0 +1,123 @@
+"""Colour a rasterized latent map on the server: RGBA images the browser only has to draw.
+
+Why not leave the colours to the browser (a float image and a Bokeh colour
+mapper)?  Measured in headless Chromium on a 700 x 560 map (scratch profile of
+bench/render.py's zoom), BokehJS spent 160-230 ms per zoom colour-mapping the
+new image (an equalised histogram over 392,000 values, or the per-class mixing
+of an ``ImageStack``, done twice: once for the mapper's new range, once for the
+data), which alone was most of the 250 ms zoom-to-paint budget; drawing an
+RGBA image takes it ~2 ms.
+
+Why not Datashader's ``shade``?  It interpolates each colour channel over the
+palette (``np.interp`` per channel and pixel, ~25 ms per zoom here); a
+256-entry lookup table does the same in one ``take``.  The equalisation itself
+is Datashader's (:func:`datashader.transfer_functions.eq_hist`), so maps look
+as ``shade(how="eq_hist")`` makes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LEVELS = 256
+"""Colours in a palette's lookup table."""
+
+
+def _rgba(colour: str) -> tuple[int, int, int]:
+    colour = colour.lstrip("#")
+    return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)
+
+
+def lookup_table(colours, *, min_alpha: int = 255) -> np.ndarray:
+    """RGBA colours (uint8, shape (LEVELS + 1, 4)) spread evenly over hex ``colours``, then a transparent entry.
+
+    Entry ``i < LEVELS`` is level ``i / (LEVELS - 1)`` of the palette, its opacity rising linearly from
+    ``min_alpha`` to 255; the last entry (index ``LEVELS``) is what empty pixels get.
+    """
+    rgb = np.array([_rgba(c) for c in colours], dtype="f8")
+    t = np.linspace(0, 1, LEVELS)
+    out = np.zeros((LEVELS + 1, 4), dtype="u1")
+    for ch in range(3):
+        out[:LEVELS, ch] = np.round(np.interp(t, np.linspace(0, 1, len(rgb)), rgb[:, ch]))
+    out[:LEVELS, 3] = np.round(min_alpha + (255 - min_alpha) * t)
+    return out
+
+
+def _equalised_colours(counts: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """RGBA (h, w, 4) of non-negative integer ``counts`` by their place in the histogram of the non-zero counts.
+
+    Histogram equalisation as ``datashader.transfer_functions.eq_hist`` does it for an integer
+    raster, with a ``bincount`` in place of its ``np.unique`` (a sort: 15 ms against ~2 ms on a
+    700 x 560 map), and the colour of every count looked up once.
+    """
+    hist = np.bincount(counts.ravel())
+    hist[0] = 0
+    cdf = np.cumsum(hist, dtype="f8")
+    lo, hi = cdf[np.flatnonzero(hist)[0]], cdf[-1]
+    level = (cdf - lo) / (hi - lo) if hi > lo else np.ones_like(cdf)
+    index = np.rint(level * (LEVELS - 1)).astype(np.intp)
+    index[0] = LEVELS  # zero counts: empty, transparent
+    colour_of_count = lut.view("u4").ravel()[index]
+    return colour_of_count[counts].view("u1").reshape(counts.shape + (4,))
+
+
+def shade_values(values: np.ndarray, lut: np.ndarray, *, how: str = "linear"):
+    """RGBA (h, w, 4) uint8 of a 2-D raster; NaN pixels (and zeros when ``how="eq_hist"``: counts) transparent.
+
+    Parameters
+    ----------
+    values : ndarray (h, w)
+        Aggregated values: counts (integers) for ``"eq_hist"``, or a column's mean per pixel.
+    lut : ndarray (LEVELS + 1, 4)
+        From :func:`lookup_table`.
+    how : {"linear", "eq_hist"}
+        ``"linear"`` spreads the raster's finite range over the palette; ``"eq_hist"`` spreads the
+        histogram of the counts (Datashader's equalisation), for densities spanning decades.
+
+    Returns
+    -------
+    rgba : ndarray (h, w, 4) uint8
+    span : (float, float)
+        The values at the two ends of the palette (NaN, NaN for an empty raster): what a colour bar shows.
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"parameter values: expected a 2-D raster, got shape {values.shape}")
+    if how not in ("linear", "eq_hist"):
+        raise ValueError(f"parameter how={how!r}: must be 'linear' or 'eq_hist'")
+    if how == "eq_hist":
+        if values.dtype.kind not in "iub":
+            raise ValueError(f"parameter values: eq_hist shades counts (integers), got {values.dtype}")
+        counts = values.astype(np.intp, copy=False)
+        if not counts.any():
+            return np.zeros(values.shape + (4,), dtype="u1"), (float("nan"), float("nan"))
+        return _equalised_colours(counts, lut), (float(counts[counts > 0].min()), float(counts.max()))
+    empty = ~np.isfinite(values)
+    if empty.all():
+        return np.zeros(values.shape + (4,), dtype="u1"), (float("nan"), float("nan"))
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    scale = (LEVELS - 1) / (hi - lo) if hi > lo else 0.0
+    index = np.rint(np.nan_to_num((values - lo) * scale, nan=0.0) + (0 if hi > lo else LEVELS - 1)).astype(np.intp)
+    index[empty] = LEVELS
+    rgba = lut.view("u4").ravel()[index]
+    return rgba.view("u1").reshape(values.shape + (4,)), (lo, hi)
+
+
+def shade_categories(counts: np.ndarray, colours) -> np.ndarray:
+    """RGBA (h, w, 4) uint8 of per-class counts (h, w, k): each pixel the count-weighted mix of its classes' colours.
+
+    Empty pixels are transparent, others opaque (as Datashader's ``shade`` of a
+    categorical aggregate with ``min_alpha=255``).
+    """
+    counts = np.asarray(counts)
+    if counts.ndim != 3 or counts.shape[2] != len(colours):
+        raise ValueError(f"parameter counts: expected shape (h, w, {len(colours)}), got {counts.shape}")
+    weights = np.nan_to_num(counts.astype("f4", copy=False), nan=0.0)
+    total = weights.sum(axis=2)
+    rgb = np.array([_rgba(c) for c in colours], dtype="f4")
+    mixed = (weights @ rgb) / np.maximum(total, 1e-30)[..., None]
+    rgba = np.empty(counts.shape[:2] + (4,), dtype="u1")
+    rgba[..., :3] = np.rint(mixed)
+    rgba[..., 3] = np.where(total > 0, 255, 0)
+    rgba[total <= 0, :3] = 0
+    return rgba
