@@ -42,7 +42,7 @@ def both(folder):
 def raster(table, color_by, x_range, y_range):
     """The RGBA image the map sends to the browser for this view."""
     img = vz.latent_map(table, color_by=color_by, width=200, height=150, x_range=x_range, y_range=y_range)[()]
-    return np.asarray(img.data.values)
+    return np.asarray(img.data)
 
 
 def test_dask_table_is_partitioned_and_indexed_by_row(both):

@@ -60,7 +60,7 @@ def test_million_points_rasterize_to_the_plot_size_only():
     img = dmap[()]
     # the spread, rasterized and coloured element: 300 x 400 pixels whatever n is
     assert isinstance(img, hv.RGB)
-    rgba = np.asarray(img.data.values)
+    rgba = np.asarray(img.data)
     assert rgba.shape == (300, 400, 4) and rgba.dtype == np.uint8
     assert 1000 < (rgba[..., 3] > 0).sum() < rgba[..., 3].size  # points drawn, empty corners transparent
     # the colour bar spans the view's per-pixel means of snr: the aggregation really ran on the column

@@ -3,9 +3,9 @@
 A latent table is a :class:`pandas.DataFrame` with one row per spectrum and
 at least the coordinate columns ``x`` and ``y`` (what ``latentsky pipeline``
 writes to ``latent.parquet``); every other column can colour the map and
-appears in the hover.  The map is rasterized on the server with Datashader
-(:func:`holoviews.operation.datashader.rasterize`), spread with ``dynspread``
-and coloured there too (:mod:`latentsky.viz.shading`), so a browser receives
+appears in the hover.  The map is aggregated on the server with Datashader,
+coloured there (:mod:`latentsky.viz.shading`) and spread with ``dynspread``
+(what HoloViews' ``rasterize`` + ``shade`` + ``dynspread`` do), so a browser receives
 one RGBA image of at most ``width x height`` pixels whatever the number of
 points and only draws it; numeric colourings get a colour bar of the view's
 range, and the hover names the spectrum under the pointer (:class:`PixelIndex`).
@@ -33,13 +33,11 @@ INDEX_COLUMN = "_index"
 """Column holding each row's position, added to the table the map draws, so that the hover
 (:class:`PixelIndex`) and taps can name the row they hit."""
 
-LOD_TIMEOUT_MS = 30
+LOD_TIMEOUT_MS = 10
 """How long BokehJS waits after the last wheel or pan event before it tells the server the view changed
-(the plot's ``lod_timeout``; HoloViews' default, 500 ms, was most of the zoom-to-paint time)."""
-
-LOD_TIMEOUT_MS = 30
-"""How long BokehJS waits after the last wheel or pan event before it tells the server the view changed
-(the plot's ``lod_timeout``; HoloViews' default, 500 ms, was most of the zoom-to-paint time)."""
+(the plot's ``lod_timeout``; HoloViews' default, 500 ms, was most of the zoom-to-paint time).  A zoom
+that goes on sends a view per pause of the wheel; views that come in while the server renders are
+merged into its next render (see :data:`latentsky.ui.explore.RANGE_DEBOUNCE_MS`)."""
 
 MAX_CATEGORIES = 20
 """Categorical columns with more distinct values than this are coloured by their codes
@@ -286,7 +284,7 @@ def code_column(col: str) -> str:
 def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, width: int = 700,
                height: int = 600, hover: bool = True, cmap: str = "viridis", spread: int = 3,
                x_range=None, y_range=None, title: str = "", prepared: bool = False):
-    """A rasterized, dynamically spread latent map.
+    """A Datashader-aggregated, server-coloured, dynamically spread latent map.
 
     Parameters
     ----------
@@ -299,7 +297,7 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
     width, height : int
         Plot size in screen pixels (also the raster size, so the image sent has this many pixels).
     hover : bool
-        Add Bokeh's hover tool (the pixel's position and value).  The metadata of the spectrum
+        Add Bokeh's hover tool (the pointer's position).  The metadata of the spectrum
         under the cursor comes from :class:`PixelIndex`, which a view asks only when the pointer
         moves, so zooming costs no more than plain Datashader.
     cmap : str
@@ -319,8 +317,7 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
         Re-aggregated by Datashader on every zoom or pan.
     """
     import datashader as ds
-    from holoviews.core.data import disable_pipeline
-    from holoviews.operation.datashader import dynspread, rasterize
+    import datashader.transfer_functions as tf
     from holoviews.plotting.util import process_cmap
 
     from latentsky.viz.shading import lookup_table, shade_categories, shade_values
@@ -334,8 +331,7 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
         cols = [code_column(color_by)]
     elif color_by not in ("count", None, ""):
         cols = [color_by]
-    # only the columns the aggregation reads: HoloViews copies what it is given
-    points = hv.Points(data[list(coords) + cols], kdims=list(coords), vdims=cols)
+    frame_table = data[list(coords) + cols]  # only the columns the aggregation reads
     is_stack = isinstance(agg, ds.by)
     density = color_by in ("count", None, "")
     opts = dict(width=width, height=height, tools=["tap", "box_select", "lasso_select"] + (["hover"] if hover else []),
@@ -351,35 +347,39 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
         view = {"span": (float("nan"), float("nan"))}  # the last frame's colour range, for its colour bar
         if not density:
             opts.update(hooks=[_colour_bar_hook(palette, view, color_by)])
-    raster = rasterize.instance(aggregator=agg, width=width, height=height, dynamic=False)
-    spreading = dynspread.instance(max_px=spread, threshold=0.5, dynamic=False)
+    extent = []  # the data's bounds, the view before the browser sends one (computed once, when first needed)
 
     def frame(x_range=None, y_range=None):
-        # HoloViews' rasterize + dynspread, applied in one DynamicMap callback (instead of a chain of DynamicMaps)
-        # and without recording the data pipeline (it serves hv.link_selections, which the map does not use;
-        # Explore keeps its own selection): ~10-15 % less work per zoom at 10^6 points (bench/render.py).
-        with disable_pipeline():
-            img = spreading(raster(points, x_range=x_range, y_range=y_range))
+        # Datashader's aggregation, our colouring, Datashader's dynspread of the coloured image: what
+        # HoloViews' rasterize + dynspread + shade do, without their element copies and checks (~13 ms of
+        # the 38 per zoom at 10^6 points, bench/render.py) and without recording a data pipeline.
+        if x_range is None or y_range is None:
+            if not extent:
+                extent.extend(_padded(lo, hi) for lo, hi in column_bounds(frame_table, coords))
+            x_range, y_range = x_range or extent[0], y_range or extent[1]
+        cvs = ds.Canvas(plot_width=width, plot_height=height, x_range=tuple(x_range), y_range=tuple(y_range))
+        counts = cvs.points(frame_table, coords[0], coords[1], agg)
         if is_stack:
-            rgba = shade_categories(np.asarray(img.data.values), colours)
+            rgba = shade_categories(counts.values, colours)
         else:
-            (var,) = img.data.data_vars
-            rgba, view["span"] = shade_values(img.data[var].values, lut, how="eq_hist" if density else "linear")
-        return _rgb_like(hv, img, rgba).opts(backend="bokeh", clone=False, **opts)
+            rgba, view["span"] = shade_values(counts.values, lut, how="eq_hist" if density else "linear")
+        image = tf.Image(rgba.view(np.uint32)[..., 0], dims=counts.dims[:2])
+        rgba = tf.dynspread(image, threshold=0.5, max_px=spread).values.view(np.uint8).reshape(rgba.shape)
+        (x0, x1), (y0, y1) = x_range, y_range
+        # top row first, as a NumPy-backed RGB expects (HoloViews validates an xarray one's grid again)
+        return hv.RGB(rgba[::-1], kdims=list(coords), bounds=(x0, y0, x1, y1)).opts(
+            backend="bokeh", clone=False, **opts)
 
     rng = hv.streams.RangeXY(x_range=None if x_range is None else tuple(x_range),
                              y_range=None if y_range is None else tuple(y_range))
     return hv.DynamicMap(frame, streams=[rng])
 
 
-def _rgb_like(hv, img, rgba):
-    """An ``hv.RGB`` of the ``rgba`` pixels (h, w, 4) on the grid of the rasterized ``img``."""
-    import xarray as xr
-
-    xd, yd = (d.name for d in img.kdims[:2])
-    data = xr.DataArray(rgba, dims=(yd, xd, "band"),
-                        coords={xd: img.data.coords[xd], yd: img.data.coords[yd], "band": [0, 1, 2, 3]})
-    return hv.RGB(data, kdims=img.kdims[:2], bounds=img.bounds, xdensity=img.xdensity, ydensity=img.ydensity)
+def _padded(lo: float, hi: float) -> tuple[float, float]:
+    """A range holding ``[lo, hi]`` that Datashader can grid: 0-1 when unknown, widened by 0.5 when empty."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return 0.0, 1.0
+    return (lo - 0.5, hi + 0.5) if hi <= lo else (lo, hi)
 
 
 def _colour_bar_hook(palette, view: dict, label: str):
@@ -472,7 +472,7 @@ class PixelIndex:
 def warm_up() -> float:
     """Compile Datashader's aggregations once (numba), so the first map a user sees does not pause.
 
-    Runs the map's own code path (HoloViews rasterize and dynspread) on a tiny
+    Runs the map's own code path (aggregation, colouring, dynspread) on a tiny
     table for each kind of colouring, and the hover's index pass.  Returns the
     seconds it took (a few seconds in a fresh process, ~0 afterwards).
     """
