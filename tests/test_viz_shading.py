@@ -73,3 +73,23 @@ def test_bad_rasters_name_the_parameter():
         shade_values(np.ones((2, 2)), lut, how="log")
     with pytest.raises(ValueError, match=r"parameter counts: expected shape \(h, w, 2\)"):
         shade_categories(np.ones((2, 2, 3)), ["#ff0000", "#0000ff"])
+
+
+def test_a_map_frame_reaches_bokeh_as_holoviews_own_rgb_plot_sends_it():
+    import holoviews as hv
+
+    from latentsky.viz.frames import MapFrame
+
+    hv.extension("bokeh", logo=False)
+    rgba = np.random.default_rng(0).integers(0, 256, (5, 7, 4), dtype=np.uint8)  # top row first
+    bounds = (-1.0, 2.0, 3.0, 4.5)
+
+    def sent(element):
+        fig = hv.render(element)
+        (source,) = [r.data_source for r in fig.renderers if "image" in r.data_source.data]
+        return {k: np.asarray(v[0]) for k, v in source.data.items()}
+
+    ours, theirs = sent(MapFrame(rgba, bounds=bounds)), sent(hv.RGB(rgba, bounds=bounds))
+    assert ours["image"].dtype == theirs["image"].dtype == np.uint32
+    np.testing.assert_array_equal(ours["image"], theirs["image"])
+    assert {k: float(ours[k]) for k in ("x", "y", "dw", "dh")} == {k: float(theirs[k]) for k in ("x", "y", "dw", "dh")}

@@ -323,6 +323,7 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
     from latentsky.viz.shading import lookup_table, shade_categories, shade_values
 
     hv = _bokeh()
+    from latentsky.viz.frames import MapFrame  # registers its Bokeh plot
     data = table if prepared else prepare_table(table, coords=coords)
     agg = aggregator_for(data, color_by)
     cols = []
@@ -367,7 +368,7 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
         rgba = tf.dynspread(image, threshold=0.5, max_px=spread).values.view(np.uint8).reshape(rgba.shape)
         (x0, x1), (y0, y1) = x_range, y_range
         # top row first, as a NumPy-backed RGB expects (HoloViews validates an xarray one's grid again)
-        return hv.RGB(rgba[::-1], kdims=list(coords), bounds=(x0, y0, x1, y1)).opts(
+        return MapFrame(rgba[::-1], kdims=list(coords), bounds=(x0, y0, x1, y1)).opts(
             backend="bokeh", clone=False, **opts)
 
     rng = hv.streams.RangeXY(x_range=None if x_range is None else tuple(x_range),
