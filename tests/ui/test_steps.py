@@ -148,7 +148,9 @@ def test_pause_stops_inside_the_job_and_resume_finishes_it(local, tmp_path):
 
     products = Query(archive="eso", coordinates=ALPHA_CEN, radius=60).run()[:12]
     d = Download(dest=str(tmp_path / "dl"), products=products)
-    local.server.latency = 0.3  # each answer takes a while, so a pause lands while files are in flight
+    # each answer takes a second (4 connections per host: 3 waves of 4), so a pause lands while files are in
+    # flight even when the test thread is scheduled late on a loaded machine (with 0.3 s, all 12 once finished)
+    local.server.latency = 1.0
     try:
         local.server.clear()
         d.in_background(d.start)
