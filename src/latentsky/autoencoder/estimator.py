@@ -379,7 +379,10 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         option): a step on a batch takes a few milliseconds, and Keras's
         Python loop around each call cost about as much again.  With 16,
         100,000 readouts in memory train about 1.5x faster per epoch
-        (bench/train.py); the steps, and so the model, are the same.
+        (bench/train.py).  Every batch still gets its step, but Keras reads
+        one element ahead at each epoch's end, so later epochs' shuffles,
+        and with them the model of a given seed, differ from those of 1
+        (reproducibly).
     deterministic : bool
         Make TensorFlow ops deterministic (``enable_op_determinism``), so that
         equal seeds give equal models.  The switch is process-wide and stays
