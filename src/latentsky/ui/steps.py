@@ -22,6 +22,7 @@ import panel as pn
 import param
 
 from latentsky.exceptions import LatentskyError
+from latentsky.pipeline_defaults import TRAIN_DEFAULTS
 from latentsky.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
@@ -469,7 +470,7 @@ class Train(_Step):
                            doc="Most training epochs (stops early when the loss stalls; the pipeline may add a "
                                "decoder-refinement phase of as many, shown on the same curve)")
     learning_rate = param.Number(default=1e-2, bounds=(1e-5, 1.0), doc="Adam learning rate")
-    hidden = param.Integer(default=64, bounds=(2, 2048), doc="Units of the encoder's and decoder's hidden layer")
+    hidden = param.Integer(default=TRAIN_DEFAULTS["hidden"][0], bounds=(2, 2048), doc="Units of the encoder's and decoder's hidden layer")
     loss = param.Selector(default="coupled", objects=["coupled", "euclidean"],
                           doc="Loss: data-space error of the reconstructed readout (coupled) or Euclidean on readouts")
     patience = param.Integer(default=60, bounds=(1, 10000), doc="Epochs without improvement before stopping")
