@@ -22,7 +22,7 @@ import panel as pn
 import param
 
 from latentsky.exceptions import LatentskyError
-from latentsky.pipeline_defaults import TRAIN_DEFAULTS
+from latentsky.pipeline_defaults import MIN_EPOCHS, TRAIN_DEFAULTS, TRAIN_VISITS
 from latentsky.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
@@ -468,7 +468,9 @@ class Train(_Step):
     method = param.Selector(default="autoencoder", objects=["autoencoder", "pca"], doc="How the map is made")
     epochs = param.Integer(default=200, bounds=(1, 10000),
                            doc="Most training epochs (stops early when the loss stalls; the pipeline may add a "
-                               "decoder-refinement phase of as many, shown on the same curve)")
+                               "decoder-refinement phase of as many, shown on the same curve; on a big store it "
+                               f"trains fewer, at most {TRAIN_VISITS:,} spectra x epochs per phase and at least "
+                               f"{MIN_EPOCHS} epochs)")
     learning_rate = param.Number(default=1e-2, bounds=(1e-5, 1.0), doc="Adam learning rate")
     hidden = param.Integer(default=TRAIN_DEFAULTS["hidden"][0], bounds=(2, 2048), doc="Units of the encoder's and decoder's hidden layer")
     loss = param.Selector(default="coupled", objects=["coupled", "euclidean"],
