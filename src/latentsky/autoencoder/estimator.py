@@ -703,6 +703,10 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
             model.fit(plain_ds, validation_data=val_ds, epochs=refine, verbose=0, shuffle=False,
                       callbacks=self._callbacks(monitor, progress_cb))
             model.encoder.trainable, model.euclidean_weight = True, pull
+            # a fresh optimizer over all the weights, as `load` rebuilds it (this phase's covered the
+            # decoder alone, and a saved model carrying it warned on every load)
+            model.compile(**self._compile_options(keras))
+            model.optimizer.build(model.trainable_variables)
         self.in_memory_ = in_memory
 
         self.model_ = model
