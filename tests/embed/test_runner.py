@@ -116,6 +116,24 @@ def test_failed_run_leaves_previous_output_and_resumes_at_the_chunk(sample_store
     assert computed == [0, 32, 64, 96]
 
 
+def test_reuse_links_an_identical_run_and_computes_any_other(sample_store, single, tmp_path):
+    out, _ = single
+    events = []
+    linked = embed_store(sample_store, tmp_path / "linked", n_units=30, backend="numpy", chunk_rows=32,
+                         reuse=out, progress=events.append)
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(linked) for p in linked.rglob("*") if p.is_file())
+    # hard links: the same files, no second copy and nothing computed
+    assert all((linked / f).stat().st_ino == (out / f).stat().st_ino for f in files)
+    assert events[-1].finished and any("reused" in e.message for e in events)
+    assert not list(tmp_path.glob(".linked*"))  # no temporary directory left beside it
+    # another setting (here the ridge) is another run: computed, not linked
+    other = embed_store(sample_store, tmp_path / "other", n_units=30, backend="numpy", chunk_rows=32, ridge=0.1,
+                        reuse=out)
+    assert (other / "lineage.json").stat().st_ino != (out / "lineage.json").stat().st_ino
+    assert not np.allclose(open_embeddings(other).readout[:], open_embeddings(out).readout[:])
+
+
 def test_refuses_an_embedder_fitted_on_another_grid(sample_store, tmp_path):
     emb = ESNReadoutEmbedder(n_units=5, backend="numpy").fit(np.ones((2, 100)) + np.arange(100) % 3)
     with pytest.raises(EmbeddingError, match="fitted on 100"):

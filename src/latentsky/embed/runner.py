@@ -19,7 +19,8 @@ Output layout (what stage 2, the autoencoder, reads)::
         :meth:`Reservoir.to_dict`), ``ridge``, ``offset``, ``washout``, ``n_units``,
         ``params`` (the embedder's parameters)
     EMBEDDINGS/lineage.json        step "embed": parameters, the input store's
-                                   path and fingerprint, code version
+                                   path and fingerprint, code version, and
+                                   ``run_key`` (all the settings of the run)
 
 X is the design matrix ``[x_t, 1]`` of the steps used, y their targets (the next
 flux value); see :mod:`latentsky.embed.esn`.  With these, the squared error of
@@ -36,6 +37,7 @@ finished (:mod:`latentsky.store.partial`).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +47,7 @@ from latentsky.embed.esn import ESNReadoutEmbedder, ReadoutStatistics
 from latentsky.embed.reservoir import Reservoir
 from latentsky.exceptions import EmbeddingError
 from latentsky.progress import Progress
-from latentsky.store.lineage import code_version, fingerprint, write_lineage
+from latentsky.store.lineage import code_version, fingerprint, read_lineage, write_lineage
 from latentsky.store.spectra import SpectrumStore
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,7 @@ def _restore_fitted(emb: ESNReadoutEmbedder, state: dict) -> None:
 def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_rows: int = 2000,
                 tune: int = 0, tune_iter: int = 60, chunk_rows: int | None = None, client=None,
                 scheduler: str | None = None, workers: int | None = None, cluster: str | None = None,
-                resume: bool = True, progress=None, random_state=0, **params) -> Path:
+                resume: bool = True, reuse=None, progress=None, random_state=0, **params) -> Path:
     """Embed every spectrum of a store; write readouts and statistics (layout above).
 
     Parameters
@@ -154,6 +156,12 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     resume : bool
         Continue an interrupted run with the same settings at the first chunk
         it had not finished (see :mod:`latentsky.store.partial`); False starts afresh.
+    reuse : path-like, optional
+        An EMBEDDINGS directory written earlier (e.g. by the app's Embed
+        step): when this call would write exactly what it holds (the same
+        store, settings, seed and chunking, recorded as ``run_key`` in its
+        lineage), its files are hard-linked (copied across file systems)
+        into ``out`` instead of being computed again.
     progress : callable, optional
         Receives :class:`latentsky.progress.ProgressEvent` (task ``"embed"``,
         unit ``"spectra"``).
@@ -202,6 +210,9 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
                        "fitted": given, "fit_rows": fit_rows, "tune": tune, "tune_iter": tune_iter,
                        "random_state": random_state, "chunk_rows": chunk_rows, "layout": LAYOUT_VERSION,
                        "code": code_version()})
+    if reuse is not None and Path(reuse).resolve() != out.resolve() \
+            and (read_lineage(Path(reuse)) or {}).get("run_key") == key:
+        return _link_embeddings(Path(reuse), out, n, progress)
     earlier = PartialDirectory.stored_state(out, key) if resume else None
     if earlier and "fitted" in earlier:
         _restore_fitted(emb, earlier["fitted"])
@@ -258,9 +269,36 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         write_lineage(part.path, step="embed", params=_jsonable({**eparams, "ridge_used": emb.ridge_,
                                                                  "offset_used": emb.offset_}),
                       inputs={"store": str(store.path.resolve()), "store_fingerprint": store_fingerprint(store)},
-                      extra={"n_spectra": n, "code": code_version()})
+                      extra={"n_spectra": n, "code": code_version(), "run_key": key})
         part.commit()
     log.info("embedded %d spectra into %s", n, out)
+    return out
+
+
+def _link_embeddings(source: Path, out: Path, n: int, progress) -> Path:
+    """``out`` made a copy of the finished EMBEDDINGS ``source`` of ``n`` spectra, by hard links where possible.
+
+    Hard links cost no space and are safe here: a finished EMBEDDINGS
+    directory is never written in place (a new run builds a new directory and
+    renames it over the old one).
+    """
+    import shutil
+
+    from latentsky.store.spectra import atomic_directory
+
+    with Progress("embed", total=n, unit="spectra", callback=progress) as prog:
+        with atomic_directory(out) as tmp:
+            os.rmdir(tmp)  # copytree makes it
+
+            def link(src, dst):
+                try:
+                    os.link(src, dst)
+                except OSError:  # another file system, or links not allowed
+                    shutil.copy2(src, dst)
+
+            shutil.copytree(source, tmp, copy_function=link)
+        prog.advance(n, f"reused {source} (made with the same settings)")
+    log.info("reused the embeddings in %s for %s", source, out)
     return out
 
 
@@ -316,7 +354,6 @@ def sample_embeddings(emb, out, n_rows: int, *, seed: int = 0) -> Path:
     """
     import zarr
 
-    from latentsky.store.lineage import read_lineage
     from latentsky.store.spectra import atomic_directory
 
     emb = emb if isinstance(emb, Embeddings) else open_embeddings(emb)
