@@ -85,7 +85,8 @@ def _write_state(out: Path, state: dict) -> None:
 
 
 def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, train: dict | None = None,
-                 seed: int = 0, force: bool = False, baselines: bool = True, train_rows: int | None = TRAIN_ROWS,
+                 embeddings=None, seed: int = 0, force: bool = False, baselines: bool = True,
+                 train_rows: int | None = TRAIN_ROWS,
                  train_visits: int | None = TRAIN_VISITS, chunk_rows: int | None = None, client=None,
                  scheduler: str | None = None, workers: int | None = None, cluster: str | None = None,
                  progress: ProgressCallback | None = None) -> dict:
@@ -106,6 +107,11 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
     train : dict, optional
         Overrides of :data:`TRAIN_DEFAULTS` (parameters of
         :class:`~latentsky.autoencoder.estimator.LatentAutoencoder`).
+    embeddings : path-like, optional
+        An EMBEDDINGS directory of this store written earlier (``latentsky
+        embed``, the app's Embed step): when it was made with the settings
+        and seed of this run, it is hard-linked into ``DIR/embeddings``
+        instead of embedding again (see :func:`~latentsky.embed.runner.embed_store`).
     seed : int
         Seed of every random choice (the run is reproducible).
     force : bool
@@ -156,13 +162,13 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
         raise AutoencoderError(f"parameter train_visits={train_visits!r}: must be a positive integer, or None")
     out.mkdir(parents=True, exist_ok=True)
     with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc:
-        return _run(source, out, n_latent=n_latent, embed=embed, train=train, seed=seed, force=force,
-                    baselines=baselines, train_rows=train_rows, train_visits=train_visits, chunk_rows=chunk_rows,
-                    client=dc, progress=progress)
+        return _run(source, out, n_latent=n_latent, embed=embed, train=train, embeddings=embeddings, seed=seed,
+                    force=force, baselines=baselines, train_rows=train_rows, train_visits=train_visits,
+                    chunk_rows=chunk_rows, client=dc, progress=progress)
 
 
-def _run(source: Path, out: Path, *, n_latent, embed, train, seed, force, baselines, train_rows, train_visits,
-         chunk_rows, client, progress) -> dict:
+def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, force, baselines, train_rows,
+         train_visits, chunk_rows, client, progress) -> dict:
     state = {} if force else _read_state(out)
     timings: dict[str, float] = {}
     skipped: list[str] = []
@@ -198,7 +204,7 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, seed, force, baseli
         from latentsky.embed.runner import embed_store
 
         embed_store(store, emb_path, progress=progress, random_state=seed, chunk_rows=chunk_rows, client=client,
-                    resume=not force, **eparams)
+                    resume=not force, reuse=None if force else embeddings, **eparams)
         if state.get("embed") != embed_key:     # other readouts: the model must be trained again
             state.pop("train", None)
         state["embed"] = embed_key

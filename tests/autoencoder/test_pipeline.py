@@ -69,12 +69,16 @@ def test_pipeline_more_latent_dimensions_and_errors(tmp_path, pipeline_run):
 
     _, out = pipeline_run
     events = []
+    # the first run's embeddings are of the same store, settings and seed: linked, not computed again
     metrics = run_pipeline(out / "store", tmp_path / "three", n_latent=3, train={"epochs": 5},
-                           baselines=False, progress=events.append)
+                           embeddings=out / "embeddings", baselines=False, progress=events.append)
     table = pd.read_parquet(tmp_path / "three" / "latent.parquet")
     assert {"x", "y", "z2"} <= set(table.columns) and "z3" not in table
     assert metrics["n_latent"] == 3 and "pca_readouts" not in metrics
     assert {e.task for e in events} == {"embed", "train", "encode"}
+    assert any("reused" in e.message for e in events if e.task == "embed")
+    readout = "embedding.zarr/readout/zarr.json"
+    assert (tmp_path / "three" / "embeddings" / readout).stat().st_ino == (out / "embeddings" / readout).stat().st_ino
     with pytest.raises(AutoencoderError, match="parameter source"):
         run_pipeline(tmp_path / "nowhere", tmp_path / "x")
     assert main(["pipeline", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
