@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("panel")
 
+from latentsky.pipeline_defaults import EMBED_DEFAULTS  # noqa: E402
 from latentsky.ui.steps import Download, Embed, ProgressView, Query, Train, read_coordinate_table  # noqa: E402
 
 ALPHA_CEN = "219.87924 -60.82793"  # HD128621, 24 HARPS spectra in the sample
@@ -253,6 +254,12 @@ def test_app_page_wires_the_steps(sample_data, tmp_path):
     products = Table({"archive": ["eso"], "access_url": ["http://127.0.0.1/x.fits"]})
     app.query.products = products  # what Query sets after a query
     assert app.download.products is products
+    # Train reuses what Embed writes; Embed's defaults are the pipeline's, so by default it can
+    assert app.train.embeddings == str(tmp_path / "store.embeddings")
+    app.embed.out = str(tmp_path / "other")
+    assert app.train.embeddings == str(tmp_path / "other.embeddings")
+    assert {k: getattr(app.embed, k) for k in ("n_units", "leak_rate", "ridge")} == \
+        {k: EMBED_DEFAULTS[k] for k in ("n_units", "leak_rate", "ridge")}
     # a finished training run opens its map in Explore and shows that tab
     app.active = 2
     app.train.results = sample_data

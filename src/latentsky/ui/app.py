@@ -88,6 +88,10 @@ class App(pn.viewable.Viewer):
             self.train.embed = {k: getattr(self.embed, k) for k in settings}
             self.embed.param.watch(lambda e: setattr(self.train, "embed", {**self.train.embed, e.name: e.new}),
                                    settings)
+            # ... and reuses them when the store and settings are the same (not embedding twice)
+            self.train.embeddings = self.embed.embeddings_path()
+            self.embed.param.watch(lambda e: setattr(self.train, "embeddings", self.embed.embeddings_path()),
+                                   ["out", "embeddings"])
             self.train.param.watch(self._on_results, "results")
             self._steps = {"Query": self.query, "Download": self.download, "Embed": self.embed,
                            "Train": self.train}

@@ -22,7 +22,7 @@ import panel as pn
 import param
 
 from latentsky.exceptions import LatentskyError
-from latentsky.pipeline_defaults import MIN_EPOCHS, TRAIN_DEFAULTS, TRAIN_VISITS
+from latentsky.pipeline_defaults import EMBED_DEFAULTS, MIN_EPOCHS, TRAIN_DEFAULTS, TRAIN_VISITS
 from latentsky.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
@@ -414,11 +414,13 @@ class Embed(_Step):
     source = param.String(default="", doc="Folder of FITS spectra (the downloads)")
     out = param.String(default="", doc="Spectrum store to write")
     embeddings = param.String(default="", doc="Embeddings folder to write (default: OUT.embeddings)")
-    n_units = param.Integer(default=100, bounds=(4, 2000), doc="Reservoir units")
+    # the defaults are the pipeline's (EMBED_DEFAULTS, where given), so the Train step can reuse what this wrote
+    n_units = param.Integer(default=EMBED_DEFAULTS["n_units"], bounds=(4, 2000), doc="Reservoir units")
     cycle_weight = param.Number(default=0.9, bounds=(0.01, 1.5), doc="Reservoir cycle weight (spectral radius)")
-    leak_rate = param.Number(default=1.0, bounds=(0.01, 1.0), doc="Leak rate")
+    leak_rate = param.Number(default=EMBED_DEFAULTS["leak_rate"], bounds=(0.01, 1.0), doc="Leak rate")
     input_scaling = param.Number(default=0.5, bounds=(0.01, 10.0), doc="Input scaling")
-    ridge = param.Number(default=1e-2, bounds=(1e-10, 1e3), doc="Ridge regularisation of the readouts")
+    ridge = param.Number(default=EMBED_DEFAULTS["ridge"], bounds=(1e-10, 1e3),
+                         doc="Ridge regularisation of the readouts")
     store = param.String(default="", doc="The store written by the last run")
 
     def run(self):
@@ -433,12 +435,16 @@ class Embed(_Step):
                 raise LatentskyError("out: choose where to write the spectrum store")
             res = ingest([self.source], self.out, progress=self._callback)
             self.store = str(res.store)
-            emb = self.embeddings or f"{self.out}.embeddings"
-            embed_store(res.store, emb, progress=self._callback, n_units=self.n_units,
-                        cycle_weight=self.cycle_weight, leak_rate=self.leak_rate, input_scaling=self.input_scaling,
-                        ridge=self.ridge)
+            emb = self.embeddings_path()
+            embed_store(res.store, emb, progress=self._callback, reservoir=EMBED_DEFAULTS["reservoir"],
+                        n_units=self.n_units, cycle_weight=self.cycle_weight, leak_rate=self.leak_rate,
+                        input_scaling=self.input_scaling, ridge=self.ridge)
             self.info = f"store {self.store}, embeddings {emb}"
         return self._guarded(work)
+
+    def embeddings_path(self) -> str:
+        """Where the embeddings are written: :attr:`embeddings`, else ``OUT.embeddings``."""
+        return self.embeddings or f"{self.out}.embeddings"
 
     def __panel__(self):
         fields = form(self, ["source", "out", "n_units", "cycle_weight", "leak_rate", "input_scaling", "ridge"],
@@ -478,6 +484,8 @@ class Train(_Step):
     patience = param.Integer(default=60, bounds=(1, 10000), doc="Epochs without improvement before stopping")
     batch_size = param.Integer(default=32, bounds=(1, 65536), doc="Spectra per training batch")
     embed = param.Dict(default={}, doc="Stage-1 settings (the Embed step's; empty: the pipeline's defaults)")
+    embeddings = param.String(default="", doc="Embeddings written by the Embed step, reused when made from this "
+                                              "store with these settings (empty: none)")
     losses = param.DataFrame(default=pd.DataFrame(), doc="One row per finished epoch: epoch, loss, val_loss...")
     results = param.ClassSelector(class_=object, default=None, doc="The LatentData made by the last run")
     log_lines = param.List(default=[], doc="Output of the pipeline command")
@@ -531,7 +539,8 @@ class Train(_Step):
 
         from latentsky.ui.train_worker import decode_event
 
-        params = {"train": self.train_params(), "embed": dict(self.embed) or None}
+        params = {"train": self.train_params(), "embed": dict(self.embed) or None,
+                  "embeddings": self.embeddings or None}
         cmd = [sys.executable, "-m", "latentsky.ui.train_worker", str(self.store), str(out), json.dumps(params)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}  # no TF banner
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)

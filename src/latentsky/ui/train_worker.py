@@ -4,7 +4,7 @@ The app runs the pipeline (TensorFlow and all) in a child process, so that
 cancel can stop it at once and the server never holds TensorFlow's memory.
 This module is that child::
 
-    python -m latentsky.ui.train_worker STORE OUT '{"train": {...}, "embed": {...}}'
+    python -m latentsky.ui.train_worker STORE OUT '{"train": {...}, "embed": {...}, "embeddings": PATH}'
 
 Every :class:`~latentsky.progress.ProgressEvent` of the run (ingest, embed,
 train, encode) is written to stdout as one line ``EVENT_PREFIX + JSON``; a
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
     def emit(event):
         sys.stdout.write(encode_event(event) + "\n")
         sys.stdout.flush()
-    run_pipeline(store, out, embed=params.get("embed"), train=params.get("train"), seed=int(params.get("seed", 0)),
-                 progress=emit)
+    run_pipeline(store, out, embed=params.get("embed"), train=params.get("train"),
+                 embeddings=params.get("embeddings"), seed=int(params.get("seed", 0)), progress=emit)
     return 0
 
 
