@@ -160,6 +160,8 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
         raise AutoencoderError(f"parameter train_rows={train_rows!r}: must be an integer >= 2, or None")
     if train_visits is not None and not (isinstance(train_visits, int) and train_visits >= 1):
         raise AutoencoderError(f"parameter train_visits={train_visits!r}: must be a positive integer, or None")
+    if embeddings is not None and read_lineage(Path(embeddings)) is None:
+        raise AutoencoderError(f"parameter embeddings: {embeddings} is not an EMBEDDINGS directory (no lineage)")
     out.mkdir(parents=True, exist_ok=True)
     with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc:
         return _run(source, out, n_latent=n_latent, embed=embed, train=train, embeddings=embeddings, seed=seed,

@@ -82,6 +82,10 @@ def test_pipeline_more_latent_dimensions_and_errors(tmp_path, pipeline_run):
     with pytest.raises(AutoencoderError, match="parameter source"):
         run_pipeline(tmp_path / "nowhere", tmp_path / "x")
     assert main(["pipeline", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    with pytest.raises(AutoencoderError, match="parameter embeddings: .*nowhere is not an EMBEDDINGS"):
+        run_pipeline(out / "store", tmp_path / "x", embeddings=tmp_path / "nowhere")
+    assert main(["pipeline", str(out / "store"), "--out", str(tmp_path / "x"), "--embeddings",
+                 str(tmp_path / "nowhere")]) == 2
 
 
 def test_training_budget_cuts_epochs_of_big_training_sets(tmp_path, pipeline_run):

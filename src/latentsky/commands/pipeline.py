@@ -27,6 +27,9 @@ def register(subparsers) -> None:
                    help="autoencoder loss: data-space (coupled, default) or Euclidean on readouts")
     p.add_argument("--epochs", type=int, default=None,
                    help="maximum training epochs per phase (default 600, cut by --train-visits on big training sets)")
+    p.add_argument("--embeddings", type=Path, default=None, metavar="EMBEDDINGS",
+                   help="stage-1 output of `latentsky embed` on this store, reused (linked) when it was made "
+                        "with this run's settings and seed")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     p.add_argument("--force", action="store_true", help="redo every stage even when up to date")
     p.add_argument("--train-rows", type=int, default=None,
@@ -66,9 +69,8 @@ def run(args) -> int:
     train_rows = TRAIN_ROWS if args.train_rows is None else (args.train_rows or None)
     train_visits = TRAIN_VISITS if args.train_visits is None else (args.train_visits or None)
     metrics = run_pipeline(args.source, args.out, n_latent=args.latent_dims, embed={"n_units": args.n_units},
-                           train=train, seed=args.seed, force=args.force, train_rows=train_rows,
-                           train_visits=train_visits,
-                           chunk_rows=args.chunk_rows, progress=None if args.no_progress else TqdmProgress(),
+                           train=train, embeddings=args.embeddings, seed=args.seed, force=args.force,
+                           train_rows=train_rows, train_visits=train_visits, chunk_rows=args.chunk_rows, progress=None if args.no_progress else TqdmProgress(),
                            **cli_options(args))
     for line in summary_lines(metrics):
         print(line)

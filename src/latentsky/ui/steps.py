@@ -484,8 +484,8 @@ class Train(_Step):
     patience = param.Integer(default=60, bounds=(1, 10000), doc="Epochs without improvement before stopping")
     batch_size = param.Integer(default=32, bounds=(1, 65536), doc="Spectra per training batch")
     embed = param.Dict(default={}, doc="Stage-1 settings (the Embed step's; empty: the pipeline's defaults)")
-    embeddings = param.String(default="", doc="Embeddings written by the Embed step, reused when made from this "
-                                              "store with these settings (empty: none)")
+    embeddings = param.String(default="", doc="Embeddings written by the Embed step, reused when they exist and "
+                                              "were made from this store with these settings (empty: none)")
     losses = param.DataFrame(default=pd.DataFrame(), doc="One row per finished epoch: epoch, loss, val_loss...")
     results = param.ClassSelector(class_=object, default=None, doc="The LatentData made by the last run")
     log_lines = param.List(default=[], doc="Output of the pipeline command")
@@ -539,8 +539,11 @@ class Train(_Step):
 
         from latentsky.ui.train_worker import decode_event
 
-        params = {"train": self.train_params(), "embed": dict(self.embed) or None,
-                  "embeddings": self.embeddings or None}
+        from latentsky.store.lineage import LINEAGE_FILE
+
+        # the Embed step's output, once it exists (the pipeline checks that it fits)
+        reuse = self.embeddings if self.embeddings and (Path(self.embeddings) / LINEAGE_FILE).is_file() else None
+        params = {"train": self.train_params(), "embed": dict(self.embed) or None, "embeddings": reuse}
         cmd = [sys.executable, "-m", "latentsky.ui.train_worker", str(self.store), str(out), json.dumps(params)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}  # no TF banner
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
