@@ -70,7 +70,8 @@ def run(args) -> int:
     train_visits = TRAIN_VISITS if args.train_visits is None else (args.train_visits or None)
     metrics = run_pipeline(args.source, args.out, n_latent=args.latent_dims, embed={"n_units": args.n_units},
                            train=train, embeddings=args.embeddings, seed=args.seed, force=args.force,
-                           train_rows=train_rows, train_visits=train_visits, chunk_rows=args.chunk_rows, progress=None if args.no_progress else TqdmProgress(),
+                           train_rows=train_rows, train_visits=train_visits, chunk_rows=args.chunk_rows,
+                           progress=None if args.no_progress else TqdmProgress(),
                            **cli_options(args))
     for line in summary_lines(metrics):
         print(line)

@@ -287,16 +287,14 @@ def _link_embeddings(source: Path, out: Path, n: int, progress) -> Path:
     from latentsky.store.spectra import atomic_directory
 
     with Progress("embed", total=n, unit="spectra", callback=progress) as prog:
+        def link(src, dst):
+            try:
+                os.link(src, dst)
+            except OSError:  # another file system, or links not allowed
+                shutil.copy2(src, dst)
+
         with atomic_directory(out) as tmp:
-            os.rmdir(tmp)  # copytree makes it
-
-            def link(src, dst):
-                try:
-                    os.link(src, dst)
-                except OSError:  # another file system, or links not allowed
-                    shutil.copy2(src, dst)
-
-            shutil.copytree(source, tmp, copy_function=link)
+            shutil.copytree(source, tmp, copy_function=link, dirs_exist_ok=True)
         prog.advance(n, f"reused {source} (made with the same settings)")
     log.info("reused the embeddings in %s for %s", source, out)
     return out

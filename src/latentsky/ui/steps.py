@@ -478,7 +478,8 @@ class Train(_Step):
                                f"trains fewer, at most {TRAIN_VISITS:,} spectra x epochs per phase and at least "
                                f"{MIN_EPOCHS} epochs)")
     learning_rate = param.Number(default=1e-2, bounds=(1e-5, 1.0), doc="Adam learning rate")
-    hidden = param.Integer(default=TRAIN_DEFAULTS["hidden"][0], bounds=(2, 2048), doc="Units of the encoder's and decoder's hidden layer")
+    hidden = param.Integer(default=TRAIN_DEFAULTS["hidden"][0], bounds=(2, 2048),
+                           doc="Units of the encoder's and decoder's hidden layer")
     loss = param.Selector(default="coupled", objects=["coupled", "euclidean"],
                           doc="Loss: data-space error of the reconstructed readout (coupled) or Euclidean on readouts")
     patience = param.Integer(default=60, bounds=(1, 10000), doc="Epochs without improvement before stopping")
