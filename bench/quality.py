@@ -112,9 +112,7 @@ def main() -> None:
         t0 = time.perf_counter()
         results["spectra_pca"] = [score(SpectraPCA().fit_transform(flux, weight=weight))]
         timings["spectra_pca"] = time.perf_counter() - t0
-        std = readouts.std(axis=0)
-        standardised = (readouts - readouts.mean(axis=0)) / np.where(std > 0, std, 1.0)
-        own = {k: ev.knn_purity(standardised, cat["object"].to_numpy(), k) for k in (1, 5)}
+        own = {k: ev.knn_purity(ev.standardised(readouts), cat["object"].to_numpy(), k) for k in (1, 5)}
 
     means = {name: {k: float(np.mean([r[k] for r in runs])) for k in runs[0]} for name, runs in results.items()}
     # standard error of a seeded map's mean purity over the seeds (None for maps fitted once)

@@ -36,6 +36,13 @@ def _check_k(k, n):
         raise AutoencoderError(f"parameter k={k!r}: must be an integer in [1, n - 1] = [1, {n - 1}]")
 
 
+def standardised(readouts) -> np.ndarray:
+    """Readouts (n, M) with every weight shifted to mean 0 and scaled to unit std (constant ones left at 0)."""
+    r = np.asarray(readouts, dtype="f8")
+    std = r.std(0)
+    return (r - r.mean(0)) / np.where(std > 0, std, 1.0)
+
+
 def neighbours(Z, k: int) -> np.ndarray:
     """Indices (n, k) of each point's ``k`` nearest other points (Euclidean), nearest first.
 
@@ -221,9 +228,7 @@ def score_map(Z, catalog: pd.DataFrame, *, labels=("object",), readouts=None, st
             if k < len(Z):
                 out[f"purity_{col}_k{k}"] = knn_purity(Z, catalog[col].to_numpy(), k)
     if readouts is not None:
-        r = np.asarray(readouts, dtype="f8")
-        std = r.std(0)
-        r = (r - r.mean(0)) / np.where(std > 0, std, 1.0)
+        r = standardised(readouts)
         if neighbourhood < len(Z) / 2:
             out["trustworthiness"] = trustworthiness(r, Z, neighbourhood)
             out["continuity"] = continuity(r, Z, neighbourhood)
