@@ -76,10 +76,13 @@ EMBED_DEFAULTS = {"n_units": 100, "reservoir": "cycle", "ridge": 1e-2, "leak_rat
 #: spectra is fitted on all of them and stops when the training loss stalls).  The map is
 #: laid out with the neighbour term on the Euclidean loss (``layout_loss``), then the
 #: decoder is fitted to the model-coupled loss (for at most ``epochs`` more): with the
-#: coupled loss in the layout phase too, purity by object fell to 0.44-0.50.
+#: coupled loss in the layout phase too, purity by object fell to 0.44-0.50.  The layout
+#: phase starts from umap-learn's layout of the same neighbour graph (``layout_init``) and
+#: refines it with a step ten times smaller than the decoder's (``layout_learning_rate``).
 TRAIN_DEFAULTS = {"hidden": (128,), "learning_rate": 1e-2, "epochs": 600, "batch_size": 32,
                   "validation_fraction": None, "patience": 60, "weight_decay": 1e-4, "loss": "coupled",
-                  "neighbour_weight": 3.0, "edges_per_spectrum": 32, "layout_loss": "euclidean"}
+                  "neighbour_weight": 3.0, "edges_per_spectrum": 32, "layout_loss": "euclidean",
+                  "layout_init": "umap", "layout_learning_rate": 1e-3}
 
 #: Spectra passed through the autoencoder per training phase, at most (spectra x epochs): on a
 #: big training set the pipeline cuts ``epochs`` (and the patience of early stopping and of

@@ -112,7 +112,48 @@ def test_neighbour_parameters_are_checked(readouts, stats):
     from latentsky.autoencoder import LatentAutoencoder
 
     for bad in (dict(neighbour_weight=-1), dict(n_neighbors=1), dict(min_dist=2.0), dict(edges_per_spectrum=0),
-                dict(layout_loss="l2"), dict(decoder_epochs=-1)):
+                dict(layout_loss="l2"), dict(decoder_epochs=-1), dict(layout_init="pca"),
+                dict(layout_learning_rate=0.0)):
         name = next(iter(bad))
         with pytest.raises(AutoencoderError, match=f"parameter {name}="):
             LatentAutoencoder(**bad).fit(readouts, stats=stats)
+
+
+def test_regress_encoder_fits_the_encoder_alone_to_given_points(readouts):
+    """A known 2-D target (the readouts' first two principal components): the encoder learns it, the decoder is untouched."""
+    from latentsky.autoencoder.model import ReadoutAutoencoder
+
+    std = (readouts - readouts.mean(0)) / readouts.std(0)
+    z = std @ np.linalg.svd(std, full_matrices=False)[2][:2].T
+    model = ReadoutAutoencoder(readouts.shape[1], hidden=(32,))
+    model.set_standardisation(readouts.mean(0), readouts.std(0))
+    decoder = [v.numpy().copy() for v in model.decoder.weights]
+    start = float(np.mean(np.sum((model.encode(readouts.astype("f4")).numpy() - z) ** 2, axis=1)))
+    mse = model.regress_encoder(readouts, z, steps=300)
+    got = model.encode(readouts.astype("f4")).numpy()
+    assert mse == pytest.approx(np.mean(np.sum((got - z) ** 2, axis=1)), rel=0.05, abs=1e-4)
+    assert mse < 0.01 * start and mse < 0.01 * np.sum(z.var(0))
+    for before, after in zip(decoder, model.decoder.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+
+
+def test_a_map_started_from_umaps_layout_keeps_it(sample_embeddings, readouts, small, tmp_path):
+    """With layout_init="umap" and a tiny refining step, the map is umap-learn's layout of the same graph
+    (pairwise distances agree); started from random weights it is not."""
+    from scipy.spatial.distance import pdist
+
+    from latentsky.autoencoder import LatentAutoencoder
+    from latentsky.autoencoder.estimator import _as_source
+
+    kw = dict(small, loss="euclidean", epochs=1, decoder_epochs=0, neighbour_weight=1.0, edges_per_spectrum=4,
+              validation_fraction=0.0, layout_learning_rate=1e-9, random_state=0)
+    started = LatentAutoencoder(layout_init="umap", **kw).fit(sample_embeddings)
+    cold = LatentAutoencoder(layout_init="random", **kw).fit(sample_embeddings)
+    rows = np.ones(len(readouts), dtype=bool)
+    mean, std = started._moments(_as_source(readouts, None, None), rows)
+    _, x, graph = started._neighbour_graph(_as_source(readouts, None, None), rows, mean, std, 0)
+    layout = started._umap_layout(x, graph, started._umap_ab(), 0)
+    agree = np.corrcoef(pdist(started.transform(readouts)), pdist(layout))[0, 1]
+    assert agree > 0.95
+    assert np.corrcoef(pdist(cold.transform(readouts)), pdist(layout))[0, 1] < agree - 0.2
+    assert LatentAutoencoder.load(started.save(tmp_path / "started.keras")).layout_init == "umap"

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 # Estimator parameters kept in the saved model, so `load` rebuilds the same estimator.
 _PARAMS = ("n_latent", "hidden", "activation", "loss", "normalise", "whiten", "euclidean_weight", "neighbour_weight",
-           "n_neighbors", "min_dist", "edges_per_spectrum", "decoder_epochs", "layout_loss", "weight_decay", "learning_rate", "epochs",
+           "n_neighbors", "min_dist", "edges_per_spectrum", "decoder_epochs", "layout_loss", "layout_init", "layout_learning_rate",
+           "weight_decay", "learning_rate", "epochs",
            "batch_size", "validation_fraction", "patience", "lr_patience", "checkpoint_dir", "chunk_rows", "in_memory", "memory_limit_mb", "cache_dir", "read_threads", "jit_compile", "steps_per_execution", "deterministic",
            "random_state")
 
@@ -336,6 +337,17 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         ``loss="coupled"`` lays the map out on the standardised readouts (the
         coordinates of the neighbour graph) and then fits the decoder to the
         data-space error.
+    layout_init : {"random", "umap"}
+        With the neighbour term: where the joint phase starts.  ``"random"``:
+        from Keras's initial weights.  ``"umap"``: the encoder is first
+        regressed onto umap-learn's layout of the same neighbour graph (its
+        sequential SGD, annealed over 200-500 epochs, settles neighbourhoods
+        more finely than minibatch Adam does), and the joint phase refines
+        that map with the neighbour and reconstruction losses.
+    layout_learning_rate : float, optional
+        Adam step size of the joint phase (None: ``learning_rate``); a map
+        started from umap-learn's layout is refined with a smaller step than
+        the decoder is fitted with.
     weight_decay : float
         L2 penalty on the dense kernels.
     learning_rate : float
@@ -405,7 +417,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
 
     def __init__(self, n_latent=2, hidden=(64,), activation="tanh", loss="coupled", normalise="n_steps",
                  whiten="auto", euclidean_weight=0.0, neighbour_weight=0.0, n_neighbors=15, min_dist=0.1,
-                 edges_per_spectrum=4.0, decoder_epochs=None, layout_loss=None, weight_decay=1e-4, learning_rate=3e-3, epochs=300, batch_size=32, validation_fraction=0.15,
+                 edges_per_spectrum=4.0, decoder_epochs=None, layout_loss=None, layout_init="random", layout_learning_rate=None,
+                 weight_decay=1e-4, learning_rate=3e-3, epochs=300, batch_size=32, validation_fraction=0.15,
                  patience=30, lr_patience=10, checkpoint_dir=None, chunk_rows=None, in_memory="auto",
                  memory_limit_mb=320, cache_dir=None, read_threads=2, jit_compile=True, steps_per_execution=16,
                  deterministic=True, random_state=0, progress=None):
@@ -421,6 +434,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         self.edges_per_spectrum = edges_per_spectrum
         self.decoder_epochs = decoder_epochs
         self.layout_loss = layout_loss
+        self.layout_init = layout_init
+        self.layout_learning_rate = layout_learning_rate
         self.whiten = whiten
         self.weight_decay = weight_decay
         self.learning_rate = learning_rate
@@ -472,6 +487,10 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         check("n_neighbors", isinstance(self.n_neighbors, numbers.Integral) and self.n_neighbors >= 2,
               "must be an integer >= 2")
         check("min_dist", isinstance(self.min_dist, numbers.Real) and 0 <= self.min_dist <= 1, "must be in [0, 1]")
+        check("layout_init", self.layout_init in ("random", "umap"), "must be 'random' or 'umap'")
+        check("layout_learning_rate", self.layout_learning_rate is None
+              or (isinstance(self.layout_learning_rate, numbers.Real) and self.layout_learning_rate > 0),
+              "must be None or > 0")
         check("layout_loss", self.layout_loss is None or self.layout_loss in LOSSES, f"must be None or one of {LOSSES}")
         check("decoder_epochs", self.decoder_epochs is None
               or (isinstance(self.decoder_epochs, numbers.Integral) and self.decoder_epochs >= 0),
@@ -663,7 +682,6 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
             model.set_standardisation(mean, std)
         else:
             raise AutoencoderError(f"parameter whiten={self.whiten!r}: must be 'auto', 'std', 'metric' or 'split'")
-        model.compile(**self._compile_options(keras))
 
         statistics = source.has_statistics
         in_memory = self._in_memory(source)
@@ -673,7 +691,12 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         train_ds = self._dataset(source, train, shuffle=True, seed=seed, statistics=statistics, in_memory=in_memory)
         plain_ds = train_ds
         if self.neighbour_weight:
-            edges = self._edge_dataset(readout_rows, train, mean, std, seed, steps=int(train_ds.cardinality()))
+            w, x, graph = self._neighbour_graph(readout_rows, train, mean, std, seed)
+            edges = self._edge_dataset(w, graph, seed, steps=int(train_ds.cardinality()))
+            if self.layout_init == "umap":
+                mse = model.regress_encoder(w, self._umap_layout(x, graph, umap_ab, seed))
+                log.info("map started from umap-learn's layout (encoder fitted to it: mean squared distance %.3g)",
+                         mse)
 
             def merge(spectra, edge_batch):
                 return {**spectra, **edge_batch}
@@ -686,8 +709,12 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
                   if self.neighbour_weight else 0)
         progress_cb = _progress_callback(self.progress, int(self.epochs) + refine)
         progress_cb.last = not refine
+        layout_rate = self.learning_rate
+        if self.neighbour_weight and self.layout_learning_rate is not None:
+            layout_rate = self.layout_learning_rate
+        model.compile(**self._compile_options(keras, layout_rate))
         model.fit(train_ds, validation_data=val_ds, epochs=int(self.epochs), verbose=0, shuffle=False,
-                  callbacks=self._callbacks(monitor, progress_cb))
+                  callbacks=self._callbacks(monitor, progress_cb, layout_rate))
         if refine:
             # The map is laid out; now fit the decoder alone to the reconstruction loss (the batches
             # without edges): the latent points stay where the neighbour term put them.
@@ -720,16 +747,19 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
                  min(self.history_.get(monitor, [np.nan])))
         return self
 
-    def _compile_options(self, keras) -> dict:
-        """``model.compile`` arguments of a phase: a fresh Adam, XLA unless deterministic, steps per call."""
+    def _compile_options(self, keras, learning_rate: float | None = None) -> dict:
+        """``model.compile`` arguments of a phase: a fresh Adam (step ``learning_rate``, None: the
+        parameter's), XLA unless deterministic, steps per call."""
         # Keras falls back from XLA (with a warning) when op determinism is on
-        return {"optimizer": keras.optimizers.Adam(self.learning_rate),
+        return {"optimizer": keras.optimizers.Adam(learning_rate or self.learning_rate),
                 "jit_compile": bool(self.jit_compile) and not self.deterministic,
                 "steps_per_execution": int(self.steps_per_execution)}
 
-    def _callbacks(self, monitor: str, progress_cb) -> list:
-        """Early stopping (best weights kept), learning-rate halving, checkpoints and progress of one phase."""
+    def _callbacks(self, monitor: str, progress_cb, learning_rate: float | None = None) -> list:
+        """Early stopping (best weights kept), learning-rate halving (from ``learning_rate``, None: the
+        parameter's), checkpoints and progress of one phase."""
         keras = _keras()
+        rate = learning_rate or self.learning_rate
         callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=int(self.patience),
                                                    restore_best_weights=True), progress_cb]
         if self.lr_patience:
@@ -737,7 +767,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
             # coupled loss (its Gram matrices have condition numbers ~1e6)
             callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5,
                                                                   patience=int(self.lr_patience),
-                                                                  min_lr=self.learning_rate / 64))
+                                                                  min_lr=rate / 64))
         if self.checkpoint_dir is not None:
             ckpt = Path(self.checkpoint_dir)
             ckpt.mkdir(parents=True, exist_ok=True)
@@ -753,30 +783,52 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         a, b = find_ab_params(1.0, float(self.min_dist))
         return {"umap_a": float(a), "umap_b": float(b)}
 
-    def _edge_dataset(self, source: _Source, rows: np.ndarray, mean, std, seed: int, *, steps: int):
-        """Endless batches of edges (``head``, ``tail`` readouts) of the training rows' fuzzy neighbour graph.
+    def _neighbour_graph(self, source: _Source, rows: np.ndarray, mean, std, seed: int):
+        """The training rows' readouts (float64), standardised readouts and fuzzy neighbour graph (COO, no loops).
 
         The graph is umap-learn's ``fuzzy_simplicial_set`` of the standardised
         readouts (as :class:`~latentsky.autoencoder.baselines.ReadoutUMAP` maps
-        them); each epoch's ``steps * edges`` draws are made once with
-        probabilities proportional to the edge weights (UMAP samples an edge
-        as often as its weight says) and reshuffled every epoch.  The readouts
-        (4(N+1) bytes per spectrum) are held in memory even when the statistics
-        are streamed.
+        them).  The readouts (4(N+1) bytes per spectrum) are held in memory
+        even when the statistics are streamed.
         """
-        import tensorflow as tf
         from umap.umap_ import fuzzy_simplicial_set
 
         w = np.concatenate([np.asarray(source.readout[s:e], dtype="f8")[rows[s:e]] for s, e in source.blocks()
                             if rows[s:e].any()])
-        scale = np.where(std > 0, std, 1.0)
-        graph = fuzzy_simplicial_set((w - mean) / scale, min(int(self.n_neighbors), len(w) - 1),
-                                     np.random.RandomState(seed), "euclidean")[0].tocoo()
+        x = (w - mean) / np.where(std > 0, std, 1.0)
+        graph = fuzzy_simplicial_set(x, min(int(self.n_neighbors), len(w) - 1), np.random.RandomState(seed),
+                                     "euclidean")[0].tocoo()
         keep = graph.row != graph.col
-        head, tail, weight = graph.row[keep], graph.col[keep], graph.data[keep].astype("f8")
-        if not len(weight):
+        if not keep.any():
             raise AutoencoderError("parameter neighbour_weight: the training rows have no neighbour graph "
                                    "(fewer than 2 distinct readouts)")
+        return w, x, graph
+
+    def _umap_layout(self, x, graph, umap_ab: dict, seed: int) -> np.ndarray:
+        """umap-learn's layout (n, n_latent) of the neighbour ``graph`` of the standardised readouts ``x``.
+
+        umap-learn's own embedding step with its defaults (spectral start,
+        SGD annealed from step 1 to 0 over 500 epochs, 200 from 10,000
+        points on; 5 negatives per edge), single-threaded and seeded.
+        """
+        from umap.umap_ import simplicial_set_embedding
+
+        z, _ = simplicial_set_embedding(x, graph.tocsr(), int(self.n_latent), 1.0, umap_ab["umap_a"],
+                                        umap_ab["umap_b"], 1.0, 5, None, "spectral",
+                                        np.random.RandomState(seed), "euclidean", {}, False, {}, False)
+        return z
+
+    def _edge_dataset(self, w: np.ndarray, graph, seed: int, *, steps: int):
+        """Endless batches of edges (``head``, ``tail`` readouts) of the fuzzy neighbour ``graph`` of readouts ``w``.
+
+        Each epoch's ``steps * edges`` draws are made once with probabilities
+        proportional to the edge weights (UMAP samples an edge as often as its
+        weight says) and reshuffled every epoch.
+        """
+        import tensorflow as tf
+
+        keep = graph.row != graph.col
+        head, tail, weight = graph.row[keep], graph.col[keep], graph.data[keep].astype("f8")
         per_step = max(1, int(round(self.edges_per_spectrum * min(int(self.batch_size), len(w)))))
         pick = np.random.default_rng(seed + 1).choice(len(weight), size=per_step * steps, p=weight / weight.sum())
         pairs = np.stack([head[pick], tail[pick]], axis=1).astype("i4")
