@@ -4,7 +4,8 @@ The 125 real spectra are ingested and embedded with the pipeline's settings
 (:mod:`latentsky.pipeline`), then mapped to 2-D by
 
 * ``ours``: the model-coupled autoencoder (the pipeline's training settings:
-  the map laid out with the neighbour term, the decoder fitted to the
+  the encoder started from umap-learn's layout of the readouts' neighbour
+  graph, the map refined with the neighbour term, the decoder fitted to the
   data-space error; see :mod:`latentsky.autoencoder.model`);
 * ``euclidean_ae``: the same network and settings with the Euclidean readout
   loss in place of the coupled one;
