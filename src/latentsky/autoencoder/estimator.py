@@ -345,7 +345,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         more finely than minibatch Adam does), and the joint phase refines
         that map with the neighbour and reconstruction losses.
     layout_learning_rate : float, optional
-        Adam step size of the joint phase (None: ``learning_rate``); a map
+        With the neighbour term: the Adam step size of the joint phase
+        (None: ``learning_rate``); a map
         started from umap-learn's layout is refined with a smaller step than
         the decoder is fitted with.
     weight_decay : float
@@ -791,6 +792,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         them).  The readouts (4(N+1) bytes per spectrum) are held in memory
         even when the statistics are streamed.
         """
+        from scipy.sparse import coo_matrix
         from umap.umap_ import fuzzy_simplicial_set
 
         w = np.concatenate([np.asarray(source.readout[s:e], dtype="f8")[rows[s:e]] for s, e in source.blocks()
@@ -799,7 +801,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         graph = fuzzy_simplicial_set(x, min(int(self.n_neighbors), len(w) - 1), np.random.RandomState(seed),
                                      "euclidean")[0].tocoo()
         keep = graph.row != graph.col
-        if not keep.any():
+        graph = coo_matrix((graph.data[keep], (graph.row[keep], graph.col[keep])), shape=graph.shape)
+        if not graph.nnz:
             raise AutoencoderError("parameter neighbour_weight: the training rows have no neighbour graph "
                                    "(fewer than 2 distinct readouts)")
         return w, x, graph
@@ -827,8 +830,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         """
         import tensorflow as tf
 
-        keep = graph.row != graph.col
-        head, tail, weight = graph.row[keep], graph.col[keep], graph.data[keep].astype("f8")
+        head, tail, weight = graph.row, graph.col, graph.data.astype("f8")
         per_step = max(1, int(round(self.edges_per_spectrum * min(int(self.batch_size), len(w)))))
         pick = np.random.default_rng(seed + 1).choice(len(weight), size=per_step * steps, p=weight / weight.sum())
         pairs = np.stack([head[pick], tail[pick]], axis=1).astype("i4")
