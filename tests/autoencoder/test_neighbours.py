@@ -147,7 +147,12 @@ def test_a_map_started_from_umaps_layout_keeps_it(sample_embeddings, readouts, s
 
     kw = dict(small, loss="euclidean", epochs=1, decoder_epochs=0, neighbour_weight=1.0, edges_per_spectrum=4,
               validation_fraction=0.0, layout_learning_rate=1e-9, random_state=0)
-    started = LatentAutoencoder(layout_init="umap", **kw).fit(sample_embeddings)
+    events = []
+    started = LatentAutoencoder(layout_init="umap", progress=events.append, **kw).fit(sample_embeddings)
+    # the set-up shows before the first epoch: the graph, then the umap-learn start
+    assert [e.message for e in events[:2]] == ["building the readouts' neighbour graph",
+                                               "starting the map from umap-learn's layout"]
+    assert all(e.done == 0 and e.total == 1 and not e.logs for e in events[:2])
     cold = LatentAutoencoder(layout_init="random", **kw).fit(sample_embeddings)
     rows = np.ones(len(readouts), dtype=bool)
     mean, std = started._moments(_as_source(readouts, None, None), rows)

@@ -691,10 +691,20 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
             source = _CachedSource.build(source, self.cache_dir, self.normalise)
         train_ds = self._dataset(source, train, shuffle=True, seed=seed, statistics=statistics, in_memory=in_memory)
         plain_ds = train_ds
+        refine = (int(self.epochs if self.decoder_epochs is None else self.decoder_epochs)
+                  if self.neighbour_weight else 0)
+
+        def setting_up(message):
+            # the set-up before the first epoch (seconds to a minute at 10,000 spectra) shows as epoch 0
+            if self.progress is not None:
+                self.progress(TrainingEvent("train", 0, int(self.epochs) + refine, "epochs", message))
+
         if self.neighbour_weight:
+            setting_up("building the readouts' neighbour graph")
             w, x, graph = self._neighbour_graph(readout_rows, train, mean, std, seed)
             edges = self._edge_dataset(w, graph, seed, steps=int(train_ds.cardinality()))
             if self.layout_init == "umap":
+                setting_up("starting the map from umap-learn's layout")
                 mse = model.regress_encoder(w, self._umap_layout(x, graph, umap_ab, seed))
                 log.info("map started from umap-learn's layout (encoder fitted to it: mean squared distance %.3g)",
                          mse)
@@ -706,8 +716,6 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         val_ds = (self._dataset(source, val, shuffle=False, seed=seed, statistics=statistics, in_memory=in_memory)
                   if n_val else None)
         monitor = "val_loss" if n_val else "loss"
-        refine = (int(self.epochs if self.decoder_epochs is None else self.decoder_epochs)
-                  if self.neighbour_weight else 0)
         progress_cb = _progress_callback(self.progress, int(self.epochs) + refine)
         progress_cb.last = not refine
         layout_rate = self.learning_rate
