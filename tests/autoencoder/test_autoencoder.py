@@ -122,7 +122,10 @@ def test_save_load_round_trip_gives_identical_latent_points(coupled_ae, sample_e
     z = coupled_ae.transform(readouts)
     assert z.shape == (len(readouts), 2)
     np.testing.assert_array_equal(loaded.transform(readouts), z)
-    np.testing.assert_array_equal(loaded.transform(sample_embeddings), z)
+    np.testing.assert_array_equal(loaded.transform(sample_embeddings), coupled_ae.transform(sample_embeddings))
+    # read from disk in the store's chunks, the batches differ in size from the array's one batch, and
+    # the matrix products may round the last bit differently (seen: 12 of 250 values, 2e-8 apart)
+    np.testing.assert_allclose(loaded.transform(sample_embeddings), z, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(loaded.inverse_transform(z), coupled_ae.inverse_transform(z))
     assert loaded.get_params()["hidden"] == (32,) and loaded.loss == "coupled"
     assert loaded.history_ == coupled_ae.history_
