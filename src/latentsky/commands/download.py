@@ -232,11 +232,15 @@ def run(args) -> int:
         print(json.dumps({"done": len(results.done), "skipped": len(results.skipped),
                           "failed": len(results.errors), "bytes": results.bytes,
                           "elapsed_s": round(results.elapsed, 3), "requests": results.requests,
-                          "errors": [str(e) for e in results.errors]}))
+                          "errors": [str(e) for e in results.errors], "halted": results.halted}))
     else:
         print(results.summary())
         for failure in results.errors[:20]:
             print(f"  failed: {failure}", file=sys.stderr)
-        if results.errors:
+        if results.errors and not results.halted:
             print("run the same command again to retry the failed files", file=sys.stderr)
-    return 1 if results.errors else 0
+    if results.halted:
+        print(f"latentsky download: stopped: {results.halted}\n  the verified files are kept in {dest}, partly "
+              "downloaded ones resume where they stopped: free some space (or make the folder writable) and "
+              "run the same command again", file=sys.stderr)
+    return 1 if results.errors or results.halted else 0
