@@ -53,9 +53,10 @@ from latentsky.exceptions import SpectrumError
 
 C_KMS = 299792.458
 GZIP_MAGIC = b"\x1f\x8b"
-MAX_GUNZIPPED_BYTES = 256 * 2**20
-"""Most bytes one gzip-compressed spectrum may decompress to (256 MiB; the largest echelle products
-are tens of MiB): beyond it the file is refused instead of filling memory."""
+MAX_GUNZIPPED_BYTES = 64 * 2**20
+"""Most bytes one gzip-compressed spectrum may decompress to (64 MiB; the largest products read here,
+echelle spectra, are a few MiB to a few tens of MiB): beyond it the file is refused before it is parsed,
+as reading a spectrum takes about 20 times its size in memory."""
 GUNZIP_BLOCK = 1 << 20
 """Bytes decompressed at a time, bytes."""
 ABSURD_FACTOR = 1e3  # pixels this many times the median |flux| are masked as garbage
