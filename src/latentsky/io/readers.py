@@ -191,7 +191,7 @@ def _looks_like_fits(data: bytes | None) -> bool:
         if data and data[:2] == GZIP_MAGIC:
             data = gzip.GzipFile(fileobj=io.BytesIO(data)).read(9)
         return bool(data) and data[:9] == b"SIMPLE  ="
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         return False
 
 
