@@ -227,7 +227,10 @@ def run(args) -> int:
         Manifest.for_folder(dest), max_connections=args.max_connections,
         max_connections_per_host=args.max_connections_per_host, max_retries=args.max_retries,
         timeout=args.timeout, progress=None if args.no_progress else TqdmProgress())
-    results = manager.run(items, verify_existing=args.verify)
+    try:
+        results = manager.run(items, verify_existing=args.verify)
+    except ValueError as err:  # two rows of the table are the same product, or would be the same file
+        raise LatentskyError(f"{source}: {err} (name the columns with --key-column, --name-column)") from None
     if args.json:
         print(json.dumps({"done": len(results.done), "skipped": len(results.skipped),
                           "failed": len(results.errors), "bytes": results.bytes,
