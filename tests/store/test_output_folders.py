@@ -163,3 +163,23 @@ def test_pipeline_refuses_a_foreign_or_input_folder_before_any_work(victim, samp
     with pytest.raises(LatentskyError, match="is an input of this run"):
         run_pipeline(victim, victim)
     assert _snapshot(victim) == before and sorted(p.name for p in victim.parent.iterdir()) == ["victim"]
+
+
+def test_ctrl_c_during_ingest_keeps_the_previous_store_and_says_so(tmp_path, sample):
+    import time
+
+    files = sorted((sample / "harps").glob("*.fits.gz"))[:3]
+    out = tmp_path / "store"
+    assert main(["ingest", str(files[0]), "--out", str(out), "--pixels", "256"]) == 0
+    before = _snapshot(out)
+    cmd = [sys.executable, "-m", "latentsky.cli", "ingest", str(sample), "--out", str(out), "--pixels", "256"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".store.tmp-*")):  # the new store is being written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and f"nothing was written to {out}" in err and "Run the same command" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"] and _snapshot(out) == before

@@ -406,19 +406,35 @@ def output_directory(dest, kind: str | None = None, *, inputs: Iterable = ()) ->
             raise
 
 
+def claim_folder(dest, kind: str, *, inputs: Iterable = ()) -> Path:
+    """Check output folder ``dest`` for a run that writes into it in place, create it and mark it ``kind``.
+
+    For a command that fills a folder with several steps' outputs (the demo);
+    the writer of each step takes its own lock.
+
+    Raises
+    ------
+    OutputRefused
+        See :func:`check_output` (with ``in_place=True``).
+    """
+    dest = Path(dest)
+    check_output(dest, kind, inputs=inputs, in_place=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    if _marker_kind(dest)[1] != kind:
+        write_marker(dest, kind)
+    return dest
+
+
 @contextlib.contextmanager
 def output_folder(dest, kind: str, *, inputs: Iterable = ()) -> Iterator[Path]:
     """Hold output folder ``dest`` for a run that writes into it in place (the pipeline's folder).
 
     Checks ``dest`` (:func:`check_output`), takes its lock, creates it with its
-    marker when new, and yields it; the lock is released at the end.
+    marker when new (:func:`claim_folder`), and yields it; the lock is
+    released at the end.
     """
     dest = Path(dest)
     inputs = list(inputs)
     check_output(dest, kind, inputs=inputs, in_place=True)
     with OutputLock(dest):
-        check_output(dest, kind, inputs=inputs, in_place=True)
-        dest.mkdir(parents=True, exist_ok=True)
-        if _marker_kind(dest)[1] != kind:
-            write_marker(dest, kind)
-        yield dest
+        yield claim_folder(dest, kind, inputs=inputs)
