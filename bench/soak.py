@@ -132,7 +132,8 @@ def main(argv=None) -> int:
             t0 = time.monotonic()
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
             have = len(in_place(dest))
-            target = None if kills >= args.kills else have + max(1, round(rng.uniform(0.05, 0.25) * (args.files - have)))
+            step = max(1, round(rng.uniform(0.05, 0.25) * (args.files - have)))
+            target = None if kills >= args.kills else have + step
             killed = False
             while proc.poll() is None:
                 if time.monotonic() - t0 > args.run_timeout:

@@ -25,7 +25,8 @@ from latentsky.exceptions import LatentskyError, SpectrumError, StoreError
 from latentsky.io.grid import NORMALISATIONS, LogLambdaGrid, normalise, resample
 from latentsky.io.readers import read_spectrum
 from latentsky.progress import Progress, ProgressCallback
-from latentsky.store import SpectrumStore, SpectrumStoreWriter, atomic_directory, check_output, read_lineage, write_lineage
+from latentsky.store import (SpectrumStore, SpectrumStoreWriter, atomic_directory, check_output, read_lineage,
+                             write_lineage)
 from latentsky.store.lineage import fingerprint
 
 log = logging.getLogger(__name__)
