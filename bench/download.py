@@ -79,8 +79,8 @@ def make_sources(folder: Path, n_distinct: int, target: int) -> list[Path]:
     return out
 
 
-def _serve(sources, latency, fault_rate, seed, retry_after, queue):
-    """Child process: the local archive with /bench/f<i>.fits -> sources[i % n]."""
+def bench_server(sources, latency, fault_rate, seed, retry_after) -> LocalServer:
+    """The local archive with /bench/f<i>.fits -> sources[i % n], faults of every kind (not started)."""
     server = LocalServer(latency=latency, fault_rate=fault_rate, faults=FAULT_KINDS, seed=seed,
                          retry_after=retry_after, fault_latency=0.15)
 
@@ -89,6 +89,12 @@ def _serve(sources, latency, fault_rate, seed, retry_after, queue):
         return Response.from_file(sources[i % len(sources)])
 
     server.add_route("GET", "/bench/{name}", handler)
+    return server
+
+
+def _serve(sources, latency, fault_rate, seed, retry_after, queue):
+    """Child process: :func:`bench_server`, serving until terminated."""
+    server = bench_server(sources, latency, fault_rate, seed, retry_after)
     queue.put(server.base_url)
     server.serve_forever()
 

@@ -50,9 +50,12 @@ from latentsky.exceptions import AutoencoderError
 from latentsky.pipeline_defaults import EMBED_DEFAULTS, TRAIN_DEFAULTS, TRAIN_VISITS, within_budget
 from latentsky.progress import Progress, ProgressCallback
 from latentsky.store.lineage import fingerprint, read_lineage
+from latentsky.store.output import output_folder
 
 log = logging.getLogger(__name__)
 
+PIPELINE_KIND = "pipeline"
+"""The output kind of a pipeline folder (see :mod:`latentsky.store.output`)."""
 STATE_FILE = "pipeline.json"
 LATENT_COLUMNS = ["id", "path", "object", "ra", "dec", "mjd", "instrument", "spec_class"]
 #: Per-spectrum scores of the encode stage; the first two are columns of ``latent.parquet``.
@@ -162,8 +165,9 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
         raise AutoencoderError(f"parameter train_visits={train_visits!r}: must be a positive integer, or None")
     if embeddings is not None and read_lineage(Path(embeddings)) is None:
         raise AutoencoderError(f"parameter embeddings: {embeddings} is not an EMBEDDINGS directory (no lineage)")
-    out.mkdir(parents=True, exist_ok=True)
-    with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc:
+    inputs = [source] + ([Path(embeddings)] if embeddings is not None else [])
+    with output_folder(out, PIPELINE_KIND, inputs=inputs), \
+            dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc:
         return _run(source, out, n_latent=n_latent, embed=embed, train=train, embeddings=embeddings, seed=seed,
                     force=force, baselines=baselines, train_rows=train_rows, train_visits=train_visits,
                     chunk_rows=chunk_rows, client=dc, progress=progress)
@@ -315,7 +319,7 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
 
     Each chunk of readouts (with its Gram matrices) is read, encoded,
     decoded and scored by :func:`_encode_chunk`, in this process or on a Dask
-    cluster, into the arrays of ``OUT/.encoded.partial/``; an interrupted run
+    cluster, into the arrays of ``OUT/.encoded.partial-<run>/``; an interrupted run
     with the same ``key`` resumes at the first chunk it had not finished.
     The table is then written in row groups, the catalog columns streamed from
     the store beside the latent ones, and moved into place.
@@ -363,7 +367,8 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
     rows = int(chunk_rows or emb.readout.chunks[0])
     st = model_path.stat()
     key = key or fingerprint({"model": [str(model_path), st.st_size, st.st_mtime_ns], "rows": rows})
-    part = PartialDirectory(out / "encoded", fingerprint({"key": key, "n": n, "rows": rows}), resume=resume)
+    part = PartialDirectory(out / "encoded", fingerprint({"key": key, "n": n, "rows": rows}), resume=resume,
+                            kind="encoded")
     n_latent = _load_model(str(model_path)).n_latent
     names = latent_column_names(n_latent)
     done = part.done()

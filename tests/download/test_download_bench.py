@@ -23,3 +23,14 @@ def test_bench_small_run(tmp_path):
     assert result["files_per_s"] > result["sequential_files_per_s"]
     assert "extrapolated" in out.stdout
     assert list(tmp_path.iterdir()) == []  # the scratch folder is cleaned up
+
+
+def test_soak_small_run(tmp_path):
+    soak = BENCH.with_name("soak.py")
+    out = subprocess.run([sys.executable, str(soak), "--files", "40", "--kills", "2", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["kills"] == 2 and result["files"] == 40
+    assert result["lost"] == result["corrupt"] == result["redownloaded_verified"] == result["leftover_temp"] == 0
+    assert list(tmp_path.iterdir()) == []

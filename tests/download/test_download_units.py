@@ -44,14 +44,24 @@ def test_item_normalises_and_validates(tmp_path):
     ("a b\nc.fits", "a_b_c.fits"),
     ("CON", "_CON"),
     ("HARPS.2012-04-14T09:01:09.658_s1d_A.fits", "HARPS.2012-04-14T09_01_09.658_s1d_A.fits"),
+    # Windows device names, with or without an extension, in any case; COM0 and LPT0 too
+    ("con.fits", "_con.fits"), ("NUL", "_NUL"), ("aux.tar.gz", "_aux.tar.gz"), ("PRN.", "_PRN"),
+    ("COM0", "_COM0"), ("com9.fits", "_com9.fits"), ("LPT0.txt", "_LPT0.txt"), ("lpt9", "_lpt9"),
+    ("COM10.fits", "COM10.fits"), ("CONSOLE.fits", "CONSOLE.fits"), ("CON .fits", "CON_.fits"),
+    # no trailing dot or space (Windows drops them: two names would become one)
+    ("spec.fits.", "spec.fits"), ("spec.fits ", "spec.fits"), ("spec. . ", "spec"), (" spec", "spec"),
 ])
 def test_safe_name(raw, expected):
     assert safe_name(raw) == expected
 
 
-def test_safe_name_limits_length_and_keeps_extension():
-    name = safe_name("x" * 400 + ".fits")
-    assert len(name.encode()) <= 200 and name.endswith(".fits")
+def test_safe_name_limits_length_keeps_extension_and_stays_unique():
+    names = {safe_name("x" * 400 + tail + ".fits") for tail in ("a", "b", "")} | {safe_name("é" * 300 + ".fits")}
+    assert len(names) == 4
+    for name in names:
+        assert len(name.encode()) <= 200 and name.endswith(".fits") and name.isascii()
+    assert safe_name("y" * 200) == "y" * 200 and len(safe_name("y" * 201)) == 200  # at the limit: unchanged
+    assert safe_name("z" * 300) != safe_name("z" * 301)
 
 
 def test_safe_join_and_server_names_stay_inside(tmp_path):
@@ -182,6 +192,15 @@ def test_verify_catches_truncated_and_mislabelled_fits(harps, tmp_path):
     page.write_bytes(b"<!DOCTYPE html><html>login</html>")
     with pytest.raises(DownloadError, match="HTML"):
         verify(DownloadItem("p", "http://h/p", page, kind="fits"), page)
+    # whatever the kind: a table promised a data product, never a login page (XHTML included)
+    for body in (b"<!DOCTYPE html><html>login</html>", b"\n  <HTML><body>expired</body></HTML>",
+                 b'<?xml version="1.0"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0//EN">\n<html/>'):
+        page.write_bytes(body)
+        with pytest.raises(DownloadError, match="HTML page arrived instead of the data product"):
+            verify(DownloadItem("p", "http://h/p", page, kind="any"), page)
+    votable = tmp_path / "table.xml"  # XML that is data
+    votable.write_bytes(b'<?xml version="1.0"?>\n<VOTABLE version="1.4"><RESOURCE/></VOTABLE>')
+    verify(DownloadItem("v", "http://h/v", votable, kind="any"), votable)
     good = tmp_path / "good.fits"
     good.write_bytes(data)
     assert verify(DownloadItem("g", "http://h/g", good, kind="fits", size=len(data)), good) == \

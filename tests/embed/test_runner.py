@@ -1,6 +1,7 @@
 """embed_store on the bundled sample store: layout, lineage, atomicity, Dask, CLI."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -87,8 +88,9 @@ def test_failed_run_leaves_previous_output_and_resumes_at_the_chunk(sample_store
         embed_store(sample_store, out, n_units=12, backend="numpy", chunk_rows=32, progress=boom)
     assert np.array_equal(open_embeddings(out).readout[:], before)     # the complete output is untouched
     # what was done is kept beside it, under a hidden name, to resume from
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".emb.partial", "emb"]
-    assert sorted(p.name for p in (tmp_path / ".emb.partial" / ".chunks").iterdir()) == ["0", "1"]
+    partial, complete = sorted(tmp_path.iterdir())
+    assert complete.name == "emb" and partial.name.startswith(f".emb.partial-{os.getpid()}-")  # named after the run
+    assert sorted(p.name for p in (partial / ".chunks").iterdir()) == ["0", "1"]
 
     computed = []
     real = runner._embed_chunk

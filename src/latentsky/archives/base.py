@@ -33,6 +33,7 @@ from astropy.time import Time
 
 from latentsky import __version__
 from latentsky.config import conf
+from latentsky.download.names import safe_name  # noqa: F401 - the one file-name sanitiser, used by the clients
 from latentsky.exceptions import ArchiveError, CoordinateError
 
 log = logging.getLogger(__name__)
@@ -375,12 +376,6 @@ def parse_time(value, *, parameter: str) -> Time | None:
         return Time(value, scale="utc")
     except (ValueError, TypeError) as err:
         raise CoordinateError(f"{parameter}: {value!r} is not a date (ISO-8601 or MJD) ({err})") from err
-
-
-def safe_name(text: str) -> str:
-    """A file-name-safe version of an identifier: no path separators, no leading dots."""
-    name = re.sub(r"[^A-Za-z0-9._+-]", "_", str(text)).lstrip(".")
-    return name or "_"
 
 
 def chunks(items: Sequence, size: int) -> Iterable[Sequence]:

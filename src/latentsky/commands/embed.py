@@ -54,7 +54,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from latentsky.embed.runner import embed_store
     from latentsky.progress import TqdmProgress
+    from latentsky.store.output import check_output
 
+    check_output(args.out, "embeddings", inputs=[args.store])  # before any work: the folder may not be ours
     out = embed_store(args.store, args.out, n_units=args.n_units, reservoir=args.reservoir,
                       cycle_weight=args.cycle_weight, input_scaling=args.input_scaling, bias=args.bias,
                       leak_rate=args.leak_rate, washout=args.washout, ridge=args.ridge, backend=args.backend,

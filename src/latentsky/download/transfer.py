@@ -11,8 +11,9 @@
    one chunk (:data:`MEMORY_BODY`) is read whole first, so the connection is
    handed on (``on_received``) before the disk is touched, a longer one
    streams into the file chunk by chunk;
-3. the result is verified: expected size, expected SHA-256, and for
-   ``kind="fits"`` no HTML page and a successful open with astropy;
+3. the result is verified: expected size, expected SHA-256, no HTML page
+   (whatever the kind: a login page is never data), and for ``kind="fits"``
+   a successful open with astropy;
 4. only then is it renamed to its final name (``os.replace``, atomic).
 
 A failed attempt raises :class:`~latentsky.exceptions.DownloadError` whose
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import email.utils
+import errno
 import hashlib
 import io
 import logging
@@ -54,6 +56,21 @@ FITS_BLOCK = 2880
 """FITS files are whole numbers of 2880-byte blocks (FITS standard, section 3.1)."""
 
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+class StorageError(DownloadError):
+    """The destination cannot take the file: disk full, quota exceeded, read-only file system.
+
+    Every other file of the run would meet the same fate, so a manager stops
+    the run (what arrived stays in the ``.part`` file, resumed by the next run).
+    """
+
+
+def _write_error(item: DownloadItem, part: Path, err: OSError) -> DownloadError:
+    cls = StorageError if err.errno in _STORAGE_ERRNOS else DownloadError
+    return cls(item.key, item.url, f"cannot write {part} ({err.strerror or err})", retryable=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,9 +128,23 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _looks_like_html(head: bytes) -> bool:
-    start = head.lstrip()[:64].lower()
-    return start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
+HTML_SNIFF = 1024
+"""Bytes at the start of a body looked at for an HTML page, bytes."""
+
+
+def _looks_like_html(head: bytes, kind: str = "fits") -> bool:
+    """Whether a body starting with ``head`` is an HTML page (a login or error page), never a data product.
+
+    For ``kind="fits"`` any markup start counts (a FITS file starts with
+    ``SIMPLE``); for other kinds an XML document counts only when it is XHTML
+    (a VOTable is data).
+    """
+    start = head.lstrip()[:HTML_SNIFF].lower()
+    if start.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return True
+    if start.startswith(b"<?xml"):
+        return kind == "fits" or b"<html" in start or b"<!doctype html" in start
+    return False
 
 
 def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, deep: bool = False,
@@ -162,6 +193,14 @@ def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, d
         raise DownloadError(item.key, item.url, f"SHA-256 {digest} does not match the expected {item.sha256}")
     if item.kind == "fits":
         _verify_fits(item, path, size, deep, data)
+    else:  # whatever the kind, a table row promised a data product, not a login page
+        if data is not None:
+            head = data[:HTML_SNIFF]
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(HTML_SNIFF)
+        if _looks_like_html(head, item.kind):
+            raise _html_error(item)
     return digest
 
 
@@ -252,8 +291,7 @@ def _verify_fits(item: DownloadItem, path: Path, size: int, deep: bool = False, 
         with open(path, "rb") as fh:
             head = fh.read(80)
     if _looks_like_html(head):
-        raise DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
-                                                "(expired login or archive error page?)")
+        raise _html_error(item)
     plain = head.startswith(b"SIMPLE  =")
     if plain:
         if size % FITS_BLOCK:
@@ -380,7 +418,7 @@ def _start_fetch(item: DownloadItem, session: requests.Session, *, timeout: floa
         except FileNotFoundError:
             start = 0
         except NotADirectoryError as err:
-            raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
+            raise _write_error(item, part, err) from None
     if item.size is not None and start > item.size:
         start = 0  # longer than the file can be: the bytes are not ours
     req_headers = dict(headers or {})
@@ -414,7 +452,7 @@ def _start_fetch(item: DownloadItem, session: requests.Session, *, timeout: floa
             # 4xx: the archive says no (missing product, no permission); trying again will not help
             raise DownloadError(item.key, item.url, f"HTTP {status} {resp.reason}", retryable=False)
         ctype = resp.headers.get("Content-Type", "").lower()
-        if item.kind == "fits" and ctype.startswith(("text/html", "application/xhtml")):
+        if ctype.startswith(("text/html", "application/xhtml")):  # whatever the kind: never a data product
             _drain(resp)
             raise _html_error(item)
         if status == 206:
@@ -505,7 +543,7 @@ class _Transfer:
                 with self._open() as out:
                     first = True
                     for chunk in resp.iter_content(CHUNK):
-                        if first and self.start == 0 and item.kind == "fits" and _looks_like_html(chunk[:64]):
+                        if first and self.start == 0 and _looks_like_html(chunk[:HTML_SNIFF], item.kind):
                             raise _html_error(item)
                         first = False
                         out.write(chunk)
@@ -521,7 +559,7 @@ class _Transfer:
             except requests.RequestException as err:
                 self.lost = err
             except OSError as err:
-                raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
+                raise _write_error(item, part, err) from None
             self._hasher, self._received_bytes = hasher, received
         finally:
             resp.close()
@@ -557,7 +595,7 @@ class _Transfer:
                     if self.fsync and self.lost is None:
                         os.fsync(out.fileno())
             except OSError as err:
-                raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
+                raise _write_error(item, part, err) from None
             hasher.update(body)
             received = len(body)
             if self.on_bytes is not None and received:
@@ -589,7 +627,7 @@ def _read_body(item: DownloadItem, resp: requests.Response, start: int) -> tuple
     chunks: list[bytes] = []
     try:
         for chunk in resp.iter_content(CHUNK):
-            if not chunks and start == 0 and item.kind == "fits" and _looks_like_html(chunk[:64]):
+            if not chunks and start == 0 and _looks_like_html(chunk[:HTML_SNIFF], item.kind):
                 raise _html_error(item)
             chunks.append(chunk)
     except requests.RequestException as err:
@@ -598,7 +636,8 @@ def _read_body(item: DownloadItem, resp: requests.Response, start: int) -> tuple
 
 
 def _html_error(item: DownloadItem) -> DownloadError:
-    return DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
+    what = "a FITS file" if item.kind == "fits" else "the data product"
+    return DownloadError(item.key, item.url, f"an HTML page arrived instead of {what} "
                                              "(expired login or archive error page?)")
 
 

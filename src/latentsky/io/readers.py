@@ -42,6 +42,7 @@ import gzip
 import io
 import re
 import warnings
+import zlib
 from pathlib import Path
 
 import astropy.units as u
@@ -52,6 +53,12 @@ from latentsky.exceptions import SpectrumError
 
 C_KMS = 299792.458
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_GUNZIPPED_BYTES = 64 * 2**20
+"""Most bytes one gzip-compressed spectrum may decompress to (64 MiB; the largest products read here,
+echelle spectra, are a few MiB to a few tens of MiB): beyond it the file is refused before it is parsed,
+as reading a spectrum takes about 20 times its size in memory."""
+GUNZIP_BLOCK = 1 << 20
+"""Bytes decompressed at a time, bytes."""
 ABSURD_FACTOR = 1e3  # pixels this many times the median |flux| are masked as garbage
 FLAM_SDSS = u.Unit("1e-17 erg / (s cm2 Angstrom)")  # SDSS flux density unit
 
@@ -128,7 +135,7 @@ def read_spectrum(path, *, data: bytes | None = None, blaze=None) -> Spectrum:
             if data is None:
                 data = path.read_bytes()
             if data[:2] == GZIP_MAGIC:  # astropy only gunzips files it opens by name
-                data = gzip.decompress(data)
+                data = gunzip(data, path)
             with fits.open(io.BytesIO(data), memmap=False) as hdul:
                 reader = _choose_reader(hdul)
                 if reader is None:
@@ -144,12 +151,39 @@ def read_spectrum(path, *, data: bytes | None = None, blaze=None) -> Spectrum:
         raise
     except FileNotFoundError:
         raise SpectrumError(path, "no such file") from None
-    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, zlib.error) as err:
+        if data is None:  # the file itself could not be read
+            raise SpectrumError(path, f"cannot read the file ({getattr(err, 'strerror', None) or err})") from None
         kind = "truncated or corrupt FITS file" if _looks_like_fits(data) else "not a FITS file"
-        raise SpectrumError(path, f"{kind} ({err})") from None
+        if isinstance(err, (zlib.error, gzip.BadGzipFile, EOFError)) and data[:2] == GZIP_MAGIC:
+            kind = "corrupt gzip file"
+        raise SpectrumError(path, f"{kind} ({type(err).__name__}: {err})") from None
+    except Exception as err:  # content no reader expects: reported, never a crash of the whole run
+        raise SpectrumError(path, f"unexpected content ({type(err).__name__}: {err})") from None
     _validate(spectrum, path)
     spectrum.meta.setdefault("format", reader.__name__.removeprefix("_read_"))
     return spectrum
+
+
+def gunzip(data: bytes, path) -> bytes:
+    """The decompressed contents of gzip ``data`` (every member), streamed and refused beyond
+    :data:`MAX_GUNZIPPED_BYTES`.
+
+    Raises
+    ------
+    SpectrumError
+        When the contents would exceed the cap (a "gzip bomb" or not a spectrum).
+    zlib.error, OSError, EOFError
+        When the gzip stream is corrupt or cut short.
+    """
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+        while block := gz.read(GUNZIP_BLOCK):
+            if out.tell() + len(block) > MAX_GUNZIPPED_BYTES:
+                raise SpectrumError(path, f"decompresses to more than {MAX_GUNZIPPED_BYTES / 2**20:.0f} MiB, the "
+                                          "most latentsky reads from one compressed spectrum")
+            out.write(block)
+    return out.getvalue()
 
 
 def _looks_like_fits(data: bytes | None) -> bool:
@@ -157,7 +191,7 @@ def _looks_like_fits(data: bytes | None) -> bool:
         if data and data[:2] == GZIP_MAGIC:
             data = gzip.GzipFile(fileobj=io.BytesIO(data)).read(9)
         return bool(data) and data[:9] == b"SIMPLE  ="
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         return False
 
 

@@ -428,11 +428,15 @@ class Embed(_Step):
         def work():
             from latentsky.embed.runner import embed_store
             from latentsky.ingest import ingest
+            from latentsky.store.output import check_output
 
             if not self.source or not Path(self.source).exists():
                 raise LatentskyError(f"source: {self.source!r} is not a folder of FITS spectra")
             if not self.out:
                 raise LatentskyError("out: choose where to write the spectrum store")
+            # both outputs checked before any work: a folder latentsky did not write is refused here
+            check_output(self.out, "spectra", inputs=[self.source])
+            check_output(self.embeddings_path(), "embeddings", inputs=[self.source, self.out])
             res = ingest([self.source], self.out, progress=self._callback)
             self.store = str(res.store)
             emb = self.embeddings_path()
@@ -499,16 +503,19 @@ class Train(_Step):
     def run(self):
         """Make the map (in the calling thread); sets :attr:`results`."""
         def work():
+            from latentsky.pipeline import PIPELINE_KIND
+            from latentsky.store.output import check_output, output_folder
             from latentsky.ui.data import LatentData
 
             if not self.store or not (Path(self.store) / "catalog.parquet").exists():
                 raise LatentskyError(f"store: {self.store!r} is not a spectrum store (run Embed first)")
             out = Path(self.out or f"{self.store}.results")
+            check_output(out, PIPELINE_KIND, inputs=[self.store], in_place=True)  # a folder not ours: refused
             self.losses = pd.DataFrame()
             if self.method == "pca":
                 data = LatentData.from_store(self.store)
-                out.mkdir(parents=True, exist_ok=True)
-                data.table.to_parquet(out / "latent.parquet", index=False)
+                with output_folder(out, PIPELINE_KIND, inputs=[self.store]):
+                    data.table.to_parquet(out / "latent.parquet", index=False)
             else:
                 self._run_pipeline(out)
                 data = LatentData.from_pipeline(out, store=self.store)
