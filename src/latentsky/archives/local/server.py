@@ -215,6 +215,13 @@ class LocalServer:
         return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
 
     @property
+    def loopback_only(self) -> bool:
+        """Whether only this machine can connect (the server listens on a loopback address)."""
+        import ipaddress
+
+        return all(ipaddress.ip_address(s.getsockname()[0].split("%")[0]).is_loopback for s in self._sockets)
+
+    @property
     def seed(self) -> int:
         """Seed of the fault draws."""
         return self._faults.seed

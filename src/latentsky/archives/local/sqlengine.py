@@ -171,21 +171,26 @@ def _unique(names: list[str]) -> list[str]:
 
 
 def _column(values: list, source) -> Column:
+    """A result column: the type (and description) of the column it copies, else one fitting the values."""
     missing = np.array([v is None for v in values], dtype=bool)
-    kind = source.dtype.kind if source is not None and source.ndim == 1 else _infer(values)
+    if source is not None and source.ndim == 1:
+        kind, dtype = source.dtype.kind, source.dtype
+    else:
+        kind = _infer(values)
+        dtype = {"f": np.float64, "i": np.int64}.get(kind)
     if kind == "f":
-        col = Column(np.array([np.nan if v is None else float(v) for v in values], dtype=float))
+        col = Column(np.array([np.nan if v is None else float(v) for v in values], dtype=dtype))
     elif kind in "iub":
-        data = np.array([0 if v is None else int(v) for v in values], dtype=np.int64)
+        data = np.array([0 if v is None else v for v in values], dtype=dtype)
         col = MaskedColumn(data, mask=missing) if missing.any() else Column(data)
     else:
-        data = np.array(["" if v is None else str(v) for v in values], dtype=str)
-        if not len(values):
-            data = np.array([], dtype="U1")
+        data = np.array(["" if v is None else str(v) for v in values], dtype=str) if values else \
+            np.array([], dtype="U1")
         col = MaskedColumn(data, mask=missing) if missing.any() else Column(data)
     if source is not None:
         col.unit, col.description = source.unit, source.description
-        col.meta.update({k: v for k, v in source.meta.items() if k in ("ucd", "utype", "xtype")})
+        col.meta.update({k: v for k, v in source.meta.items()
+                         if k in ("ucd", "utype", "xtype", "datatype", "arraysize")})
     return col
 
 

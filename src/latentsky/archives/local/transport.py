@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import email.parser
+import email.policy
 import hashlib
 import logging
 import re
@@ -35,9 +37,12 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from latentsky.archives.local.faults import REPLACING, fault_response, label_hostile
-from latentsky.archives.local.messages import Request, RequestRecord, Response, parse_range
+from latentsky.archives.local.messages import HTTPError, Request, RequestRecord, Response, parse_range
 
 log = logging.getLogger(__name__)
+
+SERVER = "latentsky-local/1"
+"""The ``Server`` header of every answer."""
 
 _CHUNK = 64 * 1024
 _SMALL_BODY = 4 * 1024 * 1024
@@ -172,22 +177,27 @@ class _Exchange(httputil.HTTPMessageDelegate):
         req = Request(self.start_line.method, unquote(split.path), parse_qs(split.query, keep_blank_values=True),
                       self.headers, body, server=self.app)
         ctype = self.headers.get("Content-Type", "")
-        if body and ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-            args, files = {}, {}
-            httputil.parse_body_arguments(ctype, body, args, files, self.headers)
-            req.form = {k: [v.decode("utf-8", "replace") for v in vs] for k, vs in args.items()}
-            req.files = {k: v[0].body for k, v in files.items() if v}
+        if body and ctype.startswith("application/x-www-form-urlencoded"):
+            req.form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        elif body and ctype.startswith("multipart/form-data"):
+            req.form, req.files = _multipart(ctype, body)
         return req
 
     # ---------------------------------------------------------------- answering
     async def _respond(self) -> None:
         app, status, fault = self.app, 0, None
-        req = None
+        req = problem = None
         try:
-            req = self._request()
+            try:
+                req = self._request()
+            except HTTPError as err:  # a malformed body: the request with no body, answered with the error
+                req = Request(self.start_line.method, unquote(urlsplit(self.start_line.path).path), {}, self.headers)
+                problem = err
             fault = app._faults.choose(req.path)
             if fault in REPLACING:
                 resp = fault_response(fault, app.retry_after)
+            elif problem is not None:
+                resp = Response.text(problem.message, status=problem.status)
             else:
                 resp = await app._dispatch(req)
                 if fault == "hostile_name":
@@ -269,7 +279,7 @@ class _Answer:
             total = len(body)
             etag = '"' + hashlib.sha1(body).hexdigest()[:16] + '"'
         status, start, stop = resp.status, 0, total
-        headers = {"Content-Type": resp.content_type}
+        headers = {"Server": SERVER, "Content-Type": resp.content_type}
         if status == 200:
             headers["ETag"] = etag
             if resp.accept_ranges and not ignore_range:
@@ -316,6 +326,37 @@ class _Answer:
                     break
                 pos += len(data)
                 yield data
+
+
+def _multipart(ctype: str, body: bytes) -> tuple[dict, dict]:
+    """Text fields and file parts of a ``multipart/form-data`` body (a part with a file name is a file).
+
+    Split by hand on the boundary, because Python's e-mail parser mangles boundaries
+    in angle brackets (STILTS sends ``"<<<---...--->>>"``).
+    """
+    m = re.search(r'boundary=(?:"([^"]+)"|([^;\s]+))', ctype, re.I)
+    if m is None:
+        raise HTTPError(400, "the multipart/form-data body has no boundary")
+    delimiter = b"--" + (m.group(1) or m.group(2)).encode("latin-1")
+    pieces = body.split(delimiter)
+    if len(pieces) < 3:
+        raise HTTPError(400, "the multipart/form-data body has no parts")
+    form, files = {}, {}
+    for piece in pieces[1:-1]:
+        head, sep, payload = piece.partition(b"\r\n\r\n")
+        if not sep:
+            raise HTTPError(400, "a part of the multipart/form-data body has no headers")
+        if payload.endswith(b"\r\n"):
+            payload = payload[:-2]
+        headers = email.parser.BytesHeaderParser(policy=email.policy.HTTP).parsebytes(head.lstrip(b"\r\n"))
+        name = headers.get_param("name", header="content-disposition")
+        if name is None:
+            continue
+        if headers.get_param("filename", header="content-disposition") is not None:
+            files[name] = payload
+        else:
+            form.setdefault(name, []).append(payload.decode(headers.get_content_charset() or "utf-8", "replace"))
+    return form, files
 
 
 def _lower(headers) -> dict:
