@@ -74,10 +74,18 @@ class LocalArchive:
     def __init__(self, root: str | Path, *, server: LocalServer | None = None, tap_maxrec: int = 100_000,
                  obscore: Table | None = None, **server_options):
         self.root = Path(root).resolve()
-        self.catalog: FolderCatalog = scan(self.root)
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"local archive root {self.root} is not a folder")
+        # the port first: a port in use fails at once, not after the scan
+        self.server = server if server is not None else LocalServer(**server_options)
+        try:
+            self.catalog: FolderCatalog = scan(self.root)
+        except BaseException:
+            if server is None:
+                self.server.stop()
+            raise
         self.tap_maxrec = int(tap_maxrec)
         self.extra_obscore = obscore
-        self.server = server if server is not None else LocalServer(**server_options)
         self.jobs = uws.JobStore(functools.partial(tap.execute, self), execution_duration=int(adql.QUERY_SECONDS))
         self.jobs_retention = uws.RETENTION
         self._saved_conf: list[dict] = []
@@ -143,8 +151,9 @@ class LocalArchive:
         return self
 
     def stop(self) -> None:
-        """Stop the server."""
+        """Stop the server and the asynchronous jobs."""
         self.server.stop()
+        self.jobs.close()
 
     def __enter__(self) -> "LocalArchive":
         self.start()

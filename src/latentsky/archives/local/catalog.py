@@ -12,7 +12,11 @@ local archive serves:
   the cutout endpoints, keyed by survey name.
 
 Nothing is invented: a column the headers do not give stays empty (NaN or
-``""``).  Files that are none of these are skipped with a debug log line.
+``""``).  Files that are none of these are skipped with a debug log line; files
+that cannot be read or lack what their kind needs (an SDSS spectrum without
+``MJD``) are skipped and listed in :attr:`FolderCatalog.skipped` with the reason.
+Only files that really lie inside the folder are catalogued: a symbolic link
+pointing outside it is skipped (and never served).
 """
 
 from __future__ import annotations
@@ -96,10 +100,15 @@ class FolderCatalog:
     obscore: Table
     specobj: Table
     images: list
+    skipped: list = dataclasses.field(default_factory=list)
+    """``(path relative to the root, reason)`` of the files left out."""
 
     def path_of(self, filename: str) -> Path:
-        """Absolute path of a ``filename`` column value."""
-        return self.root / filename
+        """Absolute path of a ``filename`` column value; ValueError when it resolves outside the root."""
+        path = (self.root / filename).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"{filename} lies outside the archive folder {self.root}")
+        return path
 
     def surveys(self) -> list[str]:
         """Names of the image surveys found."""
@@ -125,9 +134,19 @@ def scan(root: str | Path) -> FolderCatalog:
     root = Path(root).resolve()
     if not root.is_dir():
         raise NotADirectoryError(f"local archive root {root} is not a folder")
-    obscore, specobj, images = [], [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and is_fits_name(p)):
+    obscore, specobj, images, skipped = [], [], [], []
+    for path in sorted(p for p in root.rglob("*") if is_fits_name(p)):
         rel = path.relative_to(root).as_posix()
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError) as err:
+            skipped.append((rel, f"cannot be resolved ({err})"))
+            continue
+        if not real.is_relative_to(root):
+            skipped.append((rel, "a symbolic link to a file outside the folder"))
+            continue
+        if not real.is_file():
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FITSFixedWarning)
@@ -142,9 +161,11 @@ def scan(root: str | Path) -> FolderCatalog:
                         images.extend(_images(hdul, path))
                     else:
                         log.debug("local archive: %s is not a spectrum or image we serve; skipped", rel)
-        except (OSError, ValueError, KeyError) as err:
-            log.warning("local archive: cannot read %s (%s); skipped", rel, err)
-    return FolderCatalog(root, _table(obscore, OBSCORE_COLUMNS), _table(specobj, SPECOBJ_COLUMNS), images)
+        except Exception as err:  # one bad file never stops the scan: it is reported with its reason
+            skipped.append((rel, f"{type(err).__name__}: {err}"))
+    for rel, reason in skipped:
+        log.warning("local archive: %s skipped: %s", rel, reason)
+    return FolderCatalog(root, _table(obscore, OBSCORE_COLUMNS), _table(specobj, SPECOBJ_COLUMNS), images, skipped)
 
 
 def _table(rows: list[dict], columns: dict) -> Table:
@@ -250,6 +271,10 @@ def _specobj_row(hdul, path: Path, rel: str) -> dict:
         row["z"] = h.get("Z")
         row["class"] = _SPEC_CLN.get(int(h.get("SPEC_CLN", 0)), "UNKNOWN")
         row["run2d"] = "26"
+    missing = [keyword for key, keyword in (("plate", "PLATEID"), ("mjd", "MJD"), ("fiberid", "FIBERID"))
+               if row.get(key) is None]
+    if missing:
+        raise ValueError(f"an SDSS spectrum without {', '.join(missing)} in its primary header")
     for key in ("class", "subclass", "run2d", "instrument", "specobjid"):
         if isinstance(row.get(key), bytes):
             row[key] = row[key].decode()

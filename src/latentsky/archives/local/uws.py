@@ -129,6 +129,10 @@ class JobStore:
             self._drop(job)
             self._lock.notify_all()
 
+    def close(self) -> None:
+        """Stop taking jobs; queued ones are dropped (running ones end by their time limit)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     # ---------------------------------------------------------------- phases
     def run(self, job: Job) -> None:
         with self._lock:
