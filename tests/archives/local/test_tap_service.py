@@ -37,7 +37,8 @@ def test_vosi_tables_capabilities_and_availability(service):
     tap = next(c for c in service.capabilities if c.standardid.startswith("ivo://ivoa.net/std/TAP"))
     assert {m.ivo_id for m in tap.uploadmethods} >= {"ivo://ivoa.net/std/TAPRegExt#upload-inline"}
     assert [d.ivo_id for d in tap.datamodels] == ["ivo://ivoa.net/std/ObsCore#core-1.1"]
-    assert service.available
+    available = requests.get(f"{service.baseurl}/availability", timeout=5).text
+    assert "<vosi:available>true</vosi:available>" in available
 
 
 def test_sync_select_star_and_tap_schema(service, local):
@@ -169,3 +170,26 @@ def test_votlint_finds_no_error_in_what_latentsky_writes(local, tmp_path):
     reports = {name: proc.communicate(timeout=120)[0] for name, proc in procs.items()}
     flagged = {name: text for name, text in reports.items() if re.search(r"^(ERROR|WARNING)", text, re.M)}
     assert not flagged, flagged
+
+
+def test_capabilities_answer_within_100_ms_under_load(local, monkeypatch):
+    """bench/archive_load.py, small: 200 silent connections and 20 expensive queries open (loopback).
+
+    95% of the probes must answer within 100 ms and every one within a second: on a
+    machine shared with other work, the slowest probe can wait for the CPU behind
+    other processes, which no server can prevent (the bench reports it).
+    """
+    import importlib.util
+    from pathlib import Path
+
+    from latentsky.archives.local import adql
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "archive_load.py"
+    spec = importlib.util.spec_from_file_location("archive_load", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(adql, "QUERY_SECONDS", 2.0)  # each query is stopped after 2 s: the test stays short
+    result = bench.measure(local.base_url, idle=200, expensive=20, probes=20)
+    assert result["open_during_probes"] >= 10, result  # the load was there while probing
+    assert result["capabilities_ms_p95"] < 100 and result["capabilities_ms_max"] < 1000, result
+    assert result["queries_answered"] == 20, result

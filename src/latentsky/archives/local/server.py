@@ -90,7 +90,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -125,6 +127,20 @@ def inside(path: str | Path, folder: Path) -> Path | None:
     except (OSError, RuntimeError):  # a link loop
         return None
     return target if target.is_relative_to(folder) else None
+
+
+def lower_priority(niceness: int = 10) -> None:
+    """Lower the calling thread's scheduling priority (Linux; elsewhere nothing).
+
+    Handler threads run at a lower priority than the event loop, so that slow
+    handlers busy on every core never keep it from accepting and answering
+    (a quick request waits microseconds, not a scheduler round per busy thread).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        except (OSError, AttributeError):
+            pass
 
 
 class _Route:
@@ -202,7 +218,8 @@ class LocalServer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(self.limits.workers, thread_name_prefix="LocalServer")
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.limits.workers, thread_name_prefix="LocalServer",
+                                                           initializer=lower_priority)
         self._sockets = bind_sockets(int(port), address=host, backlog=128)
         if root is not None:
             self.mount("/files/", root)

@@ -24,6 +24,7 @@ from typing import Callable
 from xml.sax.saxutils import escape, quoteattr
 
 from latentsky.archives.local.messages import HTTPError, Request, Response
+from latentsky.archives.local.server import lower_priority
 
 RETENTION = 86_400
 """Seconds a job is kept after its creation (its default destruction time)."""
@@ -75,7 +76,7 @@ class JobStore:
         self.execute, self.execution_duration = execute, int(execution_duration)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Condition()
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="uws")
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="uws", initializer=lower_priority)
         self._ids = itertools.count(1)
 
     # ---------------------------------------------------------------- store
