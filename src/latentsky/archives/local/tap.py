@@ -14,8 +14,9 @@ route                       what
 ``/eso/file/{dp_id}``       ESO data portal file download
 ==========================  ===================================================================
 
-STILTS ``taplint`` validates this service with no errors; its remaining
-warnings are explained in ``docs/decisions/local-archive-tap.md``.  Route
+STILTS ``taplint`` finds no error and no warning in this service; its one
+failure is the ObsLocTAP stage (no ``ivoa.obsplan`` table: not a data model
+offered here), see ``docs/decisions/local-archive-tap.md``.  Route
 handlers take the :class:`~latentsky.archives.local.archive.LocalArchive` they
 serve and the request; :meth:`LocalArchive.register` binds them.
 """
