@@ -1,4 +1,4 @@
-"""The folder scan behind ``latentsky archive serve``: one bad file is reported, never fatal; only the folder is served."""
+"""The folder scan behind ``latentsky archive serve``: a bad file is reported, not fatal; only the folder is served."""
 
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import quote
 
-from latentsky.archives.local.faults import (FAULT_KINDS, HOSTILE_FILENAME, LOGIN_PAGE, FaultPlan, login_page)
+from latentsky.archives.local.faults import FAULT_KINDS, HOSTILE_FILENAME, LOGIN_PAGE, FaultPlan, login_page
 from latentsky.archives.local.messages import HTTPError, Request, RequestRecord, Response
 from latentsky.archives.local.transport import Limits, make_http_server
 

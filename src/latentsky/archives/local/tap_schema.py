@@ -196,7 +196,8 @@ def tap_schema_tables() -> dict[str, Table]:
     schemas = sorted({name.split(".")[0] for name in infos})
     rows = {
         "schemas": [(s, "", SCHEMA_DESCRIPTIONS.get(s.lower(), ""), i) for i, s in enumerate(schemas)],
-        "tables": [(name.split(".")[0], name, "table", "", desc, i) for i, (name, (desc, _)) in enumerate(infos.items())],
+        "tables": [(name.split(".")[0], name, "table", "", desc, i)
+                   for i, (name, (desc, _)) in enumerate(infos.items())],
         "columns": [(name, adql_name(c.name), c.utype, c.ucd, c.unit, c.description, c.datatype, c.arraysize, c.xtype,
                      None, c.principal, 0, c.std, j)
                     for name, (_, cols) in infos.items() for j, c in enumerate(cols)],
@@ -223,7 +224,8 @@ def _nulls(table: Table) -> Table:
 
 def vosi_tables() -> str:
     """The VOSI ``/tables`` document (VODataService 1.2 types)."""
-    parts = ['<?xml version="1.0" encoding="UTF-8"?>\n<vosi:tableset xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0" '
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>\n'
+             '<vosi:tableset xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0" '
              'xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" '
              'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">']
     by_schema: dict[str, list] = {}

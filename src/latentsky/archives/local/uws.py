@@ -76,7 +76,8 @@ class JobStore:
         self.execute, self.execution_duration = execute, int(execution_duration)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Condition()
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="uws", initializer=lower_priority)
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="uws",
+                                                           initializer=lower_priority)
         self._ids = itertools.count(1)
 
     # ---------------------------------------------------------------- store
