@@ -9,9 +9,10 @@ time limit ``--query-seconds``); meanwhile ``--probes`` requests of
 server are the baseline printed beside them.  Every loop is bounded in count
 and time, and everything is closed at the end.
 
-Ends with one JSON line: ``idle_connections, expensive_queries, probes,
-capabilities_ms_median, capabilities_ms_p95, capabilities_ms_max,
-baseline_ms_median, queries_answered, query_seconds``.
+Ends with one JSON line: ``idle_connections, expensive_queries,
+open_when_probes_began, open_when_probes_ended, probes, capabilities_ms_median,
+capabilities_ms_p95, capabilities_ms_max, baseline_ms_median, queries_answered,
+query_seconds``.
 """
 
 from __future__ import annotations
@@ -65,15 +66,17 @@ def measure(base_url: str, *, idle: int = 200, expensive: int = 20, probes: int 
         for t in threads:
             t.start()
         time.sleep(settle)  # the queries are in: every worker busy, the rest queued
+        open_before = sum(t.is_alive() for t in threads)
         loaded = _probe(caps, probes, interval)
-        still_open = sum(t.is_alive() for t in threads)
+        open_after = sum(t.is_alive() for t in threads)
     finally:
         for sock in sockets:
             sock.close()
         for t in threads:
             t.join(timeout=600)
     loaded.sort()
-    return {"idle_connections": idle, "expensive_queries": expensive, "open_during_probes": still_open,
+    return {"idle_connections": idle, "expensive_queries": expensive, "open_when_probes_began": open_before,
+            "open_when_probes_ended": open_after,
             "probes": len(loaded), "capabilities_ms_median": round(statistics.median(loaded), 2),
             "capabilities_ms_p95": round(loaded[int(0.95 * (len(loaded) - 1))], 2),
             "capabilities_ms_max": round(loaded[-1], 2),

@@ -189,8 +189,9 @@ def test_capabilities_answer_within_100_ms_under_load(local, monkeypatch):
     spec = importlib.util.spec_from_file_location("archive_load", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    monkeypatch.setattr(adql, "QUERY_SECONDS", 2.0)  # each query is stopped after 2 s: the test stays short
+    monkeypatch.setattr(adql, "QUERY_SECONDS", 3.0)  # each query is stopped after 3 s: the test stays short
     result = bench.measure(local.base_url, idle=200, expensive=20, probes=20)
-    assert result["open_during_probes"] >= 10, result  # the load was there while probing
+    # the load was there while probing: every query in flight at the start, some still at the end
+    assert result["open_when_probes_began"] == 20 and result["open_when_probes_ended"] >= 1, result
     assert result["capabilities_ms_median"] < 100 and result["capabilities_ms_max"] < 2000, result
     assert result["queries_answered"] == 20, result

@@ -218,11 +218,11 @@ class LocalServer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(self.limits.workers, thread_name_prefix="LocalServer",
-                                                           initializer=lower_priority)
-        self._sockets = bind_sockets(int(port), address=host, backlog=128)
         if root is not None:
             self.mount("/files/", root)
+        self._sockets = bind_sockets(int(port), address=host, backlog=128)
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.limits.workers, thread_name_prefix="LocalServer",
+                                                           initializer=lower_priority)
 
     # ------------------------------------------------------------------ setup
     @property

@@ -130,18 +130,18 @@ def _sql_type(col) -> str:
 
 
 def _values(col) -> list:
-    """A column as Python values for SQLite: masked -> NULL, NaN -> NULL, bytes -> text."""
-    data = col.data if not hasattr(col, "mask") else np.ma.asarray(col)
-    if col.dtype.kind == "S":
-        data = np.char.decode(np.asarray(data, dtype=col.dtype), "utf-8", "replace")
-        if hasattr(col, "mask"):
-            data = np.ma.array(data, mask=np.ma.getmaskarray(col))
-    elif col.dtype.kind == "O":
-        data = np.array([None if v is None else str(v) for v in np.asarray(col)], dtype=object)
+    """A column as Python values for SQLite: masked -> NULL (NaN becomes NULL in SQLite too), bytes -> text."""
+    mask = np.ma.getmaskarray(col)
+    raw = np.asarray(col.data if hasattr(col, "mask") else col)
     if col.ndim > 1:  # arrays in a cell: as text
-        return [" ".join(map(str, np.ravel(v))) for v in np.asarray(col)]
-    values = np.ma.asarray(data).tolist(None) if isinstance(data, np.ma.MaskedArray) else np.asarray(data).tolist()
-    return values
+        mask = mask.reshape(len(raw), -1).all(axis=1)
+        items = [" ".join(map(str, np.ravel(v))) for v in raw]
+    elif raw.dtype.kind in "SO":
+        items = [v.decode("utf-8", "replace") if isinstance(v, bytes) else (None if v is None else str(v))
+                 for v in raw.tolist()]
+    else:
+        items = raw.tolist()
+    return [None if m else v for v, m in zip(items, mask)]
 
 
 def _load(conn: sqlite3.Connection, target: str, table: Table) -> None:
