@@ -76,6 +76,29 @@ def test_async_job_lifecycle(service, local):
     bad.delete()
 
 
+def test_clients_blocked_in_wait_hold_no_worker(service, local):
+    import threading
+
+    job = service.submit_job("SELECT TOP 1 dp_id FROM ivoa.ObsCore")  # left PENDING: every WAIT runs out
+    phases = []
+
+    def wait():
+        r = requests.get(job.url, params={"WAIT": "2"}, timeout=10)
+        phases.append(re.search(r"<uws:phase>(\w+)</uws:phase>", r.text).group(1))
+
+    waiters = [threading.Thread(target=wait) for _ in range(12)]  # more than the server's 8 workers
+    for t in waiters:
+        t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert len(service.run_sync("SELECT TOP 1 dp_id FROM ivoa.ObsCore").to_table()) == 1
+    assert time.monotonic() - t0 < 1.5
+    for t in waiters:
+        t.join()
+    assert phases == ["PENDING"] * 12
+    job.delete()
+
+
 def test_uploads_inline_and_by_url(service, local):
     obs = local.obscore_table()
     targets = Table({"ra": [float(obs["s_ra"][0])], "dec": [float(obs["s_dec"][0])], "radius": [0.01],

@@ -89,6 +89,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import os
 import re
@@ -266,7 +267,9 @@ class LocalServer:
             (the rest, slashes included) placeholders, found in
             ``request.path_params``.
         handler : callable
-            ``handler(request: Request) -> Response``; it runs in a worker thread.
+            ``handler(request: Request) -> Response``; it runs in a worker thread.  An
+            ``async def`` handler is awaited on the event loop instead (to wait without
+            holding a thread; it must not compute).
         inline : bool
             The handler answers at once (no computation, no waiting): run it on the
             event loop, never queued behind slow handlers.
@@ -441,6 +444,8 @@ class LocalServer:
                 allowed.append(route.method)
                 continue
             request.path_params = m.groupdict()
+            if inspect.iscoroutinefunction(route.handler):
+                return await _call_async(route, request)
             if route.inline:
                 return _call(route, request)
             return await asyncio.get_running_loop().run_in_executor(self._pool, _call, route, request)
@@ -453,14 +458,30 @@ class LocalServer:
 def _call(route: _Route, request: Request) -> Response:
     """The handler's answer; an error status for HTTPError, a 500 naming any other exception."""
     try:
-        response = route.handler(request)
-        if not isinstance(response, Response):
-            raise TypeError(f"the handler of {route.method} {route.pattern} returned "
-                            f"{type(response).__name__}, not a Response")
-        return response
-    except HTTPError as err:
+        return _checked(route, route.handler(request))
+    except Exception as err:
+        return _failure(err, request)
+
+
+async def _call_async(route: _Route, request: Request) -> Response:
+    """:func:`_call` for a coroutine handler, awaited on the event loop."""
+    try:
+        return _checked(route, await route.handler(request))
+    except Exception as err:
+        return _failure(err, request)
+
+
+def _checked(route: _Route, response) -> Response:
+    if not isinstance(response, Response):
+        raise TypeError(f"the handler of {route.method} {route.pattern} returned "
+                        f"{type(response).__name__}, not a Response")
+    return response
+
+
+def _failure(err: Exception, request: Request) -> Response:
+    if isinstance(err, HTTPError):
         return Response.text(err.message or str(err.status), status=err.status, headers=err.headers)
-    except Exception as err:  # a handler bug must answer, not hang the client
-        log.exception("handler for %s %s failed", request.method, request.path)
-        return Response.text(f"{type(err).__name__}: {err}", status=500)
+    # a handler bug must answer, not hang the client
+    log.error("handler for %s %s failed", request.method, request.path, exc_info=err)
+    return Response.text(f"{type(err).__name__}: {err}", status=500)
 

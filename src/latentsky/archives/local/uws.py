@@ -13,6 +13,7 @@ destruction time (:data:`RETENTION` seconds after creation unless changed).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import dataclasses
 import datetime as dt
@@ -75,7 +76,7 @@ class JobStore:
                  workers: int = 2):
         self.execute, self.execution_duration = execute, int(execution_duration)
         self._jobs: dict[str, Job] = {}
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="uws",
                                                            initializer=lower_priority)
         self._ids = itertools.count(1)
@@ -129,7 +130,6 @@ class JobStore:
     def delete(self, job: Job) -> None:
         with self._lock:
             self._drop(job)
-            self._lock.notify_all()
 
     def close(self) -> None:
         """Stop taking jobs; queued ones are dropped (running ones end by their time limit)."""
@@ -141,21 +141,18 @@ class JobStore:
             if job.phase != "PENDING":
                 return
             job.phase = "QUEUED"
-            self._lock.notify_all()
         self._pool.submit(self._execute, job)
 
     def abort(self, job: Job) -> None:
         with self._lock:
             if job.phase in ACTIVE:
                 job.phase, job.ended = "ABORTED", time.time()
-                self._lock.notify_all()
-
+    
     def _execute(self, job: Job) -> None:
         with self._lock:
             if job.phase != "QUEUED":
                 return
             job.phase, job.started = "EXECUTING", time.time()
-            self._lock.notify_all()
         try:
             body, error = self.execute(job.request())
         except Exception as err:  # a bug must end the job, not leave it executing
@@ -167,18 +164,18 @@ class JobStore:
                     job.phase, job.result = "COMPLETED", body
                 else:
                     job.phase, job.error, job.message = "ERROR", body, error
-            self._lock.notify_all()
 
-    def wait(self, job: Job, seconds: float, phase: str | None) -> None:
-        """Block while ``job`` is active (and in ``phase``, when given), at most ``seconds`` (capped)."""
+    async def wait(self, job: Job, seconds: float, phase: str | None) -> None:
+        """Wait while ``job`` is active (and in ``phase``, when given), at most ``seconds`` (capped).
+
+        A coroutine on the server's event loop: a client blocked in ``WAIT`` holds no thread.
+        """
         deadline = time.monotonic() + (MAX_WAIT if seconds < 0 else min(seconds, MAX_WAIT))
         start = job.phase
-        with self._lock:
-            while job.phase == start and job.phase in ACTIVE and (phase is None or job.phase == phase):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._lock.wait(left)
+        while job.phase == start and job.phase in ACTIVE and (phase is None or job.phase == phase):
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
 
     # ---------------------------------------------------------------- documents
     def job_xml(self, job: Job, base: str) -> str:
@@ -225,7 +222,7 @@ def register(server, store: JobStore, prefix: str = "/tap/async") -> None:
         job = store.create(request)
         return see(request, f"{base(request)}/{job.id}")
 
-    def job_doc(request: Request) -> Response:
+    async def job_doc(request: Request) -> Response:
         job = store.get(request.path_params["job"])
         wait = request.param("WAIT")
         if wait is not None:
@@ -234,7 +231,7 @@ def register(server, store: JobStore, prefix: str = "/tap/async") -> None:
             except ValueError:
                 raise HTTPError(400, f"WAIT={wait[:20]!r} is not a number of seconds") from None
             phase = request.param("PHASE")
-            store.wait(job, seconds, phase.upper() if phase else None)
+            await store.wait(job, seconds, phase.upper() if phase else None)
         return xml(store.job_xml(job, base(request)))
 
     def job_post(request: Request) -> Response:
@@ -331,7 +328,7 @@ def register(server, store: JobStore, prefix: str = "/tap/async") -> None:
     one = prefix + "/{job}"
     routes = [
         ("POST", prefix, create, False), ("GET", prefix, lambda r: xml(store.list_xml(base(r))), True),
-        ("GET", one, job_doc, False), ("POST", one, job_post, True), ("DELETE", one, job_delete, True),
+        ("GET", one, job_doc, True), ("POST", one, job_post, True), ("DELETE", one, job_delete, True),
         ("GET", one + "/phase", phase_get, True), ("POST", one + "/phase", phase_post, True),
         ("GET", one + "/executionduration", simple_get("executionduration"), True),
         ("POST", one + "/executionduration", duration_post, True),
