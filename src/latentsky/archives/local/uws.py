@@ -147,7 +147,7 @@ class JobStore:
         with self._lock:
             if job.phase in ACTIVE:
                 job.phase, job.ended = "ABORTED", time.time()
-    
+
     def _execute(self, job: Job) -> None:
         with self._lock:
             if job.phase != "QUEUED":
