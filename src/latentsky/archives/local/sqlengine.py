@@ -15,6 +15,7 @@ import math
 import random
 import sqlite3
 import time
+import weakref
 
 import numpy as np
 from astropy.table import Column, MaskedColumn, Table
@@ -144,12 +145,28 @@ def _values(col) -> list:
     return [None if m else v for v, m in zip(items, mask)]
 
 
+_ROWS: dict[int, tuple] = {}
+"""id(table) -> (weak reference, shape, column definitions, rows) of the tables served again and again
+(ObsCore, TAP_SCHEMA), while they live: a table given to a query is read as unchanging."""
+
+
+def _rows(table: Table) -> tuple[str, list]:
+    key = (tuple(table.colnames), len(table))
+    cached = _ROWS.get(id(table))
+    if cached is None or cached[0]() is not table or cached[1] != key:
+        names = table.colnames
+        columns = ", ".join(f"{quote(n)} {_sql_type(table[n])}" for n in names)
+        rows = list(zip(*(_values(table[n]) for n in names))) if len(table) and names else []
+        ident = id(table)
+        cached = _ROWS[ident] = (weakref.ref(table, lambda _, ident=ident: _ROWS.pop(ident, None)), key, columns, rows)
+    return cached[2], cached[3]
+
+
 def _load(conn: sqlite3.Connection, target: str, table: Table) -> None:
-    names = table.colnames
-    conn.execute(f"CREATE TABLE {target} (" + ", ".join(f"{quote(n)} {_sql_type(table[n])}" for n in names) + ")")
-    if len(table) and names:
-        rows = zip(*(_values(table[n]) for n in names))
-        conn.executemany(f"INSERT INTO {target} VALUES ({', '.join('?' * len(names))})", rows)
+    columns, rows = _rows(table)
+    conn.execute(f"CREATE TABLE {target} ({columns})")
+    if rows:
+        conn.executemany(f"INSERT INTO {target} VALUES ({', '.join('?' * len(rows[0]))})", rows)
 
 
 def fetch_table(rows: list[tuple], names: list[str], sources: list) -> Table:

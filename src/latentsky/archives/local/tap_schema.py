@@ -11,6 +11,7 @@ three ways, which must agree: on the result columns of every query, in the
 from __future__ import annotations
 
 import dataclasses
+import functools
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -190,8 +191,10 @@ def describe(col, info: ColumnInfo) -> None:
                      if getattr(info, k)})
 
 
+@functools.lru_cache(maxsize=1)
 def tap_schema_tables() -> dict[str, Table]:
-    """The five TAP_SCHEMA tables, keyed ``"tap_schema.<name>"``, describing :func:`table_infos`."""
+    """The five TAP_SCHEMA tables, keyed ``"tap_schema.<name>"``, describing :func:`table_infos` (built once;
+    read them, never change them)."""
     infos = table_infos()
     schemas = sorted({name.split(".")[0] for name in infos})
     rows = {
