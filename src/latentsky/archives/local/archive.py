@@ -6,8 +6,9 @@ answers, on 127.0.0.1, the requests our clients send to the real archives:
 ==============================================  ===========================================================
 route                                           speaks like
 ==============================================  ===========================================================
-``GET|POST /tap/sync``                          ESO ``tap_obs`` (TAP 1.1 sync, ADQL on ``ivoa.ObsCore``,
-                                                ``MAXREC``, ``UPLOAD``, ``QUERY_STATUS`` OK/OVERFLOW/ERROR)
+``/tap/sync``, ``/tap/async``, ``/tap/...``    ESO ``tap_obs`` (TAP 1.1, sync and async, ADQL on
+                                                ``ivoa.ObsCore`` and ``TAP_SCHEMA``, ``MAXREC``, ``UPLOAD``;
+                                                see :mod:`.tap`)
 ``GET /eso/file/{dp_id}``                       ESO data portal file download
 ``GET|POST /sdss/SearchTools/SqlSearch``        SDSS SkyServer SQL search (``cmd``, ``format=csv``)
 ``GET /sas/{path}``                             SDSS Science Archive Server spectra (``spec-PPPP-MJD-FFFF.fits``)
@@ -35,7 +36,7 @@ from pathlib import Path
 
 from astropy.table import Table
 
-from latentsky.archives.local import images, skyserver, tap
+from latentsky.archives.local import adql, images, skyserver, tap, tap_schema, uws
 from latentsky.archives.local.catalog import FolderCatalog, scan
 from latentsky.archives.local.server import LocalServer
 
@@ -73,12 +74,23 @@ class LocalArchive:
     def __init__(self, root: str | Path, *, server: LocalServer | None = None, tap_maxrec: int = 100_000,
                  obscore: Table | None = None, **server_options):
         self.root = Path(root).resolve()
-        self.catalog: FolderCatalog = scan(self.root)
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"local archive root {self.root} is not a folder")
+        # the port first: a port in use fails at once, not after the scan
+        self.server = server if server is not None else LocalServer(**server_options)
+        try:
+            self.catalog: FolderCatalog = scan(self.root)
+        except BaseException:
+            if server is None:
+                self.server.stop()
+            raise
         self.tap_maxrec = int(tap_maxrec)
         self.extra_obscore = obscore
-        self.server = server if server is not None else LocalServer(**server_options)
+        self.jobs = uws.JobStore(functools.partial(tap.execute, self), execution_duration=int(adql.QUERY_SECONDS))
+        self.jobs_retention = uws.RETENTION
         self._saved_conf: list[dict] = []
         self._lock = threading.Lock()
+        self._obscore: Table | None = None
         self.register(self.server)
         log.info("local archive over %s: %d ESO spectra, %d SDSS spectra, %d images (%s)", self.root,
                  len(self.catalog.obscore), len(self.catalog.specobj), len(self.catalog.images),
@@ -93,7 +105,9 @@ class LocalArchive:
         for method in ("GET", "POST"):
             server.add_route(method, "/tap/sync", bind(tap.sync))
             server.add_route(method, "/sdss/SearchTools/SqlSearch", bind(skyserver.sql_search))
-        server.add_route("GET", "/tap/capabilities", bind(tap.capabilities))
+        for name in ("capabilities", "availability", "tables", "examples"):
+            server.add_route("GET", f"/tap/{name}", bind(getattr(tap, name)), inline=True)
+        uws.register(server, self.jobs)
         server.add_route("GET", "/eso/file/{dp_id}", bind(tap.eso_file))
         server.add_route("GET", "/sas/{path:path}", bind(skyserver.sas_file))
         server.add_route("GET", "/hips2fits", bind(images.hips2fits))
@@ -137,8 +151,9 @@ class LocalArchive:
         return self
 
     def stop(self) -> None:
-        """Stop the server."""
+        """Stop the server and the asynchronous jobs."""
         self.server.stop()
+        self.jobs.close()
 
     def __enter__(self) -> "LocalArchive":
         self.start()
@@ -154,9 +169,19 @@ class LocalArchive:
 
     # ------------------------------------------------------------------ TAP
     def obscore_table(self) -> Table:
-        """The ``ivoa.ObsCore`` table as served (access URLs pointing at this server)."""
+        """The ``ivoa.ObsCore`` table as served: every ObsCore 1.1 column, described, access URLs pointing here.
+
+        Built once; the ``access_url`` of rows from ``obscore`` (recorded answers) is kept as recorded.
+        """
+        with self._lock:
+            if self._obscore is None:
+                self._obscore = tap_schema.dress(self._raw_obscore(), tap_schema.OBSCORE)
+            return self._obscore
+
+    def _raw_obscore(self) -> Table:
         table = self.catalog.obscore.copy()
         table["access_url"] = [f"{self.base_url}/eso/file/{dp}" for dp in table["dp_id"]]
+        table["obs_publisher_did"] = [f"ivo://latentsky.local/eso?{dp}" for dp in table["dp_id"]]
         table.remove_column("filename")
         if self.extra_obscore is not None:
             from astropy.table import vstack
@@ -172,5 +197,4 @@ class LocalArchive:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 table = vstack([table, extra], join_type="outer", metadata_conflicts="silent")
-            table = table.filled() if table.has_masked_columns else table
         return table

@@ -64,9 +64,13 @@ def run_skyserver_sql(sql: str, specobj: Table) -> Table:
             if len(parts) > 1:
                 raise adql.AdqlError("UNION ALL is only supported between fGetNearbySpecObjEq blocks")
             return adql.run(part, tables)[0]
-        r_deg = float(m["r"]) / 60.0  # SkyServer radii are arcminutes
+        try:
+            ra, dec, r_deg = float(m["ra"]), float(m["dec"]), float(m["r"]) / 60.0  # SkyServer radii: arcminutes
+        except ValueError:
+            raise adql.AdqlError(f"fGetNearbySpecObjEq({m['ra']}, {m['dec']}, {m['r']}): ra, dec (deg) and "
+                                 "radius (arcmin) must be numbers") from None
         cone = (f"CONTAINS(POINT('ICRS', {m['alias']}.ra, {m['alias']}.dec), "
-                f"CIRCLE('ICRS', {float(m['ra'])}, {float(m['dec'])}, {r_deg})) = 1")
+                f"CIRCLE('ICRS', {ra}, {dec}, {r_deg})) = 1")
         where = cone if not m["where"] else f"{cone} AND ({m['where']})"
         table, _ = adql.run(f"SELECT {m['cols']} FROM SpecObj AS {m['alias']} WHERE {where}", tables)
         table.add_column(np.full(len(table), int(m["idx"])), name="idx", index=0)
