@@ -97,6 +97,7 @@ class LocalArchive:
         server.add_route("GET", "/eso/file/{dp_id}", bind(tap.eso_file))
         server.add_route("GET", "/sas/{path:path}", bind(skyserver.sas_file))
         server.add_route("GET", "/hips2fits", bind(images.hips2fits))
+        server.add_route("GET", "/synthetic/hips2fits", bind(images.synthetic_hips2fits))
         server.add_route("GET", "/cutout/{survey}", bind(images.cutout))
 
     @property
