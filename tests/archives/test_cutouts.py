@@ -333,3 +333,33 @@ def test_kill_9_loses_only_the_cells_in_flight_and_a_rerun_asks_for_no_finished_
             assert index[f"status_{band}"][i] == status
             if image is not None:
                 np.testing.assert_array_equal(cube[i, b], image)
+
+
+def test_every_quasar_to_a_gri_cube_beside_its_spectrum(local, tmp_path, capsys):
+    """``latentsky query sdss --class QSO`` then ``latentsky cutouts`` (SDSS g, r, i at 28x28), then the cube
+    as the app reads it, row by row beside the spectra."""
+    import pandas as pd
+
+    from latentsky.cli import main
+    from latentsky.ui.cutouts import Cutouts
+
+    out, cut = tmp_path / "quasars.parquet", tmp_path / "cutouts"
+    assert main(["query", "sdss", "--class", "QSO", "--base-url", local.base_url, "--out", str(out)]) == 0
+    quasars = Table.read(out)
+    assert len(quasars) == 66 and set(quasars["class"]) == {"QSO"}
+    argv = ["cutouts", str(out), "--dest", str(cut), "--base-url", local.base_url, "--synthetic", "--no-progress",
+            "--connections", "8"]
+    assert main(argv) == 0
+    assert f"66 targets x 3 bands -> {cut}" in capsys.readouterr().out
+    cube, index = open_cutouts(cut)
+    assert cube.shape == (66, 3, 28, 28) and list(index["product_id"]) == list(quasars["product_id"])
+    ok = index["status_SDSS-r"] == "ok"
+    assert ok.sum() > 30 and set(index["status_SDSS-r"]) <= {"ok", "off_footprint"}
+    store = Cutouts(cut, bands=())
+    row = pd.Series({"ra": index["ra"][ok].iloc[0], "dec": index["dec"][ok].iloc[0]})
+    shown = store.get(row)
+    assert [c.band for c in shown] == ["SDSS-g", "SDSS-r", "SDSS-i"]
+    np.testing.assert_array_equal(shown[1].image, cube[int(np.flatnonzero(ok)[0]), 1])
+    local.server.clear()
+    assert main(argv) == 0  # resumed: nothing left to ask
+    assert not [r for r in settled_log(local.server) if r.path.endswith("hips2fits")]

@@ -345,7 +345,7 @@ class _Run:
                 if image is not None:
                     pixels.append((i, b, image))
             else:
-                code, retry, coverage, error = ERROR, int(outcome.error.retryable), 0.0, str(outcome.error)
+                code, retry, coverage, error = ERROR, int(outcome.error.retryable), 0.0, outcome.error.problem
                 self.failed += 1
             cells.append((i, b, code, attempts, retry, coverage, error))
             self.counts[STATUSES[self.status[i, b]]] -= 1

@@ -9,10 +9,13 @@ route                                           speaks like
 ``GET|POST /tap/sync``                          ESO ``tap_obs`` (TAP 1.1 sync, ADQL on ``ivoa.ObsCore``,
                                                 ``MAXREC``, ``UPLOAD``, ``QUERY_STATUS`` OK/OVERFLOW/ERROR)
 ``GET /eso/file/{dp_id}``                       ESO data portal file download
-``GET|POST /sdss/SearchTools/SqlSearch``        SDSS SkyServer SQL search (``cmd``, ``format=csv``)
+``GET /sdss/{dr}/.../search/x_results.aspx``   SDSS SkyServer SQL search as astroquery.sdss asks it
+                                                (``cmd``, ``format=csv``, ``searchtool=SQL``)
 ``GET /sas/{path}``                             SDSS Science Archive Server spectra (``spec-PPPP-MJD-FFFF.fits``)
 ``GET /hips2fits``                              CDS hips2fits (``hips, width, height, fov, ra, dec``):
                                                 an image resampled on a TAN grid from the real FITS images
+``GET /synthetic/hips2fits``                    the same where the images cover the position, a synthetic
+                                                sky elsewhere (:mod:`.sky`, marked ``SYNTHSKY = T``)
 ``GET /cutout/{survey}``                        a native-pixel cutout (``ra, dec, size``) cut with
                                                 :class:`astropy.nddata.Cutout2D`
 ==============================================  ===========================================================
@@ -92,7 +95,7 @@ class LocalArchive:
 
         for method in ("GET", "POST"):
             server.add_route(method, "/tap/sync", bind(tap.sync))
-            server.add_route(method, "/sdss/SearchTools/SqlSearch", bind(skyserver.sql_search))
+        server.add_route("GET", "/sdss/{release}/en/tools/search/x_results.aspx", bind(skyserver.sql_search))
         server.add_route("GET", "/tap/capabilities", bind(tap.capabilities))
         server.add_route("GET", "/eso/file/{dp_id}", bind(tap.eso_file))
         server.add_route("GET", "/sas/{path:path}", bind(skyserver.sas_file))
