@@ -18,6 +18,9 @@ route                                           speaks like
                                                 sky elsewhere (:mod:`.sky`, marked ``SYNTHSKY = T``)
 ``GET /cutout/{survey}``                        a native-pixel cutout (``ra, dec, size``) cut with
                                                 :class:`astropy.nddata.Cutout2D`
+``GET /skyview/current/cgi/...``                SkyView's form, results and images as astroquery.skyview
+                                                reads them (:mod:`.skyview`)
+``GET /wsa/GetImage``, ``/wsa/WSASQL``...       the UKIDSS WSA pages astroquery.ukidss reads (:mod:`.ukidss`)
 ==============================================  ===========================================================
 
 :meth:`LocalArchive.urls` gives the ``conf`` settings that point every client
@@ -38,7 +41,7 @@ from pathlib import Path
 
 from astropy.table import Table
 
-from latentsky.archives.local import images, skyserver, tap
+from latentsky.archives.local import images, skyserver, skyview, tap, ukidss
 from latentsky.archives.local.catalog import FolderCatalog, scan
 from latentsky.archives.local.server import LocalServer
 
@@ -102,6 +105,8 @@ class LocalArchive:
         server.add_route("GET", "/hips2fits", bind(images.hips2fits))
         server.add_route("GET", "/synthetic/hips2fits", bind(images.synthetic_hips2fits))
         server.add_route("GET", "/cutout/{survey}", bind(images.cutout))
+        for method, path, handler in skyview.ROUTES + ukidss.ROUTES:
+            server.add_route(method, path, bind(handler))
 
     @property
     def base_url(self) -> str:
@@ -117,6 +122,8 @@ class LocalArchive:
             "sdss_skyserver_url": f"{base}/sdss/",
             "sdss_sas_url": f"{base}/sas/",
             "hips2fits_url": f"{base}/hips2fits",
+            "skyview_url": f"{base}/skyview/",
+            "ukidss_url": f"{base}/wsa/",
         }
 
     def configure(self) -> dict[str, str]:

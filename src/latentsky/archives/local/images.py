@@ -52,22 +52,30 @@ def synthetic_hips2fits(archive, request: Request) -> Response:
 
     The synthetic answers say so in their header (``SYNTHSKY = T``, see :mod:`.sky`).
     """
-    from latentsky.archives.local import sky
-
     asked = hips2fits_request(request)
     if isinstance(asked, Response):
         return asked
     hips, ra, dec, width, height, fov = asked
-    survey = HIPS_ALIASES.get(hips, hips)
-    images = [im for im in archive.catalog.images if im.survey.lower() == survey.lower() and im.contains(ra, dec)]
-    if images:
-        body = fits_bytes(resample_tan(images, ra, dec, width, height, fov))
-    elif sky.survey_band(survey) is not None:
-        body = sky.synthetic_fits(survey, hips, ra, dec, width, height, fov)
-    else:
+    body = survey_fits(archive, HIPS_ALIASES.get(hips, hips), hips, ra, dec, width, height, fov)
+    if body is None:
         return Response.json({"title": "Unknown HiPS", "description": f"{hips!r} is not a survey of the "
                               f"synthetic sky ({', '.join(sorted(HIPS_ALIASES))})"}, status=400)
     return Response(body, content_type="application/fits")
+
+
+def survey_fits(archive, survey: str, label: str, ra: float, dec: float, width: int, height: int,
+                fov: float) -> bytes | None:
+    """A FITS image of ``survey`` (``SDSS-r``, ``FIRST``, ``UKIDSS-K``...) on a TAN grid centred on (ra, dec):
+    from the folder's images where one covers the centre, else from the synthetic sky (marked so; blank off
+    its footprint); None for a survey neither knows.  ``label`` names what was asked (a HiPS id...)."""
+    from latentsky.archives.local import sky
+
+    images = [im for im in archive.catalog.images if im.survey.lower() == survey.lower() and im.contains(ra, dec)]
+    if images:
+        return fits_bytes(resample_tan(images, ra, dec, width, height, fov))
+    if sky.survey_band(survey) is not None:
+        return sky.synthetic_fits(survey, label, ra, dec, width, height, fov)
+    return None
 
 
 def hips2fits_request(request: Request):
