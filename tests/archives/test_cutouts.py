@@ -7,13 +7,13 @@ import io
 import numpy as np
 import pytest
 import requests
+from _support.archives import DATA, settled_log
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.nddata import Cutout2D
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from _support.archives import DATA, settled_log
 from latentsky.archives.cutouts import fetch_cutouts, hips2fits_params, open_cutouts
 from latentsky.exceptions import LatentskyError
 
@@ -180,7 +180,8 @@ def test_synthetic_sky_is_deterministic_marked_and_has_a_footprint(images):
         with fits.open(io.BytesIO(r64)) as hr:
             assert np.corrcoef(hg[0].data.ravel(), hr[0].data.ravel())[0, 1] > 0.5
     # the south galactic cap is off the SDSS-like footprint: blank, as hips2fits answers off a survey
-    off = requests.get(images.base_url + SYNTH, timeout=10, params=hips2fits_params("CDS/P/SDSS9/r", 10, -60, 28, 0.396))
+    off = requests.get(images.base_url + SYNTH, timeout=10,
+                       params=hips2fits_params("CDS/P/SDSS9/r", 10, -60, 28, 0.396))
     with fits.open(io.BytesIO(off.content)) as hdul:
         assert np.isnan(hdul[0].data).all() and hdul[0].header["SYNTHSKY"] is True
     # where a bundled image covers the position it is served, not the synthetic sky
@@ -299,7 +300,8 @@ def test_kill_9_loses_only_the_cells_in_flight_and_a_rerun_asks_for_no_finished_
     code = ("import sys; from astropy.table import Table; from latentsky.archives.cutouts import fetch_cutouts; "
             "fetch_cutouts(Table.read(sys.argv[1]), sys.argv[2], bands=['SDSS-g', 'SDSS-r'], connections=4, block=8)")
     src = Path(__file__).resolve().parents[2] / "src"
-    env = {**os.environ, "LATENTSKY_HIPS2FITS_URL": url, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {**os.environ, "LATENTSKY_HIPS2FITS_URL": url,
+           "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "targets.ecsv"), str(dest)], env=env)
 
     def recorded():

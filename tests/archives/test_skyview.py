@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
+from _support.archives import DATA, settled_log
 from astropy.io import fits
 
-from _support.archives import DATA, settled_log
 from latentsky.archives.local.server import Response
 from latentsky.archives.skyview import skyview
 from latentsky.config import conf

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _support.archives import DATA, settled_log, source_bytes
+
 from latentsky.archives.local.server import Response
 from latentsky.archives.ukidss import ukidss
 from latentsky.config import conf
@@ -44,7 +44,8 @@ def test_recorded_wsa_image_page_then_the_download_manager(images, tmp_path):
     base = images.base_url + "/replay"
     page, image = recorded("ukidss_image_results.html", base), source_bytes(UKIDSS_IMAGE)
     images.server.add_route("GET", "/replay/wsa/GetImage", lambda r: Response(page, 200, "text/html"))
-    images.server.add_route("GET", "/replay/wsa/cgi-bin/getFImage.cgi", lambda r: Response(image, 200, "application/fits"))
+    images.server.add_route("GET", "/replay/wsa/cgi-bin/getFImage.cgi",
+                            lambda r: Response(image, 200, "application/fits"))
     conf.set(ukidss_url=base + "/wsa/")
     products = ukidss.query("83.6330757 22.014436", waveband="all")
     assert len(products) == 1 and "/replay/wsa/cgi-bin/getFImage.cgi?file=" in products["access_url"][0]

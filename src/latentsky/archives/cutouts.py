@@ -39,8 +39,7 @@ import numpy as np
 from astropy.table import Table
 
 from latentsky.archives.base import check_offline, parse_coordinates
-from latentsky.archives.cutout_store import (ERROR, INDEX_NAME, OFF, OK, PENDING, STATUSES, ZARR_NAME,
-                                             CutoutStore)
+from latentsky.archives.cutout_store import ERROR, INDEX_NAME, OFF, OK, PENDING, STATUSES, ZARR_NAME, CutoutStore
 from latentsky.config import conf
 from latentsky.exceptions import LatentskyError
 from latentsky.progress import Progress, ProgressCallback
@@ -157,7 +156,8 @@ def parse_cutout(body: bytes, size: int) -> tuple[str, np.ndarray | None, float]
     return "ok", data, float(finite.mean())
 
 
-def fetch_one(hips: str, ra: float, dec: float, size: int, pixel_scale_arcsec: float) -> tuple[str, np.ndarray | None, str]:
+def fetch_one(hips: str, ra: float, dec: float, size: int,
+              pixel_scale_arcsec: float) -> tuple[str, np.ndarray | None, str]:
     """One cutout through astroquery.hips2fits (one request, no retry): ``(status, image or None, error text)``.
 
     The server is ``conf.hips2fits_url`` (read at call time: astroquery's own

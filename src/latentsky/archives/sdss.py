@@ -46,10 +46,18 @@ from astropy import units as u
 from astropy.table import Table, vstack
 from astropy.time import Time
 
-from latentsky.archives.base import (Archive, _Retryable, check_offline, parse_coordinates, parse_radius,
-                                     require_columns, safe_name, with_retries)
+from latentsky.archives.base import (
+    Archive,
+    _Retryable,
+    check_offline,
+    parse_coordinates,
+    parse_radius,
+    require_columns,
+    safe_name,
+    with_retries,
+)
 from latentsky.config import conf
-from latentsky.exceptions import ArchiveError, CoordinateError, LatentskyWarning, QueryTruncatedError
+from latentsky.exceptions import ArchiveError, CoordinateError, LatentskyWarning
 
 log = logging.getLogger(__name__)
 

@@ -103,10 +103,11 @@ class SkyView(Archive):
             raise ArchiveError(f"skyview: asked for {len(surveys)} surveys, the results page links {len(urls)} images")
         ra, dec = float(coord.ra.deg), float(coord.dec.deg)
         ids = [f"{safe_name(s)}_{ra:.5f}{dec:+.5f}_{int(pixels)}" for s in surveys]
-        return Table({"archive": ["skyview"] * len(urls), "product_id": ids, "object": [f"{ra:.5f} {dec:+.5f}"] * len(urls),
-                      "ra": np.full(len(urls), ra) * u.deg, "dec": np.full(len(urls), dec) * u.deg,
-                      "date": [""] * len(urls), "instrument": surveys, "access_url": urls, "survey": surveys,
-                      "pixels": np.full(len(urls), int(pixels))})
+        n = len(urls)
+        return Table({"archive": ["skyview"] * n, "product_id": ids, "object": [f"{ra:.5f} {dec:+.5f}"] * n,
+                      "ra": np.full(n, ra) * u.deg, "dec": np.full(n, dec) * u.deg,
+                      "date": [""] * n, "instrument": surveys, "access_url": urls, "survey": surveys,
+                      "pixels": np.full(n, int(pixels))})
 
     def get_images(self, position, surveys, **kwargs) -> list:
         """The images of :meth:`query` as :class:`~astropy.io.fits.HDUList` objects (fetched now, in memory)."""

@@ -52,7 +52,8 @@ class Ukidss(Archive):
         client = UkidssClass(database=database, programme_id=programme_id)
         # astroquery builds these from its conf at import; a mirror or the local archive needs them here
         client.BASE_URL, client.LOGIN_URL, client.IMAGE_URL = base, base + "DBLogin", base + "GetImage"
-        client.ARCHIVE_URL, client.REGION_URL, client.CROSSID_URL = base + "ImageList", base + "WSASQL", base + "CrossID"
+        client.ARCHIVE_URL, client.REGION_URL = base + "ImageList", base + "WSASQL"
+        client.CROSSID_URL = base + "CrossID"
         client.TIMEOUT = conf.timeout
         client._session = session()  # timeouts (conf.timeout) and offline mode on the requests it sends itself
         with cache_conf.set_temp("cache_active", False):
@@ -126,7 +127,8 @@ class Ukidss(Archive):
         require_columns(products, ("product_id", "access_url"))
         dest = Path(dest)
         return [DownloadItem(key=f"ukidss/{row['product_id']}", url=str(row["access_url"]),
-                             dest=dest / safe_name(f"ukidss_{row['product_id']}.fits"), kind="fits") for row in products]
+                             dest=dest / safe_name(f"ukidss_{row['product_id']}.fits"), kind="fits")
+                for row in products]
 
 
 def _one(coordinates):

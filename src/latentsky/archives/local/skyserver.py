@@ -12,7 +12,6 @@ from latentsky.archives.local import adql
 from latentsky.archives.local.files import fits_file_response
 from latentsky.archives.local.server import HTTPError, Request, Response
 
-
 ROW_LIMIT = 500_000
 """Most rows of one answer, as SkyServer's SQL search: longer results are cut, silently."""
 
