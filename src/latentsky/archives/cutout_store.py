@@ -206,13 +206,25 @@ class CutoutStore:
         return status, attempts, retry
 
     def cells(self) -> dict[str, np.ndarray]:
-        """Every recorded cell: arrays ``row, band, status, attempts, coverage`` and a list ``error``."""
-        rows = self.db.execute("SELECT row, band, status, attempts, coverage, error FROM cells ORDER BY row, band")
-        cols = list(zip(*rows.fetchall())) or [()] * 6
-        out = {name: np.asarray(col, dtype=dt) for name, col, dt in
-               zip(("row", "band", "status", "attempts", "coverage"), cols[:5], (int, int, int, int, float))}
-        out["error"] = list(cols[5])
+        """Every recorded cell, ordered by (row, band): arrays ``row, band, status, attempts, coverage``.
+
+        Read in slices into preallocated arrays: memory stays a few bytes per cell.
+        """
+        n = self.db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+        out = {"row": np.zeros(n, np.int64), "band": np.zeros(n, np.int64), "status": np.zeros(n, np.int8),
+               "attempts": np.zeros(n, np.int32), "coverage": np.zeros(n, np.float64)}
+        cursor = self.db.execute("SELECT row, band, status, attempts, coverage FROM cells ORDER BY row, band")
+        k = 0
+        while rows := cursor.fetchmany(65536):
+            a = np.array(rows, dtype=np.float64)  # integers this small are exact in float64
+            for j, name in enumerate(("row", "band", "status", "attempts", "coverage")):
+                out[name][k:k + len(a)] = a[:, j]
+            k += len(a)
         return out
+
+    def errors(self) -> dict[tuple[int, int], str]:
+        """``{(row, band): error text}`` of the cells in error."""
+        return {(r, b): e for r, b, e in self.db.execute(f"SELECT row, band, error FROM cells WHERE status = {ERROR}")}
 
     def targets(self):
         """``index.parquet``: one row per target."""

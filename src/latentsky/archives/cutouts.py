@@ -401,14 +401,17 @@ def _result(store: CutoutStore) -> CutoutResult:
     for code, k in zip(*np.unique(cells["status"], return_counts=True)):
         counts[STATUSES[code]] = int(k)
     counts["pending"] = store.n * len(store.bands) - len(cells["row"])
-    bad = np.flatnonzero(cells["status"] == ERROR)
-    targets = store.targets() if len(bad) else None
-    errors = Table({"row": cells["row"][bad], "band": [store.bands[b] for b in cells["band"][bad]],
-                    "ra": targets["ra"].to_numpy()[cells["row"][bad]] if len(bad) else np.zeros(0),
-                    "dec": targets["dec"].to_numpy()[cells["row"][bad]] if len(bad) else np.zeros(0),
-                    "attempts": cells["attempts"][bad], "error": [cells["error"][k] for k in bad]},
-                   dtype=(int, str, float, float, int, str))
-    return CutoutResult(store.path, store.bands, counts, errors)
+    errors = store.errors()
+    rows = sorted(errors)
+    targets = store.targets() if rows else None
+    attempts = {(int(r), int(b)): int(a) for r, b, a in zip(cells["row"], cells["band"], cells["attempts"])
+                if (int(r), int(b)) in errors} if rows else {}
+    table = Table({"row": [r for r, _ in rows], "band": [store.bands[b] for _, b in rows],
+                   "ra": [float(targets["ra"].iloc[r]) for r, _ in rows],
+                   "dec": [float(targets["dec"].iloc[r]) for r, _ in rows],
+                   "attempts": [attempts[k] for k in rows], "error": [errors[k] for k in rows]},
+                  dtype=(int, str, float, float, int, str))
+    return CutoutResult(store.path, store.bands, counts, table)
 
 
 def open_cutouts(dest: str | Path):
@@ -421,7 +424,7 @@ def open_cutouts(dest: str | Path):
     store = CutoutStore.open(dest)
     try:
         index = store.targets()
-        cells = store.cells()
+        cells, errors = store.cells(), store.errors()
         for b, band in enumerate(store.bands):
             mine = cells["band"] == b
             rows = cells["row"][mine]
@@ -430,7 +433,9 @@ def open_cutouts(dest: str | Path):
             attempts, coverage = np.zeros(store.n, int), np.zeros(store.n)
             attempts[rows], coverage[rows] = cells["attempts"][mine], cells["coverage"][mine]
             error = np.full(store.n, "", dtype=object)
-            error[rows] = np.asarray(cells["error"], dtype=object)[mine]
+            for (row, b_), text in errors.items():
+                if b_ == b:
+                    error[row] = text
             index[f"status_{band}"], index[f"attempts_{band}"] = status, attempts
             index[f"error_{band}"], index[f"coverage_{band}"] = error, coverage
         return store.images, index
