@@ -44,6 +44,10 @@ from latentsky.download.transfer import _describe
 from latentsky.exceptions import CredentialError, DownloadError
 
 
+WORKERS_PER_CONNECTION = 2
+"""Worker threads per connection slot: a worker parsing an answer holds no slot."""
+
+
 @dataclasses.dataclass
 class Request:
     """One GET request of a :class:`RequestPool`.
@@ -168,17 +172,22 @@ class _Flow:
         self.unresolved += 1
         self.ready[request.host].append(request)
 
-    def release(self, request: Request, outcome: Outcome | None, delay: float = 0.0) -> None:
-        """Give back ``request``'s slot: its outcome is final, or it is sent again after ``delay`` s."""
+    def free(self, request: Request) -> None:
+        """Give back ``request``'s connection slot (its answer has arrived, or it failed)."""
         with self.lock:
             self.active[request.host] -= 1
             self.active_total -= 1
+            self.work.notify()
+
+    def settle(self, request: Request, outcome: Outcome | None, delay: float = 0.0) -> None:
+        """``request``'s outcome is final, or it is sent again after ``delay`` s."""
+        with self.lock:
             if outcome is not None:
                 self.results.append(outcome)
                 self.done.notify()
             else:
                 heapq.heappush(self.delayed, (time.monotonic() + delay, next(self._seq), request))
-            self.work.notify()
+                self.work.notify()
 
     def outcomes(self) -> list[Outcome]:
         """The outcomes ready now (waiting for some); empty at the end."""
@@ -271,8 +280,10 @@ class RequestPool:
         """
         flow = _Flow(iter(requests_), self.max_connections, self.per_host, self.window)
         self._flow = flow
+        # more workers than slots: some parse answers while the others keep every connection busy
+        workers = WORKERS_PER_CONNECTION * self.max_connections
         threads = [threading.Thread(target=self._worker, args=(flow, parse), daemon=True,
-                                    name=f"latentsky-pool-{i}") for i in range(self.max_connections)]
+                                    name=f"latentsky-pool-{i}") for i in range(workers)]
         for t in threads:
             t.start()
         try:
@@ -294,20 +305,31 @@ class RequestPool:
     def _worker(self, flow: _Flow, parse) -> None:
         try:
             while (request := flow.take()) is not None:
+                held = [True]
+
+                def free(request=request, held=held):
+                    if held[0]:
+                        held[0] = False
+                        flow.free(request)
+
                 try:
-                    outcome = self._attempt(request, parse)
+                    outcome = self._attempt(request, parse, free)
                 except DownloadError as err:
+                    free()
                     if self.policy.again(err, request.attempts):
                         with self._lock:
                             delay = self.policy.delay(request.attempts, err.retry_after, self._rng)
-                        flow.release(request, None, delay)
+                        flow.settle(request, None, delay)
                         continue
                     outcome = Outcome(request, error=err)
-                flow.release(request, outcome)
+                finally:
+                    free()
+                flow.settle(request, outcome)
         except BaseException as err:  # never die silently: the caller would wait forever
             flow.stop(err)
 
-    def _attempt(self, request: Request, parse) -> Outcome:
+    def _attempt(self, request: Request, parse, free: Callable[[], None]) -> Outcome:
+        """One attempt; ``free()`` gives the connection slot back as soon as the answer is in."""
         request.attempts += 1
         with self._lock:
             self.stats.requests += 1
@@ -326,6 +348,7 @@ class RequestPool:
             body = resp.data
         except urllib3.exceptions.HTTPError as err:
             raise DownloadError(key, url, f"request failed ({_describe(err)})") from None
+        free()  # the connection serves the next request while this answer is checked and parsed
         with self._lock:
             self.stats.bytes += len(body)
         check_answer(key, url, resp.status, resp.reason or "", resp.headers, body[:64])
