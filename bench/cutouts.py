@@ -295,15 +295,20 @@ def main(argv=None) -> int:
         bound = args.connections / latency
         print(f"sequential astroquery.hips2fits: {seq_rate:.1f} cells/s (timed on {args.seq_cells} cells, "
               f"{seq_failed} failed; {runs[large]['cells'] / seq_rate / 3600:.1f} h for {large:,} targets)")
+        req_rate = runs[large]["requests"] / runs[large]["elapsed"]
+        per_cell = runs[large]["requests"] / runs[large]["cells"]
         print(f"speed-up {rate_large / seq_rate:.1f}x; bound {bound:.0f} cells/s = {args.connections} connections / "
-              f"{args.latency_ms:g} ms: ours {rate_large / bound:.0%} of it; load average over the runs "
-              f"{', '.join(f'{x:.1f}' for x in load)}")
+              f"{args.latency_ms:g} ms: ours {rate_large / bound:.0%} of it ({per_cell:.3f} requests per cell with "
+              f"the faults: {req_rate:.0f} requests/s, {req_rate / bound:.0%} of the same bound in requests); "
+              f"load average over the runs {', '.join(f'{x:.1f}' for x in load)}")
         out = {"cells_per_s_10000": round(rate_small, 2), "cells_per_s_100000": round(rate_large, 2),
                "sequential_cells_per_s": round(seq_rate, 2), "speedup": round(rate_large / seq_rate, 2),
                "fraction_of_bound": round(rate_large / bound, 3), "linearity": round(rate_small / rate_large, 3),
                "peak_rss_mb_10000": round(runs[small]["peak_rss_mb"], 1),
                "peak_rss_mb_100000": round(runs[large]["peak_rss_mb"], 1),
                "lost": lost, "wrong": wrong, "resume_rerequested": killed["resume_rerequested"],
+               "requests_per_s_100000": round(req_rate, 2),
+               "request_fraction_of_bound": round(req_rate / bound, 3),
                "targets": [small, large], "connections": args.connections, "latency_ms": args.latency_ms,
                "fault_rate": args.fault_rate, "bound_cells_per_s": bound, "cpu": cpu_model(),
                "cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in load]}
