@@ -25,8 +25,9 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from latentsky.archives.base import (Archive, _Retryable, check_offline, parse_coordinates, parse_radius, request,
-                                     require_columns, safe_name, session, with_retries)
+from latentsky.archives.astroquery_call import call
+from latentsky.archives.base import (Archive, check_offline, parse_coordinates, parse_radius, request, require_columns,
+                                     safe_name, session)
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError
 
@@ -61,7 +62,7 @@ class SkyView(Archive):
     def list_surveys(self) -> dict:
         """``{category: [survey names]}`` as the site's form lists them."""
         with self._client() as client:
-            return self._call(lambda: dict(client.survey_dict))
+            return call(lambda: dict(client.survey_dict), archive="skyview", url=form_url(), what="survey list")
 
     def query(self, position, surveys, *, pixels: int = 300, radius=None, get_query_payload: bool = False) -> Table:
         """One product per survey: the image SkyView makes around ``position``.
@@ -97,8 +98,10 @@ class SkyView(Archive):
             kwargs["radius"] = parse_radius(radius).to(u.deg)
         with self._client() as client:
             if get_query_payload:
-                return self._call(lambda: client.get_image_list(coord, surveys, get_query_payload=True, **kwargs))
-            urls = self._call(lambda: client.get_image_list(coord, surveys, cache=False, **kwargs))
+                return call(lambda: client.get_image_list(coord, surveys, get_query_payload=True, **kwargs),
+                            archive="skyview", url=form_url(), what="surveys")
+            urls = call(lambda: client.get_image_list(coord, surveys, cache=False, **kwargs), archive="skyview",
+                        url=form_url(), what="surveys")
         if len(urls) != len(surveys):
             raise ArchiveError(f"skyview: asked for {len(surveys)} surveys, the results page links {len(urls)} images")
         ra, dec = float(coord.ra.deg), float(coord.dec.deg)
@@ -129,31 +132,6 @@ class SkyView(Archive):
         dest = Path(dest)
         return [DownloadItem(key=f"skyview/{row['product_id']}", url=str(row["access_url"]),
                              dest=dest / safe_name(f"{row['product_id']}.fits"), kind="fits") for row in products]
-
-    @staticmethod
-    def _call(fn):
-        """Run an astroquery call: transient failures (5xx, dropped connections) retried, others explained."""
-        import requests
-
-        from latentsky.download.policy import RETRYABLE_STATUS
-
-        def once():
-            try:
-                return fn()
-            except requests.HTTPError as err:
-                status = err.response.status_code if err.response is not None else 0
-                message = f"skyview: {form_url()}: HTTP {status}"
-                if status in RETRYABLE_STATUS:
-                    raise _Retryable(message) from err
-                raise ArchiveError(message) from err
-            except requests.Timeout as err:
-                raise ArchiveError(f"skyview: no answer from {form_url()} within {conf.timeout} s") from err
-            except requests.RequestException as err:
-                raise _Retryable(f"skyview: cannot reach {form_url()}: {type(err).__name__}: {err}") from err
-            except ValueError as err:  # astroquery: a survey the site does not list
-                raise CoordinateError(f"surveys: {err}") from err
-
-        return with_retries(once, what="skyview")
 
 
 def _raise(message: str):

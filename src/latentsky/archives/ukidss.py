@@ -28,10 +28,11 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from latentsky.archives.base import (Archive, _Retryable, check_offline, parse_coordinates, parse_radius,
-                                     require_columns, safe_name, session, with_retries)
+from latentsky.archives.astroquery_call import call
+from latentsky.archives.base import (Archive, check_offline, parse_coordinates, parse_radius, require_columns,
+                                     safe_name, session)
 from latentsky.config import conf
-from latentsky.exceptions import ArchiveError, CoordinateError
+from latentsky.exceptions import CoordinateError
 
 DATABASE = "UKIDSSDR11PLUS"
 """The WSA release asked by default (astroquery's default)."""
@@ -85,9 +86,9 @@ class Ukidss(Archive):
         if r.to_value(u.arcmin) > 90:
             raise CoordinateError(f"radius: the WSA searches at most 90 arcmin, got {r.to_value(u.arcmin):g}")
         with self._client(database, programme_id) as client:
-            call = lambda: client.query_region(coord, radius=r.to(u.arcmin), programme_id=programme_id,  # noqa: E731
+            query = lambda: client.query_region(coord, radius=r.to(u.arcmin), programme_id=programme_id,  # noqa: E731
                                                database=database, get_query_payload=get_query_payload)
-            table = _call(call, "region query")
+            table = call(query, archive="ukidss", url=client.REGION_URL, what="region query")
         if get_query_payload:
             return table
         names = {n.lower(): n for n in table.colnames}
@@ -107,10 +108,10 @@ class Ukidss(Archive):
         coord = _one(coordinates)
         width = parse_radius(image_width, parameter="image_width").to(u.arcmin)
         with self._client(database, programme_id) as client:
-            call = lambda: client.get_image_list(coord, waveband=waveband, image_width=width,  # noqa: E731
+            query = lambda: client.get_image_list(coord, waveband=waveband, image_width=width,  # noqa: E731
                                                  database=database, programme_id=programme_id,
                                                  get_query_payload=get_query_payload)
-            urls = _call(call, "image query")
+            urls = call(query, archive="ukidss", url=client.IMAGE_URL, what="image query")
         if get_query_payload:
             return urls
         ra, dec = float(coord.ra.deg), float(coord.dec.deg)
@@ -138,26 +139,6 @@ def _one(coordinates):
             raise CoordinateError(f"coordinates: one position per WSA query, got {len(coord)}")
         coord = coord[0]
     return coord
-
-
-def _call(fn, what: str):
-    """Run an astroquery WSA call: dropped connections retried, the WSA's error pages explained."""
-    import requests
-    from astroquery.exceptions import InvalidQueryError
-
-    def once():
-        try:
-            return fn()
-        except requests.Timeout as err:
-            raise ArchiveError(f"ukidss: {what}: no answer from {conf.ukidss_url} within {conf.timeout} s") from err
-        except requests.RequestException as err:
-            raise _Retryable(f"ukidss: {what}: cannot reach {conf.ukidss_url}: {type(err).__name__}: {err}") from err
-        except InvalidQueryError as err:  # the WSA answered with an error page
-            raise ArchiveError(f"ukidss: {what}: the WSA at {conf.ukidss_url} answered an error page ({err})") from err
-        except ValueError as err:  # astroquery: an unknown programme, waveband or frame type
-            raise CoordinateError(f"ukidss: {what}: {err}") from err
-
-    return with_retries(once, what=f"ukidss {what}")
 
 
 ukidss = Ukidss()
