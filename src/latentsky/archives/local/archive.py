@@ -10,12 +10,18 @@ route                                           speaks like
                                                 ``ivoa.ObsCore`` and ``TAP_SCHEMA``, ``MAXREC``, ``UPLOAD``;
                                                 see :mod:`.tap`)
 ``GET /eso/file/{dp_id}``                       ESO data portal file download
-``GET|POST /sdss/SearchTools/SqlSearch``        SDSS SkyServer SQL search (``cmd``, ``format=csv``)
+``GET /sdss/{dr}/.../search/x_results.aspx``   SDSS SkyServer SQL search as astroquery.sdss asks it
+                                                (``cmd``, ``format=csv``, ``searchtool=SQL``)
 ``GET /sas/{path}``                             SDSS Science Archive Server spectra (``spec-PPPP-MJD-FFFF.fits``)
 ``GET /hips2fits``                              CDS hips2fits (``hips, width, height, fov, ra, dec``):
                                                 an image resampled on a TAN grid from the real FITS images
+``GET /synthetic/hips2fits``                    the same where the images cover the position, a synthetic
+                                                sky elsewhere (:mod:`.sky`, marked ``SYNTHSKY = T``)
 ``GET /cutout/{survey}``                        a native-pixel cutout (``ra, dec, size``) cut with
                                                 :class:`astropy.nddata.Cutout2D`
+``GET /skyview/current/cgi/...``                SkyView's form, results and images as astroquery.skyview
+                                                reads them (:mod:`.skyview`)
+``GET /wsa/GetImage``, ``/wsa/WSASQL``...       the UKIDSS WSA pages astroquery.ukidss reads (:mod:`.ukidss`)
 ==============================================  ===========================================================
 
 :meth:`LocalArchive.urls` gives the ``conf`` settings that point every client
@@ -36,7 +42,7 @@ from pathlib import Path
 
 from astropy.table import Table
 
-from latentsky.archives.local import adql, images, skyserver, tap, tap_schema, uws
+from latentsky.archives.local import adql, images, skyserver, skyview, tap, tap_schema, ukidss, uws
 from latentsky.archives.local.catalog import FolderCatalog, scan
 from latentsky.archives.local.server import LocalServer
 
@@ -104,14 +110,17 @@ class LocalArchive:
 
         for method in ("GET", "POST"):
             server.add_route(method, "/tap/sync", bind(tap.sync))
-            server.add_route(method, "/sdss/SearchTools/SqlSearch", bind(skyserver.sql_search))
+            server.add_route(method, "/sdss/{release}/en/tools/search/x_results.aspx", bind(skyserver.sql_search))
         for name in ("capabilities", "availability", "tables", "examples"):
             server.add_route("GET", f"/tap/{name}", bind(getattr(tap, name)), inline=True)
         uws.register(server, self.jobs)
         server.add_route("GET", "/eso/file/{dp_id}", bind(tap.eso_file))
         server.add_route("GET", "/sas/{path:path}", bind(skyserver.sas_file))
         server.add_route("GET", "/hips2fits", bind(images.hips2fits))
+        server.add_route("GET", "/synthetic/hips2fits", bind(images.synthetic_hips2fits))
         server.add_route("GET", "/cutout/{survey}", bind(images.cutout))
+        for method, path, handler in skyview.ROUTES + ukidss.ROUTES:
+            server.add_route(method, path, bind(handler))
 
     @property
     def base_url(self) -> str:
@@ -127,6 +136,8 @@ class LocalArchive:
             "sdss_skyserver_url": f"{base}/sdss/",
             "sdss_sas_url": f"{base}/sas/",
             "hips2fits_url": f"{base}/hips2fits",
+            "skyview_url": f"{base}/skyview/",
+            "ukidss_url": f"{base}/wsa/",
         }
 
     def configure(self) -> dict[str, str]:

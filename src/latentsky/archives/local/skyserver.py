@@ -12,8 +12,13 @@ from latentsky.archives.local import adql
 from latentsky.archives.local.files import fits_file_response
 from latentsky.archives.local.server import HTTPError, Request, Response
 
+ROW_LIMIT = 500_000
+"""Most rows of one answer, as SkyServer's SQL search: longer results are cut, silently."""
+
 
 def sql_search(archive, request: Request) -> Response:
+    """SkyServer's SQL search as astroquery.sdss asks it (``GET /dr<N>/en/tools/search/x_results.aspx``,
+    ``cmd``, ``format=csv``, ``searchtool=SQL``): a CSV answer, or an error text."""
     sql = request.param("cmd")
     if not sql:
         return Response.text("the cmd parameter (SQL) is missing", status=400)
@@ -25,7 +30,8 @@ def sql_search(archive, request: Request) -> Response:
     except adql.AdqlError as err:
         # SkyServer answers SQL errors with an error text, not a table
         return Response.text(f"Error: {err}", status=400)
-    return Response.text(skyserver_csv(result), content_type="text/plain; charset=utf-8")
+    return Response.text(skyserver_csv(result[:ROW_LIMIT]), content_type="text/plain; charset=utf-8")
+
 
 def sas_file(archive, request: Request) -> Response:
     name = request.path_params["path"].rsplit("/", 1)[-1]
