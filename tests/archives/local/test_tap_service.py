@@ -140,7 +140,8 @@ def test_like_patterns_never_backtrack(local):
 def test_skyserver_and_hips2fits_bad_parameters_are_400(local, image_archive):
     sql = ("SELECT 0 AS idx, s.ra FROM SpecObj AS s JOIN dbo.fGetNearbySpecObjEq(150.0, 2.0, e) AS n "
            "ON s.specObjID = n.specObjID")
-    r = requests.get(f"{local.base_url}/sdss/SearchTools/SqlSearch", params={"cmd": sql}, timeout=10)
+    r = requests.get(f"{local.base_url}/sdss/dr17/en/tools/search/x_results.aspx",
+                     params={"cmd": sql, "format": "csv", "searchtool": "SQL"}, timeout=10)
     assert r.status_code == 400 and "must be numbers" in r.text
     base = {"hips": "CDS/P/FIRST", "fov": "0.1", "ra": "162.5", "dec": "30.6", "projection": "TAN"}
     for width, height, text in ((-64, -64, "positive"), (2048, 2048, "limit of 1000000 pixels")):
