@@ -331,7 +331,7 @@ _TFORM_DTYPE = {"L": "i1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": "
 
 
 def _first_row_fields(hdul, index: int, raw: bytes, names: set[str]) -> dict:
-    """A few fields of the first row of a binary table, read straight from the file's bytes.
+    """A few fields (upper-case ``names``) of the first row of a binary table, read straight from the file's bytes.
 
     Written by hand because astropy builds a Column object for every column
     before it gives one value, and SDSS SPECOBJ/SPALL tables have 126-232
@@ -345,13 +345,34 @@ def _first_row_fields(hdul, index: int, raw: bytes, names: set[str]) -> dict:
         repeat, code = re.fullmatch(r"(\d*)([A-Z])(.*)", header[f"TFORM{i}"].strip()).group(1, 2)
         repeat = int(repeat or 1)
         width = (repeat + 7) // 8 if code == "X" else repeat * _TFORM_BYTES[code]
-        name = header[f"TTYPE{i}"].strip()
+        name = header[f"TTYPE{i}"].strip().upper()
         if name in names and (code == "A" or (repeat == 1 and code in _TFORM_DTYPE)):
             chunk = raw[offset + pos: offset + pos + width]
             out[name] = chunk.decode("ascii", "replace").strip("\x00 ") if code == "A" else \
                 np.frombuffer(chunk, _TFORM_DTYPE[code])[0].item()
         pos += width
     return out
+
+
+#: SDSS spectroscopic pixel mask bits (``SPPIXMASK`` in idlutils' ``sdssMaskbits.par``, the SDSS
+#: "Bitmasks" documentation): 0-15 describe the fibre, 16-31 the pixel.
+SPPIXMASK = {"NOPLUG": 0, "BADTRACE": 1, "BADFLAT": 2, "BADARC": 3, "MANYBADCOLUMNS": 4, "MANYREJECTED": 5,
+             "LARGESHIFT": 6, "BADSKYFIBER": 7, "NEARWHOPPER": 8, "WHOPPER": 9, "SMEARIMAGE": 10,
+             "SMEARHIGHSN": 11, "SMEARMEDSN": 12, "NEARBADPIXEL": 16, "LOWFLAT": 17, "FULLREJECT": 18,
+             "PARTIALREJECT": 19, "SCATTEREDLIGHT": 20, "CROSSTALK": 21, "NOSKY": 22, "BRIGHTSKY": 23,
+             "NODATA": 24, "COMBINEREJ": 25, "BADFLUXFACTOR": 26, "BADSKYCHI": 27, "REDMONSTER": 28}
+#: The bits of a coadd's AND mask (set in every exposure) after which a pixel is not the object's
+#: flux: no fibre or no trace or arc solution; rejected or without data or sky model (ivar is 0 there
+#: anyway); or sky-dominated (BRIGHTSKY: sky > flux + 10 sigma, its flux is sky-subtraction
+#: residual).  The other bits are warnings that ivar already weighs (BADFLAT, LOWFLAT: fewer
+#: counts, larger errors); SDSS's advice is to take ivar as the weight.
+SDSS_UNUSABLE_BITS = ("NOPLUG", "BADTRACE", "BADARC", "FULLREJECT", "NOSKY", "BRIGHTSKY", "NODATA", "COMBINEREJ")
+SDSS_UNUSABLE_MASK = sum(1 << SPPIXMASK[name] for name in SDSS_UNUSABLE_BITS)
+
+
+def sdss_unusable(mask) -> np.ndarray:
+    """True where an SDSS pixel mask (``and_mask``, or a DR7 spSpec mask row) has an unusable bit."""
+    return (np.asarray(mask).astype("i8") & SDSS_UNUSABLE_MASK) != 0
 
 
 def _read_sdss_spec(hdul, path, raw: bytes) -> Spectrum:
@@ -363,11 +384,14 @@ def _read_sdss_spec(hdul, path, raw: bytes) -> Spectrum:
     flux = np.asarray(coadd.data[names["flux"]], dtype="f8")
     ivar = np.asarray(coadd.data[names["ivar"]], dtype="f8")
     if "and_mask" in names:
-        ivar = np.where(np.asarray(coadd.data[names["and_mask"]]) != 0, 0.0, ivar)
+        ivar = np.where(sdss_unusable(coadd.data[names["and_mask"]]), 0.0, ivar)
     spec_class, z, snr = "", np.nan, np.nan
     ra, dec = header.get("PLUG_RA", np.nan), header.get("PLUG_DEC", np.nan)
     for index, hdu in enumerate(hdul[2:], start=2):
-        if hdu.name in ("SPECOBJ", "SPALL") and isinstance(hdu, fits.BinTableHDU):
+        # the catalogue row: SPECOBJ (SDSS-I/II), SPALL (BOSS); DR16 files written by MWRFITS name
+        # no extension, so it is also recognised by its columns
+        if isinstance(hdu, fits.BinTableHDU) and (
+                hdu.name in ("SPECOBJ", "SPALL") or {"CLASS", "Z"} <= {n.upper() for n in hdu.columns.names}):
             row = _first_row_fields(hdul, index, raw, {"CLASS", "Z", "SN_MEDIAN_ALL", "PLUG_RA", "PLUG_DEC"})
             spec_class = row.get("CLASS", "")
             z = float(row.get("Z", np.nan))
@@ -397,8 +421,8 @@ def _read_sdss_spspec(hdul, path) -> Spectrum:
     wave = 10 ** (header["COEFF0"] + header["COEFF1"] * np.arange(n_pix))
     flux, err = data[0], data[2]
     good = np.isfinite(err) & (err > 0)
-    if data.shape[0] > 3:
-        good &= data[3] == 0
+    if data.shape[0] > 3:   # the pixel mask row: SPPIXMASK bits, as the spec files' and_mask
+        good &= ~sdss_unusable(data[3])
     ivar = np.zeros_like(flux)
     ivar[good] = 1.0 / err[good] ** 2
     ra, dec = float(header.get("RAOBJ", header.get("RA", np.nan))), float(header.get("DECOBJ", header.get("DEC", np.nan)))
