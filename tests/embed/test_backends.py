@@ -23,7 +23,8 @@ def rel_err(a, b):
     # float32 states in a random reservoir: TensorFlow's (Eigen's) float32 tanh differs
     # from NumPy's by a few ulp and this X^T X is ~10x worse conditioned than the cycle's
     ({"reservoir": "random", "n_units": 40, "random_state": 1}, 3e-4),
-], ids=["cycle-float32", "random-float64", "leak-bias-float64", "random-float32"])
+    ({"state_dtype": "float64", "leak_rate": 0.3, "position_scaling": 0.8, "bin_pixels": 4, "n_units": 40}, 1e-6),
+], ids=["cycle-float32", "random-float64", "leak-bias-float64", "random-float32", "position-binned-float64"])
 def test_numpy_and_tensorflow_agree(harps, params, tol):
     pytest.importorskip("tensorflow")
     flux, weight, _ = harps

@@ -52,7 +52,14 @@ def test_deterministic_for_a_random_state(alf_cen_b):
     # a strong leak plus a bias moves the states off centre: X^T X is conditioned
     # ~1e4 times worse and float32 states alone reach only ~2e-4 at ridge 1e-6
     {"leak_rate": 0.7, "bias": 0.1, "n_units": 60, "state_dtype": "float64"},
-], ids=["cycle", "random", "cycle-leak-bias-float64"])
+    # the position along the spectrum as a second input, on binned flux: read by the fused
+    # float32 kernel; with a leak (a longer memory: X^T X ~1e4 times worse conditioned) in float64
+    {"position_scaling": 0.8, "bin_pixels": 4},
+    {"leak_rate": 0.3, "position_scaling": 0.8, "bin_pixels": 4, "state_dtype": "float64"},
+    {"reservoir": "random", "n_units": 40, "random_state": 0, "position_scaling": 0.8, "bin_pixels": 4,
+     "state_dtype": "float64"},
+], ids=["cycle", "random", "cycle-leak-bias-float64", "cycle-position-binned", "cycle-leak-position-float64",
+        "random-position-binned-float64"])
 def test_fast_path_matches_float64_reference(harps, params):
     flux, weight, cat = harps
     rows = [1, 2, 3, 14]                 # Gl 581 and alpha Cen B at S/N 343, 414 and 184
@@ -61,8 +68,10 @@ def test_fast_path_matches_float64_reference(harps, params):
     weight[2, :300] = 0                  # off coverage at the start
     emb = ESNReadoutEmbedder(backend="numpy", **params).fit(flux, weight=weight)
     fast = emb.statistics(flux, weight)
-    ref = reference_statistics(flux, weight, emb.reservoir_, offset=emb.offset_, washout=emb.washout)
+    ref = reference_statistics(flux, weight, emb.reservoir_, offset=emb.offset_, washout=emb.washout,
+                               bin_pixels=emb.bin_pixels)
     assert np.array_equal(fast.n_steps, ref.n_steps)
+    np.testing.assert_allclose(fast.persistence, ref.persistence, rtol=1e-12)
     for ridge in (1e-6, 1e-2):
         err = rel_err(fast.readouts(ridge), ref.readouts(ridge))
         assert err.max() < 1e-5, (ridge, err)
@@ -189,13 +198,47 @@ def test_estimator_api(alf_cen_b):
 def test_tune_reservoir_improves_the_held_out_error(alf_cen_b):
     flux, weight = alf_cen_b
     events = []
-    # start from a weak reservoir (tiny input weights, short memory): ~0.31 of the variance left
-    res = tune_reservoir(flux, weight, n_units=30, n_series=4, max_iter=15, x0=(0.1, 0.02, 0.0),
-                         backend="numpy", random_state=0, progress=events.append)
+    # start from a weak reservoir (tiny input weights, short memory)
+    emb = ESNReadoutEmbedder(n_units=30, cycle_weight=0.1, input_scaling=0.02, backend="numpy")
+    res = tune_reservoir(flux, weight, embedder=emb, n_series=4, max_iter=15, random_state=0,
+                         progress=events.append)
     assert res["error"] <= res["initial_error"]
     assert res["error"] < 0.95 * res["initial_error"]     # the poor start is improved
     assert abs(res["cycle_weight"]) < 1
     assert events[0].task == "tune" and events[-1].finished and events[-1].done == res["n_evaluations"]
+
+
+def test_tuning_judges_the_reservoir_the_embedder_builds(alf_cen_b):
+    """The objective is the held-out error of the embedder's own reservoir (its leak rate, position
+    input, binning), recomputed here from plain float64 states: fit on the even blocks of steps,
+    predict the odd ones and the other way round, over persistence's error on the same steps."""
+    from latentsky.embed.series import prepare_batch
+
+    flux, weight = alf_cen_b[0][:2], alf_cen_b[1][:2]
+    emb = ESNReadoutEmbedder(n_units=20, leak_rate=0.3, position_scaling=0.5, bin_pixels=2, backend="numpy",
+                             state_dtype="float64")
+    res = tune_reservoir(flux, weight, embedder=emb, n_series=2, max_iter=1, n_blocks=4, random_state=0)
+    offset = float(np.mean(flux[weight > 0]))
+    b = prepare_batch(flux, weight, offset=offset, washout=emb.washout, dtype="f8", bin_pixels=2)
+    fold = (np.arange(b.u.shape[1]) * 4 // b.u.shape[1]) % 2
+    logs = []
+    for i in range(2):
+        Z = np.hstack([emb.make_reservoir().run(b.u[i]), np.ones((b.u.shape[1], 1))])
+        used = b.mask[i] > 0
+        sse = pers = 0.0
+        for fit, test in ((0, 1), (1, 0)):
+            f, t = used & (fold == fit), used & (fold == test)
+            w = np.linalg.solve(Z[f].T @ Z[f] + emb.ridge * np.eye(21), Z[f].T @ b.y[i, f])
+            sse += np.sum((Z[t] @ w - b.y[i, t]) ** 2)
+            pers += np.sum((b.y[i, t] - (b.u[i, t] + offset)) ** 2)
+        logs.append(np.log(sse / pers))
+    assert res["initial_error"] == pytest.approx(np.exp(np.mean(logs)), rel=1e-6)
+    # and a tuned fit builds its reservoir from the tuned values, with the embedder's leak rate
+    tuned = ESNReadoutEmbedder(n_units=20, leak_rate=0.3, tune=2, tune_iter=6, backend="numpy",
+                               random_state=0).fit(flux, weight=weight)
+    assert tuned.reservoir_.leak_rate == 0.3
+    assert tuned.reservoir_.cycle_weight == pytest.approx(tuned.tuned_["cycle_weight"])
+    assert tuned.get_params()["cycle_weight"] == 0.9       # the constructor's parameters stay
 
 
 def test_pickle_round_trip(alf_cen_b):

@@ -2,10 +2,14 @@
 
 Output layout (what stage 2, the autoencoder, reads)::
 
-    EMBEDDINGS/catalog.parquet     one row per spectrum, in array order:
+    EMBEDDINGS/catalog.parquet     one row per embedded spectrum, in array order:
                                    ``id`` (and ``object``, ``instrument`` when the
-                                   store has them) and ``row`` (the row in
-                                   EMBEDDINGS and in the input store)
+                                   store has them) and ``row`` (its row in the
+                                   input store; the same as its row here unless
+                                   spectra were rejected)
+    EMBEDDINGS/rejected.csv        the store's spectra that could not be embedded
+                                   (too few valid pixels): ``id``, ``row`` (in the
+                                   store), ``reason``; header only when none
     EMBEDDINGS/embedding.zarr/     Zarr v3 group, arrays chunked by rows:
         readout   (n, N+1) float64   the embedding: N reservoir weights, then the
                                      bias weight, at ridge ``attrs["ridge"]``
@@ -15,9 +19,12 @@ Output layout (what stage 2, the autoencoder, reads)::
         xty       (n, N+1) float64   X^T y
         yty       (n,)     float64   y^T y
         n_steps   (n,)     int64     rows of X (steps used in the regression)
+        persistence (n,)   float64   the error of persistence on those steps
+                                     (absent in embeddings written before it)
         attrs: ``layout`` (version), ``reservoir`` (its full definition,
-        :meth:`Reservoir.to_dict`), ``ridge``, ``offset``, ``washout``, ``n_units``,
-        ``params`` (the embedder's parameters)
+        :meth:`Reservoir.to_dict`), ``ridge``, ``offset``, ``washout``, ``bin_pixels``,
+        ``n_units``, ``params`` (the embedder's parameters), ``tuned`` (the
+        tuning's result, or None), ``n_rejected``
     EMBEDDINGS/lineage.json        step "embed": parameters, the input store's
                                    path and fingerprint, code version, and
                                    ``run_key`` (all the settings of the run)
@@ -31,7 +38,10 @@ needed), which is what the model-coupled loss of stage 2 minimises;
 The whole directory is written under the temporary name ``.EMBEDDINGS.partial``
 and moved into place when complete, so a crash never leaves a half-written
 EMBEDDINGS; a run interrupted there resumes at the first chunk it had not
-finished (:mod:`latentsky.store.partial`).
+finished (:mod:`latentsky.store.partial`).  A spectrum that cannot be embedded
+does not stop the run: its row is written with ``n_steps`` 0 and, once every
+chunk is done, the arrays are compacted without it and it is listed in
+``rejected.csv``.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ import pandas as pd
 
 from latentsky.embed.esn import ESNReadoutEmbedder, ReadoutStatistics
 from latentsky.embed.reservoir import Reservoir
+from latentsky.embed.series import embeddable
 from latentsky.exceptions import EmbeddingError
 from latentsky.progress import Progress
 from latentsky.store.lineage import code_version, fingerprint, read_lineage, write_lineage
@@ -54,8 +65,12 @@ log = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.parquet"
 ARRAYS_DIR = "embedding.zarr"
+REJECTED_FILE = "rejected.csv"
 LAYOUT_VERSION = 1
 CATALOG_COLUMNS = ("id", "object", "instrument")
+#: The per-spectrum arrays, and those every EMBEDDINGS directory has (``persistence`` came later).
+ARRAY_NAMES = ("readout", "gram", "xty", "yty", "n_steps", "persistence")
+REQUIRED_ARRAYS = ARRAY_NAMES[:5]
 
 
 def pack_gram(gram: np.ndarray) -> np.ndarray:
@@ -89,33 +104,45 @@ def store_fingerprint(store: SpectrumStore) -> str:
 
 def _embed_chunk(start: int, stop: int, ids: list, *, store_path: str, params: dict, reservoir: dict,
                  offset: float, ridge: float) -> tuple[int, int, dict]:
-    """One chunk of rows -> readouts and statistics (runs in-process or on a Dask worker)."""
+    """One chunk of rows -> readouts and statistics (runs in-process or on a Dask worker).
+
+    A spectrum that cannot be embedded gets a NaN readout, zero sums and ``n_steps`` 0.
+    """
     store = SpectrumStore(store_path)
-    flux = store.flux[start:stop]
-    weight = store.weight[start:stop]
+    flux = np.asarray(store.flux[start:stop], dtype="f8")
+    weight = np.asarray(store.weight[start:stop])
     emb = ESNReadoutEmbedder(**params)
     emb.reservoir_ = Reservoir.from_dict(reservoir)
     emb.offset_, emb.ridge_, emb.n_features_in_ = offset, ridge, flux.shape[1]
-    stats, readout = emb._run(np.asarray(flux, dtype="f8"), weight, ids, ridge=ridge)
-    return start, stop, {"readout": readout, "gram": pack_gram(stats.gram), "xty": stats.xty,
-                         "yty": stats.yty, "n_steps": stats.n_steps}
+    n, n1 = stop - start, emb.n_units + 1
+    out = {"readout": np.full((n, n1), np.nan), "gram": np.zeros((n, n1 * (n1 + 1) // 2)),
+           "xty": np.zeros((n, n1)), "yty": np.zeros(n), "n_steps": np.zeros(n, "i8"),
+           "persistence": np.full(n, np.nan)}
+    ok = np.flatnonzero([r is None for r in embeddable(flux, weight, washout=emb.washout,
+                                                       bin_pixels=emb.bin_pixels)])
+    if ok.size:
+        stats, readout = emb._run(flux[ok], weight[ok], [ids[i] for i in ok], ridge=ridge)
+        for name, value in (("readout", readout), ("gram", pack_gram(stats.gram)), ("xty", stats.xty),
+                            ("yty", stats.yty), ("n_steps", stats.n_steps), ("persistence", stats.persistence)):
+            out[name][ok] = value
+    return start, stop, out
 
 
 def _fitted_state(emb: ESNReadoutEmbedder) -> dict:
     """What a fitted embedder learned, JSON-serialisable (to resume a run with the very same embedder)."""
     return {"params": _jsonable(emb.get_params()), "reservoir": emb.reservoir_.to_dict(),
-            "offset": float(emb.offset_), "ridge": float(emb.ridge_), "n_features_in": int(emb.n_features_in_)}
+            "offset": float(emb.offset_), "ridge": float(emb.ridge_), "n_features_in": int(emb.n_features_in_),
+            "tuned": getattr(emb, "tuned_", None)}
 
 
 def _restore_fitted(emb: ESNReadoutEmbedder, state: dict) -> None:
-    params = {k: v for k, v in state["params"].items() if k in ("cycle_weight", "input_scaling", "bias")}
-    emb.set_params(**params)          # the tuned values, when the run tuned them
     emb.reservoir_ = Reservoir.from_dict(state["reservoir"])
     emb.offset_, emb.ridge_, emb.n_features_in_ = state["offset"], state["ridge"], state["n_features_in"]
+    emb.tuned_ = state.get("tuned")
 
 
 def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_rows: int = 2000,
-                tune: int = 0, tune_iter: int = 60, chunk_rows: int | None = None, client=None,
+                chunk_rows: int | None = None, client=None,
                 scheduler: str | None = None, workers: int | None = None, cluster: str | None = None,
                 resume: bool = True, reuse=None, progress=None, random_state=0, **params) -> Path:
     """Embed every spectrum of a store; write readouts and statistics (layout above).
@@ -129,16 +156,11 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     embedder : ESNReadoutEmbedder, optional
         Its parameters are used; when it is already fitted, its reservoir,
         offset and ridge are used as they are.  Otherwise it is fitted on
-        ``fit_rows`` spectra drawn with ``random_state`` (input offset and,
-        with ``ridge="gcv"``, the ridge).
+        ``fit_rows`` embeddable spectra drawn with ``random_state`` (input
+        offset, the ridge with ``ridge="gcv"``, the tuned reservoir with
+        ``tune > 0``: progress task ``"tune"``).
     fit_rows : int
         Spectra used to fit an unfitted embedder.
-    tune : int
-        When > 0, first tune the simple cycle's (r, v, b) with
-        :func:`tune_reservoir` on this many of the fitting spectra (progress
-        task ``"tune"``); the tuned values replace the embedder's.
-    tune_iter : int
-        Nelder-Mead iterations of the tuning.
     chunk_rows : int, optional
         Spectra per task and per output chunk (default: the store's chunking).
     client : distributed.Client, optional
@@ -164,9 +186,9 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         into ``out`` instead of being computed again.
     progress : callable, optional
         Receives :class:`latentsky.progress.ProgressEvent` (task ``"embed"``,
-        unit ``"spectra"``).
+        unit ``"spectra"``; ``"tune"`` when the embedder tunes).
     random_state : int
-        Seed of the fitting subsample (and of a new embedder's random reservoir).
+        Seed of the fitting subsample (and of a new embedder's random reservoir and tuning subsample).
     **params
         Parameters of a new :class:`ESNReadoutEmbedder` (when ``embedder`` is None).
 
@@ -207,9 +229,8 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         given = None
     chunk_rows = int(chunk_rows or store.chunk_rows)
     key = fingerprint({"store": store_fingerprint(store), "n": n, "params": _jsonable(emb.get_params()),
-                       "fitted": given, "fit_rows": fit_rows, "tune": tune, "tune_iter": tune_iter,
-                       "random_state": random_state, "chunk_rows": chunk_rows, "layout": LAYOUT_VERSION,
-                       "code": code_version()})
+                       "fitted": given, "fit_rows": fit_rows, "random_state": random_state,
+                       "chunk_rows": chunk_rows, "layout": LAYOUT_VERSION, "code": code_version()})
     if reuse is not None and Path(reuse).resolve() != out.resolve() \
             and (read_lineage(Path(reuse)) or {}).get("run_key") == key:
         return _link_embeddings(Path(reuse), out, n, progress)
@@ -217,7 +238,7 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     if earlier and "fitted" in earlier:
         _restore_fitted(emb, earlier["fitted"])
     elif given is None:
-        _fit_on_sample(emb, store, fit_rows, tune, tune_iter, random_state, progress)
+        _fit_on_sample(emb, store, fit_rows, random_state, progress)
     if emb.n_features_in_ != store.flux.shape[1]:
         raise EmbeddingError(f"{store.path}: spectra have {store.flux.shape[1]} pixels, the embedder was "
                              f"fitted on {emb.n_features_in_}")
@@ -232,15 +253,10 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     done = part.done()
     if done:        # resumed: the arrays exist (they are made before any chunk is marked)
         group = zarr.open_group(part.path / ARRAYS_DIR, mode="r+")
-        arrays = {name: group[name] for name in ("readout", "gram", "xty", "yty", "n_steps")}
+        arrays = {name: group[name] for name in ARRAY_NAMES}
     else:
         group = zarr.open_group(part.path / ARRAYS_DIR, mode="w")
-        shapes = {"readout": (n1, "f8"), "gram": (n1 * (n1 + 1) // 2, "f8"), "xty": (n1, "f8"),
-                  "yty": (None, "f8"), "n_steps": (None, "i8")}
-        arrays = {name: group.create_array(name, shape=(n,) if width is None else (n, width),
-                                           chunks=(chunk_rows,) if width is None else (chunk_rows, width),
-                                           dtype=dtype)
-                  for name, (width, dtype) in shapes.items()}
+        arrays = _create_arrays(group, n, n1, chunk_rows)
     todo = [(k, s, e) for k, (s, e) in enumerate(bounds) if k not in done]
     task_params = dict(eparams)
     with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc, \
@@ -259,20 +275,68 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
                 arr[start:stop] = res[name]
             part.mark(k)
             prog.advance(stop - start)
+        rejected = _rejected_rows(store, arrays["n_steps"], ids, emb)
+        kept = np.setdiff1d(np.arange(n), rejected["row"].to_numpy())
+        if len(rejected):
+            group = _compact(part.path, group, kept, n1, chunk_rows)
         group.attrs.update({"layout": LAYOUT_VERSION, "reservoir": reservoir, "ridge": emb.ridge_,
-                            "offset": emb.offset_, "washout": emb.washout, "n_units": emb.n_units,
-                            "params": _jsonable(eparams)})
+                            "offset": emb.offset_, "washout": emb.washout, "bin_pixels": emb.bin_pixels,
+                            "n_units": emb.n_units, "params": _jsonable(eparams),
+                            "tuned": getattr(emb, "tuned_", None), "n_rejected": len(rejected)})
         cols = [c for c in CATALOG_COLUMNS if c in catalog]
-        cat = catalog[cols].copy() if cols else pd.DataFrame(index=range(n))
-        cat["row"] = np.arange(n, dtype="i8")
+        cat = catalog[cols].iloc[kept].copy() if cols else pd.DataFrame(index=range(len(kept)))
+        cat["row"] = kept.astype("i8")
         cat.reset_index(drop=True).to_parquet(part.path / CATALOG_FILE, index=False)
+        rejected.to_csv(part.path / REJECTED_FILE, index=False)
         write_lineage(part.path, step="embed", params=_jsonable({**eparams, "ridge_used": emb.ridge_,
                                                                  "offset_used": emb.offset_}),
                       inputs={"store": str(store.path.resolve()), "store_fingerprint": store_fingerprint(store)},
-                      extra={"n_spectra": n, "code": code_version(), "run_key": key})
+                      extra={"n_spectra": len(kept), "n_rejected": len(rejected), "code": code_version(),
+                             "run_key": key})
         part.commit()
-    log.info("embedded %d spectra into %s", n, out)
+    for _, r in rejected.iterrows():
+        log.warning("spectrum %s (store row %d) not embedded: %s", r["id"], r["row"], r["reason"])
+    log.info("embedded %d spectra into %s (%d rejected)", len(kept), out, len(rejected))
     return out
+
+
+def _create_arrays(group, n: int, n1: int, chunk_rows: int) -> dict:
+    """The per-spectrum arrays of the layout, empty, ``n`` rows of readouts with ``n1`` weights."""
+    shapes = {"readout": (n1, "f8"), "gram": (n1 * (n1 + 1) // 2, "f8"), "xty": (n1, "f8"),
+              "yty": (None, "f8"), "n_steps": (None, "i8"), "persistence": (None, "f8")}
+    return {name: group.create_array(name, shape=(n,) if width is None else (n, width),
+                                     chunks=(chunk_rows,) if width is None else (chunk_rows, width), dtype=dtype)
+            for name, (width, dtype) in shapes.items()}
+
+
+def _rejected_rows(store, n_steps, ids: list, emb: ESNReadoutEmbedder) -> pd.DataFrame:
+    """The rows written with ``n_steps`` 0 (not embedded), with the reason, read again from the store."""
+    rows = np.flatnonzero(np.asarray(n_steps[:]) == 0)
+    reasons = []
+    for r in rows:
+        why = embeddable(np.asarray(store.flux[r:r + 1], dtype="f8"), np.asarray(store.weight[r:r + 1]),
+                         washout=emb.washout, bin_pixels=emb.bin_pixels)[0]
+        reasons.append(why or "no usable step")
+    return pd.DataFrame({"id": [str(ids[r]) for r in rows], "row": rows.astype("i8"), "reason": reasons})
+
+
+def _compact(path: Path, group, kept: np.ndarray, n1: int, chunk_rows: int):
+    """The arrays of ``group`` (in ``path``) rewritten with only the rows ``kept``, chunk by chunk."""
+    import shutil
+
+    import zarr
+
+    tmp = path / (ARRAYS_DIR + ".compact")
+    new = zarr.open_group(tmp, mode="w")
+    arrays = _create_arrays(new, len(kept), n1, chunk_rows)
+    for lo in range(0, len(kept), chunk_rows):
+        rows = kept[lo:lo + chunk_rows]
+        a, b = int(rows[0]), int(rows[-1]) + 1          # read the span once, keep its rows
+        for name, arr in arrays.items():
+            arr[lo:lo + len(rows)] = group[name][a:b][rows - a]
+    shutil.rmtree(path / ARRAYS_DIR)
+    os.replace(tmp, path / ARRAYS_DIR)
+    return zarr.open_group(path / ARRAYS_DIR, mode="r+")
 
 
 def _link_embeddings(source: Path, out: Path, n: int, progress) -> Path:
@@ -300,28 +364,19 @@ def _link_embeddings(source: Path, out: Path, n: int, progress) -> Path:
     return out
 
 
-def _fit_on_sample(emb, store, fit_rows, tune, tune_iter, random_state, progress) -> None:
-    """Fit (and optionally tune) ``emb`` on ``fit_rows`` spectra of ``store`` drawn with ``random_state``."""
+def _fit_on_sample(emb, store, fit_rows, random_state, progress) -> None:
+    """Fit (tuning it, when it tunes) ``emb`` on ``fit_rows`` embeddable spectra of ``store`` drawn with
+    ``random_state``."""
     n = len(store)
     rng = np.random.default_rng(random_state)
     rows = np.sort(rng.choice(n, size=min(fit_rows, n), replace=False))
     fx = np.asarray(store.flux.get_orthogonal_selection((rows, slice(None))), dtype="f8")
-    fw = store.weight.get_orthogonal_selection((rows, slice(None)))
-    if tune:
-        from latentsky.embed.esn import tune_reservoir
-
-        if emb.reservoir != "cycle":
-            raise EmbeddingError("parameter tune: only the simple cycle reservoir is tuned")
-        best = tune_reservoir(fx, fw, n_units=emb.n_units, washout=emb.washout,
-                              ridge=emb.ridge if not isinstance(emb.ridge, str) else 1e-2,
-                              x0=(emb.cycle_weight, emb.input_scaling, emb.bias), n_series=int(tune),
-                              max_iter=tune_iter, input_offset=emb.input_offset, backend=emb.backend,
-                              random_state=random_state, progress=progress)
-        log.info("tuned reservoir: r=%.4g v=%.4g b=%.4g (held-out error %.4g, from %.4g)",
-                 best["cycle_weight"], best["input_scaling"], best["bias"], best["error"],
-                 best["initial_error"])
-        emb.set_params(cycle_weight=best["cycle_weight"], input_scaling=best["input_scaling"], bias=best["bias"])
-    emb.fit(fx, weight=fw)
+    fw = np.asarray(store.weight.get_orthogonal_selection((rows, slice(None))))
+    ok = np.array([r is None for r in embeddable(fx, fw, washout=emb.washout, bin_pixels=emb.bin_pixels)])
+    if not ok.any():
+        raise EmbeddingError(f"{store.path}: none of the {len(rows)} spectra drawn to fit the embedder can be "
+                             f"embedded (too few valid pixels)")
+    emb.fit(fx[ok], weight=fw[ok], progress=progress)
 
 
 def sample_embeddings(emb, out, n_rows: int, *, seed: int = 0) -> Path:
@@ -376,7 +431,7 @@ def sample_embeddings(emb, out, n_rows: int, *, seed: int = 0) -> Path:
         picked.append((s, e))
         total += e - s
     picked.sort()
-    names = ("readout", "gram", "xty", "yty", "n_steps")
+    names = tuple(name for name in ARRAY_NAMES if getattr(emb, name, None) is not None)
     with atomic_directory(out) as tmp:
         group = zarr.open_group(tmp / ARRAYS_DIR, mode="w")
         arrays = {}
@@ -416,6 +471,8 @@ class Embeddings:
     ----------
     catalog : DataFrame
     readout, gram, xty, yty, n_steps : zarr.Array
+    persistence : zarr.Array or None
+        None in embeddings written before it was recorded.
     attrs : dict
     """
 
@@ -427,8 +484,11 @@ class Embeddings:
             raise EmbeddingError(f"{self.path}: not a latentsky embeddings directory")
         self._group = zarr.open_group(self.path / ARRAYS_DIR, mode="r")
         self._catalog: pd.DataFrame | None = None
-        for name in ("readout", "gram", "xty", "yty", "n_steps"):
-            setattr(self, name, self._group[name])
+        for name in ARRAY_NAMES:
+            setattr(self, name, self._group[name] if name in self._group else None)
+        missing = [name for name in REQUIRED_ARRAYS if getattr(self, name) is None]
+        if missing:
+            raise EmbeddingError(f"{self.path}: embeddings without the array {missing[0]!r}")
         self.attrs = dict(self._group.attrs)
 
     @property
@@ -446,10 +506,26 @@ class Embeddings:
         """The frozen reservoir that made the readouts."""
         return Reservoir.from_dict(self.attrs["reservoir"])
 
+    @property
+    def rejected(self) -> pd.DataFrame:
+        """The store's spectra that were not embedded (``id``, ``row``, ``reason``); empty when none."""
+        path = self.path / REJECTED_FILE
+        if not path.exists():
+            return pd.DataFrame({"id": pd.Series(dtype=str), "row": pd.Series(dtype="i8"),
+                                 "reason": pd.Series(dtype=str)})
+        return pd.read_csv(path, dtype={"id": str, "reason": str})
+
     def statistics(self, rows=slice(None)) -> ReadoutStatistics:
-        """The sufficient statistics of ``rows`` (a slice), Gram unpacked."""
-        return ReadoutStatistics(unpack_gram(self.gram[rows]), self.xty[rows], self.yty[rows],
-                                 self.n_steps[rows])
+        """The sufficient statistics of ``rows`` (a slice, or an array of row numbers), Gram unpacked."""
+        def get(arr):
+            if arr is None:
+                return None
+            if isinstance(rows, slice):
+                return np.asarray(arr[rows])
+            return np.asarray(arr.get_orthogonal_selection((np.asarray(rows),) + (slice(None),) * (arr.ndim - 1)))
+
+        return ReadoutStatistics(unpack_gram(get(self.gram)), get(self.xty), get(self.yty), get(self.n_steps),
+                                 get(self.persistence))
 
 
 def open_embeddings(path) -> Embeddings:
