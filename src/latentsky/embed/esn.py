@@ -55,6 +55,14 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
     ``ridge="gcv"``, the ridge); ``transform`` returns one readout per row:
     ``n_units`` reservoir weights followed by the bias weight.
 
+    The defaults are the recommended settings, the ones ``latentsky pipeline``,
+    ``latentsky embed`` and the app use (chosen on the bundled sample, reported
+    on independent SDSS and HARPS sets: docs/decisions/stage1-defaults.md): a
+    leaky simple cycle reservoir (leak 0.5) reading the flux binned by 16
+    pixels, with the position along the spectrum as a second input (ours).
+    ``ESNReadoutEmbedder(leak_rate=1, position_scaling=0, bin_pixels=1)`` is
+    the reservoir of Gianniotis et al.
+
     Parameters
     ----------
     n_units : int
@@ -132,8 +140,13 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
         Series length ``T`` seen in ``fit``.
     """
 
+    #: The parameters that change the readouts (the others only how fast they are computed).
+    SCIENCE_PARAMS = ("n_units", "reservoir", "cycle_weight", "input_scaling", "bias", "leak_rate",
+                      "position_scaling", "bin_pixels", "density", "washout", "ridge", "ridge_grid", "input_offset",
+                      "tune", "tune_iter", "tune_params")
+
     def __init__(self, n_units=100, reservoir="cycle", cycle_weight=0.9, input_scaling=0.5, bias=0.0,
-                 leak_rate=1.0, position_scaling=0.0, bin_pixels=1, density=0.1, washout=20, ridge=1e-2,
+                 leak_rate=0.5, position_scaling=1.0, bin_pixels=16, density=0.1, washout=20, ridge=1e-2,
                  ridge_grid=None, input_offset="mean", tune=0, tune_iter=60,
                  tune_params=("cycle_weight", "input_scaling", "bias"), backend="auto", state_dtype="float32",
                  block_steps=1024, batch_size=512, n_threads=None, random_state=None):

@@ -193,3 +193,39 @@ def reference_statistics(flux, weight, reservoir: Reservoir, *, offset: float, w
         parts.append(ReadoutStatistics((Xd.T @ Xd)[None], (Xd.T @ y)[None], np.array([y @ y]),
                                        np.array([sel.sum()], dtype="i8"), b.persistence[i:i + 1]))
     return ReadoutStatistics.concatenate(parts)
+
+
+def one_step_prediction(reservoir: Reservoir, readout, flux, weight=None, *, offset: float, washout: int,
+                        bin_pixels: int = 1) -> tuple[np.ndarray, float]:
+    """A readout's one-step-ahead prediction of one spectrum, on the grid's pixels, and its error.
+
+    Parameters
+    ----------
+    reservoir : Reservoir
+    readout : array (N+1,)
+        Reservoir weights then the bias weight.
+    flux, weight : array (T,)
+        The spectrum on the grid (weight: inverse variance, 0 masked; None: every finite pixel).
+    offset, washout, bin_pixels :
+        As the embedder that made the readout (an EMBEDDINGS directory's attributes).
+
+    Returns
+    -------
+    model : ndarray (T,)
+        At every pixel of a step ``t + 1`` that stage 1 fitted (both values valid, past the washout),
+        the prediction ``[x_t, 1] . readout`` of that step (with ``bin_pixels > 1`` the same value over
+        the bin's pixels: the prediction of the bin's mean flux); NaN elsewhere.
+    error : float
+        Mean squared residual over the fitted steps: the readout's data-space error.
+    """
+    w = np.asarray(readout, dtype="f8")
+    flux = np.asarray(flux, dtype="f8").ravel()
+    b = prepare_batch(flux[None], None if weight is None else np.asarray(weight)[None], offset=offset,
+                      washout=washout, dtype="f8", bin_pixels=bin_pixels)
+    pred = reservoir.run(b.u[0]) @ w[:-1] + w[-1]            # pred[t] predicts step t + 1
+    fitted = b.mask[0] > 0
+    per_step = np.full(len(pred), np.nan)
+    per_step[1:][fitted[:-1]] = pred[:-1][fitted[:-1]]
+    model = np.repeat(per_step, bin_pixels)[:flux.size]
+    resid = (pred - b.y[0])[fitted]
+    return model, float(resid @ resid / max(len(resid), 1))

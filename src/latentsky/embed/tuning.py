@@ -33,6 +33,64 @@ def _feasible(p: dict) -> bool:
     return abs(p["cycle_weight"]) < 1.0 and 0.0 < p["leak_rate"] <= 1.0
 
 
+class HeldOutError:
+    """The held-out one-step error over persistence's of some series, for any reservoir parameters.
+
+    Prepares the series, their two folds of interleaved blocks and persistence's
+    error once (the module docstring); :meth:`ratios` then runs a reservoir.
+
+    Parameters
+    ----------
+    X, weight : array-like (n_series, T)
+        Flux and inverse variance on the grid; every series must be embeddable.
+    embedder : ESNReadoutEmbedder
+        Its settings (washout, binning, ridge, offset, back end, reservoir).
+    n_blocks : int
+        Blocks per series; even blocks make one fold, odd ones the other.
+    offset : float, optional
+        The input offset (default: ``embedder.input_offset``, ``"mean"``: the mean valid flux of ``X``).
+    ids : sequence, optional
+        Names of the series for error messages.
+    """
+
+    def __init__(self, X, weight, embedder, *, n_blocks: int = 16, offset: float | None = None, ids=None):
+        check_param("n_blocks", n_blocks, n_blocks >= 2, "must be >= 2")
+        X = np.atleast_2d(np.asarray(X, dtype="f8"))
+        if offset is None:
+            offset = float(np.mean(X[valid_pixels(X, weight)])) if isinstance(embedder.input_offset, str) \
+                else float(embedder.input_offset)
+        b = prepare_batch(X, weight, offset=offset, washout=embedder.washout, ids=ids, dtype="f8",
+                          bin_pixels=embedder.bin_pixels)
+        T = b.u.shape[1]
+        fold = (np.arange(T) * n_blocks // T) % 2
+        self.masks = [b.mask * (fold == k) for k in (0, 1)]
+        if any(np.any(m.sum(axis=1) < 1) for m in self.masks):
+            raise EmbeddingError(f"tune: series too short to split into {n_blocks} blocks with valid steps in "
+                                 f"both folds")
+        self.u = b.u.astype(embedder.state_dtype)
+        jumps = np.zeros_like(b.y)
+        jumps[:, :-1] = np.diff(b.u, axis=1)            # the offset cancels in the differences
+        self.persistence = sum(np.einsum("bt,bt->b", m * jumps, jumps) for m in self.masks)
+        self.ys = [b.y * m for m in self.masks]
+        self.embedder = embedder
+        self.backend = embedder._backend()
+        self.ridge_grid = DEFAULT_RIDGE_GRID if embedder.ridge_grid is None else embedder.ridge_grid
+
+    def ratios(self, **params) -> np.ndarray:
+        """Per series: held-out error over persistence's, for the embedder's reservoir with ``params`` changed."""
+        res = self.embedder.make_reservoir(**params)
+        stats = []
+        for m, y in zip(self.masks, self.ys):
+            g, c = self.backend.statistics(self.u, m, y, res, threads=1)
+            stats.append(ReadoutStatistics(g, c, np.einsum("bt,bt->b", y, y), m.sum(axis=1).astype("i8")))
+        sse = np.zeros(len(self.u))
+        for fit, test in ((0, 1), (1, 0)):
+            ridge = self.embedder.ridge if not isinstance(self.embedder.ridge, str) \
+                else gcv_ridge(stats[fit], self.ridge_grid)[0]
+            sse += np.clip(stats[test].sse(solve_readouts(stats[fit].gram, stats[fit].xty, ridge)), 0.0, None)
+        return np.maximum(sse, 1e-300) / np.maximum(self.persistence, 1e-300)
+
+
 def tune_reservoir(X, weight=None, *, embedder, n_series: int = 64, max_iter: int = 60, params=None,
                    n_blocks: int = 16, random_state=None, progress=None) -> dict:
     """Tune some reservoir parameters of ``embedder`` by Nelder-Mead on the held-out error (module docstring).
@@ -74,7 +132,6 @@ def tune_reservoir(X, weight=None, *, embedder, n_series: int = 64, max_iter: in
                 f"must name some of {', '.join(RESERVOIR_PARAMS)}")
     check_param("n_series", n_series, n_series >= 1, "must be >= 1")
     check_param("max_iter", max_iter, max_iter >= 1, "must be >= 1")
-    check_param("n_blocks", n_blocks, n_blocks >= 2, "must be >= 2")
     X = np.atleast_2d(np.asarray(X, dtype="f8"))
     W = None if weight is None else np.atleast_2d(np.asarray(weight))
     ok = np.flatnonzero([r is None for r in embeddable(X, W, washout=embedder.washout,
@@ -83,43 +140,12 @@ def tune_reservoir(X, weight=None, *, embedder, n_series: int = 64, max_iter: in
         raise EmbeddingError("tune: none of the spectra can be embedded")
     rng = check_random_state(random_state)
     idx = np.sort(rng.choice(ok, size=min(n_series, ok.size), replace=False))
-    Xs, Ws = X[idx], None if W is None else W[idx]
-    if isinstance(embedder.input_offset, str):
-        valid = valid_pixels(X, W)
-        offset = float(np.mean(X[valid]))
-    else:
-        offset = float(embedder.input_offset)
-    b = prepare_batch(Xs, Ws, offset=offset, washout=embedder.washout, ids=idx, dtype="f8",
-                      bin_pixels=embedder.bin_pixels)
-    T = b.u.shape[1]
-    fold = (np.arange(T) * n_blocks // T) % 2
-    masks = [b.mask * (fold == k) for k in (0, 1)]
-    if any(np.any(m.sum(axis=1) < 1) for m in masks):
-        raise EmbeddingError(f"tune: series too short to split into {n_blocks} blocks with valid steps in "
-                             f"both folds")
-    u = b.u.astype(embedder.state_dtype)
-    flux = b.u + offset
-    jumps = np.zeros_like(b.y)
-    jumps[:, :-1] = np.diff(flux, axis=1)
-    pers = [np.einsum("bt,bt->b", m * jumps, jumps) for m in masks]
-    ys = [b.y * m for m in masks]
-    backend = embedder._backend()
-    ridge_grid = DEFAULT_RIDGE_GRID if embedder.ridge_grid is None else embedder.ridge_grid
+    offset = float(np.mean(X[valid_pixels(X, W)])) if isinstance(embedder.input_offset, str) \
+        else float(embedder.input_offset)
+    held_out = HeldOutError(X[idx], None if W is None else W[idx], embedder, n_blocks=n_blocks, offset=offset,
+                            ids=idx)
     start = {k: float(v) for k, v in embedder.reservoir_params().items()}
     n_eval = 0
-
-    def score(p: dict) -> float:
-        res = embedder.make_reservoir(**p)
-        stats = []
-        for m, y in zip(masks, ys):
-            g, c = backend.statistics(u, m, y, res, threads=1)
-            stats.append(ReadoutStatistics(g, c, np.einsum("bt,bt->b", y, y), m.sum(axis=1).astype("i8")))
-        sse = np.zeros(len(u))
-        for fit, test in ((0, 1), (1, 0)):
-            ridge = embedder.ridge if not isinstance(embedder.ridge, str) else gcv_ridge(stats[fit], ridge_grid)[0]
-            sse += np.clip(stats[test].sse(solve_readouts(stats[fit].gram, stats[fit].xty, ridge)), 0.0, None)
-        ratio = np.maximum(sse, 1e-300) / np.maximum(pers[0] + pers[1], 1e-300)
-        return float(np.exp(np.mean(np.log(ratio))))
 
     def objective(x, prog):
         nonlocal n_eval
@@ -127,7 +153,7 @@ def tune_reservoir(X, weight=None, *, embedder, n_series: int = 64, max_iter: in
         p = {**start, **dict(zip(params, (float(q) for q in x)))}
         if not _feasible(p):
             return 1e6          # outside the echo-state region: reject
-        err = score(p)
+        err = float(np.exp(np.mean(np.log(held_out.ratios(**p)))))
         prog.advance(1, f"error {err:.4g}")
         return err
 

@@ -21,8 +21,11 @@ HARPS DRS ``*_e2ds_A.fits``
     ``HIERARCH ESO DRS CAL TH COEFF LLn``.  In the observatory frame, so the
     reader applies the barycentric correction ``ESO DRS BERV`` (km/s) to match
     the s1d product.  Flux is divided by the blaze when the blaze file named in
-    ``ESO DRS BLAZE FILE`` lies beside the e2ds (or is given), and the orders are
-    merged by the resampler (overlaps are averaged with weights).
+    ``ESO DRS BLAZE FILE`` lies beside the e2ds (or is given); without it (as
+    e2ds files usually travel) each order is divided by its own continuum, a
+    clipped polynomial that follows the blaze times the source's continuum
+    across the order, so the orders come out continuum-normalised.  The orders
+    are merged by the resampler (overlaps are averaged with weights).
 SDSS ``spec-PLATE-MJD-FIBER.fits`` (DR8+, full or lite)
     COADD table with loglam (log10 vacuum Angstrom), flux (1e-17 erg/s/cm2/A)
     and ivar; class and redshift from the SPECOBJ (or SPALL) table.
@@ -33,6 +36,10 @@ SDSS DR7 ``spSpec-MJD-PLATE-FIBER.fit``
 Noise: when a product carries no uncertainty (HARPS s1d/e2ds) the inverse
 variance is the photon-noise estimate 1/flux in the product's own counts,
 which is what the DRS itself assumes; it only sets relative pixel weights.
+
+``meta["flux_calibrated"]`` says whether the continuum is the source's (SDSS;
+ESO products with ``FLUXCAL = 'ABSOLUTE'``) or only relative flux (HARPS DRS
+products): :func:`latentsky.io.grid.resolve_normalisation` uses it.
 """
 
 from __future__ import annotations
@@ -49,8 +56,17 @@ import numpy as np
 from astropy.io import fits
 
 from latentsky.exceptions import SpectrumError
+from latentsky.io.continuum import polynomial_continuum
 
 C_KMS = 299792.458
+#: Degree of the per-order continuum (Chebyshev, over an order's pixels) of an e2ds read without its blaze.
+E2DS_ORDER_DEGREE = 4
+#: Order pixels whose blaze is below this fraction of the order's peak are dropped (the order edges).
+BLAZE_FLOOR = 0.05
+#: The same for the per-order continuum of an e2ds read without its blaze: the polynomial is least
+#: certain where the blaze falls off, and the neighbouring orders cover most of those wavelengths
+#: (docs/decisions/stage1-cross-format.md).
+ORDER_CONTINUUM_FLOOR = 0.5
 GZIP_MAGIC = b"\x1f\x8b"
 ABSURD_FACTOR = 1e3  # pixels this many times the median |flux| are masked as garbage
 FLAM_SDSS = u.Unit("1e-17 erg / (s cm2 Angstrom)")  # SDSS flux density unit
@@ -204,6 +220,7 @@ def _harps_meta(header, fmt: str) -> dict:
         "spec_class": "STAR",
         "redshift": np.nan,
         "format": fmt,
+        "flux_calibrated": False,
     }
 
 
@@ -249,14 +266,19 @@ def _read_harps_e2ds(hdul, path, blaze=None) -> Spectrum:
         if blaze_data.shape != counts.shape:
             raise SpectrumError(path, f"blaze file {blaze_path} has shape {blaze_data.shape}, "
                                       f"not the e2ds shape {counts.shape}")
-        ok = blaze_data > 0.05 * np.nanmax(blaze_data, axis=1, keepdims=True)  # drop the order edges
-        flux = np.where(ok, counts / np.where(ok, blaze_data, 1), 0.0)
-        ivar = np.where(ok, ivar * blaze_data**2, 0.0)
         meta["blaze_corrected"] = True
         meta["blaze_file"] = str(blaze_path)
     else:
-        flux = counts
+        # no blaze file: each order's own continuum (blaze x source continuum) takes the blaze out
+        blaze_data = np.stack([polynomial_continuum(row, w > 0, E2DS_ORDER_DEGREE, kind="chebyshev", iterations=6)
+                               for row, w in zip(counts, ivar)])
+        blaze_data = np.nan_to_num(blaze_data, nan=0.0)
         meta["blaze_corrected"] = False
+        meta["orders_continuum_normalised"] = True
+    floor = BLAZE_FLOOR if meta["blaze_corrected"] else ORDER_CONTINUUM_FLOOR
+    ok = blaze_data > floor * np.nanmax(blaze_data, axis=1, keepdims=True)  # drop the order edges
+    flux = np.where(ok, counts / np.where(ok, blaze_data, 1), 0.0)
+    ivar = np.where(ok, ivar * blaze_data**2, 0.0)
     n_orders, n_pix = counts.shape
     segments = [slice(o * n_pix, (o + 1) * n_pix) for o in range(n_orders)]
     return Spectrum(air_to_vacuum(wave_air.ravel()) * u.AA, flux.ravel() * u.dimensionless_unscaled,
@@ -314,6 +336,9 @@ def _read_eso_phase3(hdul, path) -> Spectrum:
         "spec_class": "STAR" if str(header.get("INSTRUME", "")).upper().startswith("HARPS") else "",
         "redshift": np.nan,
         "format": "eso_phase3",
+        # ESO science data products say FLUXCAL = 'ABSOLUTE' or 'UNCALIBRATED'
+        "flux_calibrated": str(header.get("FLUXCAL", table.header.get("FLUXCAL", ""))).strip().upper()
+        == "ABSOLUTE",
     }
     return Spectrum(wave * u.AA, flux * flux_unit, ivar, meta)
 
@@ -406,7 +431,7 @@ def _read_sdss_spec(hdul, path, raw: bytes) -> Spectrum:
         "exptime": float(header.get("EXPTIME", np.nan)),
         "snr": snr, "spec_class": spec_class, "redshift": z,
         "plate": int(header.get("PLATEID", -1)), "fiber": int(header.get("FIBERID", -1)),
-        "format": "sdss_spec",
+        "format": "sdss_spec", "flux_calibrated": True,
     }
     return Spectrum(wave * u.AA, flux * FLAM_SDSS, ivar, meta)
 
@@ -437,7 +462,7 @@ def _read_sdss_spspec(hdul, path) -> Spectrum:
         "spec_class": _SPEC_CLN.get(int(header.get("SPEC_CLN", 0)), "UNKNOWN"),
         "redshift": float(header.get("Z", np.nan)),
         "plate": int(header.get("PLATEID", -1)), "fiber": int(header.get("FIBERID", -1)),
-        "format": "sdss_spspec",
+        "format": "sdss_spspec", "flux_calibrated": True,
     }
     return Spectrum(wave * u.AA, flux * FLAM_SDSS, ivar, meta)
 
