@@ -135,7 +135,7 @@ def test_reuse_links_an_identical_run_and_computes_any_other(sample_store, singl
 
 
 def test_refuses_an_embedder_fitted_on_another_grid(sample_store, tmp_path):
-    emb = ESNReadoutEmbedder(n_units=5, backend="numpy").fit(np.ones((2, 100)) + np.arange(100) % 3)
+    emb = ESNReadoutEmbedder(n_units=5, bin_pixels=1, backend="numpy").fit(np.ones((2, 100)) + np.arange(100) % 3)
     with pytest.raises(EmbeddingError, match="fitted on 100"):
         embed_store(sample_store, tmp_path / "x", embedder=emb)
 
