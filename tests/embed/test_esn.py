@@ -261,3 +261,25 @@ def test_pickle_round_trip(alf_cen_b):
     before = emb.transform(flux, weight)
     again = pickle.loads(pickle.dumps(emb))
     assert np.array_equal(again.transform(flux, weight), before)
+
+
+def test_one_step_prediction_is_the_readouts_data_space_error(alf_cen_b):
+    """What the app draws over a spectrum: the readout's prediction of each (binned) step, on the grid's
+    pixels, with exactly the error the sufficient statistics give."""
+    from latentsky.embed.series import one_step_prediction
+
+    flux, weight = alf_cen_b[0][:2], alf_cen_b[1][:2].copy()
+    weight[0, 1000:1100] = 0
+    emb = ESNReadoutEmbedder(backend="numpy", state_dtype="float64").fit(flux, weight=weight)
+    w, st = emb.transform_with_statistics(flux, weight)
+    model, error = one_step_prediction(emb.reservoir_, w[0], flux[0], weight[0], offset=emb.offset_,
+                                       washout=emb.washout, bin_pixels=emb.bin_pixels)
+    assert model.shape == flux[0].shape
+    assert error == pytest.approx(st.sse(w)[0] / st.n_steps[0], rel=1e-6)
+    d = emb.bin_pixels
+    steps = model[: len(model) // d * d].reshape(-1, d)
+    fitted = np.isfinite(steps[:, 0])
+    assert fitted.sum() == st.n_steps[0]
+    assert np.all(steps[fitted] == steps[fitted][:, :1])          # one value per bin
+    assert not fitted[:emb.washout + 1].any()                     # nothing inside the washout
+    assert not fitted[1000 // d + 1: 1100 // d].any()             # nor in the gap

@@ -161,10 +161,31 @@ def test_harps_e2ds_agrees_with_the_s1d_of_the_same_exposure(shared_data):
     assert lags[int(np.argmax(cc))] == 0
 
 
-def test_e2ds_without_its_blaze_file_is_read_uncorrected(shared_data, tmp_path):
-    src = shared_data / "harps" / "actin_testfiles" / "HARPS.2003-12-13T06_19_48.371_e2ds_A.fits"
+def test_e2ds_without_its_blaze_file_is_normalised_order_by_order(shared_data, tmp_path):
+    """As e2ds files usually travel: no blaze file.  Each order is divided by its own continuum, so
+    the merged spectrum has no blaze left; after the ``local`` normalisation that relative flux gets
+    on the grid, it agrees with the s1d of the same exposure and with the blaze-corrected e2ds."""
+    folder = shared_data / "harps" / "actin_testfiles"
+    src = folder / "HARPS.2003-12-13T06_19_48.371_e2ds_A.fits"
     shutil.copy(src, tmp_path / src.name)
-    assert read_spectrum(tmp_path / src.name).meta["blaze_corrected"] is False
+    alone = read_spectrum(tmp_path / src.name)
+    assert alone.meta["blaze_corrected"] is False and alone.meta["orders_continuum_normalised"] is True
+    assert alone.meta["flux_calibrated"] is False
+    for seg in alone.segments[10:60:10]:                 # continuum ~1 along each order: no blaze left
+        f = alone.flux.value[seg][alone.ivar[seg] > 0]
+        thirds = np.array_split(f, 3)
+        assert [np.percentile(t, 90) for t in thirds] == pytest.approx([1.0] * 3, abs=0.1)
+    grid = LogLambdaGrid()
+    on_grid = [normalise(*resample(s, grid), "local", grid=grid) for s in
+               (read_spectrum(folder / "HARPS.2003-12-13T06_19_48.371_s1d_A.fits"), alone, read_spectrum(src))]
+
+    def distance(a, b):
+        both = (a[1] > 0) & (b[1] > 0)
+        return np.median(np.abs(a[0][both] / b[0][both] - 1)), both.sum()
+
+    s1d_vs_alone, n = distance(on_grid[0], on_grid[1])
+    assert n > 2000 and s1d_vs_alone < 0.01
+    assert distance(on_grid[2], on_grid[1])[0] < 0.01
 
 
 def _s1d_copy(sample, tmp_path, name="bad_s1d.fits", mutate=None):
