@@ -77,7 +77,7 @@ def test_tensorflow_is_imported_lazily():
 @pytest.mark.parametrize("params", [{}, {"leak_rate": 0.7, "bias": 0.1, "n_units": 50}], ids=["cycle", "leak-bias"])
 def test_compiled_kernel_matches_ufunc_kernel(harps, params):
     """The fused numba kernel (default for the simple cycle) against the plain NumPy one."""
-    from latentsky.embed.esn import batch_statistics
+    from latentsky.embed.series import batch_statistics
 
     flux, weight, _ = harps
     flux, weight = flux[[1, 3, 9]], weight[[1, 3, 9]].copy()

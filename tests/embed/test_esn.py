@@ -6,7 +6,7 @@ import pytest
 from sklearn.base import clone
 
 from latentsky.embed import ESNReadoutEmbedder, ReadoutStatistics, reference_statistics, tune_reservoir
-from latentsky.embed.esn import prepare_batch
+from latentsky.embed.series import prepare_batch
 from latentsky.exceptions import EmbeddingError, LatentskyError
 
 

@@ -36,10 +36,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from latentsky.embed._errors import check_param
 from latentsky.embed.reservoir import Reservoir, random_sparse_reservoir, simple_cycle_reservoir
-from latentsky.embed.series import (Batch, batch_statistics, bin_series, embeddable, prepare_batch,  # noqa: F401
-                                    reference_statistics, valid_pixels)
-from latentsky.embed.statistics import (DEFAULT_RIDGE_GRID, ReadoutStatistics, gcv_ridge,  # noqa: F401
-                                        solve_readouts)
+from latentsky.embed.series import batch_statistics, valid_pixels
+from latentsky.embed.statistics import DEFAULT_RIDGE_GRID, ReadoutStatistics, gcv_ridge
 from latentsky.exceptions import EmbeddingError
 
 log = logging.getLogger(__name__)

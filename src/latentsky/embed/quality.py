@@ -71,7 +71,7 @@ def stage1_report(source, *, max_spectra: int = 5000, partners: int = 8, seed: i
     if isinstance(source, tuple):
         stats, readouts = source
     else:
-        from latentsky.embed.runner import Embeddings, open_embeddings
+        from latentsky.embed.layout import Embeddings, open_embeddings
 
         emb = source if isinstance(source, Embeddings) else open_embeddings(source)
         n = len(emb)
