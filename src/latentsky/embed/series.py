@@ -212,9 +212,9 @@ def one_step_prediction(reservoir: Reservoir, readout, flux, weight=None, *, off
     Returns
     -------
     model : ndarray (T,)
-        At every pixel of a step ``t + 1`` that stage 1 fitted (both values valid, past the washout),
-        the prediction ``[x_t, 1] . readout`` of that step (with ``bin_pixels > 1`` the same value over
-        the bin's pixels: the prediction of the bin's mean flux); NaN elsewhere.
+        At every valid pixel of a step ``t + 1`` that stage 1 fitted (both values valid, past the
+        washout), the prediction ``[x_t, 1] . readout`` of that step (with ``bin_pixels > 1`` the same
+        value over the bin's valid pixels: the prediction of the bin's mean flux); NaN elsewhere.
     error : float
         Mean squared residual over the fitted steps: the readout's data-space error.
     """
@@ -227,5 +227,6 @@ def one_step_prediction(reservoir: Reservoir, readout, flux, weight=None, *, off
     per_step = np.full(len(pred), np.nan)
     per_step[1:][fitted[:-1]] = pred[:-1][fitted[:-1]]
     model = np.repeat(per_step, bin_pixels)[:flux.size]
+    model[~valid_pixels(flux[None], None if weight is None else np.asarray(weight)[None])[0]] = np.nan
     resid = (pred - b.y[0])[fitted]
     return model, float(resid @ resid / max(len(resid), 1))
