@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from latentsky.exceptions import LatentskyError, SpectrumError
-from latentsky.io.grid import NORMALISATIONS, LogLambdaGrid, normalise, resample, resolve_normalisation
+from latentsky.io.grid import (DEFAULT_NORMALISATION, NORMALISATIONS, LogLambdaGrid, normalise, resample,
+                               resolve_normalisation)
 from latentsky.io.readers import read_spectrum
 from latentsky.progress import Progress, ProgressCallback
 from latentsky.store import SpectrumStore, SpectrumStoreWriter, atomic_directory, read_lineage, write_lineage
@@ -79,7 +80,7 @@ def _stat_key(path: Path) -> list:
     return [st.st_size, st.st_mtime_ns]
 
 
-def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normalisation: str = "auto",
+def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normalisation: str = DEFAULT_NORMALISATION,
            chunk_rows: int = 256, progress: ProgressCallback | None = None, force: bool = False, client=None,
            scheduler: str | None = None, workers: int | None = None, cluster: str | None = None) -> IngestResult:
     """Read FITS spectra and write a spectrum store.

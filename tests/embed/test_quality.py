@@ -36,3 +36,18 @@ def test_persistence_ratio_and_contrast_match_direct_computations(harps):
     assert report["persistence_win_share"] == pytest.approx(np.mean(ratio < 1))
     assert report["cross_prediction_contrast"] == pytest.approx(np.median(cross))
     assert report["n_scored"] == 6
+
+
+def test_report_from_an_embeddings_directory_reads_it_in_chunks(harps_store, tmp_path):
+    from latentsky.embed.runner import embed_store, open_embeddings
+
+    out = embed_store(harps_store, tmp_path / "emb", n_units=20, backend="numpy")
+    emb = open_embeddings(out)
+    whole = stage1_report((emb.statistics(), emb.readout[:]))
+    chunked = stage1_report(out, chunk_rows=7)
+    assert chunked["n_scored"] == whole["n_scored"] == len(emb)
+    assert chunked["persistence_ratio_median"] == pytest.approx(whole["persistence_ratio_median"])
+    assert chunked["persistence_win_share"] == whole["persistence_win_share"]
+    assert chunked["cross_prediction_contrast"] == pytest.approx(whole["cross_prediction_contrast"], rel=0.2)
+    sampled = stage1_report(out, max_spectra=10)
+    assert sampled["n_scored"] == 10

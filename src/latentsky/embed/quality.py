@@ -33,33 +33,43 @@ def persistence_ratios(stats: ReadoutStatistics, readouts: np.ndarray) -> np.nda
 
 
 def cross_prediction_ratios(stats: ReadoutStatistics, readouts: np.ndarray, *, partners: int = 8,
-                            seed: int = 0) -> np.ndarray:
-    """Error of ``partners`` random other spectra's readouts over the own readout's, shape (n, partners)."""
+                            seed: int = 0, others: np.ndarray | None = None, rows=None) -> np.ndarray:
+    """Error of ``partners`` random other spectra's readouts over the own readout's, shape (n, partners).
+
+    ``others`` (default ``readouts``) are the readouts the partners are drawn from and ``rows`` (default
+    ``0..n-1``) the positions of ``stats``' spectra among them (never their own partner).
+    """
+    others = readouts if others is None else others
+    m = len(others)
     n = len(stats)
-    if n < 2:
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    if m < 2:
         return np.full((n, 0), np.nan)
     rng = np.random.default_rng(seed)
     own = np.maximum(np.clip(stats.sse(readouts), 0.0, None), 1e-300)
     out = np.empty((n, partners))
     for k in range(partners):
-        other = (np.arange(n) + rng.integers(1, n, size=n)) % n        # never the spectrum itself
-        out[:, k] = np.clip(stats.sse(readouts[other]), 0.0, None) / own
+        other = (rows + rng.integers(1, m, size=n)) % m        # never the spectrum itself
+        out[:, k] = np.clip(stats.sse(others[other]), 0.0, None) / own
     return out
 
 
-def stage1_report(source, *, max_spectra: int = 5000, partners: int = 8, seed: int = 0) -> dict:
+def stage1_report(source, *, max_spectra: int = 5000, partners: int = 8, seed: int = 0,
+                  chunk_rows: int = 500) -> dict:
     """The figures of the module docstring for ``metrics.json``.
 
     Parameters
     ----------
     source : Embeddings, path-like, or (ReadoutStatistics, readouts)
-        An EMBEDDINGS directory (:func:`~latentsky.embed.runner.open_embeddings`) or the statistics and
+        An EMBEDDINGS directory (:func:`~latentsky.embed.layout.open_embeddings`) or the statistics and
         readouts themselves.
     max_spectra : int
         Beyond this many spectra, a random sample of them (drawn with ``seed``) is scored.
     partners : int
-        Other spectra per spectrum for the contrast.
+        Other spectra per spectrum for the contrast (drawn among the scored ones).
     seed : int
+    chunk_rows : int
+        Spectra whose Gram matrices are unpacked at a time (an EMBEDDINGS directory is read in chunks).
 
     Returns
     -------
@@ -70,23 +80,28 @@ def stage1_report(source, *, max_spectra: int = 5000, partners: int = 8, seed: i
     """
     if isinstance(source, tuple):
         stats, readouts = source
+        readouts = np.asarray(readouts, dtype="f8")
+        parts = [(stats, readouts, np.arange(len(readouts)))]
     else:
         from latentsky.embed.layout import Embeddings, open_embeddings
 
         emb = source if isinstance(source, Embeddings) else open_embeddings(source)
         n = len(emb)
         rows = np.sort(np.random.default_rng(seed).choice(n, max_spectra, replace=False)) if n > max_spectra \
-            else slice(None)
-        stats = emb.statistics(rows)
-        readouts = np.asarray(emb.readout[rows] if isinstance(rows, slice)
-                              else emb.readout.get_orthogonal_selection((rows, slice(None))), dtype="f8")
-    readouts = np.asarray(readouts, dtype="f8")
-    ratio = persistence_ratios(stats, readouts)
+            else np.arange(n)
+        readouts = np.asarray(emb.readout.get_orthogonal_selection((rows, slice(None))), dtype="f8")
+        parts = ((emb.statistics(rows[lo:lo + chunk_rows]), readouts[lo:lo + chunk_rows],
+                  np.arange(lo, min(lo + chunk_rows, len(rows)))) for lo in range(0, len(rows), chunk_rows))
+    ratios, contrasts = [], []
+    for k, (stats, own, at) in enumerate(parts):
+        ratios.append(persistence_ratios(stats, own))
+        contrasts.append(cross_prediction_ratios(stats, own, partners=partners, seed=seed + k, others=readouts,
+                                                 rows=at))
+    ratio, contrast = np.concatenate(ratios), np.concatenate(contrasts)
     finite = np.isfinite(ratio)
-    contrast = cross_prediction_ratios(stats, readouts, partners=partners, seed=seed)
     return {
         "persistence_ratio_median": float(np.median(ratio[finite])) if finite.any() else None,
         "persistence_win_share": float(np.mean(ratio[finite] < 1.0)) if finite.any() else None,
         "cross_prediction_contrast": float(np.median(contrast)) if contrast.size else None,
-        "n_scored": int(len(stats)),
+        "n_scored": int(len(ratio)),
     }

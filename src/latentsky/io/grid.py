@@ -16,6 +16,8 @@ from latentsky.io.continuum import polynomial_continuum, running_continuum
 from latentsky.io.readers import C_KMS, Spectrum
 
 NORMALISATIONS = ("auto", "median", "continuum", "local", "none")
+#: What ingest does unless told otherwise (:func:`resolve_normalisation`).
+DEFAULT_NORMALISATION = "auto"
 #: Width of the running window of ``local`` normalisation (km/s): the narrowest that holds a line and
 #: continuum on both sides at the default grid's 63 km/s (5 pixels; docs/decisions/stage1-cross-format.md).
 LOCAL_WINDOW_KMS = 250.0
