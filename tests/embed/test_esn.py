@@ -61,7 +61,8 @@ def test_deterministic_for_a_random_state(alf_cen_b):
     ({**PAPER}, {1e-6: 1e-5, 1e-2: 1e-5}),                     # the paper's reservoir, float32
     # a strong leak plus a bias moves the states off centre: X^T X is conditioned
     # ~1e4 times worse and float32 states alone reach only ~2e-4 at ridge 1e-6
-    ({"leak_rate": 0.7, "bias": 0.1, "n_units": 60, "state_dtype": "float64", "bin_pixels": 1}, {1e-6: 1e-5, 1e-2: 1e-5}),
+    ({"leak_rate": 0.7, "bias": 0.1, "n_units": 60, "state_dtype": "float64", "bin_pixels": 1},
+     {1e-6: 1e-5, 1e-2: 1e-5}),
     # the position input on binned flux without a leak, read by the fused float32 kernel
     ({"leak_rate": 1.0, "position_scaling": 0.8, "bin_pixels": 4}, {1e-6: 1e-5, 1e-2: 1e-5}),
     ({"leak_rate": 0.3, "position_scaling": 0.8, "bin_pixels": 4, "state_dtype": "float64"}, {1e-6: 1e-5, 1e-2: 1e-5}),

@@ -45,7 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--washout", type=int, default=d["washout"],
                    help=f"steps left out after the first valid pixel (default {d['washout']})")
     p.add_argument("--ridge", type=_ridge, default=d["ridge"],
-                   help=f"ridge strength, or 'gcv' to choose it by generalised cross-validation (default {d['ridge']:g})")
+                   help="ridge strength, or 'gcv' to choose it by generalised cross-validation "
+                        f"(default {d['ridge']:g})")
     p.add_argument("--backend", choices=["auto", "numpy", "tensorflow"], default="auto",
                    help="computation back end (auto: TensorFlow on a GPU, else NumPy)")
     p.add_argument("--state-dtype", choices=["float32", "float64"], default="float32",

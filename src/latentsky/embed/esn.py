@@ -106,9 +106,10 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
         Computation back end (:mod:`latentsky.embed.backends`).
     state_dtype : {"float32", "float64"}
         Precision of the reservoir states (the sums are always float64).
-        float32 is faster and agrees with a float64 reference to ~1e-6 for the
-        defaults; poorly conditioned set-ups (strong leak, a bias that moves
-        the states off centre) with a tiny ridge need float64.
+        float32 is faster and agrees with a float64 reference to ~1e-5 for the
+        defaults at their ridge (~1e-4 at a ridge of 1e-6; ~1e-6 without leak
+        and position input); poorly conditioned set-ups (strong leak, a bias
+        that moves the states off centre) with a tiny ridge need float64.
     block_steps : int
         Steps per block of the batched Gram sums.
     batch_size : int
