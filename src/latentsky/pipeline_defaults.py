@@ -114,17 +114,14 @@ and on seeds 10-19, held out from that choice: weight 30 0.606/0.510, weight 3
 Euclidean autoencoder's 0.0545, readout PCA's 0.0528).
 """
 
-def _embed_defaults() -> dict:
-    from latentsky.embed.esn import ESNReadoutEmbedder
-
-    params = ESNReadoutEmbedder().get_params()
-    return {k: params[k] for k in ESNReadoutEmbedder.SCIENCE_PARAMS}
+from latentsky.embed.defaults import ESN_DEFAULTS
 
 
 #: Stage-1 settings of the pipeline, of ``latentsky embed`` and of the app's Embed step: the
-#: defaults of :class:`~latentsky.embed.esn.ESNReadoutEmbedder` itself (their one home), less
-#: the settings of the machine (back end, threads, batch sizes), which do not change results.
-EMBED_DEFAULTS = _embed_defaults()
+#: defaults of :class:`~latentsky.embed.esn.ESNReadoutEmbedder` itself (their one home,
+#: :mod:`latentsky.embed.defaults`), less the settings of the machine (back end, threads,
+#: batch sizes), which do not change results.
+EMBED_DEFAULTS = dict(ESN_DEFAULTS)
 
 #: Autoencoder settings of the pipeline, chosen on the bundled sample (see bench/quality.py).
 #: ``validation_fraction`` None: 0.1 from 1,000 spectra on, else 0 (a map of a few hundred

@@ -35,12 +35,14 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from latentsky.embed._errors import check_param
+from latentsky.embed.defaults import ESN_DEFAULTS
 from latentsky.embed.reservoir import Reservoir, random_sparse_reservoir, simple_cycle_reservoir
 from latentsky.embed.series import batch_statistics, valid_pixels
 from latentsky.embed.statistics import DEFAULT_RIDGE_GRID, ReadoutStatistics, gcv_ridge
 from latentsky.exceptions import EmbeddingError
 
 log = logging.getLogger(__name__)
+_D = ESN_DEFAULTS
 
 #: The parameters that define the reservoir's weights (what :func:`~latentsky.embed.tuning.tune_reservoir` may tune).
 RESERVOIR_PARAMS = ("cycle_weight", "input_scaling", "bias", "leak_rate", "position_scaling")
@@ -53,9 +55,9 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
     ``ridge="gcv"``, the ridge); ``transform`` returns one readout per row:
     ``n_units`` reservoir weights followed by the bias weight.
 
-    The defaults are the recommended settings, the ones ``latentsky pipeline``,
-    ``latentsky embed`` and the app use (chosen on the bundled sample, reported
-    on independent SDSS and HARPS sets: docs/decisions/stage1-defaults.md): a
+    The defaults are the recommended settings (:mod:`latentsky.embed.defaults`),
+    the ones ``latentsky pipeline``, ``latentsky embed`` and the app use (chosen
+    on the bundled sample, reported on independent SDSS and HARPS sets: a
     leaky simple cycle reservoir (leak 0.5) reading the flux binned by 16
     pixels, with the position along the spectrum as a second input (ours).
     ``ESNReadoutEmbedder(leak_rate=1, position_scaling=0, bin_pixels=1)`` is
@@ -140,15 +142,15 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
     """
 
     #: The parameters that change the readouts (the others only how fast they are computed).
-    SCIENCE_PARAMS = ("n_units", "reservoir", "cycle_weight", "input_scaling", "bias", "leak_rate",
-                      "position_scaling", "bin_pixels", "density", "washout", "ridge", "ridge_grid", "input_offset",
-                      "tune", "tune_iter", "tune_params")
+    SCIENCE_PARAMS = tuple(ESN_DEFAULTS)
 
-    def __init__(self, n_units=100, reservoir="cycle", cycle_weight=0.9, input_scaling=0.5, bias=0.0,
-                 leak_rate=0.5, position_scaling=1.0, bin_pixels=16, density=0.1, washout=20, ridge=1e-2,
-                 ridge_grid=None, input_offset="mean", tune=0, tune_iter=60,
-                 tune_params=("cycle_weight", "input_scaling", "bias"), backend="auto", state_dtype="float32",
-                 block_steps=1024, batch_size=512, n_threads=None, random_state=None):
+    def __init__(self, n_units=_D["n_units"], reservoir=_D["reservoir"], cycle_weight=_D["cycle_weight"],
+                 input_scaling=_D["input_scaling"], bias=_D["bias"], leak_rate=_D["leak_rate"],
+                 position_scaling=_D["position_scaling"], bin_pixels=_D["bin_pixels"], density=_D["density"],
+                 washout=_D["washout"], ridge=_D["ridge"], ridge_grid=_D["ridge_grid"],
+                 input_offset=_D["input_offset"], tune=_D["tune"], tune_iter=_D["tune_iter"],
+                 tune_params=_D["tune_params"], backend="auto", state_dtype="float32", block_steps=1024,
+                 batch_size=512, n_threads=None, random_state=None):
         self.n_units = n_units
         self.reservoir = reservoir
         self.cycle_weight = cycle_weight
