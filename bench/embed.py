@@ -5,7 +5,9 @@ One run, same data and hyper-parameters for everyone: real HARPS s1d spectra
 that folder is absent) on a 4,096-pixel log-lambda grid, replicated to
 ``--n-spectra`` (default 2,048) with random Doppler shifts (a translation on
 the grid, |v| < 30 km/s) and 0.3-1% noise; a simple cycle reservoir of N=100
-units, washout 20, ridge 1e-2.
+units, washout 20, ridge 1e-2, one pixel per step and no leak (the reservoir of
+Gianniotis et al., which every peer computes; stage 1's defaults bin 16 pixels
+per step, 16 times less work).
 
 Printed:
 
@@ -107,7 +109,10 @@ def make_embedder(flux, weight, backend: str, kernel: str | None = None):
     from latentsky.embed import ESNReadoutEmbedder
     from latentsky.embed.backends import NumpyBackend
 
-    emb = ESNReadoutEmbedder(n_units=N_UNITS, washout=WASHOUT, ridge=RIDGE, backend=backend)
+    # one pixel per step, no leak, no position input: the reservoir every peer computes (the defaults
+    # bin 16 pixels per step, which would time a series 16 times shorter than the peers')
+    emb = ESNReadoutEmbedder(n_units=N_UNITS, washout=WASHOUT, ridge=RIDGE, backend=backend, leak_rate=1.0,
+                             position_scaling=0.0, bin_pixels=1)
     emb.fit(flux[:256], weight=weight[:256])
     if kernel is not None:
         emb._backend_obj = NumpyBackend(kernel=kernel)
@@ -127,7 +132,7 @@ def reservoirpy_round(flux, weight, emb, rows):
     """reservoirpy driven per spectrum over ``rows``: (spectra/s, readouts)."""
     from reservoirpy.nodes import Reservoir, Ridge
 
-    from latentsky.embed.esn import prepare_batch
+    from latentsky.embed.series import prepare_batch
 
     res = emb.reservoir_
     node = Reservoir(units=N_UNITS, lr=res.leak_rate, W=res.dense_matrix(), Win=res.input_weights[:, None],

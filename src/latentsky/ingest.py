@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from latentsky.exceptions import LatentskyError, SpectrumError, StoreError
-from latentsky.io.grid import NORMALISATIONS, LogLambdaGrid, normalise, resample
+from latentsky.io.grid import (DEFAULT_NORMALISATION, NORMALISATIONS, LogLambdaGrid, normalise, resample,
+                               resolve_normalisation)
 from latentsky.io.readers import read_spectrum
 from latentsky.progress import Progress, ProgressCallback
 from latentsky.store import (SpectrumStore, SpectrumStoreWriter, atomic_directory, check_output, read_lineage,
@@ -82,7 +83,7 @@ def _stat_key(path: Path) -> list:
     return [st.st_size, st.st_mtime_ns]
 
 
-def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normalisation: str = "median",
+def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normalisation: str = DEFAULT_NORMALISATION,
            chunk_rows: int = 256, progress: ProgressCallback | None = None, force: bool = False, client=None,
            scheduler: str | None = None, workers: int | None = None, cluster: str | None = None) -> IngestResult:
     """Read FITS spectra and write a spectrum store.
@@ -95,8 +96,9 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
         The store directory to write (replaced atomically if it exists).
     grid : LogLambdaGrid, optional
         The common grid; default 3800-9000 Angstrom in 4096 pixels (~63 km/s).
-    normalisation : {"median", "continuum", "none"}
-        How each spectrum is normalised (see :func:`latentsky.io.grid.normalise`).
+    normalisation : {"auto", "median", "continuum", "local", "none"}
+        How each spectrum is normalised (see :func:`latentsky.io.grid.normalise`); ``auto`` chooses by
+        product (:func:`latentsky.io.grid.resolve_normalisation`).
     chunk_rows : int
         Spectra per Zarr chunk.
     progress : callable, optional
@@ -174,7 +176,8 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
                                      "wave_unit": "Angstrom", "wave_medium": "vacuum"})
         write_lineage(tmp, step="ingest", params=params,
                       inputs={"files": hashes, "fingerprint": fingerprint(sorted(hashes.values()))},
-                      extra={"stats": stats, "n_spectra": len(rows), "errors": [str(e) for e in errors]})
+                      extra={"stats": stats, "n_spectra": len(rows), "errors": [str(e) for e in errors],
+                             "rejected": [{"path": e.path, "reason": e.problem} for e in errors]})
     if errors:
         log.warning("%d of %d files were not ingested:\n  %s", len(errors), listed,
                     "\n  ".join(str(e) for e in errors))
@@ -209,7 +212,8 @@ def _ingest_one(path: Path, grid: LogLambdaGrid, normalisation: str) -> tuple[di
     if not (ivar > 0).any():
         raise SpectrumError(path, "no good pixel left on the grid (all masked where it overlaps "
                                   f"{grid.wave_min:.0f}-{grid.wave_max:.0f} Angstrom)")
-    flux, ivar = normalise(flux, ivar, normalisation, path=str(path))
+    flux, ivar = normalise(flux, ivar, resolve_normalisation(normalisation, spectrum.meta), path=str(path),
+                           grid=grid)
     wave = spectrum.wave.value[spectrum.ivar > 0]
     meta = spectrum.meta
     row = {

@@ -4,6 +4,9 @@
 
     DIR/store/            the spectrum store (unless SOURCE already is one)
     DIR/embeddings/       stage-1 readouts and statistics
+    DIR/rejected.csv      the spectra left out, with the reason: files ingest could
+                          not read, stored spectra stage 1 could not embed
+                          (``stage``, ``id``, ``path``, ``reason``)
     DIR/train-sample/     beyond ``train_rows`` spectra: the readouts trained on
     DIR/model.keras       the trained autoencoder (native Keras format)
     DIR/latent.parquet    one row per spectrum: id, path, object, ra, dec, mjd,
@@ -57,6 +60,7 @@ log = logging.getLogger(__name__)
 PIPELINE_KIND = "pipeline"
 """The output kind of a pipeline folder (see :mod:`latentsky.store.output`)."""
 STATE_FILE = "pipeline.json"
+REJECTED_FILE = "rejected.csv"
 LATENT_COLUMNS = ["id", "path", "object", "ra", "dec", "mjd", "instrument", "spec_class"]
 #: Per-spectrum scores of the encode stage; the first two are columns of ``latent.parquet``.
 SCORE_COLUMNS = ("anomaly", "recon_error", "stage1_error")
@@ -216,6 +220,7 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, f
         state["embed"] = embed_key
         _write_state(out, state)
     emb = open_embeddings(emb_path)
+    rejected = write_rejected(out, store, emb)
     timings["embed_s"] = time.perf_counter() - t0
 
     # 3. train ---------------------------------------------------------------
@@ -264,9 +269,13 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, f
     timings["encode_s"] = time.perf_counter() - t0
     metrics["timings"] = timings
     metrics["skipped"] = skipped
+    metrics["rejected"] = rejected.to_dict("records")
+    from latentsky.embed.quality import stage1_report
+
+    metrics["stage1"] = stage1_report(emb, seed=seed)
     metrics["outputs"] = {k: str(out / v) for k, v in
                           (("latent", "latent.parquet"), ("model", "model.keras"), ("metrics", "metrics.json"),
-                           ("map", "map.png"), ("embeddings", "embeddings"))}
+                           ("map", "map.png"), ("embeddings", "embeddings"), ("rejected", REJECTED_FILE))}
     metrics["outputs"]["store"] = str(store_path)
     tmp = out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2, default=float))
@@ -274,6 +283,43 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, f
     _write_state(out, state)    # the encode stage counts as done once its metrics are written
     log.info("pipeline done in %.1f s (skipped: %s)", sum(timings.values()), ", ".join(skipped) or "nothing")
     return metrics
+
+
+def write_rejected(out: Path, store, emb) -> pd.DataFrame:
+    """Write ``OUT/rejected.csv``: the files ingest skipped and the spectra stage 1 could not embed.
+
+    Returns
+    -------
+    DataFrame
+        ``stage`` (``ingest`` or ``embed``), ``id``, ``path``, ``reason``; one row per spectrum left out.
+    """
+    rows = [{"stage": "ingest", "id": "", "path": e.get("path", ""), "reason": e.get("reason", "")}
+            for e in rejected_at_ingest(store)]
+    skipped = emb.rejected
+    if len(skipped):
+        paths = store.catalog_columns(["path"])
+        paths = paths["path"].astype(str).to_numpy() if "path" in paths else None
+        rows += [{"stage": "embed", "id": str(r["id"]), "path": "" if paths is None else paths[int(r["row"])],
+                  "reason": str(r["reason"])} for _, r in skipped.iterrows()]
+    table = pd.DataFrame(rows, columns=["stage", "id", "path", "reason"])
+    tmp = out / f".{REJECTED_FILE}.tmp"
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, out / REJECTED_FILE)
+    for r in rows:
+        log.warning("left out at %s: %s %s", r["stage"], r["id"] or r["path"], r["reason"])
+    return table
+
+
+def rejected_at_ingest(store) -> list[dict]:
+    """The input files the store's ingest could not read: ``path`` and ``reason`` (from its lineage)."""
+    lineage = store.lineage or {}
+    if lineage.get("rejected") is not None:
+        return list(lineage["rejected"])
+    out = []
+    for text in lineage.get("errors", []):      # stores written before the structured record
+        path, _, reason = str(text).partition(": ")
+        out.append({"path": path, "reason": reason})
+    return out
 
 
 #: Models loaded by the encode tasks of this process, by path: (file size, mtime, estimator).
@@ -362,8 +408,10 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
     from latentsky.embed.runner import CATALOG_FILE as EMB_CATALOG
 
     rows_of = pd.read_parquet(Path(emb.path) / EMB_CATALOG, columns=["row"])["row"].to_numpy()
-    if n != len(store) or not np.array_equal(rows_of, np.arange(n)):
+    if len(rows_of) != n or (n and (rows_of.max() >= len(store) or np.any(np.diff(rows_of) <= 0))):
         raise AutoencoderError(f"{emb.path}: not the embeddings of {store.path} (rows differ)")
+    embedded = np.zeros(len(store), bool)       # the stored spectra stage 1 embedded (all but the rejected)
+    embedded[rows_of] = True
     rows = int(chunk_rows or emb.readout.chunks[0])
     st = model_path.stat()
     key = key or fingerprint({"model": [str(model_path), st.st_size, st.st_mtime_ns], "rows": rows})
@@ -398,6 +446,10 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
     tmp = out / ".latent.parquet.tmp"
     writer, pending, at = None, [], 0
     for batch in cat_file.iter_batches(batch_size=LATENT_ROW_GROUP, columns=columns):
+        stored = embedded[:batch.num_rows]
+        embedded = embedded[batch.num_rows:]
+        if not stored.all():
+            batch = batch.filter(pa.array(stored))
         k = batch.num_rows
         z = group["z"][at:at + k]
         arrays = list(batch.columns) + [pa.array(z[:, d]) for d in range(n_latent)]

@@ -114,10 +114,14 @@ and on seeds 10-19, held out from that choice: weight 30 0.606/0.510, weight 3
 Euclidean autoencoder's 0.0545, readout PCA's 0.0528).
 """
 
-#: Stage-1 settings of the pipeline, also the defaults of ``latentsky embed``.  A leak rate
-#: below 1 makes each unit a low-pass memory of the flux, so readouts follow the
-#: spectrum's shape more than its pixel-scale noise.
-EMBED_DEFAULTS = {"n_units": 100, "reservoir": "cycle", "ridge": 1e-2, "leak_rate": 0.3}
+from latentsky.embed.defaults import ESN_DEFAULTS
+
+
+#: Stage-1 settings of the pipeline, of ``latentsky embed`` and of the app's Embed step: the
+#: defaults of :class:`~latentsky.embed.esn.ESNReadoutEmbedder` itself (their one home,
+#: :mod:`latentsky.embed.defaults`), less the settings of the machine (back end, threads,
+#: batch sizes), which do not change results.
+EMBED_DEFAULTS = dict(ESN_DEFAULTS)
 
 #: Autoencoder settings of the pipeline, chosen on the bundled sample (see bench/quality.py).
 #: ``validation_fraction`` None: 0.1 from 1,000 spectra on, else 0 (a map of a few hundred

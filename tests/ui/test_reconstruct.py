@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("panel")
 pytest.importorskip("keras")
 
+from latentsky.embed.series import bin_series  # noqa: E402
 from latentsky.ui.data import LatentData  # noqa: E402
 from latentsky.ui.explore import Explore  # noqa: E402
 
@@ -31,13 +32,22 @@ def test_reconstruction_error_is_the_one_the_model_is_scored_on(results_data, sa
         assert model.shape == spec["flux"].shape
         mse = float(label.split("MSE ")[1].rstrip(")"))  # three significant digits
         np.testing.assert_allclose(mse, t["recon_error"].iloc[i], rtol=6e-3)
-        # the prediction follows the spectrum where stage 1 fitted it, and is absent elsewhere
+        # the prediction follows the spectrum (the mean flux of each stage-1 step, bin_pixels pixels)
+        # where stage 1 fitted it, and is absent elsewhere
         shown = np.isfinite(model)
         good = spec["weight"] > 0
-        assert shown.sum() > 400 and not (shown & ~good).any()
-        resid = model[shown] - spec["flux"][shown]
+        assert shown.sum() > 200 and not (shown & ~good).any()    # HARPS: 1000 A less a 320-pixel washout
+        d = recon.bin_pixels
+        binned = bin_series(spec["flux"][None], spec["weight"][None], d)[0][0]
+        pixels = np.flatnonzero(shown)
+        steps, first = np.unique(pixels // d, return_index=True)     # one value per fitted step
+        resid = model[pixels[first]] - binned[steps]
         np.testing.assert_allclose(np.mean(resid ** 2), t["recon_error"].iloc[i], rtol=1e-5)
-        assert np.mean(resid ** 2) < 0.2 * np.var(spec["flux"][shown])
+        if t["instrument"].iloc[i] != "HARPS":
+            # SDSS flux keeps its continuum; the sample's HARPS spectra (row 0) are continuum-normalised
+            # and cut to 1000 Angstrom: ~30 steps of 16 pixels whose variance even stage 1's own readout
+            # leaves half of
+            assert np.mean(resid ** 2) < 0.2 * np.var(binned[steps])
     # the stage-1 readout itself predicts at least as well as the decoded one (the floor)
     from latentsky.embed.runner import open_embeddings
 

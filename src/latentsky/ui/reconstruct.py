@@ -53,6 +53,7 @@ class ReadoutReconstruction:
         self.reservoir = emb.reservoir
         self.offset = float(emb.attrs["offset"])
         self.washout = int(emb.attrs["washout"])
+        self.bin_pixels = int(emb.attrs.get("bin_pixels", 1))
         self.latent_columns = None if latent_columns is None else list(latent_columns)
         self._model = None
         self._lock = threading.Lock()
@@ -97,24 +98,20 @@ class ReadoutReconstruction:
         -------
         model : ndarray (T,)
             ``model[t+1] = [x_t, 1] . readout`` where stage 1 fitted step ``t`` (both pixels valid, past
-            the washout), NaN elsewhere (nothing is predicted for pixel 0 or into a gap).
+            the washout), NaN elsewhere (nothing is predicted for pixel 0 or into a gap); with binned
+            stage-1 steps, each bin's prediction over its pixels
+            (:func:`latentsky.embed.series.one_step_prediction`).
         error : float
             Mean of the squared residual over those steps (normalised flux squared): the data-space
             error of the readout.
         """
-        from latentsky.embed.esn import prepare_batch
+        from latentsky.embed.series import one_step_prediction
 
         w = np.asarray(readout, dtype="f8")
         if w.shape != (self.reservoir.n_units + 1,):
             raise LatentskyError(f"readout: expected {self.reservoir.n_units + 1} weights, got shape {w.shape}")
-        batch = prepare_batch(flux, weight, offset=self.offset, washout=self.washout, dtype="f8")
-        states = self.reservoir.run(batch.u[0])
-        pred = states @ w[:-1] + w[-1]  # pred[t] predicts pixel t+1
-        fitted = batch.mask[0] > 0
-        model = np.full(len(pred), np.nan)
-        model[1:][fitted[:-1]] = pred[:-1][fitted[:-1]]
-        resid = (pred - batch.y[0])[fitted]
-        return model, float(resid @ resid / max(len(resid), 1))
+        return one_step_prediction(self.reservoir, w, flux, weight, offset=self.offset, washout=self.washout,
+                                   bin_pixels=self.bin_pixels)
 
     def __call__(self, row: pd.Series, flux, weight=None) -> tuple[np.ndarray, str]:
         """The reconstruction of the row's spectrum from its latent point, and its legend label."""

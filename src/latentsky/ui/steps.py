@@ -414,11 +414,12 @@ class Embed(_Step):
     source = param.String(default="", doc="Folder of FITS spectra (the downloads)")
     out = param.String(default="", doc="Spectrum store to write")
     embeddings = param.String(default="", doc="Embeddings folder to write (default: OUT.embeddings)")
-    # the defaults are the pipeline's (EMBED_DEFAULTS, where given), so the Train step can reuse what this wrote
+    # the defaults are the estimator's (EMBED_DEFAULTS), so the Train step can reuse what this wrote
     n_units = param.Integer(default=EMBED_DEFAULTS["n_units"], bounds=(4, 2000), doc="Reservoir units")
-    cycle_weight = param.Number(default=0.9, bounds=(0.01, 1.5), doc="Reservoir cycle weight (spectral radius)")
+    cycle_weight = param.Number(default=EMBED_DEFAULTS["cycle_weight"], bounds=(0.01, 0.99),
+                                doc="Reservoir cycle weight (spectral radius)")
     leak_rate = param.Number(default=EMBED_DEFAULTS["leak_rate"], bounds=(0.01, 1.0), doc="Leak rate")
-    input_scaling = param.Number(default=0.5, bounds=(0.01, 10.0), doc="Input scaling")
+    input_scaling = param.Number(default=EMBED_DEFAULTS["input_scaling"], bounds=(0.01, 10.0), doc="Input scaling")
     ridge = param.Number(default=EMBED_DEFAULTS["ridge"], bounds=(1e-10, 1e3),
                          doc="Ridge regularisation of the readouts")
     store = param.String(default="", doc="The store written by the last run")
