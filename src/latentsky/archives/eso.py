@@ -42,8 +42,19 @@ from astropy import units as u
 from astropy.table import Table, unique, vstack
 from astropy.time import Time
 
-from latentsky.archives.base import (Archive, _Retryable, check_offline, parse_coordinates, parse_radius, parse_time,
-                                     require_columns, resolve_name, safe_name, session, with_retries)
+from latentsky.archives.base import (
+    Archive,
+    _Retryable,
+    check_offline,
+    parse_coordinates,
+    parse_radius,
+    parse_time,
+    require_columns,
+    resolve_name,
+    safe_name,
+    session,
+    with_retries,
+)
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError, QueryTruncatedError
 

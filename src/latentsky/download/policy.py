@@ -31,8 +31,9 @@ import email.utils
 import logging
 import random
 import time
+from collections.abc import Callable
 from itertools import takewhile
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import requests.adapters
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
@@ -43,7 +44,7 @@ from latentsky.exceptions import DownloadError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["USER_AGENT", "RETRYABLE_STATUS", "RetryPolicy", "PolicyAdapter", "answer_error", "attempts_of",
+__all__ = ["RETRYABLE_STATUS", "USER_AGENT", "PolicyAdapter", "RetryPolicy", "answer_error", "attempts_of",
            "check_answer", "looks_like_html", "parse_retry_after"]
 
 USER_AGENT = f"latentsky/{__version__} (+https://github.com/latentsky)"
@@ -148,7 +149,7 @@ class RetryPolicy:
                          wait)
                 time.sleep(wait)
 
-    def urllib3_retry(self) -> "_PolicyRetry":
+    def urllib3_retry(self) -> _PolicyRetry:
         """urllib3's ``Retry`` deciding as this policy does (statuses, connection errors, waits).
 
         Every method is retried: the requests sent through it are archive
@@ -170,7 +171,7 @@ class _PolicyRetry(Retry):
         super().__init__(*args, **kwargs)
         self.policy = policy
 
-    def new(self, **kwargs) -> "_PolicyRetry":
+    def new(self, **kwargs) -> _PolicyRetry:
         kwargs.setdefault("policy", self.policy)
         return super().new(**kwargs)
 
