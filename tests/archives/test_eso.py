@@ -202,6 +202,37 @@ def test_a_busy_service_is_retried_for_jobs_too(local):
     assert [r.status for r in log if r.path.endswith("/results/result")] == [500, 200]
 
 
+def test_an_answer_that_stalls_is_not_asked_again():
+    """A service that sends the start of its answer and then nothing ends in an error after conf.timeout."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-votable+xml\r\nContent-Length: 99999\r\n\r\n"
+                         b'<?xml version="1.0"?>\n<VOTABLE version="1.4">')  # and then nothing
+
+    threading.Thread(target=serve, daemon=True).start()
+    conf.set(eso_tap_url=f"http://127.0.0.1:{listener.getsockname()[1]}/tap", timeout=0.3, retry_backoff=0.01)
+    try:
+        with pytest.raises(ArchiveError, match="no answer from the TAP service .* within the timeout"):
+            eso.query(collection="HARPS", mode="sync")
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert len(accepted) == 1
+
+
 def test_plan_is_offline_and_downloads_are_identical_to_the_sources(local, sample, tmp_path):
     from latentsky.download.manager import DownloadManager
 

@@ -158,7 +158,7 @@ def _request_once(method, url, archive, timeout, kwargs):
     return response
 
 
-def check_status(response, *, archive: str, what: str | None = None) -> None:
+def check_status(response, *, archive: str) -> None:
     """Raise :class:`ArchiveError` for an error status of a :func:`session` answer (final: the session retried).
 
     The message names the archive, the URL, the status, the start of the body
@@ -171,8 +171,7 @@ def check_status(response, *, archive: str, what: str | None = None) -> None:
     snippet = response.text[:200].strip().replace("\n", " ")
     attempts = attempts_of(response)
     after = f" (after {attempts} attempts)" if attempts > 1 else ""
-    raise ArchiveError(f"{archive}: {what + ': ' if what else ''}HTTP {response.status_code} from {response.url}: "
-                       f"{snippet}{after}")
+    raise ArchiveError(f"{archive}: HTTP {response.status_code} from {response.url}: {snippet}{after}")
 
 
 def with_retries(call, *, what: str = "request"):
@@ -189,7 +188,8 @@ def with_retries(call, *, what: str = "request"):
     try:
         return policy.call(call, what=what)
     except _Retryable as err:
-        raise ArchiveError(f"{err} (after {policy.max_attempts} attempts)") from err
+        n = policy.max_attempts
+        raise ArchiveError(f"{err} (after {n} attempt{'s' if n > 1 else ''})") from err
 
 
 class Archive(abc.ABC):

@@ -324,13 +324,16 @@ class ESO(Archive):
                     return service.run_sync(adql, maxrec=maxrec, uploads=uploads)
             except pyvo.dal.DALQueryError as err:
                 raise ArchiveError(f"eso: the TAP service at {url} refused the query: {err}") from err
-            except pyvo.dal.DALServiceError as err:
+            except (pyvo.dal.DALServiceError, pyvo.dal.DALFormatError) as err:
+                if _timed_out(err):  # a hung service is not asked again: we waited conf.timeout already
+                    raise ArchiveError(f"eso: no answer from the TAP service at {url} within the timeout "
+                                       f"(conf.timeout = {conf.timeout} s): {err}") from err
+                if isinstance(err, pyvo.dal.DALFormatError):
+                    raise _Retryable(f"eso: TAP service at {url} sent an unreadable answer: {err}") from err
                 if err.code is None:  # no HTTP failure: an answer or a job that went wrong, worth another try
                     raise _Retryable(f"eso: TAP service at {url} failed: {err}") from err
                 after = _attempts_note(err)  # an HTTP failure the session has asked again already
                 raise ArchiveError(f"eso: TAP service at {url} failed: {err}{after}") from err
-            except pyvo.dal.DALFormatError as err:
-                raise _Retryable(f"eso: TAP service at {url} sent an unreadable answer: {err}") from err
 
         result = with_retries(once, what=f"eso TAP {url}")
         table = result.to_table()
@@ -395,6 +398,20 @@ def _run_job(service, adql: str, maxrec: int, uploads: dict | None):
             job.delete()
         except DALServiceError as err:  # the service destroys it at its destruction time anyway
             log.debug("ESO: could not delete job %s: %s", job.url, err)
+
+
+def _timed_out(err: BaseException) -> bool:
+    """Whether a timeout is behind ``err`` (pyvo wraps one met while reading an answer as a format error)."""
+    import requests
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (requests.Timeout, Urllib3Timeout, TimeoutError)):
+            return True
+        seen.add(id(err))
+        err = getattr(err, "cause", None) or err.__cause__ or err.__context__
+    return False
 
 
 def _attempts_note(err) -> str:
