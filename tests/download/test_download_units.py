@@ -10,7 +10,8 @@ import requests
 
 from latentsky.download import DownloadItem, Manifest
 from latentsky.download.names import filename_from_content_disposition, name_from_url, safe_join, safe_name
-from latentsky.download.transfer import fetch, fits_extent, parse_retry_after, verify
+from latentsky.download.policy import parse_retry_after
+from latentsky.download.transfer import fetch, fits_extent, verify
 from latentsky.exceptions import DownloadError
 
 
