@@ -197,16 +197,17 @@ def _argv_with_isa(argv: list[str] | None, isa: str) -> list[str]:
     return out + ["--isa", isa]
 
 
-def run_avx2_pass(script: str, argv: list[str] | None) -> tuple[dict | None, str]:
+def run_avx2_pass(script: str, argv: list[str] | None, extra: list[str] = ()) -> tuple[dict | None, str]:
     """Run ``script`` again in a child process with AVX2 forced; (its JSON line, its other output).
 
+    ``extra`` arguments are added to the child's (e.g. data the first pass made).
     The child's output is echoed as it comes (indented); None for the JSON
     when the child failed or this CPU cannot run AVX2 code.
     """
     if "avx2" not in host_flags():
         return None, f"not run: this CPU ({host_isa()}) has no AVX2"
     env = dict(os.environ, **avx2_env())
-    cmd = [sys.executable, script, *_argv_with_isa(argv, "avx2")]
+    cmd = [sys.executable, script, *_argv_with_isa(argv, "avx2"), *extra]
     print("--- forced AVX2 pass: " + " ".join(f"{k}={v}" for k, v in sorted(env.items())
                                              if k in avx2_env() and k != "NUMBA_CPU_FEATURES")
           + " NUMBA_CPU_FEATURES=<this CPU's, less AVX-512>", flush=True)
@@ -245,7 +246,7 @@ def reexec_if_needed(isa: str, script: str, argv: list[str] | None) -> bool:
     return True
 
 
-def combine(result: dict, isa: str, script: str, argv: list[str] | None) -> dict:
+def combine(result: dict, isa: str, script: str, argv: list[str] | None, extra: list[str] = ()) -> dict:
     """This pass's figures with the CPU, its instruction set and (``--isa both``) the forced-AVX2 pass's.
 
     The native figures stay at the top level; the AVX2 ones go under ``"avx2"``.
@@ -259,6 +260,6 @@ def combine(result: dict, isa: str, script: str, argv: list[str] | None) -> dict
     if host_isa() != "AVX-512":
         out["avx2"] = "same as native (this CPU has no AVX-512)" if host_isa() == "AVX2" else None
         return out
-    child, note = run_avx2_pass(script, argv)
+    child, note = run_avx2_pass(script, argv, extra)
     out["avx2"] = child if child is not None else f"forced AVX2 pass {note}"
     return out
