@@ -74,7 +74,8 @@ def test_the_proxy_entry_point_is_registered():
     (ep,) = [ep for ep in entry_points(group="jupyter_serverproxy_servers") if ep.name == "latentsky"]
     config = ep.load()()
     assert config["launcher_entry"]["title"] == "latentsky explorer"
-    assert "{port}" in config["command"] and "{base_url}latentsky" in config["command"]
+    assert "{unix_socket}" in config["command"] and "{base_url}latentsky" in config["command"]
+    assert config["unix_socket"] is True  # no TCP port another account could reach
     assert config["absolute_url"] is True
     assert Path(config["launcher_entry"]["icon_path"]).read_text().startswith("<svg")
 
