@@ -13,6 +13,8 @@ internet.  Ctrl-C (or closing JupyterLab) stops both.
     latentsky classroom --prepare-only --out /srv/latentsky/results/sample
                                               # once, for every user of a hub: LATENTSKY_APP_DATA=that folder
     latentsky classroom --no-lab --port 8765  # only the archive (a teacher's machine: add --host 0.0.0.0)
+    latentsky classroom --hub --users 30 --host 0.0.0.0
+                                              # a room: a small JupyterHub for 30 students on this machine
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="with --prepare-only: write the results, with the sample's store inside, to this folder "
                         "(shared results for every user: set LATENTSKY_APP_DATA to it) instead of the cache")
+    hub = p.add_argument_group("a room of students (--hub): a small JupyterHub on this machine")
+    hub.add_argument("--hub", action="store_true",
+                     help="serve the course to a room: JupyterHub with a shared password, one server per student "
+                          "(needs `pip install jupyterhub` and `npm install -g configurable-http-proxy`)")
+    hub.add_argument("--users", type=int, default=30, help="most students with a running server (default 30)")
+    hub.add_argument("--hub-port", type=int, default=8000, help="JupyterHub's port (default 8000)")
+    hub.add_argument("--password", default=None,
+                     help="the students' shared password (default: a new one, printed; or $LATENTSKY_CLASSROOM_PASSWORD)")
+    hub.add_argument("--results", type=Path, default=None,
+                     help="prepared results to share (default: the sample's, prepared once in the cache)")
     p.set_defaults(func=run)
 
 
@@ -149,6 +161,10 @@ def run(args) -> int:
 
     if args.out is not None and not args.prepare_only:
         raise LatentskyError("classroom: --out goes with --prepare-only")
+    if args.hub:
+        from latentsky.classroom_hub import run_hub
+
+        return run_hub(args)
     if not args.no_prepare:
         print(f"sample results: {prepare_sample_results(out=args.out)}", flush=True)
     if args.prepare_only:
