@@ -106,10 +106,9 @@ def _cmdline(p: psutil.Process) -> list[str]:
 
 
 def prepare_results(folder: Path) -> Path:
-    """The sample's results as postBuild prepares them in the image (done once, then reused)."""
-    if not (folder / "latent.parquet").exists():
-        subprocess.run([sys.executable, "-m", "latentsky.cli", "classroom", "--prepare-only", "--out", str(folder)],
-                       check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"})
+    """The sample's results as postBuild prepares them in the image (made once; later runs find them done)."""
+    subprocess.run([sys.executable, "-m", "latentsky.cli", "classroom", "--prepare-only", "--out", str(folder)],
+                   check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"})
     return folder
 
 

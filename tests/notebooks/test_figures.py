@@ -59,8 +59,9 @@ def shown(cell) -> set[str]:
 
 
 @pytest.fixture(scope="session")
-def executed(tmp_path_factory):
-    """Runs a notebook once per session (kernel ``python3``, in notebooks/); returns the executed notebook."""
+def executed(tmp_path_factory, shared_results):
+    """Runs a notebook once per session (kernel ``python3``, in notebooks/, with the environment binder/start
+    gives a kernel: the shared prepared results, TensorFlow quiet); returns the executed notebook."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -71,7 +72,8 @@ def executed(tmp_path_factory):
         if name not in cache:
             nb = nbformat.read(NOTEBOOKS / name, as_version=4)
             env_keep = dict(os.environ)
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            os.environ.update(LATENTSKY_APP_DATA=str(shared_results), TF_CPP_MIN_LOG_LEVEL="3",
+                              TF_ENABLE_ONEDNN_OPTS="0")
             try:
                 NotebookClient(nb, timeout=900, kernel_name="python3",
                                resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()

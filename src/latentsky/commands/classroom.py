@@ -67,7 +67,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def prepare_sample_results(cache_dir: Path | None = None, *, out: Path | None = None, progress=None) -> Path:
+def prepare_sample_results(cache_dir: Path | None = None, *, out: Path | None = None, progress=None,
+                           train: dict | None = None) -> Path:
     """Ingest the bundled sample and run the pipeline on it, unless already done.
 
     The app (:func:`latentsky.ui.app.load_data`) and the course open these
@@ -85,11 +86,14 @@ def prepare_sample_results(cache_dir: Path | None = None, *, out: Path | None = 
         (``LATENTSKY_APP_DATA=out``) open without writing anything.
     progress : callable, optional
         Progress callback handed to :func:`latentsky.pipeline.run_pipeline`.
+    train : dict, optional
+        Training settings handed to :func:`latentsky.pipeline.run_pipeline` (default: the pipeline's).
 
     Returns
     -------
     Path
-        The folder holding ``latent.parquet``, ``model.keras``, ``metrics.json`` and ``map.png``.
+        The folder holding ``latent.parquet``, ``model.keras``, ``metrics.json``, ``map.png`` and every
+        row's decoded readout (``decoded_readouts.npz``: the app then needs no TensorFlow).
     """
     from latentsky.config import conf
     from latentsky.pipeline import run_pipeline
@@ -106,7 +110,10 @@ def prepare_sample_results(cache_dir: Path | None = None, *, out: Path | None = 
         cache = Path(cache_dir or conf.cache_dir)
         store_path = sample_store(cache).path
         out = cache / SAMPLE_RESULTS
-    metrics = run_pipeline(store_path, out, progress=progress)
+    metrics = run_pipeline(store_path, out, progress=progress, **({"train": train} if train else {}))
+    from latentsky.ui.reconstruct import write_decoded
+
+    write_decoded(out)  # every row's reconstruction, so the app opens them without TensorFlow
     log.info("sample results in %s (up to date, skipped: %s)", out, ", ".join(metrics.get("skipped", [])) or "none")
     return out
 
