@@ -112,8 +112,10 @@ def test_a_room_of_two_students(room):
         assert r.ok, (r.status_code, r.text[:300])
         sessions[name] = s
     for name, s in sessions.items():
-        _wait(lambda: s.get(f"{url}/user/{name}/api/status", timeout=10).headers.get("content-type", "")
-              .startswith("application/json"), 300, f"{name}'s server")
+        def answers(s=s, name=name):
+            r = s.get(f"{url}/user/{name}/api/status", timeout=10)
+            return r.headers.get("content-type", "").startswith("application/json")
+        _wait(answers, 300, f"{name}'s server")
         home = homes / name
         assert (home / "notebooks" / "00_quickstart.ipynb").is_file(), "the course was not copied into the home"
         env = _server_process(home).environ()
@@ -135,7 +137,7 @@ def test_a_room_of_two_students(room):
     assert len(servers) == 2
     room["proc"].send_signal(signal.SIGTERM)
     room["proc"].wait(120)
-    gone, alive = psutil.wait_procs(servers, timeout=60)
+    _, alive = psutil.wait_procs(servers, timeout=60)
     assert not alive, f"students' servers left running: {[p.pid for p in alive]}"
     log = Path(room["log"]).read_text()
     assert f"password {PASSWORD}" in log and "at most 2 students" in log

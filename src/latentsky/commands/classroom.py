@@ -99,18 +99,19 @@ def prepare_sample_results(cache_dir: Path | None = None, *, out: Path | None = 
     from latentsky.pipeline import run_pipeline
     from latentsky.synth import sample_store
 
-    if out is not None:
+    cache = Path(cache_dir or conf.cache_dir)
+    store_path = sample_store(cache).path
+    if out is None:
+        out = cache / SAMPLE_RESULTS
+    out = Path(out)
+    metrics = run_pipeline(store_path, out, progress=progress, **({"train": train} if train else {}))
+    if out != cache / SAMPLE_RESULTS:
+        # the spectra beside the map, so the folder opens on its own (LatentData.open, the app); ingested after
+        # the pipeline has made the folder its own (an output folder never holds its run's input)
         from latentsky.data import sample_spectra
         from latentsky.ingest import ingest
 
-        out = Path(out)
-        ingest(sample_spectra(), out / "store")  # up to date: nothing done
-        store_path = out / "store"
-    else:
-        cache = Path(cache_dir or conf.cache_dir)
-        store_path = sample_store(cache).path
-        out = cache / SAMPLE_RESULTS
-    metrics = run_pipeline(store_path, out, progress=progress, **({"train": train} if train else {}))
+        ingest(sample_spectra(), out / "store")
     from latentsky.ui.reconstruct import write_decoded
 
     write_decoded(out)  # every row's reconstruction, so the app opens them without TensorFlow

@@ -58,7 +58,7 @@ class ReadoutReconstruction:
         self.decoded: dict[str, np.ndarray] = {}
         if decoded is not None and Path(decoded).is_file():
             with np.load(decoded, allow_pickle=False) as f:
-                self.decoded = dict(zip(f["id"].astype(str), f["readout"]))
+                self.decoded = dict(zip(f["id"].astype(str), f["readout"], strict=True))
         if not self.model_path.is_file():
             raise LatentskyError(f"{self.model_path}: no trained model here")
         emb = open_embeddings(embeddings)
