@@ -24,6 +24,7 @@ all (about 600 MB less per app process; a Binder session has 2 GB).
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -31,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 from latentsky.exceptions import LatentskyError
+
+log = logging.getLogger(__name__)
 
 DECODED_FILE = "decoded_readouts.npz"
 """File, beside ``model.keras``, holding the decoder's readout of every row's latent point (``id``, ``readout``)."""
@@ -57,8 +60,11 @@ class ReadoutReconstruction:
         self.model_path = Path(model)
         self.decoded: dict[str, np.ndarray] = {}
         if decoded is not None and Path(decoded).is_file():
-            with np.load(decoded, allow_pickle=False) as f:
-                self.decoded = dict(zip(f["id"].astype(str), f["readout"], strict=True))
+            try:
+                with np.load(decoded, allow_pickle=False) as f:
+                    self.decoded = dict(zip(f["id"].astype(str), f["readout"], strict=True))
+            except (OSError, ValueError, KeyError) as err:  # unreadable: decode with the model instead
+                log.warning("%s: cannot read the prepared readouts (%s); the model decodes each tap", decoded, err)
         if not self.model_path.is_file():
             raise LatentskyError(f"{self.model_path}: no trained model here")
         emb = open_embeddings(embeddings)
@@ -153,6 +159,6 @@ def write_decoded(folder) -> Path:
     cols = ["x", "y"] + [f"z{d}" for d in range(2, n)]
     readouts = recon.load().inverse_transform(table[cols[:n]].to_numpy("f8"))
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, id=table["id"].astype(str).to_numpy(), readout=readouts)
+    np.savez(tmp, id=np.asarray(table["id"].astype(str).tolist(), dtype="U"), readout=readouts)
     tmp.replace(path)
     return path
