@@ -174,12 +174,16 @@ def main(argv=None) -> int:
     total_peak = 0.0
     t_start = time.monotonic()
     try:
-        for _ in range(240):
+        deadline = time.monotonic() + 300
+        while True:  # the proxy answers (404) before the hub's route is in it: wait for the hub itself
             try:
                 if requests.get(f"{url}/hub/api/", timeout=5).ok:
                     break
             except requests.RequestException:
-                time.sleep(0.5)
+                pass
+            if time.monotonic() > deadline or room.poll() is not None:
+                raise RuntimeError(f"the classroom hub did not start; see {tmp / 'classroom.log'}")
+            time.sleep(0.5)
         cells = code_cells(REPO / "notebooks" / "00_quickstart.ipynb")
         threads = [threading.Thread(target=student, args=(url, f"student{i:02d}", cells, results, args.timeout),
                                     daemon=True) for i in range(1, args.users + 1)]
