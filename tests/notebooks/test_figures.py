@@ -10,7 +10,6 @@ not loaded, leaves a figure cell without one.  Normal output carries no warnings
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -56,34 +55,6 @@ def shown(cell) -> set[str]:
     for out in cell.get("outputs", []):
         kinds |= set(out.get("data", {}))
     return kinds
-
-
-@pytest.fixture(scope="session")
-def executed(tmp_path_factory, shared_results):
-    """Runs a notebook once per session (kernel ``python3``, in notebooks/, with the environment binder/start
-    gives a kernel: the shared prepared results, TensorFlow quiet); returns the executed notebook."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    cache = {}
-    out_dir = tmp_path_factory.mktemp("executed")
-
-    def run(name: str):
-        if name not in cache:
-            nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-            env_keep = dict(os.environ)
-            os.environ.update(LATENTSKY_APP_DATA=str(shared_results), TF_CPP_MIN_LOG_LEVEL="3",
-                              TF_ENABLE_ONEDNN_OPTS="0")
-            try:
-                NotebookClient(nb, timeout=900, kernel_name="python3",
-                               resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-            finally:
-                os.environ.clear()
-                os.environ.update(env_keep)
-            nbformat.write(nb, out_dir / name)  # kept for a look after a failure
-            cache[name] = nb
-        return cache[name]
-    return run
 
 
 @pytest.mark.parametrize("name", ALL)
