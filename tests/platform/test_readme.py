@@ -63,3 +63,11 @@ def test_the_room_of_thirty_gives_its_measurement():
     table = [ln for ln in room.splitlines() if ln.startswith("|")]
     assert len(table) >= 3, "the bench's table"
     assert re.search(r"AMD|Intel|Apple|ARM", room), "the CPU of the measurement"
+
+
+def test_the_hpc_recipe_states_no_runtime_of_its_own():
+    """jobqueue.yaml's walltime points at the README's measured run time instead of stating another one."""
+    text = (REPO / "binder" / "jupyterhub" / "dask" / "jobqueue.yaml").read_text()
+    assert not _minutes(text)
+    walltime = next(ln for ln in text.splitlines() if "walltime" in ln and "#" in ln)
+    assert "README" in walltime and re.search(r"10\^6 in [\d.]+ minutes on \d+ cores", README)
