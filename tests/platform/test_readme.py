@@ -33,7 +33,7 @@ def test_the_licence_is_the_one_pyproject_declares():
 
 
 def test_start_here_goes_binder_hub_laptop():
-    steps = re.findall(r"^\d\. \*\*(.+?)\*\*", _section("Start here"), flags=re.M)
+    steps = re.findall(r"^\d\. \*\*(.+?)\*\*", _section("Start here"), flags=re.MULTILINE)
     assert len(steps) == 3, steps
     assert "Binder" in steps[0] and "hub" in steps[1] and "laptop" in steps[2], steps
 
