@@ -107,12 +107,15 @@ def student(url: str, name: str, cells: list[str], results: dict, timeout: float
         s.post(f"{url}/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": s.cookies.get("_xsrf")},
                timeout=timeout)
         deadline = t0 + timeout
-        while True:  # the spawn page, then the server's API once it answers (after the OAuth round trip)
+        while True:  # as a browser on the spawn page: reload the server's page until it answers (the hub
+            # redirects it to the pending page while spawning, then through the OAuth round trip that gives the
+            # server's cookie); its API answers only once that cookie is set
             r = s.get(f"{url}/user/{name}/api/status", timeout=60)
             if r.ok and r.headers.get("content-type", "").startswith("application/json"):
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError("the server did not start")
+                raise TimeoutError(f"the server did not start (its API answers {r.status_code})")
+            s.get(f"{url}/user/{name}/lab", timeout=120)
             time.sleep(1)
         out["server_s"] = time.monotonic() - t0
         xsrf = s.cookies.get("_xsrf", path=f"/user/{name}/") or s.cookies.get("_xsrf") or ""

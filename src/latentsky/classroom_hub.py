@@ -122,7 +122,12 @@ c.Spawner.pre_spawn_hook = copy_the_course
 def run_hub(args) -> int:
     """Prepare the shared results, start the archive and the hub; serve until Ctrl-C. Returns the exit status."""
     from latentsky.archives.local.archive import LocalArchive
-    from latentsky.commands.classroom import APP_DATA_ENV, _interrupt, classroom_environment, prepare_sample_results
+    from latentsky.commands.classroom import (
+        APP_DATA_ENV,
+        _interrupt,
+        classroom_environment,
+        prepare_and_say,
+    )
     from latentsky.config import conf
     from latentsky.data import sample_path
     from latentsky.exceptions import LatentskyError
@@ -147,7 +152,7 @@ def run_hub(args) -> int:
     if results is None:
         results = Path(conf.cache_dir) / "classroom-results"
         if not args.no_prepare:
-            prepare_sample_results(out=results)
+            prepare_and_say(results)
     if not (Path(results) / "latent.parquet").is_file():
         raise LatentskyError(f"classroom --hub: {results} holds no prepared results (latent.parquet); "
                              f"run `latentsky classroom --prepare-only --out {results}`")

@@ -10,7 +10,6 @@ not loaded, leaves a figure cell without one.  Normal output carries no warnings
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -58,34 +57,6 @@ def shown(cell) -> set[str]:
     return kinds
 
 
-@pytest.fixture(scope="session")
-def executed(tmp_path_factory, shared_results):
-    """Runs a notebook once per session (kernel ``python3``, in notebooks/, with the environment binder/start
-    gives a kernel: the shared prepared results, TensorFlow quiet); returns the executed notebook."""
-    import nbformat
-    from nbclient import NotebookClient
-
-    cache = {}
-    out_dir = tmp_path_factory.mktemp("executed")
-
-    def run(name: str):
-        if name not in cache:
-            nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-            env_keep = dict(os.environ)
-            os.environ.update(LATENTSKY_APP_DATA=str(shared_results), TF_CPP_MIN_LOG_LEVEL="3",
-                              TF_ENABLE_ONEDNN_OPTS="0")
-            try:
-                NotebookClient(nb, timeout=900, kernel_name="python3",
-                               resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-            finally:
-                os.environ.clear()
-                os.environ.update(env_keep)
-            nbformat.write(nb, out_dir / name)  # kept for a look after a failure
-            cache[name] = nb
-        return cache[name]
-    return run
-
-
 @pytest.mark.parametrize("name", ALL)
 def test_every_figure_cell_shows_its_figure(executed, name):
     nb = executed(name)
@@ -111,22 +82,54 @@ def test_no_warnings_in_normal_output(executed, name):
     assert not noisy, f"{name}: warnings in the output:\n" + "\n".join(noisy)
 
 
+#: A call that draws a labelled element (a colour bar's ``label=`` names its axis: no legend needed).
+LABELLED = re.compile(r"\.(plot|scatter|hist|bar|barh|step|errorbar|fill_between|axhline|axvline)\([^\n]*\blabel=")
+TITLE = re.compile(r"(set_title|suptitle|plt\.title)\(")
+
+
+def titled_helpers(cells) -> set[str]:
+    """Names of the functions a notebook defines that set a title (``def show(image, title, ax): ... set_title``)."""
+    names = set()
+    for cell in cells:
+        for name, body in re.findall(r"^def (\w+)\(.*?\):\n((?:[ \t]+.*\n?|\n)*)", "".join(cell["source"]), flags=re.MULTILINE):
+            if TITLE.search(body):
+                names.add(name)
+    return names
+
+
+def title_and_legend_problems(code: str, helpers: set[str] = frozenset()) -> list[str]:
+    """What a matplotlib figure cell lacks: a title (set here or by a helper that sets one), a legend for labels."""
+    problems = []
+    if not TITLE.search(code) and not any(re.search(rf"\b{h}\(", code) for h in helpers):
+        problems.append("no title")
+    if LABELLED.search(code) and "legend(" not in code:
+        problems.append("labelled lines without a legend")
+    return problems
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_every_matplotlib_figure_has_a_title_and_its_legend(name):
     """Read from the source: a cell that draws with matplotlib sets a title, and labels it draws get a legend."""
     nb = json.loads((NOTEBOOKS / name).read_text())
+    helpers = titled_helpers(c for c in nb["cells"] if c["cell_type"] == "code")
     bad = []
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code" or expected_output(cell) is not IMAGE:
             continue
         code = "\n".join(_code(cell))
-        if not MATPLOTLIB.search(code):
-            continue
-        if not re.search(r"(set_title|suptitle|plt\.title)\(", code):
-            bad.append(f"cell {i}: no title")
-        if re.search(r"\blabel=", code) and "legend(" not in code:
-            bad.append(f"cell {i}: labelled lines without a legend")
+        if MATPLOTLIB.search(code):
+            bad += [f"cell {i}: {p}" for p in title_and_legend_problems(code, helpers)]
     assert not bad, f"{name}:\n" + "\n".join(bad)
+
+
+def test_the_title_and_legend_rules():
+    assert title_and_legend_problems("fig, ax = plt.subplots()\nax.plot(x, y)") == ["no title"]
+    assert title_and_legend_problems("ax.plot(x, y, label='a')\nax.set_title('t')") == [
+        "labelled lines without a legend"]
+    assert title_and_legend_problems("ax.scatter(x, y, c=z)\nfig.colorbar(p, ax=ax, label='z')\nax.set_title('t')") == []
+    helpers = titled_helpers([{"source": "def show(image, title, ax):\n    ax.imshow(image)\n    ax.set_title(title)\n"}])
+    assert helpers == {"show"}
+    assert title_and_legend_problems("fig, ax = plt.subplots()\nshow(img, 'a map', ax)", helpers) == []
 
 
 def test_the_rules_see_a_figure_cell():

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 SAMPLE_RESULTS = "sample-results"
 #: Environment variable naming prepared results shared by every user (read-only), as the app reads it.
 APP_DATA_ENV = "LATENTSKY_APP_DATA"
+#: Minutes that preparing the sample's results takes on 2 cores, measured (the README's Binder section gives the
+#: measurement; the README and notebook 06 state this number, a test checks they agree).
+PREPARE_MINUTES = 5
 
 
 def register(subparsers) -> None:
@@ -119,6 +122,20 @@ def prepare_sample_results(cache_dir: Path | None = None, *, out: Path | None = 
     return out
 
 
+def is_prepared(folder: Path) -> bool:
+    """True when ``folder`` holds prepared results: the pipeline's last outputs (the map and its picture)."""
+    return (Path(folder) / "latent.parquet").is_file() and (Path(folder) / "map.png").is_file()
+
+
+def prepare_and_say(out: Path | None = None) -> Path:
+    """:func:`prepare_sample_results`, first saying how long it takes when the results are not there yet."""
+    from latentsky.config import conf
+
+    if not is_prepared(out or Path(conf.cache_dir) / SAMPLE_RESULTS):
+        print(f"preparing the sample's results, once: about {PREPARE_MINUTES} minutes on 2 cores", flush=True)
+    return prepare_sample_results(out=out)
+
+
 def sample_results() -> Path:
     """The sample's pipeline results the course reads: the shared ones (``$LATENTSKY_APP_DATA``) when set
     and prepared, else those in the cache, prepared now when missing (once; minutes)."""
@@ -128,8 +145,8 @@ def sample_results() -> Path:
     if shared and (Path(shared) / "latent.parquet").is_file():
         return Path(shared)
     cached = Path(conf.cache_dir) / SAMPLE_RESULTS
-    if (cached / "latent.parquet").is_file() and (cached / "map.png").is_file():  # the pipeline's last outputs
-        return cached  # (re-checking them would load TensorFlow: seconds and 600 MB)
+    if is_prepared(cached):  # (re-checking them with the pipeline would load TensorFlow: seconds and 600 MB)
+        return cached
     return prepare_sample_results()
 
 
@@ -174,7 +191,7 @@ def run(args) -> int:
 
         return run_hub(args)
     if not args.no_prepare:
-        print(f"sample results: {prepare_sample_results(out=args.out)}", flush=True)
+        print(f"sample results: {prepare_and_say(args.out)}", flush=True)
     if args.prepare_only:
         return 0
     root = args.root or sample_path()
