@@ -533,12 +533,13 @@ def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None) -> 
     n_total : int, optional
         Spectra in the whole map when ``table`` is a sample of it (said in the title).
     """
-    import matplotlib
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+    # a Figure of its own, not pyplot: the caller's backend (a notebook's inline plots) stays as it is
+    fig = Figure(figsize=(12, 5.5))
+    axes = fig.subplots(1, 2)
+    tab10 = colormaps["tab10"]
     x = table["x"].to_numpy()
     y = table["y"].to_numpy() if "y" in table else np.zeros(len(table))
     ax = axes[0]
@@ -549,7 +550,7 @@ def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None) -> 
         ax.scatter(x[other], y[other], s=10, c="0.75", label="observed once or less often")
         for i, obj in enumerate(repeated):
             sel = (table["object"] == obj).to_numpy()
-            ax.scatter(x[sel], y[sel], s=22, color=plt.cm.tab10(i % 10), label=f"{obj} ({sel.sum()})")
+            ax.scatter(x[sel], y[sel], s=22, color=tab10(i % 10), label=f"{obj} ({sel.sum()})")
         ax.legend(fontsize=7, loc="best")
         ax.set_title("objects observed more than once")
     else:
@@ -557,7 +558,7 @@ def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None) -> 
     ax = axes[1]
     if "spec_class" in table:
         for i, (cls, sel) in enumerate(table.groupby(table["spec_class"].fillna("unknown")).groups.items()):
-            ax.scatter(x[sel], y[sel], s=12, color=plt.cm.tab10(i % 10), label=f"{cls} ({len(sel)})")
+            ax.scatter(x[sel], y[sel], s=12, color=tab10(i % 10), label=f"{cls} ({len(sel)})")
         ax.legend(fontsize=8)
         ax.set_title("spectral class")
     elif "anomaly" in table:
@@ -572,6 +573,5 @@ def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None) -> 
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=90)
-    plt.close(fig)
     os.replace(tmp, path)
     return path

@@ -421,7 +421,7 @@ def sample_store(cache_dir: Path | None = None):
     import hashlib
 
     from latentsky.config import conf
-    from latentsky.data import sample_path
+    from latentsky.data import sample_path, sample_spectra
     from latentsky.ingest import ingest
     from latentsky.store import SpectrumStore
 
@@ -430,5 +430,5 @@ def sample_store(cache_dir: Path | None = None):
     dest = Path(cache_dir or conf.cache_dir) / f"sample-store-{key}"
     if not (dest / "catalog.parquet").exists():
         log.info("ingesting the bundled sample into %s", dest)
-        ingest([sample_path()], dest)
+        ingest(sample_spectra(), dest)  # the spectra only: the sample's images are no spectra to report
     return SpectrumStore(dest)

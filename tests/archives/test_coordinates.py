@@ -13,14 +13,6 @@ from latentsky.config import conf
 from latentsky.exceptions import CoordinateError
 
 
-@pytest.fixture(autouse=True)
-def _restore():
-    saved = dict(vars(conf))
-    yield
-    for k, v in saved.items():
-        setattr(conf, k, v)
-
-
 def test_frames_strings_pairs_and_tables_become_icrs():
     target = SkyCoord(83.633, 22.0145, unit="deg")  # the Crab
     for given in (target.galactic, target.fk4, "5h34m31.92s +22d00m52.2s", (83.633, 22.0145), "83.633 22.0145"):

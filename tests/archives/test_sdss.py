@@ -11,6 +11,7 @@ from _support.archives import DATA, settled_log, source_bytes
 from latentsky.archives.local.server import Response
 from latentsky.archives.sdss import parse_skyserver_csv, sdss
 from latentsky.config import conf
+from latentsky.download.policy import USER_AGENT
 from latentsky.exceptions import ArchiveError, CoordinateError, LatentskyWarning
 
 
@@ -168,7 +169,7 @@ def test_astroquery_sends_the_query_for_the_data_release(local):
     assert len(sdss.query_spectra(spec_class="STAR", top=3)) == 3
     (request,) = [r for r in settled_log(local.server) if r.path.endswith("x_results.aspx")]
     assert request.path == "/sdss/dr16/en/tools/search/x_results.aspx"
-    assert request.headers["user-agent"].startswith("astroquery/")
+    assert request.headers["user-agent"] == USER_AGENT  # astroquery sends through latentsky's session
 
 
 def test_a_catalog_of_spectra_is_looked_up_by_plate_mjd_fiber(local, sample):

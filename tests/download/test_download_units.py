@@ -10,7 +10,8 @@ import requests
 
 from latentsky.download import DownloadItem, Manifest
 from latentsky.download.names import filename_from_content_disposition, name_from_url, safe_join, safe_name
-from latentsky.download.transfer import fetch, fits_extent, parse_retry_after, verify
+from latentsky.download.policy import parse_retry_after
+from latentsky.download.transfer import fetch, fits_extent, verify
 from latentsky.exceptions import DownloadError
 
 
@@ -234,3 +235,25 @@ def test_fits_extent_reads_the_layout_of_real_files(fits_dir, fits_files, tmp_pa
         verify(DownloadItem("c", "http://h/c", cut, kind="fits"), cut, data=data[:2880])
     with pytest.raises(DownloadError, match="were written"):  # bytes in memory and on disk differ
         verify(DownloadItem("c", "http://h/c", cut, kind="fits"), cut, data=data)
+
+
+def test_verify_parses_with_astropy_only_when_asked_or_compressed(fits_files, tmp_path, monkeypatch):
+    import gzip
+
+    from astropy.io import fits
+
+    opened = []
+    real_open = fits.open
+    monkeypatch.setattr(fits, "open", lambda *a, **kw: opened.append(a[0]) or real_open(*a, **kw))
+    path = fits_files["spectrum"]
+    item = DownloadItem("s", "http://h/s", path, kind="fits")
+    # an uncompressed file: the layout scan of every header (no astropy parse, ~40x the CPU)
+    verify(item, path)
+    verify(item, path, data=path.read_bytes())
+    assert opened == []
+    verify(item, path, deep=True)  # --verify: every HDU parsed by astropy
+    assert len(opened) == 1
+    packed = tmp_path / "s.fits.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    verify(DownloadItem("z", "http://h/z", packed, kind="fits"), packed)  # compressed: opened, decompressed
+    assert len(opened) == 2

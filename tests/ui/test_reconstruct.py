@@ -97,3 +97,31 @@ def test_results_without_a_model_show_the_spectrum_alone(sample_results, sample_
     assert data.source.reconstruct is None
     spec = data.spectrum(3)
     assert spec["model"] is None and spec["flux"].shape == spec["weight"].shape
+
+
+def test_prepared_decoded_readouts_draw_the_same_curve_without_tensorflow(sample_results, sample_store, tmp_path):
+    """Prepared results carry every row's decoded readout: an app process opened on them draws the same
+    reconstruction and never imports TensorFlow (600 MB of a Binder session's 2 GB)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from latentsky.ui.reconstruct import DECODED_FILE, write_decoded
+
+    folder = tmp_path / "prepared"
+    shutil.copytree(sample_results, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    write_decoded(folder)
+    assert (folder / DECODED_FILE).is_file()
+    with_model = LatentData.from_pipeline(sample_results, store=sample_store)
+    probe = (f"import json, sys; from latentsky.store import SpectrumStore; from latentsky.ui.data import LatentData; "
+             f"d = LatentData.from_pipeline({str(folder)!r}, store=SpectrumStore({str(sample_store.path)!r})); "
+             f"d.preload(); s = d.spectrum(40); "
+             f"print(json.dumps({{'model': [None if v != v else v for v in s['model'].tolist()], "
+             f"'label': s['model_label'], 'tf': 'tensorflow' in sys.modules or 'keras' in sys.modules}}))")
+    got = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                                    timeout=300).stdout.splitlines()[-1])
+    assert got["tf"] is False, "the app loaded TensorFlow although the readouts were prepared"
+    expected = with_model.spectrum(40)
+    np.testing.assert_allclose(np.array(got["model"], dtype=float), expected["model"], rtol=1e-6, equal_nan=True)
+    assert got["label"] == expected["model_label"]

@@ -1,10 +1,12 @@
 """One astroquery call under latentsky's rules: retried when worth it, every failure explained.
 
-astroquery's query classes send their requests and raise requests' and their
-own exceptions; :func:`call` maps them onto latentsky's: a dropped connection
-or a retryable status (:data:`latentsky.download.policy.RETRYABLE_STATUS`)
-is asked again (:func:`latentsky.archives.base.with_retries`), a timeout, a
-refusal or the service's error page ends in an
+astroquery's query classes send their requests through latentsky's session
+(:func:`latentsky.archives.base.session`), which asks again after a
+retryable status or a dropped connection
+(:class:`~latentsky.download.policy.RetryPolicy`).  :func:`call` maps what
+is left onto latentsky's exceptions: an answer cut short is asked again
+(:func:`latentsky.archives.base.with_retries`); a status that stayed bad, a
+timeout, an unreachable host or the service's error page ends in an
 :class:`~latentsky.exceptions.ArchiveError` naming the archive and the URL,
 and astroquery's own argument checks (``ValueError``) in a
 :class:`~latentsky.exceptions.CoordinateError`.
@@ -24,21 +26,22 @@ def call(fn: Callable[[], object], *, archive: str, url: str, what: str = "query
     import requests
     from astroquery.exceptions import InvalidQueryError
 
-    from latentsky.download.policy import RETRYABLE_STATUS
+    from latentsky.download.policy import attempts_of
 
     def once():
         try:
             return fn()
         except requests.HTTPError as err:
             status = err.response.status_code if err.response is not None else 0
-            message = f"{archive}: {what}: {url} answered HTTP {status}"
-            if status in RETRYABLE_STATUS:
-                raise _Retryable(message) from err
-            raise ArchiveError(message) from err
+            attempts = attempts_of(err.response)
+            after = f" (after {attempts} attempts)" if attempts > 1 else ""
+            raise ArchiveError(f"{archive}: {what}: {url} answered HTTP {status}{after}") from err
         except requests.Timeout as err:
             raise ArchiveError(f"{archive}: {what}: no answer from {url} within {conf.timeout} s") from err
-        except requests.RequestException as err:
-            raise _Retryable(f"{archive}: {what}: cannot reach {url}: {type(err).__name__}: {err}") from err
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as err:
+            raise _Retryable(f"{archive}: {what}: the answer from {url} was cut short: {err}") from err
+        except requests.RequestException as err:  # the session has asked again already
+            raise ArchiveError(f"{archive}: {what}: cannot reach {url}: {type(err).__name__}: {err}") from err
         except InvalidQueryError as err:  # the service answered with an error page
             raise ArchiveError(f"{archive}: {what}: {url} answered an error page ({err})") from err
         except ValueError as err:  # astroquery's checks: an unknown survey, programme, waveband...

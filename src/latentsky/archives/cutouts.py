@@ -13,8 +13,8 @@ astroquery.hips2fits builds the request (:func:`hips2fits_params`, its
 ``get_query_payload=True``) and serves one-off cutouts (:func:`fetch_one`);
 the bulk transfer is latentsky's: a :class:`~latentsky.download.pool.RequestPool`
 streams the cells through a bounded window (no barrier between blocks) with
-the download manager's retry policy and per-host limit, because astroquery
-sends one request at a time with no retry.  (astroquery.skyview and
+latentsky's retry policy (:mod:`latentsky.download.policy`) and per-host
+limit, because astroquery sends one request at a time.  (astroquery.skyview and
 astroquery.ukidss, :mod:`latentsky.archives.skyview` and
 :mod:`latentsky.archives.ukidss`, give whole images and catalogues one
 position at a time: for 10^5 targets hips2fits is the service.)
@@ -38,7 +38,7 @@ from urllib.parse import urlencode
 import numpy as np
 from astropy.table import Table
 
-from latentsky.archives.base import check_offline, parse_coordinates
+from latentsky.archives.base import check_offline, parse_coordinates, session
 from latentsky.archives.cutout_store import ERROR, INDEX_NAME, OFF, OK, PENDING, STATUSES, ZARR_NAME, CutoutStore
 from latentsky.config import conf
 from latentsky.exceptions import LatentskyError
@@ -158,11 +158,13 @@ def parse_cutout(body: bytes, size: int) -> tuple[str, np.ndarray | None, float]
 
 def fetch_one(hips: str, ra: float, dec: float, size: int,
               pixel_scale_arcsec: float) -> tuple[str, np.ndarray | None, str]:
-    """One cutout through astroquery.hips2fits (one request, no retry): ``(status, image or None, error text)``.
+    """One cutout through astroquery.hips2fits: ``(status, image or None, error text)``.
 
     The server is ``conf.hips2fits_url`` (read at call time: astroquery's own
     ``conf.server`` only accepts the two CDS addresses), the timeout
-    ``conf.timeout``; offline (``conf.offline``) only the local archive is asked.
+    ``conf.timeout``; the request goes through latentsky's session (a
+    retryable status is asked again, :mod:`latentsky.download.policy`), and
+    offline (``conf.offline``) only the local archive is asked.
     """
     from astroquery.hips2fits import hips2fitsClass
 
@@ -170,7 +172,7 @@ def fetch_one(hips: str, ra: float, dec: float, size: int,
     try:
         check_offline(url)
         client = hips2fitsClass()
-        client.server, client.timeout = url, conf.timeout
+        client.server, client.timeout, client._session = url, conf.timeout, session()
         response = client.query_async(**_hips2fits_args(hips, ra, dec, size, pixel_scale_arcsec))
     except Exception as err:  # astroquery and requests raise many kinds; the caller wants a status
         return "error", None, f"hips2fits {url}: {type(err).__name__}: {err}"
@@ -186,7 +188,7 @@ def fetch_one(hips: str, ra: float, dec: float, size: int,
 def fetch_cutouts(coordinates, dest: str | Path, *, bands=("SDSS-g", "SDSS-r", "SDSS-i"), size: int = 28,
                   pixel_scale: dict | float | None = None, hips: dict | None = None, block: int = 256,
                   max_attempts: int = 3, connections: int | None = None, progress: ProgressCallback | None = None,
-                  backoff: float = 0.5, seed: int | None = None) -> CutoutResult:
+                  backoff: float | None = None, seed: int | None = None) -> CutoutResult:
     """Fetch ``size`` x ``size`` cutouts of every target in every band; resumable.
 
     Parameters
@@ -216,8 +218,9 @@ def fetch_cutouts(coordinates, dest: str | Path, *, bands=("SDSS-g", "SDSS-r", "
         Receives :class:`~latentsky.progress.ProgressEvent` (task ``"cutouts"``,
         unit ``"cells"``; the message counts ok, off-footprint and failed
         cells and the time left).
-    backoff : float
-        Base of the retry backoff, s (see :class:`~latentsky.download.policy.RetryPolicy`).
+    backoff : float, optional
+        Base of the retry backoff, s (default ``conf.retry_backoff``; see
+        :class:`~latentsky.download.policy.RetryPolicy`).
     seed : int, optional
         Seed of the backoff jitter (tests).
 

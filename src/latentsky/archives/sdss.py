@@ -5,10 +5,11 @@ Queries are sent by :mod:`astroquery.sdss` (``SDSS.query_sql`` with
 parameters are astroquery's), to the SkyServer named by
 ``conf.sdss_skyserver_url`` (given to astroquery's ``conf.skyserver_baseurl``
 for the call; astroquery appends ``/dr<N>/en/tools/search/x_results.aspx``).
-The answer is judged by latentsky's download policy (a 5xx, a 429 or an HTML
-page is asked again, with backoff) and parsed with 64-bit identifiers kept
-exact; astroquery's cache is off (a failed answer is never replayed,
-astroquery #1904).
+The request goes through latentsky's session (a 5xx or a 429 is asked again
+by its retry policy, with backoff), the answer is judged by the same policy
+(an HTML page where a table belongs is asked again too) and parsed with
+64-bit identifiers kept exact; astroquery's cache is off (a failed answer is
+never replayed, astroquery #1904).
 
 - A list of positions is sent as ``UNION ALL`` blocks of
   ``dbo.fGetNearbySpecObjEq(ra, dec, r)`` (``fGetNearbyObjEq`` for
@@ -54,6 +55,7 @@ from latentsky.archives.base import (
     parse_radius,
     require_columns,
     safe_name,
+    session,
     with_retries,
 )
 from latentsky.config import conf
@@ -119,8 +121,10 @@ class SDSS(Archive):
                     response = client.query_sql_async(sql, data_release=dr, timeout=conf.timeout, cache=False)
             except requests.Timeout as err:
                 raise ArchiveError(f"sdss: no answer from {url} within {conf.timeout} s") from err
-            except requests.RequestException as err:  # a dropped connection: worth another try
-                raise _Retryable(f"sdss: cannot reach {url}: {type(err).__name__}: {err}") from err
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as err:
+                raise _Retryable(f"sdss: the answer from {url} was cut short: {type(err).__name__}: {err}") from err
+            except requests.RequestException as err:  # the session has asked again already
+                raise ArchiveError(f"sdss: cannot reach {url}: {type(err).__name__}: {err}") from err
             _judge(response, url)
             return parse_skyserver_csv(response.text, url=url)
 
@@ -409,29 +413,38 @@ def astroquery_sdss():
     """An astroquery ``SDSSClass`` whose requests go to :func:`skyserver_base` (one caller at a time).
 
     astroquery reads the server from its process-wide ``conf`` at call time;
-    ``conf.set_temp`` points it for the duration of the block.
+    ``conf.set_temp`` points it for the duration of the block.  The client
+    sends through latentsky's session (:func:`~latentsky.archives.base.session`:
+    the retry policy, the user agent, offline mode).
     """
     from astroquery.sdss import SDSSClass
     from astroquery.sdss import conf as astroquery_conf
 
     with _ASTROQUERY_LOCK, astroquery_conf.set_temp("skyserver_baseurl", skyserver_base()):
-        yield SDSSClass()
+        client = SDSSClass()
+        client._session = session()
+        yield client
 
 
 def _judge(response, url: str) -> None:
-    """Raise what a SkyServer answer deserves under the download policy: retry (5xx, 429, HTML page) or fail."""
-    from latentsky.download.policy import check_answer
+    """Raise what a SkyServer answer deserves under the download policy.
+
+    An error status is final (the session has asked again already); an HTML
+    page where a table was expected is worth another try (:class:`_Retryable`).
+    """
+    from latentsky.download.policy import HTML_SNIFF, attempts_of, check_answer
     from latentsky.exceptions import DownloadError
 
     try:
         check_answer("sdss", url, response.status_code, response.reason or "", response.headers,
-                     response.content[:64])
+                     response.content[:HTML_SNIFF], kind="csv")
     except DownloadError as err:
         snippet = response.text[:200].strip().replace("\n", " ")
         message = f"sdss: {url} answered {err.problem}: {snippet!r}"
-        if err.retryable:
-            raise _Retryable(message, err.retry_after) from None
-        raise ArchiveError(message) from None
+        if response.status_code >= 300:
+            attempts = attempts_of(response)
+            raise ArchiveError(message + (f" (after {attempts} attempts)" if attempts > 1 else "")) from None
+        raise _Retryable(message, err.retry_after) from None
 
 
 def spectrum_url(plate: int, mjd: int, fiber: int, run2d: str = "26", *, data_release: int | None = None) -> str:

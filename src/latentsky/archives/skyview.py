@@ -4,7 +4,8 @@ astroquery.skyview reads SkyView's query form, submits it and returns the
 ``FITS`` links of the results page; this client points it at
 ``conf.skyview_url`` (a SkyView site, or the local archive's ``/skyview/``),
 gives it latentsky's HTTP session (a timeout on every request, offline mode:
-astroquery sets none and SkyView is known to hang, astroquery #3347, #3353)
+astroquery sets none and SkyView is known to hang, astroquery #3347, #3353;
+the retry policy and the user agent)
 and turns the links into products that :meth:`SkyView.plan` hands to the
 download manager.  One request chain per position: for 10^4+ cutouts use
 :func:`latentsky.archives.cutouts.fetch_cutouts` (hips2fits) instead.

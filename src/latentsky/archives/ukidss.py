@@ -4,8 +4,11 @@ astroquery.ukidss (its WFAU base class) sends the WSA's ``WSASQL`` region
 queries and ``GetImage`` cut-out requests and reads their result pages; this
 client points it at ``conf.ukidss_url`` (astroquery's own ``conf.server``
 accepts the ROE address only) and gives it latentsky's HTTP session (a
-timeout on every request, offline mode).  Cut-outs become products that
-:meth:`Ukidss.plan` hands to the download manager.
+timeout on every request, offline mode, the retry policy, the user agent).
+The source table a region query's result page links is fetched through the
+same session (astroquery would fetch it with astropy's downloader, outside
+that policy).  Cut-outs become products that :meth:`Ukidss.plan` hands to
+the download manager.
 
 astroquery waits one second per result page it reads (its ``_check_page``),
 so each call costs at least a second: for 10^4+ cut-outs of UKIDSS K use
@@ -29,10 +32,10 @@ from astropy import units as u
 from astropy.table import Table
 
 from latentsky.archives.astroquery_call import call
-from latentsky.archives.base import (Archive, check_offline, parse_coordinates, parse_radius, require_columns,
-                                     safe_name, session)
+from latentsky.archives.base import (Archive, check_offline, parse_coordinates, parse_radius, request,
+                                     require_columns, safe_name, session)
 from latentsky.config import conf
-from latentsky.exceptions import CoordinateError
+from latentsky.exceptions import ArchiveError, CoordinateError
 
 DATABASE = "UKIDSSDR11PLUS"
 """The WSA release asked by default (astroquery's default)."""
@@ -56,7 +59,9 @@ class Ukidss(Archive):
         client.ARCHIVE_URL, client.REGION_URL = base + "ImageList", base + "WSASQL"
         client.CROSSID_URL = base + "CrossID"
         client.TIMEOUT = conf.timeout
-        client._session = session()  # timeouts (conf.timeout) and offline mode on the requests it sends itself
+        # astroquery's WFAU classes send through ``session`` when it is set (their hook for a logged-in
+        # session; without one, result pages are polled with a bare requests.get and no timeout)
+        client._session = client.session = session()
         with cache_conf.set_temp("cache_active", False):
             yield client
 
@@ -86,11 +91,13 @@ class Ukidss(Archive):
         if r.to_value(u.arcmin) > 90:
             raise CoordinateError(f"radius: the WSA searches at most 90 arcmin, got {r.to_value(u.arcmin):g}")
         with self._client(database, programme_id) as client:
-            query = lambda: client.query_region(coord, radius=r.to(u.arcmin), programme_id=programme_id,  # noqa: E731
-                                               database=database, get_query_payload=get_query_payload)
-            table = call(query, archive="ukidss", url=client.REGION_URL, what="region query")
-        if get_query_payload:
-            return table
+            query = lambda: client.query_region_async(coord, radius=r.to(u.arcmin),  # noqa: E731
+                                                     programme_id=programme_id, database=database,
+                                                     get_query_payload=get_query_payload)
+            page = call(query, archive="ukidss", url=client.REGION_URL, what="region query")
+            if get_query_payload:
+                return page
+            table = _linked_table(client, page)
         names = {n.lower(): n for n in table.colnames}
         if "ra" in names and "dec" in names and ("ra" not in table.colnames or "dec" not in table.colnames):
             table["ra"], table["dec"] = np.asarray(table[names["ra"]], float), np.asarray(table[names["dec"]], float)
@@ -130,6 +137,26 @@ class Ukidss(Archive):
         return [DownloadItem(key=f"ukidss/{row['product_id']}", url=str(row["access_url"]),
                              dest=dest / safe_name(f"ukidss_{row['product_id']}.fits"), kind="fits")
                 for row in products]
+
+
+def _linked_table(client, page) -> Table:
+    """The VOTable a WSA result page links (astroquery.wfau's choice of link), fetched through latentsky's session."""
+    import io
+    import warnings
+
+    from astropy.io.votable import parse_single_table
+    from astropy.io.votable.exceptions import VOWarning
+
+    links = [link for link in client.extract_urls(page.text) if "8080" not in link]  # 8080: Java Web Start links
+    if not links:
+        raise ArchiveError(f"ukidss: region query: the result page {page.url} links no VOTable")
+    body = request("GET", links[0], archive="ukidss").content
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VOWarning)
+            return parse_single_table(io.BytesIO(body)).to_table()
+    except Exception as err:  # astropy raises many kinds on a page that is not a VOTable
+        raise ArchiveError(f"ukidss: region query: {links[0]} is not a VOTable ({type(err).__name__}: {err})") from None
 
 
 def _one(coordinates):

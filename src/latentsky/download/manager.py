@@ -45,13 +45,12 @@ from latentsky.config import conf
 from latentsky.download import credentials
 from latentsky.download.items import DownloadItem
 from latentsky.download.manifest import Manifest, ManifestWriteError
+from latentsky.download.policy import USER_AGENT, RetryPolicy
 from latentsky.download.transfer import StorageError, fetch, fsync_folder, verify
 from latentsky.exceptions import CredentialError, DownloadError, LatentskyError
 from latentsky.progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
-
-USER_AGENT = "latentsky-download/0.1 (+https://github.com/latentsky)"
 
 STOP_WAIT = 5.0
 """Seconds an interrupted run waits for its transfers in flight before it returns, s."""
@@ -269,11 +268,12 @@ class DownloadManager:
         ``conf.max_retries``).
     timeout : float, optional
         Seconds to wait to connect and between bytes (default ``conf.timeout``).
-    backoff : float
+    backoff : float, optional
         Base of the exponential backoff, s: attempt n waits a random time in
-        ``[0, backoff * 2**(n-1)]`` (full jitter), at least ``Retry-After``.
-    max_backoff : float
-        Cap of one backoff wait, s.
+        ``[0, backoff * 2**(n-1)]`` (full jitter), at least ``Retry-After``
+        (default ``conf.retry_backoff``; see :class:`~latentsky.download.policy.RetryPolicy`).
+    max_backoff : float, optional
+        Cap of one backoff wait, s (default :data:`~latentsky.download.policy.MAX_BACKOFF`).
     progress : callable, optional
         Receives :class:`~latentsky.progress.ProgressEvent` objects: task
         ``"download"``, unit ``"files"`` (e.g. a
@@ -287,7 +287,7 @@ class DownloadManager:
 
     def __init__(self, manifest: Manifest | str | Path | None = None, *, max_connections: int | None = None,
                  max_connections_per_host: int | None = None, max_retries: int | None = None,
-                 timeout: float | None = None, backoff: float = 0.5, max_backoff: float = 60.0,
+                 timeout: float | None = None, backoff: float | None = None, max_backoff: float | None = None,
                  progress: ProgressCallback | None = None, fsync: bool = True, seed: int | None = None):
         if manifest is None:
             manifest = Path(conf.cache_dir) / "downloads"
@@ -300,7 +300,8 @@ class DownloadManager:
         if self.max_connections < 1 or self.max_connections_per_host < 1 or self.max_retries < 1:
             raise ValueError("max_connections, max_connections_per_host and max_retries must be >= 1, got "
                              f"{self.max_connections}, {self.max_connections_per_host}, {self.max_retries}")
-        self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+        self._policy = RetryPolicy(max_attempts=self.max_retries, backoff=backoff, max_backoff=max_backoff)
+        self.backoff, self.max_backoff = self._policy.backoff, self._policy.max_backoff
         self.progress, self.fsync = progress, fsync
         self._rng = random.Random(seed)
         self._local = threading.local()
@@ -578,14 +579,11 @@ class DownloadManager:
             release()  # the answer is in: another file may use the connection while this one waits
             message = credentials.redact(str(err), _auth_names(item))
             job.last_error = message
-            if not err.retryable or job.attempts >= self.max_retries:
+            if not self._policy.again(err, job.attempts):
                 return self._give_up(job, results, lock, message)
             self.manifest.mark_error(item.key, message, failed=False, attempts=job.take_unrecorded())
-            # full jitter (AWS architecture blog): spreads retries of many clients apart
-            with lock:
-                delay = self._rng.uniform(0, min(self.max_backoff, self.backoff * 2 ** (job.attempts - 1)))
-            if err.retry_after is not None:
-                delay = max(delay, min(err.retry_after, self.max_backoff * 10))
+            with lock:  # full jitter, at least Retry-After (the policy's rule)
+                delay = self._policy.delay(job.attempts, err.retry_after, self._rng)
             log.debug("%s: attempt %d failed (%s); retrying in %.2f s", item.key, job.attempts, message, delay)
             return False, delay
         except LatentskyError as err:

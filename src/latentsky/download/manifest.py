@@ -224,10 +224,6 @@ class Manifest:
         self._exec("UPDATE items SET attempts = attempts + ?, etag = COALESCE(?, etag), updated = ? "
                    "WHERE key = ?", (int(attempts), etag, time.time(), key))
 
-    def set_etag(self, key: str, etag: str | None) -> None:
-        """Remember the ETag of the source of a partial file (for ``If-Range``)."""
-        self._exec("UPDATE items SET etag = ? WHERE key = ?", (etag, key))
-
     def mark_done(self, key: str, sha256: str, nbytes: int, *, attempts: int = 0) -> None:
         """Record that ``key`` is verified and in place (and ``attempts`` more attempts)."""
         self._exec("UPDATE items SET state = 'done', sha256 = ?, bytes = ?, last_error = NULL, etag = NULL, "

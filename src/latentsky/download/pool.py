@@ -38,8 +38,7 @@ from urllib.request import getproxies_environment, proxy_bypass_environment
 import urllib3
 
 from latentsky.download import credentials
-from latentsky.download.manager import USER_AGENT
-from latentsky.download.policy import RetryPolicy, check_answer
+from latentsky.download.policy import HTML_SNIFF, USER_AGENT, RetryPolicy, check_answer
 from latentsky.download.transfer import _describe
 from latentsky.exceptions import CredentialError, DownloadError
 
@@ -219,7 +218,7 @@ class RequestPool:
     max_connections_per_host : int, optional
         Requests in flight to one host (default ``conf.max_connections_per_host``).
     policy : RetryPolicy, optional
-        Attempts and backoff (default :meth:`RetryPolicy.from_conf`).
+        Attempts and backoff (default ``RetryPolicy()``: ``conf.max_retries``, ``conf.retry_backoff``).
     timeout : float, optional
         Seconds to wait to connect and between bytes (default ``conf.timeout``).
     window : int, optional
@@ -240,7 +239,7 @@ class RequestPool:
         if self.max_connections < 1 or self.per_host < 1:
             raise ValueError(f"max_connections and max_connections_per_host must be >= 1, got "
                              f"{self.max_connections}, {self.per_host}")
-        self.policy = policy or RetryPolicy.from_conf()
+        self.policy = policy or RetryPolicy()
         self.timeout = float(conf.timeout if timeout is None else timeout)
         self.window = int(window or 8 * self.max_connections)
         self.stats = PoolStats()
@@ -351,7 +350,7 @@ class RequestPool:
         free()  # the connection serves the next request while this answer is checked and parsed
         with self._lock:
             self.stats.bytes += len(body)
-        check_answer(key, url, resp.status, resp.reason or "", resp.headers, body[:64])
+        check_answer(key, url, resp.status, resp.reason or "", resp.headers, body[:HTML_SNIFF])
         try:
             return Outcome(request, parse(body, resp.headers))
         except (ValueError, OSError) as err:  # a damaged answer: worth asking again

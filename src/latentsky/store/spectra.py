@@ -15,7 +15,7 @@ Arrays are chunked by rows so that every later step can stream them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -207,10 +207,3 @@ class SpectrumStore:
 
     def __len__(self) -> int:
         return self.flux.shape[0]
-
-    def iter_chunks(self, rows: int | None = None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-        """Stream the arrays as ``(start, stop, flux, weight)`` blocks of ``rows`` spectra."""
-        rows = rows or self.chunk_rows
-        for start in range(0, len(self), rows):
-            stop = min(start + rows, len(self))
-            yield start, stop, self.flux[start:stop], self.weight[start:stop]

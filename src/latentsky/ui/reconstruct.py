@@ -15,10 +15,16 @@ The reservoir is rebuilt from the embeddings' saved definition
 one spectrum per tap (~20 ms for 4,096 pixels and 100 units).  The model
 (TensorFlow) is loaded on the first use, or ahead of it by :meth:`load` in a
 background thread (what a served app does, so the first tap does not wait).
+
+Prepared results (``latentsky classroom --prepare-only``) also hold every
+row's decoded readout (:data:`DECODED_FILE`, written by :func:`write_decoded`):
+an app opened on them draws the same curves without loading TensorFlow at
+all (about 600 MB less per app process; a Binder session has 2 GB).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -26,6 +32,11 @@ import numpy as np
 import pandas as pd
 
 from latentsky.exceptions import LatentskyError
+
+log = logging.getLogger(__name__)
+
+DECODED_FILE = "decoded_readouts.npz"
+"""File, beside ``model.keras``, holding the decoder's readout of every row's latent point (``id``, ``readout``)."""
 
 
 class ReadoutReconstruction:
@@ -43,10 +54,17 @@ class ReadoutReconstruction:
         as many as the model has latent dimensions).
     """
 
-    def __init__(self, model, embeddings, *, latent_columns=None):
+    def __init__(self, model, embeddings, *, latent_columns=None, decoded=None):
         from latentsky.embed.runner import open_embeddings
 
         self.model_path = Path(model)
+        self.decoded: dict[str, np.ndarray] = {}
+        if decoded is not None and Path(decoded).is_file():
+            try:
+                with np.load(decoded, allow_pickle=False) as f:
+                    self.decoded = dict(zip(f["id"].astype(str), f["readout"], strict=True))
+            except (OSError, ValueError, KeyError) as err:  # unreadable: decode with the model instead
+                log.warning("%s: cannot read the prepared readouts (%s); the model decodes each tap", decoded, err)
         if not self.model_path.is_file():
             raise LatentskyError(f"{self.model_path}: no trained model here")
         emb = open_embeddings(embeddings)
@@ -68,8 +86,10 @@ class ReadoutReconstruction:
             return self._model
 
     def load_in_background(self) -> threading.Thread:
-        """Load the model in a daemon thread (TensorFlow's import takes seconds), so a first tap need not."""
-        thread = threading.Thread(target=self.load, daemon=True, name="latentsky-load-model")
+        """Load the model in a daemon thread (TensorFlow's import takes seconds), so a first tap need not;
+        nothing to load when every row's decoded readout was prepared."""
+        thread = threading.Thread(target=None if self.decoded else self.load, daemon=True,
+                                  name="latentsky-load-model")
         thread.start()
         return thread
 
@@ -115,7 +135,27 @@ class ReadoutReconstruction:
 
     def __call__(self, row: pd.Series, flux, weight=None) -> tuple[np.ndarray, str]:
         """The reconstruction of the row's spectrum from its latent point, and its legend label."""
-        est = self.load()
-        w_rec = est.inverse_transform(self.latent_point(row)[None])[0]
+        w_rec = self.decoded.get(str(row.get("id")))
+        if w_rec is None:
+            w_rec = self.load().inverse_transform(self.latent_point(row)[None])[0]
         model, error = self.predict(w_rec, flux, weight)
         return model, f"reconstruction from the latent point (MSE {error:.3g})"
+
+
+def write_decoded(folder) -> Path:
+    """Decode every row's latent point of a pipeline folder once and save the readouts (:data:`DECODED_FILE`),
+    so apps opened on the folder need no TensorFlow.  Skipped when the file is newer than the model."""
+    folder = Path(folder)
+    path = folder / DECODED_FILE
+    model = folder / "model.keras"
+    if path.is_file() and path.stat().st_mtime >= model.stat().st_mtime:
+        return path
+    table = pd.read_parquet(folder / "latent.parquet")
+    recon = ReadoutReconstruction(model, folder / "embeddings")
+    n = recon.load().model_.n_latent
+    cols = ["x", "y"] + [f"z{d}" for d in range(2, n)]
+    readouts = recon.load().inverse_transform(table[cols[:n]].to_numpy("f8"))
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, id=np.asarray(table["id"].astype(str).tolist(), dtype="U"), readout=readouts)
+    tmp.replace(path)
+    return path

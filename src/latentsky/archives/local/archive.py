@@ -94,7 +94,7 @@ class LocalArchive:
         self.extra_obscore = obscore
         self.jobs = uws.JobStore(functools.partial(tap.execute, self), execution_duration=int(adql.QUERY_SECONDS))
         self.jobs_retention = uws.RETENTION
-        self._saved_conf: list[dict] = []
+        self._conf_blocks: list = []  # the conf.set_temp blocks :meth:`configure` entered
         self._lock = threading.Lock()
         self._obscore: Table | None = None
         self.register(self.server)
@@ -145,16 +145,15 @@ class LocalArchive:
         from latentsky.config import conf
 
         urls = self.urls()
-        self._saved_conf.append({name: getattr(conf, name) for name in urls})
-        conf.set(**urls)
+        block = conf.set_temp(**urls)
+        block.__enter__()
+        self._conf_blocks.append(block)
         return urls
 
     def restore(self) -> None:
         """Undo the last :meth:`configure`."""
-        from latentsky.config import conf
-
-        if self._saved_conf:
-            conf.set(**self._saved_conf.pop())
+        if self._conf_blocks:
+            self._conf_blocks.pop().__exit__(None, None, None)
 
     def start(self) -> "LocalArchive":
         """Start the server in a background thread."""
