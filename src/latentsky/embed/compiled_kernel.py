@@ -10,29 +10,34 @@ block of ``K`` steps it
    ``W x`` is ``r * roll(x)`` (unit i hears unit i-1, no matrix product) and
    tanh a vectorisable rational approximation (TensorFlow's), so a block costs
    O(K N);
-2. transposes them, times the step mask, into ``Zt`` (units x steps,
-   float32), with the constant-1 (bias) row and zero rows up to a multiple of
-   the tile;
+2. transposes them, times the step mask, into ``Zt`` (units x steps, float32
+   or float64: see below), with the constant-1 (bias) row and zero rows up to
+   a multiple of the tile;
 3. adds ``Zt y`` to X^T y (float64: the target is float64 flux);
 4. adds the upper triangle of ``Zt Zt^T`` to X^T X tile by tile, each tile a
    block of dot products over the block's steps, vectorised along the steps:
-   the float32 states are widened to float64 as they are loaded and multiplied
-   and summed in float64, so every product is exact and the sums carry float64
-   rounding only.
+   the float32 states are widened to float64 (as they are loaded, or once in
+   the transpose) and multiplied and summed in float64, so every product is
+   exact and the sums carry float64 rounding only.
 
 Why by hand.  The sums must be float64 (float32 states are accurate enough,
 float32 sums are not: see :mod:`latentsky.embed.backends`), and BLAS has no
-float32-in, float64-sum symmetric rank-k update.  Its DSYRK on a float64 copy
-of the states does the same flops, plus the copy; the triangle with float32
-loads is what the hand-written tiles do, measured 1.2-1.6x faster than
-OpenBLAS's DSYRK and ~2x faster than DGEMM at T=4096, N=100 (the figures are
-in docs/decisions/embedding-gram.md).
+float32-in, float64-sum symmetric rank-k update.  Measured on AVX-512 and
+forced AVX2 (docs/decisions/embedding-gram.md): float32 SGEMM/SSYRK over
+strips of 128-512 steps, summed in float64, is up to ~1.5x faster than these
+tiles but leaves the readouts 1e-3 to 5e-3 from those of the exact sums (the
+tests ask 1e-5); DSYRK on a float64 copy of each strip is exact and ~1.2-2x
+slower than the tiles.
 
-Tile size.  A tile of ``a x b`` units keeps ``a b`` float64 vector
-accumulators and ``a + b`` loaded vectors in registers: 4 x 4 (16 + 8) fits
-the 32 vector registers of AVX-512 (and of arm64), 3 x 3 (9 + 6) the 16 of
-AVX2; 4 x 4 on AVX2 spills and ran 1.5x slower.  :func:`gram_tile` picks the
-tile for the instruction set numba compiles for.
+Tile size and block precision.  A tile of ``a x a`` units keeps ``a^2``
+float64 vector accumulators and ``2a`` loaded vectors in registers: 4 x 4
+(16 + 8) fits the 32 vector registers of AVX-512 (and of arm64), 3 x 3
+(9 + 6) the 16 of AVX2; 4 x 4 on AVX2 spills and ran 1.7x slower.  With
+AVX-512 the block of states is widened to float64 once, in the transpose
+(~15% faster there: each state is otherwise converted in every tile it meets);
+with AVX2 it stays float32 (as fast or faster: half the bytes).
+:func:`gram_plan` picks both for the instruction set numba compiles for
+(figures in docs/decisions/embedding-gram.md).
 """
 
 from __future__ import annotations
@@ -45,12 +50,14 @@ from latentsky.embed.reservoir import Reservoir
 
 #: Tile sizes the kernel has (units per side of a Gram tile).
 TILES = (3, 4)
+#: Precisions of the transposed block of states the tiles read.
+BLOCK_DTYPES = ("float32", "float64")
 
 _CACHE: dict = {}
 
 
-def gram_tile(features: str | None = None, machine: str | None = None) -> int:
-    """The Gram tile for the vector registers numba's code will have: 4 or 3.
+def gram_plan(features: str | None = None, machine: str | None = None) -> tuple[int, str]:
+    """The Gram tile and block precision for the vector registers numba's code will have.
 
     Parameters
     ----------
@@ -62,15 +69,16 @@ def gram_tile(features: str | None = None, machine: str | None = None) -> int:
 
     Returns
     -------
-    int
-        3 on x86 without AVX-512 (16 vector registers), else 4.
+    (int, str)
+        ``(3, "float32")`` on x86 without AVX-512 (16 vector registers), else
+        ``(4, "float64")``.
     """
     machine = (machine or platform.machine()).lower()
     if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return 4
+        return 4, "float64"
     if features is None:
         features = _numba_features()
-    return 4 if "+avx512f" in features.split(",") else 3
+    return (4, "float64") if "+avx512f" in features.split(",") else (3, "float32")
 
 
 def _numba_features() -> str:
@@ -85,24 +93,32 @@ def _numba_features() -> str:
 
 
 def compiled_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, state_dtype="float32",
-                        tile: int | None = None):
+                        tile: int | None = None, block_dtype: str | None = None):
     """Gram and cross products of a slice of a batch with the fused kernel (see the module docstring).
 
     Parameters as :func:`latentsky.embed.ufunc_kernel.ufunc_statistics`; ``tile``
-    overrides :func:`gram_tile` (3 or 4; the sums differ only in rounding).
+    and ``block_dtype`` override :func:`gram_plan`'s (3 or 4; "float32" or
+    "float64": the precision of the transposed block of states the tiles read).
+    The sums differ only in rounding.
     """
     kernel = compiled_kernel()
-    tile = gram_tile() if tile is None else int(tile)
+    plan = gram_plan() if tile is None or block_dtype is None else None
+    tile = plan[0] if tile is None else int(tile)
+    block_dtype = plan[1] if block_dtype is None else str(block_dtype)
     if tile not in TILES:
         raise ValueError(f"tile={tile}: must be one of {TILES}")
+    if block_dtype not in BLOCK_DTYPES:
+        raise ValueError(f"block_dtype={block_dtype!r}: must be one of {BLOCK_DTYPES}")
     vin = res.input_weights.astype(np.float32)
     bias = res.bias.astype(np.float32)
     T = u.shape[1]
     K = min(block_steps, T)
     offset = res.drive_offset(T)          # (T, N) P p_t + b, or an empty array: the constant bias
     offset = np.zeros((0, vin.size), np.float32) if offset is None else np.ascontiguousarray(offset, np.float32)
+    npad = (vin.size + 1 + tile - 1) // tile * tile
+    Zt = np.zeros((npad, K), block_dtype)     # rows past N+1 stay 0
     kernel(np.ascontiguousarray(u, dtype=np.float32), np.ascontiguousarray(mask), np.ascontiguousarray(y),
-           vin, bias, offset, np.float32(res.cycle_weight), np.float32(res.leak_rate), K, tile, gram, xty)
+           vin, bias, offset, np.float32(res.cycle_weight), np.float32(res.leak_rate), K, tile, Zt, gram, xty)
 
 
 def compiled_kernel():
@@ -222,7 +238,7 @@ def compiled_kernel():
                 G[i + 2, j + 2] += a22
 
     @jit
-    def stats(u, mask, y, vin, bias, offset, r, a, K, tile, gram, xty):
+    def stats(u, mask, y, vin, bias, offset, r, a, K, tile, Zt, gram, xty):
         B, T = u.shape
         N = vin.size
         n1 = N + 1
@@ -231,7 +247,6 @@ def compiled_kernel():
         one = np.float32(1.0)
         leaky = a != one
         S = np.empty((K, N), np.float32)
-        Zt = np.zeros((npad, K), np.float32)      # rows past n1 stay 0
         G = np.empty((npad, npad))
         c = np.empty(npad)
         mk = np.empty(K, np.float32)
