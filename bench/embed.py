@@ -191,8 +191,11 @@ def main(argv=None) -> None:
     flux, weight, n_real = load_spectra(args.n_spectra)
     log.info("data: %d spectra x %d pixels from %d real HARPS s1d files (+ shifts and noise), %.0f%% pixels "
              "masked; loaded in %.1f s", *flux.shape, n_real, 100 * np.mean(weight == 0), time.perf_counter() - t0)
-    log.info("cores: %s, reservoir: simple cycle N=%d, washout %d, ridge %g",
-             len(os.sched_getaffinity(0)), N_UNITS, WASHOUT, RIDGE)
+    from latentsky.embed.compiled_kernel import gram_plan
+
+    plan = gram_plan()
+    log.info("cores: %s, reservoir: simple cycle N=%d, washout %d, ridge %g; compiled kernel's Gram: %dx%d tiles "
+             "on %s blocks", len(os.sched_getaffinity(0)), N_UNITS, WASHOUT, RIDGE, plan[0], plan[0], plan[1])
 
     # The machine is shared: every method is timed in each of several
     # interleaved rounds and its best round is kept (the least disturbed), so
@@ -263,7 +266,7 @@ def main(argv=None) -> None:
         "projected_harps_s": round(projected, 1),
         "n_spectra": len(flux), "n_pixels": N_PIXELS, "n_units": N_UNITS, "slow_peers_timed_on": n_slow,
         "rounds": args.rounds, "load_average_1min": round(os.getloadavg()[0], 2),
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": len(os.sched_getaffinity(0)), "gram_tile": plan[0], "gram_block_dtype": plan[1],
     }
     log.info("instruction sets of this pass: %s", _cpu.describe()["parts"])
     final = _cpu.combine(result, args.isa, __file__, argv)

@@ -1,0 +1,310 @@
+"""The fused numba kernel of the NumPy back end: the simple cycle reservoir and its Gram sums in one call.
+
+For a slice of a batch it computes what :mod:`latentsky.embed.backends`
+describes (``gram[i] = sum_t m z z^T``, ``xty[i] = sum_t m z y`` with
+``z = [x_t, 1]``), for the simple cycle with float32 states.  Per spectrum and
+block of ``K`` steps it
+
+1. advances the reservoir one step at a time, writing the float32 states row
+   by row (``S``, K x N, contiguous: the recursion vectorises over units).
+   ``W x`` is ``r * roll(x)`` (unit i hears unit i-1, no matrix product) and
+   tanh a vectorisable rational approximation (TensorFlow's), so a block costs
+   O(K N);
+2. transposes them, times the step mask, into ``Zt`` (units x steps, float32
+   or float64: see below), with the constant-1 (bias) row and zero rows up to
+   a multiple of the tile;
+3. adds ``Zt y`` to X^T y (float64: the target is float64 flux);
+4. adds the upper triangle of ``Zt Zt^T`` to X^T X tile by tile, each tile a
+   block of dot products over the block's steps, vectorised along the steps:
+   the float32 states are widened to float64 (as they are loaded, or once in
+   the transpose) and multiplied and summed in float64, so every product is
+   exact and the sums carry float64 rounding only.
+
+Why by hand.  The sums must be float64 (float32 states are accurate enough,
+float32 sums are not: see :mod:`latentsky.embed.backends`), and BLAS has no
+float32-in, float64-sum symmetric rank-k update.  Measured on AVX-512 and
+forced AVX2 (docs/decisions/embedding-gram.md): float32 SGEMM/SSYRK over
+strips of 128-512 steps, summed in float64, is up to ~1.5x faster than these
+tiles but leaves the readouts 1e-3 to 5e-3 from those of the exact sums (the
+tests ask 1e-5); DSYRK on a float64 copy of each strip is exact and ~1.2-2x
+slower than the tiles.
+
+Tile size and block precision.  A tile of ``a x a`` units keeps ``a^2``
+float64 vector accumulators and ``2a`` loaded vectors in registers: 4 x 4
+(16 + 8) fits the 32 vector registers of AVX-512 (and of arm64), 3 x 3
+(9 + 6) the 16 of AVX2; 4 x 4 on AVX2 spills and ran 1.7x slower.  With
+AVX-512 the block of states is widened to float64 once, in the transpose
+(~15% faster there: each state is otherwise converted in every tile it meets);
+with AVX2 it stays float32 (as fast or faster: half the bytes).
+:func:`gram_plan` picks both for the instruction set numba compiles for
+(figures in docs/decisions/embedding-gram.md).
+"""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+
+from latentsky.embed.reservoir import Reservoir
+
+#: Tile sizes the kernel has (units per side of a Gram tile).
+TILES = (3, 4)
+#: Precisions of the transposed block of states the tiles read.
+BLOCK_DTYPES = ("float32", "float64")
+
+_CACHE: dict = {}
+
+
+def gram_plan(features: str | None = None, machine: str | None = None) -> tuple[int, str]:
+    """The Gram tile and block precision for the vector registers numba's code will have.
+
+    Parameters
+    ----------
+    features : str, optional
+        LLVM feature string of the compile target (``"+avx2,+avx512f,..."``);
+        default: numba's own (``NUMBA_CPU_FEATURES``, else the host's).
+    machine : str, optional
+        ``platform.machine()`` (default: this one).
+
+    Returns
+    -------
+    (int, str)
+        ``(3, "float32")`` on x86 without AVX-512 (16 vector registers), else
+        ``(4, "float64")``.
+    """
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return 4, "float64"
+    if features is None:
+        features = _numba_features()
+    return (4, "float64") if "+avx512f" in features.split(",") else (3, "float32")
+
+
+def _numba_features() -> str:
+    """The LLVM features numba compiles for (the rule of numba's CPU code generator)."""
+    from numba.core import config
+
+    if config.CPU_FEATURES is not None:
+        return config.CPU_FEATURES
+    import llvmlite.binding as llvm
+
+    return llvm.get_host_cpu_features().flatten()
+
+
+def compiled_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, state_dtype="float32",
+                        tile: int | None = None, block_dtype: str | None = None):
+    """Gram and cross products of a slice of a batch with the fused kernel (see the module docstring).
+
+    Parameters as :func:`latentsky.embed.ufunc_kernel.ufunc_statistics`; ``tile``
+    and ``block_dtype`` override :func:`gram_plan`'s (3 or 4; "float32" or
+    "float64": the precision of the transposed block of states the tiles read).
+    The sums differ only in rounding.
+    """
+    kernel = compiled_kernel()
+    plan = gram_plan() if tile is None or block_dtype is None else None
+    tile = plan[0] if tile is None else int(tile)
+    block_dtype = plan[1] if block_dtype is None else str(block_dtype)
+    if tile not in TILES:
+        raise ValueError(f"tile={tile}: must be one of {TILES}")
+    if block_dtype not in BLOCK_DTYPES:
+        raise ValueError(f"block_dtype={block_dtype!r}: must be one of {BLOCK_DTYPES}")
+    vin = res.input_weights.astype(np.float32)
+    bias = res.bias.astype(np.float32)
+    T = u.shape[1]
+    K = min(block_steps, T)
+    offset = res.drive_offset(T)          # (T, N) P p_t + b, or an empty array: the constant bias
+    offset = np.zeros((0, vin.size), np.float32) if offset is None else np.ascontiguousarray(offset, np.float32)
+    npad = (vin.size + 1 + tile - 1) // tile * tile
+    Zt = np.zeros((npad, K), block_dtype)     # rows past N+1 stay 0
+    kernel(np.ascontiguousarray(u, dtype=np.float32), np.ascontiguousarray(mask), np.ascontiguousarray(y),
+           vin, bias, offset, np.float32(res.cycle_weight), np.float32(res.leak_rate), K, tile, Zt, gram, xty)
+
+
+def compiled_kernel():
+    """The numba kernel, compiled on first use (cached on disk); None when numba is not installed."""
+    if "stats" in _CACHE:
+        return _CACHE["stats"]
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba comes with umap-learn
+        _CACHE["stats"] = None
+        return None
+    # error_model="numpy" lets LLVM vectorise the division in the tanh below
+    # (Python's model checks every division for zero): 5x faster.
+    jit = numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
+
+    @numba.njit(fastmath=True, inline="always", cache=True, error_model="numpy")
+    def tanh32(x):
+        # The rational approximation TensorFlow/Eigen use for float32 tanh (error
+        # < 3e-7, i.e. a few float32 ulp); libm's tanhf cannot be vectorised.
+        c = np.float32(7.90531110763549805)
+        x = c if x > c else x
+        x = -c if x < -c else x
+        x2 = x * x
+        p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+        p = x2 * p + np.float32(-8.60467152213735e-11)
+        p = x2 * p + np.float32(5.12229709037114e-08)
+        p = x2 * p + np.float32(1.48572235717979e-05)
+        p = x2 * p + np.float32(6.37261928875436e-04)
+        p = x2 * p + np.float32(4.89352455891786e-03)
+        q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+        q = x2 * q + np.float32(2.26843463243900e-03)
+        q = x2 * q + np.float32(4.89352518554385e-03)
+        return x * p / q
+
+    @jit
+    def gram_tiles4(Zt, kn, G):
+        # G[i:i+4, j:j+4] += Zt[i:i+4, :kn] Zt[j:j+4, :kn]^T for j >= i; sixteen
+        # scalar accumulators that LLVM vectorises along the steps.
+        n = Zt.shape[0]
+        for i in range(0, n, 4):
+            for j in range(i, n, 4):
+                a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
+                a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
+                for k in range(kn):
+                    x0 = np.float64(Zt[i, k])
+                    x1 = np.float64(Zt[i + 1, k])
+                    x2 = np.float64(Zt[i + 2, k])
+                    x3 = np.float64(Zt[i + 3, k])
+                    y0 = np.float64(Zt[j, k])
+                    y1 = np.float64(Zt[j + 1, k])
+                    y2 = np.float64(Zt[j + 2, k])
+                    y3 = np.float64(Zt[j + 3, k])
+                    a00 += x0 * y0
+                    a01 += x0 * y1
+                    a02 += x0 * y2
+                    a03 += x0 * y3
+                    a10 += x1 * y0
+                    a11 += x1 * y1
+                    a12 += x1 * y2
+                    a13 += x1 * y3
+                    a20 += x2 * y0
+                    a21 += x2 * y1
+                    a22 += x2 * y2
+                    a23 += x2 * y3
+                    a30 += x3 * y0
+                    a31 += x3 * y1
+                    a32 += x3 * y2
+                    a33 += x3 * y3
+                G[i, j] += a00
+                G[i, j + 1] += a01
+                G[i, j + 2] += a02
+                G[i, j + 3] += a03
+                G[i + 1, j] += a10
+                G[i + 1, j + 1] += a11
+                G[i + 1, j + 2] += a12
+                G[i + 1, j + 3] += a13
+                G[i + 2, j] += a20
+                G[i + 2, j + 1] += a21
+                G[i + 2, j + 2] += a22
+                G[i + 2, j + 3] += a23
+                G[i + 3, j] += a30
+                G[i + 3, j + 1] += a31
+                G[i + 3, j + 2] += a32
+                G[i + 3, j + 3] += a33
+
+    @jit
+    def gram_tiles3(Zt, kn, G):
+        # The same with 3 x 3 tiles: nine accumulators and six loaded vectors fit AVX2's 16 registers.
+        n = Zt.shape[0]
+        for i in range(0, n, 3):
+            for j in range(i, n, 3):
+                a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
+                for k in range(kn):
+                    x0 = np.float64(Zt[i, k])
+                    x1 = np.float64(Zt[i + 1, k])
+                    x2 = np.float64(Zt[i + 2, k])
+                    y0 = np.float64(Zt[j, k])
+                    y1 = np.float64(Zt[j + 1, k])
+                    y2 = np.float64(Zt[j + 2, k])
+                    a00 += x0 * y0
+                    a01 += x0 * y1
+                    a02 += x0 * y2
+                    a10 += x1 * y0
+                    a11 += x1 * y1
+                    a12 += x1 * y2
+                    a20 += x2 * y0
+                    a21 += x2 * y1
+                    a22 += x2 * y2
+                G[i, j] += a00
+                G[i, j + 1] += a01
+                G[i, j + 2] += a02
+                G[i + 1, j] += a10
+                G[i + 1, j + 1] += a11
+                G[i + 1, j + 2] += a12
+                G[i + 2, j] += a20
+                G[i + 2, j + 1] += a21
+                G[i + 2, j + 2] += a22
+
+    @jit
+    def stats(u, mask, y, vin, bias, offset, r, a, K, tile, Zt, gram, xty):
+        B, T = u.shape
+        N = vin.size
+        n1 = N + 1
+        varying = offset.shape[0] > 0      # a position input: the bias term changes with the step
+        npad = (n1 + tile - 1) // tile * tile
+        one = np.float32(1.0)
+        leaky = a != one
+        S = np.empty((K, N), np.float32)
+        G = np.empty((npad, npad))
+        c = np.empty(npad)
+        mk = np.empty(K, np.float32)
+        yk = np.empty(K)
+        # local state copies: LLVM vectorises the unit loops only when it can
+        # prove the state arrays do not alias the output
+        xl = np.empty(N, np.float32)
+        xn = np.empty(N, np.float32)
+        for b in range(B):
+            G[:] = 0.0
+            c[:] = 0.0
+            xl[:] = 0.0
+            for t0 in range(0, T, K):
+                kn = min(K, T - t0)
+                # 1-D copies of this block's mask and target: indexing the 2-D
+                # arrays inside the loops below keeps LLVM from vectorising them
+                for k in range(kn):
+                    mk[k] = np.float32(mask[b, t0 + k])
+                    yk[k] = y[b, t0 + k]
+                for k in range(kn):
+                    ut = u[b, t0 + k]
+                    bk = offset[t0 + k] if varying else bias
+                    # W x = r * roll(x, 1): unit i hears unit i-1
+                    xn[0] = tanh32(r * xl[N - 1] + vin[0] * ut + bk[0])
+                    for i in range(1, N):
+                        xn[i] = tanh32(r * xl[i - 1] + vin[i] * ut + bk[i])
+                    if leaky:      # a separate loop keeps the one above vectorisable
+                        for i in range(N):
+                            xn[i] = a * xn[i] + (one - a) * xl[i]
+                    m = mk[k]
+                    for i in range(N):
+                        xl[i] = xn[i]
+                        S[k, i] = xn[i] * m
+                # transpose in 16-step strips (a fixed trip count LLVM unrolls)
+                full = kn - kn % 16
+                for k0 in range(0, full, 16):
+                    for i in range(N):
+                        for k in range(16):
+                            Zt[i, k0 + k] = S[k0 + k, i]
+                for i in range(N):
+                    for k in range(full, kn):
+                        Zt[i, k] = S[k, i]
+                for k in range(kn):
+                    Zt[N, k] = mk[k]
+                for i in range(n1):
+                    s = 0.0
+                    for k in range(kn):
+                        s += np.float64(Zt[i, k]) * yk[k]
+                    c[i] += s
+                if tile == 4:
+                    gram_tiles4(Zt, kn, G)
+                else:
+                    gram_tiles3(Zt, kn, G)
+            for i in range(n1):
+                xty[b, i] = c[i]
+                for j in range(i, n1):
+                    gram[b, i, j] = G[i, j]
+                    gram[b, j, i] = G[i, j]
+
+    _CACHE["stats"] = stats
+    return stats
