@@ -9,7 +9,7 @@
     DIR/latent.parquet    one row per spectrum: id, path, object, ra, dec, mjd,
                           instrument, spec_class, x, y (z2, z3... for more
                           latent dimensions), anomaly, recon_error
-    DIR/metrics.json      scores of the map (and of a PCA baseline), timings
+    DIR/metrics.json      the map's kind, its scores (and a PCA baseline's), how it trained, timings
     DIR/map.png           the map coloured by object (repeats) and class
     DIR/pipeline.json     what each stage was run with (to skip it next time)
 
@@ -29,10 +29,12 @@ and beyond that on a random sample of that many (whole stored chunks, copied
 to ``DIR/train-sample/``): a 2-D map of 101-D readouts is learned from 10^4
 examples, the training data then fit in memory (Keras' fast path), and its
 cost stops growing with the number of spectra; the trained encoder then maps
-every spectrum in one chunked pass.  Each training phase passes at most
-``train_visits`` spectra through the model (spectra x epochs,
-:data:`~latentsky.pipeline_defaults.TRAIN_VISITS`): a big training set gets
-fewer, longer epochs, not the bundled sample's 600.
+every spectrum in one chunked pass.  The map is the estimator's default kind
+(:mod:`latentsky.autoencoder.maps`) unless ``train={"map": ...}`` says
+otherwise.  When the training set is too big for full-batch L-BFGS, each Adam
+training phase passes at most ``train_visits`` spectra through the model
+(spectra x epochs, :data:`~latentsky.pipeline_defaults.TRAIN_VISITS`): fewer,
+longer epochs.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from latentsky.exceptions import AutoencoderError
-from latentsky.pipeline_defaults import EMBED_DEFAULTS, TRAIN_DEFAULTS, TRAIN_VISITS, within_budget
+from latentsky.pipeline_defaults import EMBED_DEFAULTS, TRAIN_VISITS, train_defaults, within_budget
 from latentsky.progress import Progress, ProgressCallback
 from latentsky.store.lineage import fingerprint, read_lineage
 
@@ -105,8 +107,8 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
         Overrides of :data:`EMBED_DEFAULTS` (parameters of
         :class:`~latentsky.embed.esn.ESNReadoutEmbedder`).
     train : dict, optional
-        Overrides of :data:`TRAIN_DEFAULTS` (parameters of
-        :class:`~latentsky.autoencoder.estimator.LatentAutoencoder`).
+        Overrides of :func:`~latentsky.pipeline_defaults.train_defaults` (parameters of
+        :class:`~latentsky.autoencoder.estimator.LatentAutoencoder`; ``map`` chooses the kind of map).
     embeddings : path-like, optional
         An EMBEDDINGS directory of this store written earlier (``latentsky
         embed``, the app's Embed step): when it was made with the settings
@@ -122,7 +124,7 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
         Train on at most this many spectra (a random sample of whole chunks
         beyond it; see the module docstring); None: on all of them.
     train_visits : int or None
-        Spectra x epochs per training phase, at most: on big training sets
+        Spectra x epochs per Adam training phase, at most: on big training sets
         ``epochs`` and the patiences are cut to it
         (:func:`~latentsky.pipeline_defaults.within_budget`); None: no budget.
     chunk_rows : int, optional
@@ -216,14 +218,14 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, f
 
     # 3. train ---------------------------------------------------------------
     t0 = time.perf_counter()
-    from latentsky.autoencoder.estimator import LatentAutoencoder
+    from latentsky.autoencoder.estimator import VALIDATE_FROM, LatentAutoencoder
 
-    tparams = {**TRAIN_DEFAULTS, **(train or {}), "n_latent": n_latent, "random_state": seed}
+    tparams = {**train_defaults(), **(train or {}), "n_latent": n_latent, "random_state": seed}
     tparams["hidden"] = tuple(tparams["hidden"])
     sampled = train_rows is not None and len(emb) > train_rows
     n_train = train_rows if sampled else len(emb)
     if tparams["validation_fraction"] is None:
-        tparams["validation_fraction"] = 0.1 if n_train >= 1000 else 0.0
+        tparams["validation_fraction"] = 0.1 if n_train >= VALIDATE_FROM else 0.0
     tparams = within_budget(tparams, round(n_train * (1 - tparams["validation_fraction"])), train_visits)
     train_key = fingerprint({"embed": embed_key, "params": tparams, "train_rows": n_train if sampled else None})
     model_path = out / "model.keras"
@@ -254,7 +256,7 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, f
         metrics = encode_and_score(store, emb, model_path, out, baselines=baselines, seed=seed,
                                    chunk_rows=chunk_rows, client=client, resume=not force, key=encode_key,
                                    progress=progress)
-        metrics["n_epochs"] = est.n_epochs_
+        metrics.update(training_summary(est))
         metrics["n_train"] = int(n_train)
         state["encode"] = encode_key
     timings["encode_s"] = time.perf_counter() - t0
@@ -270,6 +272,16 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, f
     _write_state(out, state)    # the encode stage counts as done once its metrics are written
     log.info("pipeline done in %.1f s (skipped: %s)", sum(timings.values()), ", ".join(skipped) or "nothing")
     return metrics
+
+
+def training_summary(est) -> dict:
+    """What ``metrics.json`` records of a trained map: its kind and name, how it trained, and the share of
+    the encoder's gradient each loss term carried (what laid out the map)."""
+    from latentsky.autoencoder.maps import describe
+
+    return {"map": est.map, "map_name": describe(est.map), "optimizer": est.optimizer_, "n_epochs": est.n_epochs_,
+            "restart_losses": est.restart_losses_, "gradient_shares": est.gradient_shares_,
+            "fit": est.fit_summary_}
 
 
 #: Models loaded by the encode tasks of this process, by path: (file size, mtime, estimator).
@@ -423,14 +435,19 @@ def encode_and_score(store, emb, model_path, out: Path, *, baselines: bool = Tru
     """Write ``latent.parquet`` (:func:`encode_latent`) and ``map.png``; return the scores of the map.
 
     The neighbourhood scores, which cost O(n^2), use a random subset of at
-    most ``max_scored`` spectra and the map at most ``max_plotted`` points
-    (both drawn with ``seed``); the error means use every spectrum.
+    most ``max_scored`` spectra (``trust_data`` at most 2,000 of them) and
+    the map at most ``max_plotted`` points (all drawn with ``seed``); the
+    error means use every spectrum.  ``scores`` are the map's
+    (:func:`latentsky.evaluate.score_map`: purity by object and class,
+    neighbour resemblance and trustworthiness judged on the spectra, kNN
+    regression of the redshift, data-space reconstruction error).
     """
     from latentsky import evaluate as ev
 
     path, stage1_error = encode_latent(store, emb, model_path, out, chunk_rows=chunk_rows, client=client,
                                        resume=resume, key=key, progress=progress)
-    names = latent_column_names(_load_model(str(Path(model_path).resolve())).n_latent)
+    model = _load_model(str(Path(model_path).resolve()))
+    names = latent_column_names(model.n_latent)
     present = pq_columns(path)
     table = pd.read_parquet(path, columns=[c for c in ("id", "object", "spec_class") if c in present]
                             + names + ["anomaly", "recon_error"])
@@ -441,11 +458,15 @@ def encode_and_score(store, emb, model_path, out: Path, *, baselines: bool = Tru
     readouts = np.asarray(emb.readout.get_orthogonal_selection((sub, slice(None))), dtype="f8")
     labels = [c for c in ("object", "spec_class") if c in table]
     scored = table.iloc[sub].reset_index(drop=True)
-    ours = ev.score_map(Z[sub], scored, labels=labels, readouts=readouts)
-    ours.update(n=int(n), n_scored=int(len(sub)), recon_error=float(table["recon_error"].mean()),
-                stage1_error=stage1_error,
-                recon_excess=float(table["anomaly"].mean()))
-    metrics = {"ours": ours}
+    redshift = store.catalog_columns(["redshift"])
+    if "redshift" in redshift:
+        scored["redshift"] = redshift["redshift"].to_numpy()[sub]
+    flux, weight = store.flux.oindex[sub, :], store.weight.oindex[sub, :]
+    common = dict(labels=labels, numeric=("redshift",), readouts=readouts, flux=flux, weight=weight, seed=seed)
+    scores = ev.score_map(Z[sub], scored, **common)
+    scores.update(n=int(n), n_scored=int(len(sub)), recon_error=float(table["recon_error"].mean()),
+                  stage1_error=stage1_error, recon_excess=float(table["anomaly"].mean()))
+    metrics = {"scores": scores}
     if baselines and len(sub) > 2:
         from latentsky.autoencoder.baselines import ReadoutPCA
 
@@ -453,18 +474,18 @@ def encode_and_score(store, emb, model_path, out: Path, *, baselines: bool = Tru
         Zp = pca.transform(readouts)
         # the PCA's data-space error needs every scored spectrum's statistics in memory: small sets only
         stats = emb.statistics() if n <= max_scored else None
-        metrics["pca_readouts"] = ev.score_map(Zp, scored, labels=labels, readouts=readouts, stats=stats,
-                                               reconstructed=pca.inverse_transform(Zp) if stats else None)
+        metrics["pca_readouts"] = ev.score_map(Zp, scored, stats=stats,
+                                               reconstructed=pca.inverse_transform(Zp) if stats else None, **common)
     top = table.nlargest(5, "anomaly")
     metrics["most_anomalous"] = [{"id": str(r["id"]), "object": str(r.get("object")), "anomaly": float(r["anomaly"])}
                                  for _, r in top.iterrows()]
     metrics["n_latent"] = int(Z.shape[1])
     shown = table if n <= max_plotted else table.iloc[np.sort(rng.choice(n, max_plotted, replace=False))]
-    plot_map(shown.reset_index(drop=True), out / "map.png", n_total=n)
+    plot_map(shown.reset_index(drop=True), out / "map.png", n_total=n, kind=model.map)
     return metrics
 
 
-def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None) -> Path:
+def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None, kind: str | None = None) -> Path:
     """Two panels of the latent map: repeated objects coloured (others grey), and spectral classes.
 
     Parameters
@@ -475,6 +496,8 @@ def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None) -> 
         PNG to write.
     n_total : int, optional
         Spectra in the whole map when ``table`` is a sample of it (said in the title).
+    kind : str, optional
+        The map's kind (:mod:`latentsky.autoencoder.maps`), named in the title.
     """
     import matplotlib
 
@@ -510,7 +533,10 @@ def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None) -> 
         ax.set_xlabel("x")
         ax.set_ylabel("y")
     shown = "" if n_total in (None, len(table)) else f" ({len(table):,} shown)"
-    fig.suptitle(f"latent map of {n_total or len(table):,} spectra{shown}")
+    from latentsky.autoencoder.maps import describe
+
+    what = f"{describe(kind)}: " if kind else ""
+    fig.suptitle(f"{what}latent map of {n_total or len(table):,} spectra{shown}")
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")

@@ -21,8 +21,10 @@ import pandas as pd
 import panel as pn
 import param
 
+from latentsky.autoencoder.maps import KINDS as MAP_KINDS
+from latentsky.autoencoder.maps import NAMES as MAP_NAMES
 from latentsky.exceptions import LatentskyError
-from latentsky.pipeline_defaults import EMBED_DEFAULTS, MIN_EPOCHS, TRAIN_DEFAULTS, TRAIN_VISITS
+from latentsky.pipeline_defaults import EMBED_DEFAULTS, MIN_EPOCHS, TRAIN_VISITS, train_defaults
 from latentsky.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
@@ -458,36 +460,48 @@ class Embed(_Step):
 
 # ----------------------------------------------------------------------------- Train
 
+#: The autoencoder's defaults (the estimator's own): the Train step's widgets start from them.
+_TRAIN = train_defaults()
+
+
 class Train(_Step):
     """Turn a store into a latent map and open it in Explore.
 
     ``method="autoencoder"`` runs ``latentsky pipeline`` (stage-1 embedding with the
-    Embed step's settings, then the model-coupled autoencoder, issue 5) in a child
-    process (:mod:`latentsky.ui.train_worker`), so cancel stops it at once and the
+    Embed step's settings, then the map of kind :attr:`map`) in a child process
+    (:mod:`latentsky.ui.train_worker`), so cancel stops it at once and the
     server never loads TensorFlow for training; its progress events come back on
-    the child's stdout, and the epochs' losses draw :attr:`losses` as a live curve.
-    ``"pca"`` places spectra by a 2-D PCA (quick, no training).
+    the child's stdout, and the losses of each iteration (L-BFGS) or epoch (Adam)
+    draw :attr:`losses` as a live curve.  ``"pca"`` places spectra by a 2-D PCA
+    of the flux (quick, no training).  The defaults are the estimator's own
+    (:func:`~latentsky.pipeline_defaults.train_defaults`), the pipeline's.
     """
 
     store = param.String(default="", doc="Spectrum store to map")
     out = param.String(default="", doc="Results folder (latent.parquet...)")
     method = param.Selector(default="autoencoder", objects=["autoencoder", "pca"], doc="How the map is made")
-    epochs = param.Integer(default=200, bounds=(1, 10000),
-                           doc="Most training epochs (stops early when the loss stalls; the pipeline may add a "
-                               "decoder-refinement phase of as many, shown on the same curve; on a big store it "
+    map = param.Selector(default=_TRAIN["map"], objects=list(MAP_KINDS),
+                         doc="Kind of map: " + "; ".join(f"{k}: {MAP_NAMES[k]}" for k in MAP_KINDS))
+    optimizer = param.Selector(default=_TRAIN["optimizer"], objects=["auto", "lbfgs", "adam"],
+                               doc="Full-batch L-BFGS or minibatch Adam (auto: L-BFGS when the data fit in memory)")
+    max_iter = param.Integer(default=_TRAIN["max_iter"], bounds=(1, 100000),
+                             doc="L-BFGS: most iterations per restart (stops earlier when the loss stalls)")
+    restarts = param.Integer(default=_TRAIN["restarts"], bounds=(1, 100),
+                             doc="Random starts of an end-to-end map; the lowest training loss is kept")
+    epochs = param.Integer(default=_TRAIN["epochs"], bounds=(1, 10000),
+                           doc="Adam: most training epochs (stops early when the loss stalls; on a big store it "
                                f"trains fewer, at most {TRAIN_VISITS:,} spectra x epochs per phase and at least "
                                f"{MIN_EPOCHS} epochs)")
-    learning_rate = param.Number(default=1e-2, bounds=(1e-5, 1.0), doc="Adam learning rate")
-    hidden = param.Integer(default=TRAIN_DEFAULTS["hidden"][0], bounds=(2, 2048),
+    learning_rate = param.Number(default=_TRAIN["learning_rate"], bounds=(1e-5, 1.0), doc="Adam learning rate")
+    hidden = param.Integer(default=_TRAIN["hidden"][0], bounds=(2, 2048),
                            doc="Units of the encoder's and decoder's hidden layer")
-    loss = param.Selector(default="coupled", objects=["coupled", "euclidean"],
-                          doc="Loss: data-space error of the reconstructed readout (coupled) or Euclidean on readouts")
-    patience = param.Integer(default=60, bounds=(1, 10000), doc="Epochs without improvement before stopping")
-    batch_size = param.Integer(default=32, bounds=(1, 65536), doc="Spectra per training batch")
+    patience = param.Integer(default=_TRAIN["patience"], bounds=(1, 10000),
+                             doc="Adam: epochs without improvement before stopping")
+    batch_size = param.Integer(default=_TRAIN["batch_size"], bounds=(1, 65536), doc="Adam: spectra per training batch")
     embed = param.Dict(default={}, doc="Stage-1 settings (the Embed step's; empty: the pipeline's defaults)")
     embeddings = param.String(default="", doc="Embeddings written by the Embed step, reused when they exist and "
                                               "were made from this store with these settings (empty: none)")
-    losses = param.DataFrame(default=pd.DataFrame(), doc="One row per finished epoch: epoch, loss, val_loss...")
+    losses = param.DataFrame(default=pd.DataFrame(), doc="One row per finished step: epoch, loss, val_loss...")
     results = param.ClassSelector(class_=object, default=None, doc="The LatentData made by the last run")
     log_lines = param.List(default=[], doc="Output of the pipeline command")
 
@@ -519,8 +533,9 @@ class Train(_Step):
 
     def train_params(self) -> dict:
         """The autoencoder's parameters (overrides of the pipeline's defaults) for the current widgets."""
-        return {"epochs": self.epochs, "learning_rate": self.learning_rate, "hidden": [self.hidden],
-                "loss": self.loss, "patience": self.patience, "batch_size": self.batch_size}
+        return {"map": self.map, "optimizer": self.optimizer, "max_iter": self.max_iter, "restarts": self.restarts,
+                "epochs": self.epochs, "learning_rate": self.learning_rate, "hidden": [self.hidden],
+                "patience": self.patience, "batch_size": self.batch_size}
 
     def on_event(self, event: ProgressEvent) -> None:
         """One progress event of the run: to the progress bar, and a training epoch's losses to :attr:`losses`."""
@@ -599,8 +614,8 @@ class Train(_Step):
             self._loss_pipe.send(self.losses)
 
     def __panel__(self):
-        fields = form(self, ["store", "out", "method", "epochs", "learning_rate", "hidden", "loss", "patience",
-                             "batch_size"], "train")
+        fields = form(self, ["store", "out", "method", "map", "optimizer", "max_iter", "restarts", "epochs",
+                             "learning_rate", "hidden", "patience", "batch_size"], "train")
         buttons = pn.Row(pn.widgets.Button(label="Train", color="primary", css_classes=["train-run"],
                                            on_click=lambda e: self.in_background(self.run)),
                          pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()))
