@@ -26,6 +26,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from latentsky.autoencoder.events import TrainingEvent, _keras
+from latentsky.autoencoder.fitting import DETERMINISM
 from latentsky.autoencoder.maps import DEFAULT_KIND, END_TO_END, KINDS
 from latentsky.exceptions import AutoencoderError
 
@@ -36,8 +37,9 @@ __all__ = ["LatentAutoencoder", "TrainingEvent"]
 #: Training spectra from which ``validation_fraction=None`` holds out a tenth (fewer: none, the fit
 #: stops on the training loss).
 VALIDATE_FROM = 1000
-#: Bytes per spectrum of the float64 full-batch inputs, per unit of the Gram blocks (see ``_optimizer``).
+#: Bytes per number of the float64 full-batch inputs (see ``_optimizer``).
 _F8 = 8
+
 
 
 class LatentAutoencoder(TransformerMixin, BaseEstimator):
@@ -121,7 +123,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
     read_threads : int
         Adam, streaming: threads reading blocks ahead of training.
     jit_compile : bool
-        Adam: compile the training step with XLA (not with ``deterministic``).
+        Adam: compile the training step with XLA (not with ``deterministic``, nor after a deterministic fit
+        in the same process: op determinism stays on).
     steps_per_execution : int
         Adam: training steps per call into TensorFlow.
     deterministic : bool
@@ -278,6 +281,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         if self.deterministic:
             # process-wide, and TensorFlow has no public switch back
             tf.config.experimental.enable_op_determinism()
+            DETERMINISM["on"] = True
         fraction = self.validation_fraction
         if fraction is None:
             fraction = 0.1 if n >= VALIDATE_FROM else 0.0
@@ -333,8 +337,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         self.in_memory_ = job.in_memory
         self.restart_losses_ = [float(v) for v in losses]
         self.gradient_shares_ = gradient_shares(out["history"]) if end_to_end else {}
-        self.fit_summary_ = {k: out[k] for k in ("loss", "val_loss", "n_iter", "n_eval", "message", "layout_mse")
-                             if k in out}
+        self.fit_summary_ = {k: out[k] for k in ("loss", "val_loss", "n_iter", "n_eval", "n_steps", "message",
+                                                 "layout_mse") if k in out}
         model.meta = self._meta()
         log.info("trained the %s map (%s) on %d spectra (%d held out): %d steps, training loss %.6g", self.map,
                  optimizer, self.n_train_, n_val, self.n_epochs_, out["loss"])
@@ -359,35 +363,6 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         gram = sum(len(ix) for ix in gram_block_index(source.m)) if source.has_statistics else 0
         per_row = 4 * (2 * source.m + 1 + gram)
         return source.n * per_row <= self.memory_limit_mb * 2 ** 20
-
-    def _compile_options(self, learning_rate: float | None = None) -> dict:
-        """``model.compile`` arguments of a phase: a fresh Adam (step ``learning_rate``, None: the
-        parameter's), XLA unless deterministic, steps per call."""
-        keras = _keras()
-        # Keras falls back from XLA (with a warning) when op determinism is on
-        return {"optimizer": keras.optimizers.Adam(learning_rate or self.learning_rate),
-                "jit_compile": bool(self.jit_compile) and not self.deterministic,
-                "steps_per_execution": int(self.steps_per_execution)}
-
-    def _callbacks(self, monitor: str, progress_cb, learning_rate: float | None = None) -> list:
-        """Early stopping (best weights kept), learning-rate halving (from ``learning_rate``, None: the
-        parameter's), checkpoints and progress of one phase."""
-        keras = _keras()
-        rate = learning_rate or self.learning_rate
-        callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=int(self.patience),
-                                                   restore_best_weights=True), progress_cb]
-        if self.lr_patience:
-            # halving the step when the loss stalls settles Adam into the narrow valleys of the
-            # coupled loss (its Gram matrices have condition numbers ~1e6)
-            callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5,
-                                                                  patience=int(self.lr_patience),
-                                                                  min_lr=rate / 64))
-        if self.checkpoint_dir is not None:
-            ckpt = Path(self.checkpoint_dir)
-            ckpt.mkdir(parents=True, exist_ok=True)
-            callbacks.append(keras.callbacks.ModelCheckpoint(str(ckpt / "best.weights.h5"), monitor=monitor,
-                                                             save_best_only=True, save_weights_only=True))
-        return callbacks
 
     def _meta(self) -> dict:
         params = {k: v for k, v in self.get_params().items() if k != "progress"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +27,10 @@ from latentsky.autoencoder import sources
 from latentsky.autoencoder.events import Tracker, TrainingEvent
 
 log = logging.getLogger(__name__)
+
+#: Whether a fit of this process turned TensorFlow's op determinism on (process-wide, never off again;
+#: Keras then refuses XLA, with a warning, so no later fit asks for it).
+DETERMINISM = {"on": False}
 
 #: L-BFGS iterations of the regression of the ``umap`` map's encoder onto umap-learn's layout.
 LAYOUT_ITERATIONS = 2000
@@ -152,15 +157,17 @@ class Fit:
         monitor = "val_loss" if val_ds is not None else "loss"
         if train != "all":
             model.encoder.trainable = False
-        model.compile(**est._compile_options())
+        model.compile(**compile_options(est))
         model.fit(train_ds, validation_data=val_ds, epochs=int(est.epochs), verbose=0, shuffle=False,
-                  callbacks=est._callbacks(monitor, self.tracker.keras_callback()))
+                  callbacks=adam_callbacks(est, monitor, self.tracker.keras_callback()))
         model.encoder.trainable = True
+        steps = int(model.optimizer.iterations.numpy())
         # a fresh optimizer over all the weights, as `load` rebuilds it
-        model.compile(**est._compile_options())
+        model.compile(**compile_options(est))
         model.optimizer.build(model.trainable_variables)
         history = model.history.history
-        out = {"loss": float(min(history[monitor])), "n_iter": len(history["loss"]), "history": history}
+        out = {"loss": float(min(history[monitor])), "n_iter": len(history["loss"]), "n_steps": steps,
+               "history": history}
         if val_ds is not None:
             out["val_loss"] = out["loss"]
         return out
@@ -231,6 +238,35 @@ class Fit:
                                    whitened=whitened)
         self.graph = fuzzy_graph(len(raw["readout"]), int(est.n_neighbors), self.seed, knn=knn)
         self.pairs = full_batch_pairs(self.graph, len(raw["readout"]), int(est.negative_rate), self.seed)
+
+
+def compile_options(est) -> dict:
+    """``model.compile`` arguments of an Adam phase: a fresh Adam, XLA unless deterministic, steps per call."""
+    import keras
+
+    # Keras falls back from XLA (with a warning) when op determinism is on
+    return {"optimizer": keras.optimizers.Adam(est.learning_rate),
+            "jit_compile": bool(est.jit_compile) and not (est.deterministic or DETERMINISM["on"]),
+            "steps_per_execution": int(est.steps_per_execution)}
+
+
+def adam_callbacks(est, monitor: str, progress_cb) -> list:
+    """Early stopping (best weights kept), learning-rate halving, checkpoints and progress of an Adam phase."""
+    import keras
+
+    callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=int(est.patience),
+                                               restore_best_weights=True), progress_cb]
+    if est.lr_patience:
+        # halving the step when the loss stalls settles Adam into the narrow valleys of the coupled loss
+        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5,
+                                                              patience=int(est.lr_patience),
+                                                              min_lr=est.learning_rate / 64))
+    if est.checkpoint_dir is not None:
+        ckpt = Path(est.checkpoint_dir)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        callbacks.append(keras.callbacks.ModelCheckpoint(str(ckpt / "best.weights.h5"), monitor=monitor,
+                                                         save_best_only=True, save_weights_only=True))
+    return callbacks
 
 
 def gradient_shares(history: dict) -> dict:

@@ -143,6 +143,7 @@ class ReadoutAutoencoder(keras.Model):
         self.penalty_tracker = keras.metrics.Mean(name="penalty")
         self.neighbour_tracker = keras.metrics.Mean(name="neighbour")
         self.grad_trackers = {t: keras.metrics.Mean(name=f"grad_{t}") for t in GRADIENT_TERMS}
+        self.built = True  # every weight exists now (a full-batch fit never calls the model through Keras)
 
     # -- structure ---------------------------------------------------------
     def set_standardisation(self, mean, std) -> None:
@@ -348,7 +349,7 @@ class ReadoutAutoencoder(keras.Model):
         # each term's gradient apart (their sum is the step), to record what moves the encoder
         grads, norms = None, {}
         for term, value in parts.items():
-            g = tape.gradient(value, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            g = [tf.zeros(w.shape, dtype=value.dtype) if x is None else x for w, x in zip(weights, tape.gradient(value, weights))]
             grads = g if grads is None else [a + b for a, b in zip(grads, g)]
             if on_encoder:
                 norms[term] = tf.linalg.global_norm([g[k] for k in on_encoder])
