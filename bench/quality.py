@@ -55,8 +55,21 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-#: The shared data folder: ../shared/data beside the repository, or $LATENTSKY_SHARED_DATA.
-SHARED = Path(os.environ.get("LATENTSKY_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def _shared_data() -> Path:
+    """The shared data folder: $LATENTSKY_SHARED_DATA, or the first ``shared/data`` beside the repository or a
+    folder above it (a git worktree lies a level deeper than the main checkout)."""
+    if os.environ.get("LATENTSKY_SHARED_DATA"):
+        return Path(os.environ["LATENTSKY_SHARED_DATA"])
+    repo = Path(__file__).resolve().parents[1]
+    for up in repo.parents:
+        if (up / "shared" / "data").is_dir():
+            return up / "shared" / "data"
+    return repo.parent / "shared" / "data"
+
+
+SHARED = _shared_data()
 READOUT_MAPS = ("coupled", "hybrid", "euclidean", "umap", "pca")
 FLUX_MAPS = ("flux_pca", "flux_umap")
 SCORES = ("resemblance", "purity_k1", "purity_k5", "trust_data", "recon_error", "knn_r2_redshift",

@@ -112,7 +112,7 @@ class ReadoutUMAP(TransformerMixin, BaseEstimator):
         std = X.std(0)
         self.scale_ = np.where(std > 0, std, 1.0)
         self.umap_ = umap.UMAP(n_components=self.n_components, n_neighbors=min(self.n_neighbors, len(X) - 1),
-                               min_dist=self.min_dist, random_state=self.random_state)
+                               min_dist=self.min_dist, random_state=self.random_state, n_jobs=1)
         self.embedding_ = self.umap_.fit_transform((X - self.mean_) / self.scale_)
         self.n_features_in_ = X.shape[1]
         return self
@@ -203,7 +203,7 @@ class SpectraUMAP(TransformerMixin, BaseEstimator):
         X, self.fill_ = spectra_matrix(X, weight)
         _check_components(self.n_components, *X.shape)
         self.umap_ = umap.UMAP(n_components=self.n_components, n_neighbors=min(self.n_neighbors, len(X) - 1),
-                               min_dist=self.min_dist, random_state=self.random_state)
+                               min_dist=self.min_dist, random_state=self.random_state, n_jobs=1)
         self.embedding_ = self.umap_.fit_transform(X)
         self.n_features_in_ = X.shape[1]
         return self

@@ -51,11 +51,13 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    map : {"hybrid", "coupled", "euclidean", "umap", "pca"}
-        The kind of map (:mod:`latentsky.autoencoder.maps`): the model-coupled
-        autoencoder with (``hybrid``) or without (``coupled``) a neighbour
-        term on the cross-prediction graph, the Euclidean autoencoder, or
-        UMAP or PCA of the readouts with a model-coupled decoder.
+    map : {"umap", "hybrid", "coupled", "euclidean", "pca"}
+        The kind of map (:mod:`latentsky.autoencoder.maps`): UMAP of the
+        readouts with a model-coupled decoder (the default, best by neighbour
+        resemblance on the bundled sample), the model-coupled autoencoder
+        with (``hybrid``) or without (``coupled``) a neighbour term on the
+        cross-prediction graph, the Euclidean autoencoder, or PCA of the
+        readouts with a model-coupled decoder.
     n_latent : int
         Latent dimensions (2 for a map).
     hidden : tuple of int
@@ -156,8 +158,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, map=DEFAULT_KIND, n_latent=2, hidden=(128,), activation="tanh", normalise="n_steps",
-                 whiten="auto", optimizer="auto", restarts=3, max_iter=1000, tol=1e-10, neighbour_weight=0.01,
-                 n_neighbors=15, min_dist=0.1, negative_rate=5, edges_per_spectrum=32, euclidean_weight=0.0,
+                 whiten="auto", optimizer="auto", restarts=3, max_iter=1000, tol=1e-10, neighbour_weight=0.3,
+                 n_neighbors=5, min_dist=0.1, negative_rate=5, edges_per_spectrum=32, euclidean_weight=0.0,
                  weight_decay=1e-6, learning_rate=1e-2, epochs=600, batch_size=32, validation_fraction=None,
                  patience=60, lr_patience=10, checkpoint_dir=None, chunk_rows=None, in_memory="auto",
                  memory_limit_mb=320, cache_dir=None, read_threads=2, jit_compile=True, steps_per_execution=16,
