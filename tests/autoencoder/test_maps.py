@@ -137,12 +137,18 @@ def test_the_pca_map_is_the_pca_of_the_standardised_readouts_with_a_coupled_deco
     assert mine < linear
 
 
-def test_the_umap_map_follows_umap_learns_layout(sample_embeddings, readouts, small):
-    from latentsky.autoencoder import LatentAutoencoder
+def test_the_umap_map_follows_umap_learns_layout(sample_embeddings, readouts, small, monkeypatch):
+    from latentsky.autoencoder import LatentAutoencoder, fitting
+    from latentsky.autoencoder.graphs import fuzzy_graph, umap_ab, umap_layout
 
+    monkeypatch.setattr(fitting, "LAYOUT_ITERATIONS", 300)  # a shorter regression than the default's 2,000
     est = LatentAutoencoder(map="umap", random_state=0, **{**small, "max_iter": 5}).fit(sample_embeddings)
-    # the encoder was regressed onto the layout: its points are close to it (relative to the map's size)
-    assert est.fit_summary_["layout_mse"] < 0.01 * np.sum(est.transform(readouts).var(0))
+    # the encoder was regressed onto umap-learn's layout of the standardised readouts' graph (same seed)
+    x = ev.standardised(readouts)
+    layout = umap_layout(x, fuzzy_graph(len(x), est.n_neighbors, 0, points=x), 2, umap_ab(est.min_dist), 0)
+    z = est.transform(readouts)
+    assert est.fit_summary_["layout_mse"] == pytest.approx(np.mean(np.sum((z - layout) ** 2, axis=1)), rel=0.01)
+    assert est.fit_summary_["layout_mse"] < 0.02 * np.sum(layout.var(0))
     assert est.gradient_shares_ == {}
 
 

@@ -129,6 +129,25 @@ def cross_prediction_knn(readouts, gram_packed, xty, yty, n_neighbors: int, *, w
     return knn_indices, knn_dists
 
 
+def euclidean_knn(points, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's exact Euclidean nearest neighbours, itself first, in umap-learn's ``(indices, dists)`` form.
+
+    Exact (scikit-learn), as :class:`umap.UMAP` computes them for small data: umap-learn's
+    ``fuzzy_simplicial_set`` given bare points always builds an approximate index (pynndescent), whose
+    compilation alone took minutes on a loaded 2-core machine.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.asarray(points, dtype="f8")
+    k = min(int(n_neighbors), len(x))
+    dist, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
+    # a duplicate point may come before the point itself: put each point first, at distance 0
+    for i in np.flatnonzero(idx[:, 0] != np.arange(len(x))):
+        row = [i] + [j for j in idx[i] if j != i][:k - 1]
+        idx[i], dist[i] = row, np.linalg.norm(x[row] - x[i], axis=1)
+    return idx, dist
+
+
 def fuzzy_graph(n: int, n_neighbors: int, seed: int, *, points=None, knn=None):
     """umap-learn's fuzzy neighbour graph (COO, no self loops) of Euclidean ``points`` or of a ``knn`` list.
 
@@ -148,14 +167,12 @@ def fuzzy_graph(n: int, n_neighbors: int, seed: int, *, points=None, knn=None):
     from scipy.sparse import coo_matrix
     from umap.umap_ import fuzzy_simplicial_set
 
-    k = min(int(n_neighbors), n - 1)
-    if knn is not None:
-        idx, dist = knn
-        x = np.zeros((n, 1))  # umap-learn reads only its length when the neighbours are given
-        graph = fuzzy_simplicial_set(x, idx.shape[1], np.random.RandomState(seed), "euclidean",
-                                     knn_indices=idx.astype(np.int64), knn_dists=dist.astype("f4"))[0]
-    else:
-        graph = fuzzy_simplicial_set(np.asarray(points, dtype="f8"), k, np.random.RandomState(seed), "euclidean")[0]
+    if knn is None:
+        knn = euclidean_knn(points, n_neighbors)
+    idx, dist = knn
+    x = np.zeros((n, 1))  # umap-learn reads only its length when the neighbours are given
+    graph = fuzzy_simplicial_set(x, idx.shape[1], np.random.RandomState(seed), "euclidean",
+                                 knn_indices=idx.astype(np.int64), knn_dists=dist.astype("f4"))[0]
     graph = graph.tocoo()
     keep = graph.row != graph.col
     graph = coo_matrix((graph.data[keep], (graph.row[keep], graph.col[keep])), shape=graph.shape)
