@@ -191,3 +191,26 @@ def test_auto_chooses_adam_when_the_full_batch_does_not_fit(readouts, stats, sma
     est = LatentAutoencoder(map="coupled", memory_limit_mb=1, **{**small, "epochs": 2, "patience": 2})
     est.fit(readouts, stats=stats)
     assert est.optimizer_ == "adam" and est.n_epochs_ == 2
+
+
+def test_beyond_exact_max_the_graph_comes_from_candidates(embeddings, readouts, stats, monkeypatch):
+    """Above EXACT_MAX spectra only each spectrum's 4 k nearest in the whitened readouts are tried: on the
+    sample (exact below the limit) they hold nearly all of the exact cross-prediction neighbours."""
+    from latentsky.autoencoder import graphs
+    from latentsky.autoencoder.coupled import metric_root
+
+    gram = embeddings.gram[:]
+    exact_idx, exact_d = graphs.cross_prediction_knn(readouts, gram, stats.xty, stats.yty, 6)
+    metric = np.mean(stats.gram / stats.n_steps[:, None, None], axis=0)
+    a, _ = metric_root(metric, 1e-2 * np.mean(1 / stats.n_steps))
+    monkeypatch.setattr(graphs, "EXACT_MAX", 100)
+    idx, d = graphs.cross_prediction_knn(readouts, gram, stats.xty, stats.yty, 6,
+                                         whitened=(readouts - readouts.mean(0)) @ a.T)
+    assert idx.shape == exact_idx.shape and (idx[:, 0] == np.arange(len(readouts))).all()
+    found = np.mean([len(set(x[1:]) & set(y[1:])) / 5 for x, y in zip(idx, exact_idx)])
+    assert found > 0.8
+    # where a candidate is found, its distance is the exact one
+    for i in range(len(readouts)):
+        for j, dist in zip(idx[i, 1:], d[i, 1:]):
+            if j in exact_idx[i]:
+                assert dist == pytest.approx(exact_d[i][list(exact_idx[i]).index(j)], rel=1e-9, abs=1e-12)

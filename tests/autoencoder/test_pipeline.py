@@ -122,3 +122,17 @@ def test_training_budget_cuts_epochs_of_big_training_sets(tmp_path, pipeline_run
     with pytest.raises(AutoencoderError, match="parameter train_visits"):
         run_pipeline(out / "store", tmp_path / "x", train_visits=0)
     assert main(["pipeline", str(out / "store"), "--out", str(tmp_path / "x"), "--train-visits", "-5"]) == 2
+
+
+def test_the_app_names_the_kind_of_map(pipeline_run):
+    """The map's kind, in words, in the app's legend (read from metrics.json)."""
+    from latentsky.autoencoder.maps import DEFAULT_KIND, describe
+    from latentsky.ui.data import LatentData
+    from latentsky.ui.explore import Explore
+
+    _, out = pipeline_run
+    data = LatentData.from_pipeline(out)
+    assert data.map_name == describe(DEFAULT_KIND)
+    explore = Explore(data=data)
+    explore.__panel__()
+    assert f"<b>map:</b> {describe(DEFAULT_KIND)}" in explore.legend_html()
