@@ -97,7 +97,8 @@ class Fit:
         return self._inputs
 
     def train_readouts(self) -> np.ndarray:
-        return sources.raw_rows(self.source, self.train)["readout"]
+        """The training rows' readouts (float64), without their statistics."""
+        return sources.raw_rows(self.source, self.train, statistics=False)["readout"]
 
     # -- phases -----------------------------------------------------------
     def run(self, model, *, train: str = "all", seed: int = 0, latent=None) -> dict:

@@ -66,14 +66,15 @@ class Source:
                                   take(self.n_steps), normalise, ridge=self.ridge)
         return {"readout": take(self.readout).astype("f4")}
 
-    def raw(self, start, stop, rows=None) -> dict:
-        """The float64 readouts and stage-1 statistics (Gram packed) of rows ``start:stop`` (or the subset ``rows``)."""
+    def raw(self, start, stop, rows=None, *, statistics=True) -> dict:
+        """The float64 readouts and (``statistics``) stage-1 statistics, Gram packed, of rows ``start:stop``
+        (or the subset ``rows``)."""
         def take(a, dtype="f8"):
             x = np.asarray(a[start:stop], dtype=dtype)
             return x if rows is None else x[rows]
 
         out = {"readout": take(self.readout)}
-        if self.has_statistics:
+        if statistics and self.has_statistics:
             out.update(gram=take(self.gram), xty=take(self.xty), yty=take(self.yty), n_steps=take(self.n_steps))
         return out
 
@@ -258,7 +259,9 @@ def mean_metric(source: Source, rows: np.ndarray, normalise: str):
     return unpack_gram(total / k, source.m), ridge
 
 
-def raw_rows(source: Source, rows: np.ndarray) -> dict:
-    """The float64 readouts and stage-1 statistics (packed Gram) of ``rows`` (a boolean mask), concatenated."""
-    parts = [source.raw(s, e, np.flatnonzero(rows[s:e])) for s, e in source.blocks() if rows[s:e].any()]
+def raw_rows(source: Source, rows: np.ndarray, *, statistics: bool = True) -> dict:
+    """The float64 readouts and (``statistics``) stage-1 statistics, Gram packed, of ``rows`` (a boolean mask),
+    concatenated (the statistics take ~41 kB per spectrum for N = 100)."""
+    parts = [source.raw(s, e, np.flatnonzero(rows[s:e]), statistics=statistics) for s, e in source.blocks()
+             if rows[s:e].any()]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
