@@ -15,12 +15,19 @@ Prints files/s for both, the speed-up, the files lost or corrupt (checked
 byte for byte against the source), and the fraction of the bound set by
 latency and concurrency, ``C / latency`` files/s.  The sequential loop is
 timed on a subset (``--seq-files``) and extrapolated to N, as its output says.
-The last line is one JSON object.
+Also the CPU time our client spent per file and the server per request (ms;
+less sensitive to other work on the machine than the rates).
+
+The figures are given for this CPU's native instruction set and again with
+AVX2 forced, in a child process (``--isa``, see ``bench/_cpu.py``); the CPU
+model and each pass's instruction set are printed.  The last line is one
+JSON object (the AVX2 pass's figures under ``"avx2"``).
 
 Usage::
 
-    python bench/download.py                 # 10,000 files (about 1 GB written)
+    python bench/download.py                 # 10,000 files (about 1 GB written), both passes
     python bench/download.py --files 1000    # quicker
+    python bench/download.py --isa native    # this CPU's instruction set only
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -40,6 +48,11 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+
+if str(REPO / "bench") not in sys.path:  # imported as a module (bench/soak.py): _cpu beside it
+    sys.path.append(str(REPO / "bench"))
+
+import _cpu  # noqa: E402
 
 from latentsky.archives.local.server import FAULT_KINDS, LocalServer, Response  # noqa: E402
 from latentsky.download import DownloadItem, DownloadManager  # noqa: E402
@@ -79,8 +92,8 @@ def make_sources(folder: Path, n_distinct: int, target: int) -> list[Path]:
     return out
 
 
-def _serve(sources, latency, fault_rate, seed, retry_after, queue):
-    """Child process: the local archive with /bench/f<i>.fits -> sources[i % n]."""
+def bench_server(sources, latency, fault_rate, seed, retry_after) -> LocalServer:
+    """The local archive with /bench/f<i>.fits -> sources[i % n], faults of every kind (not started)."""
     server = LocalServer(latency=latency, fault_rate=fault_rate, faults=FAULT_KINDS, seed=seed,
                          retry_after=retry_after, fault_latency=0.15)
 
@@ -89,6 +102,12 @@ def _serve(sources, latency, fault_rate, seed, retry_after, queue):
         return Response.from_file(sources[i % len(sources)])
 
     server.add_route("GET", "/bench/{name}", handler)
+    return server
+
+
+def _serve(sources, latency, fault_rate, seed, retry_after, queue):
+    """Child process: :func:`bench_server`, serving until terminated."""
+    server = bench_server(sources, latency, fault_rate, seed, retry_after)
     queue.put(server.base_url)
     server.serve_forever()
 
@@ -113,6 +132,22 @@ def sequential(urls: list[str], dest: Path, timeout: float) -> float:
     return time.monotonic() - t0
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU time (user + system) of process ``pid`` so far, s; None where /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def own_cpu_s() -> float:
+    """CPU time (user + system) of this process, all threads, s."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def check(names: list[str], dest: Path, digests: list[str]) -> tuple[int, int]:
     """(lost, corrupt): files missing, files present but not byte-identical to their source."""
     lost = corrupt = 0
@@ -123,6 +158,12 @@ def check(names: list[str], dest: Path, digests: list[str]) -> tuple[int, int]:
         elif hashlib.sha256(path.read_bytes()).hexdigest() != digests[i % len(digests)]:
             corrupt += 1
     return lost, corrupt
+
+
+def _avx2_ok(final: dict) -> bool:
+    """False when the forced AVX2 pass lost or corrupted files."""
+    a = final.get("avx2")
+    return not isinstance(a, dict) or a.get("lost") == a.get("corrupt") == 0
 
 
 def main(argv=None) -> int:
@@ -136,7 +177,12 @@ def main(argv=None) -> int:
     p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of 429/503 faults, s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument("--isa", choices=_cpu.CHOICES, default="both",
+                   help="instruction sets: native and forced AVX2 (default), or one of them")
     args = p.parse_args(argv)
+    if _cpu.reexec_if_needed(args.isa, __file__, argv):
+        return 0
+    print(_cpu.header(), flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="latentsky-bench-", dir=args.workdir))
     latency = args.latency_ms / 1000
@@ -159,8 +205,13 @@ def main(argv=None) -> int:
         manager = DownloadManager(dest, max_connections=args.connections, max_connections_per_host=args.connections,
                                   max_retries=10, timeout=10, backoff=0.1, max_backoff=2.0, seed=args.seed)
         load_before = os.getloadavg()[0]
+        cpu0, server_cpu0 = own_cpu_s(), process_cpu_s(server.pid)
         results = manager.run(items)
         ours_s = results.elapsed
+        client_ms = (own_cpu_s() - cpu0) * 1e3 / args.files
+        server_cpu1 = process_cpu_s(server.pid)
+        server_ms = None if server_cpu0 is None or server_cpu1 is None else \
+            (server_cpu1 - server_cpu0) * 1e3 / max(1, results.requests)
         load_after = os.getloadavg()[0]
         lost, corrupt = check(names, dest, digests)
         rate = args.files / ours_s
@@ -170,6 +221,8 @@ def main(argv=None) -> int:
         # client and server share this machine's CPUs with whatever else runs: say how busy it was
         print(f"            (load average {load_before:.1f} before, {load_after:.1f} after, "
               f"on {os.cpu_count()} CPUs)")
+        print(f"            CPU time: client {client_ms:.2f} ms per file"
+              + ("" if server_ms is None else f", server {server_ms:.2f} ms per request"), flush=True)
 
         seq_n = min(args.seq_files, args.files)
         # distinct files (not the ones above) so the server's per-path fault draws are fresh
@@ -191,7 +244,7 @@ def main(argv=None) -> int:
               f"ours reach {rate / bound:.0%} of it ({results.requests / args.files:.3f} requests per file: "
               f"{req_rate:.1f} requests/s, {req_rate / bound:.0%} of the same bound in requests)")
         server.terminate()
-        print(json.dumps({
+        result = {
             "files": args.files, "file_kB": round(mean_size / 1e3, 1), "latency_ms": args.latency_ms,
             "fault_rate": args.fault_rate, "connections": args.connections,
             "files_per_s": round(rate, 2), "sequential_files_per_s": round(seq_rate, 2),
@@ -203,8 +256,16 @@ def main(argv=None) -> int:
             "sequential_lost": seq_lost, "sequential_corrupt": seq_corrupt,
             "sequential_fraction_of_bound": round(seq_rate / seq_bound, 3),
             "loadavg_1min": [round(load_before, 2), round(load_after, 2)], "cpus": os.cpu_count(),
-        }))
-        return 0 if lost == corrupt == 0 else 1
+            "client_cpu_ms_per_file": round(client_ms, 3),
+            "server_cpu_ms_per_request": None if server_ms is None else round(server_ms, 3),
+        }
+        final = _cpu.combine(result, args.isa, __file__, argv)
+        if isinstance(final.get("avx2"), dict):
+            a = final["avx2"]
+            print(f"native ({final['isa']['isa']}): {rate:.1f} files/s, {rate / bound:.0%} of the bound; "
+                  f"AVX2 forced: {a['files_per_s']:.1f} files/s, {a['fraction_of_bound']:.0%}")
+        print(json.dumps(final))
+        return 0 if lost == corrupt == 0 and _avx2_ok(final) else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

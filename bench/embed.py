@@ -5,7 +5,9 @@ One run, same data and hyper-parameters for everyone: real HARPS s1d spectra
 that folder is absent) on a 4,096-pixel log-lambda grid, replicated to
 ``--n-spectra`` (default 2,048) with random Doppler shifts (a translation on
 the grid, |v| < 30 km/s) and 0.3-1% noise; a simple cycle reservoir of N=100
-units, washout 20, ridge 1e-2.
+units, washout 20, ridge 1e-2, one pixel per step and no leak (the reservoir of
+Gianniotis et al., which every peer computes; stage 1's defaults bin 16 pixels
+per step, 16 times less work).
 
 Printed:
 
@@ -24,7 +26,11 @@ Printed:
   Gram);
 * the projected time for the 267,487 HARPS spectra of the ESO archive.
 
-The last line is one JSON object.  Run: ``python bench/embed.py [--n-spectra N]``.
+All of it for this CPU's native instruction set and again with AVX2 forced, in
+a child process (``--isa``, see ``bench/_cpu.py``: numba's target, OpenBLAS's
+kernels, NumPy's dispatch, oneDNN); the CPU model and each pass's instruction
+set are printed.  The last line is one JSON object (the AVX2 pass's figures
+under ``"avx2"``).  Run: ``python bench/embed.py [--n-spectra N] [--isa native]``.
 """
 
 from __future__ import annotations
@@ -33,12 +39,16 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+
+sys.path.append(str(Path(__file__).resolve().parent))
+import _cpu  # noqa: E402
 
 HARPS_ARCHIVE_SPECTRA = 267_487
 N_UNITS, N_PIXELS, WASHOUT, RIDGE = 100, 4096, 20, 1e-2
@@ -107,7 +117,10 @@ def make_embedder(flux, weight, backend: str, kernel: str | None = None):
     from latentsky.embed import ESNReadoutEmbedder
     from latentsky.embed.backends import NumpyBackend
 
-    emb = ESNReadoutEmbedder(n_units=N_UNITS, washout=WASHOUT, ridge=RIDGE, backend=backend)
+    # one pixel per step, no leak, no position input: the reservoir every peer computes (the defaults
+    # bin 16 pixels per step, which would time a series 16 times shorter than the peers')
+    emb = ESNReadoutEmbedder(n_units=N_UNITS, washout=WASHOUT, ridge=RIDGE, backend=backend, leak_rate=1.0,
+                             position_scaling=0.0, bin_pixels=1)
     emb.fit(flux[:256], weight=weight[:256])
     if kernel is not None:
         emb._backend_obj = NumpyBackend(kernel=kernel)
@@ -127,7 +140,7 @@ def reservoirpy_round(flux, weight, emb, rows):
     """reservoirpy driven per spectrum over ``rows``: (spectra/s, readouts)."""
     from reservoirpy.nodes import Reservoir, Ridge
 
-    from latentsky.embed.esn import prepare_batch
+    from latentsky.embed.series import prepare_batch
 
     res = emb.reservoir_
     node = Reservoir(units=N_UNITS, lr=res.leak_rate, W=res.dense_matrix(), Win=res.input_weights[:, None],
@@ -160,14 +173,19 @@ def rel_err(a, b) -> float:
     return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-spectra", type=int, default=2048)
     parser.add_argument("--n-slow", type=int, default=50, help="spectra for reservoirpy and the NumPy loop")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (best kept)")
     parser.add_argument("--no-tensorflow", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--isa", choices=_cpu.CHOICES, default="both",
+                        help="instruction sets: native and forced AVX2 (default), or one of them")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if _cpu.reexec_if_needed(args.isa, __file__, argv):
+        return
+    log.info("%s", _cpu.header())
 
     t0 = time.perf_counter()
     flux, weight, n_real = load_spectra(args.n_spectra)
@@ -247,7 +265,15 @@ def main() -> None:
         "rounds": args.rounds, "load_average_1min": round(os.getloadavg()[0], 2),
         "cores": len(os.sched_getaffinity(0)),
     }
-    print(json.dumps(result))
+    log.info("instruction sets of this pass: %s", _cpu.describe()["parts"])
+    final = _cpu.combine(result, args.isa, __file__, argv)
+    if isinstance(final.get("avx2"), dict):
+        a = final["avx2"]
+        log.info("native (%s): %.0f spectra/s, %.1f%% of its sgemm peak; AVX2 forced: %.0f spectra/s, %.1f%% of "
+                 "its sgemm peak (%.0f GFLOP/s)", final["isa"]["isa"], spectra_per_s,
+                 100 * result["fraction_of_sgemm_peak"], a["spectra_per_s"], 100 * a["fraction_of_sgemm_peak"],
+                 a["sgemm_gflops"])
+    print(json.dumps(final))
 
 
 def _gpu() -> bool:

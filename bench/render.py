@@ -4,11 +4,12 @@ Server side, at 800x800 pixels, on synthetic latent tables derived from the
 bundled sample (``latentsky.synth``), 10^6 and 10^7 points:
 
 * ``ours``: the work the server does on every zoom of :func:`latentsky.viz.latent.latent_map`
-  (the map built once, then its range stream moved to a new view): Datashader aggregation of
-  the density, ``dynspread``, its colouring (eq_hist, :mod:`latentsky.viz.shading`) and the
-  HoloViews element and Bokeh update of the RGBA image the browser draws.  ``ours+hover``
-  adds the hover's index pass (:class:`latentsky.viz.latent.PixelIndex`), run once per view
-  when the pointer moves.
+  (the map built once, then its range stream moved to a new view): the aggregation of the
+  density (:mod:`latentsky.viz.raster`), its colouring (eq_hist, :mod:`latentsky.viz.shading`),
+  ``dynspread`` and the HoloViews element and Bokeh update of the RGBA image the browser
+  draws.  ``ours by class`` colours by a column of 3 classes instead (the app's default
+  colouring: counts per class, mixed colours).  ``ours+hover`` adds the hover's index pass
+  (:class:`latentsky.viz.latent.PixelIndex`), run once per view when the pointer moves.
 * ``datashader``: plain ``Canvas.points(count)`` + ``tf.shade`` (aggregate + shade).
 * ``matplotlib``: ``ax.scatter`` of every point and ``canvas.draw()`` (10^6 only unless --matplotlib-1e7).
 
@@ -24,15 +25,19 @@ painted (the change of the image source's data after the wheel, plus two animati
 Stop 11's figures did not time a zoom: Playwright's ``evaluate_handle`` waited for the timing
 promise, so the wheel came only after a change of some other model; the image then took ~880 ms.
 
-Last line: one JSON object with ``ours_1e6_ms, ours_1e7_ms, datashader_1e6_ms, datashader_1e7_ms,
-matplotlib_1e6_ms, browser_zoom_1e7_ms`` and the first-call figures.
+Everything for this CPU's native instruction set and again with AVX2 forced, in a child
+process (``--isa``, see ``bench/_cpu.py``: numba, hence Datashader and our kernels, OpenBLAS,
+NumPy, Arrow; Chromium is not forced); the CPU model and each pass's instruction set are printed.
+
+Last line: one JSON object with ``ours_1e6_ms, ours_1e7_ms, ours_by_class_1e7_ms, datashader_1e6_ms,
+datashader_1e7_ms, matplotlib_1e6_ms, browser_zoom_1e7_ms`` and the first-call figures (the AVX2
+pass's under ``"avx2"``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -43,6 +48,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.append(str(REPO / "bench"))
+import _cpu  # noqa: E402
+
 SIZE = 800
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -66,13 +74,13 @@ def make_table(templates, n: int):
     return synth_table(templates, n, seed=0)
 
 
-def ours(table, *, hover_index: bool = False):
+def ours(table, *, hover_index: bool = False, color_by: str = "count"):
     import holoviews as hv
 
     from latentsky.viz.latent import PixelIndex, latent_map, prepare_table
 
     prepared = prepare_table(table)
-    dmap = latent_map(prepared, color_by="count", width=SIZE, height=SIZE, hover=True, prepared=True)
+    dmap = latent_map(prepared, color_by=color_by, width=SIZE, height=SIZE, hover=True, prepared=True)
     x0, x1 = float(prepared["x"].min()), float(prepared["x"].max())
     y0, y1 = float(prepared["y"].min()), float(prepared["y"].max())
     # a Bokeh plot of the map, as a served page has: rendering attaches the range streams that
@@ -254,7 +262,14 @@ def main(argv=None) -> int:
     parser.add_argument("--no-browser", action="store_true", help="skip the Playwright zoom measurement")
     parser.add_argument("--matplotlib-1e7", action="store_true", help="also time matplotlib at 10^7 (slow)")
     parser.add_argument("--sizes", default="1e6,1e7", help="point counts, comma separated")
+    parser.add_argument("--isa", choices=_cpu.CHOICES, default="both",
+                        help="instruction sets: native and forced AVX2 (default), or one of them")
+    parser.add_argument("--synth", type=Path, default=None,
+                        help="the 10^7-row synthetic folder of the browser test, when already written")
     args = parser.parse_args(argv)
+    if _cpu.reexec_if_needed(args.isa, __file__, argv):
+        return 0
+    print(_cpu.header(), flush=True)
 
     from latentsky.synth import sample_store, templates_from_store, write_synth
 
@@ -266,11 +281,13 @@ def main(argv=None) -> int:
         table = make_table(templates, n)
         result[f"ours_{tag}_ms"] = timed(ours(table), args.repeat)
         result[f"ours_hover_{tag}_ms"] = timed(ours(table, hover_index=True), args.repeat)
+        result[f"ours_by_class_{tag}_ms"] = timed(ours(table, color_by="spec_class"), args.repeat)
         result[f"datashader_{tag}_ms"] = timed(plain_datashader(table), args.repeat)
         if n <= 1_000_000 or args.matplotlib_1e7:
             result[f"matplotlib_{tag}_ms"] = timed(matplotlib_scatter(table), max(1, args.repeat // 2))
         print(f"{n:>10,} points  ours {result[f'ours_{tag}_ms']:7.1f} ms (+hover index "
-              f"{result[f'ours_hover_{tag}_ms']:.1f} ms)   datashader "
+              f"{result[f'ours_hover_{tag}_ms']:.1f} ms; by class {result[f'ours_by_class_{tag}_ms']:.1f} ms)"
+              f"   datashader "
               f"{result[f'datashader_{tag}_ms']:7.1f} ms" + (f"   matplotlib {result[f'matplotlib_{tag}_ms']:7.1f} ms"
                                                              if f"matplotlib_{tag}_ms" in result else ""),
               flush=True)
@@ -289,15 +306,25 @@ def main(argv=None) -> int:
     if "ours_1e7_ms" in result and "datashader_1e7_ms" in result:
         result["ours_over_datashader_1e7"] = result["ours_1e7_ms"] / result["datashader_1e7_ms"]
     result["browser_zoom_1e7_ms"] = None
-    if not args.no_browser and Path(CHROMIUM).exists():
-        with tempfile.TemporaryDirectory(prefix="latentsky-render-") as tmp:
-            data = write_synth(Path(tmp) / "synth1e7", 10_000_000, seed=0)
+    with tempfile.TemporaryDirectory(prefix="latentsky-render-") as tmp:
+        extra = []  # the forced-AVX2 pass reuses the synthetic folder written here
+        if not args.no_browser and Path(CHROMIUM).exists():
+            data = args.synth or write_synth(Path(tmp) / "synth1e7", 10_000_000, seed=0)
+            extra = ["--synth", str(data)]
             result.update(browser_zoom(data, args.repeat))
-        print(f"browser zoom-to-paint at 10^7: {result['browser_zoom_1e7_ms']:.0f} ms (median of "
-              f"{args.repeat}; samples {['%.0f' % v for v in result['browser_zoom_samples_ms']]})", flush=True)
-    elif not args.no_browser:
-        print(f"browser: {CHROMIUM} not found, zoom-to-paint not measured", flush=True)
-    print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()}))
+            print(f"browser zoom-to-paint at 10^7: {result['browser_zoom_1e7_ms']:.0f} ms (median of "
+                  f"{args.repeat}; samples {['%.0f' % v for v in result['browser_zoom_samples_ms']]}; Chromium's "
+                  "own instruction set)", flush=True)
+        elif not args.no_browser:
+            print(f"browser: {CHROMIUM} not found, zoom-to-paint not measured", flush=True)
+        result = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()}
+        final = _cpu.combine(result, args.isa, __file__, argv, extra)
+    if isinstance(final.get("avx2"), dict):
+        a = final["avx2"]
+        for key in ("ours_1e7_ms", "ours_by_class_1e7_ms", "browser_zoom_1e7_ms"):
+            if final.get(key) is not None and a.get(key) is not None:
+                print(f"{key}: native ({final['isa']['isa']}) {final[key]:.0f}, AVX2 forced {a[key]:.0f}")
+    print(json.dumps(final))
     return 0
 
 

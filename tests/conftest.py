@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from _support.data import shared_data_dir
 from latentsky.data import sample_path, sample_spectra
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path | None:
-    """The full real data set (``../shared/data`` beside the repository, or $LATENTSKY_SHARED_DATA)."""
-    candidate = Path(os.environ.get("LATENTSKY_SHARED_DATA", REPO.parent / "shared" / "data"))
-    return candidate if candidate.is_dir() else None
 
 
 @pytest.fixture(autouse=True)
@@ -23,10 +15,8 @@ def _restore_conf():
     """Every test starts and ends with the same ``latentsky.conf`` (URLs, offline flag, retries, cache dir)."""
     from latentsky.config import conf
 
-    saved = dict(vars(conf))
-    yield
-    for name, value in saved.items():
-        setattr(conf, name, value)
+    with conf.set_temp():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -93,3 +93,33 @@ def test_a_map_frame_reaches_bokeh_as_holoviews_own_rgb_plot_sends_it():
     assert ours["image"].dtype == theirs["image"].dtype == np.uint32
     np.testing.assert_array_equal(ours["image"], theirs["image"])
     assert {k: float(ours[k]) for k in ("x", "y", "dw", "dh")} == {k: float(theirs[k]) for k in ("x", "y", "dw", "dh")}
+
+
+def test_a_zoom_updates_the_image_without_recomputing_the_documents_models(monkeypatch):
+    import bokeh.document.models as bdm
+    import holoviews as hv
+    import pandas as pd
+    from bokeh.document import Document
+
+    from latentsky.viz.latent import latent_map
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"x": rng.normal(size=5000), "y": rng.normal(size=5000), "snr": rng.random(5000)})
+    plot = hv.renderer("bokeh").get_plot(latent_map(table, color_by="snr", width=60, height=40))
+    doc = Document()
+    doc.add_root(plot.state)
+    (source,) = [r.data_source for r in plot.state.renderers if "image" in r.data_source.data]
+    before = np.array(source.data["image"][0])
+    recomputed = []
+    real = bdm.DocumentModelManager.recompute
+    monkeypatch.setattr(bdm.DocumentModelManager, "recompute", lambda self: recomputed.append(1) or real(self))
+    ranges = [s for s in plot.streams if isinstance(s, hv.streams.RangeXY)]
+    for s in ranges:
+        s.update(x_range=(-0.5, 0.5), y_range=(-0.5, 0.5))
+    hv.streams.Stream.trigger(ranges)
+    after = np.array(source.data["image"][0])
+    assert after.shape == before.shape and not np.array_equal(after, before)  # the zoomed image reached Bokeh
+    assert source.data["x"] == [-0.5] and source.data["dw"] == [1.0]
+    # (HoloViews' update froze the document's models and walked all of them again when it thawed)
+    assert recomputed == []
+    assert plot.state in doc.roots and all(m.document is doc for m in plot.state.references())

@@ -32,7 +32,8 @@ SHARED = "/srv/latentsky"                                                    # <
 c.Spawner.environment = {
     # Shared: the data set everyone reads (ingest it into your own store: `latentsky ingest SHARED/... --out ~/store`)
     "LATENTSKY_SHARED_DATA": f"{SHARED}/data",
-    # What the app opens first: pipeline results prepared once by the platform team, read-only.
+    # What the app and the course open first: the sample's results prepared once by the platform team
+    # (`latentsky classroom --prepare-only --out /srv/latentsky/results/sample`), read-only for users.
     "LATENTSKY_APP_DATA": f"{SHARED}/results/sample",
     # One kernel must not take every core of a shared node.
     "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "NUMBA_NUM_THREADS": "2",

@@ -21,11 +21,13 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from latentsky.exceptions import LatentskyError, SpectrumError
-from latentsky.io.grid import NORMALISATIONS, LogLambdaGrid, normalise, resample
+from latentsky.exceptions import LatentskyError, SpectrumError, StoreError
+from latentsky.io.grid import (DEFAULT_NORMALISATION, NORMALISATIONS, LogLambdaGrid, normalise, resample,
+                               resolve_normalisation)
 from latentsky.io.readers import read_spectrum
 from latentsky.progress import Progress, ProgressCallback
-from latentsky.store import SpectrumStore, SpectrumStoreWriter, atomic_directory, read_lineage, write_lineage
+from latentsky.store import (SpectrumStore, SpectrumStoreWriter, atomic_directory, check_output, read_lineage,
+                             write_lineage)
 from latentsky.store.lineage import fingerprint
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 SAME_OBJECT_ARCSEC = 2.0
 #: Files parsed per Dask task: enough to make the task overhead small, few enough for steady progress.
 FILES_PER_TASK = 32
+STORE_KIND = "spectra"
+"""The output kind of a spectrum store (see :mod:`latentsky.store.output`)."""
 CATALOG_COLUMNS = ["id", "path", "instrument", "object", "ra", "dec", "mjd", "exptime", "snr",
                    "wave_min", "wave_max", "sha256", "spec_class", "redshift", "format", "n_good_pixels"]
 
@@ -79,7 +83,7 @@ def _stat_key(path: Path) -> list:
     return [st.st_size, st.st_mtime_ns]
 
 
-def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normalisation: str = "median",
+def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normalisation: str = DEFAULT_NORMALISATION,
            chunk_rows: int = 256, progress: ProgressCallback | None = None, force: bool = False, client=None,
            scheduler: str | None = None, workers: int | None = None, cluster: str | None = None) -> IngestResult:
     """Read FITS spectra and write a spectrum store.
@@ -92,8 +96,9 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
         The store directory to write (replaced atomically if it exists).
     grid : LogLambdaGrid, optional
         The common grid; default 3800-9000 Angstrom in 4096 pixels (~63 km/s).
-    normalisation : {"median", "continuum", "none"}
-        How each spectrum is normalised (see :func:`latentsky.io.grid.normalise`).
+    normalisation : {"auto", "median", "continuum", "local", "none"}
+        How each spectrum is normalised (see :func:`latentsky.io.grid.normalise`); ``auto`` chooses by
+        product (:func:`latentsky.io.grid.resolve_normalisation`).
     chunk_rows : int
         Spectra per Zarr chunk.
     progress : callable, optional
@@ -118,13 +123,26 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
     grid = grid or LogLambdaGrid()
     if normalisation not in NORMALISATIONS:
         raise LatentskyError(f"ingest: normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
-    out = Path(out)
+    out, sources = Path(out), [Path(s) for s in sources]
+    check_output(out, STORE_KIND, inputs=sources)  # before any work: the folder may not be ours
     files = find_fits(sources)
     if not files:
         raise LatentskyError("ingest: no FITS files found in " + ", ".join(str(s) for s in sources))
+    listed = len(files)
     params = {"grid": grid.as_dict(), "normalisation": normalisation}
-    stats = {str(p): _stat_key(p) for p in files}
-    previous = read_lineage(out) if out.exists() else None
+    errors: list[SpectrumError] = []
+    stats = {}
+    for path in files:
+        try:
+            stats[str(path)] = _stat_key(path)
+        except OSError as err:  # gone or unreadable since it was listed
+            errors.append(SpectrumError(path, f"cannot read the file ({err.strerror or err})"))
+    files = [p for p in files if str(p) in stats]
+    try:
+        previous = read_lineage(out) if out.exists() else None
+    except StoreError as err:
+        log.warning("%s; the store is written again", err)
+        previous = None
     if (not force and previous and previous.get("params") == params
             and previous.get("stats") == stats):
         log.info("%s is up to date with its %d input files; nothing to do", out, len(files))
@@ -134,10 +152,9 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
     from latentsky.distributed import dask_client, map_ordered
 
     rows: list[dict] = []
-    errors: list[SpectrumError] = []
     hashes: dict[str, str] = {}
     with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc, \
-            atomic_directory(out) as tmp, \
+            atomic_directory(out, STORE_KIND, inputs=sources) as tmp, \
             Progress("ingest", total=len(files), unit="spectra", callback=progress) as bar:
         per_task = 1 if dc is None else FILES_PER_TASK      # here: progress file by file
         tasks = [(files[i:i + per_task],) for i in range(0, len(files), per_task)]
@@ -153,15 +170,16 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
             errors.extend(bad)
             bar.advance(len(paths), paths[-1].name)
         if not rows:
-            raise LatentskyError(f"ingest: none of the {len(files)} files could be read; first problem: {errors[0]}")
+            raise LatentskyError(f"ingest: none of the {listed} files could be read; first problem: {errors[0]}")
         catalog = _finish_catalog(pd.DataFrame(rows))
         writer.close(catalog, attrs={"grid": grid.as_dict(), "normalisation": normalisation,
                                      "wave_unit": "Angstrom", "wave_medium": "vacuum"})
         write_lineage(tmp, step="ingest", params=params,
                       inputs={"files": hashes, "fingerprint": fingerprint(sorted(hashes.values()))},
-                      extra={"stats": stats, "n_spectra": len(rows), "errors": [str(e) for e in errors]})
+                      extra={"stats": stats, "n_spectra": len(rows), "errors": [str(e) for e in errors],
+                             "rejected": [{"path": e.path, "reason": e.problem} for e in errors]})
     if errors:
-        log.warning("%d of %d files were not ingested:\n  %s", len(errors), len(files),
+        log.warning("%d of %d files were not ingested:\n  %s", len(errors), listed,
                     "\n  ".join(str(e) for e in errors))
     return IngestResult(out, len(rows), errors)
 
@@ -176,18 +194,26 @@ def _ingest_batch(paths: list[Path], *, grid: LogLambdaGrid, normalisation: str
         except SpectrumError as err:
             bad.append(err)
             continue
+        except Exception as err:  # one bad file never stops a run: reported with its reason
+            log.debug("reading %s", path, exc_info=True)
+            bad.append(SpectrumError(path, f"unreadable ({type(err).__name__}: {err})"))
+            continue
         good.append((row, flux.astype("f4"), ivar.astype("f4")))
     return good, bad
 
 
 def _ingest_one(path: Path, grid: LogLambdaGrid, normalisation: str) -> tuple[dict, np.ndarray, np.ndarray]:
-    data = path.read_bytes()  # one read serves both the hash and the parser
+    try:
+        data = path.read_bytes()  # one read serves both the hash and the parser
+    except OSError as err:  # gone or unreadable since it was listed
+        raise SpectrumError(path, f"cannot read the file ({err.strerror or err})") from None
     spectrum = read_spectrum(path, data=data)
     flux, ivar = resample(spectrum, grid, path=str(path))
     if not (ivar > 0).any():
         raise SpectrumError(path, "no good pixel left on the grid (all masked where it overlaps "
                                   f"{grid.wave_min:.0f}-{grid.wave_max:.0f} Angstrom)")
-    flux, ivar = normalise(flux, ivar, normalisation, path=str(path))
+    flux, ivar = normalise(flux, ivar, resolve_normalisation(normalisation, spectrum.meta), path=str(path),
+                           grid=grid)
     wave = spectrum.wave.value[spectrum.ivar > 0]
     meta = spectrum.meta
     row = {

@@ -5,13 +5,18 @@ jupyter-server-proxy finds :func:`setup_latentsky` through the
 "latentsky explorer" tile in the JupyterLab launcher and, on the first request
 to ``{base_url}latentsky/``, starts::
 
-    python -m latentsky.jupyter_proxy --port {port} --prefix {base_url}latentsky
+    python -m latentsky.jupyter_proxy --unix-socket {unix_socket} --prefix {base_url}latentsky
 
-which serves the app (the same page as ``latentsky app``) on 127.0.0.1 under
-that prefix.  The proxy forwards the full path (``absolute_url``), so the
-page's scripts, styles and websocket carry the prefix and work behind Binder's
-or a JupyterHub's URL.  Authentication is the notebook server's: the app
-listens on the loopback interface only and is reached through the proxy.
+which serves the app (the same page as ``latentsky app``) on a Unix socket in a
+folder only this user can enter (jupyter-server-proxy makes it, mode 0700; the
+socket is 0600), under that prefix.  No TCP port is opened, so on a shared
+machine (a JupyterHub with local spawners, a login node) no other account can
+reach the app or the ESO token in its environment: the only way in is the
+user's own notebook server, which authenticates every request.  The proxy
+forwards the full path (``absolute_url``), so the page's scripts, styles and
+websocket carry the prefix and work behind Binder's or a JupyterHub's URL; a
+websocket is accepted only from the page's own origin
+(:mod:`latentsky.ui.serve`).
 """
 
 from __future__ import annotations
@@ -39,13 +44,15 @@ def setup_latentsky() -> dict:
     Returns
     -------
     dict
-        ``command`` (with jupyter-server-proxy's ``{port}`` and ``{base_url}``
-        placeholders), ``absolute_url``, ``timeout`` and ``launcher_entry``, as
-        documented by jupyter-server-proxy's server-process settings.
+        ``command`` (with jupyter-server-proxy's ``{unix_socket}`` and ``{base_url}``
+        placeholders), ``unix_socket`` (True: the proxy makes a private folder for the
+        socket), ``absolute_url``, ``timeout`` and ``launcher_entry``, as documented by
+        jupyter-server-proxy's server-process settings.
     """
     return {
-        "command": [sys.executable, "-m", "latentsky.jupyter_proxy", "--port", "{port}",
+        "command": [sys.executable, "-m", "latentsky.jupyter_proxy", "--unix-socket", "{unix_socket}",
                     "--prefix", "{base_url}" + PROXY_NAME],
+        "unix_socket": True,
         "absolute_url": True,
         "timeout": START_TIMEOUT,
         "new_browser_tab": True,
@@ -57,31 +64,37 @@ def setup_latentsky() -> dict:
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m latentsky.jupyter_proxy``."""
     parser = argparse.ArgumentParser(prog="python -m latentsky.jupyter_proxy", description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True, help="port to listen on (given by the proxy)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix-socket", type=Path, help="Unix socket to listen on (given by the proxy; "
+                       "its folder must be private, mode 0700)")
+    where.add_argument("--port", type=int, help="TCP port on 127.0.0.1 instead (websockets from the page's "
+                       "own origin only)")
     parser.add_argument("--prefix", default="", help="URL prefix the proxy forwards, e.g. /user/ada/latentsky")
-    parser.add_argument("--address", default="127.0.0.1", help="interface (default: the loopback one)")
     parser.add_argument("--data", type=Path, default=None,
                         help="results to open (default: $LATENTSKY_APP_DATA, else the bundled sample's)")
     return parser
 
 
-def serve(port: int, *, prefix: str = "", address: str = "127.0.0.1", data=None) -> None:
-    """Serve the latentsky app at ``http://{address}:{port}{prefix}/`` until interrupted.
+def serve(*, unix_socket=None, port: int | None = None, prefix: str = "", data=None, start: bool = True):
+    """Serve the latentsky app on ``unix_socket`` (or TCP ``port`` on 127.0.0.1) under ``prefix``.
 
     Parameters
     ----------
-    port : int
-        TCP port.
+    unix_socket : path-like, optional
+        Unix socket (the proxy's ``{unix_socket}``); its folder must be mode 0700.
+    port : int, optional
+        TCP port on the loopback interface instead.
     prefix : str
         URL path prefix of every page, script and websocket (the proxied path).
-    address : str
-        Interface to bind.
     data : path-like, optional
         What the map opens on (see :func:`latentsky.ui.app.load_data`).
+    start : bool
+        Block serving until interrupted (False: return the started server, for tests).
     """
     import panel as pn
 
     from latentsky.ui.app import App, load_data
+    from latentsky.ui.serve import serve_app
     from latentsky.viz.latent import warm_up
 
     pn.extension("tabulator", notifications=True)
@@ -93,19 +106,15 @@ def serve(port: int, *, prefix: str = "", address: str = "127.0.0.1", data=None)
         app.sync_url()
         return app
 
-    prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    log.info("serving the latentsky app on http://%s:%d%s/", address, port, prefix)
-    # The browser's Origin is the Hub's or Binder's host, which only the proxy knows; the app itself
-    # listens on the loopback interface and is reachable through the authenticated proxy only.
-    pn.serve(page, port=port, address=address, prefix=prefix, websocket_origin="*", show=False,
-             title="latentsky explorer")
+    return serve_app(page, unix_socket=unix_socket, port=port, prefix=prefix, title="latentsky explorer",
+                     start=start)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m latentsky.jupyter_proxy``."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    serve(args.port, prefix=args.prefix, address=args.address, data=args.data)
+    serve(unix_socket=args.unix_socket, port=args.port, prefix=args.prefix, data=args.data)
     return 0
 
 

@@ -4,6 +4,9 @@
 
     DIR/store/            the spectrum store (unless SOURCE already is one)
     DIR/embeddings/       stage-1 readouts and statistics
+    DIR/rejected.csv      the spectra left out, with the reason: files ingest could
+                          not read, stored spectra stage 1 could not embed
+                          (``stage``, ``id``, ``path``, ``reason``)
     DIR/train-sample/     beyond ``train_rows`` spectra: the readouts trained on
     DIR/model.keras       the trained autoencoder (native Keras format)
     DIR/latent.parquet    one row per spectrum: id, path, object, ra, dec, mjd,
@@ -52,10 +55,14 @@ from latentsky.exceptions import AutoencoderError
 from latentsky.pipeline_defaults import EMBED_DEFAULTS, TRAIN_VISITS, train_defaults, within_budget
 from latentsky.progress import Progress, ProgressCallback
 from latentsky.store.lineage import fingerprint, read_lineage
+from latentsky.store.output import output_folder
 
 log = logging.getLogger(__name__)
 
+PIPELINE_KIND = "pipeline"
+"""The output kind of a pipeline folder (see :mod:`latentsky.store.output`)."""
 STATE_FILE = "pipeline.json"
+REJECTED_FILE = "rejected.csv"
 LATENT_COLUMNS = ["id", "path", "object", "ra", "dec", "mjd", "instrument", "spec_class"]
 #: Per-spectrum scores of the encode stage; the first two are columns of ``latent.parquet``.
 SCORE_COLUMNS = ("anomaly", "recon_error", "stage1_error")
@@ -164,8 +171,9 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
         raise AutoencoderError(f"parameter train_visits={train_visits!r}: must be a positive integer, or None")
     if embeddings is not None and read_lineage(Path(embeddings)) is None:
         raise AutoencoderError(f"parameter embeddings: {embeddings} is not an EMBEDDINGS directory (no lineage)")
-    out.mkdir(parents=True, exist_ok=True)
-    with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc:
+    inputs = [source] + ([Path(embeddings)] if embeddings is not None else [])
+    with output_folder(out, PIPELINE_KIND, inputs=inputs), \
+            dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc:
         return _run(source, out, n_latent=n_latent, embed=embed, train=train, embeddings=embeddings, seed=seed,
                     force=force, baselines=baselines, train_rows=train_rows, train_visits=train_visits,
                     chunk_rows=chunk_rows, client=dc, progress=progress)
@@ -214,6 +222,7 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, f
         state["embed"] = embed_key
         _write_state(out, state)
     emb = open_embeddings(emb_path)
+    rejected = write_rejected(out, store, emb)
     timings["embed_s"] = time.perf_counter() - t0
 
     # 3. train ---------------------------------------------------------------
@@ -262,9 +271,13 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, f
     timings["encode_s"] = time.perf_counter() - t0
     metrics["timings"] = timings
     metrics["skipped"] = skipped
+    metrics["rejected"] = rejected.to_dict("records")
+    from latentsky.embed.quality import stage1_report
+
+    metrics["stage1"] = stage1_report(emb, seed=seed)
     metrics["outputs"] = {k: str(out / v) for k, v in
                           (("latent", "latent.parquet"), ("model", "model.keras"), ("metrics", "metrics.json"),
-                           ("map", "map.png"), ("embeddings", "embeddings"))}
+                           ("map", "map.png"), ("embeddings", "embeddings"), ("rejected", REJECTED_FILE))}
     metrics["outputs"]["store"] = str(store_path)
     tmp = out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2, default=float))
@@ -282,6 +295,43 @@ def training_summary(est) -> dict:
     return {"map": est.map, "map_name": describe(est.map), "optimizer": est.optimizer_, "n_epochs": est.n_epochs_,
             "restart_losses": est.restart_losses_, "gradient_shares": est.gradient_shares_,
             "fit": est.fit_summary_}
+
+
+def write_rejected(out: Path, store, emb) -> pd.DataFrame:
+    """Write ``OUT/rejected.csv``: the files ingest skipped and the spectra stage 1 could not embed.
+
+    Returns
+    -------
+    DataFrame
+        ``stage`` (``ingest`` or ``embed``), ``id``, ``path``, ``reason``; one row per spectrum left out.
+    """
+    rows = [{"stage": "ingest", "id": "", "path": e.get("path", ""), "reason": e.get("reason", "")}
+            for e in rejected_at_ingest(store)]
+    skipped = emb.rejected
+    if len(skipped):
+        paths = store.catalog_columns(["path"])
+        paths = paths["path"].astype(str).to_numpy() if "path" in paths else None
+        rows += [{"stage": "embed", "id": str(r["id"]), "path": "" if paths is None else paths[int(r["row"])],
+                  "reason": str(r["reason"])} for _, r in skipped.iterrows()]
+    table = pd.DataFrame(rows, columns=["stage", "id", "path", "reason"])
+    tmp = out / f".{REJECTED_FILE}.tmp"
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, out / REJECTED_FILE)
+    for r in rows:
+        log.warning("left out at %s: %s %s", r["stage"], r["id"] or r["path"], r["reason"])
+    return table
+
+
+def rejected_at_ingest(store) -> list[dict]:
+    """The input files the store's ingest could not read: ``path`` and ``reason`` (from its lineage)."""
+    lineage = store.lineage or {}
+    if lineage.get("rejected") is not None:
+        return list(lineage["rejected"])
+    out = []
+    for text in lineage.get("errors", []):      # stores written before the structured record
+        path, _, reason = str(text).partition(": ")
+        out.append({"path": path, "reason": reason})
+    return out
 
 
 #: Models loaded by the encode tasks of this process, by path: (file size, mtime, estimator).
@@ -327,7 +377,7 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
 
     Each chunk of readouts (with its Gram matrices) is read, encoded,
     decoded and scored by :func:`_encode_chunk`, in this process or on a Dask
-    cluster, into the arrays of ``OUT/.encoded.partial/``; an interrupted run
+    cluster, into the arrays of ``OUT/.encoded.partial-<run>/``; an interrupted run
     with the same ``key`` resumes at the first chunk it had not finished.
     The table is then written in row groups, the catalog columns streamed from
     the store beside the latent ones, and moved into place.
@@ -370,12 +420,15 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
     from latentsky.embed.runner import CATALOG_FILE as EMB_CATALOG
 
     rows_of = pd.read_parquet(Path(emb.path) / EMB_CATALOG, columns=["row"])["row"].to_numpy()
-    if n != len(store) or not np.array_equal(rows_of, np.arange(n)):
+    if len(rows_of) != n or (n and (rows_of.max() >= len(store) or np.any(np.diff(rows_of) <= 0))):
         raise AutoencoderError(f"{emb.path}: not the embeddings of {store.path} (rows differ)")
+    embedded = np.zeros(len(store), bool)       # the stored spectra stage 1 embedded (all but the rejected)
+    embedded[rows_of] = True
     rows = int(chunk_rows or emb.readout.chunks[0])
     st = model_path.stat()
     key = key or fingerprint({"model": [str(model_path), st.st_size, st.st_mtime_ns], "rows": rows})
-    part = PartialDirectory(out / "encoded", fingerprint({"key": key, "n": n, "rows": rows}), resume=resume)
+    part = PartialDirectory(out / "encoded", fingerprint({"key": key, "n": n, "rows": rows}), resume=resume,
+                            kind="encoded")
     n_latent = _load_model(str(model_path)).n_latent
     names = latent_column_names(n_latent)
     done = part.done()
@@ -405,6 +458,10 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
     tmp = out / ".latent.parquet.tmp"
     writer, pending, at = None, [], 0
     for batch in cat_file.iter_batches(batch_size=LATENT_ROW_GROUP, columns=columns):
+        stored = embedded[:batch.num_rows]
+        embedded = embedded[batch.num_rows:]
+        if not stored.all():
+            batch = batch.filter(pa.array(stored))
         k = batch.num_rows
         z = group["z"][at:at + k]
         arrays = list(batch.columns) + [pa.array(z[:, d]) for d in range(n_latent)]
@@ -499,12 +556,13 @@ def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None, kin
     kind : str, optional
         The map's kind (:mod:`latentsky.autoencoder.maps`), named in the title.
     """
-    import matplotlib
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+    # a Figure of its own, not pyplot: the caller's backend (a notebook's inline plots) stays as it is
+    fig = Figure(figsize=(12, 5.5))
+    axes = fig.subplots(1, 2)
+    tab10 = colormaps["tab10"]
     x = table["x"].to_numpy()
     y = table["y"].to_numpy() if "y" in table else np.zeros(len(table))
     ax = axes[0]
@@ -515,7 +573,7 @@ def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None, kin
         ax.scatter(x[other], y[other], s=10, c="0.75", label="observed once or less often")
         for i, obj in enumerate(repeated):
             sel = (table["object"] == obj).to_numpy()
-            ax.scatter(x[sel], y[sel], s=22, color=plt.cm.tab10(i % 10), label=f"{obj} ({sel.sum()})")
+            ax.scatter(x[sel], y[sel], s=22, color=tab10(i % 10), label=f"{obj} ({sel.sum()})")
         ax.legend(fontsize=7, loc="best")
         ax.set_title("objects observed more than once")
     else:
@@ -523,7 +581,7 @@ def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None, kin
     ax = axes[1]
     if "spec_class" in table:
         for i, (cls, sel) in enumerate(table.groupby(table["spec_class"].fillna("unknown")).groups.items()):
-            ax.scatter(x[sel], y[sel], s=12, color=plt.cm.tab10(i % 10), label=f"{cls} ({len(sel)})")
+            ax.scatter(x[sel], y[sel], s=12, color=tab10(i % 10), label=f"{cls} ({len(sel)})")
         ax.legend(fontsize=8)
         ax.set_title("spectral class")
     elif "anomaly" in table:
@@ -541,6 +599,5 @@ def plot_map(table: pd.DataFrame, path: Path, *, n_total: int | None = None, kin
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=90)
-    plt.close(fig)
     os.replace(tmp, path)
     return path

@@ -8,10 +8,14 @@ Stage 2 has no settings of its own here: its defaults are
 measured, is in ``docs/decisions/``.
 """
 
-#: Stage-1 settings of the pipeline, also the defaults of ``latentsky embed``.  A leak rate
-#: below 1 makes each unit a low-pass memory of the flux, so readouts follow the
-#: spectrum's shape more than its pixel-scale noise.
-EMBED_DEFAULTS = {"n_units": 100, "reservoir": "cycle", "ridge": 1e-2, "leak_rate": 0.3}
+from latentsky.embed.defaults import ESN_DEFAULTS
+
+
+#: Stage-1 settings of the pipeline, of ``latentsky embed`` and of the app's Embed step: the
+#: defaults of :class:`~latentsky.embed.esn.ESNReadoutEmbedder` itself (their one home,
+#: :mod:`latentsky.embed.defaults`), less the settings of the machine (back end, threads,
+#: batch sizes), which do not change results.
+EMBED_DEFAULTS = dict(ESN_DEFAULTS)
 
 #: Parameters of :class:`~latentsky.autoencoder.estimator.LatentAutoencoder` that are not settings of
 #: the map (where a run keeps its files, its seed, its progress callback): the pipeline sets them.

@@ -39,6 +39,8 @@ from latentsky.exceptions import LatentskyError
 log = logging.getLogger(__name__)
 
 C_KMS = 299_792.458
+SYNTH_KIND = "synth"
+"""The output kind of a folder written by :func:`write_synth` (see :mod:`latentsky.store.output`)."""
 LATENT_FILE = "latent.parquet"
 TEMPLATES_FILE = "templates.npz"
 TEMPLATE_CATALOG_FILE = "templates.parquet"
@@ -268,7 +270,8 @@ def write_synth(out, n: int, *, store=None, n_spectra: int = 0, seed: int = 0, c
     Parameters
     ----------
     out : path-like
-        Output folder (created; existing files in it are replaced).
+        Output folder (created; its files are replaced when it is a folder ``write_synth`` wrote,
+        see :func:`latentsky.store.output.check_output`; any other folder is refused).
     n : int
         Rows of the latent table.
     store : SpectrumStore or path, optional
@@ -294,12 +297,14 @@ def write_synth(out, n: int, *, store=None, n_spectra: int = 0, seed: int = 0, c
     """
     from latentsky.progress import Progress
 
+    from latentsky.store.output import output_folder
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if n_spectra < 0 or n_spectra > n:
         raise ValueError(f"n_spectra: must be between 0 and n={n}, got {n_spectra}")
     store = _open_or_sample_store(store)
-    with Progress("synth", total=3 + (n_spectra > 0), unit="steps", callback=progress) as p:
+    with output_folder(out, SYNTH_KIND, inputs=[store.path]), \
+            Progress("synth", total=3 + (n_spectra > 0), unit="steps", callback=progress) as p:
         templates = templates_from_store(store)
         p.advance(1, f"{len(templates)} templates")
         table = synth_table(templates, n, seed=seed, **kwargs)
@@ -373,7 +378,7 @@ def write_spectra(dest: Path, templates: Templates, table: pd.DataFrame, *, chun
         for s, e in tasks:
             yield s, e, {c: v[s:e] for c, v in cols.items()}
 
-    with atomic_directory(Path(dest)) as tmp, Progress("synth-spectra", total=n, unit="spectra",
+    with atomic_directory(Path(dest), "spectra") as tmp, Progress("synth-spectra", total=n, unit="spectra",
                                                        callback=progress) as bar:
         writer = SpectrumStoreWriter(tmp, templates.wave, n, chunk_rows=chunk_rows)
         results = map_ordered(_spectra_chunk, chunk_params(), client=client, common={"templates": templates})
@@ -416,7 +421,7 @@ def sample_store(cache_dir: Path | None = None):
     import hashlib
 
     from latentsky.config import conf
-    from latentsky.data import sample_path
+    from latentsky.data import sample_path, sample_spectra
     from latentsky.ingest import ingest
     from latentsky.store import SpectrumStore
 
@@ -425,5 +430,5 @@ def sample_store(cache_dir: Path | None = None):
     dest = Path(cache_dir or conf.cache_dir) / f"sample-store-{key}"
     if not (dest / "catalog.parquet").exists():
         log.info("ingesting the bundled sample into %s", dest)
-        ingest([sample_path()], dest)
+        ingest(sample_spectra(), dest)  # the spectra only: the sample's images are no spectra to report
     return SpectrumStore(dest)

@@ -162,6 +162,77 @@ def test_busy_service_is_retried(local):
     assert statuses == [503, 503, 200]
 
 
+def test_a_query_too_large_for_a_synchronous_answer_runs_as_a_job(local):
+    synchronous = eso.query(collection="HARPS", mode="sync")
+    settled_log(local.server)
+    local.server.clear()
+    conf.set(tap_sync_rows=5)  # the sample's HARPS spectra are more than a synchronous answer may hold
+    auto = eso.query(collection="HARPS")
+    log = settled_log(local.server)
+    assert sorted(auto["dp_id"]) == sorted(synchronous["dp_id"]) and len(auto) > 5
+    assert len([r for r in log if r.path == "/tap/sync"]) == 1  # one answer capped at 5 rows showed it
+    assert [r.method for r in log if r.path == "/tap/async"] == ["POST"]  # then one job
+    job_paths = {r.path for r in log if r.path.startswith("/tap/async/") and r.path.count("/") == 3}
+    assert len(job_paths) == 1 and ("DELETE", job_paths.pop()) in {(r.method, r.path) for r in log}
+    assert not local.jobs.jobs()  # the job is deleted once its result is in
+
+
+def test_asynchronous_queries_on_request_are_split_like_synchronous_ones(local):
+    window = dict(collection="HARPS", start="2012-03-01", end="2012-07-01")
+    whole = eso.query(**window, mode="sync")
+    settled_log(local.server)
+    local.server.clear()
+    pieces = eso.query(**window, mode="async", maxrec=len(whole) // 2)
+    log = settled_log(local.server)
+    assert sorted(pieces["dp_id"]) == sorted(whole["dp_id"]) and len(whole) > 4
+    assert not [r for r in log if r.path == "/tap/sync"]
+    assert len([r for r in log if r.path == "/tap/async" and r.method == "POST"]) >= 3  # capped, then halves
+    assert not local.jobs.jobs()
+    with pytest.raises(CoordinateError, match="mode"):
+        eso.query(collection="HARPS", mode="later")
+
+
+def test_a_busy_service_is_retried_for_jobs_too(local):
+    local.server.fail_first("/tap/async", 1, "503")
+    local.server.fail_first("/tap/async/*/results/result", 1, "500")
+    table = eso.query(collection="HARPS", start="2012-04-01", end="2012-04-05", mode="async")
+    assert len(table) > 0
+    log = settled_log(local.server)
+    assert [r.status for r in log if r.path == "/tap/async"] == [503, 303]
+    assert [r.status for r in log if r.path.endswith("/results/result")] == [500, 200]
+
+
+def test_an_answer_that_stalls_is_not_asked_again():
+    """A service that sends the start of its answer and then nothing ends in an error after conf.timeout."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-votable+xml\r\nContent-Length: 99999\r\n\r\n"
+                         b'<?xml version="1.0"?>\n<VOTABLE version="1.4">')  # and then nothing
+
+    threading.Thread(target=serve, daemon=True).start()
+    conf.set(eso_tap_url=f"http://127.0.0.1:{listener.getsockname()[1]}/tap", timeout=0.3, retry_backoff=0.01)
+    try:
+        with pytest.raises(ArchiveError, match="no answer from the TAP service .* within the timeout"):
+            eso.query(collection="HARPS", mode="sync")
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert len(accepted) == 1
+
+
 def test_plan_is_offline_and_downloads_are_identical_to_the_sources(local, sample, tmp_path):
     from latentsky.download.manager import DownloadManager
 

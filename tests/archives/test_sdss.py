@@ -11,6 +11,7 @@ from _support.archives import DATA, settled_log, source_bytes
 from latentsky.archives.local.server import Response
 from latentsky.archives.sdss import parse_skyserver_csv, sdss
 from latentsky.config import conf
+from latentsky.download.policy import USER_AGENT
 from latentsky.exceptions import ArchiveError, CoordinateError, LatentskyWarning
 
 
@@ -18,15 +19,17 @@ def labels(sample) -> Table:
     return Table.read(sample / "sdss" / "labels.csv", format="ascii.csv")
 
 
-def replay(archive, name: str, path: str, status: int = 200, content_type: str = "text/plain") -> None:
-    """Answer requests under ``/replay/<path>`` with a recorded response of the real archive, byte for byte."""
+def replay(archive, name: str, prefix: str, status: int = 200, content_type: str = "text/plain") -> None:
+    """Answer astroquery's SQL search under ``/replay/<prefix>/`` with a recorded response of the real
+    archive, byte for byte, and point ``conf.sdss_skyserver_url`` there."""
     body = (DATA / "responses" / name).read_bytes()
-    archive.server.add_route("GET", f"/replay/{path}", lambda request: Response(body, status, content_type))
+    archive.server.add_route("GET", f"/replay/{prefix}/dr17/en/tools/search/x_results.aspx",
+                             lambda request: Response(body, status, content_type))
+    conf.set(sdss_skyserver_url=f"{archive.base_url}/replay/{prefix}/")
 
 
 def test_recorded_spectro_answer(local):
-    replay(local, "xid_sp.txt", "sp/SearchTools/SqlSearch")
-    conf.set(sdss_skyserver_url=local.base_url + "/replay/sp/")
+    replay(local, "xid_sp.txt", "sp")
     table = sdss.query_spectra((2.02344596303, 14.8398237521))
     assert len(table) == 1
     row = table[0]
@@ -40,8 +43,7 @@ def test_recorded_spectro_answer(local):
 
 
 def test_recorded_photometry_answer(local):
-    replay(local, "xid_im.txt", "im/SearchTools/SqlSearch")
-    conf.set(sdss_skyserver_url=local.base_url + "/replay/im/")
+    replay(local, "xid_im.txt", "im")
     table = sdss.query_photometry((2.02344, 14.83982), radius="3 arcsec")
     rows = (DATA / "responses" / "xid_im.txt").read_text().strip().splitlines()[2:]
     assert len(table) == len(rows) == 18
@@ -50,9 +52,9 @@ def test_recorded_photometry_answer(local):
 
 
 def test_html_error_page_is_not_a_table(local):
-    replay(local, "error.html", "err/SearchTools/SqlSearch", content_type="text/html")
-    conf.set(sdss_skyserver_url=local.base_url + "/replay/err/", max_retries=2)
-    with pytest.raises(ArchiveError, match="HTML page instead of CSV.*after 2 attempts"):
+    replay(local, "error.html", "err", content_type="text/html")
+    conf.set(max_retries=2)
+    with pytest.raises(ArchiveError, match="HTML page arrived.*after 2 attempts"):
         sdss.query_sql("SELECT 1")
     assert len([r for r in settled_log(local.server) if r.path.startswith("/replay/err/")]) == 2
 
@@ -83,7 +85,7 @@ def test_positions_in_small_chunks_give_the_same_answer(local, sample):
     settled_log(local.server)
     local.server.clear()
     chunked = sdss.query_spectra(positions, radius="2 arcsec", chunk_size=3)
-    requests = [r for r in settled_log(local.server) if r.path.endswith("SqlSearch")]
+    requests = [r for r in settled_log(local.server) if r.path.endswith("x_results.aspx")]
     assert len(requests) == 7  # ceil(20 / 3)
     key = lambda t: sorted(zip(t["idx"], t["product_id"]))  # noqa: E731
     assert key(whole) == key(chunked)
@@ -98,7 +100,7 @@ def test_urls_stay_short(local, sample, monkeypatch):
     monkeypatch.setattr(module, "MAX_URL_CHARS", 2000)
     truth = labels(sample)
     sdss.query_spectra(Table({"ra": truth["ra"], "dec": truth["dec"]}))
-    requests = [r for r in settled_log(local.server) if r.path.endswith("SqlSearch")]
+    requests = [r for r in settled_log(local.server) if r.path.endswith("x_results.aspx")]
     assert len(requests) > 5
     assert all(len(sdss.query_spectra(Table({"ra": truth["ra"][:i + 1], "dec": truth["dec"][:i + 1]}),
                                       get_query_payload=True)["cmd"]) < 2000 for i in (0, 5))
@@ -109,7 +111,7 @@ def test_a_failing_position_does_not_sink_the_others(local, sample):
     truth = labels(sample)
     positions = Table({"ra": truth["ra"][:8], "dec": truth["dec"][:8]})
     # chunks [0-3] [4-7]: [0-3] fails, then [0,1] fails, then [0] fails: only position 0 is lost
-    local.server.fail_first("/sdss/SearchTools/SqlSearch", 3, "500")
+    local.server.fail_first("/sdss/*/x_results.aspx", 3, "500")
     with pytest.warns(LatentskyWarning, match="1 of 8 positions failed"):
         table = sdss.query_spectra(positions, chunk_size=4)
     assert [f["idx"] for f in table.meta["failed"]] == [0]
@@ -143,3 +145,44 @@ def test_plan_and_download_are_identical_to_the_sources(local, sample, tmp_path)
         hit = (truth["plate"] == row["plate"]) & (truth["mjd"] == row["mjd"]) & (truth["fiber"] == row["fiberid"])
         source = sample / "sdss" / truth["file"][hit][0]
         assert item.dest.read_bytes() == source_bytes(source)
+
+
+def test_every_quasar_of_the_release_in_pages_past_the_row_limit(local, sample, monkeypatch):
+    """A whole class is read page after page: no answer meets SkyServer's row cap, and no row is lost."""
+    from latentsky.archives.local import skyserver
+
+    monkeypatch.setattr(skyserver, "ROW_LIMIT", 25)  # the local SkyServer now cuts answers at 25 rows
+    truth = labels(sample)
+    expected = sorted((p, m, f) for p, m, f, c in zip(truth["plate"], truth["mjd"], truth["fiber"], truth["class"])
+                      if c == "QSO")
+    table = sdss.query_spectra(spec_class="QSO", page_rows=20)
+    assert sorted(zip(table["plate"], table["mjd"], table["fiberid"])) == expected and len(expected) == 66
+    pages = [r for r in settled_log(local.server) if r.path.endswith("x_results.aspx")]
+    assert len(pages) == 4  # 20 + 20 + 20 + 6
+    assert len(sdss.query_spectra(spec_class="QSO", top=30, page_rows=20)) == 30
+
+
+def test_astroquery_sends_the_query_for_the_data_release(local):
+    conf.set(sdss_data_release=16)
+    payload = sdss.query_spectra(spec_class="STAR", top=3, get_query_payload=True)
+    assert payload["searchtool"] == "SQL" and payload["format"] == "csv" and "TOP 3" in payload["cmd"]
+    assert len(sdss.query_spectra(spec_class="STAR", top=3)) == 3
+    (request,) = [r for r in settled_log(local.server) if r.path.endswith("x_results.aspx")]
+    assert request.path == "/sdss/dr16/en/tools/search/x_results.aspx"
+    assert request.headers["user-agent"] == USER_AGENT  # astroquery sends through latentsky's session
+
+
+def test_a_catalog_of_spectra_is_looked_up_by_plate_mjd_fiber(local, sample):
+    """A DR16Q-like catalog (upper-case PLATE, MJD, FIBERID): its spectra, many per request, none lost."""
+    truth = labels(sample)
+    qso = truth[truth["class"] == "QSO"][:30]
+    catalog = Table({"SDSS_NAME": [f"J{i:04d}" for i in range(31)], "RA": list(qso["ra"]) + [10.0],
+                     "DEC": list(qso["dec"]) + [0.0], "PLATE": list(qso["plate"]) + [9999],
+                     "MJD": list(qso["mjd"]) + [59999], "FIBERID": list(qso["fiber"]) + [1]})
+    table = sdss.query_identifiers(catalog)
+    assert sorted(table["idx"]) == list(range(30)) and table.meta["missing"] == [30]
+    assert [tuple(r) for r in table[np.argsort(table["idx"])]["plate", "mjd", "fiberid"]] == \
+        [tuple(r) for r in qso["plate", "mjd", "fiber"]]
+    assert len([r for r in settled_log(local.server) if r.path.endswith("x_results.aspx")]) == 1
+    with pytest.raises(CoordinateError, match="plate, mjd and fiberid"):
+        sdss.query_identifiers(Table({"ra": [1.0], "dec": [2.0]}))

@@ -118,6 +118,22 @@ def test_connections_are_kept_alive_and_shared(fits_dir, tmp_path):
         assert _max_concurrency(server, 0.02) <= 3
 
 
+def test_one_manifest_write_per_small_file(archive, fits_dir, tmp_path, plan, assert_identical):
+    from latentsky.download.transfer import MEMORY_BODY
+
+    items = plan(archive, tmp_path / "dest")
+    small = [i for i in items if (fits_dir / i.dest.name).stat().st_size <= MEMORY_BODY]
+    assert 0 < len(small) < len(items)
+    manager = _manager(tmp_path)
+    writes = []
+    manager.manifest._db.set_trace_callback(lambda sql: writes.append(sql) if sql.startswith("UPDATE") else None)
+    assert manager.run(items).ok
+    assert_identical(items)
+    # a small body that arrived whole is written, verified and renamed at once: one manifest
+    # write (done); a streamed one also records its ETag before its first byte lands
+    assert len(writes) == len(items) + (len(items) - len(small)), writes
+
+
 def test_errors_can_be_retried_alone(archive, fits_dir, tmp_path, plan, assert_identical, caplog):
     items = plan(archive, tmp_path / "dest")
     broken = items[0]

@@ -10,7 +10,8 @@ import requests
 
 from latentsky.download import DownloadItem, Manifest
 from latentsky.download.names import filename_from_content_disposition, name_from_url, safe_join, safe_name
-from latentsky.download.transfer import fetch, fits_extent, parse_retry_after, verify
+from latentsky.download.policy import parse_retry_after
+from latentsky.download.transfer import fetch, fits_extent, verify
 from latentsky.exceptions import DownloadError
 
 
@@ -44,14 +45,24 @@ def test_item_normalises_and_validates(tmp_path):
     ("a b\nc.fits", "a_b_c.fits"),
     ("CON", "_CON"),
     ("HARPS.2012-04-14T09:01:09.658_s1d_A.fits", "HARPS.2012-04-14T09_01_09.658_s1d_A.fits"),
+    # Windows device names, with or without an extension, in any case; COM0 and LPT0 too
+    ("con.fits", "_con.fits"), ("NUL", "_NUL"), ("aux.tar.gz", "_aux.tar.gz"), ("PRN.", "_PRN"),
+    ("COM0", "_COM0"), ("com9.fits", "_com9.fits"), ("LPT0.txt", "_LPT0.txt"), ("lpt9", "_lpt9"),
+    ("COM10.fits", "COM10.fits"), ("CONSOLE.fits", "CONSOLE.fits"), ("CON .fits", "CON_.fits"),
+    # no trailing dot or space (Windows drops them: two names would become one)
+    ("spec.fits.", "spec.fits"), ("spec.fits ", "spec.fits"), ("spec. . ", "spec"), (" spec", "spec"),
 ])
 def test_safe_name(raw, expected):
     assert safe_name(raw) == expected
 
 
-def test_safe_name_limits_length_and_keeps_extension():
-    name = safe_name("x" * 400 + ".fits")
-    assert len(name.encode()) <= 200 and name.endswith(".fits")
+def test_safe_name_limits_length_keeps_extension_and_stays_unique():
+    names = {safe_name("x" * 400 + tail + ".fits") for tail in ("a", "b", "")} | {safe_name("é" * 300 + ".fits")}
+    assert len(names) == 4
+    for name in names:
+        assert len(name.encode()) <= 200 and name.endswith(".fits") and name.isascii()
+    assert safe_name("y" * 200) == "y" * 200 and len(safe_name("y" * 201)) == 200  # at the limit: unchanged
+    assert safe_name("z" * 300) != safe_name("z" * 301)
 
 
 def test_safe_join_and_server_names_stay_inside(tmp_path):
@@ -182,6 +193,15 @@ def test_verify_catches_truncated_and_mislabelled_fits(harps, tmp_path):
     page.write_bytes(b"<!DOCTYPE html><html>login</html>")
     with pytest.raises(DownloadError, match="HTML"):
         verify(DownloadItem("p", "http://h/p", page, kind="fits"), page)
+    # whatever the kind: a table promised a data product, never a login page (XHTML included)
+    for body in (b"<!DOCTYPE html><html>login</html>", b"\n  <HTML><body>expired</body></HTML>",
+                 b'<?xml version="1.0"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0//EN">\n<html/>'):
+        page.write_bytes(body)
+        with pytest.raises(DownloadError, match="HTML page arrived instead of the data product"):
+            verify(DownloadItem("p", "http://h/p", page, kind="any"), page)
+    votable = tmp_path / "table.xml"  # XML that is data
+    votable.write_bytes(b'<?xml version="1.0"?>\n<VOTABLE version="1.4"><RESOURCE/></VOTABLE>')
+    verify(DownloadItem("v", "http://h/v", votable, kind="any"), votable)
     good = tmp_path / "good.fits"
     good.write_bytes(data)
     assert verify(DownloadItem("g", "http://h/g", good, kind="fits", size=len(data)), good) == \
@@ -215,3 +235,25 @@ def test_fits_extent_reads_the_layout_of_real_files(fits_dir, fits_files, tmp_pa
         verify(DownloadItem("c", "http://h/c", cut, kind="fits"), cut, data=data[:2880])
     with pytest.raises(DownloadError, match="were written"):  # bytes in memory and on disk differ
         verify(DownloadItem("c", "http://h/c", cut, kind="fits"), cut, data=data)
+
+
+def test_verify_parses_with_astropy_only_when_asked_or_compressed(fits_files, tmp_path, monkeypatch):
+    import gzip
+
+    from astropy.io import fits
+
+    opened = []
+    real_open = fits.open
+    monkeypatch.setattr(fits, "open", lambda *a, **kw: opened.append(a[0]) or real_open(*a, **kw))
+    path = fits_files["spectrum"]
+    item = DownloadItem("s", "http://h/s", path, kind="fits")
+    # an uncompressed file: the layout scan of every header (no astropy parse, ~40x the CPU)
+    verify(item, path)
+    verify(item, path, data=path.read_bytes())
+    assert opened == []
+    verify(item, path, deep=True)  # --verify: every HDU parsed by astropy
+    assert len(opened) == 1
+    packed = tmp_path / "s.fits.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    verify(DownloadItem("z", "http://h/z", packed, kind="fits"), packed)  # compressed: opened, decompressed
+    assert len(opened) == 2

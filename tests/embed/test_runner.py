@@ -1,6 +1,7 @@
 """embed_store on the bundled sample store: layout, lineage, atomicity, Dask, CLI."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -87,8 +88,9 @@ def test_failed_run_leaves_previous_output_and_resumes_at_the_chunk(sample_store
         embed_store(sample_store, out, n_units=12, backend="numpy", chunk_rows=32, progress=boom)
     assert np.array_equal(open_embeddings(out).readout[:], before)     # the complete output is untouched
     # what was done is kept beside it, under a hidden name, to resume from
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".emb.partial", "emb"]
-    assert sorted(p.name for p in (tmp_path / ".emb.partial" / ".chunks").iterdir()) == ["0", "1"]
+    partial, complete = sorted(tmp_path.iterdir())
+    assert complete.name == "emb" and partial.name.startswith(f".emb.partial-{os.getpid()}-")  # named after the run
+    assert sorted(p.name for p in (partial / ".chunks").iterdir()) == ["0", "1"]
 
     computed = []
     real = runner._embed_chunk
@@ -135,7 +137,7 @@ def test_reuse_links_an_identical_run_and_computes_any_other(sample_store, singl
 
 
 def test_refuses_an_embedder_fitted_on_another_grid(sample_store, tmp_path):
-    emb = ESNReadoutEmbedder(n_units=5, backend="numpy").fit(np.ones((2, 100)) + np.arange(100) % 3)
+    emb = ESNReadoutEmbedder(n_units=5, bin_pixels=1, backend="numpy").fit(np.ones((2, 100)) + np.arange(100) % 3)
     with pytest.raises(EmbeddingError, match="fitted on 100"):
         embed_store(sample_store, tmp_path / "x", embedder=emb)
 
@@ -169,23 +171,36 @@ def test_tuned_run_records_the_tuned_reservoir(sample_store, tmp_path):
     out = embed_store(sample_store, tmp_path / "tuned", n_units=20, backend="numpy", cycle_weight=0.1,
                       input_scaling=0.02, tune=4, tune_iter=15, progress=events.append)
     emb = open_embeddings(out)
-    params = emb.attrs["params"]
-    assert (params["cycle_weight"], params["input_scaling"]) != (0.1, 0.02)
-    assert abs(emb.reservoir.cycle_weight - params["cycle_weight"]) < 1e-12
+    tuned = emb.attrs["tuned"]
+    assert (tuned["cycle_weight"], tuned["input_scaling"]) != (0.1, 0.02)
+    assert tuned["error"] < tuned["initial_error"]
+    assert abs(emb.reservoir.cycle_weight - tuned["cycle_weight"]) < 1e-12
+    assert emb.attrs["params"]["cycle_weight"] == 0.1          # the settings asked for, beside what was tuned
     assert {e.task for e in events} == {"tune", "embed"}
 
 
-def test_a_spectrum_without_valid_pixels_is_named(harps_store, tmp_path):
+def test_a_spectrum_that_cannot_be_embedded_is_left_out_and_named(harps_store, tmp_path):
     from latentsky.store import SpectrumStoreWriter, atomic_directory
 
-    flux, weight = harps_store.flux[:4], harps_store.weight[:4].copy()
+    flux, weight = harps_store.flux[:5], harps_store.weight[:5].copy()
     weight[2] = 0                                        # all masked
+    weight[4, 100:] = 0                                  # valid pixels only inside the washout
     src = tmp_path / "store"
     with atomic_directory(src) as tmp:
-        writer = SpectrumStoreWriter(tmp, harps_store.wave, capacity=4, chunk_rows=2)
+        writer = SpectrumStoreWriter(tmp, harps_store.wave, capacity=5, chunk_rows=2)
         for f, w in zip(flux, weight):
             writer.append(f, w)
-        writer.close(pd.DataFrame({"id": ["s0", "s1", "empty-one", "s3"], "object": ["x"] * 4}))
-    with pytest.raises(EmbeddingError, match="spectrum empty-one: no valid pixels"):
-        embed_store(src, tmp_path / "out", n_units=10, backend="numpy")
-    assert not (tmp_path / "out").exists()
+        writer.close(pd.DataFrame({"id": ["s0", "s1", "empty-one", "s3", "short-one"], "object": ["x"] * 5}))
+    out = embed_store(src, tmp_path / "out", n_units=10, backend="numpy", washout=200)
+    emb = open_embeddings(out)
+    assert emb.catalog["id"].tolist() == ["s0", "s1", "s3"]
+    assert emb.catalog["row"].tolist() == [0, 1, 3]
+    rejected = emb.rejected
+    assert rejected["id"].tolist() == ["empty-one", "short-one"] and rejected["row"].tolist() == [2, 4]
+    assert "no valid pixels" in rejected["reason"][0] and "washout of 200" in rejected["reason"][1]
+    assert emb.attrs["n_rejected"] == 2 and len(emb) == 3 and np.isfinite(emb.readout[:]).all()
+    # the kept spectra get exactly the readouts of a run without the rejected ones
+    model = ESNReadoutEmbedder(n_units=10, backend="numpy", washout=200).fit(np.asarray(flux[[0, 1, 3]], "f8"),
+                                                                             weight=weight[[0, 1, 3]])
+    direct = model.transform(np.asarray(flux[[0, 1, 3]], "f8"), weight[[0, 1, 3]])
+    np.testing.assert_allclose(emb.readout[:], direct, rtol=1e-10)

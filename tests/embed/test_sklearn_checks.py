@@ -1,7 +1,8 @@
 """scikit-learn's estimator checks, where they apply.
 
 A series needs at least washout + 2 steps; the checks use 2-20 "features"
-(steps), so the instances checked use washout=0 and a small reservoir.
+(pixels), so the instances checked use washout=0, one pixel per step and a
+small reservoir.
 """
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -21,8 +22,8 @@ EXPECTED_FAILED = {
 }
 
 
-@parametrize_with_checks([ESNReadoutEmbedder(n_units=5, washout=0, backend="numpy"),
-                          ESNReadoutEmbedder(n_units=4, washout=0, reservoir="random", random_state=0,
+@parametrize_with_checks([ESNReadoutEmbedder(n_units=5, washout=0, bin_pixels=1, backend="numpy"),
+                          ESNReadoutEmbedder(n_units=4, washout=0, bin_pixels=1, reservoir="random", random_state=0,
                                              backend="numpy")],
                          expected_failed_checks=lambda est: EXPECTED_FAILED)
 def test_sklearn_compatible(estimator, check):

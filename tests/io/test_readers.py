@@ -71,6 +71,44 @@ def test_sdss_dr7_spspec_reader(sample):
     assert spectrum.wave.value[0] == pytest.approx(10 ** header["COEFF0"])
 
 
+def _sdss_with_and_mask(sample, tmp_path, mask_value: int, name: str):
+    """A real sample spec file whose coadd ``and_mask`` is set to ``mask_value`` on every pixel."""
+    with fits.open(sample / "sdss" / "spec-0266-51602-0013.fits.gz") as hdul:
+        hdul[1].data["and_mask"][:] = mask_value
+        path = tmp_path / name
+        hdul.writeto(path)
+    return path
+
+
+def test_sdss_warning_bits_keep_the_pixel_and_unusable_bits_mask_it(sample, tmp_path):
+    """ivar is the weight; only the SPPIXMASK bits that make a pixel unusable mask it."""
+    from latentsky.io.readers import SPPIXMASK
+
+    ivar = fits.getdata(sample / "sdss" / "spec-0266-51602-0013.fits.gz", "COADD")["ivar"].astype("f8")
+    warned = read_spectrum(_sdss_with_and_mask(sample, tmp_path, (1 << SPPIXMASK["BADFLAT"])
+                                               | (1 << SPPIXMASK["LOWFLAT"]), "badflat.fits"))
+    assert (ivar > 0).mean() > 0.9
+    np.testing.assert_array_equal(warned.ivar, ivar)     # BADFLAT, LOWFLAT: warnings, kept with their ivar
+    for bit in ("BRIGHTSKY", "NODATA", "NOPLUG"):
+        with pytest.raises(SpectrumError, match="no usable pixel"):
+            read_spectrum(_sdss_with_and_mask(sample, tmp_path, 1 << SPPIXMASK[bit], f"{bit}.fits"))
+
+
+def test_sdss_dr16_file_without_extension_names(shared_data):
+    """DR16 spec-lite files written by MWRFITS: unnamed HDUs, upper-case columns.  This real
+    quasar also has BADFLAT (low fibre-flat counts) on 99.7% of its pixels with positive ivar."""
+    path = shared_data / "sdss_more" / "spec-3655-55240-0258.fits"
+    with fits.open(path) as hdul:
+        assert [h.name for h in hdul[1:]] == ["", "", ""] and "LOGLAM" in hdul[1].columns.names
+        catalogue = hdul[2].data[0]
+        ivar = hdul[1].data["IVAR"]
+    spectrum = read_spectrum(path)
+    assert spectrum.meta["spec_class"] == catalogue["CLASS"].strip() == "QSO"
+    assert spectrum.meta["redshift"] == pytest.approx(catalogue["Z"])
+    assert spectrum.meta["ra"] == pytest.approx(catalogue["PLUG_RA"])
+    assert (spectrum.ivar > 0).mean() > 0.95 * (ivar > 0).mean()
+
+
 def test_reader_is_chosen_from_the_header_not_the_name(sample, tmp_path):
     misleading = tmp_path / "HARPS.2012-01-01T00_00_00.000_s1d_A.fits"
     misleading.write_bytes(gzip.decompress((sample / "sdss" / "spec-0266-51602-0013.fits.gz").read_bytes()))
@@ -123,10 +161,31 @@ def test_harps_e2ds_agrees_with_the_s1d_of_the_same_exposure(shared_data):
     assert lags[int(np.argmax(cc))] == 0
 
 
-def test_e2ds_without_its_blaze_file_is_read_uncorrected(shared_data, tmp_path):
-    src = shared_data / "harps" / "actin_testfiles" / "HARPS.2003-12-13T06_19_48.371_e2ds_A.fits"
+def test_e2ds_without_its_blaze_file_is_normalised_order_by_order(shared_data, tmp_path):
+    """As e2ds files usually travel: no blaze file.  Each order is divided by its own continuum, so
+    the merged spectrum has no blaze left; after the ``local`` normalisation that relative flux gets
+    on the grid, it agrees with the s1d of the same exposure and with the blaze-corrected e2ds."""
+    folder = shared_data / "harps" / "actin_testfiles"
+    src = folder / "HARPS.2003-12-13T06_19_48.371_e2ds_A.fits"
     shutil.copy(src, tmp_path / src.name)
-    assert read_spectrum(tmp_path / src.name).meta["blaze_corrected"] is False
+    alone = read_spectrum(tmp_path / src.name)
+    assert alone.meta["blaze_corrected"] is False and alone.meta["orders_continuum_normalised"] is True
+    assert alone.meta["flux_calibrated"] is False
+    for seg in alone.segments[10:60:10]:                 # continuum ~1 along each order: no blaze left
+        f = alone.flux.value[seg][alone.ivar[seg] > 0]
+        thirds = np.array_split(f, 3)
+        assert [np.percentile(t, 90) for t in thirds] == pytest.approx([1.0] * 3, abs=0.1)
+    grid = LogLambdaGrid()
+    on_grid = [normalise(*resample(s, grid), "local", grid=grid) for s in
+               (read_spectrum(folder / "HARPS.2003-12-13T06_19_48.371_s1d_A.fits"), alone, read_spectrum(src))]
+
+    def distance(a, b):
+        both = (a[1] > 0) & (b[1] > 0)
+        return np.median(np.abs(a[0][both] / b[0][both] - 1)), both.sum()
+
+    s1d_vs_alone, n = distance(on_grid[0], on_grid[1])
+    assert n > 2000 and s1d_vs_alone < 0.01
+    assert distance(on_grid[2], on_grid[1])[0] < 0.01
 
 
 def _s1d_copy(sample, tmp_path, name="bad_s1d.fits", mutate=None):

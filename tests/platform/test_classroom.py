@@ -78,13 +78,9 @@ def test_no_lab_serves_the_sample_and_the_course_queries_it_offline(tmp_path):
         assert settings["LATENTSKY_OFFLINE"] == "1"
         urls = {name[len("LATENTSKY_"):].lower(): url for name, url in settings.items() if name != "LATENTSKY_OFFLINE"}
         assert set(urls) >= {"eso_tap_url", "eso_data_url", "sdss_skyserver_url", "sdss_sas_url", "hips2fits_url"}
-        saved = {name: getattr(conf, name) for name in [*urls, "offline"]}
-        conf.set(**urls, offline=True)
-        try:
+        with conf.set_temp(**urls, offline=True):
             harps = eso.query(collection="HARPS")
             quasars = sdss.query_spectra(spec_class="QSO")
-        finally:
-            conf.set(**saved)
         assert len(harps) == 26 and {"HD128621", "Gl273", "Gl581"} <= set(harps["object"])
         assert len(quasars) == 66
         assert proc.poll() is None, "the archive stopped after answering"

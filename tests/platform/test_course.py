@@ -1,4 +1,4 @@
-"""The course in notebooks/: six notebooks in order, each with the standard header and exercises whose solutions
+"""The course in notebooks/: seven notebooks in order, each with the standard header and exercises whose solutions
 are hidden (collapsed) but executed, and nothing that needs the internet.  ``make test`` executes them (nbmake)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 COURSE = ["00_quickstart", "01_catalogs_images_spectra", "02_bulk_downloads", "03_echo_state_embedding",
-          "04_autoencoder", "05_million_point_map"]
+          "04_autoencoder", "05_million_point_map", "06_reading_a_latent_map"]
 
 
 def _load(name: str) -> dict:
@@ -55,3 +55,21 @@ def test_offline(name):
     assert all(h.startswith(("127.0.0.1", "localhost")) for h in hosts), hosts
     # Stored without outputs: what a student sees first is what running it gives.
     assert not [c for c in _load(name)["cells"] if c["cell_type"] == "code" and c.get("outputs")]
+
+
+@pytest.mark.parametrize("name", COURSE + ["app"])
+def test_ends_with_a_summary_and_references(name):
+    last = _load(name)["cells"][-1]
+    text = _source(last)
+    assert last["cell_type"] == "markdown" and text.startswith("## Summary") and "## References" in text, text[:200]
+    words = " ".join(text.split())
+    for cited in ("Gianniotis", "Rodan", "McInnes", "ESO Science Archive Facility", "Sloan Digital Sky Survey"):
+        assert cited in words, f"{name}: the references do not cite {cited}"
+
+
+@pytest.mark.parametrize("name", COURSE + ["app"])
+def test_no_issue_numbers_of_other_projects(name):
+    """Students read the notebooks: no "astroquery #2211" style references to other projects' trackers."""
+    text = "\n".join(_source(c) for c in _load(name)["cells"])
+    found = re.findall(r"\b[\w-]+ #\d+|issues/\d+|pull/\d+", text)
+    assert not found, found

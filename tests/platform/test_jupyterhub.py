@@ -233,8 +233,9 @@ def test_helm_values_carry_the_same_settings():
 
     values = yaml.safe_load((DEPLOY / "config.yaml").read_text())
     single = values["singleuser"]
-    assert single["defaultUrl"] == "/lab"
-    assert {"LATENTSKY_SHARED_DATA", "LATENTSKY_APP_DATA"} <= set(single["extraEnv"])
+    assert single["defaultUrl"].startswith("/lab")
+    # the prepared results are the image's (binder/start); the shared data set is the platform's
+    assert "LATENTSKY_SHARED_DATA" in single["extraEnv"]
     assert all(m["readOnly"] for m in single["storage"]["extraVolumeMounts"])
     assert "LATENTSKY_ESO_TOKEN" in values["hub"]["extraConfig"]["latentsky-eso-token"]
     assert "TOKEN" not in json.dumps(single).upper().replace("LATENTSKY_ESO_TOKEN", "")

@@ -47,7 +47,7 @@ def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, small, tmp_
     # 1. stopped in stage 1 after three of twelve chunks
     with pytest.raises(Interrupt):
         pipeline.run_pipeline(synth_store.path, out, progress=interrupt_after("embed", 300), **settings)
-    assert not (out / "embeddings").exists() and (out / ".embeddings.partial").is_dir()
+    assert not (out / "embeddings").exists() and len(list(out.glob(".embeddings.partial-*"))) == 1
     embedded = count_calls(monkeypatch, runner, "_embed_chunk")
     # 2. resumed: only the nine missing chunks are embedded; then stopped in encode after five chunks
     with pytest.raises(Interrupt):
@@ -67,7 +67,7 @@ def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, small, tmp_
     assert (out / "model.keras").stat().st_mtime_ns == model_time
     assert {e.task for e in events} == {"encode"}
     assert "resumed: 5 chunks" in next(e.message for e in events if e.done == 500)
-    assert not list(out.glob(".*partial"))
+    assert not list(out.glob(".*partial*")) and not list(out.glob(".*.lock"))
 
     # the resumed run's outputs are those of one uninterrupted run
     fresh = tmp_path / "fresh"
@@ -90,10 +90,11 @@ def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, small, tmp_
 def test_a_partial_run_with_other_settings_is_not_reused(tmp_path):
     from latentsky.store.partial import PartialDirectory
 
-    part = PartialDirectory(tmp_path / "out", "key-1")
-    part.mark(0)
-    part.mark(3)
-    assert PartialDirectory(tmp_path / "out", "key-1").done() == {0, 3}
+    with PartialDirectory(tmp_path / "out", "key-1") as part:
+        part.mark(0)
+        part.mark(3)
+    with PartialDirectory(tmp_path / "out", "key-1") as part:
+        assert part.resumed and part.done() == {0, 3}
     assert PartialDirectory.stored_state(tmp_path / "out", "key-2") is None
     again = PartialDirectory(tmp_path / "out", "key-2", state={"a": 1})
     assert not again.resumed and again.done() == set()
@@ -101,4 +102,4 @@ def test_a_partial_run_with_other_settings_is_not_reused(tmp_path):
     (again.path / "data").write_text("complete")
     again.commit()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["data"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".latentsky-output.json", "data"]

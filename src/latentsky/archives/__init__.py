@@ -1,8 +1,11 @@
 """Archive clients: one module, one class and one module-level instance per archive.
 
 - :mod:`latentsky.archives.eso`: ESO reduced spectra (HARPS...) through TAP/ObsCore (pyvo);
-- :mod:`latentsky.archives.sdss`: SDSS spectra and photometry through SkyServer SQL;
-- :mod:`latentsky.archives.cutouts`: image cutouts (SDSS, FIRST, UKIDSS) into one Zarr array;
+- :mod:`latentsky.archives.sdss`: SDSS spectra and photometry through SkyServer SQL (astroquery.sdss);
+- :mod:`latentsky.archives.skyview`, :mod:`latentsky.archives.ukidss`: SkyView images, UKIDSS sources and
+  cut-outs (astroquery.skyview, astroquery.ukidss);
+- :mod:`latentsky.archives.cutouts`: image cutouts (SDSS, FIRST, UKIDSS) at scale into one Zarr array
+  (hips2fits);
 - :mod:`latentsky.archives.local`: the loopback archive that speaks their protocols.
 
 Every client has ``query(...) -> astropy Table`` (one row per product, see
@@ -13,12 +16,12 @@ Every client has ``query(...) -> astropy Table`` (one row per product, see
 
 from latentsky.archives.base import PRODUCT_COLUMNS, Archive
 
-ARCHIVES = ("eso", "sdss")
+ARCHIVES = ("eso", "sdss", "skyview", "ukidss")
 """Names accepted by :func:`get_archive` (and ``latentsky query``)."""
 
 
 def get_archive(name: str) -> Archive:
-    """The module-level client of archive ``name`` (``"eso"`` or ``"sdss"``)."""
+    """The module-level client of archive ``name`` (one of :data:`ARCHIVES`)."""
     from latentsky.exceptions import LatentskyError
 
     key = str(name).lower()
@@ -28,6 +31,12 @@ def get_archive(name: str) -> Archive:
     if key == "sdss":
         from latentsky.archives.sdss import sdss
         return sdss
+    if key == "skyview":
+        from latentsky.archives.skyview import skyview
+        return skyview
+    if key == "ukidss":
+        from latentsky.archives.ukidss import ukidss
+        return ukidss
     raise LatentskyError(f"archive: unknown archive {name!r}; known: {', '.join(ARCHIVES)}")
 
 

@@ -10,20 +10,20 @@ Each archive is one module with one class and one module-level instance
   :class:`~latentsky.download.items.DownloadItem` records with no network
   call, so a plan can be checked offline and handed to the download manager.
 
-All HTTP goes through :func:`request`, so the timeout (``conf.timeout``), the
-user agent and the error messages live in one place.  Nothing is cached: a
-failed answer can never be replayed from a cache (astroquery #1904).
+All HTTP goes through :func:`session` (directly, or by pyvo and astroquery),
+so the timeout (``conf.timeout``), the user agent, offline mode and the retry
+policy (:mod:`latentsky.download.policy`) live in one place.  Nothing is
+cached: a failed answer can never be replayed from a cache (astroquery #1904).
 """
 
 from __future__ import annotations
 
 import abc
 import csv
-import logging
 import math
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 from astropy import units as u
@@ -31,31 +31,33 @@ from astropy.coordinates import Angle, SkyCoord
 from astropy.table import Table
 from astropy.time import Time
 
-from latentsky import __version__
 from latentsky.config import conf
+from latentsky.download.names import safe_name  # noqa: F401 - the one file-name sanitiser, used by the clients
 from latentsky.exceptions import ArchiveError, CoordinateError
-
-log = logging.getLogger(__name__)
 
 PRODUCT_COLUMNS = ("archive", "product_id", "object", "ra", "dec", "date", "instrument", "access_url")
 """Columns every :meth:`Archive.query` result has: ``ra``/``dec`` in degrees (ICRS),
 ``date`` an ISO-8601 UTC string (empty when unknown), ``access_url`` the file's URL."""
 
-USER_AGENT = f"latentsky/{__version__} (+https://github.com/latentsky)"
-
 _session = None
 
 
 def session():
-    """The process-wide :class:`requests.Session` (connection reuse, one user agent).
+    """The process-wide :class:`requests.Session` of the archive clients (connection reuse, one policy).
 
-    Every request it sends without an explicit timeout gets ``conf.timeout``
-    (read at call time), including those pyvo sends for us: pyvo itself sets
-    none, and a hung archive must end in an error, not a hung notebook.
+    Its adapter (:class:`~latentsky.download.policy.PolicyAdapter`) asks again
+    after a retryable status or a dropped connection, as
+    :class:`~latentsky.download.policy.RetryPolicy` decides; it sends
+    :data:`~latentsky.download.policy.USER_AGENT`; every request it sends
+    without an explicit timeout gets ``conf.timeout`` (read at call time),
+    including those pyvo and astroquery send for us: they set none, and a hung
+    archive must end in an error, not a hung notebook.
     """
     global _session
     if _session is None:
         import requests
+
+        from latentsky.download.policy import USER_AGENT, PolicyAdapter
 
         class _TimeoutSession(requests.Session):
             def request(self, method, url, **kwargs):
@@ -64,8 +66,12 @@ def session():
                     kwargs["timeout"] = conf.timeout
                 return super().request(method, url, **kwargs)
 
-        _session = _TimeoutSession()
-        _session.headers["User-Agent"] = USER_AGENT
+        made = _TimeoutSession()
+        adapter = PolicyAdapter()
+        made.mount("http://", adapter)
+        made.mount("https://", adapter)
+        made.headers["User-Agent"] = USER_AGENT
+        _session = made
     return _session
 
 
@@ -90,9 +96,8 @@ def check_offline(url: str) -> None:
                            "archive URLs at a local archive (latentsky archive serve) or set conf.offline = False")
 
 
-def request(method: str, url: str, *, archive: str, timeout: float | None = None, retries: int | None = None,
-            **kwargs):
-    """Send one HTTP request with an explicit timeout; raise :class:`ArchiveError` on failure.
+def request(method: str, url: str, *, archive: str, timeout: float | None = None, **kwargs):
+    """Send one HTTP request through :func:`session`; raise :class:`ArchiveError` on failure.
 
     Parameters
     ----------
@@ -105,10 +110,6 @@ def request(method: str, url: str, *, archive: str, timeout: float | None = None
     timeout : float, optional
         Seconds; defaults to ``conf.timeout`` read at call time.  Every request
         has one: SkyView-style hangs (astroquery #3347) end in an error.
-    retries : int, optional
-        Extra attempts after a 429, 5xx or dropped connection (default
-        ``conf.max_retries - 1``), waiting ``Retry-After`` or an exponential
-        backoff with jitter.  Timeouts and other 4xx are not retried.
     **kwargs
         Passed to :meth:`requests.Session.request` (``params``, ``data``...).
 
@@ -116,17 +117,23 @@ def request(method: str, url: str, *, archive: str, timeout: float | None = None
     -------
     requests.Response
         A response with a 2xx status.
+
+    Notes
+    -----
+    A retryable status (429, 5xx...) or a dropped connection is asked again
+    by the session, a body cut short by :func:`with_retries`, both under
+    :class:`~latentsky.download.policy.RetryPolicy` (``conf.max_retries``
+    attempts, ``Retry-After`` honoured).  Timeouts and refusals (other 4xx)
+    are final.
     """
     timeout = conf.timeout if timeout is None else timeout
-    return with_retries(lambda: _request_once(method, url, archive, timeout, kwargs), retries=retries,
-                        what=f"{archive} {url}")
-
-
-RETRYABLE_STATUS = (429, 500, 502, 503, 504)
+    return with_retries(lambda: _request_once(method, url, archive, timeout, kwargs), what=f"{archive} {url}")
 
 
 class _Retryable(ArchiveError):
-    """A failure worth another try (a 5xx, a 429, a dropped connection)."""
+    """An answer that arrived broken (an HTML page, a cut body, an unreadable table): worth another try."""
+
+    retryable = True
 
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
@@ -141,56 +148,48 @@ def _request_once(method, url, archive, timeout, kwargs):
     except requests.Timeout as err:
         # a hung service is not retried: the caller already waited `timeout` seconds
         raise ArchiveError(f"{archive}: no answer from {url} within {timeout} s") from err
-    except requests.ConnectionError as err:
-        raise _Retryable(f"{archive}: cannot reach {url}: {err.__class__.__name__}: {err}") from err
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as err:
+        raise _Retryable(f"{archive}: the answer from {url} was cut short: {err.__class__.__name__}: {err}") from err
+    except requests.ConnectionError as err:  # the session has asked again already
+        raise ArchiveError(f"{archive}: cannot reach {url}: {err.__class__.__name__}: {err}") from err
     except requests.RequestException as err:
         raise ArchiveError(f"{archive}: request to {url} failed: {err.__class__.__name__}: {err}") from err
-    if response.status_code >= 400:
-        snippet = response.text[:200].strip().replace("\n", " ")
-        message = f"{archive}: HTTP {response.status_code} from {response.url}: {snippet}"
-        if response.status_code in RETRYABLE_STATUS:
-            raise _Retryable(message, _retry_after(response.headers.get("Retry-After")))
-        raise ArchiveError(message)
+    check_status(response, archive=archive)
     return response
 
 
-def _retry_after(value) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+def check_status(response, *, archive: str) -> None:
+    """Raise :class:`ArchiveError` for an error status of a :func:`session` answer (final: the session retried).
 
-
-def with_retries(call, *, retries: int | None = None, what: str = "request", backoff: float = 0.5,
-                 max_wait: float = 30.0):
-    """Run ``call()``; on a retryable failure wait (``Retry-After`` or exponential backoff with jitter) and retry.
-
-    Parameters
-    ----------
-    call : callable
-        Raises :class:`_Retryable` for failures worth retrying.
-    retries : int, optional
-        Extra attempts (default ``conf.max_retries - 1``).
-    what : str
-        For log lines.
-    backoff, max_wait : float
-        Seconds: attempt n waits ``uniform(0.5, 1.5) * backoff * 2**n``, at most ``max_wait``.
+    The message names the archive, the URL, the status, the start of the body
+    and, after retries, how many attempts were made.
     """
-    import random
-    import time
+    from latentsky.download.policy import attempts_of
 
-    retries = max(0, conf.max_retries - 1) if retries is None else int(retries)
-    for attempt in range(retries + 1):
-        try:
-            return call()
-        except _Retryable as err:
-            if attempt == retries:
-                raise ArchiveError(f"{err} (after {attempt + 1} attempts)") from err
-            wait = err.retry_after if err.retry_after is not None else backoff * 2 ** attempt * (0.5 + random.random())
-            wait = min(max_wait, wait)
-            log.info("%s failed (%s); retry %d/%d in %.1f s", what, err, attempt + 1, retries, wait)
-            time.sleep(wait)
-    raise AssertionError("unreachable")
+    if response.status_code < 400:
+        return
+    snippet = response.text[:200].strip().replace("\n", " ")
+    attempts = attempts_of(response)
+    after = f" (after {attempts} attempts)" if attempts > 1 else ""
+    raise ArchiveError(f"{archive}: HTTP {response.status_code} from {response.url}: {snippet}{after}")
+
+
+def with_retries(call, *, what: str = "request"):
+    """Run ``call()`` under :meth:`RetryPolicy.call <latentsky.download.policy.RetryPolicy.call>`.
+
+    ``call`` raises :class:`_Retryable` for an answer that arrived broken; it
+    is run again (``conf.max_retries`` attempts in all, backoff with jitter,
+    ``Retry-After`` honoured), and when the attempts are spent the last
+    failure is raised as an :class:`ArchiveError` saying how many were made.
+    """
+    from latentsky.download.policy import RetryPolicy
+
+    policy = RetryPolicy()
+    try:
+        return policy.call(call, what=what)
+    except _Retryable as err:
+        n = policy.max_attempts
+        raise ArchiveError(f"{err} (after {n} attempt{'s' if n > 1 else ''})") from err
 
 
 class Archive(abc.ABC):
@@ -375,18 +374,6 @@ def parse_time(value, *, parameter: str) -> Time | None:
         return Time(value, scale="utc")
     except (ValueError, TypeError) as err:
         raise CoordinateError(f"{parameter}: {value!r} is not a date (ISO-8601 or MJD) ({err})") from err
-
-
-def safe_name(text: str) -> str:
-    """A file-name-safe version of an identifier: no path separators, no leading dots."""
-    name = re.sub(r"[^A-Za-z0-9._+-]", "_", str(text)).lstrip(".")
-    return name or "_"
-
-
-def chunks(items: Sequence, size: int) -> Iterable[Sequence]:
-    """Consecutive slices of ``items`` with at most ``size`` elements."""
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def require_columns(table: Table, columns: Iterable[str], *, parameter: str = "products") -> None:

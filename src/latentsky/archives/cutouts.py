@@ -1,49 +1,53 @@
-"""Image cutouts for a table of coordinates, into one chunked Zarr array plus a Parquet index.
+"""Image cutouts for a table of coordinates, streamed into one chunked Zarr array, resumable.
 
 For N targets and B bands (SDSS g/r/i, FIRST, UKIDSS K...), :func:`fetch_cutouts`
-writes ``<dest>/cutouts.zarr`` (array ``images``, float32, N x B x H x W,
-chunked by blocks of targets, NaN where nothing was fetched) and
-``<dest>/index.parquet`` (one row per target: input columns, ``ra``, ``dec``,
-and per band ``status_<band>`` / ``attempts_<band>`` / ``error_<band>`` /
-``coverage_<band>``, the fraction of non-blank pixels),
-instead of hundreds of thousands of loose files.
+fills a cutout folder (:mod:`latentsky.archives.cutout_store`): the pixels in
+``cutouts.zarr`` (N x B x H x W float32, NaN where there is no image), the
+targets in ``index.parquet``, the progress in ``progress.sqlite``, instead of
+hundreds of thousands of loose files.  :func:`open_cutouts` reads it back.
 
-Where the pixels come from: the CDS **hips2fits** service (``conf.hips2fits_url``)
-resamples the SDSS9, FIRST and UKIDSS HiPS onto exactly the requested H x W
-grid, one request per target and band; astroquery.hips2fits builds the same
-requests but cannot read its server from our ``conf`` at call time nor give us
-per-request timeouts, so the few parameters are built here (see
-:func:`hips2fits_params`).  astroquery.skyview (HTML forms, slow and prone to
-hanging: astroquery #3347, #3353) and astroquery.ukidss (WSA HTML pages, one
-programme per request) fit badly for 10^5 targets; the local archive answers
-the same hips2fits requests from real FITS images.
+Where the pixels come from: the CDS **hips2fits** service
+(``conf.hips2fits_url``) resamples the SDSS9, FIRST and UKIDSS HiPS onto
+exactly the requested H x W grid, one request per cell (target, band).
+astroquery.hips2fits builds the request (:func:`hips2fits_params`, its
+``get_query_payload=True``) and serves one-off cutouts (:func:`fetch_one`);
+the bulk transfer is latentsky's: a :class:`~latentsky.download.pool.RequestPool`
+streams the cells through a bounded window (no barrier between blocks) with
+latentsky's retry policy (:mod:`latentsky.download.policy`) and per-host
+limit, because astroquery sends one request at a time.  (astroquery.skyview and
+astroquery.ukidss, :mod:`latentsky.archives.skyview` and
+:mod:`latentsky.archives.ukidss`, give whole images and catalogues one
+position at a time: for 10^5 targets hips2fits is the service.)
 
 Statuses: ``ok``; ``off_footprint`` (the service returned a blank image: the
-target lies outside the survey) is final and never retried; ``error`` is
-retried on later runs until ``attempts`` reaches ``max_attempts``.  Running the
-same call again resumes: finished cells are skipped.
+target lies outside the survey), final and never asked again; ``error``,
+asked again on later runs until ``attempts`` reaches ``max_attempts`` (an
+error the policy calls final, e.g. a 400, is not).  Running the same call
+again resumes: recorded cells are not requested again.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import io
 import logging
-import os
-import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
 from astropy.table import Table
 
-from latentsky.archives.base import parse_coordinates, request
+from latentsky.archives.base import check_offline, parse_coordinates, session
+from latentsky.archives.cutout_store import ERROR, INDEX_NAME, OFF, OK, PENDING, STATUSES, ZARR_NAME, CutoutStore
 from latentsky.config import conf
-from latentsky.exceptions import ArchiveError, LatentskyError
+from latentsky.exceptions import LatentskyError
 from latentsky.progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
+
+__all__ = ["SURVEYS", "STATUSES", "CutoutResult", "fetch_cutouts", "open_cutouts", "fetch_one", "hips2fits_params",
+           "ZARR_NAME", "INDEX_NAME"]
 
 SURVEYS = {
     "SDSS-u": ("CDS/P/SDSS9/u", 0.396), "SDSS-g": ("CDS/P/SDSS9/g", 0.396), "SDSS-r": ("CDS/P/SDSS9/r", 0.396),
@@ -56,10 +60,8 @@ SURVEYS = {
 the CDS HiPS list (https://aladin.cds.unistra.fr/hips/list); check them there
 before a large run, and pass ``hips={"band": "ID"}`` to override."""
 
-STATUSES = ("pending", "ok", "off_footprint", "error")
-
-ZARR_NAME = "cutouts.zarr"
-INDEX_NAME = "index.parquet"
+PROGRESS_INTERVAL = 0.2
+"""Seconds between two progress events of a run (the terminal bar and the app's widget)."""
 
 
 @dataclasses.dataclass
@@ -69,18 +71,24 @@ class CutoutResult:
     Attributes
     ----------
     path : Path
-        The output folder (``cutouts.zarr`` and ``index.parquet`` inside).
+        The output folder (see :mod:`latentsky.archives.cutout_store`).
     bands : list of str
     counts : dict
-        ``{status: number of (target, band) cells}``.
+        ``{status: number of (target, band) cells}``, over all runs.
     errors : Table
         One row per cell still in error: ``row, band, ra, dec, attempts, error``.
+    requests : int
+        HTTP requests sent in this run.
+    elapsed : float
+        Duration of this run, s.
     """
 
     path: Path
     bands: list
     counts: dict
     errors: Table
+    requests: int = 0
+    elapsed: float = 0.0
 
     @property
     def complete(self) -> bool:
@@ -89,7 +97,7 @@ class CutoutResult:
 
 
 def hips2fits_params(hips: str, ra: float, dec: float, size: int, pixel_scale_arcsec: float) -> dict:
-    """Query parameters of one hips2fits request (a ``size`` x ``size`` TAN image).
+    """The query parameters astroquery.hips2fits sends for one ``size`` x ``size`` TAN cutout (FITS).
 
     Parameters
     ----------
@@ -102,45 +110,85 @@ def hips2fits_params(hips: str, ra: float, dec: float, size: int, pixel_scale_ar
     pixel_scale_arcsec : float
         Pixel size, arcsec; the field of view is ``size * pixel_scale``.
     """
-    return {"hips": hips, "width": int(size), "height": int(size), "projection": "TAN", "coordsys": "icrs",
-            "ra": f"{float(ra):.8f}", "dec": f"{float(dec):.8f}",
-            "fov": f"{size * pixel_scale_arcsec / 3600.0:.10g}", "format": "fits"}
+    from astroquery.hips2fits import hips2fitsClass
+
+    return hips2fitsClass().query_async(get_query_payload=True, **_hips2fits_args(hips, ra, dec, size,
+                                                                                 pixel_scale_arcsec))
 
 
-def fetch_one(hips: str, ra: float, dec: float, size: int, pixel_scale_arcsec: float) -> tuple[str, np.ndarray | None, str]:
-    """Fetch one cutout; returns ``(status, image or None, error text)``.
+def _hips2fits_args(hips, ra, dec, size, pixel_scale_arcsec) -> dict:
+    """astroquery.hips2fits's arguments for one FITS cutout (its ``query`` defaults spelled out)."""
+    import astropy.units as u
+    from astropy.coordinates import Angle, Latitude, Longitude
 
-    A blank (all-NaN or all-zero) image means the position is off the survey.
-    Anything that is not a FITS image of the right shape is an ``error``.
+    return {"hips": hips, "width": int(size), "height": int(size), "projection": "TAN",
+            "ra": Longitude(float(ra) * u.deg), "dec": Latitude(float(dec) * u.deg),
+            "fov": Angle(size * pixel_scale_arcsec / 3600.0 * u.deg), "coordsys": "icrs",
+            "rotation_angle": Angle(0.0 * u.deg), "format": "fits", "min_cut": 0.5, "max_cut": 99.5,
+            "stretch": "linear", "cmap": "Greys_r"}
+
+
+def parse_cutout(body: bytes, size: int) -> tuple[str, np.ndarray | None, float]:
+    """``(status, image, coverage)`` of a hips2fits FITS answer.
+
+    A blank (all-NaN or all-zero) image means the position is off the survey
+    (``"off_footprint"``, no image); ``coverage`` is the fraction of non-blank
+    pixels of an ``"ok"`` image (a target near a survey edge is partly blank).
+
+    Raises
+    ------
+    ValueError
+        Not a FITS image of the expected shape (a damaged answer).
     """
     from astropy.io import fits
 
-    try:
-        response = request("GET", conf.hips2fits_url, archive="hips2fits", retries=0,
-                           params=hips2fits_params(hips, ra, dec, size, pixel_scale_arcsec))
-    except ArchiveError as err:
-        return "error", None, str(err)
-    body = response.content
     if not body.startswith(b"SIMPLE"):
-        return "error", None, f"hips2fits answered {response.headers.get('Content-Type', '?')}, not FITS: " \
-                              f"{body[:80]!r}"
+        raise ValueError(f"not a FITS file: {body[:40]!r}")
     try:
-        with fits.open(io.BytesIO(body)) as hdul:
-            data = np.asarray(hdul[0].data, dtype=np.float32)
-    except (OSError, ValueError, TypeError) as err:
-        return "error", None, f"unreadable FITS from hips2fits: {err}"
+        data = np.asarray(fits.PrimaryHDU.fromstring(body).data, dtype=np.float32)  # a quarter cheaper than open
+    except Exception as err:  # astropy raises many kinds on damaged bytes
+        raise ValueError(f"unreadable FITS ({type(err).__name__}: {err})") from None
     if data.shape != (size, size):
-        return "error", None, f"hips2fits sent a {data.shape} image, expected ({size}, {size})"
+        raise ValueError(f"a {data.shape} image, expected ({size}, {size})")
     finite = np.isfinite(data)
     if not finite.any() or not np.any(data[finite]):
-        return "off_footprint", None, ""
-    return "ok", data, ""
+        return "off_footprint", None, 0.0
+    return "ok", data, float(finite.mean())
+
+
+def fetch_one(hips: str, ra: float, dec: float, size: int,
+              pixel_scale_arcsec: float) -> tuple[str, np.ndarray | None, str]:
+    """One cutout through astroquery.hips2fits: ``(status, image or None, error text)``.
+
+    The server is ``conf.hips2fits_url`` (read at call time: astroquery's own
+    ``conf.server`` only accepts the two CDS addresses), the timeout
+    ``conf.timeout``; the request goes through latentsky's session (a
+    retryable status is asked again, :mod:`latentsky.download.policy`), and
+    offline (``conf.offline``) only the local archive is asked.
+    """
+    from astroquery.hips2fits import hips2fitsClass
+
+    url = conf.hips2fits_url
+    try:
+        check_offline(url)
+        client = hips2fitsClass()
+        client.server, client.timeout, client._session = url, conf.timeout, session()
+        response = client.query_async(**_hips2fits_args(hips, ra, dec, size, pixel_scale_arcsec))
+    except Exception as err:  # astroquery and requests raise many kinds; the caller wants a status
+        return "error", None, f"hips2fits {url}: {type(err).__name__}: {err}"
+    if response.status_code != 200:
+        return "error", None, f"hips2fits {url}: HTTP {response.status_code}: {response.text[:120]!r}"
+    try:
+        status, image, _ = parse_cutout(response.content, int(size))
+    except ValueError as err:
+        return "error", None, f"hips2fits {url}: {err}"
+    return status, image, ""
 
 
 def fetch_cutouts(coordinates, dest: str | Path, *, bands=("SDSS-g", "SDSS-r", "SDSS-i"), size: int = 28,
                   pixel_scale: dict | float | None = None, hips: dict | None = None, block: int = 256,
-                  max_attempts: int = 3, workers: int | None = None,
-                  progress: ProgressCallback | None = None) -> CutoutResult:
+                  max_attempts: int = 3, connections: int | None = None, progress: ProgressCallback | None = None,
+                  backoff: float | None = None, seed: int | None = None) -> CutoutResult:
     """Fetch ``size`` x ``size`` cutouts of every target in every band; resumable.
 
     Parameters
@@ -161,24 +209,63 @@ def fetch_cutouts(coordinates, dest: str | Path, *, bands=("SDSS-g", "SDSS-r", "
     hips : dict, optional
         ``{band: HiPS identifier}`` overriding :data:`SURVEYS`.
     block : int
-        Targets per Zarr chunk and per write; a crash loses at most one block.
+        Targets per Zarr chunk (fixed when the folder is made).
     max_attempts : int
         Requests per cell, over all runs, before its error is final.
-    workers : int, optional
-        Concurrent requests (default ``conf.max_connections_per_host``).
+    connections : int, optional
+        Requests in flight to the service (default ``conf.max_connections_per_host``).
     progress : callable, optional
-        Receives :class:`~latentsky.progress.ProgressEvent` (task ``"cutouts"``).
+        Receives :class:`~latentsky.progress.ProgressEvent` (task ``"cutouts"``,
+        unit ``"cells"``; the message counts ok, off-footprint and failed
+        cells and the time left).
+    backoff : float, optional
+        Base of the retry backoff, s (default ``conf.retry_backoff``; see
+        :class:`~latentsky.download.policy.RetryPolicy`).
+    seed : int, optional
+        Seed of the backoff jitter (tests).
 
     Returns
     -------
     CutoutResult
     """
-    import pandas as pd
-    import zarr
+    from latentsky.download.policy import RetryPolicy
+    from latentsky.download.pool import RequestPool
 
+    t0 = time.monotonic()
+    bands, hips_ids, scales = _check_bands(bands, size, pixel_scale, hips)
+    if int(max_attempts) < 1:
+        raise LatentskyError(f"max_attempts: expected a positive number of requests, got {max_attempts!r}")
+    coords = parse_coordinates(coordinates, parameter="coordinates")
+    coords = coords.reshape((1,)) if coords.isscalar else coords
+    settings = {"bands": bands, "size": int(size), "hips": hips_ids, "pixel_scale_arcsec": scales,
+                "block": int(block)}
+    store = CutoutStore.create_or_open(dest, _targets(coordinates, coords), settings)
+    try:
+        with store.running():
+            connections = int(connections or conf.max_connections_per_host)
+            pool = RequestPool(max_connections=connections, max_connections_per_host=connections,
+                               policy=RetryPolicy(max_attempts=int(max_attempts), backoff=backoff), seed=seed)
+            run = _Run(store, coords, [_url_prefix(hips_ids[b], int(size), scales[b]) for b in bands],
+                       int(max_attempts))
+            with Progress("cutouts", total=run.total, unit="cells", callback=progress) as bar:
+                run.bar = bar
+                size_ = int(size)
+                for batch in pool.batches(run.requests(), parse=lambda body, _h: parse_cutout(body, size_)):
+                    run.record(batch)
+                run.finish()
+            result = _result(store)
+            result.requests, result.elapsed = pool.stats.requests, time.monotonic() - t0
+            return result
+    finally:
+        store.close()
+
+
+def _check_bands(bands, size, pixel_scale, hips):
     bands = [str(b) for b in bands]
     if not bands:
         raise LatentskyError("bands: give at least one band")
+    if len(set(bands)) != len(bands):
+        raise LatentskyError(f"bands: {bands} names a band twice")
     if not (isinstance(size, (int, np.integer)) and 1 <= size <= 2048):
         raise LatentskyError(f"size: expected an integer number of pixels in [1, 2048], got {size!r}")
     hips_ids, scales = {}, {}
@@ -191,134 +278,169 @@ def fetch_cutouts(coordinates, dest: str | Path, *, bands=("SDSS-g", "SDSS-r", "
         scales[band] = float(scale if scale is not None else (known[1] if known else 1.0))
         if not scales[band] > 0:
             raise LatentskyError(f"pixel_scale: must be > 0 arcsec for band {band!r}, got {scales[band]}")
-    coords = parse_coordinates(coordinates, parameter="coordinates")
-    coords = coords.reshape((1,)) if coords.isscalar else coords
-    n = len(coords)
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    index_path = dest / INDEX_NAME
-    group = zarr.open_group(str(dest / ZARR_NAME), mode="a")
-    settings = {"bands": bands, "size": int(size), "hips": hips_ids, "pixel_scale_arcsec": scales, "n": n}
-
-    if "images" in group and index_path.exists():
-        images = group["images"]
-        stored = dict(images.attrs)
-        index = pd.read_parquet(index_path)
-        same = (stored.get("bands") == bands and stored.get("size") == size and stored.get("n") == n
-                and np.allclose(index["ra"].to_numpy(), coords.ra.deg, atol=1e-9)
-                and np.allclose(index["dec"].to_numpy(), coords.dec.deg, atol=1e-9))
-        if not same:
-            raise LatentskyError(f"dest: {dest} holds cutouts of other targets, bands or size "
-                                 f"({stored.get('n')} targets, bands {stored.get('bands')}, size {stored.get('size')}); "
-                                 "choose another folder")
-    else:
-        images = group.create_array(name="images", shape=(n, len(bands), size, size),
-                                    chunks=(min(block, max(n, 1)), len(bands), size, size), dtype="float32",
-                                    fill_value=np.nan, overwrite=True)
-        images.attrs.update(settings)
-        index = _new_index(coordinates, coords, bands)
-        _write_index(index, index_path)
-
-    block = images.chunks[0]
-    todo_total = int(sum(((index[f"status_{b}"] == "pending") |
-                          ((index[f"status_{b}"] == "error") & (index[f"attempts_{b}"] < max_attempts))).sum()
-                         for b in bands))
-    workers = int(workers or conf.max_connections_per_host)
-    with Progress("cutouts", total=todo_total, unit="cutouts", callback=progress) as bar, \
-            ThreadPoolExecutor(max_workers=workers) as pool:
-        for lo in range(0, n, block):
-            hi = min(n, lo + block)
-            cells = [(i, b) for i in range(lo, hi) for b, band in enumerate(bands)
-                     if _wanted(index, i, band, max_attempts)]
-            if not cells:
-                continue
-            data = np.asarray(images[lo:hi])
-            ra, dec = coords.ra.deg, coords.dec.deg
-            futures = [pool.submit(_fetch_with_retry, hips_ids[bands[b]], ra[i], dec[i], size, scales[bands[b]],
-                                   max_attempts - int(index.at[i, f"attempts_{bands[b]}"]))
-                       for i, b in cells]
-            for (i, b), future in zip(cells, futures):
-                status, image, error, tries = future.result()
-                band = bands[b]
-                index.at[i, f"status_{band}"] = status
-                # a target near a survey edge gives a partly blank cutout: say how much is real
-                index.at[i, f"coverage_{band}"] = float(np.isfinite(image).mean()) if image is not None else 0.0
-                index.at[i, f"attempts_{band}"] = int(index.at[i, f"attempts_{band}"]) + tries
-                index.at[i, f"error_{band}"] = error
-                if image is not None:
-                    data[i - lo, b] = image
-                bar.advance(1, message=f"{band} row {i}: {status}")
-            # the pixels first, then the index that says they are there
-            images[lo:hi] = data
-            _write_index(index, index_path)
-    return _result(dest, index, bands)
+    return bands, hips_ids, scales
 
 
-def _fetch_with_retry(hips_id, ra, dec, size, scale, budget):
-    """Up to ``budget`` attempts with exponential backoff and jitter; returns (status, image, error, tries)."""
-    tries, status, image, error = 0, "error", None, ""
-    for attempt in range(max(1, budget)):
-        tries += 1
-        status, image, error = fetch_one(hips_id, ra, dec, size, scale)
-        if status != "error" or " HTTP 4" in error and " HTTP 429" not in error:
-            break  # done, off the footprint, or a request the service will never accept
-        if attempt + 1 < budget:
-            time.sleep(min(8.0, 0.2 * 2 ** attempt) * (0.5 + random.random()))
-    return status, image, error, tries
+def _url_prefix(hips_id: str, size: int, scale: float) -> str:
+    """The hips2fits URL of a band's cells, up to the position (``&ra=..&dec=..`` follows)."""
+    params = hips2fits_params(hips_id, 0.0, 0.0, size, scale)
+    fixed = {k: v for k, v in params.items() if k not in ("ra", "dec")}
+    return f"{conf.hips2fits_url}?{urlencode(fixed)}"
 
 
-def _wanted(index, i, band, max_attempts) -> bool:
-    status = index.at[i, f"status_{band}"]
-    return status == "pending" or (status == "error" and int(index.at[i, f"attempts_{band}"]) < max_attempts)
-
-
-def _new_index(original, coords, bands):
+def _targets(original, coords):
     import pandas as pd
 
     frame = pd.DataFrame({"row": np.arange(len(coords)), "ra": coords.ra.deg, "dec": coords.dec.deg})
     if isinstance(original, Table):
         for name in original.colnames:
-            if name.lower() in ("ra", "dec") or original[name].ndim != 1:
+            if name.lower() in ("ra", "dec", "row") or original[name].ndim != 1:
                 continue
             values = np.asarray(original[name])
             frame[name] = values.astype(str) if values.dtype.kind in "SUO" else values
-    for band in bands:
-        frame[f"status_{band}"] = "pending"
-        frame[f"attempts_{band}"] = 0
-        frame[f"error_{band}"] = ""
-        frame[f"coverage_{band}"] = 0.0
     return frame
 
 
-def _write_index(index, path: Path) -> None:
-    # write beside, then rename: a crash never leaves a half-written index
-    tmp = path.with_name(path.name + ".tmp")
-    index.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+class _Run:
+    """One run over a store: which cells to ask, what to record, which blocks to write."""
+
+    def __init__(self, store: CutoutStore, coords, prefixes: list[str], max_attempts: int):
+        self.store, self.prefixes = store, prefixes
+        self.ra, self.dec = coords.ra.deg, coords.dec.deg
+        self.status, self.attempts, retry = store.state()
+        # blocks a killed run left with recorded pixels not yet in their chunk
+        for block in store.pending_blocks():
+            store.write_block(block, store.load_block(block, stored=True))
+        self.wanted = (self.status == PENDING) | ((self.status == ERROR) & retry & (self.attempts < max_attempts))
+        self.total = int(self.wanted.sum())
+        nblocks = -(-store.n // store.block)
+        per_row = self.wanted.sum(axis=1)
+        self.scheduled = np.add.reduceat(per_row, np.arange(0, store.n, store.block)) if store.n else np.zeros(0)
+        self.resolved = np.zeros(nblocks, np.int64)
+        self.had_pixels = np.add.reduceat((self.status == OK).sum(axis=1), np.arange(0, store.n, store.block)) > 0 \
+            if store.n else np.zeros(0, bool)
+        self.buffers: dict[int, np.ndarray] = {}
+        self.counts = {s: int((self.status == code).sum()) for code, s in enumerate(STATUSES)}
+        self.failed = 0
+        self.bar: Progress | None = None
+        self._last_event = 0.0
+        self._start = time.monotonic()
+
+    def requests(self):
+        """The cells to ask, target by target (a generator the pool pulls as room frees)."""
+        from latentsky.download.pool import Request
+
+        for lo in range(0, self.store.n, self.store.block):  # block by block: memory stays flat
+            rows, bands = np.nonzero(self.wanted[lo:lo + self.store.block])
+            for i, b in zip((rows + lo).tolist(), bands.tolist()):
+                yield Request((i, b), f"{self.prefixes[b]}&ra={float(self.ra[i])!r}&dec={float(self.dec[i])!r}",
+                              attempts=int(self.attempts[i, b]))
+
+    def record(self, batch) -> None:
+        """Record a batch of outcomes (one transaction), then write the blocks it completed."""
+        cells, pixels, touched = [], [], collections.Counter()
+        for outcome in batch:
+            i, b = outcome.request.key
+            attempts = outcome.request.attempts
+            if outcome.ok:
+                status, image, coverage = outcome.value
+                code, retry, error = (OK if status == "ok" else OFF), 1, ""
+                if image is not None:
+                    pixels.append((i, b, image))
+            else:
+                code, retry, coverage, error = ERROR, int(outcome.error.retryable), 0.0, outcome.error.problem
+                self.failed += 1
+            cells.append((i, b, code, attempts, retry, coverage, error))
+            self.counts[STATUSES[self.status[i, b]]] -= 1
+            self.counts[STATUSES[code]] += 1
+            self.status[i, b] = code
+            touched[i // self.store.block] += 1
+        self.store.record(cells, pixels)
+        for i, b, image in pixels:
+            block = i // self.store.block
+            if block not in self.buffers:
+                self.buffers[block] = self.store.load_block(block, stored=bool(self.had_pixels[block]))
+            self.buffers[block][i - block * self.store.block, b] = image
+        for block, k in touched.items():
+            self.resolved[block] += k
+            if self.resolved[block] >= self.scheduled[block]:
+                self._write(block)
+        self._advance(len(batch))
+
+    def _write(self, block: int) -> None:
+        data = self.buffers.pop(block, None)
+        if data is not None:
+            self.store.write_block(block, data)
+
+    def finish(self) -> None:
+        for block in list(self.buffers):
+            self._write(block)
+        self._advance(0, force=True)
+
+    def _advance(self, n: int, force: bool = False) -> None:
+        bar = self.bar
+        bar.done += n
+        now = time.monotonic()
+        if not force and now - self._last_event < PROGRESS_INTERVAL:
+            return
+        self._last_event = now
+        elapsed = now - self._start
+        rate = bar.done / elapsed if elapsed > 0 else 0.0
+        left = (bar.total - bar.done) / rate if rate > 0 else None
+        bar.advance(0, f"ok {self.counts['ok']:,} · off {self.counts['off_footprint']:,} · failed {self.failed:,}"
+                       + (f" · {_duration(left)} left" if left is not None and bar.done < bar.total else ""))
 
 
-def _result(dest: Path, index, bands) -> CutoutResult:
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _result(store: CutoutStore) -> CutoutResult:
+    cells = store.cells()
     counts = {s: 0 for s in STATUSES}
-    rows = []
-    for band in bands:
-        for status, k in index[f"status_{band}"].value_counts().items():
-            counts[status] = counts.get(status, 0) + int(k)
-        bad = index[index[f"status_{band}"] == "error"]
-        for _, r in bad.iterrows():
-            rows.append((int(r["row"]), band, float(r["ra"]), float(r["dec"]), int(r[f"attempts_{band}"]),
-                         str(r[f"error_{band}"])))
-    errors = Table(rows=rows, names=("row", "band", "ra", "dec", "attempts", "error"),
-                   dtype=(int, str, float, float, int, str)) if rows else \
-        Table(names=("row", "band", "ra", "dec", "attempts", "error"), dtype=(int, str, float, float, int, str))
-    return CutoutResult(dest, list(bands), counts, errors)
+    for code, k in zip(*np.unique(cells["status"], return_counts=True)):
+        counts[STATUSES[code]] = int(k)
+    counts["pending"] = store.n * len(store.bands) - len(cells["row"])
+    errors = store.errors()
+    rows = sorted(errors)
+    targets = store.targets() if rows else None
+    attempts = {(int(r), int(b)): int(a) for r, b, a in zip(cells["row"], cells["band"], cells["attempts"])
+                if (int(r), int(b)) in errors} if rows else {}
+    table = Table({"row": [r for r, _ in rows], "band": [store.bands[b] for _, b in rows],
+                   "ra": [float(targets["ra"].iloc[r]) for r, _ in rows],
+                   "dec": [float(targets["dec"].iloc[r]) for r, _ in rows],
+                   "attempts": [attempts[k] for k in rows], "error": [errors[k] for k in rows]},
+                  dtype=(int, str, float, float, int, str))
+    return CutoutResult(store.path, store.bands, counts, table)
 
 
 def open_cutouts(dest: str | Path):
-    """Open a cutout store: ``(images, index)``, the Zarr array (N x B x H x W) and the index DataFrame."""
-    import pandas as pd
-    import zarr
+    """Open a cutout folder: ``(images, index)``.
 
-    dest = Path(dest)
-    if not (dest / INDEX_NAME).exists() or not (dest / ZARR_NAME).exists():
-        raise LatentskyError(f"{dest}: no cutout store ({ZARR_NAME} and {INDEX_NAME}) here")
-    return zarr.open_group(str(dest / ZARR_NAME), mode="r")["images"], pd.read_parquet(dest / INDEX_NAME)
+    ``images`` is the Zarr array (N x B x H x W), ``index`` a DataFrame with
+    one row per target: its columns, and per band ``status_<band>``,
+    ``attempts_<band>``, ``error_<band>``, ``coverage_<band>``.
+    """
+    store = CutoutStore.open(dest)
+    try:
+        index = store.targets()
+        cells, errors = store.cells(), store.errors()
+        for b, band in enumerate(store.bands):
+            mine = cells["band"] == b
+            rows = cells["row"][mine]
+            status = np.full(store.n, "pending", dtype=object)
+            status[rows] = np.asarray(STATUSES, dtype=object)[cells["status"][mine]]
+            attempts, coverage = np.zeros(store.n, int), np.zeros(store.n)
+            attempts[rows], coverage[rows] = cells["attempts"][mine], cells["coverage"][mine]
+            error = np.full(store.n, "", dtype=object)
+            for (row, b_), text in errors.items():
+                if b_ == b:
+                    error[row] = text
+            index[f"status_{band}"], index[f"attempts_{band}"] = status, attempts
+            index[f"error_{band}"], index[f"coverage_{band}"] = error, coverage
+        return store.images, index
+    finally:
+        store.close()

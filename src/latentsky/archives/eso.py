@@ -5,8 +5,15 @@ queries the archive's old web forms (its TAP interface is unreleased), while
 ESO publishes its reduced products in the IVOA ObsCore table of the TAP
 service ``tap_obs`` (``ivoa.ObsCore``, ``obs_collection='HARPS'``,
 ``dataproduct_type='spectrum'``).  pyvo is the reference TAP client, so we
-write ADQL and let :class:`pyvo.dal.TAPService` do the protocol (sync query,
-``MAXREC``, table upload).
+write ADQL and let :class:`pyvo.dal.TAPService` do the protocol (synchronous
+queries, asynchronous UWS jobs, ``MAXREC``, table upload).
+
+Synchronous or asynchronous (``mode``): ESO ends a synchronous query after
+60 s, so a large one (all 267,487 HARPS spectra) must run as an asynchronous
+job.  By default (``mode="auto"``) a query is sent synchronously for at most
+``conf.tap_sync_rows`` rows; when the answer is capped there, the query is
+larger than a synchronous one should be and runs again as a job (pyvo's
+:meth:`~pyvo.dal.TAPService.submit_job`), as do the pieces it is split into.
 
 Row limits (astroquery #638): a TAP service caps results and says so with
 ``QUERY_STATUS=OVERFLOW``.  A capped answer is never returned: the query is
@@ -35,9 +42,19 @@ from astropy import units as u
 from astropy.table import Table, unique, vstack
 from astropy.time import Time
 
-from latentsky.archives.base import (RETRYABLE_STATUS, Archive, _Retryable, check_offline, parse_coordinates,
-                                     parse_radius, parse_time, require_columns, resolve_name, safe_name, session,
-                                     with_retries)
+from latentsky.archives.base import (
+    Archive,
+    _Retryable,
+    check_offline,
+    parse_coordinates,
+    parse_radius,
+    parse_time,
+    require_columns,
+    resolve_name,
+    safe_name,
+    session,
+    with_retries,
+)
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError, QueryTruncatedError
 
@@ -53,6 +70,10 @@ FIRST_MJD = 44239.0
 
 MIN_SLICE_DAYS = 1.0 / 86400.0
 """A time slice shorter than one second that still overflows cannot be split further."""
+
+MODES = ("auto", "sync", "async")
+"""How a query is sent: synchronously up to ``conf.tap_sync_rows`` rows, else as a job; always synchronously;
+always as an asynchronous (UWS) job."""
 
 UPLOAD_CHUNK = 5000
 """Targets per uploaded table (ESO's upload limit is generous; this keeps each query short)."""
@@ -135,7 +156,7 @@ class ESO(Archive):
     def query(self, target: str | None = None, *, coordinates=None, radius=None, collection: str | None = "HARPS",
               instrument: str | None = None, dataproduct_type: str | None = "spectrum",
               target_name: str | None = None, start=None, end=None, maxrec: int | None = None,
-              get_query_payload: bool = False) -> Table:
+              mode: str = "auto", get_query_payload: bool = False) -> Table:
         """Find products; one row per product, never silently truncated.
 
         Parameters
@@ -158,6 +179,10 @@ class ESO(Archive):
         maxrec : int, optional
             Rows asked per request (default ``conf.tap_maxrec``); an
             ``OVERFLOW`` answer makes the client split the query.
+        mode : {"auto", "sync", "async"}
+            ``"auto"``: synchronously, and as an asynchronous job when the
+            answer has more than ``conf.tap_sync_rows`` rows; ``"sync"``,
+            ``"async"``: always so.
         get_query_payload : bool
             Return the ADQL (first request) instead of querying.
 
@@ -197,14 +222,16 @@ class ESO(Archive):
         maxrec = int(maxrec or conf.tap_maxrec)
         if maxrec <= 0:
             raise CoordinateError(f"maxrec must be a positive number of rows, got {maxrec}")
+        if mode not in MODES:
+            raise CoordinateError(f"mode: expected one of {MODES}, got {mode!r}")
         if get_query_payload:
             return self.build_query(**filters, start=t0, end=t1, upload="targets" if upload is not None else None)
         pieces: list[Table] = []
         if upload is None:
-            pieces += self._collect(filters, None, t0, t1, maxrec)
+            pieces += self._collect(filters, None, t0, t1, maxrec, mode)
         else:
             for lo in range(0, len(upload), UPLOAD_CHUNK):
-                pieces += self._collect(filters, upload[lo:lo + UPLOAD_CHUNK], t0, t1, maxrec)
+                pieces += self._collect(filters, upload[lo:lo + UPLOAD_CHUNK], t0, t1, maxrec, mode)
         raw = _vstack(pieces)
         return self._normalise(raw)
 
@@ -221,17 +248,17 @@ class ESO(Archive):
             table["radius"] = np.full(len(coords), parse_radius(radius).deg)
         return table
 
-    def _collect(self, filters: dict, upload: Table | None, t0, t1, maxrec: int) -> list[Table]:
+    def _collect(self, filters: dict, upload: Table | None, t0, t1, maxrec: int, mode: str) -> list[Table]:
         """Run one query; on overflow split it (targets first, then time) and run the halves."""
         adql = self.build_query(**filters, start=t0, end=t1, upload="targets" if upload is not None else None)
-        table, overflow = self._run(adql, upload, maxrec)
+        table, overflow, mode = self._ask(adql, upload, maxrec, mode)
         if not overflow:
             return [table]
         if upload is not None and len(upload) > 1:
             half = len(upload) // 2
             log.info("ESO: %d targets overflowed maxrec=%d; splitting the list", len(upload), maxrec)
-            return (self._collect(filters, upload[:half], t0, t1, maxrec)
-                    + self._collect(filters, upload[half:], t0, t1, maxrec))
+            return (self._collect(filters, upload[:half], t0, t1, maxrec, mode)
+                    + self._collect(filters, upload[half:], t0, t1, maxrec, mode))
         lo = FIRST_MJD if t0 is None else t0.mjd
         hi = Time.now().mjd + 1.0 if t1 is None else t1.mjd
         if hi - lo <= MIN_SLICE_DAYS:
@@ -243,46 +270,70 @@ class ESO(Archive):
         pieces = []
         if t0 is None and t1 is None:
             # products without t_min would fall in no time slice: fetch them on their own
-            pieces += self._null_time_rows(filters, upload, maxrec)
-        pieces += self._collect(filters, upload, Time(lo, format="mjd"), Time(mid, format="mjd"), maxrec)
-        pieces += self._collect(filters, upload, Time(mid, format="mjd"), Time(hi, format="mjd"), maxrec)
+            pieces += self._null_time_rows(filters, upload, maxrec, mode)
+        pieces += self._collect(filters, upload, Time(lo, format="mjd"), Time(mid, format="mjd"), maxrec, mode)
+        pieces += self._collect(filters, upload, Time(mid, format="mjd"), Time(hi, format="mjd"), maxrec, mode)
         return pieces
 
-    def _null_time_rows(self, filters, upload, maxrec) -> list[Table]:
+    def _null_time_rows(self, filters, upload, maxrec, mode) -> list[Table]:
         adql = self.build_query(**filters, upload="targets" if upload is not None else None)
         adql += (" AND " if " WHERE " in adql else " WHERE ") + ("o.t_min IS NULL" if upload is not None
                                                                   else "t_min IS NULL")
-        table, overflow = self._run(adql, upload, maxrec)
+        table, overflow, _ = self._ask(adql, upload, maxrec, mode)
         if overflow:
             raise QueryTruncatedError(f"eso: more than maxrec={maxrec} products without t_min for {adql!r}")
         return [table]
 
-    def _run(self, adql: str, upload: Table | None, maxrec: int) -> tuple[Table, bool]:
-        """One synchronous TAP request; returns the table and whether it was capped."""
+    def _ask(self, adql: str, upload: Table | None, maxrec: int, mode: str) -> tuple[Table, bool, str]:
+        """Run one query in ``mode`` (see :data:`MODES`): the table, whether it was capped, and the mode
+        its pieces are to be asked in (``"async"`` once a query proved too large for a synchronous one)."""
+        if mode == "auto":
+            sync_rows = max(1, min(maxrec, int(conf.tap_sync_rows)))
+            table, overflow = self._run(adql, upload, sync_rows)
+            if not overflow or sync_rows >= maxrec or len(table) < sync_rows:
+                # complete; or capped at maxrec all the same; or capped by the service's own limit,
+                # below the sync limit, which a job would meet too: split instead
+                return table, overflow, mode
+            log.info("ESO: more than %d rows (conf.tap_sync_rows): asking again as an asynchronous job", sync_rows)
+            mode = "async"
+        table, overflow = self._run(adql, upload, maxrec, asynchronous=mode == "async")
+        return table, overflow, mode
+
+    def _run(self, adql: str, upload: Table | None, maxrec: int, *, asynchronous: bool = False) -> tuple[Table, bool]:
+        """One TAP query, synchronous or as an asynchronous job; returns the table and whether it was capped.
+
+        A retryable status or a dropped connection is asked again by the
+        session (:func:`~latentsky.archives.base.session`); an answer that
+        cannot be read is asked again here (a new job when asynchronous).
+        """
         import pyvo
         from pyvo.dal.exceptions import DALOverflowWarning
 
         url = conf.eso_tap_url
-        check_offline(url)  # before pyvo, which would wrap the refusal in a retryable service error
+        check_offline(url)  # before pyvo, which would wrap the refusal in a service error
         service = pyvo.dal.TAPService(url, session=session())
-        log.debug("ESO TAP %s: %s", url, adql)
+        log.debug("ESO TAP %s (%s): %s", url, "async" if asynchronous else "sync", adql)
 
         def once():
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DALOverflowWarning)
                     uploads = {"targets": upload} if upload is not None else None
+                    if asynchronous:
+                        return _run_job(service, adql, maxrec, uploads)
                     return service.run_sync(adql, maxrec=maxrec, uploads=uploads)
             except pyvo.dal.DALQueryError as err:
                 raise ArchiveError(f"eso: the TAP service at {url} refused the query: {err}") from err
-            except pyvo.dal.DALServiceError as err:
-                code = getattr(err, "code", None)
-                if code is None or code in RETRYABLE_STATUS:
-                    # 503 from a busy archive, a dropped connection: worth another try
+            except (pyvo.dal.DALServiceError, pyvo.dal.DALFormatError) as err:
+                if _timed_out(err):  # a hung service is not asked again: we waited conf.timeout already
+                    raise ArchiveError(f"eso: no answer from the TAP service at {url} within the timeout "
+                                       f"(conf.timeout = {conf.timeout} s): {err}") from err
+                if isinstance(err, pyvo.dal.DALFormatError):
+                    raise _Retryable(f"eso: TAP service at {url} sent an unreadable answer: {err}") from err
+                if err.code is None:  # no HTTP failure: an answer or a job that went wrong, worth another try
                     raise _Retryable(f"eso: TAP service at {url} failed: {err}") from err
-                raise ArchiveError(f"eso: TAP service at {url} failed: {err}") from err
-            except pyvo.dal.DALFormatError as err:
-                raise _Retryable(f"eso: TAP service at {url} sent an unreadable answer: {err}") from err
+                after = _attempts_note(err)  # an HTTP failure the session has asked again already
+                raise ArchiveError(f"eso: TAP service at {url} failed: {err}{after}") from err
 
         result = with_retries(once, what=f"eso TAP {url}")
         table = result.to_table()
@@ -331,6 +382,45 @@ class ESO(Archive):
             items.append(DownloadItem(key=f"eso/{dp_id}", url=conf.eso_data_url + dp_id,
                                       dest=dest / f"{safe_name(dp_id)}.fits", kind="fits", auth=auth))
         return items
+
+
+def _run_job(service, adql: str, maxrec: int, uploads: dict | None):
+    """One asynchronous (UWS) query through pyvo: submit, run, wait, fetch; the job is deleted in every case."""
+    from pyvo.dal import DALServiceError
+
+    job = service.submit_job(adql, maxrec=maxrec, uploads=uploads)
+    try:
+        job.run().wait()
+        job.raise_if_error()
+        return job.fetch_result()
+    finally:
+        try:
+            job.delete()
+        except DALServiceError as err:  # the service destroys it at its destruction time anyway
+            log.debug("ESO: could not delete job %s: %s", job.url, err)
+
+
+def _timed_out(err: BaseException) -> bool:
+    """Whether a timeout is behind ``err`` (pyvo wraps one met while reading an answer as a format error)."""
+    import requests
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (requests.Timeout, Urllib3Timeout, TimeoutError)):
+            return True
+        seen.add(id(err))
+        err = getattr(err, "cause", None) or err.__cause__ or err.__context__
+    return False
+
+
+def _attempts_note(err) -> str:
+    """`` (after N attempts)`` for a pyvo error whose HTTP answer came after retries by the session."""
+    from latentsky.download.policy import attempts_of
+
+    response = getattr(getattr(err, "cause", None), "response", None)
+    attempts = attempts_of(response) if response is not None else 1
+    return f" (after {attempts} attempts)" if attempts > 1 else ""
 
 
 def product_table(table: Table) -> Table:

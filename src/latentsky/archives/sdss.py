@@ -1,24 +1,43 @@
-"""SDSS: spectra and photometry through the SkyServer SQL search, files from the SAS.
+"""SDSS: spectra and photometry through the SkyServer SQL search (astroquery.sdss), files from the SAS.
 
-Queries go to ``conf.sdss_skyserver_url + "SearchTools/SqlSearch"`` with
-``cmd=<SQL>&format=csv`` (the SkyServer web service astroquery.sdss also
-uses).  A list of positions is sent as ``UNION ALL`` blocks of
-``dbo.fGetNearbySpecObjEq(ra, dec, r)`` (or ``fGetNearbyObjEq`` for
-photometry), in chunks whose URL stays under :data:`MAX_URL_CHARS`, because
-thousands of positions in one request break on query-string limits and time
-out (astroquery #2211, #2082).  A chunk that fails is split in halves down to
-single positions; a position that still fails is recorded in
-``table.meta["failed"]`` (with the error) and the others are returned.
+Queries are sent by :mod:`astroquery.sdss` (``SDSS.query_sql`` with
+``data_release=conf.sdss_data_release``, so the request, its URL and its
+parameters are astroquery's), to the SkyServer named by
+``conf.sdss_skyserver_url`` (given to astroquery's ``conf.skyserver_baseurl``
+for the call; astroquery appends ``/dr<N>/en/tools/search/x_results.aspx``).
+The request goes through latentsky's session (a 5xx or a 429 is asked again
+by its retry policy, with backoff), the answer is judged by the same policy
+(an HTML page where a table belongs is asked again too) and parsed with
+64-bit identifiers kept exact; astroquery's cache is off (a failed answer is
+never replayed, astroquery #1904).
+
+- A list of positions is sent as ``UNION ALL`` blocks of
+  ``dbo.fGetNearbySpecObjEq(ra, dec, r)`` (``fGetNearbyObjEq`` for
+  photometry), in chunks whose URL stays under :data:`MAX_URL_CHARS`
+  (thousands of positions in one request break on query-string limits and
+  time out, astroquery #2211, #2082).  A chunk that fails is split in halves
+  down to single positions; a position that still fails is recorded in
+  ``table.meta["failed"]`` and the others are returned.
+- A whole class (``spec_class="QSO"``: every quasar of the release) is read
+  in pages of at most :data:`PAGE_ROWS` rows ordered by (plate, mjd, fiber),
+  each page starting after the last row of the previous one, so no answer
+  meets SkyServer's row limit (:data:`ROW_LIMIT`).
+- A catalog of spectra (``plate, mjd, fiberid`` columns, e.g. DR16Q) is
+  looked up by those identifiers (:meth:`SDSS.query_identifiers`), many per
+  request.
 
 Spectrum files come from the Science Archive Server: ``conf.sdss_sas_url +
 dr<N>/sdss/spectro/redux/<run2d>/spectra[/full]/<plate>/spec-<plate>-<mjd>-<fiber>.fits``
-(the path rule of astroquery.sdss for DR16/17).
+(the path rule of astroquery.sdss for DR16/17); the download manager fetches them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import re
+import threading
 import warnings
 from pathlib import Path
 from urllib.parse import urlencode
@@ -28,10 +47,19 @@ from astropy import units as u
 from astropy.table import Table, vstack
 from astropy.time import Time
 
-from latentsky.archives.base import (Archive, _request_once, _Retryable, parse_coordinates, parse_radius,
-                                     require_columns, safe_name, with_retries)
+from latentsky.archives.base import (
+    Archive,
+    _Retryable,
+    check_offline,
+    parse_coordinates,
+    parse_radius,
+    require_columns,
+    safe_name,
+    session,
+    with_retries,
+)
 from latentsky.config import conf
-from latentsky.exceptions import ArchiveError, CoordinateError, LatentskyWarning, QueryTruncatedError
+from latentsky.exceptions import ArchiveError, CoordinateError, LatentskyWarning
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +75,12 @@ MAX_URL_CHARS = 6000
 """Longest GET URL sent: well under the 8 kB many servers and proxies accept."""
 
 ROW_LIMIT = 500_000
-"""SkyServer's SqlSearch row cap; a result this long is treated as truncated."""
+"""SkyServer's row cap on one SQL answer; an answer this long is treated as truncated."""
+
+PAGE_ROWS = 100_000
+"""Rows asked per page when a whole class is read (well under :data:`ROW_LIMIT`)."""
+
+_ASTROQUERY_LOCK = threading.Lock()  # astroquery.sdss reads its server from a process-wide conf
 
 _ID_COLUMNS = ("specobjid", "objid", "bestobjid")
 
@@ -60,31 +93,55 @@ class SDSS(Archive):
     name = "sdss"
 
     # ------------------------------------------------------------------ SQL
-    def sql_url(self) -> str:
-        """The SkyServer SQL search endpoint (from ``conf.sdss_skyserver_url``)."""
-        return conf.sdss_skyserver_url.rstrip("/") + "/SearchTools/SqlSearch"
+    def sql_url(self, data_release: int | None = None) -> str:
+        """The SkyServer SQL search URL astroquery.sdss asks (from ``conf.sdss_skyserver_url``)."""
+        from astroquery.sdss import SDSSClass
 
-    def query_sql(self, sql: str) -> Table:
-        """Run one SQL statement on SkyServer; the CSV answer as a Table.
+        dr = conf.sdss_data_release if data_release is None else int(data_release)
+        return skyserver_base() + SDSSClass.QUERY_URL_SUFFIX_DR_NEW.format(dr=dr)
+
+    def query_sql(self, sql: str, *, data_release: int | None = None) -> Table:
+        """Run one SQL statement on SkyServer (through astroquery.sdss); the CSV answer as a Table.
 
         Raises
         ------
         ArchiveError
-            HTTP failure, timeout (``conf.timeout``) or an SQL error text.
+            HTTP failure, timeout (``conf.timeout``) or an SQL error text;
+            5xx, 429 and HTML answers are asked again first (``conf.max_retries``).
         """
-        def once():
-            response = _request_once("GET", self.sql_url(), "sdss", conf.timeout, {"params": {"cmd": sql, "format": "csv"}})
-            if response.headers.get("Content-Type", "").startswith("text/html"):
-                # an HTML page with status 200 (a portal or login page): transient, ask again
-                raise _Retryable(f"sdss: {self.sql_url()} answered an HTML page instead of CSV: "
-                                 f"{response.text[:120]!r}")
-            return parse_skyserver_csv(response.text, url=self.sql_url())
+        dr = conf.sdss_data_release if data_release is None else int(data_release)
+        url = self.sql_url(dr)
 
-        return with_retries(once, what=f"sdss {self.sql_url()}")
+        def once():
+            import requests
+
+            check_offline(url)
+            try:
+                with astroquery_sdss() as client:
+                    response = client.query_sql_async(sql, data_release=dr, timeout=conf.timeout, cache=False)
+            except requests.Timeout as err:
+                raise ArchiveError(f"sdss: no answer from {url} within {conf.timeout} s") from err
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as err:
+                raise _Retryable(f"sdss: the answer from {url} was cut short: {type(err).__name__}: {err}") from err
+            except requests.RequestException as err:  # the session has asked again already
+                raise ArchiveError(f"sdss: cannot reach {url}: {type(err).__name__}: {err}") from err
+            _judge(response, url)
+            return parse_skyserver_csv(response.text, url=url)
+
+        return with_retries(once, what=f"sdss {url}")
+
+    def sql_payload(self, sql: str, *, data_release: int | None = None) -> dict:
+        """The request parameters astroquery.sdss sends for ``sql`` (no network)."""
+        from astroquery.sdss import SDSSClass
+
+        dr = conf.sdss_data_release if data_release is None else int(data_release)
+        return SDSSClass().query_sql_async(sql, data_release=dr, get_query_payload=True)
 
     def build_spectra_sql(self, *, coordinates=None, radius=None, spec_class: str | None = None,
-                          top: int | None = None, first_index: int = 0) -> str:
-        """The SQL for spectra: by class/TOP, or per position (``UNION ALL`` of cone blocks)."""
+                          top: int | None = None, first_index: int = 0, paged: bool = False,
+                          after: tuple | None = None) -> str:
+        """The SQL for spectra: by class/TOP (``paged``: ordered by plate, mjd, fiber, starting ``after``
+        such a triple), or per position (``UNION ALL`` of cone blocks)."""
         cols = ", ".join(SPEC_COLUMNS)
         where = []
         if spec_class is not None:
@@ -92,8 +149,13 @@ class SDSS(Archive):
                 raise CoordinateError(f"spec_class: expected one of {_CLASSES}, got {spec_class!r}")
             where.append(f"s.class = '{str(spec_class).upper()}'")
         if coordinates is None:
+            if after is not None:  # the next page: rows after (plate, mjd, fiber) in that order
+                p, m, f = (int(v) for v in after)
+                where.append(f"(s.plate > {p} OR (s.plate = {p} AND (s.mjd > {m} OR (s.mjd = {m} AND "
+                             f"s.fiberID > {f}))))")
             head = f"SELECT {'TOP %d ' % top if top else ''}{cols} FROM SpecObj AS s"
-            return head + (" WHERE " + " AND ".join(where) if where else "")
+            return head + (" WHERE " + " AND ".join(where) if where else "") + \
+                (" ORDER BY s.plate, s.mjd, s.fiberID" if paged else "")
         coords = parse_coordinates(coordinates)
         r_arcmin = parse_radius(radius if radius is not None else 2 * u.arcsec).to_value(u.arcmin)
         extra = (" WHERE " + " AND ".join(where)) if where else ""
@@ -124,7 +186,7 @@ class SDSS(Archive):
                                   get_query_payload=get_query_payload)
 
     def query_spectra(self, coordinates=None, *, radius=None, spec_class: str | None = None,
-                      top: int | None = None, chunk_size: int | None = None,
+                      top: int | None = None, chunk_size: int | None = None, page_rows: int | None = None,
                       get_query_payload: bool = False) -> Table:
         """SDSS spectra, around positions or by class.
 
@@ -142,6 +204,9 @@ class SDSS(Archive):
         chunk_size : int, optional
             Most positions per request (default: as many as fit in
             :data:`MAX_URL_CHARS`).
+        page_rows : int, optional
+            Rows per request of a whole-table search (default :data:`PAGE_ROWS`):
+            pages follow each other until one comes back short.
         get_query_payload : bool
             Return the request parameters of the first request instead.
 
@@ -154,14 +219,7 @@ class SDSS(Archive):
             positions whose requests failed, with the error.
         """
         if coordinates is None:
-            sql = self.build_spectra_sql(spec_class=spec_class, top=top)
-            if get_query_payload:
-                return {"cmd": sql, "format": "csv"}
-            table = self.query_sql(sql)
-            if top is None and len(table) >= ROW_LIMIT:
-                raise QueryTruncatedError(f"sdss: {len(table)} rows is SkyServer's cap; narrow the query "
-                                          "(spec_class, positions) or set top")
-            return self._spectra_products(table, failed=[])
+            return self._query_pages(spec_class, top, page_rows, get_query_payload)
         coords = parse_coordinates(coordinates)
         coords = coords.reshape((1,)) if coords.isscalar else coords
 
@@ -170,9 +228,69 @@ class SDSS(Archive):
                                           first_index=int(idx[0]))
 
         if get_query_payload:
-            return {"cmd": build(self._chunk_indices(coords, build)[0]), "format": "csv"}
+            return self.sql_payload(build(self._chunk_indices(coords, build)[0]))
         table, failed = self._run_chunks(coords, build, chunk_size)
         return self._spectra_products(table, failed=failed)
+
+    def _query_pages(self, spec_class, top, page_rows, get_query_payload):
+        """A whole-table search, page after page (keyset paging on plate, mjd, fiber)."""
+        page = int(page_rows or PAGE_ROWS)
+        if not 1 <= page <= ROW_LIMIT:
+            raise CoordinateError(f"page_rows: expected 1 to {ROW_LIMIT} rows per request, got {page_rows!r}")
+        if top is not None and int(top) < 1:
+            raise CoordinateError(f"top: expected a positive number of rows, got {top!r}")
+        pieces, after, got = [], None, 0
+        while True:
+            want = page if top is None else min(page, int(top) - got)
+            sql = self.build_spectra_sql(spec_class=spec_class, top=want, paged=True, after=after)
+            if get_query_payload:
+                return self.sql_payload(sql)
+            table = self.query_sql(sql)
+            if len(table):
+                pieces.append(table)
+                got += len(table)
+                last = table[-1]
+                after = (last["plate"], last["mjd"], last["fiberid"])
+            log.info("sdss: page of %d rows (%d so far)", len(table), got)
+            if len(table) < want or (top is not None and got >= int(top)):
+                break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = vstack(pieces, metadata_conflicts="silent") if pieces else Table()
+        return self._spectra_products(table, failed=[])
+
+    def query_identifiers(self, catalog, *, chunk_size: int | None = None) -> Table:
+        """The spectra named by a catalog's ``plate, mjd, fiberid`` columns (any case), e.g. DR16Q.
+
+        Many spectra per request: ``(plate = P AND mjd = M AND fiberID IN (...)) OR ...``
+        in chunks whose URL stays under :data:`MAX_URL_CHARS`.  ``idx`` is the
+        catalog row of each spectrum; rows SkyServer does not know are listed in
+        ``meta["missing"]``.
+        """
+        names = {n.lower(): n for n in catalog.colnames}
+        missing = [c for c in ("plate", "mjd", "fiberid") if c not in names]
+        if missing:
+            raise CoordinateError(f"catalog: needs plate, mjd and fiberid columns to name spectra; lacks {missing}")
+        keys = np.stack([np.asarray(catalog[names[c]], dtype=np.int64) for c in ("plate", "mjd", "fiberid")], axis=1)
+        cols = ", ".join(SPEC_COLUMNS)
+
+        def build(idx):
+            groups: dict = {}
+            for p, m, f in keys[idx]:
+                groups.setdefault((int(p), int(m)), []).append(str(int(f)))
+            where = " OR ".join(f"(s.plate = {p} AND s.mjd = {m} AND s.fiberID IN ({', '.join(fs)}))"
+                                for (p, m), fs in groups.items())
+            return f"SELECT {cols} FROM SpecObj AS s WHERE {where}"
+
+        table, failed = self._run_chunks(np.arange(len(keys)), build, chunk_size, what="catalog rows")
+        products = self._spectra_products(table, failed=failed)
+        row_of = {tuple(k): i for i, k in enumerate(keys.tolist())}
+        products["idx"] = [row_of.get((int(p), int(m), int(f)), -1)
+                           for p, m, f in zip(products["plate"], products["mjd"], products["fiberid"])]
+        found = set(products["idx"])
+        products.meta["missing"] = [i for i in range(len(keys)) if i not in found
+                                    and i not in {f["idx"] for f in failed}]
+        return products
 
     def query_photometry(self, coordinates, *, radius=None, chunk_size: int | None = None,
                          get_query_payload: bool = False) -> Table:
@@ -184,7 +302,7 @@ class SDSS(Archive):
             return self.build_photometry_sql(coordinates=coords[idx], radius=radius, first_index=int(idx[0]))
 
         if get_query_payload:
-            return {"cmd": build(self._chunk_indices(coords, build)[0]), "format": "csv"}
+            return self.sql_payload(build(self._chunk_indices(coords, build)[0]))
         table, failed = self._run_chunks(coords, build, chunk_size)
         table.meta["failed"] = failed
         return table
@@ -192,16 +310,19 @@ class SDSS(Archive):
     def _chunk_indices(self, coords, build, chunk_size: int | None = None) -> list[np.ndarray]:
         """Split position indices into runs whose GET URL stays under :data:`MAX_URL_CHARS`."""
         n = len(coords)
-        base = len(self.sql_url()) + 40
-        one = len(urlencode({"cmd": build(np.array([0]))})) + 20
-        per = max(1, (MAX_URL_CHARS - base) // one)
+        one = len(urlencode({"cmd": build(np.array([0]))}))
+        # what each more item adds (a whole cone block, or one clause of a catalog look-up)
+        more = len(urlencode({"cmd": build(np.array([0, 1]))})) - one if n > 1 else one
+        base = len(self.sql_url()) + 60 + one - more
+        per = max(1, (MAX_URL_CHARS - base) // max(1, more))
         if chunk_size is not None:
             if int(chunk_size) < 1:
                 raise CoordinateError(f"chunk_size: expected a positive number of positions, got {chunk_size}")
             per = min(per, int(chunk_size))
         return [np.arange(lo, min(n, lo + per)) for lo in range(0, n, per)]
 
-    def _run_chunks(self, coords, build, chunk_size=None) -> tuple[Table, list[dict]]:
+    def _run_chunks(self, coords, build, chunk_size=None, what: str = "positions") -> tuple[Table, list[dict]]:
+        """Run the chunks of ``coords`` (positions, or row numbers of a catalog); bisect failing chunks."""
         pieces, failed = [], []
         pending = self._chunk_indices(coords, build, chunk_size)
         while pending:
@@ -216,10 +337,11 @@ class SDSS(Archive):
                     pending[:0] = [idx[:half], idx[half:]]
                     continue
                 i = int(idx[0])
-                failed.append({"idx": i, "ra": float(coords[i].ra.deg), "dec": float(coords[i].dec.deg),
-                               "error": str(err)})
+                where = {"ra": float(coords[i].ra.deg), "dec": float(coords[i].dec.deg)} if hasattr(coords, "ra") \
+                    else {}
+                failed.append({"idx": i, **where, "error": str(err)})
         if failed:
-            warnings.warn(f"sdss: {len(failed)} of {len(coords)} positions failed (see table.meta['failed']); "
+            warnings.warn(f"sdss: {len(failed)} of {len(coords)} {what} failed (see table.meta['failed']); "
                           f"first: row {failed[0]['idx']}: {failed[0]['error']}", LatentskyWarning, stacklevel=3)
         pieces = [p for p in pieces if len(p.colnames)]
         with warnings.catch_warnings():
@@ -272,6 +394,57 @@ class SDSS(Archive):
             items.setdefault(key, DownloadItem(key=key, url=str(row["access_url"]),
                                                dest=dest / safe_name(f"spec-{row['product_id']}.fits"), kind="fits"))
         return list(items.values())
+
+
+def skyserver_base() -> str:
+    """astroquery.sdss's ``skyserver_baseurl`` for ``conf.sdss_skyserver_url``.
+
+    astroquery appends ``/dr<N>/en/tools/search/x_results.aspx`` itself, so a
+    SkyServer web-service URL (``https://skyserver.sdss.org/dr17/SkyServerWS/``)
+    gives its host, and any other URL (a mirror, the local archive's
+    ``.../sdss/``) is used as the base.
+    """
+    url = conf.sdss_skyserver_url.strip()
+    return re.sub(r"/dr\d+/SkyServerWS/?$", "", url, flags=re.IGNORECASE).rstrip("/")
+
+
+@contextlib.contextmanager
+def astroquery_sdss():
+    """An astroquery ``SDSSClass`` whose requests go to :func:`skyserver_base` (one caller at a time).
+
+    astroquery reads the server from its process-wide ``conf`` at call time;
+    ``conf.set_temp`` points it for the duration of the block.  The client
+    sends through latentsky's session (:func:`~latentsky.archives.base.session`:
+    the retry policy, the user agent, offline mode).
+    """
+    from astroquery.sdss import SDSSClass
+    from astroquery.sdss import conf as astroquery_conf
+
+    with _ASTROQUERY_LOCK, astroquery_conf.set_temp("skyserver_baseurl", skyserver_base()):
+        client = SDSSClass()
+        client._session = session()
+        yield client
+
+
+def _judge(response, url: str) -> None:
+    """Raise what a SkyServer answer deserves under the download policy.
+
+    An error status is final (the session has asked again already); an HTML
+    page where a table was expected is worth another try (:class:`_Retryable`).
+    """
+    from latentsky.download.policy import HTML_SNIFF, attempts_of, check_answer
+    from latentsky.exceptions import DownloadError
+
+    try:
+        check_answer("sdss", url, response.status_code, response.reason or "", response.headers,
+                     response.content[:HTML_SNIFF], kind="csv")
+    except DownloadError as err:
+        snippet = response.text[:200].strip().replace("\n", " ")
+        message = f"sdss: {url} answered {err.problem}: {snippet!r}"
+        if response.status_code >= 300:
+            attempts = attempts_of(response)
+            raise ArchiveError(message + (f" (after {attempts} attempts)" if attempts > 1 else "")) from None
+        raise _Retryable(message, err.retry_after) from None
 
 
 def spectrum_url(plate: int, mjd: int, fiber: int, run2d: str = "26", *, data_release: int | None = None) -> str:

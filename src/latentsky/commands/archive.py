@@ -44,14 +44,24 @@ def run(args) -> int:
         raise LatentskyError(f"archive serve: --faults: unknown kind(s) {unknown}; known: {', '.join(FAULT_KINDS)}")
     if not 0.0 <= args.fault_rate <= 1.0:
         raise LatentskyError(f"archive serve: --fault-rate must be in [0, 1], got {args.fault_rate}")
-    archive = LocalArchive(args.root, host=args.host, port=args.port, latency=args.latency_ms / 1000.0,
-                           fault_rate=args.fault_rate, faults=faults, seed=args.seed, tap_maxrec=args.tap_maxrec)
+    try:
+        archive = LocalArchive(args.root, host=args.host, port=args.port, latency=args.latency_ms / 1000.0,
+                               fault_rate=args.fault_rate, faults=faults, seed=args.seed, tap_maxrec=args.tap_maxrec)
+    except OSError as err:
+        if err.filename is not None:  # a file, not the socket
+            raise
+        raise LatentskyError(f"archive serve: cannot listen on {args.host}:{args.port}: "
+                             f"{err.strerror or err} (choose another --port, or 0 for a free one)") from None
     cat = archive.catalog
     print(f"latentsky local archive: {archive.base_url}")
     print(f"  {len(cat.obscore)} ESO spectra, {len(cat.specobj)} SDSS spectra, {len(cat.images)} images "
           f"({', '.join(cat.surveys()) or 'no surveys'}) from {archive.root}")
     for name, url in archive.urls().items():
         print(f"  export LATENTSKY_{name.upper()}={url}")
+    if cat.skipped:
+        print(f"  {len(cat.skipped)} file(s) skipped:")
+        for rel, reason in cat.skipped:
+            print(f"    {rel}: {reason}")
     sys.stdout.flush()
     try:
         archive.server.serve_forever()

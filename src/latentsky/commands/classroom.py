@@ -10,7 +10,11 @@ internet.  Ctrl-C (or closing JupyterLab) stops both.
 
     latentsky classroom                       # prepare, archive, JupyterLab on ./notebooks
     latentsky classroom --prepare-only        # before class, on each machine (what Binder's postBuild runs)
+    latentsky classroom --prepare-only --out /srv/latentsky/results/sample
+                                              # once, for every user of a hub: LATENTSKY_APP_DATA=that folder
     latentsky classroom --no-lab --port 8765  # only the archive (a teacher's machine: add --host 0.0.0.0)
+    latentsky classroom --hub --users 30 --host 0.0.0.0
+                                              # a room: a small JupyterHub for 30 students on this machine
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 #: Folder, under ``conf.cache_dir``, whose pipeline results the app and the course open first
 #: (read by :meth:`latentsky.ui.data.LatentData.sample`).
 SAMPLE_RESULTS = "sample-results"
+#: Environment variable naming prepared results shared by every user (read-only), as the app reads it.
+APP_DATA_ENV = "LATENTSKY_APP_DATA"
 
 
 def register(subparsers) -> None:
@@ -45,10 +51,24 @@ def register(subparsers) -> None:
     p.add_argument("--prepare-only", action="store_true",
                    help="only prepare the bundled sample's results (store and latent map), then exit")
     p.add_argument("--no-prepare", action="store_true", help="do not prepare the sample's results")
+    p.add_argument("--out", type=Path, default=None,
+                   help="with --prepare-only: write the results, with the sample's store inside, to this folder "
+                        "(shared results for every user: set LATENTSKY_APP_DATA to it) instead of the cache")
+    hub = p.add_argument_group("a room of students (--hub): a small JupyterHub on this machine")
+    hub.add_argument("--hub", action="store_true",
+                     help="serve the course to a room: JupyterHub with a shared password, one server per student "
+                          "(needs `pip install jupyterhub` and `npm install -g configurable-http-proxy`)")
+    hub.add_argument("--users", type=int, default=30, help="most students with a running server (default 30)")
+    hub.add_argument("--hub-port", type=int, default=8000, help="JupyterHub's port (default 8000)")
+    hub.add_argument("--password", default=None,
+                     help="the students' shared password (default: a new one, printed; or $LATENTSKY_CLASSROOM_PASSWORD)")
+    hub.add_argument("--results", type=Path, default=None,
+                     help="prepared results to share (default: the sample's, prepared once in the cache)")
     p.set_defaults(func=run)
 
 
-def prepare_sample_results(cache_dir: Path | None = None, *, progress=None) -> Path:
+def prepare_sample_results(cache_dir: Path | None = None, *, out: Path | None = None, progress=None,
+                           train: dict | None = None) -> Path:
     """Ingest the bundled sample and run the pipeline on it, unless already done.
 
     The app (:func:`latentsky.ui.app.load_data`) and the course open these
@@ -58,26 +78,71 @@ def prepare_sample_results(cache_dir: Path | None = None, *, progress=None) -> P
     Parameters
     ----------
     cache_dir : path-like, optional
-        Cache folder (default ``conf.cache_dir``).
+        Cache folder (default ``conf.cache_dir``): the results go to ``cache_dir / "sample-results"``
+        and the store to the cache's sample store.
+    out : path-like, optional
+        Instead, a self-contained folder for every user to share: ``out/store`` (the sample ingested)
+        and the pipeline's results beside it, which ``LatentData.open(out)`` and the app
+        (``LATENTSKY_APP_DATA=out``) open without writing anything.
     progress : callable, optional
         Progress callback handed to :func:`latentsky.pipeline.run_pipeline`.
+    train : dict, optional
+        Training settings handed to :func:`latentsky.pipeline.run_pipeline` (default: the pipeline's).
 
     Returns
     -------
     Path
-        ``cache_dir / "sample-results"``, holding ``latent.parquet``, ``model.keras``,
-        ``metrics.json`` and ``map.png``.
+        The folder holding ``latent.parquet``, ``model.keras``, ``metrics.json``, ``map.png`` and every
+        row's decoded readout (``decoded_readouts.npz``: the app then needs no TensorFlow).
     """
     from latentsky.config import conf
     from latentsky.pipeline import run_pipeline
     from latentsky.synth import sample_store
 
     cache = Path(cache_dir or conf.cache_dir)
-    store = sample_store(cache)
-    out = cache / SAMPLE_RESULTS
-    metrics = run_pipeline(store.path, out, progress=progress)
+    store_path = sample_store(cache).path
+    if out is None:
+        out = cache / SAMPLE_RESULTS
+    out = Path(out)
+    metrics = run_pipeline(store_path, out, progress=progress, **({"train": train} if train else {}))
+    if out != cache / SAMPLE_RESULTS:
+        # the spectra beside the map, so the folder opens on its own (LatentData.open, the app); ingested after
+        # the pipeline has made the folder its own (an output folder never holds its run's input)
+        from latentsky.data import sample_spectra
+        from latentsky.ingest import ingest
+
+        ingest(sample_spectra(), out / "store")
+    from latentsky.ui.reconstruct import write_decoded
+
+    write_decoded(out)  # every row's reconstruction, so the app opens them without TensorFlow
     log.info("sample results in %s (up to date, skipped: %s)", out, ", ".join(metrics.get("skipped", [])) or "none")
     return out
+
+
+def sample_results() -> Path:
+    """The sample's pipeline results the course reads: the shared ones (``$LATENTSKY_APP_DATA``) when set
+    and prepared, else those in the cache, prepared now when missing (once; minutes)."""
+    from latentsky.config import conf
+
+    shared = os.environ.get(APP_DATA_ENV)
+    if shared and (Path(shared) / "latent.parquet").is_file():
+        return Path(shared)
+    cached = Path(conf.cache_dir) / SAMPLE_RESULTS
+    if (cached / "latent.parquet").is_file() and (cached / "map.png").is_file():  # the pipeline's last outputs
+        return cached  # (re-checking them would load TensorFlow: seconds and 600 MB)
+    return prepare_sample_results()
+
+
+def course_map(results: Path | None = None):
+    """The sample's autoencoder map as a :class:`~latentsky.ui.data.LatentData`, joined to the spectra's
+    catalog (instrument, wavelength range, class, redshift...), from :func:`sample_results`."""
+    from latentsky.synth import sample_store
+    from latentsky.ui.data import LatentData
+
+    results = Path(results or sample_results())
+    if (results / "store" / "catalog.parquet").exists():
+        return LatentData.from_pipeline(results)
+    return LatentData.from_pipeline(results, store=sample_store())
 
 
 def lab_command(notebooks: Path, port: int) -> list[str]:
@@ -102,8 +167,14 @@ def run(args) -> int:
     from latentsky.data import sample_path
     from latentsky.exceptions import LatentskyError
 
+    if args.out is not None and not args.prepare_only:
+        raise LatentskyError("classroom: --out goes with --prepare-only")
+    if args.hub:
+        from latentsky.classroom_hub import run_hub
+
+        return run_hub(args)
     if not args.no_prepare:
-        print(f"sample results: {prepare_sample_results()}", flush=True)
+        print(f"sample results: {prepare_sample_results(out=args.out)}", flush=True)
     if args.prepare_only:
         return 0
     root = args.root or sample_path()

@@ -52,8 +52,10 @@ def run(args) -> int:
     from latentsky.viz.static import plot_store_overview
 
     start = time.perf_counter()
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    from latentsky.pipeline import PIPELINE_KIND
+    from latentsky.store.output import claim_folder
+
+    out = claim_folder(args.out, PIPELINE_KIND)  # a folder latentsky did not write is refused before any work
     progress = TqdmProgress()
     mirrored = mirror_local(sample_path(), out / "downloads", progress=progress)
     if mirrored.results.errors:

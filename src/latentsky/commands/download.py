@@ -227,16 +227,23 @@ def run(args) -> int:
         Manifest.for_folder(dest), max_connections=args.max_connections,
         max_connections_per_host=args.max_connections_per_host, max_retries=args.max_retries,
         timeout=args.timeout, progress=None if args.no_progress else TqdmProgress())
-    results = manager.run(items, verify_existing=args.verify)
+    try:
+        results = manager.run(items, verify_existing=args.verify)
+    except ValueError as err:  # two rows of the table are the same product, or would be the same file
+        raise LatentskyError(f"{source}: {err} (name the columns with --key-column, --name-column)") from None
     if args.json:
         print(json.dumps({"done": len(results.done), "skipped": len(results.skipped),
                           "failed": len(results.errors), "bytes": results.bytes,
                           "elapsed_s": round(results.elapsed, 3), "requests": results.requests,
-                          "errors": [str(e) for e in results.errors]}))
+                          "errors": [str(e) for e in results.errors], "halted": results.halted}))
     else:
         print(results.summary())
         for failure in results.errors[:20]:
             print(f"  failed: {failure}", file=sys.stderr)
-        if results.errors:
+        if results.errors and not results.halted:
             print("run the same command again to retry the failed files", file=sys.stderr)
-    return 1 if results.errors else 0
+    if results.halted:
+        print(f"latentsky download: stopped: {results.halted}\n  the verified files are kept in {dest}, partly "
+              "downloaded ones resume where they stopped: free some space (or make the folder writable) and "
+              "run the same command again", file=sys.stderr)
+    return 1 if results.errors or results.halted else 0

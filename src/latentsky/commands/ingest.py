@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from latentsky.distributed import add_cli_arguments, cli_options
+from latentsky.io.grid import DEFAULT_NORMALISATION, NORMALISATIONS
 
 
 def register(subparsers) -> None:
@@ -18,8 +19,9 @@ def register(subparsers) -> None:
     resolution = p.add_mutually_exclusive_group()
     resolution.add_argument("--pixels", type=int, default=4096, help="grid pixels (log-lambda)")
     resolution.add_argument("--step-kms", type=float, help="grid pixel size in km/s instead of --pixels")
-    p.add_argument("--normalisation", choices=["median", "continuum", "none"], default="median",
-                   help="continuum normalisation of each spectrum")
+    p.add_argument("--normalisation", choices=NORMALISATIONS, default=DEFAULT_NORMALISATION,
+                   help="how each spectrum is normalised (auto: by its median when flux-calibrated, e.g. SDSS; "
+                        "by its local continuum when in relative flux, e.g. HARPS)")
     p.add_argument("--force", action="store_true", help="rewrite the store even if it is up to date")
     add_cli_arguments(p)
     p.set_defaults(func=run)

@@ -1,8 +1,12 @@
 """``latentsky query ARCHIVE ... --out TABLE``: find products and write them as a table.
 
 ARCHIVE is ``eso`` (TAP/ObsCore, reduced spectra) or ``sdss`` (SkyServer
-spectra).  Give a target name, a position, a catalog of positions, or only
-filters (collection, dates, class).  The table has one row per product, with
+spectra, through astroquery.sdss).  Give a target name, a position, a catalog
+of positions, or only filters (collection, dates, class).  ``sdss --class QSO``
+alone lists every quasar of the data release (``conf.sdss_data_release``),
+page after page past SkyServer's row limit; ``sdss --catalog`` with a catalog
+of spectra (``plate, mjd, fiberid`` columns, e.g. DR16Q) looks them up by
+identifier, any other catalog by position.  The table has one row per product, with
 ``access_url``, ``key`` and ``filename`` columns that ``latentsky download
 TABLE --dest DIR`` uses.  ``--base-url`` points the archive's URLs at a
 latentsky local archive (``latentsky archive serve``) or a mirror with its
@@ -13,6 +17,8 @@ Examples::
     latentsky query eso --collection HARPS --start 2012-01-01 --out harps.ecsv
     latentsky query eso --target "alf Cen B" --radius 1arcmin --out acb.ecsv
     latentsky query sdss --catalog quasars.csv --radius 2arcsec --out spectra.parquet
+    latentsky query sdss --class QSO --out quasars.parquet        # every quasar of the release
+    latentsky query sdss --catalog DR16Q_v4.fits --out dr16q.parquet
 """
 
 from __future__ import annotations
@@ -80,7 +86,10 @@ def run(args) -> int:
         if args.target:
             from latentsky.archives.base import resolve_name
             coordinates = resolve_name(args.target, parameter="--target")
-        table = client.query_spectra(coordinates, radius=args.radius, spec_class=args.spec_class, top=args.top)
+        if isinstance(coordinates, Table) and {"plate", "mjd", "fiberid"} <= {c.lower() for c in coordinates.colnames}:
+            table = client.query_identifiers(coordinates)  # a catalog of spectra (DR16Q): by identifier
+        else:
+            table = client.query_spectra(coordinates, radius=args.radius, spec_class=args.spec_class, top=args.top)
     items = {item.key: item for item in client.plan(table, args.dest)}
     keys = [f"{args.archive}/{pid}" for pid in table["product_id"]]
     table["key"] = keys

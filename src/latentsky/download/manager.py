@@ -44,14 +44,19 @@ import requests.utils
 from latentsky.config import conf
 from latentsky.download import credentials
 from latentsky.download.items import DownloadItem
-from latentsky.download.manifest import Manifest
-from latentsky.download.transfer import fetch, fsync_folder, verify
+from latentsky.download.manifest import Manifest, ManifestWriteError
+from latentsky.download.policy import USER_AGENT, RetryPolicy
+from latentsky.download.transfer import StorageError, fetch, fsync_folder, verify
 from latentsky.exceptions import CredentialError, DownloadError, LatentskyError
 from latentsky.progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
 
-USER_AGENT = "latentsky-download/0.1 (+https://github.com/latentsky)"
+STOP_WAIT = 5.0
+"""Seconds an interrupted run waits for its transfers in flight before it returns, s."""
+
+_HALTING = (StorageError, ManifestWriteError)
+"""Errors that stop the whole run: the destination or its manifest cannot be written (disk full)."""
 
 VERIFYING_THREADS = 2
 """Files verified at once by one manager (the other workers wait for a turn)."""
@@ -100,8 +105,12 @@ class Results:
     elapsed : float
         Wall-clock duration of the run, s.
     stopped : bool
-        True when :meth:`DownloadManager.stop` ended the run early (the
-        files not reached are still pending in the manifest).
+        True when :meth:`DownloadManager.stop` or :attr:`halted` ended the
+        run early (the files not reached are still pending in the manifest).
+    halted : str
+        Why the run stopped by itself, when the destination or its manifest
+        could not be written (disk full...); empty otherwise.  The next run
+        goes on where this one stopped.
     """
 
     done: list = dataclasses.field(default_factory=list)
@@ -112,11 +121,12 @@ class Results:
     bytes: int = 0
     elapsed: float = 0.0
     stopped: bool = False
+    halted: str = ""
 
     @property
     def ok(self) -> bool:
-        """True when no item failed."""
-        return not self.errors
+        """True when no item failed and the run was not halted."""
+        return not self.errors and not self.halted
 
     @property
     def files(self) -> list[Path]:
@@ -128,7 +138,8 @@ class Results:
         rate = len(self.done) / self.elapsed if self.elapsed else 0.0
         return (f"{len(self.done)} downloaded, {len(self.skipped)} already present, {len(self.errors)} failed; "
                 f"{self.bytes / 1e6:.1f} MB in {self.elapsed:.1f} s ({rate:.1f} files/s, "
-                f"{self.requests} requests, {self.retries} retries)" + ("; stopped early" if self.stopped else ""))
+                f"{self.requests} requests, {self.retries} retries)"
+                + (f"; stopped: {self.halted}" if self.halted else "; stopped early" if self.stopped else ""))
 
     def __repr__(self) -> str:
         return f"<Results: {self.summary()}>"
@@ -257,11 +268,12 @@ class DownloadManager:
         ``conf.max_retries``).
     timeout : float, optional
         Seconds to wait to connect and between bytes (default ``conf.timeout``).
-    backoff : float
+    backoff : float, optional
         Base of the exponential backoff, s: attempt n waits a random time in
-        ``[0, backoff * 2**(n-1)]`` (full jitter), at least ``Retry-After``.
-    max_backoff : float
-        Cap of one backoff wait, s.
+        ``[0, backoff * 2**(n-1)]`` (full jitter), at least ``Retry-After``
+        (default ``conf.retry_backoff``; see :class:`~latentsky.download.policy.RetryPolicy`).
+    max_backoff : float, optional
+        Cap of one backoff wait, s (default :data:`~latentsky.download.policy.MAX_BACKOFF`).
     progress : callable, optional
         Receives :class:`~latentsky.progress.ProgressEvent` objects: task
         ``"download"``, unit ``"files"`` (e.g. a
@@ -275,7 +287,7 @@ class DownloadManager:
 
     def __init__(self, manifest: Manifest | str | Path | None = None, *, max_connections: int | None = None,
                  max_connections_per_host: int | None = None, max_retries: int | None = None,
-                 timeout: float | None = None, backoff: float = 0.5, max_backoff: float = 60.0,
+                 timeout: float | None = None, backoff: float | None = None, max_backoff: float | None = None,
                  progress: ProgressCallback | None = None, fsync: bool = True, seed: int | None = None):
         if manifest is None:
             manifest = Path(conf.cache_dir) / "downloads"
@@ -288,7 +300,8 @@ class DownloadManager:
         if self.max_connections < 1 or self.max_connections_per_host < 1 or self.max_retries < 1:
             raise ValueError("max_connections, max_connections_per_host and max_retries must be >= 1, got "
                              f"{self.max_connections}, {self.max_connections_per_host}, {self.max_retries}")
-        self.backoff, self.max_backoff = float(backoff), float(max_backoff)
+        self._policy = RetryPolicy(max_attempts=self.max_retries, backoff=backoff, max_backoff=max_backoff)
+        self.backoff, self.max_backoff = self._policy.backoff, self._policy.max_backoff
         self.progress, self.fsync = progress, fsync
         self._rng = random.Random(seed)
         self._local = threading.local()
@@ -345,6 +358,10 @@ class DownloadManager:
         -------
         Results
 
+        A run that cannot write the destination or the manifest (disk
+        full) stops and says so in :attr:`Results.halted`; nothing is lost
+        and the next run goes on.
+
         Raises
         ------
         StoreError
@@ -357,11 +374,15 @@ class DownloadManager:
             _check_unique(todo)
             todo = list({item.key: item for item in todo}.values())  # the same item twice: once
         with self.manifest.exclusive():
-            if items is None:
-                todo = self.manifest.items()
-            else:
-                self.manifest.enqueue(todo)
-            return self._run(todo, verify_existing, t0)
+            try:
+                if items is None:
+                    todo = self.manifest.items()
+                else:
+                    self.manifest.enqueue(todo)
+                return self._run(todo, verify_existing, t0)
+            except ManifestWriteError as err:  # before any transfer (triage): nothing to report but this
+                log.warning("download stopped: %s", err)
+                return Results(stopped=True, halted=str(err), elapsed=time.monotonic() - t0)
 
     def _run(self, todo: list[DownloadItem], verify_existing: bool, t0: float) -> Results:
         results = Results()
@@ -466,6 +487,9 @@ class DownloadManager:
 
                     try:
                         finished, delay = self._attempt(job, results, lock, release)
+                    except _HALTING as err:  # disk full: every other file would fail the same way
+                        self._halt(results, lock, err)
+                        break
                     finally:
                         release()
                     if finished:
@@ -487,10 +511,11 @@ class DownloadManager:
             for t in threads:
                 while t.is_alive():
                     t.join(timeout=0.5)  # short joins keep Ctrl-C responsive
-        except BaseException:
+        except BaseException:  # Ctrl-C: transfers in flight keep their .part files for the next run
             sched.stop()
+            deadline = time.monotonic() + min(self.timeout, STOP_WAIT)
             for t in threads:
-                t.join(timeout=self.timeout)
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
             raise
         finally:
             self._sched = None
@@ -499,9 +524,21 @@ class DownloadManager:
             if self.fsync:  # the renames of this run, made durable
                 for folder in {path.parent for path in results.done}:
                     fsync_folder(folder)
-        results.stopped = self._stop.is_set()
+        results.stopped = self._stop.is_set() or bool(results.halted)
         if errors:
             raise errors[0]
+
+    def _halt(self, results: Results, lock: threading.Lock, err: Exception) -> None:
+        """Stop the run because the destination or the manifest cannot be written."""
+        with lock:
+            first = not results.halted
+            if first:
+                results.halted = str(err.problem if isinstance(err, StorageError) else err)
+        if first:
+            log.warning("download stopped: %s", results.halted)
+        sched = self._sched
+        if sched is not None:
+            sched.stop()
 
     def _attempt(self, job: _Job, results: Results, lock: threading.Lock,
                  release: Callable[[], None]) -> tuple[bool, float]:
@@ -532,6 +569,9 @@ class DownloadManager:
                         on_etag=lambda etag: self._remember_etag(job, etag), on_received=release,
                         fsync=self.fsync, sync_folder=False,  # folders: flushed once, after the run
                         verify_gate=self._verify_gate)
+        except _HALTING:
+            release()
+            raise
         except CredentialError as err:
             release()
             return self._give_up(job, results, lock, str(err))
@@ -539,14 +579,11 @@ class DownloadManager:
             release()  # the answer is in: another file may use the connection while this one waits
             message = credentials.redact(str(err), _auth_names(item))
             job.last_error = message
-            if not err.retryable or job.attempts >= self.max_retries:
+            if not self._policy.again(err, job.attempts):
                 return self._give_up(job, results, lock, message)
             self.manifest.mark_error(item.key, message, failed=False, attempts=job.take_unrecorded())
-            # full jitter (AWS architecture blog): spreads retries of many clients apart
-            with lock:
-                delay = self._rng.uniform(0, min(self.max_backoff, self.backoff * 2 ** (job.attempts - 1)))
-            if err.retry_after is not None:
-                delay = max(delay, min(err.retry_after, self.max_backoff * 10))
+            with lock:  # full jitter, at least Retry-After (the policy's rule)
+                delay = self._policy.delay(job.attempts, err.retry_after, self._rng)
             log.debug("%s: attempt %d failed (%s); retrying in %.2f s", item.key, job.attempts, message, delay)
             return False, delay
         except LatentskyError as err:

@@ -67,6 +67,14 @@ CREATE INDEX IF NOT EXISTS items_state ON items(state);
 """
 
 
+class ManifestWriteError(StoreError):
+    """The manifest could not record a change (disk full, I/O error); the message names it.
+
+    The change is lost, not half-made: the item keeps its previous state, and
+    the next run finds the file on disk (or its ``.part``) and goes on.
+    """
+
+
 class Manifest:
     """A SQLite manifest of download items.
 
@@ -137,10 +145,11 @@ class Manifest:
                     holder = fh.read().strip() or "?"
                     raise StoreError(f"{self.path}: another download is running with this manifest "
                                      f"(process {holder}); wait for it or stop it") from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(str(os.getpid()))
-            fh.flush()
+            try:  # who holds it, for the message of a second run; on a full disk it stays unsaid
+                os.ftruncate(fh.fileno(), 0)
+                os.pwrite(fh.fileno(), str(os.getpid()).encode(), 0)
+            except OSError:
+                pass
             yield self
         finally:
             fh.close()  # closing releases the flock
@@ -160,8 +169,16 @@ class Manifest:
         return f"Manifest({str(self.path)!r})"
 
     def _exec(self, sql: str, args=()) -> sqlite3.Cursor:
-        with self._lock:
+        """Run one writing statement; a failure is a :class:`ManifestWriteError`."""
+        with self._lock, self._writing():
             return self._db.execute(sql, args)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        try:
+            yield
+        except sqlite3.Error as err:
+            raise ManifestWriteError(f"{self.path}: cannot update the download manifest ({err})") from None
 
     # ----------------------------------------------------------------- writes
     def enqueue(self, items: Iterable[DownloadItem]) -> int:
@@ -173,7 +190,7 @@ class Manifest:
         """
         now = time.time()
         rows = [(i.key, i.url, str(i.dest), i.size, i.sha256, i.kind, i.auth, now) for i in items]
-        with self._lock:
+        with self._lock, self._writing():
             before = self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -196,7 +213,8 @@ class Manifest:
                     rows)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
             after = self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
         return after - before
@@ -205,10 +223,6 @@ class Manifest:
         """Count ``attempts`` more attempts at ``key`` and remember the source's ETag (for ``If-Range``)."""
         self._exec("UPDATE items SET attempts = attempts + ?, etag = COALESCE(?, etag), updated = ? "
                    "WHERE key = ?", (int(attempts), etag, time.time(), key))
-
-    def set_etag(self, key: str, etag: str | None) -> None:
-        """Remember the ETag of the source of a partial file (for ``If-Range``)."""
-        self._exec("UPDATE items SET etag = ? WHERE key = ?", (etag, key))
 
     def mark_done(self, key: str, sha256: str, nbytes: int, *, attempts: int = 0) -> None:
         """Record that ``key`` is verified and in place (and ``attempts`` more attempts)."""
@@ -224,7 +238,7 @@ class Manifest:
 
     def mark_pending(self, keys: Iterable[str]) -> None:
         """Put ``keys`` back to ``pending`` (e.g. a done file that disappeared)."""
-        with self._lock:
+        with self._lock, self._writing():
             self._db.executemany("UPDATE items SET state = 'pending', updated = ? WHERE key = ?",
                                  [(time.time(), k) for k in keys])
 

@@ -11,8 +11,9 @@
    one chunk (:data:`MEMORY_BODY`) is read whole first, so the connection is
    handed on (``on_received``) before the disk is touched, a longer one
    streams into the file chunk by chunk;
-3. the result is verified: expected size, expected SHA-256, and for
-   ``kind="fits"`` no HTML page and a successful open with astropy;
+3. the result is verified: expected size, expected SHA-256, no HTML page
+   (whatever the kind: a login page is never data), and for ``kind="fits"``
+   a successful open with astropy;
 4. only then is it renamed to its final name (``os.replace``, atomic).
 
 A failed attempt raises :class:`~latentsky.exceptions.DownloadError` whose
@@ -24,12 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import email.utils
+import errno
 import hashlib
 import io
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +37,8 @@ import requests
 
 from latentsky.download.items import DownloadItem
 from latentsky.download.names import filename_from_content_disposition
+from latentsky.download.policy import HTML_SNIFF, answer_error
+from latentsky.download.policy import looks_like_html as _looks_like_html
 from latentsky.exceptions import DownloadError
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,20 @@ more than it did.)  Longer bodies stream into the ``.part`` file chunk by chunk.
 FITS_BLOCK = 2880
 """FITS files are whole numbers of 2880-byte blocks (FITS standard, section 3.1)."""
 
-_RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+class StorageError(DownloadError):
+    """The destination cannot take the file: disk full, quota exceeded, read-only file system.
+
+    Every other file of the run would meet the same fate, so a manager stops
+    the run (what arrived stays in the ``.part`` file, resumed by the next run).
+    """
+
+
+def _write_error(item: DownloadItem, part: Path, err: OSError) -> DownloadError:
+    cls = StorageError if err.errno in _STORAGE_ERRNOS else DownloadError
+    return cls(item.key, item.url, f"cannot write {part} ({err.strerror or err})", retryable=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,22 +101,6 @@ class TransferResult:
     server_name: str | None = None
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
-
-
 def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
     """SHA-256 hex digest of a file."""
     h = hashlib.sha256()
@@ -109,11 +108,6 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def _looks_like_html(head: bytes) -> bool:
-    start = head.lstrip()[:64].lower()
-    return start.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
 
 
 def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, deep: bool = False,
@@ -129,8 +123,8 @@ def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, d
     sha256 : str, optional
         The digest, when already computed while streaming.
     deep : bool
-        For FITS: have astropy parse every HDU (tables included), not only the
-        primary one.  The layout of every HDU is checked either way.
+        For FITS: also have astropy open the file and parse every HDU (tables
+        included).  The layout of every HDU is checked either way.
     data : bytes, optional
         The file's bytes, when they are still in memory (a small download just
         written): the checks read them instead of the file.  The file's size
@@ -146,10 +140,13 @@ def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, d
     -----
     A FITS file must not be an HTML page; an uncompressed one must be whole
     2880-byte blocks, every HDU's header must end (``END``) and its data fit
-    in the file (a fast scan of the headers, :func:`fits_extent`), and astropy
-    must open it.  By default astropy parses the primary HDU only: parsing
-    every table HDU costs 4x more CPU (about 1.5 ms per 100 kB SDSS spectrum)
-    and, with the layout scan, catches little more.
+    in the file (a fast scan of the headers, :func:`fits_extent`, about 0.05
+    ms per 100 kB SDSS spectrum).  A compressed one (gzip...) must open and
+    decompress with astropy.  ``deep=True`` adds astropy's parse of every HDU
+    of an uncompressed file (about 2 ms per spectrum, under the interpreter
+    lock).  Opening the primary HDU with astropy by default caught no damage
+    the layout scan misses (docs/decisions/download-verify.md) and was more
+    than half of a download's CPU time.
     """
     path = Path(path)
     size = path.stat().st_size
@@ -162,6 +159,14 @@ def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, d
         raise DownloadError(item.key, item.url, f"SHA-256 {digest} does not match the expected {item.sha256}")
     if item.kind == "fits":
         _verify_fits(item, path, size, deep, data)
+    else:  # whatever the kind, a table row promised a data product, not a login page
+        if data is not None:
+            head = data[:HTML_SNIFF]
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(HTML_SNIFF)
+        if _looks_like_html(head, item.kind):
+            raise _html_error(item)
     return digest
 
 
@@ -176,6 +181,10 @@ def fits_extent(source: str | Path | bytes) -> int:
     size follows from ``BITPIX``, ``NAXISn``, ``PCOUNT`` and ``GCOUNT`` (FITS
     standard 4.0, section 4.4.1).  Stops at the end of the file or at blocks
     that do not start an extension (padding some writers append).
+
+    Written by hand because astropy finds this layout only by opening every
+    HDU (``fits.open(..., lazy_load_hdus=False)``: 60 to 300 times the CPU of
+    this scan on SDSS and HARPS files) and only warns about a truncated file.
 
     Parameters
     ----------
@@ -252,8 +261,7 @@ def _verify_fits(item: DownloadItem, path: Path, size: int, deep: bool = False, 
         with open(path, "rb") as fh:
             head = fh.read(80)
     if _looks_like_html(head):
-        raise DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
-                                                "(expired login or archive error page?)")
+        raise _html_error(item)
     plain = head.startswith(b"SIMPLE  =")
     if plain:
         if size % FITS_BLOCK:
@@ -266,6 +274,8 @@ def _verify_fits(item: DownloadItem, path: Path, size: int, deep: bool = False, 
         if extent > size:
             raise DownloadError(item.key, item.url, f"the FITS headers describe {extent} bytes but the file has "
                                                     f"{size}: truncated")
+        if not deep:
+            return
     from astropy.io import fits  # lazy: astropy.io.fits costs ~0.2 s to import
 
     # No warnings.catch_warnings() here: it swaps process-wide state, and this runs in many
@@ -273,12 +283,10 @@ def _verify_fits(item: DownloadItem, path: Path, size: int, deep: bool = False, 
     # The bytes just written, when at hand, spare reopening the file (compressed files: the file).
     source = io.BytesIO(data) if data is not None and plain else path
     try:
-        with fits.open(source, memmap=False, lazy_load_hdus=not deep or not plain) as hdul:
-            _ = hdul[0].header
-            if deep or not plain:
-                # compressed: decompressing all data is the only check
-                for hdu in hdul:
-                    _ = hdu.data
+        # compressed: decompressing all data is the only check; deep: every HDU parsed
+        with fits.open(source, memmap=False, lazy_load_hdus=not plain) as hdul:
+            for hdu in hdul:
+                _ = hdu.data
     except Exception as err:
         raise DownloadError(item.key, item.url, f"does not open as FITS ({type(err).__name__}: {err})") from err
 
@@ -311,7 +319,9 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
         ETag of the source of the existing ``.part`` bytes; sent as ``If-Range``.
     on_etag : callable, optional
         Called with the response's ETag before the first byte is written, so the
-        caller can record it (the manifest does) for a later resume.
+        caller can record it (the manifest does) for a later resume; not called
+        for a small body that arrived whole (it is written, verified and renamed
+        at once, never resumed from).
     on_bytes : callable, optional
         Called with the number of bytes of each chunk written (progress).
     on_received : callable, optional
@@ -380,7 +390,7 @@ def _start_fetch(item: DownloadItem, session: requests.Session, *, timeout: floa
         except FileNotFoundError:
             start = 0
         except NotADirectoryError as err:
-            raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
+            raise _write_error(item, part, err) from None
     if item.size is not None and start > item.size:
         start = 0  # longer than the file can be: the bytes are not ours
     req_headers = dict(headers or {})
@@ -407,14 +417,10 @@ def _start_fetch(item: DownloadItem, session: requests.Session, *, timeout: floa
                 return t
             part.unlink(missing_ok=True)
             raise DownloadError(item.key, item.url, "server refused the resume range; restarting the file")
-        if status in _RETRYABLE_STATUS:
-            raise DownloadError(item.key, item.url, f"HTTP {status} {resp.reason}", retryable=True,
-                                retry_after=parse_retry_after(resp.headers.get("Retry-After")))
-        if status not in (200, 206):
-            # 4xx: the archive says no (missing product, no permission); trying again will not help
-            raise DownloadError(item.key, item.url, f"HTTP {status} {resp.reason}", retryable=False)
+        if status not in (200, 206):  # retryable (429, 5xx...) or final (404...): the policy decides
+            raise answer_error(item.key, item.url, status, resp.reason, resp.headers)
         ctype = resp.headers.get("Content-Type", "").lower()
-        if item.kind == "fits" and ctype.startswith(("text/html", "application/xhtml")):
+        if ctype.startswith(("text/html", "application/xhtml")):  # whatever the kind: never a data product
             _drain(resp)
             raise _html_error(item)
         if status == 206:
@@ -505,7 +511,7 @@ class _Transfer:
                 with self._open() as out:
                     first = True
                     for chunk in resp.iter_content(CHUNK):
-                        if first and self.start == 0 and item.kind == "fits" and _looks_like_html(chunk[:64]):
+                        if first and self.start == 0 and _looks_like_html(chunk[:HTML_SNIFF], item.kind):
                             raise _html_error(item)
                         first = False
                         out.write(chunk)
@@ -521,7 +527,7 @@ class _Transfer:
             except requests.RequestException as err:
                 self.lost = err
             except OSError as err:
-                raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
+                raise _write_error(item, part, err) from None
             self._hasher, self._received_bytes = hasher, received
         finally:
             resp.close()
@@ -545,19 +551,27 @@ class _Transfer:
                            verify_gate=verify_gate)
         body = None
         if not self._streamed:
-            if self.on_etag is not None:  # before the first byte lands in the .part file
-                self.on_etag(self.etag)
             hasher = self._start_hash()
             chunks = self.chunks or []
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # what arrived, even if cut short
+            # A whole body is written, verified and renamed at once: its ETag is needed only when
+            # the .part file stays for a resume (a body cut short), so only then is it recorded,
+            # before the first byte lands (one manifest write less per file).  A whole body
+            # left in .part by a crash is complete: the next run's resume gets a 416 and keeps it.
+            cut_short = self.lost is not None or (self.expected is not None and len(body) != self.expected)
+            if self.on_etag is not None and cut_short:
+                self.on_etag(self.etag)
             try:
                 with self._open() as out:
                     out.write(body)
                     out.flush()
-                    if self.fsync and self.lost is None:
+                    if self.fsync and not cut_short:
                         os.fsync(out.fileno())
             except OSError as err:
-                raise DownloadError(item.key, item.url, f"cannot write {part} ({err})", retryable=False) from None
+                if not cut_short and not start:  # a whole body's start, ETag unrecorded: no resume from it
+                    with contextlib.suppress(OSError):
+                        part.unlink(missing_ok=True)
+                raise _write_error(item, part, err) from None
             hasher.update(body)
             received = len(body)
             if self.on_bytes is not None and received:
@@ -589,7 +603,7 @@ def _read_body(item: DownloadItem, resp: requests.Response, start: int) -> tuple
     chunks: list[bytes] = []
     try:
         for chunk in resp.iter_content(CHUNK):
-            if not chunks and start == 0 and item.kind == "fits" and _looks_like_html(chunk[:64]):
+            if not chunks and start == 0 and _looks_like_html(chunk[:HTML_SNIFF], item.kind):
                 raise _html_error(item)
             chunks.append(chunk)
     except requests.RequestException as err:
@@ -598,7 +612,8 @@ def _read_body(item: DownloadItem, resp: requests.Response, start: int) -> tuple
 
 
 def _html_error(item: DownloadItem) -> DownloadError:
-    return DownloadError(item.key, item.url, "an HTML page arrived instead of a FITS file "
+    what = "a FITS file" if item.kind == "fits" else "the data product"
+    return DownloadError(item.key, item.url, f"an HTML page arrived instead of {what} "
                                              "(expired login or archive error page?)")
 
 

@@ -7,8 +7,11 @@ Every back end computes, for a batch of ``B`` series of ``T`` steps,
     xty[i]  = sum_t m[i,t] z[i,t] y[i,t]
 
 where ``m`` is 1 for the steps that enter the regression and 0 otherwise.
+The reservoir's step is the only place its inputs enter: a second input
+(the position along the series, :mod:`.reservoir`) is a per-step term
+``P p_t + b`` added to the drive ``V u_t``; the Gram sums do not see it.
 
-Precision (see STACK.md): the reservoir runs in float32, which is accurate
+Precision: the reservoir runs in float32, which is accurate
 enough, but the sums are reduced in float64 -- a float32 Gram over thousands of
 steps gives readouts wrong by O(1) at ridge 1e-6, and even float32 partial
 sums over 32-step blocks were off by 20% in our measurements.
@@ -209,6 +212,8 @@ def _numpy_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, s
     W_T = None if res.matrix is None else res.matrix.T.astype(f32)
     # Time-major state buffer: each step's (B, N) slab is contiguous for the
     # elementwise recursion; the Gram reads it per spectrum through a copy.
+    offset = res.drive_offset(T)           # P p_t + b per step, or None (constant bias)
+    offset = None if offset is None else offset.astype(f32)
     S = np.empty((K, B, N), f32)
     x = np.zeros((B, N), f32)              # state carried between blocks
     wx = np.empty((B, N), f32)
@@ -220,7 +225,9 @@ def _numpy_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, s
         # Input drive of the whole block in one operation; the recursion then
         # adds W x_{t-1} and applies tanh in place.
         np.multiply(uT[t0:t0 + k_n, :, None], vin, out=St)
-        if has_bias:
+        if offset is not None:
+            St += offset[t0:t0 + k_n, None, :]
+        elif has_bias:
             St += bias
         for k in range(k_n):
             if W_T is None:   # W x = r * roll(x, 1): a shifted copy, no matrix product
@@ -257,9 +264,12 @@ def _compiled_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty
     kernel = _compiled()
     vin = res.input_weights.astype(np.float32)
     bias = res.bias.astype(np.float32)
-    K = min(block_steps, u.shape[1])
+    T = u.shape[1]
+    K = min(block_steps, T)
+    offset = res.drive_offset(T)          # (T, N) P p_t + b, or an empty array: the constant bias
+    offset = np.zeros((0, vin.size), np.float32) if offset is None else np.ascontiguousarray(offset, np.float32)
     kernel(np.ascontiguousarray(u, dtype=np.float32), np.ascontiguousarray(mask), np.ascontiguousarray(y),
-           vin, bias, np.float32(res.cycle_weight), np.float32(res.leak_rate), K, gram, xty)
+           vin, bias, offset, np.float32(res.cycle_weight), np.float32(res.leak_rate), K, gram, xty)
 
 
 _COMPILED = {}
@@ -281,7 +291,7 @@ def _compiled():
     4. adds the upper triangle of ``Zt Zt^T`` to X^T X tile by tile: 4 x 4
        units, each a dot product over the block's steps vectorised along the
        steps, the float32 states widened to float64 as they are loaded and
-       summed in float64 (exact products, STACK.md's precision rule).
+       summed in float64 (exact products: the precision rule of the module docstring).
 
     Why by hand: BLAS has no float32-in/float64-sum symmetric rank-k update, and
     its DSYRK on these 104-wide blocks is no faster than the full DGEMM; the
@@ -370,10 +380,11 @@ def _compiled():
                 G[i + 3, j + 3] += a33
 
     @jit
-    def stats(u, mask, y, vin, bias, r, a, K, gram, xty):
+    def stats(u, mask, y, vin, bias, offset, r, a, K, gram, xty):
         B, T = u.shape
         N = vin.size
         n1 = N + 1
+        varying = offset.shape[0] > 0      # a position input: the bias term changes with the step
         npad = (n1 + 3) // 4 * 4
         one = np.float32(1.0)
         leaky = a != one
@@ -400,10 +411,11 @@ def _compiled():
                     yk[k] = y[b, t0 + k]
                 for k in range(kn):
                     ut = u[b, t0 + k]
+                    bk = offset[t0 + k] if varying else bias
                     # W x = r * roll(x, 1): unit i hears unit i-1
-                    xn[0] = tanh32(r * xl[N - 1] + vin[0] * ut + bias[0])
+                    xn[0] = tanh32(r * xl[N - 1] + vin[0] * ut + bk[0])
                     for i in range(1, N):
-                        xn[i] = tanh32(r * xl[i - 1] + vin[i] * ut + bias[i])
+                        xn[i] = tanh32(r * xl[i - 1] + vin[i] * ut + bk[i])
                     if leaky:      # a separate loop keeps the one above vectorisable
                         for i in range(N):
                             xn[i] = a * xn[i] + (one - a) * xl[i]
@@ -472,6 +484,7 @@ class TensorflowBackend:
         vin = tf.constant(res.input_weights, f32)
         bias = tf.constant(res.bias, f32)
         W_T = None if res.matrix is None else tf.constant(res.matrix.T, f32)
+        del bias   # the drive's offset (bias, plus the position input) comes with each block
 
         def step(x, drive):
             wx = r * tf.roll(x, 1, axis=1) if W_T is None else tf.matmul(x, W_T)
@@ -479,9 +492,9 @@ class TensorflowBackend:
             return a * new + (1.0 - a) * x
 
         @tf.function(reduce_retracing=True)
-        def block(x, u_blk, m_blk, y_blk):
-            # u_blk (K, B) time-major for the scan; m_blk, y_blk (B, K) float64.
-            drive = u_blk[:, :, None] * vin + bias
+        def block(x, u_blk, off_blk, m_blk, y_blk):
+            # u_blk (K, B) time-major for the scan; off_blk (K, N) P p_t + b; m_blk, y_blk (B, K) float64.
+            drive = u_blk[:, :, None] * vin + off_blk[:, None, :]
             states = tf.scan(step, drive, initializer=x)          # (K, B, N)
             z = tf.cast(tf.transpose(states, (1, 0, 2)), tf.float64) * m_blk[:, :, None]
             z = tf.concat([z, m_blk[:, :, None]], axis=2)           # (B, K, N+1)
@@ -504,9 +517,12 @@ class TensorflowBackend:
         gram = tf.zeros((B, n1, n1), tf.float64)
         xty = tf.zeros((B, n1), tf.float64)
         K = min(self.block_steps, T)
+        offset = reservoir.drive_offset(T)
+        offset = np.broadcast_to(reservoir.bias, (T, reservoir.n_units)) if offset is None else offset
         for t0 in range(0, T, K):
             sl = slice(t0, min(t0 + K, T))
             x, g, c = fn(x, tf.constant(np.ascontiguousarray(u[:, sl].T, dtype=self.state_dtype)),
+                         tf.constant(np.ascontiguousarray(offset[sl], dtype=self.state_dtype)),
                          tf.constant(mask[:, sl]),
                          tf.constant(y[:, sl]))
             gram += g

@@ -4,18 +4,25 @@ A reservoir is the fixed, untrained half of an echo-state network: the
 recurrent matrix ``W``, the input weights ``V`` and a bias ``b``.  Driven by a
 series ``u`` (here: normalised flux along the log-lambda grid) its state is::
 
-    x_t = a * tanh(W x_{t-1} + V u_t + b) + (1 - a) * x_{t-1}
+    x_t = a * tanh(W x_{t-1} + V u_t + P p_t + b) + (1 - a) * x_{t-1}
 
-with leak rate ``a`` (Gianniotis et al. 2016, eq. 1).  Two kinds are provided:
+with leak rate ``a`` (Gianniotis et al. 2016, eq. 1).  ``p_t`` is an optional
+second input, ours: the position along the series, -1 at its first step and +1
+at its last, i.e. the normalised log-wavelength on a log-lambda grid (the same
+for every spectrum).  With ``P = 0`` (the default) it is the reservoir of the
+paper; with ``P != 0`` the states, and so a readout, depend on *where* along
+the spectrum a feature sits, not only on the flux just before it.  Two kinds
+are provided:
 
 * the **simple cycle reservoir** (Rodan & Tino 2011, the default): ``W`` is a
   cyclic permutation scaled by one cycle weight ``r``, so ``W x`` is
   ``r * roll(x, 1)``: no matrix product is needed.  Every input weight has
   the same magnitude ``v``; the signs follow the decimal digits of pi (digit
-  < 5 gives -1), a fixed, deterministic, aperiodic pattern, so the reservoir
-  is fully determined by ``(N, r, v, b, a)``;
+  < 5 gives -1), a fixed, deterministic, aperiodic pattern; the position
+  weights ``+-s`` take their signs from the next ``N`` digits, so the
+  reservoir is fully determined by ``(N, r, v, s, b, a)``;
 * a **random sparse reservoir** with a given spectral radius, input weights
-  ``+-v`` with random signs; it depends on ``random_state``.
+  ``+-v`` and ``+-s`` with random signs; it depends on ``random_state``.
 """
 
 from __future__ import annotations
@@ -47,9 +54,14 @@ def pi_digits(n: int) -> tuple[int, ...]:
     return tuple(digits)
 
 
-def pi_signs(n: int) -> np.ndarray:
-    """Input-weight signs from the digits of pi: -1 for digits 0-4, +1 for 5-9."""
-    return np.where(np.asarray(pi_digits(n)) < 5, -1.0, 1.0)
+def pi_signs(n: int, start: int = 0) -> np.ndarray:
+    """Input-weight signs from digits ``start .. start+n-1`` of pi: -1 for digits 0-4, +1 for 5-9."""
+    return np.where(np.asarray(pi_digits(start + n)[start:]) < 5, -1.0, 1.0)
+
+
+def position_signal(n_steps: int) -> np.ndarray:
+    """The second input ``p_t``: -1 at the first step, +1 at the last (float64, shape (n_steps,))."""
+    return np.linspace(-1.0, 1.0, int(n_steps)) if n_steps > 1 else np.zeros(int(n_steps))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -73,6 +85,9 @@ class Reservoir:
     matrix : ndarray (N, N) or None
         The recurrent matrix ``W`` of a random reservoir; None for the cycle,
         whose ``W x`` is ``cycle_weight * roll(x, 1)``.
+    position_weights : ndarray (N,) or None
+        ``P``, the weights of the position input :func:`position_signal`;
+        None: no second input.
     """
 
     kind: str
@@ -82,6 +97,16 @@ class Reservoir:
     bias: np.ndarray
     leak_rate: float = 1.0
     matrix: np.ndarray | None = None
+    position_weights: np.ndarray | None = None
+
+    def drive_offset(self, n_steps: int) -> np.ndarray | None:
+        """``P p_t + b`` for every step, (n_steps, N) float64, or None without a position input.
+
+        What the back ends add to ``V u_t`` in place of the constant bias.
+        """
+        if self.position_weights is None:
+            return None
+        return position_signal(n_steps)[:, None] * self.position_weights + self.bias
 
     def recurrent(self, x: np.ndarray) -> np.ndarray:
         """``W x`` for a batch of states ``x`` (..., N)."""
@@ -118,8 +143,10 @@ class Reservoir:
         a = self.leak_rate
         x = np.zeros(self.n_units) if x0 is None else np.asarray(x0, dtype="f8")
         out = np.empty((len(u), self.n_units))
+        offset = self.drive_offset(len(u))
         for t, ut in enumerate(u):
-            x = a * np.tanh(W @ x + self.input_weights * ut + self.bias) + (1.0 - a) * x
+            b = self.bias if offset is None else offset[t]
+            x = a * np.tanh(W @ x + self.input_weights * ut + b) + (1.0 - a) * x
             out[t] = x
         return out
 
@@ -130,26 +157,30 @@ class Reservoir:
              "leak_rate": self.leak_rate}
         if self.matrix is not None:
             d["matrix"] = self.matrix.tolist()
+        if self.position_weights is not None:
+            d["position_weights"] = self.position_weights.tolist()
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Reservoir":
         """Inverse of :meth:`to_dict`."""
-        m = d.get("matrix")
+        m, p = d.get("matrix"), d.get("position_weights")
         return cls(d["kind"], int(d["n_units"]), float(d["cycle_weight"]),
                    np.asarray(d["input_weights"], dtype="f8"), np.asarray(d["bias"], dtype="f8"),
-                   float(d["leak_rate"]), None if m is None else np.asarray(m, dtype="f8"))
+                   float(d["leak_rate"]), None if m is None else np.asarray(m, dtype="f8"),
+                   None if p is None else np.asarray(p, dtype="f8"))
 
 
-def _check_common(n_units, input_scaling, leak_rate):
+def _check_common(n_units, input_scaling, leak_rate, position_scaling=0.0):
     check_param("n_units", n_units, isinstance(n_units, (int, np.integer)) and n_units >= 1,
                 "must be a positive integer")
     check_param("input_scaling", input_scaling, np.isfinite(input_scaling), "must be finite")
     check_param("leak_rate", leak_rate, 0.0 < leak_rate <= 1.0, "must be in (0, 1]")
+    check_param("position_scaling", position_scaling, np.isfinite(position_scaling), "must be finite")
 
 
 def simple_cycle_reservoir(n_units: int = 100, cycle_weight: float = 0.9, input_scaling: float = 0.5,
-                           bias: float = 0.0, leak_rate: float = 1.0) -> Reservoir:
+                           bias: float = 0.0, leak_rate: float = 1.0, position_scaling: float = 0.0) -> Reservoir:
     """The deterministic simple cycle reservoir of Rodan & Tino (2011).
 
     Parameters
@@ -165,19 +196,23 @@ def simple_cycle_reservoir(n_units: int = 100, cycle_weight: float = 0.9, input_
         ``b``: the same bias on every unit.
     leak_rate : float
         ``a`` in (0, 1].
+    position_scaling : float
+        ``s``: magnitude of every weight of the position input (0: none); signs
+        follow the digits of pi after those of the input weights.
     """
-    _check_common(n_units, input_scaling, leak_rate)
+    _check_common(n_units, input_scaling, leak_rate, position_scaling)
     check_param("cycle_weight", cycle_weight, np.isfinite(cycle_weight) and abs(cycle_weight) < 1.0,
                 "must satisfy |r| < 1 (echo-state property)")
     check_param("bias", bias, np.isfinite(bias), "must be finite")
-    return Reservoir("cycle", int(n_units), float(cycle_weight),
-                     float(input_scaling) * pi_signs(int(n_units)),
-                     np.full(int(n_units), float(bias)), float(leak_rate))
+    n = int(n_units)
+    position = float(position_scaling) * pi_signs(n, start=n) if position_scaling else None
+    return Reservoir("cycle", n, float(cycle_weight), float(input_scaling) * pi_signs(n),
+                     np.full(n, float(bias)), float(leak_rate), None, position)
 
 
 def random_sparse_reservoir(n_units: int = 100, spectral_radius: float = 0.9, input_scaling: float = 0.5,
                             bias: float = 0.0, leak_rate: float = 1.0, density: float = 0.1,
-                            random_state=None) -> Reservoir:
+                            random_state=None, position_scaling: float = 0.0) -> Reservoir:
     """A random sparse reservoir rescaled to a given spectral radius.
 
     Parameters
@@ -196,10 +231,12 @@ def random_sparse_reservoir(n_units: int = 100, spectral_radius: float = 0.9, in
         Fraction of non-zero entries of ``W``, in (0, 1].
     random_state : int, RandomState or None
         Seed; the same seed gives the same reservoir.
+    position_scaling : float
+        Magnitude of the position input's weights (random signs; 0: none).
     """
     from sklearn.utils import check_random_state
 
-    _check_common(n_units, input_scaling, leak_rate)
+    _check_common(n_units, input_scaling, leak_rate, position_scaling)
     check_param("spectral_radius", spectral_radius,
                 np.isfinite(spectral_radius) and 0.0 <= spectral_radius, "must be finite and >= 0")
     check_param("density", density, 0.0 < density <= 1.0, "must be in (0, 1]")
@@ -211,5 +248,7 @@ def random_sparse_reservoir(n_units: int = 100, spectral_radius: float = 0.9, in
     W = W * (spectral_radius / rho) if rho > 1e-12 else W
     signs = np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0)
     bsign = np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0)
+    psign = np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0)   # drawn last: older seeds give the same W, V, b
     return Reservoir("random", n, float(spectral_radius), float(input_scaling) * signs,
-                     float(bias) * bsign, float(leak_rate), W)
+                     float(bias) * bsign, float(leak_rate), W,
+                     float(position_scaling) * psign if position_scaling else None)

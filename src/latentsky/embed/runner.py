@@ -1,37 +1,14 @@
 """Embed a whole spectrum store, out of core, optionally on Dask.
 
-Output layout (what stage 2, the autoencoder, reads)::
-
-    EMBEDDINGS/catalog.parquet     one row per spectrum, in array order:
-                                   ``id`` (and ``object``, ``instrument`` when the
-                                   store has them) and ``row`` (the row in
-                                   EMBEDDINGS and in the input store)
-    EMBEDDINGS/embedding.zarr/     Zarr v3 group, arrays chunked by rows:
-        readout   (n, N+1) float64   the embedding: N reservoir weights, then the
-                                     bias weight, at ridge ``attrs["ridge"]``
-        gram      (n, P)   float64   X^T X packed: its upper triangle, row by row
-                                     (``np.triu_indices(N+1)``), P = (N+1)(N+2)/2;
-                                     unpack with :func:`unpack_gram`
-        xty       (n, N+1) float64   X^T y
-        yty       (n,)     float64   y^T y
-        n_steps   (n,)     int64     rows of X (steps used in the regression)
-        attrs: ``layout`` (version), ``reservoir`` (its full definition,
-        :meth:`Reservoir.to_dict`), ``ridge``, ``offset``, ``washout``, ``n_units``,
-        ``params`` (the embedder's parameters)
-    EMBEDDINGS/lineage.json        step "embed": parameters, the input store's
-                                   path and fingerprint, code version, and
-                                   ``run_key`` (all the settings of the run)
-
-X is the design matrix ``[x_t, 1]`` of the steps used, y their targets (the next
-flux value); see :mod:`latentsky.embed.esn`.  With these, the squared error of
-any readout ``v`` in data space is ``v' G v - 2 v' xty + yty`` (no spectrum
-needed), which is what the model-coupled loss of stage 2 minimises;
-:func:`open_embeddings` returns them as :class:`ReadoutStatistics`.
+The output, an EMBEDDINGS directory, is described in :mod:`latentsky.embed.layout`.
 
 The whole directory is written under the temporary name ``.EMBEDDINGS.partial``
 and moved into place when complete, so a crash never leaves a half-written
 EMBEDDINGS; a run interrupted there resumes at the first chunk it had not
-finished (:mod:`latentsky.store.partial`).
+finished (:mod:`latentsky.store.partial`).  A spectrum that cannot be embedded
+does not stop the run: its row is written with ``n_steps`` 0 and, once every
+chunk is done, the arrays are compacted without it and it is listed in
+``rejected.csv``.
 """
 
 from __future__ import annotations
@@ -43,38 +20,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from latentsky.embed.esn import ESNReadoutEmbedder, ReadoutStatistics
+from latentsky.embed.esn import ESNReadoutEmbedder
+# the layout's names are also imported from here (their home before layout.py): re-exported
+from latentsky.embed.layout import (ARRAY_NAMES, ARRAYS_DIR, CATALOG_COLUMNS, CATALOG_FILE,  # noqa: F401
+                                    LAYOUT_VERSION, REJECTED_FILE, Embeddings, create_arrays, open_embeddings,
+                                    pack_gram, sample_embeddings, unpack_gram)
 from latentsky.embed.reservoir import Reservoir
+from latentsky.embed.series import embeddable
 from latentsky.exceptions import EmbeddingError
 from latentsky.progress import Progress
 from latentsky.store.lineage import code_version, fingerprint, read_lineage, write_lineage
 from latentsky.store.spectra import SpectrumStore
 
 log = logging.getLogger(__name__)
-
-CATALOG_FILE = "catalog.parquet"
-ARRAYS_DIR = "embedding.zarr"
-LAYOUT_VERSION = 1
-CATALOG_COLUMNS = ("id", "object", "instrument")
-
-
-def pack_gram(gram: np.ndarray) -> np.ndarray:
-    """(n, M, M) symmetric -> (n, M(M+1)/2) upper triangles, row by row."""
-    i, j = np.triu_indices(gram.shape[-1])
-    return gram[..., i, j]
-
-
-def unpack_gram(packed: np.ndarray, m: int | None = None) -> np.ndarray:
-    """Inverse of :func:`pack_gram`; ``m`` is N+1 (inferred when None)."""
-    packed = np.asarray(packed)
-    if m is None:
-        m = int(round((np.sqrt(8 * packed.shape[-1] + 1) - 1) / 2))
-    i, j = np.triu_indices(m)
-    out = np.empty(packed.shape[:-1] + (m, m), dtype=packed.dtype)
-    out[..., i, j] = packed
-    out[..., j, i] = packed
-    return out
-
 
 def store_fingerprint(store: SpectrumStore) -> str:
     """Identify the input store: its lineage key when it has one, else a hash of
@@ -89,33 +47,45 @@ def store_fingerprint(store: SpectrumStore) -> str:
 
 def _embed_chunk(start: int, stop: int, ids: list, *, store_path: str, params: dict, reservoir: dict,
                  offset: float, ridge: float) -> tuple[int, int, dict]:
-    """One chunk of rows -> readouts and statistics (runs in-process or on a Dask worker)."""
+    """One chunk of rows -> readouts and statistics (runs in-process or on a Dask worker).
+
+    A spectrum that cannot be embedded gets a NaN readout, zero sums and ``n_steps`` 0.
+    """
     store = SpectrumStore(store_path)
-    flux = store.flux[start:stop]
-    weight = store.weight[start:stop]
+    flux = np.asarray(store.flux[start:stop], dtype="f8")
+    weight = np.asarray(store.weight[start:stop])
     emb = ESNReadoutEmbedder(**params)
     emb.reservoir_ = Reservoir.from_dict(reservoir)
     emb.offset_, emb.ridge_, emb.n_features_in_ = offset, ridge, flux.shape[1]
-    stats, readout = emb._run(np.asarray(flux, dtype="f8"), weight, ids, ridge=ridge)
-    return start, stop, {"readout": readout, "gram": pack_gram(stats.gram), "xty": stats.xty,
-                         "yty": stats.yty, "n_steps": stats.n_steps}
+    n, n1 = stop - start, emb.n_units + 1
+    out = {"readout": np.full((n, n1), np.nan), "gram": np.zeros((n, n1 * (n1 + 1) // 2)),
+           "xty": np.zeros((n, n1)), "yty": np.zeros(n), "n_steps": np.zeros(n, "i8"),
+           "persistence": np.full(n, np.nan)}
+    ok = np.flatnonzero([r is None for r in embeddable(flux, weight, washout=emb.washout,
+                                                       bin_pixels=emb.bin_pixels)])
+    if ok.size:
+        stats, readout = emb._run(flux[ok], weight[ok], [ids[i] for i in ok], ridge=ridge)
+        for name, value in (("readout", readout), ("gram", pack_gram(stats.gram)), ("xty", stats.xty),
+                            ("yty", stats.yty), ("n_steps", stats.n_steps), ("persistence", stats.persistence)):
+            out[name][ok] = value
+    return start, stop, out
 
 
 def _fitted_state(emb: ESNReadoutEmbedder) -> dict:
     """What a fitted embedder learned, JSON-serialisable (to resume a run with the very same embedder)."""
     return {"params": _jsonable(emb.get_params()), "reservoir": emb.reservoir_.to_dict(),
-            "offset": float(emb.offset_), "ridge": float(emb.ridge_), "n_features_in": int(emb.n_features_in_)}
+            "offset": float(emb.offset_), "ridge": float(emb.ridge_), "n_features_in": int(emb.n_features_in_),
+            "tuned": getattr(emb, "tuned_", None)}
 
 
 def _restore_fitted(emb: ESNReadoutEmbedder, state: dict) -> None:
-    params = {k: v for k, v in state["params"].items() if k in ("cycle_weight", "input_scaling", "bias")}
-    emb.set_params(**params)          # the tuned values, when the run tuned them
     emb.reservoir_ = Reservoir.from_dict(state["reservoir"])
     emb.offset_, emb.ridge_, emb.n_features_in_ = state["offset"], state["ridge"], state["n_features_in"]
+    emb.tuned_ = state.get("tuned")
 
 
 def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_rows: int = 2000,
-                tune: int = 0, tune_iter: int = 60, chunk_rows: int | None = None, client=None,
+                chunk_rows: int | None = None, client=None,
                 scheduler: str | None = None, workers: int | None = None, cluster: str | None = None,
                 resume: bool = True, reuse=None, progress=None, random_state=0, **params) -> Path:
     """Embed every spectrum of a store; write readouts and statistics (layout above).
@@ -129,16 +99,11 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     embedder : ESNReadoutEmbedder, optional
         Its parameters are used; when it is already fitted, its reservoir,
         offset and ridge are used as they are.  Otherwise it is fitted on
-        ``fit_rows`` spectra drawn with ``random_state`` (input offset and,
-        with ``ridge="gcv"``, the ridge).
+        ``fit_rows`` embeddable spectra drawn with ``random_state`` (input
+        offset, the ridge with ``ridge="gcv"``, the tuned reservoir with
+        ``tune > 0``: progress task ``"tune"``).
     fit_rows : int
         Spectra used to fit an unfitted embedder.
-    tune : int
-        When > 0, first tune the simple cycle's (r, v, b) with
-        :func:`tune_reservoir` on this many of the fitting spectra (progress
-        task ``"tune"``); the tuned values replace the embedder's.
-    tune_iter : int
-        Nelder-Mead iterations of the tuning.
     chunk_rows : int, optional
         Spectra per task and per output chunk (default: the store's chunking).
     client : distributed.Client, optional
@@ -164,9 +129,9 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         into ``out`` instead of being computed again.
     progress : callable, optional
         Receives :class:`latentsky.progress.ProgressEvent` (task ``"embed"``,
-        unit ``"spectra"``).
+        unit ``"spectra"``; ``"tune"`` when the embedder tunes).
     random_state : int
-        Seed of the fitting subsample (and of a new embedder's random reservoir).
+        Seed of the fitting subsample (and of a new embedder's random reservoir and tuning subsample).
     **params
         Parameters of a new :class:`ESNReadoutEmbedder` (when ``embedder`` is None).
 
@@ -207,9 +172,8 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         given = None
     chunk_rows = int(chunk_rows or store.chunk_rows)
     key = fingerprint({"store": store_fingerprint(store), "n": n, "params": _jsonable(emb.get_params()),
-                       "fitted": given, "fit_rows": fit_rows, "tune": tune, "tune_iter": tune_iter,
-                       "random_state": random_state, "chunk_rows": chunk_rows, "layout": LAYOUT_VERSION,
-                       "code": code_version()})
+                       "fitted": given, "fit_rows": fit_rows, "random_state": random_state,
+                       "chunk_rows": chunk_rows, "layout": LAYOUT_VERSION, "code": code_version()})
     if reuse is not None and Path(reuse).resolve() != out.resolve() \
             and (read_lineage(Path(reuse)) or {}).get("run_key") == key:
         return _link_embeddings(Path(reuse), out, n, progress)
@@ -217,7 +181,7 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     if earlier and "fitted" in earlier:
         _restore_fitted(emb, earlier["fitted"])
     elif given is None:
-        _fit_on_sample(emb, store, fit_rows, tune, tune_iter, random_state, progress)
+        _fit_on_sample(emb, store, fit_rows, random_state, progress)
     if emb.n_features_in_ != store.flux.shape[1]:
         raise EmbeddingError(f"{store.path}: spectra have {store.flux.shape[1]} pixels, the embedder was "
                              f"fitted on {emb.n_features_in_}")
@@ -232,15 +196,10 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     done = part.done()
     if done:        # resumed: the arrays exist (they are made before any chunk is marked)
         group = zarr.open_group(part.path / ARRAYS_DIR, mode="r+")
-        arrays = {name: group[name] for name in ("readout", "gram", "xty", "yty", "n_steps")}
+        arrays = {name: group[name] for name in ARRAY_NAMES}
     else:
         group = zarr.open_group(part.path / ARRAYS_DIR, mode="w")
-        shapes = {"readout": (n1, "f8"), "gram": (n1 * (n1 + 1) // 2, "f8"), "xty": (n1, "f8"),
-                  "yty": (None, "f8"), "n_steps": (None, "i8")}
-        arrays = {name: group.create_array(name, shape=(n,) if width is None else (n, width),
-                                           chunks=(chunk_rows,) if width is None else (chunk_rows, width),
-                                           dtype=dtype)
-                  for name, (width, dtype) in shapes.items()}
+        arrays = create_arrays(group, n, n1, chunk_rows)
     todo = [(k, s, e) for k, (s, e) in enumerate(bounds) if k not in done]
     task_params = dict(eparams)
     with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc, \
@@ -259,20 +218,59 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
                 arr[start:stop] = res[name]
             part.mark(k)
             prog.advance(stop - start)
+        rejected = _rejected_rows(store, arrays["n_steps"], ids, emb)
+        kept = np.setdiff1d(np.arange(n), rejected["row"].to_numpy())
+        if len(rejected):
+            group = _compact(part.path, group, kept, n1, chunk_rows)
         group.attrs.update({"layout": LAYOUT_VERSION, "reservoir": reservoir, "ridge": emb.ridge_,
-                            "offset": emb.offset_, "washout": emb.washout, "n_units": emb.n_units,
-                            "params": _jsonable(eparams)})
+                            "offset": emb.offset_, "washout": emb.washout, "bin_pixels": emb.bin_pixels,
+                            "n_units": emb.n_units, "params": _jsonable(eparams),
+                            "tuned": getattr(emb, "tuned_", None), "n_rejected": len(rejected)})
         cols = [c for c in CATALOG_COLUMNS if c in catalog]
-        cat = catalog[cols].copy() if cols else pd.DataFrame(index=range(n))
-        cat["row"] = np.arange(n, dtype="i8")
+        cat = catalog[cols].iloc[kept].copy() if cols else pd.DataFrame(index=range(len(kept)))
+        cat["row"] = kept.astype("i8")
         cat.reset_index(drop=True).to_parquet(part.path / CATALOG_FILE, index=False)
+        rejected.to_csv(part.path / REJECTED_FILE, index=False)
         write_lineage(part.path, step="embed", params=_jsonable({**eparams, "ridge_used": emb.ridge_,
                                                                  "offset_used": emb.offset_}),
                       inputs={"store": str(store.path.resolve()), "store_fingerprint": store_fingerprint(store)},
-                      extra={"n_spectra": n, "code": code_version(), "run_key": key})
+                      extra={"n_spectra": len(kept), "n_rejected": len(rejected), "code": code_version(),
+                             "run_key": key})
         part.commit()
-    log.info("embedded %d spectra into %s", n, out)
+    for _, r in rejected.iterrows():
+        log.warning("spectrum %s (store row %d) not embedded: %s", r["id"], r["row"], r["reason"])
+    log.info("embedded %d spectra into %s (%d rejected)", len(kept), out, len(rejected))
     return out
+
+
+def _rejected_rows(store, n_steps, ids: list, emb: ESNReadoutEmbedder) -> pd.DataFrame:
+    """The rows written with ``n_steps`` 0 (not embedded), with the reason, read again from the store."""
+    rows = np.flatnonzero(np.asarray(n_steps[:]) == 0)
+    reasons = []
+    for r in rows:
+        why = embeddable(np.asarray(store.flux[r:r + 1], dtype="f8"), np.asarray(store.weight[r:r + 1]),
+                         washout=emb.washout, bin_pixels=emb.bin_pixels)[0]
+        reasons.append(why or "no usable step")
+    return pd.DataFrame({"id": [str(ids[r]) for r in rows], "row": rows.astype("i8"), "reason": reasons})
+
+
+def _compact(path: Path, group, kept: np.ndarray, n1: int, chunk_rows: int):
+    """The arrays of ``group`` (in ``path``) rewritten with only the rows ``kept``, chunk by chunk."""
+    import shutil
+
+    import zarr
+
+    tmp = path / (ARRAYS_DIR + ".compact")
+    new = zarr.open_group(tmp, mode="w")
+    arrays = create_arrays(new, len(kept), n1, chunk_rows)
+    for lo in range(0, len(kept), chunk_rows):
+        rows = kept[lo:lo + chunk_rows]
+        a, b = int(rows[0]), int(rows[-1]) + 1          # read the span once, keep its rows
+        for name, arr in arrays.items():
+            arr[lo:lo + len(rows)] = group[name][a:b][rows - a]
+    shutil.rmtree(path / ARRAYS_DIR)
+    os.replace(tmp, path / ARRAYS_DIR)
+    return zarr.open_group(path / ARRAYS_DIR, mode="r+")
 
 
 def _link_embeddings(source: Path, out: Path, n: int, progress) -> Path:
@@ -300,102 +298,19 @@ def _link_embeddings(source: Path, out: Path, n: int, progress) -> Path:
     return out
 
 
-def _fit_on_sample(emb, store, fit_rows, tune, tune_iter, random_state, progress) -> None:
-    """Fit (and optionally tune) ``emb`` on ``fit_rows`` spectra of ``store`` drawn with ``random_state``."""
+def _fit_on_sample(emb, store, fit_rows, random_state, progress) -> None:
+    """Fit (tuning it, when it tunes) ``emb`` on ``fit_rows`` embeddable spectra of ``store`` drawn with
+    ``random_state``."""
     n = len(store)
     rng = np.random.default_rng(random_state)
     rows = np.sort(rng.choice(n, size=min(fit_rows, n), replace=False))
     fx = np.asarray(store.flux.get_orthogonal_selection((rows, slice(None))), dtype="f8")
-    fw = store.weight.get_orthogonal_selection((rows, slice(None)))
-    if tune:
-        from latentsky.embed.esn import tune_reservoir
-
-        if emb.reservoir != "cycle":
-            raise EmbeddingError("parameter tune: only the simple cycle reservoir is tuned")
-        best = tune_reservoir(fx, fw, n_units=emb.n_units, washout=emb.washout,
-                              ridge=emb.ridge if not isinstance(emb.ridge, str) else 1e-2,
-                              x0=(emb.cycle_weight, emb.input_scaling, emb.bias), n_series=int(tune),
-                              max_iter=tune_iter, input_offset=emb.input_offset, backend=emb.backend,
-                              random_state=random_state, progress=progress)
-        log.info("tuned reservoir: r=%.4g v=%.4g b=%.4g (held-out error %.4g, from %.4g)",
-                 best["cycle_weight"], best["input_scaling"], best["bias"], best["error"],
-                 best["initial_error"])
-        emb.set_params(cycle_weight=best["cycle_weight"], input_scaling=best["input_scaling"], bias=best["bias"])
-    emb.fit(fx, weight=fw)
-
-
-def sample_embeddings(emb, out, n_rows: int, *, seed: int = 0) -> Path:
-    """Copy a random sample of ``n_rows`` spectra of an EMBEDDINGS directory into a new one.
-
-    The sample is made of whole stored chunks drawn with ``seed`` (the last
-    one cut to make ``n_rows``): Zarr reads whole chunks, so rows scattered
-    over every chunk would read the whole store to copy a small part of it.
-    The copy has the same layout and attributes; its catalog's ``row`` is the
-    spectrum's row in the original EMBEDDINGS and store.  Written atomically;
-    an existing copy made from the same embeddings with the same ``n_rows`` and
-    ``seed`` is reused.
-
-    Parameters
-    ----------
-    emb : Embeddings or path-like
-    out : path-like
-        The directory to write.
-    n_rows : int
-        Spectra in the sample (at most ``len(emb)``).
-    seed : int
-        Seed of the choice of chunks.
-
-    Returns
-    -------
-    Path
-        ``out``.
-    """
-    import zarr
-
-    from latentsky.store.spectra import atomic_directory
-
-    emb = emb if isinstance(emb, Embeddings) else open_embeddings(emb)
-    n = len(emb)
-    if not (isinstance(n_rows, (int, np.integer)) and 1 <= n_rows <= n):
-        raise EmbeddingError(f"parameter n_rows={n_rows!r}: must be an integer in [1, {n}]")
-    source = read_lineage(emb.path) or {}
-    inputs = {"embeddings": str(Path(emb.path).resolve()), "embeddings_key": source.get("key"),
-              "n_rows": int(n_rows), "seed": seed}
-    out = Path(out)
-    previous = read_lineage(out) if out.exists() else None
-    if previous and previous.get("inputs") == inputs:
-        return out
-    chunk = emb.readout.chunks[0]
-    order = np.random.default_rng(seed).permutation(-(-n // chunk))
-    picked, total = [], 0
-    for k in order:
-        if total >= n_rows:
-            break
-        s, e = k * chunk, min((k + 1) * chunk, n)
-        e = min(e, s + n_rows - total)
-        picked.append((s, e))
-        total += e - s
-    picked.sort()
-    names = ("readout", "gram", "xty", "yty", "n_steps")
-    with atomic_directory(out) as tmp:
-        group = zarr.open_group(tmp / ARRAYS_DIR, mode="w")
-        arrays = {}
-        for name in names:
-            src = getattr(emb, name)
-            arrays[name] = group.create_array(name, shape=(n_rows,) + src.shape[1:],
-                                              chunks=(chunk,) + src.shape[1:], dtype=src.dtype)
-        at = 0
-        for s, e in picked:
-            for name in names:
-                arrays[name][at:at + e - s] = getattr(emb, name)[s:e]
-            at += e - s
-        group.attrs.update(emb.attrs)
-        rows = np.concatenate([np.arange(s, e) for s, e in picked])
-        cat = emb.catalog.iloc[rows].reset_index(drop=True)
-        cat.to_parquet(tmp / CATALOG_FILE, index=False)
-        write_lineage(tmp, step="sample", params={"n_rows": int(n_rows), "seed": seed}, inputs=inputs,
-                      extra={"chunks": [list(p) for p in picked]})
-    return out
+    fw = np.asarray(store.weight.get_orthogonal_selection((rows, slice(None))))
+    ok = np.array([r is None for r in embeddable(fx, fw, washout=emb.washout, bin_pixels=emb.bin_pixels)])
+    if not ok.any():
+        raise EmbeddingError(f"{store.path}: none of the {len(rows)} spectra drawn to fit the embedder can be "
+                             f"embedded (too few valid pixels)")
+    emb.fit(fx[ok], weight=fw[ok], progress=progress)
 
 
 def _jsonable(d: dict) -> dict:
@@ -407,51 +322,3 @@ def _jsonable(d: dict) -> dict:
             v = list(np.asarray(v).tolist())
         out[k] = v
     return out
-
-
-class Embeddings:
-    """Read access to an EMBEDDINGS directory (layout in the module docstring).
-
-    Attributes
-    ----------
-    catalog : DataFrame
-    readout, gram, xty, yty, n_steps : zarr.Array
-    attrs : dict
-    """
-
-    def __init__(self, path):
-        import zarr
-
-        self.path = Path(path)
-        if not (self.path / ARRAYS_DIR).exists() or not (self.path / CATALOG_FILE).exists():
-            raise EmbeddingError(f"{self.path}: not a latentsky embeddings directory")
-        self._group = zarr.open_group(self.path / ARRAYS_DIR, mode="r")
-        self._catalog: pd.DataFrame | None = None
-        for name in ("readout", "gram", "xty", "yty", "n_steps"):
-            setattr(self, name, self._group[name])
-        self.attrs = dict(self._group.attrs)
-
-    @property
-    def catalog(self) -> pd.DataFrame:
-        """One row per spectrum (``id``... and ``row``), read on first use (a chunk task never needs it)."""
-        if self._catalog is None:
-            self._catalog = pd.read_parquet(self.path / CATALOG_FILE)
-        return self._catalog
-
-    def __len__(self) -> int:
-        return self.readout.shape[0]
-
-    @property
-    def reservoir(self) -> Reservoir:
-        """The frozen reservoir that made the readouts."""
-        return Reservoir.from_dict(self.attrs["reservoir"])
-
-    def statistics(self, rows=slice(None)) -> ReadoutStatistics:
-        """The sufficient statistics of ``rows`` (a slice), Gram unpacked."""
-        return ReadoutStatistics(unpack_gram(self.gram[rows]), self.xty[rows], self.yty[rows],
-                                 self.n_steps[rows])
-
-
-def open_embeddings(path) -> Embeddings:
-    """Open an EMBEDDINGS directory written by :func:`embed_store`."""
-    return Embeddings(path)

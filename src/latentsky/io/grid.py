@@ -12,9 +12,17 @@ import astropy.units as u
 import numpy as np
 
 from latentsky.exceptions import SpectrumError
+from latentsky.io.continuum import polynomial_continuum, running_continuum
 from latentsky.io.readers import C_KMS, Spectrum
 
-NORMALISATIONS = ("median", "continuum", "none")
+NORMALISATIONS = ("auto", "median", "continuum", "local", "none")
+#: What ingest does unless told otherwise (:func:`resolve_normalisation`).
+DEFAULT_NORMALISATION = "auto"
+#: Width of the running window of ``local`` normalisation (km/s): the narrowest that holds a line and
+#: continuum on both sides at the default grid's 63 km/s (5 pixels; docs/decisions/stage1-cross-format.md).
+LOCAL_WINDOW_KMS = 250.0
+#: The envelope's percentile of ``local`` normalisation.
+LOCAL_PERCENTILE = 80.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,44 +157,63 @@ def _resample_segment(wave, flux, ivar, out_edges, min_coverage):
     return flux_out, ivar_out
 
 
+def resolve_normalisation(method: str, meta: dict) -> str:
+    """The normalisation a spectrum gets: ``method``, or for ``"auto"`` one chosen from the product.
+
+    ``auto`` keeps the continuum of flux-calibrated spectra (``meta["flux_calibrated"]``: SDSS; its
+    shape is the source's) and divides it by the median; spectra in relative flux (HARPS s1d and e2ds,
+    uncalibrated ESO products) get ``local``: their continuum is the instrument's response times the
+    source's, and an e2ds read without its blaze file has none left to compare, so only the lines are
+    common to every format of one exposure.
+    """
+    if method != "auto":
+        return method
+    return "median" if meta.get("flux_calibrated") else "local"
+
+
 def normalise(flux: np.ndarray, ivar: np.ndarray, method: str, *, path: str = "",
-              degree: int = 5) -> tuple[np.ndarray, np.ndarray]:
+              degree: int = 5, grid: LogLambdaGrid | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Divide a resampled spectrum by its continuum.
 
     Parameters
     ----------
     flux, ivar : ndarray
         On the grid, ``ivar`` 0 where masked.
-    method : {"median", "continuum", "none"}
+    method : {"median", "continuum", "local", "none"}
         ``median``: divide by the median of the good pixels (keeps the shape of
         the continuum, removes the flux scale); ``continuum``: divide by a
         Legendre polynomial of ``degree`` fitted to the good pixels with
         iterative clipping of absorption lines (removes the continuum shape too);
-        ``none``: leave as is.
+        ``local``: divide by a running upper envelope (the
+        :data:`LOCAL_PERCENTILE` percentile over :data:`LOCAL_WINDOW_KMS`,
+        smoothed over as much; removes every feature wider than that window,
+        keeps the line pattern); ``none``: leave as is.  ``"auto"`` must be resolved
+        first (:func:`resolve_normalisation`).
+    grid : LogLambdaGrid, optional
+        The grid ``flux`` is on (sizes the ``local`` window; default 31 pixels).
 
     Returns
     -------
     flux, ivar : ndarray
         Normalised flux and its inverse variance.
     """
-    if method not in NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {method!r}")
+    if method not in NORMALISATIONS or method == "auto":
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS[1:]}, got {method!r}"
+                         + (" (resolve 'auto' with resolve_normalisation)" if method == "auto" else ""))
     good = ivar > 0
     if method == "none":
         return flux, ivar
     if method == "median":
         scale = np.full_like(flux, np.median(flux[good]))
+    elif method == "continuum":
+        scale = polynomial_continuum(flux, good, degree)
     else:
-        x = np.linspace(-1, 1, flux.size)
-        keep = good.copy()
-        for _ in range(5):
-            coef = np.polynomial.legendre.legfit(x[keep], flux[keep], degree)
-            scale = np.polynomial.legendre.legval(x, coef)
-            resid = flux - scale
-            sigma = np.std(resid[keep])
-            keep = good & (resid > -1.0 * sigma) & (resid < 3.0 * sigma)
-            if keep.sum() <= degree + 1:
-                break
+        window = 31 if grid is None else max(3, int(round(LOCAL_WINDOW_KMS / grid.velocity_step.value)) | 1)
+        scale = running_continuum(flux, good, window, percentile=LOCAL_PERCENTILE)
+        good &= scale > 0                   # flux at the noise level around zero: no continuum to divide by
+        if not good.any():
+            raise SpectrumError(path or "spectrum", "local normalisation failed: the continuum is nowhere "
+                                                    "positive (flux too faint or negative)")
     if not np.all(np.isfinite(scale[good])) or np.any(scale[good] <= 0):
         raise SpectrumError(path or "spectrum", f"{method} normalisation failed: the continuum is not positive "
                                                 "(flux too faint or negative)")

@@ -21,8 +21,11 @@ HARPS DRS ``*_e2ds_A.fits``
     ``HIERARCH ESO DRS CAL TH COEFF LLn``.  In the observatory frame, so the
     reader applies the barycentric correction ``ESO DRS BERV`` (km/s) to match
     the s1d product.  Flux is divided by the blaze when the blaze file named in
-    ``ESO DRS BLAZE FILE`` lies beside the e2ds (or is given), and the orders are
-    merged by the resampler (overlaps are averaged with weights).
+    ``ESO DRS BLAZE FILE`` lies beside the e2ds (or is given); without it (as
+    e2ds files usually travel) each order is divided by its own continuum, a
+    clipped polynomial that follows the blaze times the source's continuum
+    across the order, so the orders come out continuum-normalised.  The orders
+    are merged by the resampler (overlaps are averaged with weights).
 SDSS ``spec-PLATE-MJD-FIBER.fits`` (DR8+, full or lite)
     COADD table with loglam (log10 vacuum Angstrom), flux (1e-17 erg/s/cm2/A)
     and ivar; class and redshift from the SPECOBJ (or SPALL) table.
@@ -33,6 +36,10 @@ SDSS DR7 ``spSpec-MJD-PLATE-FIBER.fit``
 Noise: when a product carries no uncertainty (HARPS s1d/e2ds) the inverse
 variance is the photon-noise estimate 1/flux in the product's own counts,
 which is what the DRS itself assumes; it only sets relative pixel weights.
+
+``meta["flux_calibrated"]`` says whether the continuum is the source's (SDSS;
+ESO products with ``FLUXCAL = 'ABSOLUTE'``) or only relative flux (HARPS DRS
+products): :func:`latentsky.io.grid.resolve_normalisation` uses it.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import gzip
 import io
 import re
 import warnings
+import zlib
 from pathlib import Path
 
 import astropy.units as u
@@ -49,9 +57,24 @@ import numpy as np
 from astropy.io import fits
 
 from latentsky.exceptions import SpectrumError
+from latentsky.io.continuum import polynomial_continuum
 
 C_KMS = 299792.458
+#: Degree of the per-order continuum (Chebyshev, over an order's pixels) of an e2ds read without its blaze.
+E2DS_ORDER_DEGREE = 4
+#: Order pixels whose blaze is below this fraction of the order's peak are dropped (the order edges).
+BLAZE_FLOOR = 0.05
+#: The same for the per-order continuum of an e2ds read without its blaze: the polynomial is least
+#: certain where the blaze falls off, and the neighbouring orders cover most of those wavelengths
+#: (docs/decisions/stage1-cross-format.md).
+ORDER_CONTINUUM_FLOOR = 0.5
 GZIP_MAGIC = b"\x1f\x8b"
+MAX_GUNZIPPED_BYTES = 64 * 2**20
+"""Most bytes one gzip-compressed spectrum may decompress to (64 MiB; the largest products read here,
+echelle spectra, are a few MiB to a few tens of MiB): beyond it the file is refused before it is parsed,
+as reading a spectrum takes about 20 times its size in memory."""
+GUNZIP_BLOCK = 1 << 20
+"""Bytes decompressed at a time, bytes."""
 ABSURD_FACTOR = 1e3  # pixels this many times the median |flux| are masked as garbage
 FLAM_SDSS = u.Unit("1e-17 erg / (s cm2 Angstrom)")  # SDSS flux density unit
 
@@ -128,7 +151,7 @@ def read_spectrum(path, *, data: bytes | None = None, blaze=None) -> Spectrum:
             if data is None:
                 data = path.read_bytes()
             if data[:2] == GZIP_MAGIC:  # astropy only gunzips files it opens by name
-                data = gzip.decompress(data)
+                data = gunzip(data, path)
             with fits.open(io.BytesIO(data), memmap=False) as hdul:
                 reader = _choose_reader(hdul)
                 if reader is None:
@@ -144,12 +167,39 @@ def read_spectrum(path, *, data: bytes | None = None, blaze=None) -> Spectrum:
         raise
     except FileNotFoundError:
         raise SpectrumError(path, "no such file") from None
-    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, zlib.error) as err:
+        if data is None:  # the file itself could not be read
+            raise SpectrumError(path, f"cannot read the file ({getattr(err, 'strerror', None) or err})") from None
         kind = "truncated or corrupt FITS file" if _looks_like_fits(data) else "not a FITS file"
-        raise SpectrumError(path, f"{kind} ({err})") from None
+        if isinstance(err, (zlib.error, gzip.BadGzipFile, EOFError)) and data[:2] == GZIP_MAGIC:
+            kind = "corrupt gzip file"
+        raise SpectrumError(path, f"{kind} ({type(err).__name__}: {err})") from None
+    except Exception as err:  # content no reader expects: reported, never a crash of the whole run
+        raise SpectrumError(path, f"unexpected content ({type(err).__name__}: {err})") from None
     _validate(spectrum, path)
     spectrum.meta.setdefault("format", reader.__name__.removeprefix("_read_"))
     return spectrum
+
+
+def gunzip(data: bytes, path) -> bytes:
+    """The decompressed contents of gzip ``data`` (every member), streamed and refused beyond
+    :data:`MAX_GUNZIPPED_BYTES`.
+
+    Raises
+    ------
+    SpectrumError
+        When the contents would exceed the cap (a "gzip bomb" or not a spectrum).
+    zlib.error, OSError, EOFError
+        When the gzip stream is corrupt or cut short.
+    """
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+        while block := gz.read(GUNZIP_BLOCK):
+            if out.tell() + len(block) > MAX_GUNZIPPED_BYTES:
+                raise SpectrumError(path, f"decompresses to more than {MAX_GUNZIPPED_BYTES / 2**20:.0f} MiB, the "
+                                          "most latentsky reads from one compressed spectrum")
+            out.write(block)
+    return out.getvalue()
 
 
 def _looks_like_fits(data: bytes | None) -> bool:
@@ -157,7 +207,7 @@ def _looks_like_fits(data: bytes | None) -> bool:
         if data and data[:2] == GZIP_MAGIC:
             data = gzip.GzipFile(fileobj=io.BytesIO(data)).read(9)
         return bool(data) and data[:9] == b"SIMPLE  ="
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         return False
 
 
@@ -204,6 +254,7 @@ def _harps_meta(header, fmt: str) -> dict:
         "spec_class": "STAR",
         "redshift": np.nan,
         "format": fmt,
+        "flux_calibrated": False,
     }
 
 
@@ -249,14 +300,19 @@ def _read_harps_e2ds(hdul, path, blaze=None) -> Spectrum:
         if blaze_data.shape != counts.shape:
             raise SpectrumError(path, f"blaze file {blaze_path} has shape {blaze_data.shape}, "
                                       f"not the e2ds shape {counts.shape}")
-        ok = blaze_data > 0.05 * np.nanmax(blaze_data, axis=1, keepdims=True)  # drop the order edges
-        flux = np.where(ok, counts / np.where(ok, blaze_data, 1), 0.0)
-        ivar = np.where(ok, ivar * blaze_data**2, 0.0)
         meta["blaze_corrected"] = True
         meta["blaze_file"] = str(blaze_path)
     else:
-        flux = counts
+        # no blaze file: each order's own continuum (blaze x source continuum) takes the blaze out
+        blaze_data = np.stack([polynomial_continuum(row, w > 0, E2DS_ORDER_DEGREE, kind="chebyshev", iterations=6)
+                               for row, w in zip(counts, ivar)])
+        blaze_data = np.nan_to_num(blaze_data, nan=0.0)
         meta["blaze_corrected"] = False
+        meta["orders_continuum_normalised"] = True
+    floor = BLAZE_FLOOR if meta["blaze_corrected"] else ORDER_CONTINUUM_FLOOR
+    ok = blaze_data > floor * np.nanmax(blaze_data, axis=1, keepdims=True)  # drop the order edges
+    flux = np.where(ok, counts / np.where(ok, blaze_data, 1), 0.0)
+    ivar = np.where(ok, ivar * blaze_data**2, 0.0)
     n_orders, n_pix = counts.shape
     segments = [slice(o * n_pix, (o + 1) * n_pix) for o in range(n_orders)]
     return Spectrum(air_to_vacuum(wave_air.ravel()) * u.AA, flux.ravel() * u.dimensionless_unscaled,
@@ -314,6 +370,9 @@ def _read_eso_phase3(hdul, path) -> Spectrum:
         "spec_class": "STAR" if str(header.get("INSTRUME", "")).upper().startswith("HARPS") else "",
         "redshift": np.nan,
         "format": "eso_phase3",
+        # ESO science data products say FLUXCAL = 'ABSOLUTE' or 'UNCALIBRATED'
+        "flux_calibrated": str(header.get("FLUXCAL", table.header.get("FLUXCAL", ""))).strip().upper()
+        == "ABSOLUTE",
     }
     return Spectrum(wave * u.AA, flux * flux_unit, ivar, meta)
 
@@ -331,7 +390,7 @@ _TFORM_DTYPE = {"L": "i1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": "
 
 
 def _first_row_fields(hdul, index: int, raw: bytes, names: set[str]) -> dict:
-    """A few fields of the first row of a binary table, read straight from the file's bytes.
+    """A few fields (upper-case ``names``) of the first row of a binary table, read straight from the file's bytes.
 
     Written by hand because astropy builds a Column object for every column
     before it gives one value, and SDSS SPECOBJ/SPALL tables have 126-232
@@ -345,13 +404,34 @@ def _first_row_fields(hdul, index: int, raw: bytes, names: set[str]) -> dict:
         repeat, code = re.fullmatch(r"(\d*)([A-Z])(.*)", header[f"TFORM{i}"].strip()).group(1, 2)
         repeat = int(repeat or 1)
         width = (repeat + 7) // 8 if code == "X" else repeat * _TFORM_BYTES[code]
-        name = header[f"TTYPE{i}"].strip()
+        name = header[f"TTYPE{i}"].strip().upper()
         if name in names and (code == "A" or (repeat == 1 and code in _TFORM_DTYPE)):
             chunk = raw[offset + pos: offset + pos + width]
             out[name] = chunk.decode("ascii", "replace").strip("\x00 ") if code == "A" else \
                 np.frombuffer(chunk, _TFORM_DTYPE[code])[0].item()
         pos += width
     return out
+
+
+#: SDSS spectroscopic pixel mask bits (``SPPIXMASK`` in idlutils' ``sdssMaskbits.par``, the SDSS
+#: "Bitmasks" documentation): 0-15 describe the fibre, 16-31 the pixel.
+SPPIXMASK = {"NOPLUG": 0, "BADTRACE": 1, "BADFLAT": 2, "BADARC": 3, "MANYBADCOLUMNS": 4, "MANYREJECTED": 5,
+             "LARGESHIFT": 6, "BADSKYFIBER": 7, "NEARWHOPPER": 8, "WHOPPER": 9, "SMEARIMAGE": 10,
+             "SMEARHIGHSN": 11, "SMEARMEDSN": 12, "NEARBADPIXEL": 16, "LOWFLAT": 17, "FULLREJECT": 18,
+             "PARTIALREJECT": 19, "SCATTEREDLIGHT": 20, "CROSSTALK": 21, "NOSKY": 22, "BRIGHTSKY": 23,
+             "NODATA": 24, "COMBINEREJ": 25, "BADFLUXFACTOR": 26, "BADSKYCHI": 27, "REDMONSTER": 28}
+#: The bits of a coadd's AND mask (set in every exposure) after which a pixel is not the object's
+#: flux: no fibre or no trace or arc solution; rejected or without data or sky model (ivar is 0 there
+#: anyway); or sky-dominated (BRIGHTSKY: sky > flux + 10 sigma, its flux is sky-subtraction
+#: residual).  The other bits are warnings that ivar already weighs (BADFLAT, LOWFLAT: fewer
+#: counts, larger errors); SDSS's advice is to take ivar as the weight.
+SDSS_UNUSABLE_BITS = ("NOPLUG", "BADTRACE", "BADARC", "FULLREJECT", "NOSKY", "BRIGHTSKY", "NODATA", "COMBINEREJ")
+SDSS_UNUSABLE_MASK = sum(1 << SPPIXMASK[name] for name in SDSS_UNUSABLE_BITS)
+
+
+def sdss_unusable(mask) -> np.ndarray:
+    """True where an SDSS pixel mask (``and_mask``, or a DR7 spSpec mask row) has an unusable bit."""
+    return (np.asarray(mask).astype("i8") & SDSS_UNUSABLE_MASK) != 0
 
 
 def _read_sdss_spec(hdul, path, raw: bytes) -> Spectrum:
@@ -363,11 +443,14 @@ def _read_sdss_spec(hdul, path, raw: bytes) -> Spectrum:
     flux = np.asarray(coadd.data[names["flux"]], dtype="f8")
     ivar = np.asarray(coadd.data[names["ivar"]], dtype="f8")
     if "and_mask" in names:
-        ivar = np.where(np.asarray(coadd.data[names["and_mask"]]) != 0, 0.0, ivar)
+        ivar = np.where(sdss_unusable(coadd.data[names["and_mask"]]), 0.0, ivar)
     spec_class, z, snr = "", np.nan, np.nan
     ra, dec = header.get("PLUG_RA", np.nan), header.get("PLUG_DEC", np.nan)
     for index, hdu in enumerate(hdul[2:], start=2):
-        if hdu.name in ("SPECOBJ", "SPALL") and isinstance(hdu, fits.BinTableHDU):
+        # the catalogue row: SPECOBJ (SDSS-I/II), SPALL (BOSS); DR16 files written by MWRFITS name
+        # no extension, so it is also recognised by its columns
+        if isinstance(hdu, fits.BinTableHDU) and (
+                hdu.name in ("SPECOBJ", "SPALL") or {"CLASS", "Z"} <= {n.upper() for n in hdu.columns.names}):
             row = _first_row_fields(hdul, index, raw, {"CLASS", "Z", "SN_MEDIAN_ALL", "PLUG_RA", "PLUG_DEC"})
             spec_class = row.get("CLASS", "")
             z = float(row.get("Z", np.nan))
@@ -382,7 +465,7 @@ def _read_sdss_spec(hdul, path, raw: bytes) -> Spectrum:
         "exptime": float(header.get("EXPTIME", np.nan)),
         "snr": snr, "spec_class": spec_class, "redshift": z,
         "plate": int(header.get("PLATEID", -1)), "fiber": int(header.get("FIBERID", -1)),
-        "format": "sdss_spec",
+        "format": "sdss_spec", "flux_calibrated": True,
     }
     return Spectrum(wave * u.AA, flux * FLAM_SDSS, ivar, meta)
 
@@ -397,8 +480,8 @@ def _read_sdss_spspec(hdul, path) -> Spectrum:
     wave = 10 ** (header["COEFF0"] + header["COEFF1"] * np.arange(n_pix))
     flux, err = data[0], data[2]
     good = np.isfinite(err) & (err > 0)
-    if data.shape[0] > 3:
-        good &= data[3] == 0
+    if data.shape[0] > 3:   # the pixel mask row: SPPIXMASK bits, as the spec files' and_mask
+        good &= ~sdss_unusable(data[3])
     ivar = np.zeros_like(flux)
     ivar[good] = 1.0 / err[good] ** 2
     ra, dec = float(header.get("RAOBJ", header.get("RA", np.nan))), float(header.get("DECOBJ", header.get("DEC", np.nan)))
@@ -413,7 +496,7 @@ def _read_sdss_spspec(hdul, path) -> Spectrum:
         "spec_class": _SPEC_CLN.get(int(header.get("SPEC_CLN", 0)), "UNKNOWN"),
         "redshift": float(header.get("Z", np.nan)),
         "plate": int(header.get("PLATEID", -1)), "fiber": int(header.get("FIBERID", -1)),
-        "format": "sdss_spspec",
+        "format": "sdss_spspec", "flux_calibrated": True,
     }
     return Spectrum(wave * u.AA, flux * FLAM_SDSS, ivar, meta)
 

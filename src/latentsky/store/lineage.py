@@ -12,6 +12,8 @@ import json
 import platform
 from pathlib import Path
 
+from latentsky.exceptions import StoreError
+
 LINEAGE_FILE = "lineage.json"
 
 
@@ -57,8 +59,20 @@ def write_lineage(directory: Path, *, step: str, params: dict, inputs: dict, ext
 
 
 def read_lineage(directory: Path) -> dict | None:
-    """The lineage record of a store, or None when it has none."""
+    """The lineage record of a store, or None when it has none.
+
+    Raises
+    ------
+    StoreError
+        When ``lineage.json`` cannot be read or is not a JSON object (the message names it).
+    """
     path = Path(directory) / LINEAGE_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise StoreError(f"{path}: unreadable lineage ({type(err).__name__}: {err})") from None
+    if not isinstance(record, dict):
+        raise StoreError(f"{path}: unreadable lineage (not a JSON object)")
+    return record

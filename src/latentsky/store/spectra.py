@@ -14,48 +14,31 @@ Arrays are chunked by rows so that every later step can stream them.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from latentsky.exceptions import StoreError
 from latentsky.store.lineage import read_lineage
+from latentsky.store.output import output_directory
 
 CATALOG_FILE = "catalog.parquet"
 ARRAYS_DIR = "spectra.zarr"
 DEFAULT_CHUNK_ROWS = 256
 
 
-@contextlib.contextmanager
-def atomic_directory(dest: Path) -> Iterator[Path]:
-    """Build a directory under a temporary name and move it into place.
+def atomic_directory(dest: Path, kind: str | None = None, *, inputs: Iterable = ()):
+    """Build output folder ``dest`` under a temporary name and move it into place when complete.
 
-    Yields the temporary path.  On success it replaces ``dest`` (an existing
-    ``dest`` is moved aside first and removed last); on any error the
-    temporary directory is removed and ``dest`` is left as it was.
+    A context manager yielding the temporary path; see
+    :func:`latentsky.store.output.output_directory` (same parameters): ``dest``
+    is replaced only when it is a latentsky output of the same kind, by one
+    run at a time; on any error the temporary folder is removed and ``dest``
+    is left as it was.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return output_directory(dest, kind, inputs=inputs)
 
 
 class SpectrumStoreWriter:
@@ -224,10 +207,3 @@ class SpectrumStore:
 
     def __len__(self) -> int:
         return self.flux.shape[0]
-
-    def iter_chunks(self, rows: int | None = None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-        """Stream the arrays as ``(start, stop, flux, weight)`` blocks of ``rows`` spectra."""
-        rows = rows or self.chunk_rows
-        for start in range(0, len(self), rows):
-            stop = min(start + rows, len(self))
-            yield start, stop, self.flux[start:stop], self.weight[start:stop]

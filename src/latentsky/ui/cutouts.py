@@ -6,9 +6,9 @@ Two sources, tried in this order:
   (``DIR/cutouts/`` of a results folder): the images of the row, matched by
   ``id`` when the store's index has that column, else by position;
 - on demand: one hips2fits request per band at the row's ``ra``/``dec``
-  (:func:`latentsky.archives.cutouts.fetch_one`, so ``conf.hips2fits_url``,
-  the offline flag and the local archive apply as everywhere else), cached
-  for the session.
+  through astroquery.hips2fits (:func:`latentsky.archives.cutouts.fetch_one`,
+  so ``conf.hips2fits_url``, the offline flag and the local archive apply as
+  everywhere else), cached for the session.
 
 A band whose image is blank (the position is outside the survey) or could not
 be fetched is left out; a row without a cutout in any band shows a one-line
@@ -100,8 +100,9 @@ class Cutouts:
             return None
         i = int(hits[0])
         cube = np.asarray(self._images[i])
-        return [Cutout(b, cube[k], SURVEYS.get(b, ("", 1.0))[1]) for k, b in enumerate(self._store_bands)
-                if idx[f"status_{b}"].iloc[i] == "ok"]
+        scales = dict(self._images.attrs.get("pixel_scale_arcsec", {}))  # as the store was made
+        return [Cutout(b, cube[k], float(scales.get(b, SURVEYS.get(b, ("", 1.0))[1])))
+                for k, b in enumerate(self._store_bands) if idx[f"status_{b}"].iloc[i] == "ok"]
 
     def _fetch(self, ra: float, dec: float) -> list[Cutout]:
         from latentsky.archives.cutouts import SURVEYS, fetch_one

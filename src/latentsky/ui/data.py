@@ -343,12 +343,12 @@ def read_table(path, *, columns=None, dask: bool = False):
 def _readout_reconstruction(folder: Path):
     """The autoencoder's reconstruction for a pipeline folder holding ``model.keras`` and ``embeddings/``,
     else None (e.g. a table mapped by PCA in the app's Train step)."""
-    from latentsky.ui.reconstruct import ReadoutReconstruction
+    from latentsky.ui.reconstruct import DECODED_FILE, ReadoutReconstruction
 
     if not (folder / "model.keras").is_file() or not (folder / "embeddings").is_dir():
         return None
-    try:
-        return ReadoutReconstruction(folder / "model.keras", folder / "embeddings")
+    try:  # prepared results carry every row's decoded readout: no TensorFlow in the app
+        return ReadoutReconstruction(folder / "model.keras", folder / "embeddings", decoded=folder / DECODED_FILE)
     except LatentskyError as err:
         log.warning("no reconstruction for %s: %s", folder, err)
         return None

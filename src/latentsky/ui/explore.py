@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 SELECTION_COLOUR = "#e41a1c"
 
+RIGHT_MIN_WIDTH = 620
+"""Narrowest the spectrum/selection column gets (CSS px); below it, it moves under the map instead (a
+notebook at its normal width), so the spectrum keeps a readable axis (about 440 px beside the cutouts)."""
+
 COMPARE_AUTO_MAX = 2_000_000
 """Tables up to this many rows get the linked second map automatically (see Explore.compare)."""
 
@@ -425,7 +429,11 @@ class Explore(pn.viewable.Viewer):
                                            on_click=lambda e: self.send_samp()))
         cutouts = pn.Column(pn.pane.Markdown(self.param.cutout_status, css_classes=["explore-cutout-status"],
                                              width=170), self._cutout_pane, width=180)
+        left = pn.Column(info, controls, legend, self._map_pane, hovered, css_classes=["explore-map-column"])
         right = pn.Column(pn.Row(self._spectrum_pane, cutouts, sizing_mode="stretch_width"), status,
-                          self._sel_table, exports, sizing_mode="stretch_width", min_width=500)
-        return pn.Row(pn.Column(info, controls, legend, self._map_pane, hovered), pn.Column(right, self._compare_pane), sizing_mode="stretch_width",
-                      css_classes=["latentsky-explore"])
+                          self._sel_table, exports, self._compare_pane, sizing_mode="stretch_width",
+                          min_width=RIGHT_MIN_WIDTH, css_classes=["explore-spectrum-column"])
+        # side by side where the page is wide enough (panel serve, a wide notebook); the spectrum column
+        # below the map in a notebook at its normal width, never squeezed beside it
+        return pn.FlexBox(left, right, flex_wrap="wrap", align_items="flex-start", sizing_mode="stretch_width",
+                          css_classes=["latentsky-explore"])

@@ -47,11 +47,23 @@ def to_csv(table: pd.DataFrame) -> bytes:
 
 
 def to_votable(table: pd.DataFrame) -> bytes:
-    """A VOTable (TABLEDATA) that TOPCAT and Aladin read."""
-    from astropy.io.votable import from_table
+    """A VOTable (TABLEDATA) that TOPCAT and Aladin read, clean for STILTS ``votlint``.
 
+    Text columns are variable-length (``arraysize="*"``) and empty texts are nulls.
+    """
+    from astropy.io.votable import from_table
+    from astropy.table import MaskedColumn
+
+    t = to_astropy(table)
+    for name in t.colnames:
+        if t[name].dtype.kind in "US":
+            t[name] = MaskedColumn(t[name], mask=t[name] == "")
+    vot = from_table(t)
+    for field in vot.get_first_table().fields:
+        if field.datatype in ("char", "unicodeChar"):
+            field.arraysize = "*"
     buf = io.BytesIO()
-    from_table(to_astropy(table)).to_xml(buf)
+    vot.to_xml(buf)
     return buf.getvalue()
 
 

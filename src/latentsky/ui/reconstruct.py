@@ -15,10 +15,16 @@ The reservoir is rebuilt from the embeddings' saved definition
 one spectrum per tap (~20 ms for 4,096 pixels and 100 units).  The model
 (TensorFlow) is loaded on the first use, or ahead of it by :meth:`load` in a
 background thread (what a served app does, so the first tap does not wait).
+
+Prepared results (``latentsky classroom --prepare-only``) also hold every
+row's decoded readout (:data:`DECODED_FILE`, written by :func:`write_decoded`):
+an app opened on them draws the same curves without loading TensorFlow at
+all (about 600 MB less per app process; a Binder session has 2 GB).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -26,6 +32,11 @@ import numpy as np
 import pandas as pd
 
 from latentsky.exceptions import LatentskyError
+
+log = logging.getLogger(__name__)
+
+DECODED_FILE = "decoded_readouts.npz"
+"""File, beside ``model.keras``, holding the decoder's readout of every row's latent point (``id``, ``readout``)."""
 
 
 class ReadoutReconstruction:
@@ -43,16 +54,24 @@ class ReadoutReconstruction:
         as many as the model has latent dimensions).
     """
 
-    def __init__(self, model, embeddings, *, latent_columns=None):
+    def __init__(self, model, embeddings, *, latent_columns=None, decoded=None):
         from latentsky.embed.runner import open_embeddings
 
         self.model_path = Path(model)
+        self.decoded: dict[str, np.ndarray] = {}
+        if decoded is not None and Path(decoded).is_file():
+            try:
+                with np.load(decoded, allow_pickle=False) as f:
+                    self.decoded = dict(zip(f["id"].astype(str), f["readout"], strict=True))
+            except (OSError, ValueError, KeyError) as err:  # unreadable: decode with the model instead
+                log.warning("%s: cannot read the prepared readouts (%s); the model decodes each tap", decoded, err)
         if not self.model_path.is_file():
             raise LatentskyError(f"{self.model_path}: no trained model here")
         emb = open_embeddings(embeddings)
         self.reservoir = emb.reservoir
         self.offset = float(emb.attrs["offset"])
         self.washout = int(emb.attrs["washout"])
+        self.bin_pixels = int(emb.attrs.get("bin_pixels", 1))
         self.latent_columns = None if latent_columns is None else list(latent_columns)
         self._model = None
         self._lock = threading.Lock()
@@ -67,8 +86,10 @@ class ReadoutReconstruction:
             return self._model
 
     def load_in_background(self) -> threading.Thread:
-        """Load the model in a daemon thread (TensorFlow's import takes seconds), so a first tap need not."""
-        thread = threading.Thread(target=self.load, daemon=True, name="latentsky-load-model")
+        """Load the model in a daemon thread (TensorFlow's import takes seconds), so a first tap need not;
+        nothing to load when every row's decoded readout was prepared."""
+        thread = threading.Thread(target=None if self.decoded else self.load, daemon=True,
+                                  name="latentsky-load-model")
         thread.start()
         return thread
 
@@ -97,28 +118,44 @@ class ReadoutReconstruction:
         -------
         model : ndarray (T,)
             ``model[t+1] = [x_t, 1] . readout`` where stage 1 fitted step ``t`` (both pixels valid, past
-            the washout), NaN elsewhere (nothing is predicted for pixel 0 or into a gap).
+            the washout), NaN elsewhere (nothing is predicted for pixel 0 or into a gap); with binned
+            stage-1 steps, each bin's prediction over its pixels
+            (:func:`latentsky.embed.series.one_step_prediction`).
         error : float
             Mean of the squared residual over those steps (normalised flux squared): the data-space
             error of the readout.
         """
-        from latentsky.embed.esn import prepare_batch
+        from latentsky.embed.series import one_step_prediction
 
         w = np.asarray(readout, dtype="f8")
         if w.shape != (self.reservoir.n_units + 1,):
             raise LatentskyError(f"readout: expected {self.reservoir.n_units + 1} weights, got shape {w.shape}")
-        batch = prepare_batch(flux, weight, offset=self.offset, washout=self.washout, dtype="f8")
-        states = self.reservoir.run(batch.u[0])
-        pred = states @ w[:-1] + w[-1]  # pred[t] predicts pixel t+1
-        fitted = batch.mask[0] > 0
-        model = np.full(len(pred), np.nan)
-        model[1:][fitted[:-1]] = pred[:-1][fitted[:-1]]
-        resid = (pred - batch.y[0])[fitted]
-        return model, float(resid @ resid / max(len(resid), 1))
+        return one_step_prediction(self.reservoir, w, flux, weight, offset=self.offset, washout=self.washout,
+                                   bin_pixels=self.bin_pixels)
 
     def __call__(self, row: pd.Series, flux, weight=None) -> tuple[np.ndarray, str]:
         """The reconstruction of the row's spectrum from its latent point, and its legend label."""
-        est = self.load()
-        w_rec = est.inverse_transform(self.latent_point(row)[None])[0]
+        w_rec = self.decoded.get(str(row.get("id")))
+        if w_rec is None:
+            w_rec = self.load().inverse_transform(self.latent_point(row)[None])[0]
         model, error = self.predict(w_rec, flux, weight)
         return model, f"reconstruction from the latent point (MSE {error:.3g})"
+
+
+def write_decoded(folder) -> Path:
+    """Decode every row's latent point of a pipeline folder once and save the readouts (:data:`DECODED_FILE`),
+    so apps opened on the folder need no TensorFlow.  Skipped when the file is newer than the model."""
+    folder = Path(folder)
+    path = folder / DECODED_FILE
+    model = folder / "model.keras"
+    if path.is_file() and path.stat().st_mtime >= model.stat().st_mtime:
+        return path
+    table = pd.read_parquet(folder / "latent.parquet")
+    recon = ReadoutReconstruction(model, folder / "embeddings")
+    n = recon.load().model_.n_latent
+    cols = ["x", "y"] + [f"z{d}" for d in range(2, n)]
+    readouts = recon.load().inverse_transform(table[cols[:n]].to_numpy("f8"))
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, id=np.asarray(table["id"].astype(str).tolist(), dtype="U"), readout=readouts)
+    tmp.replace(path)
+    return path

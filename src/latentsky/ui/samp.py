@@ -17,19 +17,6 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 
-def hub_running() -> bool:
-    """Whether a SAMP hub is reachable (a lock file of a running hub exists and answers)."""
-    from pyvo.samp import SAMPHubError, SAMPIntegratedClient
-
-    client = SAMPIntegratedClient(name="latentsky-probe")
-    try:
-        client.connect()
-    except (SAMPHubError, OSError, ConnectionError):
-        return False
-    client.disconnect()
-    return True
-
-
 CALL_TIMEOUT_S = 20  # seconds a SAMP client may take to load the table
 
 

@@ -416,11 +416,12 @@ class Embed(_Step):
     source = param.String(default="", doc="Folder of FITS spectra (the downloads)")
     out = param.String(default="", doc="Spectrum store to write")
     embeddings = param.String(default="", doc="Embeddings folder to write (default: OUT.embeddings)")
-    # the defaults are the pipeline's (EMBED_DEFAULTS, where given), so the Train step can reuse what this wrote
+    # the defaults are the estimator's (EMBED_DEFAULTS), so the Train step can reuse what this wrote
     n_units = param.Integer(default=EMBED_DEFAULTS["n_units"], bounds=(4, 2000), doc="Reservoir units")
-    cycle_weight = param.Number(default=0.9, bounds=(0.01, 1.5), doc="Reservoir cycle weight (spectral radius)")
+    cycle_weight = param.Number(default=EMBED_DEFAULTS["cycle_weight"], bounds=(0.01, 0.99),
+                                doc="Reservoir cycle weight (spectral radius)")
     leak_rate = param.Number(default=EMBED_DEFAULTS["leak_rate"], bounds=(0.01, 1.0), doc="Leak rate")
-    input_scaling = param.Number(default=0.5, bounds=(0.01, 10.0), doc="Input scaling")
+    input_scaling = param.Number(default=EMBED_DEFAULTS["input_scaling"], bounds=(0.01, 10.0), doc="Input scaling")
     ridge = param.Number(default=EMBED_DEFAULTS["ridge"], bounds=(1e-10, 1e3),
                          doc="Ridge regularisation of the readouts")
     store = param.String(default="", doc="The store written by the last run")
@@ -430,11 +431,15 @@ class Embed(_Step):
         def work():
             from latentsky.embed.runner import embed_store
             from latentsky.ingest import ingest
+            from latentsky.store.output import check_output
 
             if not self.source or not Path(self.source).exists():
                 raise LatentskyError(f"source: {self.source!r} is not a folder of FITS spectra")
             if not self.out:
                 raise LatentskyError("out: choose where to write the spectrum store")
+            # both outputs checked before any work: a folder latentsky did not write is refused here
+            check_output(self.out, "spectra", inputs=[self.source])
+            check_output(self.embeddings_path(), "embeddings", inputs=[self.source, self.out])
             res = ingest([self.source], self.out, progress=self._callback)
             self.store = str(res.store)
             emb = self.embeddings_path()
@@ -513,16 +518,19 @@ class Train(_Step):
     def run(self):
         """Make the map (in the calling thread); sets :attr:`results`."""
         def work():
+            from latentsky.pipeline import PIPELINE_KIND
+            from latentsky.store.output import check_output, output_folder
             from latentsky.ui.data import LatentData
 
             if not self.store or not (Path(self.store) / "catalog.parquet").exists():
                 raise LatentskyError(f"store: {self.store!r} is not a spectrum store (run Embed first)")
             out = Path(self.out or f"{self.store}.results")
+            check_output(out, PIPELINE_KIND, inputs=[self.store], in_place=True)  # a folder not ours: refused
             self.losses = pd.DataFrame()
             if self.method == "pca":
                 data = LatentData.from_store(self.store)
-                out.mkdir(parents=True, exist_ok=True)
-                data.table.to_parquet(out / "latent.parquet", index=False)
+                with output_folder(out, PIPELINE_KIND, inputs=[self.store]):
+                    data.table.to_parquet(out / "latent.parquet", index=False)
             else:
                 self._run_pipeline(out)
                 data = LatentData.from_pipeline(out, store=self.store)

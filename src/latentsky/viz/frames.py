@@ -8,13 +8,30 @@ into uint32: a zoom at 10^6 points cost the server 22 ms with it, 14 ms without 
 ``ours``, A/B in one process).
 A :class:`MapFrame` holds the packed pixels already, so its plot hands them to Bokeh as they
 are; everything else (tools, hooks, ranges, the glyph) is ``RGBPlot``'s.
+
+Its update also skips HoloViews' freeze of the document's model graph: a new frame of the map
+changes no model reference, and thawing recomputed the graph of the whole page on every zoom
+(Bokeh walks every model: ~10 ms of CPU per zoom in the app, bench/render.py's scratch profile).
 """
 
 from __future__ import annotations
 
 import holoviews as hv
 import numpy as np
+from holoviews.plotting.bokeh.element import ElementPlot
 from holoviews.plotting.bokeh.raster import RGBPlot
+
+
+def _held_function(method):
+    """The function under HoloViews' ``hold_render`` decorator of ``method``, or None if it is not there."""
+    cells = getattr(method, "__closure__", None) or ()
+    inner = [c.cell_contents for c in cells if callable(c.cell_contents)]
+    if len(inner) == 1 and getattr(inner[0], "__qualname__", "") == "ElementPlot.update_frame":
+        return inner[0]
+    return None
+
+
+_UPDATE_FRAME = _held_function(ElementPlot.update_frame)
 
 
 class MapFrame(hv.RGB):
@@ -33,6 +50,22 @@ class MapFramePlot(RGBPlot):
         left, bottom, right, top = element.bounds.lbrt()
         data = dict(image=[packed], x=[left], y=[bottom], dw=[right - left], dh=[top - bottom])
         return data, dict(image="image", x="x", y="y", dw="dw", dh="dh"), style
+
+    def update_frame(self, key, ranges=None, plot=None, element=None):
+        """HoloViews' update of the plot, with rendering held as it holds it, without freezing the document.
+
+        Should an update add or remove models after all, Bokeh recomputes the graph
+        as each change comes (nothing is missed; the freeze only batched that).
+        """
+        doc = self.state.document
+        if _UPDATE_FRAME is None or doc is None:
+            return super().update_frame(key, ranges, plot, element)
+        hold = self.state.hold_render
+        self.state.hold_render = True
+        try:
+            return _UPDATE_FRAME(self, key, ranges, plot, element)
+        finally:
+            self.state.hold_render = hold
 
 
 hv.Store.register({MapFrame: MapFramePlot}, "bokeh")

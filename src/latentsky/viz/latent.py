@@ -3,8 +3,10 @@
 A latent table is a :class:`pandas.DataFrame` with one row per spectrum and
 at least the coordinate columns ``x`` and ``y`` (what ``latentsky pipeline``
 writes to ``latent.parquet``); every other column can colour the map and
-appears in the hover.  The map is aggregated on the server with Datashader,
-coloured there (:mod:`latentsky.viz.shading`) and spread with ``dynspread``
+appears in the hover.  The map is aggregated on the server (densities and
+counts per category of a pandas table by :mod:`latentsky.viz.raster` on every
+core, the rest by Datashader), coloured there (:mod:`latentsky.viz.shading`)
+and spread with ``dynspread``
 (what HoloViews' ``rasterize`` + ``shade`` + ``dynspread`` do), so a browser receives
 one RGBA image of at most ``width x height`` pixels whatever the number of
 points and only draws it; numeric colourings get a colour bar of the view's
@@ -320,6 +322,7 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
     import datashader.transfer_functions as tf
     from holoviews.plotting.util import process_cmap
 
+    from latentsky.viz.raster import count_points
     from latentsky.viz.shading import lookup_table, shade_categories, shade_values
 
     hv = _bokeh()
@@ -334,6 +337,13 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
         cols = [color_by]
     frame_table = data[list(coords) + cols]  # only the columns the aggregation reads
     is_stack = isinstance(agg, ds.by)
+    # the densities and counts per category of a pandas table: counted by our kernels, on every core
+    # (see latentsky.viz.raster); a column's mean or maximum and Dask tables: by Datashader
+    counted = None
+    if not is_dask(data) and (color_by in ("count", None, "") or is_stack):
+        counted = (frame_table[coords[0]].to_numpy(), frame_table[coords[1]].to_numpy(),
+                   data[color_by].cat.codes.to_numpy() if is_stack else None,
+                   len(data[color_by].cat.categories) if is_stack else 1)
     density = color_by in ("count", None, "")
     opts = dict(width=width, height=height, tools=["tap", "box_select", "lasso_select"] + (["hover"] if hover else []),
                 active_tools=["wheel_zoom"], title=title, xlabel=coords[0], ylabel=coords[1], framewise=False,
@@ -351,22 +361,26 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
     extent = []  # the data's bounds, the view before the browser sends one (computed once, when first needed)
 
     def frame(x_range=None, y_range=None):
-        # Datashader's aggregation, our colouring, Datashader's dynspread of the coloured image: what
-        # HoloViews' rasterize + dynspread + shade do, without their element copies and checks (~13 ms of
-        # the 38 per zoom at 10^6 points, bench/render.py) and without recording a data pipeline.
+        # The aggregation (Datashader's mapping), our colouring, Datashader's dynspread of the coloured
+        # image: what HoloViews' rasterize + dynspread + shade do, without their element copies and checks
+        # (~13 ms of the 38 per zoom at 10^6 points, bench/render.py) and without recording a data pipeline.
         if x_range is None or y_range is None:
             if not extent:
                 extent.extend(_padded(lo, hi) for lo, hi in column_bounds(frame_table, coords))
             x_range, y_range = x_range or extent[0], y_range or extent[1]
-        cvs = ds.Canvas(plot_width=width, plot_height=height, x_range=tuple(x_range), y_range=tuple(y_range))
-        counts = cvs.points(frame_table, coords[0], coords[1], agg)
-        if is_stack:
-            rgba = shade_categories(counts.values, colours)
-        else:
-            rgba, view["span"] = shade_values(counts.values, lut, how="eq_hist" if density else "linear")
-        image = tf.Image(rgba.view(np.uint32)[..., 0], dims=counts.dims[:2])
-        rgba = tf.dynspread(image, threshold=0.5, max_px=spread).values.view(np.uint8).reshape(rgba.shape)
         (x0, x1), (y0, y1) = x_range, y_range
+        if counted is not None and x1 > x0 and y1 > y0:
+            xs, ys, codes, k = counted
+            counts = count_points(xs, ys, x_range, y_range, width, height, codes, k)
+        else:
+            cvs = ds.Canvas(plot_width=width, plot_height=height, x_range=tuple(x_range), y_range=tuple(y_range))
+            counts = cvs.points(frame_table, coords[0], coords[1], agg).values
+        if is_stack:
+            rgba = shade_categories(counts, colours)
+        else:
+            rgba, view["span"] = shade_values(counts, lut, how="eq_hist" if density else "linear")
+        image = tf.Image(rgba.view(np.uint32)[..., 0], dims=[coords[1], coords[0]])
+        rgba = tf.dynspread(image, threshold=0.5, max_px=spread).values.view(np.uint8).reshape(rgba.shape)
         # top row first, as a NumPy-backed RGB expects (HoloViews validates an xarray one's grid again)
         return MapFrame(rgba[::-1], kdims=list(coords), bounds=(x0, y0, x1, y1)).opts(
             backend="bokeh", clone=False, **opts)

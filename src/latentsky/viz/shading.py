@@ -104,21 +104,56 @@ def shade_categories(counts: np.ndarray, colours) -> np.ndarray:
     """RGBA (h, w, 4) uint8 of per-class counts (h, w, k): each pixel the count-weighted mix of its classes' colours.
 
     Empty pixels are transparent, others opaque (as Datashader's ``shade`` of a
-    categorical aggregate with ``min_alpha=255``).
+    categorical aggregate with ``min_alpha=255``).  One compiled pass over the
+    pixels (a matrix product with k = 3 classes and the whole-array passes after
+    it took 33 ms of CPU on a 700 x 560 map, this ~2 ms).
     """
     counts = np.asarray(counts)
     if counts.ndim != 3 or counts.shape[2] != len(colours):
         raise ValueError(f"parameter counts: expected shape (h, w, {len(colours)}), got {counts.shape}")
-    weights = counts.astype("f4", copy=False)
-    if counts.dtype.kind == "f":
-        weights = np.nan_to_num(weights, nan=0.0)
-    mix = np.ones((len(colours), 4), dtype="f4")  # each class's colour, and a 1 that sums the counts
-    mix[:, :3] = [rgb(c) for c in colours]
-    # (h, w, 4): count-weighted sums of the colours, and the pixel's total count (one 2-D product: a 3-D
-    # one runs as a loop of small ones)
-    summed = (weights.reshape(-1, len(colours)) @ mix).reshape(counts.shape[:2] + (4,))
-    total = summed[..., 3]
-    inv = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)
-    summed *= inv[..., None]  # colours mixed; the last channel 1 where filled, 0 where empty
-    summed *= np.array([1, 1, 1, 255], dtype="f4")  # (whole-array passes: a strided one took 4 ms)
-    return np.rint(summed).astype("u1")
+    mix = np.array([rgb(c) for c in colours], dtype="f4").reshape(len(colours), 3)
+    if counts.dtype.kind not in "iuf":
+        counts = counts.astype("f4")
+    out = np.empty(counts.shape[:2] + (4,), dtype="u1")
+    _mix_kernel()(np.ascontiguousarray(counts), mix, out)
+    return out
+
+
+_MIX: list = []
+
+
+def _mix_kernel():
+    """The numba kernel of :func:`shade_categories`, compiled on first use (cached on disk)."""
+    if not _MIX:
+        import numba
+
+        @numba.njit(nogil=True, cache=True)
+        def mix_colours(counts, mix, out):
+            h, w, k = counts.shape
+            for i in range(h):
+                for j in range(w):
+                    total = np.float32(0)
+                    r = np.float32(0)
+                    g = np.float32(0)
+                    b = np.float32(0)
+                    for c in range(k):
+                        n = np.float32(counts[i, j, c])
+                        if n > 0:  # NaN (a float aggregate's empty class) and zero add nothing
+                            total += n
+                            r += n * mix[c, 0]
+                            g += n * mix[c, 1]
+                            b += n * mix[c, 2]
+                    if total > 0:
+                        inv = np.float32(1) / total
+                        out[i, j, 0] = np.uint8(np.rint(r * inv))
+                        out[i, j, 1] = np.uint8(np.rint(g * inv))
+                        out[i, j, 2] = np.uint8(np.rint(b * inv))
+                        out[i, j, 3] = 255
+                    else:
+                        out[i, j, 0] = 0
+                        out[i, j, 1] = 0
+                        out[i, j, 2] = 0
+                        out[i, j, 3] = 0
+
+        _MIX.append(mix_colours)
+    return _MIX[0]

@@ -24,10 +24,7 @@ def plot_store_overview(store: SpectrumStore, out: Path, *, max_per_group: int =
         At most this many spectra (evenly spaced in the sorted order) form the image, so
         the figure reads a bounded part of a large store.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     cat = store.catalog
     wave = store.wave
@@ -41,7 +38,9 @@ def plot_store_overview(store: SpectrumStore, out: Path, *, max_per_group: int =
         flux[ascending] = store.flux.oindex[rows[ascending], :]
         weight[ascending] = store.weight.oindex[rows[ascending], :]
         return np.where(weight > 0, flux, np.nan)
-    fig, (ax_lines, ax_image) = plt.subplots(2, 1, figsize=(11, 8), height_ratios=[1.1, 1])
+    # a Figure of its own, not pyplot: the caller's backend (a notebook's inline plots) stays as it is
+    fig = Figure(figsize=(11, 8))
+    ax_lines, ax_image = fig.subplots(2, 1, height_ratios=[1.1, 1])
     ticks = [t for t in (3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000) if wave[0] <= t <= wave[-1]]
     offset = 0.0
     for colour, (cls, rows) in enumerate(cat.groupby("spec_class", sort=True)):
@@ -66,5 +65,4 @@ def plot_store_overview(store: SpectrumStore, out: Path, *, max_per_group: int =
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
-    plt.close(fig)
     return out

@@ -6,15 +6,22 @@ answers, on 127.0.0.1, the requests our clients send to the real archives:
 ==============================================  ===========================================================
 route                                           speaks like
 ==============================================  ===========================================================
-``GET|POST /tap/sync``                          ESO ``tap_obs`` (TAP 1.1 sync, ADQL on ``ivoa.ObsCore``,
-                                                ``MAXREC``, ``UPLOAD``, ``QUERY_STATUS`` OK/OVERFLOW/ERROR)
+``/tap/sync``, ``/tap/async``, ``/tap/...``    ESO ``tap_obs`` (TAP 1.1, sync and async, ADQL on
+                                                ``ivoa.ObsCore`` and ``TAP_SCHEMA``, ``MAXREC``, ``UPLOAD``;
+                                                see :mod:`.tap`)
 ``GET /eso/file/{dp_id}``                       ESO data portal file download
-``GET|POST /sdss/SearchTools/SqlSearch``        SDSS SkyServer SQL search (``cmd``, ``format=csv``)
+``GET /sdss/{dr}/.../search/x_results.aspx``   SDSS SkyServer SQL search as astroquery.sdss asks it
+                                                (``cmd``, ``format=csv``, ``searchtool=SQL``)
 ``GET /sas/{path}``                             SDSS Science Archive Server spectra (``spec-PPPP-MJD-FFFF.fits``)
 ``GET /hips2fits``                              CDS hips2fits (``hips, width, height, fov, ra, dec``):
                                                 an image resampled on a TAN grid from the real FITS images
+``GET /synthetic/hips2fits``                    the same where the images cover the position, a synthetic
+                                                sky elsewhere (:mod:`.sky`, marked ``SYNTHSKY = T``)
 ``GET /cutout/{survey}``                        a native-pixel cutout (``ra, dec, size``) cut with
                                                 :class:`astropy.nddata.Cutout2D`
+``GET /skyview/current/cgi/...``                SkyView's form, results and images as astroquery.skyview
+                                                reads them (:mod:`.skyview`)
+``GET /wsa/GetImage``, ``/wsa/WSASQL``...       the UKIDSS WSA pages astroquery.ukidss reads (:mod:`.ukidss`)
 ==============================================  ===========================================================
 
 :meth:`LocalArchive.urls` gives the ``conf`` settings that point every client
@@ -35,7 +42,7 @@ from pathlib import Path
 
 from astropy.table import Table
 
-from latentsky.archives.local import images, skyserver, tap
+from latentsky.archives.local import adql, images, skyserver, skyview, tap, tap_schema, ukidss, uws
 from latentsky.archives.local.catalog import FolderCatalog, scan
 from latentsky.archives.local.server import LocalServer
 
@@ -73,12 +80,23 @@ class LocalArchive:
     def __init__(self, root: str | Path, *, server: LocalServer | None = None, tap_maxrec: int = 100_000,
                  obscore: Table | None = None, **server_options):
         self.root = Path(root).resolve()
-        self.catalog: FolderCatalog = scan(self.root)
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"local archive root {self.root} is not a folder")
+        # the port first: a port in use fails at once, not after the scan
+        self.server = server if server is not None else LocalServer(**server_options)
+        try:
+            self.catalog: FolderCatalog = scan(self.root)
+        except BaseException:
+            if server is None:
+                self.server.stop()
+            raise
         self.tap_maxrec = int(tap_maxrec)
         self.extra_obscore = obscore
-        self.server = server if server is not None else LocalServer(**server_options)
-        self._saved_conf: list[dict] = []
+        self.jobs = uws.JobStore(functools.partial(tap.execute, self), execution_duration=int(adql.QUERY_SECONDS))
+        self.jobs_retention = uws.RETENTION
+        self._conf_blocks: list = []  # the conf.set_temp blocks :meth:`configure` entered
         self._lock = threading.Lock()
+        self._obscore: Table | None = None
         self.register(self.server)
         log.info("local archive over %s: %d ESO spectra, %d SDSS spectra, %d images (%s)", self.root,
                  len(self.catalog.obscore), len(self.catalog.specobj), len(self.catalog.images),
@@ -92,12 +110,17 @@ class LocalArchive:
 
         for method in ("GET", "POST"):
             server.add_route(method, "/tap/sync", bind(tap.sync))
-            server.add_route(method, "/sdss/SearchTools/SqlSearch", bind(skyserver.sql_search))
-        server.add_route("GET", "/tap/capabilities", bind(tap.capabilities))
+            server.add_route(method, "/sdss/{release}/en/tools/search/x_results.aspx", bind(skyserver.sql_search))
+        for name in ("capabilities", "availability", "tables", "examples"):
+            server.add_route("GET", f"/tap/{name}", bind(getattr(tap, name)), inline=True)
+        uws.register(server, self.jobs)
         server.add_route("GET", "/eso/file/{dp_id}", bind(tap.eso_file))
         server.add_route("GET", "/sas/{path:path}", bind(skyserver.sas_file))
         server.add_route("GET", "/hips2fits", bind(images.hips2fits))
+        server.add_route("GET", "/synthetic/hips2fits", bind(images.synthetic_hips2fits))
         server.add_route("GET", "/cutout/{survey}", bind(images.cutout))
+        for method, path, handler in skyview.ROUTES + ukidss.ROUTES:
+            server.add_route(method, path, bind(handler))
 
     @property
     def base_url(self) -> str:
@@ -113,6 +136,8 @@ class LocalArchive:
             "sdss_skyserver_url": f"{base}/sdss/",
             "sdss_sas_url": f"{base}/sas/",
             "hips2fits_url": f"{base}/hips2fits",
+            "skyview_url": f"{base}/skyview/",
+            "ukidss_url": f"{base}/wsa/",
         }
 
     def configure(self) -> dict[str, str]:
@@ -120,16 +145,15 @@ class LocalArchive:
         from latentsky.config import conf
 
         urls = self.urls()
-        self._saved_conf.append({name: getattr(conf, name) for name in urls})
-        conf.set(**urls)
+        block = conf.set_temp(**urls)
+        block.__enter__()
+        self._conf_blocks.append(block)
         return urls
 
     def restore(self) -> None:
         """Undo the last :meth:`configure`."""
-        from latentsky.config import conf
-
-        if self._saved_conf:
-            conf.set(**self._saved_conf.pop())
+        if self._conf_blocks:
+            self._conf_blocks.pop().__exit__(None, None, None)
 
     def start(self) -> "LocalArchive":
         """Start the server in a background thread."""
@@ -137,8 +161,9 @@ class LocalArchive:
         return self
 
     def stop(self) -> None:
-        """Stop the server."""
+        """Stop the server and the asynchronous jobs."""
         self.server.stop()
+        self.jobs.close()
 
     def __enter__(self) -> "LocalArchive":
         self.start()
@@ -154,9 +179,19 @@ class LocalArchive:
 
     # ------------------------------------------------------------------ TAP
     def obscore_table(self) -> Table:
-        """The ``ivoa.ObsCore`` table as served (access URLs pointing at this server)."""
+        """The ``ivoa.ObsCore`` table as served: every ObsCore 1.1 column, described, access URLs pointing here.
+
+        Built once; the ``access_url`` of rows from ``obscore`` (recorded answers) is kept as recorded.
+        """
+        with self._lock:
+            if self._obscore is None:
+                self._obscore = tap_schema.dress(self._raw_obscore(), tap_schema.OBSCORE)
+            return self._obscore
+
+    def _raw_obscore(self) -> Table:
         table = self.catalog.obscore.copy()
         table["access_url"] = [f"{self.base_url}/eso/file/{dp}" for dp in table["dp_id"]]
+        table["obs_publisher_did"] = [f"ivo://latentsky.local/eso?{dp}" for dp in table["dp_id"]]
         table.remove_column("filename")
         if self.extra_obscore is not None:
             from astropy.table import vstack
@@ -172,5 +207,4 @@ class LocalArchive:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 table = vstack([table, extra], join_type="outer", metadata_conflicts="silent")
-            table = table.filled() if table.has_masked_columns else table
         return table

@@ -19,7 +19,9 @@ HIPS_ALIASES = {
 """HiPS identifiers the hips2fits endpoint understands, mapped to local survey names
 (a survey name itself, e.g. ``"FIRST"``, is accepted too)."""
 
-MAX_CUTOUT_PIXELS = 4096 * 4096
+MAX_CUTOUT_PIXELS = 1000 * 1000
+"""Largest hips2fits image served, width x height in pixels (1 Mpx, about a second of resampling here;
+2048 x 2048 took 7.4 s and 606 MB).  The real service's own limit could not be read offline: this one is ours."""
 
 
 def find_images(archive, survey: str):
@@ -29,7 +31,57 @@ def find_images(archive, survey: str):
         raise HTTPError(404, f"unknown survey {survey!r}; this archive has {archive.catalog.surveys()}")
     return images
 
+
 def hips2fits(archive, request: Request) -> Response:
+    """CDS hips2fits from the folder's images: resampled where they cover, blank (NaN) elsewhere."""
+    asked = hips2fits_request(request)
+    if isinstance(asked, Response):
+        return asked
+    hips, ra, dec, width, height, fov = asked
+    try:
+        images = find_images(archive, hips)
+    except HTTPError as err:
+        if hips not in HIPS_ALIASES and hips not in HIPS_ALIASES.values():
+            return Response.json({"title": "Unknown HiPS", "description": err.message}, status=400)
+        # a survey the real service knows but this folder has no image of: all blank, as off-footprint
+        images = []
+    hdu = resample_tan(images, ra, dec, width, height, fov)
+    return Response(fits_bytes(hdu), content_type="application/fits")
+
+
+def synthetic_hips2fits(archive, request: Request) -> Response:
+    """hips2fits over the folder's images where they cover the centre, the synthetic sky elsewhere.
+
+    The synthetic answers say so in their header (``SYNTHSKY = T``, see :mod:`.sky`).
+    """
+    asked = hips2fits_request(request)
+    if isinstance(asked, Response):
+        return asked
+    hips, ra, dec, width, height, fov = asked
+    body = survey_fits(archive, HIPS_ALIASES.get(hips, hips), hips, ra, dec, width, height, fov)
+    if body is None:
+        return Response.json({"title": "Unknown HiPS", "description": f"{hips!r} is not a survey of the "
+                              f"synthetic sky ({', '.join(sorted(HIPS_ALIASES))})"}, status=400)
+    return Response(body, content_type="application/fits")
+
+
+def survey_fits(archive, survey: str, label: str, ra: float, dec: float, width: int, height: int,
+                fov: float) -> bytes | None:
+    """A FITS image of ``survey`` (``SDSS-r``, ``FIRST``, ``UKIDSS-K``...) on a TAN grid centred on (ra, dec):
+    from the folder's images where one covers the centre, else from the synthetic sky (marked so; blank off
+    its footprint); None for a survey neither knows.  ``label`` names what was asked (a HiPS id...)."""
+    from latentsky.archives.local import sky
+
+    images = [im for im in archive.catalog.images if im.survey.lower() == survey.lower() and im.contains(ra, dec)]
+    if images:
+        return fits_bytes(resample_tan(images, ra, dec, width, height, fov))
+    if sky.survey_band(survey) is not None:
+        return sky.synthetic_fits(survey, label, ra, dec, width, height, fov)
+    return None
+
+
+def hips2fits_request(request: Request):
+    """``(hips, ra, dec, width, height, fov)`` of a hips2fits request, or the 400 answer it deserves."""
     try:
         hips = request.param("hips")
         if not hips:
@@ -40,22 +92,19 @@ def hips2fits(archive, request: Request) -> Response:
         fmt = (request.param("format") or "fits").lower()
     except ValueError as err:
         return Response.json({"title": "Bad request", "description": str(err)}, status=400)
-    if not (0 < width * height <= MAX_CUTOUT_PIXELS) or not np.isfinite([fov, ra, dec]).all() or fov <= 0:
+    if not (width > 0 and height > 0) or not np.isfinite([fov, ra, dec]).all() or fov <= 0 \
+            or not -90 <= dec <= 90:
         return Response.json({"title": "Bad request", "description":
                               "width, height (pixels), fov (deg), ra, dec (deg) must be positive numbers"},
                              status=400)
+    if width * height > MAX_CUTOUT_PIXELS:
+        return Response.json({"title": "Bad request", "description": f"{width} x {height} pixels is over this "
+                              f"service's limit of {MAX_CUTOUT_PIXELS} pixels per image"}, status=400)
     if fmt != "fits" or projection != "TAN":
         return Response.json({"title": "Bad request", "description":
                               "the local hips2fits serves format=fits, projection=TAN only"}, status=400)
-    try:
-        images = find_images(archive, hips)
-    except HTTPError as err:
-        if hips not in HIPS_ALIASES and hips not in HIPS_ALIASES.values():
-            return Response.json({"title": "Unknown HiPS", "description": err.message}, status=400)
-        # a survey the real service knows but this folder has no image of: all blank, as off-footprint
-        images = []
-    hdu = resample_tan(images, ra, dec, width, height, fov)
-    return Response(fits_bytes(hdu), content_type="application/fits")
+    return hips, ra % 360.0, dec, width, height, fov
+
 
 def cutout(archive, request: Request) -> Response:
     from astropy.coordinates import SkyCoord
@@ -94,16 +143,11 @@ def resample_tan(images, ra: float, dec: float, width: int, height: int, fov: fl
     Pixels no image covers are NaN (hips2fits' blank value), so a position
     off the survey gives an all-NaN image.  Bilinear interpolation.
     """
-    from astropy.wcs import WCS
     from scipy.ndimage import map_coordinates
 
-    scale = fov / width
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval = [ra, dec]
-    wcs.wcs.crpix = [(width + 1) / 2, (height + 1) / 2]
-    wcs.wcs.cdelt = [-scale, scale]
-    wcs.wcs.cunit = ["deg", "deg"]
+    from latentsky.archives.local.sky import tan_wcs
+
+    wcs = tan_wcs(ra, dec, width, height, fov)
     out = np.full((height, width), np.nan, dtype=np.float32)
     yy, xx = np.mgrid[0:height, 0:width]
     world = wcs.pixel_to_world(xx, yy)

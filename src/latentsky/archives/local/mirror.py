@@ -81,16 +81,19 @@ def mirror_local(root: str | Path, dest: str | Path, *, progress: ProgressCallba
     from latentsky.archives.eso import eso
     from latentsky.archives.local.archive import LocalArchive
     from latentsky.archives.sdss import sdss
+    from latentsky.config import conf
     from latentsky.download.manager import DownloadManager
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    with LocalArchive(root, fault_rate=fault_rate, faults=faults, seed=seed, retry_after=0.1) as archive:
+    # the local archive recovers at once: with injected faults, short waits keep the demo quick
+    quick = {"retry_backoff": 0.05} if fault_rate else {}
+    with LocalArchive(root, fault_rate=fault_rate, faults=faults, seed=seed, retry_after=0.1) as archive, \
+            conf.set_temp(**quick):
         eso_table = eso.query(collection=None, dataproduct_type="spectrum")
         sdss_table = sdss.query_spectra()
         items = eso.plan(eso_table, dest / "eso") + sdss.plan(sdss_table, dest / "sdss")
         log.info("mirror: %d ESO and %d SDSS spectra from %s", len(eso_table), len(sdss_table), archive.base_url)
-        manager = DownloadManager(dest, progress=progress, max_retries=max_retries,
-                                  backoff=0.05 if fault_rate else 0.5)
+        manager = DownloadManager(dest, progress=progress, max_retries=max_retries)
         results = manager.run(items)
     return MirrorResult(dest, eso_table, sdss_table, items, results)

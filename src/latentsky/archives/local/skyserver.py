@@ -12,8 +12,13 @@ from latentsky.archives.local import adql
 from latentsky.archives.local.files import fits_file_response
 from latentsky.archives.local.server import HTTPError, Request, Response
 
+ROW_LIMIT = 500_000
+"""Most rows of one answer, as SkyServer's SQL search: longer results are cut, silently."""
+
 
 def sql_search(archive, request: Request) -> Response:
+    """SkyServer's SQL search as astroquery.sdss asks it (``GET /dr<N>/en/tools/search/x_results.aspx``,
+    ``cmd``, ``format=csv``, ``searchtool=SQL``): a CSV answer, or an error text."""
     sql = request.param("cmd")
     if not sql:
         return Response.text("the cmd parameter (SQL) is missing", status=400)
@@ -25,7 +30,8 @@ def sql_search(archive, request: Request) -> Response:
     except adql.AdqlError as err:
         # SkyServer answers SQL errors with an error text, not a table
         return Response.text(f"Error: {err}", status=400)
-    return Response.text(skyserver_csv(result), content_type="text/plain; charset=utf-8")
+    return Response.text(skyserver_csv(result[:ROW_LIMIT]), content_type="text/plain; charset=utf-8")
+
 
 def sas_file(archive, request: Request) -> Response:
     name = request.path_params["path"].rsplit("/", 1)[-1]
@@ -64,9 +70,13 @@ def run_skyserver_sql(sql: str, specobj: Table) -> Table:
             if len(parts) > 1:
                 raise adql.AdqlError("UNION ALL is only supported between fGetNearbySpecObjEq blocks")
             return adql.run(part, tables)[0]
-        r_deg = float(m["r"]) / 60.0  # SkyServer radii are arcminutes
+        try:
+            ra, dec, r_deg = float(m["ra"]), float(m["dec"]), float(m["r"]) / 60.0  # SkyServer radii: arcminutes
+        except ValueError:
+            raise adql.AdqlError(f"fGetNearbySpecObjEq({m['ra']}, {m['dec']}, {m['r']}): ra, dec (deg) and "
+                                 "radius (arcmin) must be numbers") from None
         cone = (f"CONTAINS(POINT('ICRS', {m['alias']}.ra, {m['alias']}.dec), "
-                f"CIRCLE('ICRS', {float(m['ra'])}, {float(m['dec'])}, {r_deg})) = 1")
+                f"CIRCLE('ICRS', {ra}, {dec}, {r_deg})) = 1")
         where = cone if not m["where"] else f"{cone} AND ({m['where']})"
         table, _ = adql.run(f"SELECT {m['cols']} FROM SpecObj AS {m['alias']} WHERE {where}", tables)
         table.add_column(np.full(len(table), int(m["idx"])), name="idx", index=0)
