@@ -154,7 +154,7 @@ def score(data: dict, Z, reconstructed=None, distances=None) -> dict:
     return out
 
 
-def run_set(name: str, seeds: int, work: Path, sink) -> dict:
+def run_set(name: str, seeds: int, work: Path, sink, fit: dict | None = None) -> dict:
     from latentsky import evaluate as ev
     from latentsky.autoencoder import LatentAutoencoder, SpectraPCA, SpectraUMAP
 
@@ -191,7 +191,7 @@ def run_set(name: str, seeds: int, work: Path, sink) -> dict:
     for seed in range(seeds):
         for kind in READOUT_MAPS:
             t0 = time.perf_counter()
-            est = LatentAutoencoder(map=kind, random_state=seed).fit(data["emb_path"])
+            est = LatentAutoencoder(map=kind, random_state=seed, **(fit or {})).fit(data["emb_path"])
             z = est.transform(readouts)
             record(kind, seed, score(data, z, est.inverse_transform(z), distances), t0,
                    {"gradient_shares": est.gradient_shares_, "restart_losses": est.restart_losses_,
@@ -242,15 +242,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10, help="seeds per map (default 10)")
     ap.add_argument("--sets", default="sample,sdss_more,harps_more",
                     help="comma-separated sets (default all three: sample,sdss_more,harps_more)")
+    ap.add_argument("--restarts", type=int, default=None,
+                    help="random starts per end-to-end fit (default: the estimator's; fewer bound the run's time)")
+    ap.add_argument("--max-iter", type=int, default=None, help="L-BFGS iterations per fit (default: the estimator's)")
     ap.add_argument("--out", type=Path, default=None, help="append every run's scores to this JSON-lines file")
     args = ap.parse_args()
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; seeds {args.seeds}", flush=True)
-    result = {"cpu": cpu_model(), "seeds": args.seeds}
+    fit = {k: v for k, v in (("restarts", args.restarts), ("max_iter", args.max_iter)) if v is not None}
+    result = {"cpu": cpu_model(), "seeds": args.seeds, **fit}
     sink = open(args.out, "a") if args.out else None
     try:
         with tempfile.TemporaryDirectory(prefix="latentsky-bench-quality-") as tmp:
             for name in args.sets.split(","):
-                summary = run_set(name, args.seeds, Path(tmp), sink)
+                summary = run_set(name, args.seeds, Path(tmp), sink, fit)
                 report(name, summary)
                 result.update({f"{name}/{k}": v for k, v in summary.items()})
     finally:
