@@ -37,7 +37,7 @@ def test_the_full_batch_gradient_matches_finite_differences(embeddings, neighbou
     assert set(obj.last) >= {"loss", "data_error", "grad_data", "grad_penalty"}
     assert ("grad_neighbour" in obj.last) == bool(neighbour_weight)
     for k in np.random.default_rng(1).choice(len(x), 8, replace=False):
-        h = 1e-5 * max(1.0, abs(x[k]))
+        h = 1e-6 * max(1.0, abs(x[k]))    # central differences: truncation ~h^2, rounding ~1e-16/h
         e = np.zeros_like(x)
         e[k] = h
         numeric = (obj(x + e)[0] - obj(x - e)[0]) / (2 * h)
@@ -172,11 +172,14 @@ def test_the_hybrid_map_pulls_cross_prediction_neighbours_together(sample_embedd
 
 def test_a_bare_estimator_is_the_pipelines_map():
     from latentsky.autoencoder import LatentAutoencoder
-    from latentsky.autoencoder.maps import DEFAULT_KIND, KINDS, NAMES, describe
+    from latentsky.autoencoder.maps import COUPLED_KINDS, DEFAULT_KIND, END_TO_END, KINDS, NAMES, describe
     from latentsky.pipeline_defaults import TRAIN_DEFAULTS, train_defaults
 
     est = LatentAutoencoder()
     assert est.map == DEFAULT_KIND and set(NAMES) == set(KINDS)
+    # the default is a map whose encoder the model-coupled loss trains, never a baseline that scores better
+    assert DEFAULT_KIND in COUPLED_KINDS and set(COUPLED_KINDS) <= set(END_TO_END)
+    assert "(ours)" in describe(DEFAULT_KIND) and "(baseline)" in describe("umap")
     params = est.get_params()
     assert train_defaults() == TRAIN_DEFAULTS == {k: v for k, v in params.items()
                                                   if k not in ("checkpoint_dir", "cache_dir", "progress",

@@ -51,13 +51,13 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    map : {"umap", "hybrid", "coupled", "euclidean", "pca"}
-        The kind of map (:mod:`latentsky.autoencoder.maps`): UMAP of the
-        readouts with a model-coupled decoder (the default, best by neighbour
-        resemblance on the bundled sample), the model-coupled autoencoder
-        with (``hybrid``) or without (``coupled``) a neighbour term on the
-        cross-prediction graph, the Euclidean autoencoder, or PCA of the
-        readouts with a model-coupled decoder.
+    map : {"hybrid", "coupled", "umap", "euclidean", "pca"}
+        The kind of map (:mod:`latentsky.autoencoder.maps`): the
+        model-coupled autoencoder with (``hybrid``) or without (``coupled``)
+        a neighbour term on the cross-prediction graph (the default is the
+        one of these two with the best neighbour resemblance on the bundled
+        sample, ``maps.DEFAULT_KIND``), or a baseline: UMAP or PCA of the
+        readouts with a model-coupled decoder, the Euclidean autoencoder.
     n_latent : int
         Latent dimensions (2 for a map).
     hidden : tuple of int
