@@ -37,11 +37,13 @@ def test_the_full_batch_gradient_matches_finite_differences(embeddings, neighbou
     assert set(obj.last) >= {"loss", "data_error", "grad_data", "grad_penalty"}
     assert ("grad_neighbour" in obj.last) == bool(neighbour_weight)
     for k in np.random.default_rng(1).choice(len(x), 8, replace=False):
-        h = 1e-6 * max(1.0, abs(x[k]))    # central differences: truncation ~h^2, rounding ~1e-16/h
+        # the loss, (w'Gw - 2w'h + y'y) / T, cancels large terms: its rounding (~1e-12 here) over 2h limits
+        # the step from below, the curvature (truncation ~h^2) from above; a wrong gradient is off by far more
+        h = 1e-4 * max(1.0, abs(x[k]))
         e = np.zeros_like(x)
         e[k] = h
         numeric = (obj(x + e)[0] - obj(x - e)[0]) / (2 * h)
-        assert grad[k] == pytest.approx(numeric, rel=1e-4, abs=1e-9)
+        assert grad[k] == pytest.approx(numeric, rel=2e-3, abs=1e-9)
 
 
 def test_lbfgs_finds_the_minimum_of_a_badly_conditioned_quadratic():
