@@ -86,8 +86,8 @@ def cpu_model() -> str:
 
 def match_positions(ra, dec, radius_arcsec: float = 2.0) -> np.ndarray:
     """Labels grouping positions within ``radius_arcsec`` of each other (friends of friends)."""
-    from astropy.coordinates import SkyCoord, search_around_sky
     import astropy.units as u
+    from astropy.coordinates import SkyCoord, search_around_sky
 
     c = SkyCoord(np.asarray(ra) * u.deg, np.asarray(dec) * u.deg)
     i, j, _, _ = search_around_sky(c, c, radius_arcsec * u.arcsec)
@@ -154,7 +154,8 @@ def score(data: dict, Z, reconstructed=None, distances=None) -> dict:
     return out
 
 
-def run_set(name: str, seeds: int, work: Path, sink, fit: dict | None = None) -> dict:
+def run_set(name: str, seeds: int, work: Path, sink, fit: dict | None = None,
+            maps: tuple = READOUT_MAPS + FLUX_MAPS) -> dict:
     from latentsky import evaluate as ev
     from latentsky.autoencoder import LatentAutoencoder, SpectraPCA, SpectraUMAP
 
@@ -184,18 +185,22 @@ def run_set(name: str, seeds: int, work: Path, sink, fit: dict | None = None) ->
         print(f"[{name}] seed {seed} {kind:<10}" + " ".join(f"{k} {v:.4f}" for k, v in scores.items())
               + f"  ({row['seconds']:.0f} s)", flush=True)
 
-    t0 = time.perf_counter()
-    z = SpectraPCA().fit_transform(data["flux"], weight=data["weight"])
-    decoded = LatentAutoencoder(map="umap", random_state=0).fit(data["emb_path"], layout=z)
-    record("flux_pca", 0, score(data, z, decoded.inverse_transform(decoded.transform(readouts)), distances), t0)
+    if "flux_pca" in maps:
+        t0 = time.perf_counter()
+        z = SpectraPCA().fit_transform(data["flux"], weight=data["weight"])
+        decoded = LatentAutoencoder(map="umap", random_state=0).fit(data["emb_path"], layout=z)
+        record("flux_pca", 0, score(data, z, decoded.inverse_transform(decoded.transform(readouts)), distances),
+               t0)
     for seed in range(seeds):
-        for kind in READOUT_MAPS:
+        for kind in (k for k in READOUT_MAPS if k in maps):
             t0 = time.perf_counter()
             est = LatentAutoencoder(map=kind, random_state=seed, **(fit or {})).fit(data["emb_path"])
             z = est.transform(readouts)
             record(kind, seed, score(data, z, est.inverse_transform(z), distances), t0,
                    {"gradient_shares": est.gradient_shares_, "restart_losses": est.restart_losses_,
                     "optimizer": est.optimizer_})
+        if "flux_umap" not in maps:
+            continue
         t0 = time.perf_counter()
         z = SpectraUMAP(random_state=seed).fit_transform(data["flux"], weight=data["weight"])
         # a model-coupled decoder from exactly these points: what the flux map keeps of the readouts
@@ -226,6 +231,8 @@ def report(name: str, s: dict) -> None:
         print(f"{kind:<11}" + "".join(f"{c:>20}" for c in cells) + f"{s[f'{kind}_seconds']:>8.0f}")
     from latentsky.autoencoder.maps import DEFAULT_KIND
 
+    if not all(f"{k}_resemblance" in s for k in FLUX_MAPS + (DEFAULT_KIND, "coupled", "euclidean")):
+        return
     best_flux = min(FLUX_MAPS, key=lambda k: s[f"{k}_resemblance"])
     best = min(kinds, key=lambda k: s[f"{k}_resemblance"])
     d = s[f"{DEFAULT_KIND}_resemblance"] - s[f"{best_flux}_resemblance"]
@@ -242,6 +249,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10, help="seeds per map (default 10)")
     ap.add_argument("--sets", default="sample,sdss_more,harps_more",
                     help="comma-separated sets (default all three: sample,sdss_more,harps_more)")
+    ap.add_argument("--maps", default=",".join(READOUT_MAPS + FLUX_MAPS),
+                    help="comma-separated maps to fit (default all)")
     ap.add_argument("--restarts", type=int, default=None,
                     help="random starts per end-to-end fit (default: the estimator's; fewer bound the run's time)")
     ap.add_argument("--max-iter", type=int, default=None, help="L-BFGS iterations per fit (default: the estimator's)")
@@ -254,7 +263,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="latentsky-bench-quality-") as tmp:
             for name in args.sets.split(","):
-                summary = run_set(name, args.seeds, Path(tmp), sink, fit)
+                summary = run_set(name, args.seeds, Path(tmp), sink, fit, tuple(args.maps.split(",")))
                 report(name, summary)
                 result.update({f"{name}/{k}": v for k, v in summary.items()})
     finally:

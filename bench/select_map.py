@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import cpu_model, prepare, score  # noqa: E402
+from quality import cpu_model, prepare, score
 
 #: (name, LatentAutoencoder parameters); the first two groups are the candidates.
 CANDIDATES = [
@@ -48,7 +48,7 @@ def main() -> None:
 
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; seeds {args.seeds}", flush=True)
     extra = {k: v for k, v in (("restarts", args.restarts), ("max_iter", args.max_iter)) if v is not None}
-    sink = open(args.out, "a") if args.out else None
+    sink = open(args.out, "a") if args.out else None  # noqa: SIM115 (closed at the end, appended to as runs finish)
     result = {"cpu": cpu_model(), "seeds": args.seeds, **extra}
     with tempfile.TemporaryDirectory(prefix="latentsky-select-map-") as tmp:
         data = prepare("sample", Path(tmp))
@@ -81,6 +81,8 @@ def main() -> None:
                 result[f"{name}/gradient_shares"] = {k: float(np.mean([s[k] for s in shares])) for k in shares[0]}
             print(f"== {name}: resemblance {result[f'{name}/resemblance']:.4f} +- "
                   f"{result[f'{name}/resemblance_se']:.4f}", flush=True)
+    if sink is not None:
+        sink.close()
     best = min((n for n, _ in CANDIDATES), key=lambda n: result[f"{n}/resemblance"])
     result["best_candidate"] = best
     print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.items()}))

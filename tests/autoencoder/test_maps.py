@@ -145,8 +145,13 @@ def test_the_umap_map_follows_umap_learns_layout(sample_embeddings, readouts, sm
 
     monkeypatch.setattr(fitting, "LAYOUT_ITERATIONS", 300)  # a shorter regression than the default's 2,000
     est = LatentAutoencoder(map="umap", random_state=0, **{**small, "max_iter": 5}).fit(sample_embeddings)
-    # the encoder was regressed onto umap-learn's layout of the standardised readouts' graph (same seed)
-    x = ev.standardised(readouts)
+    # the encoder was regressed onto umap-learn's layout of the standardised readouts' graph (same seed), the
+    # readouts standardised by the fit's own moments: umap-learn's float32 SGD turns differences in the last
+    # digits of its input into a visibly different layout
+    from latentsky.autoencoder.sources import as_source, moments
+
+    mean, std, _ = moments(as_source(sample_embeddings, None, None), np.ones(len(readouts), bool))
+    x = (readouts - mean) / np.where(std > 0, std, 1.0)
     layout = umap_layout(x, fuzzy_graph(len(x), est.n_neighbors, 0, points=x), 2, umap_ab(est.min_dist), 0)
     z = est.transform(readouts)
     assert est.fit_summary_["layout_mse"] == pytest.approx(np.mean(np.sum((z - layout) ** 2, axis=1)), rel=0.01)
@@ -199,7 +204,7 @@ def test_auto_chooses_adam_when_the_full_batch_does_not_fit(readouts, stats, sma
 
 
 def test_beyond_exact_max_the_graph_comes_from_candidates(embeddings, readouts, stats, monkeypatch):
-    """Above EXACT_MAX spectra only each spectrum's 4 k nearest in the whitened readouts are tried: on the
+    """Above EXACT_MAX spectra only each spectrum's 8 k nearest in the whitened readouts are tried: on the
     sample (exact below the limit) they hold nearly all of the exact cross-prediction neighbours."""
     from latentsky.autoencoder import graphs
     from latentsky.autoencoder.coupled import metric_root
@@ -218,4 +223,5 @@ def test_beyond_exact_max_the_graph_comes_from_candidates(embeddings, readouts, 
     for i in range(len(readouts)):
         for j, dist in zip(idx[i, 1:], d[i, 1:]):
             if j in exact_idx[i]:
-                assert dist == pytest.approx(exact_d[i][list(exact_idx[i]).index(j)], rel=1e-9, abs=1e-12)
+                # the same sums in another order: the error's cancelling terms leave ~1e-9 of rounding
+                assert dist == pytest.approx(exact_d[i][list(exact_idx[i]).index(j)], rel=1e-7, abs=1e-12)

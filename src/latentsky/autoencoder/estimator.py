@@ -158,7 +158,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, map=DEFAULT_KIND, n_latent=2, hidden=(128,), activation="tanh", normalise="n_steps",
-                 whiten="auto", optimizer="auto", restarts=3, max_iter=1000, tol=1e-10, neighbour_weight=0.3,
+                 whiten="auto", optimizer="auto", restarts=3, max_iter=1000, tol=1e-10, neighbour_weight=0.1,
                  n_neighbors=5, min_dist=0.1, negative_rate=5, edges_per_spectrum=32, euclidean_weight=0.0,
                  weight_decay=1e-6, learning_rate=1e-2, epochs=600, batch_size=32, validation_fraction=None,
                  patience=60, lr_patience=10, checkpoint_dir=None, chunk_rows=None, in_memory="auto",

@@ -242,8 +242,9 @@ class ReadoutAutoencoder(keras.Model):
             return mse
 
         for _ in range(int(steps)):
-            mse = step()
-        return float(mse)
+            step()
+        # the distance after the last step (each step's own value is the one before its update)
+        return float(tf.reduce_mean(tf.reduce_sum(tf.square(self.encode(w) - z), axis=1)))
 
     def call(self, w, training=False):
         return self.decode(self.encode(w, training=training), training=training)

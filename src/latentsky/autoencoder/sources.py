@@ -215,21 +215,26 @@ def exact_ridge(emb, rows: int = 64) -> float | None:
 
 def moments(source: Source, rows: np.ndarray):
     """Mean, std and covariance matrix of the readouts of ``rows`` (a boolean mask), accumulated block by
-    block in float64."""
+    block in float64 around the first block's mean (a weight whose spread is tiny beside its mean would lose
+    its variance to cancellation in ``E[w^2] - E[w]^2``)."""
     s1 = np.zeros(source.m)
     s2 = np.zeros((source.m, source.m))
     k = 0
+    shift = None
     for s, e in source.blocks():
         sel = rows[s:e]
         if not sel.any():
             continue
         w = np.asarray(source.readout[s:e], dtype="f8")[sel]
+        if shift is None:
+            shift = w.mean(0)
+        w = w - shift
         s1 += w.sum(0)
         s2 += w.T @ w
         k += len(w)
-    mean = s1 / k
-    cov = s2 / k - np.outer(mean, mean)
-    return mean, np.sqrt(np.clip(np.diag(cov), 0.0, None)), cov
+    centre = s1 / k
+    cov = s2 / k - np.outer(centre, centre)
+    return shift + centre, np.sqrt(np.clip(np.diag(cov), 0.0, None)), cov
 
 
 def mean_metric(source: Source, rows: np.ndarray, normalise: str):
