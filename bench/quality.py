@@ -1,35 +1,42 @@
-"""Map quality on the bundled sample: our autoencoder beside the baselines, from the same run.
+"""Map quality: every kind of map beside maps of the flux itself, each trained its own way, over many seeds.
 
-The 125 real spectra are ingested and embedded with the pipeline's settings
-(:mod:`latentsky.pipeline`), then mapped to 2-D by
+Sets (``--sets``): ``sample``, the bundled 125 spectra, where settings are
+chosen; ``sdss_more`` (277 SDSS spectra) and ``harps_more`` (HD10180 at 14
+epochs and a sky exposure, each as s1d and as e2ds), in
+``../shared/data/`` (or ``$LATENTSKY_SHARED_DATA``), where they are
+reported and never tuned.  Each set is
+ingested and embedded with the pipeline's settings, then mapped to 2-D by
 
-* ``ours``: the model-coupled autoencoder (the pipeline's training settings:
-  the encoder started from umap-learn's layout of the readouts' neighbour
-  graph, the map refined with the neighbour term, the decoder fitted to the
-  data-space error; see :mod:`latentsky.autoencoder.model`);
-* ``euclidean_ae``: the same network and settings with the Euclidean readout
-  loss in place of the coupled one;
-* ``pca``: PCA of the standardised readouts;
-* ``umap``: UMAP of the standardised readouts;
-* ``spectra_pca``: PCA of the resampled spectra (no stage 1 at all).
+* ``coupled``, ``hybrid``, ``euclidean``, ``umap``, ``pca``: the kinds of
+  :class:`~latentsky.autoencoder.LatentAutoencoder`
+  (:mod:`latentsky.autoencoder.maps`), each fitted on its own with its
+  defaults (``euclidean`` is the Euclidean autoencoder, trained as its own map);
+* ``flux_pca`` and ``flux_umap``: PCA and UMAP of the resampled spectra
+  themselves (no stage 1 at all).
 
-Scores (:mod:`latentsky.evaluate`): leave-one-out kNN purity by object (k = 1
-and 5, over the objects observed more than once) and by class, trustworthiness,
-and, for the maps that can reconstruct a readout, the data-space
-reconstruction error (mean one-step squared error per step) and its excess
-over the stage-1 readouts' own error.  ``--seeds`` repeats the seeded maps
-(ours, the Euclidean AE, UMAP) with other seeds and reports means, and the
-standard errors of the mean purities (``*_purity_k1_se``...): on 125 spectra
-one seed's k = 5 purity moves by about 0.01.  Purity is also printed on two
-halves of the repeated objects (half A: alpha Cen B and every other SDSS object
-by name; half B: the rest): the pipeline's settings were chosen on half A, so half B
-shows how far that choice carries.  For reference, the purity of the
-standardised N+1-dimensional readouts themselves (``readouts_purity_k1``...,
-not a map, so never a baseline): what the maps' neighbour graph starts from.
+Scores (:mod:`latentsky.evaluate`), judged on the spectra rather than on any
+method's own coordinates:
 
-Last line: one JSON object with ``ours_purity_k1, ours_purity_k5,
-pca_purity_k1, umap_purity_k1, ours_recon_error, euclidean_ae_recon_error``
-and the rest.
+* ``resemblance``: median relative residual between a spectrum and its map
+  nearest neighbour (best scale, shared valid pixels; lower is better);
+* ``purity_k1``, ``purity_k5``: kNN purity of the repeat label (sample and
+  sdss_more: the object, sdss_more's matched by position within 2 arcsec as
+  its PROVENANCE does; harps_more: the exposure, so k = 1 asks whether an
+  exposure's s1d lands next to its own e2ds);
+* ``trust_data``: trustworthiness (k = 5) with neighbours in flux space;
+* ``recon_error``: the data-space one-step error (per step, normalised flux
+  squared) of the readout decoded from the map point: the map's own decoder,
+  or for ``umap``, ``pca`` and the flux maps a decoder fitted to the
+  model-coupled loss from exactly the map's points (what the map keeps);
+* ``knn_r2_redshift`` (sdss_more, sample) and ``class_purity_k5``.
+
+Every map is fitted ``--seeds`` times (seeds 0..N-1; ``flux_pca`` is
+deterministic); the JSON holds the mean over seeds (``<map>_<score>``) and
+its standard error (``<map>_<score>_se``) per set (``<set>/...``).  Also the
+reference no 2-D map reaches: ``flux_nn_resemblance``, the resemblance of
+each spectrum's nearest neighbour in full flux space.  With ``--out`` every
+run's scores are appended to a JSON-lines file as they come (an interrupted
+run loses nothing).  Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -44,130 +53,223 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
-def object_halves(objects) -> dict:
-    """Labels scoring only half of the repeated objects each (others get labels of their own)."""
+
+def _shared_data() -> Path:
+    """The shared data folder: $LATENTSKY_SHARED_DATA, or the first ``shared/data`` beside the repository or a
+    folder above it (a git worktree lies a level deeper than the main checkout)."""
+    if os.environ.get("LATENTSKY_SHARED_DATA"):
+        return Path(os.environ["LATENTSKY_SHARED_DATA"])
+    repo = Path(__file__).resolve().parents[1]
+    for up in repo.parents:
+        if (up / "shared" / "data").is_dir():
+            return up / "shared" / "data"
+    return repo.parent / "shared" / "data"
+
+
+SHARED = _shared_data()
+READOUT_MAPS = ("coupled", "hybrid", "euclidean", "umap", "pca")
+FLUX_MAPS = ("flux_pca", "flux_umap")
+SCORES = ("resemblance", "purity_k1", "purity_k5", "trust_data", "recon_error", "knn_r2_redshift",
+          "class_purity_k5")
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def match_positions(ra, dec, radius_arcsec: float = 2.0) -> np.ndarray:
+    """Labels grouping positions within ``radius_arcsec`` of each other (friends of friends)."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord, search_around_sky
+
+    c = SkyCoord(np.asarray(ra) * u.deg, np.asarray(dec) * u.deg)
+    i, j, _, _ = search_around_sky(c, c, radius_arcsec * u.arcsec)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(len(c), len(c)))
+    return connected_components(graph, directed=False)[1]
+
+
+def prepare(name: str, work: Path) -> dict:
+    """Ingest and embed a set with the pipeline's settings; its catalog with the scoring labels."""
     import pandas as pd
 
-    counts = pd.Series(objects).value_counts()
-    sdss = sorted(o for o in counts.index if counts[o] > 1 and o != "HD128621")
-    members = {"A": {"HD128621", *sdss[0::2]}, "B": set(sdss[1::2])}
-    return {h: np.array([o if o in m else f"_{i}" for i, o in enumerate(objects)], dtype=object)
-            for h, m in members.items()}
+    from latentsky.data import sample_path
+    from latentsky.embed.runner import embed_store, open_embeddings
+    from latentsky.ingest import ingest
+    from latentsky.pipeline_defaults import EMBED_DEFAULTS
+    from latentsky.store import SpectrumStore
+
+    source = {"sample": sample_path(), "sdss_more": SHARED / "sdss_more", "harps_more": SHARED / "harps_more"}[name]
+    ingest([source], work / f"{name}-all")
+    cat = SpectrumStore(work / f"{name}-all").catalog
+    # spectra that stage 1 cannot embed (no two consecutive valid pixels) are left out here, with the reason
+    usable = cat["n_good_pixels"].to_numpy() > 2 * 20 + 2
+    left_out = [f"{r['id']}: {r['n_good_pixels']} valid pixels" for _, r in cat[~usable].iterrows()]
+    store_path = work / f"{name}-all"
+    if left_out:
+        ingest(cat.loc[usable, "path"].tolist(), work / name)
+        store_path = work / name
+    store = SpectrumStore(store_path)
+    embed_store(store, work / f"{name}-emb", random_state=0, **EMBED_DEFAULTS)
+    emb = open_embeddings(work / f"{name}-emb")
+    cat = store.catalog.iloc[emb.catalog["row"].to_numpy()].reset_index(drop=True)
+    if name == "sdss_more":
+        labels = pd.read_csv(source / "labels.csv")
+        labels.index = labels["file"].str.replace(".fits", "", regex=False)
+        own = labels.loc[cat["id"]]
+        cat["label"] = match_positions(own["ra"], own["dec"])
+        cat["spec_class"] = own["class"].to_numpy()
+        cat["redshift"] = own["z"].to_numpy()
+    elif name == "harps_more":
+        cat["label"] = cat["id"].str.replace(r"_(s1d|e2ds)_A$", "", regex=True)
+        cat["spec_class"] = cat["object"]
+    else:
+        cat["label"] = cat["object"]
+    return {"store": store, "emb": emb, "cat": cat, "flux": store.flux[:], "weight": store.weight[:],
+            "left_out": left_out, "emb_path": work / f"{name}-emb"}
+
+
+def score(data: dict, Z, reconstructed=None, distances=None) -> dict:
+    from latentsky import evaluate as ev
+
+    cat = data["cat"]
+    out = {"resemblance": ev.neighbour_resemblance(Z, data["flux"], data["weight"]),
+           "purity_k1": ev.knn_purity(Z, cat["label"].to_numpy(), 1),
+           "purity_k5": ev.knn_purity(Z, cat["label"].to_numpy(), 5),
+           "trust_data": ev.trust_data(Z, data["flux"], data["weight"], 5, distances=distances),
+           "class_purity_k5": ev.knn_purity(Z, cat["spec_class"].to_numpy(), 5, repeated_only=False)}
+    if "redshift" in cat and np.isfinite(cat["redshift"].to_numpy(dtype="f8")).sum() > 10:
+        out["knn_r2_redshift"] = ev.knn_regression(Z, cat["redshift"].to_numpy(dtype="f8"), 5)
+    if reconstructed is not None:
+        out["recon_error"] = float(np.mean(ev.reconstruction_error(data["stats"], reconstructed)))
+    return out
+
+
+def run_set(name: str, seeds: int, work: Path, sink, fit: dict | None = None,
+            maps: tuple = READOUT_MAPS + FLUX_MAPS) -> dict:
+    from latentsky import evaluate as ev
+    from latentsky.autoencoder import LatentAutoencoder, SpectraPCA, SpectraUMAP
+
+    data = prepare(name, work)
+    readouts = np.asarray(data["emb"].readout[:], dtype="f8")
+    data["stats"] = data["emb"].statistics()
+    distances = ev.flux_distances(data["flux"], data["weight"])
+    nn = distances.copy()
+    np.fill_diagonal(nn, np.inf)
+    info = {"n_spectra": len(readouts), "left_out": data["left_out"],
+            "n_repeat_labels": int((data["cat"]["label"].value_counts() > 1).sum()),
+            "stage1_error": float(np.mean(ev.reconstruction_error(data["stats"], readouts))),
+            "flux_nn_resemblance": float(np.median(nn.min(axis=1)))}
+    print(f"[{name}] {info['n_spectra']} spectra ({len(info['left_out'])} left out: {info['left_out']}), "
+          f"{info['n_repeat_labels']} repeated labels; stage-1 error {info['stage1_error']:.5f}; resemblance of "
+          f"the nearest neighbour in full flux space {info['flux_nn_resemblance']:.4f}", flush=True)
+    runs: dict[str, list[dict]] = {}
+    seconds: dict[str, float] = {}
+
+    def record(kind, seed, scores, t0, extra=None):
+        seconds[kind] = seconds.get(kind, 0.0) + time.perf_counter() - t0
+        runs.setdefault(kind, []).append(scores)
+        row = {"set": name, "map": kind, "seed": seed, "seconds": time.perf_counter() - t0, **scores, **(extra or {})}
+        if sink is not None:
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+        print(f"[{name}] seed {seed} {kind:<10}" + " ".join(f"{k} {v:.4f}" for k, v in scores.items())
+              + f"  ({row['seconds']:.0f} s)", flush=True)
+
+    if "flux_pca" in maps:
+        t0 = time.perf_counter()
+        z = SpectraPCA().fit_transform(data["flux"], weight=data["weight"])
+        decoded = LatentAutoencoder(map="umap", random_state=0).fit(data["emb_path"], layout=z)
+        record("flux_pca", 0, score(data, z, decoded.inverse_transform(decoded.transform(readouts)), distances),
+               t0)
+    for seed in range(seeds):
+        for kind in (k for k in READOUT_MAPS if k in maps):
+            t0 = time.perf_counter()
+            est = LatentAutoencoder(map=kind, random_state=seed, **(fit or {})).fit(data["emb_path"])
+            z = est.transform(readouts)
+            record(kind, seed, score(data, z, est.inverse_transform(z), distances), t0,
+                   {"gradient_shares": est.gradient_shares_, "restart_losses": est.restart_losses_,
+                    "optimizer": est.optimizer_})
+        if "flux_umap" not in maps:
+            continue
+        t0 = time.perf_counter()
+        z = SpectraUMAP(random_state=seed).fit_transform(data["flux"], weight=data["weight"])
+        # a model-coupled decoder from exactly these points: what the flux map keeps of the readouts
+        decoded = LatentAutoencoder(map="umap", random_state=seed).fit(data["emb_path"], layout=z)
+        record("flux_umap", seed, score(data, z, decoded.inverse_transform(decoded.transform(readouts)),
+                                        distances), t0)
+    summary = dict(info)
+    for kind, rows in runs.items():
+        for key in SCORES:
+            values = [r[key] for r in rows if key in r]
+            if values:
+                summary[f"{kind}_{key}"] = float(np.mean(values))
+                summary[f"{kind}_{key}_se"] = (float(np.std(values, ddof=1) / np.sqrt(len(values)))
+                                               if len(values) > 1 else 0.0)
+        summary[f"{kind}_seconds"] = seconds[kind] / len(rows)
+        summary[f"{kind}_seeds"] = len(rows)
+    return summary
+
+
+def report(name: str, s: dict) -> None:
+    kinds = [k for k in READOUT_MAPS + FLUX_MAPS if f"{k}_resemblance" in s]
+    print(f"\n[{name}] mean +- standard error over seeds ({s['n_spectra']} spectra; lower resemblance and "
+          "recon_error are better)")
+    print(f"{'map':<11}" + "".join(f"{k:>20}" for k in SCORES) + f"{'s/fit':>8}")
+    for kind in kinds:
+        cells = [f"{s[f'{kind}_{k}']:.4f}+-{s[f'{kind}_{k}_se']:.4f}" if f"{kind}_{k}" in s else "-"
+                 for k in SCORES]
+        print(f"{kind:<11}" + "".join(f"{c:>20}" for c in cells) + f"{s[f'{kind}_seconds']:>8.0f}")
+    from latentsky.autoencoder.maps import DEFAULT_KIND
+
+    if not all(f"{k}_resemblance" in s for k in FLUX_MAPS + (DEFAULT_KIND, "coupled", "euclidean")):
+        return
+    best_flux = min(FLUX_MAPS, key=lambda k: s[f"{k}_resemblance"])
+    best = min(kinds, key=lambda k: s[f"{k}_resemblance"])
+    d = s[f"{DEFAULT_KIND}_resemblance"] - s[f"{best_flux}_resemblance"]
+    se = np.hypot(s[f"{DEFAULT_KIND}_resemblance_se"], s[f"{best_flux}_resemblance_se"])
+    print(f"best resemblance: {best}; default ({DEFAULT_KIND}) - best flux baseline ({best_flux}) "
+          f"{d:+.4f} +- {se:.4f} (target <= 0: {d <= 0}); coupled recon_error {s['coupled_recon_error']:.5f} vs "
+          f"Euclidean autoencoder {s['euclidean_recon_error']:.5f} (target below: "
+          f"{s['coupled_recon_error'] < s['euclidean_recon_error']}); reference: full-flux nearest neighbour "
+          f"{s['flux_nn_resemblance']:.4f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=1, help="seeds of the trained maps to average (default 1)")
+    ap.add_argument("--seeds", type=int, default=10, help="seeds per map (default 10)")
+    ap.add_argument("--sets", default="sample,sdss_more,harps_more",
+                    help="comma-separated sets (default all three: sample,sdss_more,harps_more)")
+    ap.add_argument("--maps", default=",".join(READOUT_MAPS + FLUX_MAPS),
+                    help="comma-separated maps to fit (default all)")
+    ap.add_argument("--restarts", type=int, default=None,
+                    help="random starts per end-to-end fit (default: the estimator's; fewer bound the run's time)")
+    ap.add_argument("--max-iter", type=int, default=None, help="L-BFGS iterations per fit (default: the estimator's)")
+    ap.add_argument("--out", type=Path, default=None, help="append every run's scores to this JSON-lines file")
     args = ap.parse_args()
-
-    from latentsky import evaluate as ev
-    from latentsky.autoencoder import LatentAutoencoder, ReadoutPCA, ReadoutUMAP, SpectraPCA
-    from latentsky.data import sample_path
-    from latentsky.embed.runner import embed_store, open_embeddings
-    from latentsky.ingest import ingest
-    from latentsky.pipeline_defaults import EMBED_DEFAULTS, TRAIN_DEFAULTS
-    from latentsky.store import SpectrumStore
-
-    with tempfile.TemporaryDirectory(prefix="latentsky-bench-quality-") as tmp:
-        tmp = Path(tmp)
-        ingest([sample_path()], tmp / "store")
-        store = SpectrumStore(tmp / "store")
-        embed_store(store, tmp / "emb", random_state=0, **EMBED_DEFAULTS)
-        emb = open_embeddings(tmp / "emb")
-        readouts = np.asarray(emb.readout[:], dtype="f8")
-        stats = emb.statistics()
-        cat = store.catalog.iloc[emb.catalog["row"].to_numpy()].reset_index(drop=True)
-        flux, weight = store.flux[:], store.weight[:]
-
-        halves = object_halves(cat["object"].to_numpy())
-
-        def score(Z, rec=None):
-            out = ev.score_map(Z, cat, labels=("object", "spec_class"), readouts=readouts, stats=stats,
-                               reconstructed=rec)
-            for half, labels in halves.items():
-                for k in (1, 5):
-                    out[f"purity_half{half}_k{k}"] = ev.knn_purity(Z, labels, k)
-            return out
-
-        results: dict[str, list[dict]] = {}
-        timings: dict[str, float] = {}
-        train = {**TRAIN_DEFAULTS, "validation_fraction": 0.0}
-        for name, kw in (("ours", dict(loss="coupled")), ("euclidean_ae", dict(loss="euclidean"))):
-            for seed in range(args.seeds):
-                t0 = time.perf_counter()
-                est = LatentAutoencoder(**{**train, **kw, "random_state": seed}).fit(tmp / "emb")
-                Z = est.transform(readouts)
-                results.setdefault(name, []).append(score(Z, est.inverse_transform(Z)))
-                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
-        t0 = time.perf_counter()
-        pca = ReadoutPCA().fit(readouts)
-        Z = pca.transform(readouts)
-        results["pca"] = [score(Z, pca.inverse_transform(Z))]
-        timings["pca"] = time.perf_counter() - t0
-        for seed in range(args.seeds):
-            t0 = time.perf_counter()
-            results.setdefault("umap", []).append(score(ReadoutUMAP(random_state=seed).fit_transform(readouts)))
-            timings["umap"] = timings.get("umap", 0.0) + time.perf_counter() - t0
-        t0 = time.perf_counter()
-        results["spectra_pca"] = [score(SpectraPCA().fit_transform(flux, weight=weight))]
-        timings["spectra_pca"] = time.perf_counter() - t0
-        own = {k: ev.knn_purity(ev.standardised(readouts), cat["object"].to_numpy(), k) for k in (1, 5)}
-
-    means = {name: {k: float(np.mean([r[k] for r in runs])) for k in runs[0]} for name, runs in results.items()}
-    # standard error of a seeded map's mean purity over the seeds (None for maps fitted once)
-    sems = {name: {k: (float(np.std([r[k] for r in runs], ddof=1) / np.sqrt(len(runs))) if len(runs) > 1 else None)
-                   for k in ("purity_object_k1", "purity_object_k5")} for name, runs in results.items()}
-    cols = [("purity_object_k1", "purity obj k1"), ("purity_object_k5", "obj k5"),
-            ("purity_spec_class_k5", "class k5"), ("trustworthiness", "trust"), ("continuity", "contin."),
-            ("recon_error", "recon err"), ("recon_excess", "excess")]
-    print(f"{len(readouts)} spectra, {int((cat['object'].value_counts() > 1).sum())} objects observed more than "
-          f"once; stage-1 error (floor) {means['ours']['stage1_error']:.5f}; seeds {args.seeds}")
-    print(f"{'map':<13}" + "".join(f"{h:>14}" for _, h in cols) + f"{'time s':>9}")
-    for name, m in means.items():
-        print(f"{name:<13}" + "".join(f"{m[k]:>14.4f}" if k in m else f"{'-':>14}" for k, _ in cols)
-              + f"{timings[name] / max(1, len(results[name])):>9.1f}")
-    print("purity by object on the halves (settings chosen on A):  "
-          + "; ".join(f"{name} A {m['purity_halfA_k1']:.3f}/{m['purity_halfA_k5']:.3f} "
-                      f"B {m['purity_halfB_k1']:.3f}/{m['purity_halfB_k5']:.3f}" for name, m in means.items()))
-    print(f"purity by object of the standardised {readouts.shape[1]}-D readouts themselves (not a map): "
-          f"k1 {own[1]:.4f}, k5 {own[5]:.4f}")
-    baselines = ("pca", "umap", "spectra_pca")
-    best = {k: max(means[b][f"purity_object_k{k}"] for b in baselines) for k in (1, 5)}
-    ours = means["ours"]
-    if args.seeds > 1:
-        spread = []
-        for k in (1, 5):
-            key = f"purity_object_k{k}"
-            rival = max(baselines, key=lambda b: means[b][key])
-            se = np.hypot(sems["ours"][key], sems[rival][key] or 0.0)
-            spread.append(f"k{k} ours - {rival} {ours[key] - means[rival][key]:+.4f} +- {se:.4f}")
-        print(f"purity by object over {args.seeds} seeds (difference +- its standard error): " + "; ".join(spread))
-    met_purity = all(ours[f"purity_object_k{k}"] >= best[k] for k in (1, 5))
-    met_recon = ours["recon_error"] < min(means["euclidean_ae"]["recon_error"], means["pca"]["recon_error"])
-    print(f"targets: ours purity k1/k5 {ours['purity_object_k1']:.4f}/{ours['purity_object_k5']:.4f} >= best "
-          f"baseline (PCA, UMAP, spectra PCA) {best[1]:.4f}/{best[5]:.4f}: {met_purity}; ours data-space error "
-          f"{ours['recon_error']:.5f} < Euclidean AE {means['euclidean_ae']['recon_error']:.5f} and readout PCA "
-          f"{means['pca']['recon_error']:.5f}: {met_recon} (excess over the stage-1 readouts "
-          f"{ours['recon_excess']:.2e} vs {means['euclidean_ae']['recon_excess']:.2e})")
-    out = {"n_spectra": len(readouts), "seeds": args.seeds, "stage1_error": means["ours"]["stage1_error"],
-           "best_baseline_purity_k1": best[1], "best_baseline_purity_k5": best[5],
-           "purity_target_met": met_purity, "recon_target_met": met_recon,
-           "readouts_purity_k1": own[1], "readouts_purity_k5": own[5]}
-    for name, m in means.items():
-        out[f"{name}_purity_k1"] = m["purity_object_k1"]
-        out[f"{name}_purity_k5"] = m["purity_object_k5"]
-        if sems[name]["purity_object_k1"] is not None:
-            out[f"{name}_purity_k1_se"] = sems[name]["purity_object_k1"]
-            out[f"{name}_purity_k5_se"] = sems[name]["purity_object_k5"]
-        out[f"{name}_class_purity_k5"] = m["purity_spec_class_k5"]
-        out[f"{name}_trustworthiness"] = m["trustworthiness"]
-        out[f"{name}_purity_halfA_k1"], out[f"{name}_purity_halfB_k1"] = m["purity_halfA_k1"], m["purity_halfB_k1"]
-        if "recon_error" in m:
-            out[f"{name}_recon_error"] = m["recon_error"]
-            out[f"{name}_recon_excess"] = m["recon_excess"]
-    print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}))
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; seeds {args.seeds}", flush=True)
+    fit = {k: v for k, v in (("restarts", args.restarts), ("max_iter", args.max_iter)) if v is not None}
+    result = {"cpu": cpu_model(), "seeds": args.seeds, **fit}
+    sink = open(args.out, "a") if args.out else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="latentsky-bench-quality-") as tmp:
+            for name in args.sets.split(","):
+                summary = run_set(name, args.seeds, Path(tmp), sink, fit, tuple(args.maps.split(",")))
+                report(name, summary)
+                result.update({f"{name}/{k}": v for k, v in summary.items()})
+    finally:
+        if sink is not None:
+            sink.close()
+    print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.items()}))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 The sample (125 real spectra, default grid) is embedded with the pipeline's
 stage-1 settings; the models are kept small (one hidden layer of 32 units,
-at most 300 epochs) so that every test file runs in well under a minute and a
-half on two shared cores.
+one start, at most 200 L-BFGS iterations or 300 Adam epochs) so that every
+test file runs in well under a minute and a half on two shared cores.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-#: Settings of the small models the tests train.
-SMALL = dict(hidden=(32,), learning_rate=1e-2, epochs=300, batch_size=32, validation_fraction=0.0, patience=40)
+#: Settings of the small models the tests train (full-batch L-BFGS, the optimiser of small data).
+SMALL = dict(hidden=(32,), max_iter=200, restarts=1, validation_fraction=0.0)
+#: The same trained with minibatch Adam (the optimiser of data too big for memory).
+ADAM = dict(SMALL, optimizer="adam", learning_rate=1e-2, epochs=300, batch_size=32, patience=40)
 
 
 @pytest.fixture(scope="session")
@@ -48,21 +50,27 @@ def stats(embeddings):
 
 @pytest.fixture(scope="session")
 def coupled_ae(sample_embeddings):
-    """The model-coupled autoencoder, trained on the sample (streamed from disk in memory-sized blocks)."""
+    """The model-coupled autoencoder (the ``coupled`` map), trained on the sample."""
     from latentsky.autoencoder import LatentAutoencoder
 
-    return LatentAutoencoder(loss="coupled", random_state=0, **SMALL).fit(sample_embeddings)
+    return LatentAutoencoder(map="coupled", random_state=0, **SMALL).fit(sample_embeddings)
 
 
 @pytest.fixture(scope="session")
 def euclidean_ae(sample_embeddings):
-    """The same autoencoder trained on the Euclidean readout loss (the baseline)."""
+    """The same network trained on the Euclidean readout loss: its own map (the baseline)."""
     from latentsky.autoencoder import LatentAutoencoder
 
-    return LatentAutoencoder(loss="euclidean", random_state=0, **SMALL).fit(sample_embeddings)
+    return LatentAutoencoder(map="euclidean", random_state=0, **SMALL).fit(sample_embeddings)
 
 
 @pytest.fixture(scope="session")
 def small():
     """The settings of the tests' small models (a copy)."""
     return dict(SMALL)
+
+
+@pytest.fixture(scope="session")
+def adam():
+    """The settings of the tests' small models trained with Adam (a copy)."""
+    return dict(ADAM)

@@ -105,13 +105,87 @@ def test_anomaly_scores_by_hand():
     np.testing.assert_allclose(ev.anomaly_scores(STATS, rec, best), [0.35, 0.0], atol=1e-12)
 
 
-def test_score_map_collects_every_score():
-    cat = pd.DataFrame({"object": LABELS, "cls": ["s", "s", "s", "q", "q", "q"]})
+# Four spectra of 20 pixels: 0 a line, 1 the same line x 3 (a scaled copy), 2 a different shape,
+# 3 valid only on 10 pixels that 0 and 1 lack (nothing shared with them).
+PIX = np.arange(20.0)
+FLUX = np.array([1 + 0.1 * PIX, 3 * (1 + 0.1 * PIX), 1 + np.sin(PIX), 1 + 0.1 * PIX])
+WEIGHT = np.ones_like(FLUX)
+WEIGHT[:2, 10:] = 0.0
+WEIGHT[3, :10] = 0.0
+
+
+def relative_residual(f, g):
+    a = f @ g / (g @ g)
+    return np.linalg.norm(f - a * g) / np.linalg.norm(f)
+
+
+def test_flux_distances_take_the_best_scale_on_shared_pixels(monkeypatch):
+    monkeypatch.setattr(ev, "MIN_SHARED_PIXELS", 5)
+    d = ev.flux_distances(FLUX, WEIGHT)
+    assert d[0, 1] == pytest.approx(0.0, abs=1e-12) and d[1, 0] == pytest.approx(0.0, abs=1e-12)  # scale only
+    # 0 and 2 share pixels 0..9: the residual of the best multiple of 2 on them, relative to 0 there
+    assert d[0, 2] == pytest.approx(relative_residual(FLUX[0, :10], FLUX[2, :10]))
+    assert d[2, 0] == pytest.approx(relative_residual(FLUX[2, :10], FLUX[0, :10]))
+    assert d[0, 3] == 1.0 and d[3, 1] == 1.0  # no shared pixel
+    assert d[2, 3] == pytest.approx(relative_residual(FLUX[2, 10:], FLUX[3, 10:]))
+    monkeypatch.setattr(ev, "MIN_SHARED_PIXELS", 11)
+    assert ev.flux_distances(FLUX, WEIGHT)[0, 2] == 1.0  # 10 shared pixels are too few
+    np.testing.assert_allclose(ev.flux_distances(FLUX, WEIGHT, rows=[2])[0], ev.flux_distances(FLUX, WEIGHT)[2])
+
+
+def test_neighbour_resemblance_is_the_median_residual_to_the_map_neighbour(monkeypatch):
+    monkeypatch.setattr(ev, "MIN_SHARED_PIXELS", 5)
+    d = ev.flux_distances(FLUX, WEIGHT)
+    # map neighbours: 0 <-> 1 and 2 <-> 3
+    Z = np.array([[0.0], [0.1], [5.0], [5.2]])
+    per = ev.neighbour_resemblance(Z, FLUX, WEIGHT, per_spectrum=True)
+    np.testing.assert_allclose(per, [d[0, 1], d[1, 0], d[2, 3], d[3, 2]], atol=1e-12)
+    assert ev.neighbour_resemblance(Z, FLUX, WEIGHT) == pytest.approx(np.median(per))
+    # pairing each line with the sine instead resembles less
+    worse = np.array([[0.0], [5.1], [0.1], [5.2]])
+    assert ev.neighbour_resemblance(worse, FLUX, WEIGHT) > ev.neighbour_resemblance(Z, FLUX, WEIGHT)
+    with pytest.raises(AutoencoderError, match="parameters Z and flux"):
+        ev.neighbour_resemblance(Z[:3], FLUX, WEIGHT)
+
+
+def test_trust_data_uses_the_symmetrised_flux_distances():
+    d = np.array([[0, 1, 4, 9, 16, 25], [1, 0, 1, 4, 9, 16], [4, 1, 0, 1, 4, 9], [9, 4, 1, 0, 1, 4],
+                  [16, 9, 4, 1, 0, 1], [25, 16, 9, 4, 1, 0]], dtype="f8")
+    line = np.arange(6.0)[:, None]
+    assert ev.trust_data(line, None, distances=d, k=2) == pytest.approx(1.0)
+    # a map that matches the distances as well as sklearn's trustworthiness of the points themselves
+    swapped = line[[0, 2, 1, 3, 4, 5]]
+    assert ev.trust_data(swapped, None, distances=d, k=1) == pytest.approx(ev.trustworthiness(line, swapped, k=1))
+    # an asymmetric distance is symmetrised first
+    skew = d.copy()
+    skew[0, 1], skew[1, 0] = 0.0, 2.0
+    assert ev.trust_data(swapped, None, distances=skew, k=1) == pytest.approx(ev.trust_data(swapped, None,
+                                                                                           distances=d, k=1))
+
+
+def test_knn_regression_by_hand():
+    Z = LINE  # neighbours (k = 1): 0->1, 1->0, 2->1, 3->4, 4->3, 5->4
+    v = np.array([1.0, 2.0, 3.0, 10.0, 11.0, np.nan])  # point 5 has no value: neither scored nor used
+    # on the 5 valued points (0,1,2 ; 3,4): predictions 2, 1, 2, 11, 10
+    pred = np.array([2.0, 1.0, 2.0, 11.0, 10.0])
+    obs = v[:5]
+    r2 = 1 - np.sum((obs - pred) ** 2) / np.sum((obs - obs.mean()) ** 2)
+    assert ev.knn_regression(Z, v, k=1) == pytest.approx(r2)
+    assert np.isnan(ev.knn_regression(Z, [np.nan] * 6, k=1))
+
+
+def test_score_map_collects_every_score(monkeypatch):
+    monkeypatch.setattr(ev, "MIN_SHARED_PIXELS", 5)
+    cat = pd.DataFrame({"object": LABELS, "cls": ["s", "s", "s", "q", "q", "q"], "z": [0.1, 0.2, 0.3, 1, 1, 2]})
     Z = LINE
     readouts = np.hstack([LINE, LINE ** 2])
-    out = ev.score_map(Z, cat, labels=("object", "cls"), readouts=readouts, ks=(1, 2), neighbourhood=2)
+    flux = np.vstack([FLUX, FLUX[:2] * 2])
+    out = ev.score_map(Z, cat, labels=("object", "cls"), numeric=("z", "absent"), readouts=readouts, ks=(1, 2),
+                       neighbourhood=2, flux=flux, weight=np.vstack([WEIGHT, WEIGHT[:2]]))
     assert out["purity_object_k1"] == pytest.approx(4 / 5)
     assert out["purity_cls_k1"] == pytest.approx(ev.knn_purity(Z, cat["cls"], 1))
-    assert set(out) >= {"n", "purity_object_k2", "trustworthiness", "continuity"}
+    assert out["knn_r2_z"] == pytest.approx(ev.knn_regression(Z, cat["z"], 2)) and "knn_r2_absent" not in out
+    assert out["resemblance"] == pytest.approx(ev.neighbour_resemblance(Z, flux, np.vstack([WEIGHT, WEIGHT[:2]])))
+    assert set(out) >= {"n", "purity_object_k2", "trust_readouts", "continuity_readouts", "trust_data"}
     with pytest.raises(AutoencoderError, match="no column 'spec_class'"):
         ev.score_map(Z, cat, labels=("spec_class",))

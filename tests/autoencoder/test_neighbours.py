@@ -1,4 +1,4 @@
-"""The map's neighbour term (parametric UMAP on the encoder) and the two-phase fit it comes with."""
+"""The neighbour term (parametric UMAP on the encoder), its graphs, and the encoder regression of the umap map."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 
-from latentsky import evaluate as ev
 from latentsky.exceptions import AutoencoderError
 
 
@@ -35,88 +34,45 @@ def test_neighbour_loss_is_umaps_cross_entropy_on_a_tiny_batch():
     assert float(model.neighbour_loss(head, tail)) == pytest.approx(want, rel=1e-5)
 
 
-def test_set_output_metric_changes_coordinates_not_reconstructions(readouts, stats):
-    from latentsky.autoencoder.model import ReadoutAutoencoder
-
-    model = ReadoutAutoencoder(readouts.shape[1], hidden=(8,))
-    model.set_standardisation(readouts.mean(0), readouts.std(0))
-    before = model(readouts.astype("f4")).numpy()
-    metric = np.mean(stats.gram / stats.n_steps[:, None, None], axis=0)
-    model.set_output_metric(metric)
-    after = model(readouts.astype("f4")).numpy()
-    np.testing.assert_allclose(after, before, rtol=1e-3, atol=1e-4 * np.abs(before).max())
-    assert not np.allclose(np.diag(model.out_map.numpy()), readouts.std(0))
-
-
-@pytest.fixture(scope="module")
-def layout_pair(sample_embeddings, small):
-    """The same two-phase fit (map laid out with the neighbour term on the Euclidean loss), then the
-    decoder fitted to the coupled or to the Euclidean loss."""
+def test_the_hybrid_map_with_adam_and_its_settings_survive_saving(sample_embeddings, readouts, adam, tmp_path):
+    """Minibatch Adam draws edges of the cross-prediction graph per batch: the neighbour term is trained and
+    recorded, and the saved model comes back with its settings."""
     from latentsky.autoencoder import LatentAutoencoder
 
-    kw = dict(small, epochs=120, decoder_epochs=120, neighbour_weight=1.0, edges_per_spectrum=8,
-              layout_loss="euclidean", random_state=0)
-    events = []
-    coupled = LatentAutoencoder(loss="coupled", progress=events.append, **kw).fit(sample_embeddings)
-    euclid = LatentAutoencoder(loss="euclidean", **kw).fit(sample_embeddings)
-    return coupled, euclid, events
-
-
-def test_the_same_layout_decoded_with_the_coupled_loss_reconstructs_better(layout_pair, readouts, stats):
-    coupled, euclid, _ = layout_pair
-    # phase 1 is the same fit, and phase 2 leaves the encoder alone: the maps are identical
-    np.testing.assert_array_equal(coupled.transform(readouts), euclid.transform(readouts))
-    exc_c = ev.anomaly_scores(stats, coupled.reconstruct(readouts), readouts).mean()
-    exc_e = ev.anomaly_scores(stats, euclid.reconstruct(readouts), readouts).mean()
-    assert exc_c < 0.9 * exc_e
-    assert coupled.model_.loss_kind == "coupled" and coupled.model_.encoder.trainable
-
-
-def test_the_neighbour_term_keeps_readout_neighbours_together(layout_pair, readouts, sample_embeddings, small):
-    from latentsky.autoencoder import LatentAutoencoder
-
-    coupled, _, _ = layout_pair
-    plain = LatentAutoencoder(loss="coupled", random_state=0, **dict(small, epochs=120)).fit(sample_embeddings)
-    std = (readouts - readouts.mean(0)) / readouts.std(0)
-    with_term = ev.trustworthiness(std, coupled.transform(readouts), 5)
-    without = ev.trustworthiness(std, plain.transform(readouts), 5)
-    assert with_term > without + 0.02
-    assert "neighbour" in coupled.history_
-
-
-def test_two_phases_report_progress_as_one_fit(layout_pair):
-    coupled, _, events = layout_pair
-    per_epoch = [e for e in events if e.logs]
-    assert [e.done for e in per_epoch] == list(range(1, coupled.n_epochs_ + 1))
-    assert sum(e.finished for e in events) == 1 and events[-1].finished
-    assert events[-1].total == 240
-    # the neighbour term is in the first phase's logs only
-    assert "neighbour" in per_epoch[0].logs and "neighbour" not in per_epoch[-1].logs
-
-
-def test_save_load_keeps_the_neighbour_settings(layout_pair, readouts, tmp_path):
-    from latentsky.autoencoder import LatentAutoencoder
-
-    coupled, _, _ = layout_pair
-    path = coupled.save(tmp_path / "m.keras")
+    est = LatentAutoencoder(map="hybrid", neighbour_weight=0.3, edges_per_spectrum=4, random_state=0,
+                            **{**adam, "epochs": 4, "patience": 4}).fit(sample_embeddings)
+    assert est.optimizer_ == "adam" and "neighbour" in est.history_ and est.gradient_shares_["neighbour"] > 0
+    path = est.save(tmp_path / "m.keras")
     with warnings.catch_warnings():
-        # the decoder phase's optimizer covers half the weights: saved as it was, Keras warned on loading
-        warnings.simplefilter("error")
+        warnings.simplefilter("error")  # a model saved with a partial optimizer warned on every load
         loaded = LatentAutoencoder.load(path)
-    np.testing.assert_array_equal(loaded.transform(readouts), coupled.transform(readouts))
-    assert loaded.neighbour_weight == 1.0 and loaded.layout_loss == "euclidean"
-    assert loaded.model_.neighbour_weight == 1.0
+    np.testing.assert_array_equal(loaded.transform(readouts), est.transform(readouts))
+    assert loaded.map == "hybrid" and loaded.neighbour_weight == 0.3 and loaded.model_.neighbour_weight == 0.3
 
 
 def test_neighbour_parameters_are_checked(readouts, stats):
     from latentsky.autoencoder import LatentAutoencoder
 
     for bad in (dict(neighbour_weight=-1), dict(n_neighbors=1), dict(min_dist=2.0), dict(edges_per_spectrum=0),
-                dict(layout_loss="l2"), dict(decoder_epochs=-1), dict(layout_init="pca"),
-                dict(layout_learning_rate=0.0)):
+                dict(negative_rate=0)):
         name = next(iter(bad))
         with pytest.raises(AutoencoderError, match=f"parameter {name}="):
             LatentAutoencoder(**bad).fit(readouts, stats=stats)
+
+
+def test_a_model_of_an_older_version_is_refused_by_name(coupled_ae, tmp_path):
+    from latentsky.autoencoder import LatentAutoencoder
+
+    model = coupled_ae.model_
+    saved = model.meta
+    model.meta = {**saved, "params": {**saved["params"], "layout_init": "umap"}}  # a parameter of old versions
+    try:
+        path = tmp_path / "old.keras"
+        model.save(path)
+    finally:
+        model.meta = saved
+    with pytest.raises(AutoencoderError, match="old.keras: a model of another latentsky version .*layout_init"):
+        LatentAutoencoder.load(path)
 
 
 def test_regress_encoder_fits_the_encoder_alone_to_given_points(readouts):
@@ -135,30 +91,3 @@ def test_regress_encoder_fits_the_encoder_alone_to_given_points(readouts):
     assert mse < 0.01 * start and mse < 0.01 * np.sum(z.var(0))
     for before, after in zip(decoder, model.decoder.weights):
         np.testing.assert_array_equal(before, after.numpy())
-
-
-def test_a_map_started_from_umaps_layout_keeps_it(sample_embeddings, readouts, small, tmp_path):
-    """With layout_init="umap" and a tiny refining step, the map is umap-learn's layout of the same graph
-    (pairwise distances agree); started from random weights it is not."""
-    from scipy.spatial.distance import pdist
-
-    from latentsky.autoencoder import LatentAutoencoder
-    from latentsky.autoencoder.estimator import _as_source
-
-    kw = dict(small, loss="euclidean", epochs=1, decoder_epochs=0, neighbour_weight=1.0, edges_per_spectrum=4,
-              validation_fraction=0.0, layout_learning_rate=1e-9, random_state=0)
-    events = []
-    started = LatentAutoencoder(layout_init="umap", progress=events.append, **kw).fit(sample_embeddings)
-    # the set-up shows before the first epoch: the graph, then the umap-learn start
-    assert [e.message for e in events[:2]] == ["building the readouts' neighbour graph",
-                                               "starting the map from umap-learn's layout"]
-    assert all(e.done == 0 and e.total == 1 and not e.logs for e in events[:2])
-    cold = LatentAutoencoder(layout_init="random", **kw).fit(sample_embeddings)
-    rows = np.ones(len(readouts), dtype=bool)
-    mean, std = started._moments(_as_source(readouts, None, None), rows)
-    _, x, graph = started._neighbour_graph(_as_source(readouts, None, None), rows, mean, std, 0)
-    layout = started._umap_layout(x, graph, started._umap_ab(), 0)
-    agree = np.corrcoef(pdist(started.transform(readouts)), pdist(layout))[0, 1]
-    assert agree > 0.95
-    assert np.corrcoef(pdist(cold.transform(readouts)), pdist(layout))[0, 1] < agree - 0.2
-    assert LatentAutoencoder.load(started.save(tmp_path / "started.keras")).layout_init == "umap"

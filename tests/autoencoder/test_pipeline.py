@@ -15,7 +15,7 @@ from latentsky.exceptions import AutoencoderError
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory, sample):
     out = tmp_path_factory.mktemp("pipeline") / "run"
-    rc = main(["pipeline", str(sample), "--out", str(out), "--epochs", "150", "--no-progress"])
+    rc = main(["pipeline", str(sample), "--out", str(out), "--max-iter", "150", "--restarts", "1", "--no-progress"])
     return rc, out
 
 
@@ -30,14 +30,24 @@ def test_pipeline_writes_every_output(pipeline_run, capsys):
     assert table["x"].std() > 0 and table["y"].std() > 0
     assert (table.loc[table["object"] == "HD128621"].shape[0]) == 24
     metrics = json.loads((out / "metrics.json").read_text())
-    ours = metrics["ours"]
-    for key in ("purity_object_k1", "purity_object_k5", "trustworthiness", "continuity", "recon_error",
-                "recon_excess", "stage1_error"):
-        assert np.isfinite(ours[key]), key
+    # the map is the estimator's default kind, named in words, with what moved its encoder
+    from latentsky.autoencoder.maps import DEFAULT_KIND, END_TO_END, describe
+
+    assert metrics["map"] == DEFAULT_KIND and metrics["map_name"] == describe(DEFAULT_KIND)
+    assert metrics["optimizer"] == "lbfgs" and len(metrics["restart_losses"]) == 1
+    # the share of the encoder's gradient each loss term carried (none: a fixed map's encoder is not trained)
+    shares = metrics["gradient_shares"]
+    assert sum(shares.values()) == pytest.approx(1.0) if DEFAULT_KIND in END_TO_END else shares == {}
+    scores = metrics["scores"]
+    for key in ("purity_object_k1", "purity_object_k5", "trust_readouts", "continuity_readouts", "trust_data",
+                "resemblance", "knn_r2_redshift", "recon_error", "recon_excess", "stage1_error"):
+        assert np.isfinite(scores[key]), key
     # the map is better in data space than the PCA of the readouts
-    assert ours["recon_excess"] < metrics["pca_readouts"]["recon_excess"]
+    assert scores["recon_excess"] < metrics["pca_readouts"]["recon_excess"]
     # repeated observations are neighbours far more often than chance (~1/10 of the repeats)
-    assert ours["purity_object_k1"] > 0.3
+    assert scores["purity_object_k1"] > 0.3
+    # a spectrum's map neighbour resembles it (relative residual, 0 = same shape, 1 = nothing in common)
+    assert scores["resemblance"] < 0.5
     assert metrics["most_anomalous"][0]["anomaly"] == pytest.approx(table["anomaly"].max())
     png = (out / "map.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
@@ -53,15 +63,16 @@ def test_pipeline_writes_every_output(pipeline_run, capsys):
 def test_pipeline_resumes_skipping_up_to_date_stages(pipeline_run, capsys):
     rc, out = pipeline_run
     before = [(out / f).stat().st_mtime_ns for f in ("model.keras", "latent.parquet")]
-    scores = json.loads((out / "metrics.json").read_text())["ours"]
+    scores = json.loads((out / "metrics.json").read_text())["scores"]
     capsys.readouterr()
-    assert main(["pipeline", str(out / "store"), "--out", str(out), "--epochs", "150", "--no-progress"]) == 0
+    assert main(["pipeline", str(out / "store"), "--out", str(out), "--max-iter", "150", "--restarts", "1",
+                 "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "skipped: ingest, embed, train, encode" in printed
     assert [(out / f).stat().st_mtime_ns for f in ("model.keras", "latent.parquet")] == before
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["skipped"] == ["ingest", "embed", "train", "encode"]
-    assert metrics["ours"] == scores
+    assert metrics["scores"] == scores
 
 
 def test_pipeline_more_latent_dimensions_and_errors(tmp_path, pipeline_run):
@@ -70,11 +81,12 @@ def test_pipeline_more_latent_dimensions_and_errors(tmp_path, pipeline_run):
     _, out = pipeline_run
     events = []
     # the first run's embeddings are of the same store, settings and seed: linked, not computed again
-    metrics = run_pipeline(out / "store", tmp_path / "three", n_latent=3, train={"epochs": 5},
+    metrics = run_pipeline(out / "store", tmp_path / "three", n_latent=3, train={"map": "pca", "max_iter": 5},
                            embeddings=out / "embeddings", baselines=False, progress=events.append)
     table = pd.read_parquet(tmp_path / "three" / "latent.parquet")
     assert {"x", "y", "z2"} <= set(table.columns) and "z3" not in table
-    assert metrics["n_latent"] == 3 and "pca_readouts" not in metrics
+    assert metrics["n_latent"] == 3 and "pca_readouts" not in metrics and metrics["map"] == "pca"
+    assert metrics["map_name"].startswith("PCA of the readouts")
     assert {e.task for e in events} == {"embed", "train", "encode"}
     assert any("reused" in e.message for e in events if e.task == "embed")
     readout = "embedding.zarr/readout/zarr.json"
@@ -90,22 +102,37 @@ def test_pipeline_more_latent_dimensions_and_errors(tmp_path, pipeline_run):
 
 def test_training_budget_cuts_epochs_of_big_training_sets(tmp_path, pipeline_run):
     from latentsky.pipeline import run_pipeline
-    from latentsky.pipeline_defaults import MIN_EPOCHS, TRAIN_DEFAULTS, within_budget
+    from latentsky.pipeline_defaults import MIN_EPOCHS, train_defaults, within_budget
 
+    defaults = train_defaults()
     # the defaults on the pipeline's 10,000-spectrum sample (9,000 fitted): 56 epochs, patiences alike
-    cut = within_budget(dict(TRAIN_DEFAULTS), 9000)
+    cut = within_budget(dict(defaults), 9000)
     assert cut["epochs"] == 56 and cut["patience"] == 6 and cut["lr_patience"] == 2
-    assert cut["neighbour_weight"] == TRAIN_DEFAULTS["neighbour_weight"]
+    assert cut["neighbour_weight"] == defaults["neighbour_weight"]
     # the bundled sample is within it: untouched; no budget: untouched; never below MIN_EPOCHS
-    assert within_budget(dict(TRAIN_DEFAULTS), 125) == TRAIN_DEFAULTS
-    assert within_budget(dict(TRAIN_DEFAULTS), 9000, None) == TRAIN_DEFAULTS
-    assert within_budget({**TRAIN_DEFAULTS, "decoder_epochs": 900}, 10 ** 6)["decoder_epochs"] == MIN_EPOCHS
-    # in a run: a budget of 125 spectra x 30 epochs stops a 200-epoch request at 30 per phase
+    assert within_budget(dict(defaults), 125) == defaults
+    assert within_budget(dict(defaults), 9000, None) == defaults
+    assert within_budget(dict(defaults), 10 ** 6)["epochs"] == MIN_EPOCHS
+    # in a run with Adam: a budget of 125 spectra x 30 epochs stops a 200-epoch request at 30
     _, out = pipeline_run
-    train = {"epochs": 200, "patience": 200}
+    train = {"map": "coupled", "optimizer": "adam", "restarts": 1, "epochs": 200, "patience": 200}
     metrics = run_pipeline(out / "store", tmp_path / "budget", train=train, train_visits=125 * MIN_EPOCHS,
                            baselines=False)
-    assert MIN_EPOCHS < metrics["n_epochs"] <= 2 * MIN_EPOCHS
+    assert metrics["n_epochs"] == MIN_EPOCHS and metrics["optimizer"] == "adam"
     with pytest.raises(AutoencoderError, match="parameter train_visits"):
         run_pipeline(out / "store", tmp_path / "x", train_visits=0)
     assert main(["pipeline", str(out / "store"), "--out", str(tmp_path / "x"), "--train-visits", "-5"]) == 2
+
+
+def test_the_app_names_the_kind_of_map(pipeline_run):
+    """The map's kind, in words, in the app's legend (read from metrics.json)."""
+    from latentsky.autoencoder.maps import DEFAULT_KIND, describe
+    from latentsky.ui.data import LatentData
+    from latentsky.ui.explore import Explore
+
+    _, out = pipeline_run
+    data = LatentData.from_pipeline(out)
+    assert data.map_name == describe(DEFAULT_KIND)
+    explore = Explore(data=data)
+    explore.__panel__()
+    assert f"<b>map:</b> {describe(DEFAULT_KIND)}" in explore.legend_html()

@@ -18,7 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 @pytest.fixture(scope="session")
 def small():
     """Small, fast stage-1 and training settings of the pipeline runs compared in these tests."""
-    return {"embed": {"n_units": 20}, "train": {"epochs": 4, "hidden": (16,), "patience": 2}}
+    return {"embed": {"n_units": 20}, "train": {"epochs": 4, "max_iter": 4, "restarts": 1, "hidden": (16,),
+                                                "patience": 2}}
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def assert_same_run(a, b):
         assert np.array_equal(getattr(ea, name)[:], getattr(eb, name)[:]), name
     pd.testing.assert_frame_equal(pd.read_parquet(a / "latent.parquet"), pd.read_parquet(b / "latent.parquet"))
     ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (a, b))
-    assert ma["ours"] == mb["ours"] and ma["most_anomalous"] == mb["most_anomalous"]
+    assert ma["scores"] == mb["scores"] and ma["most_anomalous"] == mb["most_anomalous"]
 
 
 def test_ingest_on_dask_matches_single_process(client, sample, tmp_path):
@@ -64,14 +64,14 @@ def test_pipeline_on_dask_matches_single_process(client, sample_store, synth_sto
     metrics = run_pipeline(sample_store.path, tmp_path / "sample-dask", **small, chunk_rows=32, client=client,
                            progress=events.append)
     assert_same_run(single, tmp_path / "sample-dask")
-    assert metrics["ours"]["n"] == len(sample_store) == 125
+    assert metrics["scores"]["n"] == len(sample_store) == 125
     encode = [e for e in events if e.task == "encode"]
     assert encode[-1].finished and encode[-1].done == 125
     assert not list((tmp_path / "sample-dask").glob(".*partial"))     # nothing of the chunked encode is left
 
     # synthetic spectra, through the command line with a scheduler address, trained on a sample
     args = ["--n-units", str(small["embed"]["n_units"]), "--epochs", str(small["train"]["epochs"]),
-            "--train-rows", "450", "--no-progress"]
+            "--max-iter", str(small["train"]["max_iter"]), "--restarts", "1", "--train-rows", "450", "--no-progress"]
     single = tmp_path / "synth-single"
     assert main(["pipeline", str(synth_store.path), "--out", str(single)] + args) == 0
     capsys.readouterr()
@@ -87,7 +87,7 @@ def test_pipeline_on_dask_matches_single_process(client, sample_store, synth_sto
     assert np.array_equal(sample.readout[:], open_embeddings(single / "embeddings").readout[:][rows])
     assert len(np.unique(rows // 100)) == 5 and not np.array_equal(np.unique(rows // 100), np.arange(5))
     metrics = json.loads((single / "metrics.json").read_text())
-    assert metrics["n_train"] == 450 and metrics["ours"]["n"] == 1200
+    assert metrics["n_train"] == 450 and metrics["scores"]["n"] == 1200
     table = pd.read_parquet(single / "latent.parquet")
     assert len(table) == 1200 and table["id"].tolist() == synth_store.catalog["id"].tolist()
     assert np.isfinite(table[["x", "y", "anomaly", "recon_error"]].to_numpy()).all()

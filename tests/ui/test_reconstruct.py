@@ -42,7 +42,7 @@ def test_reconstruction_error_is_the_one_the_model_is_scored_on(results_data, sa
         pixels = np.flatnonzero(shown)
         steps, first = np.unique(pixels // d, return_index=True)     # one value per fitted step
         resid = model[pixels[first]] - binned[steps]
-        np.testing.assert_allclose(np.mean(resid ** 2), t["recon_error"].iloc[i], rtol=1e-5)
+        np.testing.assert_allclose(np.mean(resid ** 2), t["recon_error"].iloc[i], rtol=5e-5)   # float32 stage 1 vs float64 decoding, last digits
         if t["instrument"].iloc[i] != "HARPS":
             # SDSS flux keeps its continuum; the sample's HARPS spectra (row 0) are continuum-normalised
             # and cut to 1000 Angstrom: ~30 steps of 16 pixels whose variance even stage 1's own readout

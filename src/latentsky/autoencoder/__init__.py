@@ -1,18 +1,20 @@
-"""Stage 2: autoencode ESN readouts into a latent map.
+"""Stage 2: latent maps of ESN readouts.
 
-* :mod:`.model`: :class:`ReadoutAutoencoder`, a ``keras.Model`` whose
-  ``train_step`` minimises the model-coupled loss (the data-space error of the
-  reconstructed readout, from the stage-1 statistics);
-* :mod:`.estimator`: :class:`LatentAutoencoder`, the scikit-learn-style wrapper
-  (streams EMBEDDINGS with ``tf.data``, early stopping, checkpoints, progress
-  events, ``.keras`` files);
-* :mod:`.baselines`: PCA and UMAP on the readouts, PCA on the spectra.
+* :mod:`.maps`: the kinds of map (``hybrid``, ``coupled``, ``euclidean``,
+  ``umap``, ``pca``) and their names;
+* :mod:`.coupled`: the model-coupled loss, the data-space error of a readout
+  from the stage-1 statistics;
+* :mod:`.model`: :class:`ReadoutAutoencoder`, the ``keras.Model``;
+* :mod:`.estimator`: :class:`LatentAutoencoder`, the scikit-learn-style
+  estimator (with :mod:`.sources`, :mod:`.datasets`, :mod:`.lbfgs`,
+  :mod:`.graphs`, :mod:`.fitting`, :mod:`.events`);
+* :mod:`.baselines`: PCA and UMAP on the readouts, PCA and UMAP on the spectra.
 
 TensorFlow (and umap, which loads it) is imported only when a model is built
 or loaded.
 """
 
-__all__ = ["LatentAutoencoder", "TrainingEvent", "ReadoutPCA", "ReadoutUMAP", "SpectraPCA"]
+__all__ = ["LatentAutoencoder", "TrainingEvent", "ReadoutPCA", "ReadoutUMAP", "SpectraPCA", "SpectraUMAP"]
 
 
 def __getattr__(name):
@@ -20,7 +22,7 @@ def __getattr__(name):
         from latentsky.autoencoder import estimator
 
         return getattr(estimator, name)
-    if name in ("ReadoutPCA", "ReadoutUMAP", "SpectraPCA"):
+    if name in ("ReadoutPCA", "ReadoutUMAP", "SpectraPCA", "SpectraUMAP"):
         from latentsky.autoencoder import baselines
 
         return getattr(baselines, name)

@@ -3,8 +3,9 @@
 * :class:`ReadoutPCA`: PCA of the standardised readouts (linear; it has an
   ``inverse_transform``, so its data-space error can be scored too);
 * :class:`ReadoutUMAP`: UMAP of the standardised readouts (no inverse);
-* :class:`SpectraPCA`: PCA of the resampled spectra themselves (no readouts
-  at all), the map one would draw without stage 1.
+* :class:`SpectraPCA` and :class:`SpectraUMAP`: PCA and UMAP of the resampled
+  spectra themselves (no readouts at all), the maps one would draw without
+  stage 1.
 
 ``fit(X)``, ``transform(X)`` and ``fit_transform(X)`` take arrays; an
 EMBEDDINGS directory is accepted by the readout baselines for symmetry with
@@ -111,7 +112,7 @@ class ReadoutUMAP(TransformerMixin, BaseEstimator):
         std = X.std(0)
         self.scale_ = np.where(std > 0, std, 1.0)
         self.umap_ = umap.UMAP(n_components=self.n_components, n_neighbors=min(self.n_neighbors, len(X) - 1),
-                               min_dist=self.min_dist, random_state=self.random_state)
+                               min_dist=self.min_dist, random_state=self.random_state, n_jobs=1)
         self.embedding_ = self.umap_.fit_transform((X - self.mean_) / self.scale_)
         self.n_features_in_ = X.shape[1]
         return self
@@ -178,3 +179,38 @@ class SpectraPCA(TransformerMixin, BaseEstimator):
 
     def fit_transform(self, X, y=None, weight=None):
         return self.fit(X, weight=weight).transform(X, weight=weight)
+
+
+class SpectraUMAP(TransformerMixin, BaseEstimator):
+    """UMAP of the resampled spectra (masked pixels filled per pixel, see :func:`spectra_matrix`).
+
+    Parameters
+    ----------
+    n_components, n_neighbors, min_dist, random_state
+        As :class:`ReadoutUMAP`'s.
+    """
+
+    def __init__(self, n_components=2, n_neighbors=15, min_dist=0.1, random_state=0):
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.random_state = random_state
+
+    def fit(self, X, y=None, weight=None):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import umap
+
+        X, self.fill_ = spectra_matrix(X, weight)
+        _check_components(self.n_components, *X.shape)
+        self.umap_ = umap.UMAP(n_components=self.n_components, n_neighbors=min(self.n_neighbors, len(X) - 1),
+                               min_dist=self.min_dist, random_state=self.random_state, n_jobs=1)
+        self.embedding_ = self.umap_.fit_transform(X)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X, weight=None):
+        check_is_fitted(self, "umap_")
+        return self.umap_.transform(spectra_matrix(X, weight, self.fill_)[0])
+
+    def fit_transform(self, X, y=None, weight=None):
+        return self.fit(X, weight=weight).embedding_

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from latentsky.autoencoder.maps import DEFAULT_KIND, KINDS, NAMES
 from latentsky.distributed import add_cli_arguments, cli_options
 
 
@@ -23,10 +24,16 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--latent-dims", type=int, default=2, help="latent dimensions (default 2: x, y)")
     p.add_argument("--n-units", type=int, default=100, help="reservoir units N of stage 1 (default 100)")
-    p.add_argument("--loss", choices=["coupled", "euclidean"], default="coupled",
-                   help="autoencoder loss: data-space (coupled, default) or Euclidean on readouts")
+    p.add_argument("--map", choices=KINDS, default=None,
+                   help="kind of map: " + "; ".join(f"{k}: {NAMES[k]}" for k in KINDS)
+                        + f" (default {DEFAULT_KIND})")
+    p.add_argument("--optimizer", choices=["auto", "lbfgs", "adam"], default=None,
+                   help="full-batch L-BFGS or minibatch Adam (default auto: L-BFGS when the training data fit in memory)")
+    p.add_argument("--max-iter", type=int, default=None, help="L-BFGS iterations at most per restart and phase")
+    p.add_argument("--restarts", type=int, default=None,
+                   help="random starts of an end-to-end map; the lowest training loss is kept")
     p.add_argument("--epochs", type=int, default=None,
-                   help="maximum training epochs per phase (default 600, cut by --train-visits on big training sets)")
+                   help="Adam: maximum training epochs per phase (cut by --train-visits on big training sets)")
     p.add_argument("--embeddings", type=Path, default=None, metavar="EMBEDDINGS",
                    help="stage-1 output of `latentsky embed` on this store, reused (linked) when it was made "
                         "with this run's settings and seed")
@@ -45,11 +52,14 @@ def register(subparsers) -> None:
 def summary_lines(metrics: dict) -> list[str]:
     """A few lines of the headline figures of :func:`latentsky.pipeline.run_pipeline`'s metrics."""
     lines = []
+    if "map_name" in metrics:
+        lines.append(f"map: {metrics['map_name']} ({metrics.get('optimizer')}; share of the encoder's gradient: "
+                     + ", ".join(f"{k} {v:.0%}" for k, v in metrics.get("gradient_shares", {}).items()) + ")")
     for name, m in metrics.items():
         if not isinstance(m, dict) or "n" not in m:
             continue
-        keys = [k for k in ("purity_object_k1", "purity_object_k5", "purity_spec_class_k5", "trustworthiness",
-                            "recon_error", "recon_excess") if k in m]
+        keys = [k for k in ("resemblance", "purity_object_k1", "purity_object_k5", "purity_spec_class_k5",
+                            "trust_data", "knn_r2_redshift", "recon_error", "recon_excess") if k in m]
         lines.append(f"{name:>14}: " + ", ".join(f"{k} {m[k]:.4g}" for k in keys))
     t = metrics.get("timings", {})
     if t:
@@ -61,9 +71,9 @@ def run(args) -> int:
     from latentsky.pipeline import run_pipeline
     from latentsky.progress import TqdmProgress
 
-    train = {"loss": args.loss}
-    if args.epochs is not None:
-        train["epochs"] = args.epochs
+    given = {"map": args.map, "optimizer": args.optimizer, "max_iter": args.max_iter, "restarts": args.restarts,
+             "epochs": args.epochs}
+    train = {k: v for k, v in given.items() if v is not None}
     from latentsky.pipeline import TRAIN_ROWS, TRAIN_VISITS
 
     train_rows = TRAIN_ROWS if args.train_rows is None else (args.train_rows or None)
@@ -78,5 +88,5 @@ def run(args) -> int:
     print("wrote " + ", ".join(metrics["outputs"][k] for k in ("latent", "model", "metrics", "map")))
     if metrics["skipped"]:
         print("up to date, skipped: " + ", ".join(metrics["skipped"]))
-    print(json.dumps({k: metrics["ours"][k] for k in sorted(metrics["ours"])}))
+    print(json.dumps({"map": metrics.get("map"), **{k: metrics["scores"][k] for k in sorted(metrics["scores"])}}))
     return 0

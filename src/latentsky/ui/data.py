@@ -140,6 +140,8 @@ class LatentData(param.Parameterized):
     table = param.Parameter(default=None, allow_None=True,
                             doc="The latent table: x, y and metadata columns (pandas, or Dask for 10^7-10^8 rows)")
     label = param.String(default="", doc="Where the table came from (shown in the app's title)")
+    map_name = param.String(default="", doc="What made the map, in words (the pipeline's metrics.json "
+                                            "``map_name``; shown in the legend and the map's title)")
     source = param.Parameter(default=None, doc="A SpectrumSource giving each row's spectrum, or None")
     cutouts = param.Parameter(default=None, doc="A latentsky.ui.cutouts.Cutouts giving each row's images, or None")
 
@@ -240,7 +242,7 @@ class LatentData(param.Parameterized):
         from latentsky.ui.cutouts import Cutouts
 
         cutouts = Cutouts(folder / "cutouts") if (folder / "cutouts" / "index.parquet").exists() else Cutouts()
-        return cls(table, label=str(folder), source=source, cutouts=cutouts)
+        return cls(table, label=str(folder), source=source, cutouts=cutouts, map_name=_map_name(folder))
 
     @classmethod
     def from_synth(cls, folder, *, columns=None, dask: bool = False) -> "LatentData":
@@ -362,3 +364,13 @@ def _join_catalog(table: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     out["id"] = out["id"].astype(str)
     return out.merge(cat, on="id", how="left")
+
+
+def _map_name(folder: Path) -> str:
+    """The map's kind in words, from a pipeline folder's ``metrics.json`` ("" when it does not say)."""
+    import json
+
+    try:
+        return str(json.loads((Path(folder) / "metrics.json").read_text()).get("map_name", ""))
+    except (OSError, ValueError):
+        return ""

@@ -8,6 +8,7 @@ tested by setting them (``explore.select_box(...)``, ``explore.tap(...)``,
 
 from __future__ import annotations
 
+import html
 import logging
 import threading
 
@@ -154,7 +155,8 @@ class Explore(pn.viewable.Viewer):
         import holoviews as hv
 
         dmap = vz.latent_map(self._prepared, color_by=self.color_by, width=self.width, height=self.height,
-                             hover=self.hover, prepared=True, title=self.data.label)
+                             hover=self.hover, prepared=True,
+                             title=" · ".join(t for t in (self.data.label, self.data.map_name) if t))
         xlim, ylim = self.x_range, self.y_range
         if xlim is None or ylim is None:
             xlim, ylim = self.data_bounds()
@@ -363,9 +365,12 @@ class Explore(pn.viewable.Viewer):
         return " · ".join(parts)
 
     def legend_html(self) -> str:
-        """A colour key for categorical colouring (the raster's own colour bar covers numbers)."""
+        """What made the map (its kind, when known) and a colour key for categorical colouring (the
+        raster's own colour bar covers numbers)."""
         items = vz.category_legend(self._prepared, self.color_by)
-        return "".join(f'<span style="margin-right:10px"><span style="display:inline-block;width:10px;'
+        known = self.data is not None and self.data.map_name
+        kind = f'<div class="explore-map-kind"><b>map:</b> {html.escape(self.data.map_name)}</div>' if known else ""
+        return kind + "".join(f'<span style="margin-right:10px"><span style="display:inline-block;width:10px;'
                        f'height:10px;background:{c};margin-right:4px"></span>{name}</span>' for name, c in items)
 
     def _show_spectrum(self) -> None:
