@@ -183,7 +183,8 @@ ZOOM_JS = r"""
   let start = null;
   let done = false;
   // timed from the wheel event itself (the page's clock)
-  window.addEventListener("wheel", () => { if (start === null) start = performance.now(); }, {capture: true, once: true});
+  window.addEventListener("wheel", () => { if (start === null) start = performance.now(); },
+                          {capture: true, once: true});
   const hasImage = (data) => data != null && (data instanceof Map ? data.has("image") : "image" in data);
   const cb = (ev) => {
     if (done || start === null) return;

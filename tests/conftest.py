@@ -10,6 +10,22 @@ from _support.data import shared_data_dir
 from latentsky.data import sample_path, sample_spectra
 
 
+TIERS = {"notebooks": "notebook", "platform": "platform", "scale": "scale"}
+"""Folders of tests/ whose tests carry a marker of their own, so that ``make test-fast`` can leave them out."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests of the slow tiers: ``notebook``, ``platform`` and ``scale`` by folder, ``browser`` for the
+    modules that drive Chromium (they define ``CHROMIUM``)."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = Path(item.fspath).relative_to(root).parts
+        if parts[0] in TIERS:
+            item.add_marker(TIERS[parts[0]])
+        if hasattr(item.module, "CHROMIUM"):
+            item.add_marker("browser")
+
+
 @pytest.fixture(autouse=True)
 def _restore_conf():
     """Every test starts and ends with the same ``latentsky.conf`` (URLs, offline flag, retries, cache dir)."""

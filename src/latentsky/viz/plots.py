@@ -50,7 +50,8 @@ def spectrum_plot(wave, flux, *, weight=None, model=None, title: str = "", width
         m = np.asarray(model, dtype=float)
         curves.append(hv.Curve((wave, m), "wavelength", "flux", label=model_label)
                       .opts(color="#d62728", line_width=1, alpha=0.8, backend="bokeh"))
-    return hv.Overlay(curves).opts(backend="bokeh", width=width, height=height, title=title, xlabel="wavelength (Angstrom)",
+    return hv.Overlay(curves).opts(backend="bokeh", width=width, height=height, title=title,
+                                   xlabel="wavelength (Angstrom)",
                                    ylabel="normalised flux", legend_position="top_right", show_grid=True)
 
 
@@ -59,7 +60,8 @@ def empty_spectrum_plot(message: str = "Tap a point on the map to see its spectr
     """A placeholder for the spectrum panel before the first tap."""
     hv = bokeh_backend()
     return hv.Overlay([hv.Curve([], "wavelength", "flux")]).opts(
-        backend="bokeh", width=width, height=height, title=message, xlabel="wavelength (Angstrom)", ylabel="normalised flux")
+        backend="bokeh", width=width, height=height, title=message, xlabel="wavelength (Angstrom)",
+        ylabel="normalised flux")
 
 
 def cutout_plot(cutouts, *, size: int = 150):
