@@ -1,4 +1,4 @@
-"""The latent map and the spectrum view as HoloViews elements (no Panel here).
+"""The latent map as a HoloViews element, rasterized and coloured on the server (no Panel here).
 
 A latent table is a :class:`pandas.DataFrame` with one row per spectrum and
 at least the coordinate columns ``x`` and ``y`` (what ``latentsky pipeline``
