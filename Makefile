@@ -46,9 +46,10 @@ demo: $(STAMP)
 test: $(STAMP) sysdeps lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --timeout 900 tests
 
-# The quick tier while changing code: no browser, no notebooks, no JupyterHub/Binder/classroom, no
-# scale tests and nothing marked slow (the markers are set in tests/conftest.py).  `make test` runs everything.
-FAST_MARKERS := not slow and not browser and not notebook and not platform and not scale
+# The quick tier while changing code: no browser, no notebooks, no JupyterHub/Binder/classroom, no scale
+# tests, no TensorFlow training and nothing marked slow (the markers are set in tests/conftest.py).
+# `make test` runs everything.
+FAST_MARKERS := not slow and not browser and not notebook and not platform and not scale and not training
 test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --timeout 300 -m "$(FAST_MARKERS)" tests
 
