@@ -16,14 +16,14 @@ SYSTEM_PACKAGES := chromium stilts
 # npm packages the tests need: JupyterHub's proxy for tests/platform (Node comes from Debian's nodejs).
 NPM_PACKAGES := configurable-http-proxy
 
-.PHONY: demo test install sysdeps bench clean
+.PHONY: demo test test-fast lint install sysdeps bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[test,bench]"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[test,jupyter,cluster,bench]"
 	touch $(STAMP)
 
 # Installs only what is missing, so it costs nothing once done.
@@ -43,8 +43,22 @@ demo: $(STAMP)
 	$(BIN)/latentsky demo --out $(DEMO_OUT)
 
 # The course's notebooks run inside the suite (tests/notebooks executes each one and checks its figures).
-test: $(STAMP) sysdeps
+test: $(STAMP) sysdeps lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --timeout 900 tests
+
+# The quick tier while changing code: no browser, no notebooks, no JupyterHub/Binder/classroom, no scale
+# tests, no TensorFlow training and nothing marked slow (the markers are set in tests/conftest.py).
+# `make test` runs everything.
+FAST_MARKERS := not slow and not browser and not notebook and not platform and not scale and not training
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --timeout 300 -m "$(FAST_MARKERS)" tests
+
+# ruff (pyflakes + pycodestyle, configured in pyproject.toml) and deptry (declared vs imported dependencies).
+# `ruff format --check .` joins them once the whole tree has been formatted (the coordinator enables it):
+#	$(BIN)/ruff format --check .
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/deptry src
 
 bench: $(STAMP)
 	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done

@@ -22,8 +22,9 @@ Browser side: ``panel serve widgets/app.py`` on a 10^7-row table, headless
 Chromium (Debian's ``/usr/bin/chromium``) driven by Playwright; a mouse-wheel
 zoom on the map, timed from the wheel event until the new image from the server has been
 painted (the change of the image source's data after the wheel, plus two animation frames).
-Stop 11's figures did not time a zoom: Playwright's ``evaluate_handle`` waited for the timing
-promise, so the wheel came only after a change of some other model; the image then took ~880 ms.
+The timer starts in the page, on the wheel event itself, and the wheel is sent without waiting on the timing
+promise (waiting with Playwright's ``evaluate_handle`` first times some other model's change instead; see
+docs/decisions/map-zoom.md).
 
 Everything for this CPU's native instruction set and again with AVX2 forced, in a child
 process (``--isa``, see ``bench/_cpu.py``: numba, hence Datashader and our kernels, OpenBLAS,
@@ -183,7 +184,8 @@ ZOOM_JS = r"""
   let start = null;
   let done = false;
   // timed from the wheel event itself (the page's clock)
-  window.addEventListener("wheel", () => { if (start === null) start = performance.now(); }, {capture: true, once: true});
+  window.addEventListener("wheel", () => { if (start === null) start = performance.now(); },
+                          {capture: true, once: true});
   const hasImage = (data) => data != null && (data instanceof Map ? data.has("image") : "image" in data);
   const cb = (ev) => {
     if (done || start === null) return;

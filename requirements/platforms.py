@@ -5,7 +5,8 @@
     python requirements/platforms.py check --full          # pip reads every package's metadata (minutes)
     python requirements/platforms.py binder                # rewrite binder/environment.yml from the lock
 
-``check --full`` walks the dependency graph of latentsky's runtime dependencies (pyproject.toml) as it would be
+``check --full`` walks the dependency graph of latentsky's runtime dependencies and its ``[jupyter]`` extra
+(pyproject.toml, :data:`INSTALLED_EXTRAS`) as it would be
 installed on the platform: environment markers (``sys_platform``, ``platform_machine``, extras) evaluated for
 that platform, every version taken from the lock, and for each level one ``pip install --dry-run --no-deps
 --only-binary :all: --platform TAG ...`` that finds the pinned wheel for the platform (pip reads the wheel's
@@ -77,10 +78,16 @@ def read_lock(path: Path = LOCK) -> dict[str, str]:
     return pins
 
 
-def runtime_requirements() -> list[Requirement]:
-    """latentsky's runtime dependencies as declared in pyproject.toml."""
+INSTALLED_EXTRAS = ("jupyter",)
+"""The extras of pyproject.toml that a laptop's environment and Binder install beside the runtime dependencies:
+JupyterLab, where the course runs."""
+
+
+def runtime_requirements(extras=INSTALLED_EXTRAS) -> list[Requirement]:
+    """latentsky's runtime dependencies as declared in pyproject.toml, with those of ``extras``."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"]]
+    optional = project.get("optional-dependencies", {})
+    return [Requirement(r) for r in project["dependencies"] + [d for e in extras for d in optional[e]]]
 
 
 def applies(req: Requirement, env: dict, extras=()) -> bool:
@@ -316,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"FAIL {outcome}")
                 failed += 1
             else:
-                tf = next((f"{n}=={outcome[n]}" for n in ("tensorflow", "tensorflow-cpu") if n in outcome), "no TensorFlow")
+                tf = next((f"{n}=={outcome[n]}" for n in ("tensorflow", "tensorflow-cpu") if n in outcome),
+                          "no TensorFlow")
                 print(f"ok   {platform}: {len(outcome)} packages, every one a pinned wheel ({tf})")
         return 1 if failed else 0
     print(__doc__)

@@ -10,6 +10,28 @@ from _support.data import shared_data_dir
 from latentsky.data import sample_path, sample_spectra
 
 
+TIERS = {"notebooks": "notebook", "platform": "platform", "scale": "scale", "autoencoder": "training"}
+"""Folders of tests/ whose tests carry a marker of their own, so that ``make test-fast`` can leave them out."""
+
+TRAINING_MODULES = {"test_demo.py", "test_pipeline_rejected.py", "test_reconstruct.py"}
+"""Test modules outside tests/autoencoder that train a map (the whole pipeline, or a model to decode with)."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests of the slow tiers: ``notebook``, ``platform``, ``scale`` and ``training`` by folder or module
+    (and the app's Train step tests, by name), ``browser`` for the modules that drive Chromium (they define
+    ``CHROMIUM``)."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = Path(item.fspath).relative_to(root).parts
+        if parts[0] in TIERS:
+            item.add_marker(TIERS[parts[0]])
+        if parts[-1] in TRAINING_MODULES or (parts[-1] == "test_steps.py" and "train" in item.name):
+            item.add_marker("training")
+        if hasattr(item.module, "CHROMIUM"):
+            item.add_marker("browser")
+
+
 @pytest.fixture(autouse=True)
 def _restore_conf():
     """Every test starts and ends with the same ``latentsky.conf`` (URLs, offline flag, retries, cache dir)."""

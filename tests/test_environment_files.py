@@ -48,7 +48,8 @@ def _pins(path: Path) -> dict[str, str]:
 
 
 def _declared() -> list[Requirement]:
-    return [Requirement(d) for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]]
+    """The runtime dependencies and those of the extras a laptop and Binder install (``[jupyter]``)."""
+    return platforms.runtime_requirements()
 
 
 def test_conda_environment_declares_pyproject_dependencies_with_their_markers():
@@ -56,7 +57,8 @@ def test_conda_environment_declares_pyproject_dependencies_with_their_markers():
     lines = {_key(line): Requirement(line) for line in _pip(REPO / "environment.yml") if not line.startswith("-")}
     assert set(lines) == set(declared), f"environment.yml differs from pyproject.toml: {set(lines) ^ set(declared)}"
     for name, req in lines.items():
-        assert str(req.marker) == str(declared[name].marker), f"{name}: markers differ ({req.marker} vs {declared[name].marker})"
+        assert str(req.marker) == str(declared[name].marker), \
+            f"{name}: markers differ ({req.marker} vs {declared[name].marker})"
     # every indirect dependency pinned too: pip reads the lock (paths are relative to the file's folder)
     assert "-c requirements/constraints.txt" in _pip(REPO / "environment.yml")
 
@@ -83,7 +85,7 @@ def test_every_declared_dependency_is_pinned():
     lock = platforms.read_lock()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    needed = project["dependencies"] + extras["test"] + extras["bench"]
+    needed = project["dependencies"] + [d for group in extras.values() for d in group]
     assert not [d for d in needed if _key(d) not in lock]
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 from astropy.io import fits
 
 from latentsky.cli import main
-from latentsky.io.readers import SPPIXMASK
+from latentsky.io.sdss import SPPIXMASK
 
 KEEP = ["spec-0266-51602-0001", "spec-0266-51602-0013", "spec-0266-51602-0107", "spec-0266-51602-0162",
         "spec-0266-51602-0573", "spec-0266-51630-0461", "spec-0280-51612-0117", "spec-0285-51930-0378",

@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def shared_data_dir() -> Path | None:
-    """The full real data set, ``../shared/data`` beside the repository or ``$LATENTSKY_SHARED_DATA``; None if absent."""
+    """The full real data set, ``../shared/data`` beside the repository or ``$LATENTSKY_SHARED_DATA``; None if
+    absent."""
     candidate = Path(os.environ.get("LATENTSKY_SHARED_DATA", REPO.parent / "shared" / "data"))
     return candidate if candidate.is_dir() else None

@@ -11,7 +11,8 @@ import requests
 from latentsky.download import DownloadItem, Manifest
 from latentsky.download.names import filename_from_content_disposition, name_from_url, safe_join, safe_name
 from latentsky.download.policy import parse_retry_after
-from latentsky.download.transfer import fetch, fits_extent, verify
+from latentsky.download.transfer import fetch
+from latentsky.download.verify import fits_extent, verify
 from latentsky.exceptions import DownloadError
 
 

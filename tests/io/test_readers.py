@@ -82,7 +82,7 @@ def _sdss_with_and_mask(sample, tmp_path, mask_value: int, name: str):
 
 def test_sdss_warning_bits_keep_the_pixel_and_unusable_bits_mask_it(sample, tmp_path):
     """ivar is the weight; only the SPPIXMASK bits that make a pixel unusable mask it."""
-    from latentsky.io.readers import SPPIXMASK
+    from latentsky.io.sdss import SPPIXMASK
 
     ivar = fits.getdata(sample / "sdss" / "spec-0266-51602-0013.fits.gz", "COADD")["ivar"].astype("f8")
     warned = read_spectrum(_sdss_with_and_mask(sample, tmp_path, (1 << SPPIXMASK["BADFLAT"])

@@ -130,8 +130,8 @@ class ESO(Archive):
             if not c.isscalar:
                 raise CoordinateError("coordinates: build_query takes one position; upload a table for many")
             r = parse_radius(radius).deg
-            where.append(f"CONTAINS(POINT('ICRS', s_ra, s_dec), CIRCLE('ICRS', {float(c.ra.deg)!r}, {float(c.dec.deg)!r}, "
-                         f"{float(r)!r})) = 1")
+            where.append(f"CONTAINS(POINT('ICRS', s_ra, s_dec), "
+                         f"CIRCLE('ICRS', {float(c.ra.deg)!r}, {float(c.dec.deg)!r}, {float(r)!r})) = 1")
         t0, t1 = parse_time(start, parameter="start"), parse_time(end, parameter="end")
         if t0 is not None and t1 is not None and t1 <= t0:
             raise CoordinateError(f"end ({t1.isot}) must be after start ({t0.isot})")

@@ -24,10 +24,6 @@ Examples
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import heapq
-import itertools
 import logging
 import os
 import random
@@ -46,7 +42,10 @@ from latentsky.download import credentials
 from latentsky.download.items import DownloadItem
 from latentsky.download.manifest import Manifest, ManifestWriteError
 from latentsky.download.policy import USER_AGENT, RetryPolicy
-from latentsky.download.transfer import StorageError, fetch, fsync_folder, verify
+from latentsky.download.results import DownloadFailure, Results
+from latentsky.download.schedule import Job, Scheduler
+from latentsky.download.transfer import StorageError, fetch, fsync_folder
+from latentsky.download.verify import verify
 from latentsky.exceptions import CredentialError, DownloadError, LatentskyError
 from latentsky.progress import Progress, ProgressCallback
 
@@ -61,193 +60,6 @@ _HALTING = (StorageError, ManifestWriteError)
 VERIFYING_THREADS = 2
 """Files verified at once by one manager (the other workers wait for a turn)."""
 
-
-@dataclasses.dataclass(frozen=True)
-class DownloadFailure:
-    """An item that could not be fetched in a run.
-
-    Attributes
-    ----------
-    item : DownloadItem
-        The item (pass failures back to :meth:`DownloadManager.run` to retry them).
-    error : str
-        The last error, naming the URL and what went wrong.
-    attempts : int
-        Attempts made in the run.
-    """
-
-    item: DownloadItem
-    error: str
-    attempts: int
-
-    def __str__(self) -> str:
-        return f"{self.item.key}: {self.error} (after {self.attempts} attempt(s))"
-
-
-@dataclasses.dataclass
-class Results:
-    """What a :meth:`DownloadManager.run` did.
-
-    Attributes
-    ----------
-    done : list of Path
-        Files fetched and verified in this run.
-    skipped : list of Path
-        Files already present and verified (nothing fetched).
-    errors : list of DownloadFailure
-        Items that failed; ``manager.run(results.errors)`` retries them alone.
-    requests : int
-        HTTP requests made.
-    retries : int
-        Attempts beyond the first.
-    bytes : int
-        Bytes received, bytes.
-    elapsed : float
-        Wall-clock duration of the run, s.
-    stopped : bool
-        True when :meth:`DownloadManager.stop` or :attr:`halted` ended the
-        run early (the files not reached are still pending in the manifest).
-    halted : str
-        Why the run stopped by itself, when the destination or its manifest
-        could not be written (disk full...); empty otherwise.  The next run
-        goes on where this one stopped.
-    """
-
-    done: list = dataclasses.field(default_factory=list)
-    skipped: list = dataclasses.field(default_factory=list)
-    errors: list = dataclasses.field(default_factory=list)
-    requests: int = 0
-    retries: int = 0
-    bytes: int = 0
-    elapsed: float = 0.0
-    stopped: bool = False
-    halted: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """True when no item failed and the run was not halted."""
-        return not self.errors and not self.halted
-
-    @property
-    def files(self) -> list[Path]:
-        """Every file in place after the run (done + skipped)."""
-        return self.done + self.skipped
-
-    def summary(self) -> str:
-        """One line: counts, volume and rate."""
-        rate = len(self.done) / self.elapsed if self.elapsed else 0.0
-        return (f"{len(self.done)} downloaded, {len(self.skipped)} already present, {len(self.errors)} failed; "
-                f"{self.bytes / 1e6:.1f} MB in {self.elapsed:.1f} s ({rate:.1f} files/s, "
-                f"{self.requests} requests, {self.retries} retries)"
-                + (f"; stopped: {self.halted}" if self.halted else "; stopped early" if self.stopped else ""))
-
-    def __repr__(self) -> str:
-        return f"<Results: {self.summary()}>"
-
-
-class _Job:
-    __slots__ = ("item", "attempts", "unrecorded", "etag", "last_error", "no_part")
-
-    def __init__(self, item: DownloadItem, etag: str | None, no_part: bool = False):
-        self.item, self.attempts, self.etag, self.last_error = item, 0, etag, ""
-        # known to have no .part file (seen at triage; no attempt since): no need to look
-        self.no_part = no_part
-        # attempts not yet written to the manifest: they ride along with the next write,
-        # which saves one SQLite write per request while a connection slot is held
-        self.unrecorded = 0
-
-    def take_unrecorded(self) -> int:
-        n, self.unrecorded = self.unrecorded, 0
-        return n
-
-
-class _Scheduler:
-    """Ready queues per host, a heap of delayed retries, connection slots in all and per host.
-
-    A worker holds a slot only while it talks to the server: it gives it back
-    (:meth:`release_slot`) as soon as the body has arrived, and verifies the
-    file while another worker uses the connection.
-    """
-
-    def __init__(self, jobs: list[_Job], total: int, per_host: int):
-        self.total, self.per_host = total, per_host
-        self.ready: dict[str, collections.deque] = collections.defaultdict(collections.deque)
-        for job in jobs:
-            self.ready[job.item.host].append(job)
-        self.delayed: list = []  # (due time, seq, job)
-        self.active: collections.Counter = collections.Counter()
-        self.active_total = 0
-        self.outstanding = len(jobs)
-        self.stopped = False
-        self._seq = itertools.count()
-        self._rr = 0
-        self.cond = threading.Condition()
-
-    def get(self) -> _Job | None:
-        """The next job a worker may start, with a slot held; waits as needed; None when all is over."""
-        with self.cond:
-            while True:
-                if self.stopped or self.outstanding == 0:
-                    return None
-                now = time.monotonic()
-                while self.delayed and self.delayed[0][0] <= now:
-                    _, _, job = heapq.heappop(self.delayed)
-                    # retries first: left at the back, they would all meet their next fault
-                    # (and its Retry-After wait) at the very end of the run, with the slots idle
-                    self.ready[job.item.host].appendleft(job)
-                job = self._take()
-                if job is not None:
-                    if self._startable():
-                        self.cond.notify()  # more can start (several retries came due at once)
-                    return job
-                wait = self.delayed[0][0] - now if self.delayed else None
-                self.cond.wait(timeout=wait)
-
-    def _startable(self) -> bool:
-        if self.active_total >= self.total:
-            return False
-        return any(q and self.active[h] < self.per_host for h, q in self.ready.items())
-
-    def _take(self) -> _Job | None:
-        if self.active_total >= self.total:
-            return None
-        hosts = [h for h, q in self.ready.items() if q and self.active[h] < self.per_host]
-        if not hosts:
-            return None
-        # round robin over hosts, so one big archive cannot starve the others
-        host = hosts[self._rr % len(hosts)]
-        self._rr += 1
-        self.active[host] += 1
-        self.active_total += 1
-        return self.ready[host].popleft()
-
-    def release_slot(self, host: str) -> None:
-        """Give back the connection slot taken by :meth:`get`."""
-        with self.cond:
-            self.active[host] -= 1
-            self.active_total -= 1
-            # one waiting worker is enough for one slot (waking them all costs CPU that the
-            # transfers in flight are waiting for); it wakes the next if more can start
-            self.cond.notify()
-
-    def done(self, job: _Job, *, finished: bool, delay: float = 0.0) -> None:
-        """Finished with ``job``, or retry it after ``delay`` s."""
-        with self.cond:
-            if finished:
-                self.outstanding -= 1
-                if self.outstanding == 0:
-                    self.cond.notify_all()  # the end: every worker leaves
-            elif delay > 0:
-                heapq.heappush(self.delayed, (time.monotonic() + delay, next(self._seq), job))
-                self.cond.notify()  # a waiter sets its timer by the earliest due retry
-            else:
-                self.ready[job.item.host].appendleft(job)
-                self.cond.notify()
-
-    def stop(self) -> None:
-        with self.cond:
-            self.stopped = True
-            self.cond.notify_all()
 
 
 class DownloadManager:
@@ -306,7 +118,7 @@ class DownloadManager:
         self._rng = random.Random(seed)
         self._local = threading.local()
         self._proxy_cache: dict = {}
-        self._sched: _Scheduler | None = None
+        self._sched: Scheduler | None = None
         self._adapter: requests.adapters.HTTPAdapter | None = None
         # Verifying (astropy parsing headers) is CPU work under the interpreter lock: two
         # threads at a time keep up with the network, and leave the lock free more often for
@@ -397,7 +209,7 @@ class DownloadManager:
         return results
 
     # ------------------------------------------------------------ internals
-    def _triage(self, todo: list[DownloadItem], results: Results, verify_existing: bool) -> list[_Job]:
+    def _triage(self, todo: list[DownloadItem], results: Results, verify_existing: bool) -> list[Job]:
         """Skip what is already in place; jobs for the rest."""
         rows = {r["key"]: r for r in self.manifest.rows()}
         is_file = _file_test([item.dest for item in todo])  # also answers for the .part files beside them
@@ -428,7 +240,7 @@ class DownloadManager:
                     continue
             if row.get("state") == "done":
                 lost.append(item.key)
-            jobs.append(_Job(item, row.get("etag"), no_part=not is_file(item.part)))
+            jobs.append(Job(item, row.get("etag"), no_part=not is_file(item.part)))
         if lost:
             self.manifest.mark_pending(lost)
         return jobs
@@ -462,8 +274,8 @@ class DownloadManager:
             self._proxy_cache[key] = proxies
         return proxies
 
-    def _run_jobs(self, jobs: list[_Job], results: Results, progress: Progress) -> None:
-        sched = _Scheduler(jobs, self.max_connections, self.max_connections_per_host)
+    def _run_jobs(self, jobs: list[Job], results: Results, progress: Progress) -> None:
+        sched = Scheduler(jobs, self.max_connections, self.max_connections_per_host)
         self._sched = sched
         if self._stop.is_set():  # stop() came before the scheduler existed
             sched.stop()
@@ -540,10 +352,9 @@ class DownloadManager:
         if sched is not None:
             sched.stop()
 
-    def _attempt(self, job: _Job, results: Results, lock: threading.Lock,
+    def _attempt(self, job: Job, results: Results, lock: threading.Lock,
                  release: Callable[[], None]) -> tuple[bool, float]:
         """One attempt at ``job``; returns (finished, delay before the next attempt in s)."""
-        item = job.item
         job.attempts += 1
         job.unrecorded += 1
         # counted after the transfer, not before it: the connection slot is held until then
@@ -555,7 +366,7 @@ class DownloadManager:
                 if job.attempts > 1:
                     results.retries += 1
 
-    def _transfer(self, job: _Job, results: Results, lock: threading.Lock,
+    def _transfer(self, job: Job, results: Results, lock: threading.Lock,
                   release: Callable[[], None]) -> tuple[bool, float]:
         item = job.item
         part_size = 0 if job.no_part else None
@@ -596,13 +407,13 @@ class DownloadManager:
         job.last_error = ""
         return True, 0.0
 
-    def _remember_etag(self, job: _Job, etag: str | None) -> None:
+    def _remember_etag(self, job: Job, etag: str | None) -> None:
         """Before the first byte is written: the ETag the bytes come from, for a later If-Range."""
         if etag != job.etag:
             job.etag = etag
             self.manifest.start_attempt(job.item.key, etag, attempts=job.take_unrecorded())
 
-    def _give_up(self, job: _Job, results: Results, lock: threading.Lock, message: str) -> tuple[bool, float]:
+    def _give_up(self, job: Job, results: Results, lock: threading.Lock, message: str) -> tuple[bool, float]:
         job.last_error = message
         self.manifest.mark_error(job.item.key, message, failed=True, attempts=job.take_unrecorded())
         log.warning("download failed: %s (after %d attempt(s))", message, job.attempts)

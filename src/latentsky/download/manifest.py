@@ -44,8 +44,6 @@ except ImportError:  # Windows: no flock; one run at a time is then the user's b
 MANIFEST_NAME = ".latentsky-manifest.sqlite"
 """File name of the manifest kept in a destination folder."""
 
-STATES = ("pending", "done", "failed")
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     key        TEXT PRIMARY KEY,

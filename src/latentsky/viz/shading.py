@@ -26,7 +26,8 @@ LEVELS = 256
 
 
 def lookup_table(colours, *, min_alpha: int = 255) -> np.ndarray:
-    """RGBA colours (uint8, shape (LEVELS + 1, 4)) spread evenly over ``colours`` (hex or names), then a transparent entry.
+    """RGBA colours (uint8, shape (LEVELS + 1, 4)) spread evenly over ``colours`` (hex or names), then a
+    transparent entry.
 
     Entry ``i < LEVELS`` is level ``i / (LEVELS - 1)`` of the palette, its opacity rising linearly from
     ``min_alpha`` to 255; the last entry (index ``LEVELS``) is what empty pixels get.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import mimetypes
 import re
 from pathlib import Path
@@ -83,37 +82,6 @@ class Request:
                 if key.lower() == wanted and values:
                     return values[0]
         return default
-
-    def int_param(self, name: str, default: int | None = None, *, low: int | None = None,
-                  high: int | None = None) -> int | None:
-        """Parameter ``name`` as an integer in ``[low, high]``; a 400 :class:`HTTPError` naming it otherwise."""
-        text = self.param(name)
-        if text is None:
-            return default
-        if not re.fullmatch(r"\s*[-+]?\d{1,18}\s*", text):
-            raise HTTPError(400, f"parameter {name}={text[:40]!r} is not an integer")
-        return _in_range(name, int(text), low, high)
-
-    def float_param(self, name: str, default: float | None = None, *, low: float | None = None,
-                    high: float | None = None) -> float | None:
-        """Parameter ``name`` as a finite number in ``[low, high]``; a 400 :class:`HTTPError` naming it otherwise."""
-        text = self.param(name)
-        if text is None:
-            return default
-        try:
-            value = float(text) if len(text) <= 64 else math.nan
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise HTTPError(400, f"parameter {name}={text[:40]!r} is not a finite number")
-        return _in_range(name, value, low, high)
-
-
-def _in_range(name, value, low, high):
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-        raise HTTPError(400, f"parameter {name}={value} is outside {bounds}")
-    return value
 
 
 @dataclasses.dataclass
