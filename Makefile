@@ -53,11 +53,11 @@ FAST_MARKERS := not slow and not browser and not notebook and not platform and n
 test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --timeout 300 -m "$(FAST_MARKERS)" tests
 
-# ruff (pyflakes + pycodestyle, configured in pyproject.toml) and deptry (declared vs imported dependencies).
-# `ruff format --check .` joins them once the whole tree has been formatted (the coordinator enables it):
-#	$(BIN)/ruff format --check .
+# ruff (pyflakes, pycodestyle, import order and formatting, configured in pyproject.toml) and deptry
+# (declared vs imported dependencies).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/deptry src
 
 bench: $(STAMP)

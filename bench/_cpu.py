@@ -55,8 +55,9 @@ _OPENSSL_AVX512_MASK = 0x00005842_DC230000
 def cpu_model() -> str:
     """The CPU's model name (``lscpu``'s "Model name"; /proc/cpuinfo or platform as fall-backs)."""
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
-                             env=dict(os.environ, LC_ALL="C")).stdout
+        out = subprocess.run(
+            ["lscpu"], capture_output=True, text=True, timeout=10, env=dict(os.environ, LC_ALL="C")
+        ).stdout
         for line in out.splitlines():
             if line.strip().startswith("Model name:"):
                 return line.split(":", 1)[1].strip()
@@ -96,18 +97,25 @@ def host_isa() -> str:
 
 def avx2_env() -> dict[str, str]:
     """Environment variables that keep every library of a new process to AVX2 (see the module docstring)."""
-    env = {MARKER: "avx2", "NUMBA_CPU_NAME": "haswell", "OPENBLAS_CORETYPE": "Haswell",
-           "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
-           "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F,-AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL",
-           "OPENSSL_ia32cap": f"~0x0:~0x{_OPENSSL_AVX512_MASK:x}",
-           "ARROW_USER_SIMD_LEVEL": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    env = {
+        MARKER: "avx2",
+        "NUMBA_CPU_NAME": "haswell",
+        "OPENBLAS_CORETYPE": "Haswell",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+        "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F,-AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL",
+        "OPENSSL_ia32cap": f"~0x0:~0x{_OPENSSL_AVX512_MASK:x}",
+        "ARROW_USER_SIMD_LEVEL": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    }
     try:  # numba: this CPU's own features less AVX-512 (the name alone keeps the host's features)
         import llvmlite.binding as llvm
 
         features = llvm.get_host_cpu_features().flatten().split(",")
         env["NUMBA_CPU_FEATURES"] = ",".join(
             "-" + f[1:] if f.startswith("+") and re.match(r"\+(avx512|avx10|amx|evex512)", f) else f
-            for f in features if f)
+            for f in features
+            if f
+        )
     except Exception:  # no llvmlite, or a CPU it cannot describe: haswell's own features
         env["NUMBA_CPU_FEATURES"] = ""
     return env
@@ -208,9 +216,12 @@ def run_avx2_pass(script: str, argv: list[str] | None, extra: list[str] = ()) ->
         return None, f"not run: this CPU ({host_isa()}) has no AVX2"
     env = dict(os.environ, **avx2_env())
     cmd = [sys.executable, script, *_argv_with_isa(argv, "avx2"), *extra]
-    print("--- forced AVX2 pass: " + " ".join(f"{k}={v}" for k, v in sorted(env.items())
-                                             if k in avx2_env() and k != "NUMBA_CPU_FEATURES")
-          + " NUMBA_CPU_FEATURES=<this CPU's, less AVX-512>", flush=True)
+    print(
+        "--- forced AVX2 pass: "
+        + " ".join(f"{k}={v}" for k, v in sorted(env.items()) if k in avx2_env() and k != "NUMBA_CPU_FEATURES")
+        + " NUMBA_CPU_FEATURES=<this CPU's, less AVX-512>",
+        flush=True,
+    )
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
     lines = []
     for line in proc.stdout:

@@ -28,8 +28,10 @@ import time
 
 import requests
 
-EXPENSIVE = ("SELECT COUNT(*) AS n FROM ivoa.ObsCore AS a, ivoa.ObsCore AS b, ivoa.ObsCore AS c, "
-             "ivoa.ObsCore AS d, ivoa.ObsCore AS e WHERE a.t_min + b.t_min + c.t_min + d.t_min + e.t_min < 0")
+EXPENSIVE = (
+    "SELECT COUNT(*) AS n FROM ivoa.ObsCore AS a, ivoa.ObsCore AS b, ivoa.ObsCore AS c, "
+    "ivoa.ObsCore AS d, ivoa.ObsCore AS e WHERE a.t_min + b.t_min + c.t_min + d.t_min + e.t_min < 0"
+)
 
 
 def _probe(url: str, n: int, interval: float) -> list[float]:
@@ -45,8 +47,15 @@ def _probe(url: str, n: int, interval: float) -> list[float]:
     return out
 
 
-def measure(base_url: str, *, idle: int = 200, expensive: int = 20, probes: int = 40,
-            interval: float = 0.05, settle: float = 0.5) -> dict:
+def measure(
+    base_url: str,
+    *,
+    idle: int = 200,
+    expensive: int = 20,
+    probes: int = 40,
+    interval: float = 0.05,
+    settle: float = 0.5,
+) -> dict:
     """Probe ``/tap/capabilities`` with ``idle`` silent connections and ``expensive`` queries open."""
     host, port = base_url.split("//")[1].split(":")
     caps = f"{base_url}/tap/capabilities"
@@ -75,13 +84,18 @@ def measure(base_url: str, *, idle: int = 200, expensive: int = 20, probes: int 
         for t in threads:
             t.join(timeout=600)
     loaded.sort()
-    return {"idle_connections": idle, "expensive_queries": expensive, "open_when_probes_began": open_before,
-            "open_when_probes_ended": open_after,
-            "probes": len(loaded), "capabilities_ms_median": round(statistics.median(loaded), 2),
-            "capabilities_ms_p95": round(loaded[int(0.95 * (len(loaded) - 1))], 2),
-            "capabilities_ms_max": round(loaded[-1], 2),
-            "baseline_ms_median": round(statistics.median(baseline), 2),
-            "queries_answered": sum(1 for s in answers if s in (200, 400))}
+    return {
+        "idle_connections": idle,
+        "expensive_queries": expensive,
+        "open_when_probes_began": open_before,
+        "open_when_probes_ended": open_after,
+        "probes": len(loaded),
+        "capabilities_ms_median": round(statistics.median(loaded), 2),
+        "capabilities_ms_p95": round(loaded[int(0.95 * (len(loaded) - 1))], 2),
+        "capabilities_ms_max": round(loaded[-1], 2),
+        "baseline_ms_median": round(statistics.median(baseline), 2),
+        "queries_answered": sum(1 for s in answers if s in (200, 400)),
+    }
 
 
 def _cpu() -> str:
@@ -97,8 +111,9 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=200)
     parser.add_argument("--expensive", type=int, default=20)
     parser.add_argument("--probes", type=int, default=60)
-    parser.add_argument("--query-seconds", type=float, default=10.0,
-                        help="the service's query time limit during the run")
+    parser.add_argument(
+        "--query-seconds", type=float, default=10.0, help="the service's query time limit during the run"
+    )
     args = parser.parse_args()
 
     from latentsky.archives.local import adql
@@ -112,9 +127,11 @@ def main() -> None:
     result["query_seconds"] = args.query_seconds
     print(f"CPU: {_cpu()}")
     print(f"/tap/capabilities, idle server:           median {result['baseline_ms_median']:.1f} ms")
-    print(f"/tap/capabilities, {args.idle} idle connections + {args.expensive} expensive queries: "
-          f"median {result['capabilities_ms_median']:.1f} ms, p95 {result['capabilities_ms_p95']:.1f} ms, "
-          f"max {result['capabilities_ms_max']:.1f} ms ({result['queries_answered']} queries answered)")
+    print(
+        f"/tap/capabilities, {args.idle} idle connections + {args.expensive} expensive queries: "
+        f"median {result['capabilities_ms_median']:.1f} ms, p95 {result['capabilities_ms_p95']:.1f} ms, "
+        f"max {result['capabilities_ms_max']:.1f} ms ({result['queries_answered']} queries answered)"
+    )
     print(json.dumps(result))
 
 

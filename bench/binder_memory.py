@@ -66,8 +66,8 @@ def _memory(proc: psutil.Process) -> tuple[float, float]:
             info = p.memory_full_info()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        pss += getattr(info, "pss", info.rss) / 2 ** 20
-        rss += info.rss / 2 ** 20
+        pss += getattr(info, "pss", info.rss) / 2**20
+        rss += info.rss / 2**20
     return pss, rss
 
 
@@ -85,8 +85,13 @@ class Sampler(threading.Thread):
         app_pss = sum(_memory(p)[0] for p in app)
         lab_pss, lab_rss = _memory(self.lab)
         k_pss, k_rss = _memory(self.kernel) if self.kernel is not None else (0.0, 0.0)
-        return {"total_pss": lab_pss + k_pss, "total_rss": lab_rss + k_rss, "lab": lab_pss - app_pss,
-                "kernel": k_pss, "app": app_pss}
+        return {
+            "total_pss": lab_pss + k_pss,
+            "total_rss": lab_rss + k_rss,
+            "lab": lab_pss - app_pss,
+            "kernel": k_pss,
+            "app": app_pss,
+        }
 
     def run(self):
         while not self.stop_event.is_set():
@@ -107,8 +112,11 @@ def _cmdline(p: psutil.Process) -> list[str]:
 
 def prepare_results(folder: Path) -> Path:
     """The sample's results as postBuild prepares them in the image (made once; later runs find them done)."""
-    subprocess.run([sys.executable, "-m", "latentsky.cli", "classroom", "--prepare-only", "--out", str(folder)],
-                   check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"})
+    subprocess.run(
+        [sys.executable, "-m", "latentsky.cli", "classroom", "--prepare-only", "--out", str(folder)],
+        check=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"},
+    )
     return folder
 
 
@@ -130,8 +138,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notebook", type=Path, default=REPO / "notebooks" / "04_autoencoder.ipynb")
     parser.add_argument("--limit-mb", type=float, default=2048, help="Binder's memory limit (MB)")
-    parser.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "latentsky-bench-prepared",
-                        help="where the image's prepared results are made once and reused")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "latentsky-bench-prepared",
+        help="where the image's prepared results are made once and reused",
+    )
     args = parser.parse_args(argv)
 
     results = prepare_results(args.results)
@@ -140,10 +152,22 @@ def main(argv=None) -> int:
     home.mkdir()
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTSKY_", "XDG_", "JUPYTER"))}
-    env.update(HOME=str(home), LATENTSKY_APP_DATA=str(results), LATENTSKY_OFFLINE="1",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    cmd = [str(REPO / "binder" / "start"), "jupyter", "lab", "--no-browser", f"--port={port}",
-           "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={home}"]
+    env.update(
+        HOME=str(home),
+        LATENTSKY_APP_DATA=str(results),
+        LATENTSKY_OFFLINE="1",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    cmd = [
+        str(REPO / "binder" / "start"),
+        "jupyter",
+        "lab",
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={TOKEN}",
+        f"--ServerApp.root_dir={home}",
+    ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     log = open(tmp / "lab.log", "wb")
@@ -167,8 +191,9 @@ def main(argv=None) -> int:
         from nbclient import NotebookClient
 
         nb = nbformat.read(args.notebook, as_version=4)
-        client = NotebookClient(nb, timeout=1800, kernel_name="python3",
-                                resources={"metadata": {"path": str(args.notebook.parent)}})
+        client = NotebookClient(
+            nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(args.notebook.parent)}}
+        )
         t0 = time.monotonic()
         with client.setup_kernel(env=env):
             sampler.kernel = psutil.Process(client.km.provisioner.process.pid)
@@ -192,13 +217,27 @@ def main(argv=None) -> int:
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores)")
     print(f"explorer app opened in {app_s:.0f} s: lab {at_app['lab']:.0f} MB + app {at_app['app']:.0f} MB (PSS)")
     print(f"{args.notebook.name} ran in {notebook_s:.0f} s beside it")
-    print(f"peak, PSS: lab {peak['lab']:.0f} MB, app {peak['app']:.0f} MB, kernel {peak['kernel']:.0f} MB; "
-          f"together {peak['total_pss']:.0f} MB (RSS sum {peak['total_rss']:.0f} MB); Binder's limit "
-          f"{args.limit_mb:.0f} MB")
-    print(json.dumps({"peak_pss_mb": round(peak["total_pss"]), "peak_rss_mb": round(peak["total_rss"]),
-                      "lab_mb": round(peak["lab"]), "kernel_mb": round(peak["kernel"]), "app_mb": round(peak["app"]),
-                      "limit_mb": args.limit_mb, "fits": peak["total_pss"] <= args.limit_mb,
-                      "notebook": args.notebook.name, "notebook_s": round(notebook_s), "cpu": cpu_model()}))
+    print(
+        f"peak, PSS: lab {peak['lab']:.0f} MB, app {peak['app']:.0f} MB, kernel {peak['kernel']:.0f} MB; "
+        f"together {peak['total_pss']:.0f} MB (RSS sum {peak['total_rss']:.0f} MB); Binder's limit "
+        f"{args.limit_mb:.0f} MB"
+    )
+    print(
+        json.dumps(
+            {
+                "peak_pss_mb": round(peak["total_pss"]),
+                "peak_rss_mb": round(peak["total_rss"]),
+                "lab_mb": round(peak["lab"]),
+                "kernel_mb": round(peak["kernel"]),
+                "app_mb": round(peak["app"]),
+                "limit_mb": args.limit_mb,
+                "fits": peak["total_pss"] <= args.limit_mb,
+                "notebook": args.notebook.name,
+                "notebook_s": round(notebook_s),
+                "cpu": cpu_model(),
+            }
+        )
+    )
     return 0
 
 

@@ -58,20 +58,37 @@ def code_cells(notebook: Path) -> list[str]:
 
 
 def _message(code: str, session: str) -> dict:
-    return {"header": {"msg_id": uuid.uuid4().hex, "username": "student", "session": session,
-                       "msg_type": "execute_request", "version": "5.3",
-                       "date": datetime.now(timezone.utc).isoformat()},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True}}
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "username": "student",
+            "session": session,
+            "msg_type": "execute_request",
+            "version": "5.3",
+            "date": datetime.now(timezone.utc).isoformat(),
+        },
+        "parent_header": {},
+        "metadata": {},
+        "channel": "shell",
+        "buffers": [],
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+    }
 
 
 async def run_cells(ws_url: str, cookies: str, cells: list[str], t_login: float, result: dict) -> None:
     """Execute ``cells`` one after the other on a kernel's websocket; note the first output's time."""
     from tornado import httpclient, websocket
 
-    conn = await websocket.websocket_connect(httpclient.HTTPRequest(ws_url, headers={"Cookie": cookies},
-                                                                    request_timeout=600))
+    conn = await websocket.websocket_connect(
+        httpclient.HTTPRequest(ws_url, headers={"Cookie": cookies}, request_timeout=600)
+    )
     session = uuid.uuid4().hex
     try:
         for code in cells:
@@ -104,8 +121,11 @@ def student(url: str, name: str, cells: list[str], results: dict, timeout: float
     try:
         s = requests.Session()
         s.get(f"{url}/hub/login", timeout=60).raise_for_status()
-        s.post(f"{url}/hub/login", data={"username": name, "password": PASSWORD, "_xsrf": s.cookies.get("_xsrf")},
-               timeout=timeout)
+        s.post(
+            f"{url}/hub/login",
+            data={"username": name, "password": PASSWORD, "_xsrf": s.cookies.get("_xsrf")},
+            timeout=timeout,
+        )
         deadline = t0 + timeout
         while True:  # as a browser on the spawn page: reload the server's page until it answers (the hub
             # redirects it to the pending page while spawning, then through the OAuth round trip that gives the
@@ -119,8 +139,9 @@ def student(url: str, name: str, cells: list[str], results: dict, timeout: float
             time.sleep(1)
         out["server_s"] = time.monotonic() - t0
         xsrf = s.cookies.get("_xsrf", path=f"/user/{name}/") or s.cookies.get("_xsrf") or ""
-        r = s.post(f"{url}/user/{name}/api/kernels", json={"name": "python3"}, headers={"X-XSRFToken": xsrf},
-                   timeout=120)
+        r = s.post(
+            f"{url}/user/{name}/api/kernels", json={"name": "python3"}, headers={"X-XSRFToken": xsrf}, timeout=120
+        )
         r.raise_for_status()
         kernel = r.json()["id"]
         cookies = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
@@ -150,26 +171,53 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=30)
     parser.add_argument("--timeout", type=float, default=1200, help="seconds for the whole room (bounded)")
-    parser.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "latentsky-bench-prepared",
-                        help="prepared results to share (made once with `classroom --prepare-only --out`)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "latentsky-bench-prepared",
+        help="prepared results to share (made once with `classroom --prepare-only --out`)",
+    )
     args = parser.parse_args(argv)
 
     need_mb = args.users * 400
-    free_mb = psutil.virtual_memory().available / 2 ** 20
+    free_mb = psutil.virtual_memory().available / 2**20
     print(f"{args.users} students need about {need_mb:.0f} MB; {free_mb:.0f} MB available", flush=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     if not (args.results / "latent.parquet").exists():
-        subprocess.run([sys.executable, "-m", "latentsky.cli", "classroom", "--prepare-only", "--out",
-                        str(args.results)], check=True, env=env)
+        subprocess.run(
+            [sys.executable, "-m", "latentsky.cli", "classroom", "--prepare-only", "--out", str(args.results)],
+            check=True,
+            env=env,
+        )
     tmp = Path(tempfile.mkdtemp(prefix="latentsky-bench-room-"))
     port = _free_port()
     env = {k: v for k, v in env.items() if not k.startswith(("LATENTSKY_", "XDG_", "JUPYTER"))}
     env.update(XDG_CACHE_HOME=str(tmp / "cache"), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
     log = open(tmp / "classroom.log", "w")
-    room = subprocess.Popen([sys.executable, "-m", "latentsky.cli", "classroom", "--hub", "--users", str(args.users),
-                             "--hub-port", str(port), "--password", PASSWORD, "--results", str(args.results),
-                             "--notebooks", str(REPO / "notebooks")], cwd=tmp, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    room = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "latentsky.cli",
+            "classroom",
+            "--hub",
+            "--users",
+            str(args.users),
+            "--hub-port",
+            str(port),
+            "--password",
+            PASSWORD,
+            "--results",
+            str(args.results),
+            "--notebooks",
+            str(REPO / "notebooks"),
+        ],
+        cwd=tmp,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     homes = tmp / "cache" / "latentsky" / "classroom-hub" / "homes"
     results: dict[str, dict] = {}
@@ -188,8 +236,10 @@ def main(argv=None) -> int:
                 raise RuntimeError(f"the classroom hub did not start; see {tmp / 'classroom.log'}")
             time.sleep(0.5)
         cells = code_cells(REPO / "notebooks" / "00_quickstart.ipynb")
-        threads = [threading.Thread(target=student, args=(url, f"student{i:02d}", cells, results, args.timeout),
-                                    daemon=True) for i in range(1, args.users + 1)]
+        threads = [
+            threading.Thread(target=student, args=(url, f"student{i:02d}", cells, results, args.timeout), daemon=True)
+            for i in range(1, args.users + 1)
+        ]
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads) and time.monotonic() - t_start < args.timeout:
@@ -198,7 +248,7 @@ def main(argv=None) -> int:
                 mb = 0.0
                 for p in procs:
                     try:
-                        mb += p.memory_full_info().pss / 2 ** 20
+                        mb += p.memory_full_info().pss / 2**20
                     except psutil.Error:
                         pass
                 peaks[name] = max(peaks.get(name, 0.0), mb)
@@ -219,18 +269,37 @@ def main(argv=None) -> int:
     first = np.array([r["first_output_s"] for r in ok if "first_output_s" in r] or [np.nan])
     whole = np.array([r["notebook_s"] for r in ok] or [np.nan])
     mem = np.array(list(peaks.values()) or [np.nan])
-    stats = lambda a: {"median": round(float(np.nanmedian(a)), 1), "p90": round(float(np.nanpercentile(a, 90)), 1),
-                       "max": round(float(np.nanmax(a)), 1)}  # noqa: E731
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores), {psutil.virtual_memory().total / 2 ** 30:.0f} GB")
+    stats = lambda a: {
+        "median": round(float(np.nanmedian(a)), 1),
+        "p90": round(float(np.nanpercentile(a, 90)), 1),
+        "max": round(float(np.nanmax(a)), 1),
+    }  # noqa: E731
+    print(f"CPU: {cpu_model()} ({os.cpu_count()} cores), {psutil.virtual_memory().total / 2**30:.0f} GB")
     print(f"{len(ok)} of {args.users} students ran notebook 00 ({wall:.0f} s for the room)")
     for r in failed[:5]:
         print(f"  {r['name']}: {r.get('error')}")
-    print(f"time to the first cell's output after logging in: {stats(first)} s; to the notebook's end: {stats(whole)} s")
-    print(f"peak memory per student (server + kernel, PSS): median {np.nanmedian(mem):.0f} MB, max {np.nanmax(mem):.0f} MB;"
-          f" the room together {total_peak:.0f} MB")
-    print(json.dumps({"users": args.users, "ok": len(ok), "first_output_s": stats(first), "notebook_s": stats(whole),
-                      "peak_mb_per_user": {"median": round(float(np.nanmedian(mem))), "max": round(float(np.nanmax(mem)))},
-                      "peak_mb_total": round(total_peak), "wall_s": round(wall), "cpu": cpu_model()}))
+    print(
+        f"time to the first cell's output after logging in: {stats(first)} s; to the notebook's end: {stats(whole)} s"
+    )
+    print(
+        f"peak memory per student (server + kernel, PSS): median {np.nanmedian(mem):.0f} MB, "
+        f"max {np.nanmax(mem):.0f} MB;"
+        f" the room together {total_peak:.0f} MB"
+    )
+    print(
+        json.dumps(
+            {
+                "users": args.users,
+                "ok": len(ok),
+                "first_output_s": stats(first),
+                "notebook_s": stats(whole),
+                "peak_mb_per_user": {"median": round(float(np.nanmedian(mem))), "max": round(float(np.nanmax(mem)))},
+                "peak_mb_total": round(total_peak),
+                "wall_s": round(wall),
+                "cpu": cpu_model(),
+            }
+        )
+    )
     return 0 if len(ok) == args.users else 1
 
 

@@ -73,8 +73,15 @@ def _serve(root, latency, fault_rate, seed, retry_after, fault_latency, log_path
     from latentsky.archives.local.archive import LocalArchive
     from latentsky.archives.local.server import FAULT_KINDS
 
-    archive = LocalArchive(root, latency=latency, fault_rate=fault_rate, faults=FAULT_KINDS, seed=seed,
-                           retry_after=retry_after, fault_latency=fault_latency)
+    archive = LocalArchive(
+        root,
+        latency=latency,
+        fault_rate=fault_rate,
+        faults=FAULT_KINDS,
+        seed=seed,
+        retry_after=retry_after,
+        fault_latency=fault_latency,
+    )
     log = open(log_path, "a", buffering=1) if log_path else None
 
     def logged(request):
@@ -90,8 +97,20 @@ def _serve(root, latency, fault_rate, seed, retry_after, fault_latency, log_path
 def start_server(root, *, latency, fault_rate, seed, retry_after=0.5, fault_latency=0.1, log_path=None):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(str(root), latency, fault_rate, seed, retry_after, fault_latency,
-                                            str(log_path) if log_path else None, queue), daemon=True)
+    proc = ctx.Process(
+        target=_serve,
+        args=(
+            str(root),
+            latency,
+            fault_rate,
+            seed,
+            retry_after,
+            fault_latency,
+            str(log_path) if log_path else None,
+            queue,
+        ),
+        daemon=True,
+    )
     proc.start()
     return proc, queue.get(timeout=120)
 
@@ -108,19 +127,41 @@ def child_run(args) -> int:
     conf.set(hips2fits_url=args.url, timeout=10.0)
     table = Table.read(args.table)
     t0 = time.monotonic()
-    result = fetch_cutouts(table, args.dest, bands=BANDS, size=SIZE, connections=args.connections,
-                           max_attempts=10, backoff=0.1)
+    result = fetch_cutouts(
+        table, args.dest, bands=BANDS, size=SIZE, connections=args.connections, max_attempts=10, backoff=0.1
+    )
     elapsed = time.monotonic() - t0
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"elapsed": elapsed, "cells": len(table) * len(BANDS), "requests": result.requests,
-                      "counts": result.counts, "peak_rss_mb": usage.ru_maxrss / 1024,
-                      "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
+    print(
+        json.dumps(
+            {
+                "elapsed": elapsed,
+                "cells": len(table) * len(BANDS),
+                "requests": result.requests,
+                "counts": result.counts,
+                "peak_rss_mb": usage.ru_maxrss / 1024,
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+            }
+        ),
+        flush=True,
+    )
     return 0
 
 
 def run_child(table, dest, url, connections) -> subprocess.Popen:
-    cmd = [sys.executable, __file__, "--child", "--table", str(table), "--dest", str(dest), "--url", url,
-           "--connections", str(connections)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--table",
+        str(table),
+        "--dest",
+        str(dest),
+        "--url",
+        url,
+        "--connections",
+        str(connections),
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
 
 
@@ -170,8 +211,13 @@ def kill_and_resume(table_path, work, url_logged, log_path, connections) -> dict
     if any(i is None or b is None for i, b in cells_asked):
         raise SystemExit("the server's log names a cell that is not one of the targets")
     again = sum(1 for cell in cells_asked if cell in before)
-    return {"dest": dest, "recorded_at_kill": len(before), "rerun_requests": len(asked), "resume_rerequested": again,
-            "rerun": rerun}
+    return {
+        "dest": dest,
+        "recorded_at_kill": len(before),
+        "rerun_requests": len(asked),
+        "resume_rerequested": again,
+        "rerun": rerun,
+    }
 
 
 def verify(dest: Path, url: str, workers: int = 8) -> tuple[int, int]:
@@ -216,8 +262,9 @@ def sequential(table, url: str, n: int) -> tuple[float, int]:
     t0 = time.monotonic()
     for i, b in cells:
         for _ in range(5):
-            status, _, _ = fetch_one(f"CDS/P/SDSS9/{BANDS[b][-1]}", float(table["ra"][i]), float(table["dec"][i]),
-                                     SIZE, 0.396)
+            status, _, _ = fetch_one(
+                f"CDS/P/SDSS9/{BANDS[b][-1]}", float(table["ra"][i]), float(table["dec"][i]), SIZE, 0.396
+            )
             if status != "error":
                 break
         else:
@@ -230,8 +277,9 @@ def cpu_model() -> str:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                "unknown")
+    return next(
+        (line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown"
+    )
 
 
 def main(argv=None) -> int:
@@ -257,15 +305,18 @@ def main(argv=None) -> int:
     try:
         (work / "empty").mkdir()
         log_path = work / "requests.log"
-        faulty, base = start_server(work / "empty", latency=latency, fault_rate=args.fault_rate, seed=7,
-                                    log_path=log_path)
+        faulty, base = start_server(
+            work / "empty", latency=latency, fault_rate=args.fault_rate, seed=7, log_path=log_path
+        )
         clean, clean_base = start_server(work / "empty", latency=0.0, fault_rate=0.0, seed=0)
         servers += [faulty, clean]
         url = f"{base}/synthetic/hips2fits"
         load = [os.getloadavg()[0]]
         print(f"CPU: {cpu_model()} ({os.cpu_count()} CPUs); load average {load[0]:.1f}")
-        print(f"server {base}: latency {args.latency_ms:g} ms, {args.fault_rate:.0%} faults of every kind; "
-              f"{args.connections} connections; {len(BANDS)} bands x {SIZE}x{SIZE} px")
+        print(
+            f"server {base}: latency {args.latency_ms:g} ms, {args.fault_rate:.0%} faults of every kind; "
+            f"{args.connections} connections; {len(BANDS)} bands x {SIZE}x{SIZE} px"
+        )
         tables = {}
         for n in (small, large):
             tables[n] = work / f"targets{n}.ecsv"
@@ -279,39 +330,59 @@ def main(argv=None) -> int:
             runs[n] = timed_run(tables[n], work / f"run{n}", url, args.connections)
             load.append(os.getloadavg()[0])
             r = runs[n]
-            print(f"ours, {n:>7,} targets: {r['cells'] / r['elapsed']:8.1f} cells/s ({r['elapsed']:.1f} s, "
-                  f"{r['requests']:,} requests, {r['counts']}, peak RSS {r['peak_rss_mb']:.0f} MB; CPU per cell: "
-                  f"client {1e3 * r['cpu_s'] / r['cells']:.2f} ms, server "
-                  f"{1e3 * (sum(server_cpu.cpu_times()[:2]) - before) / r['cells']:.2f} ms)")
+            print(
+                f"ours, {n:>7,} targets: {r['cells'] / r['elapsed']:8.1f} cells/s ({r['elapsed']:.1f} s, "
+                f"{r['requests']:,} requests, {r['counts']}, peak RSS {r['peak_rss_mb']:.0f} MB; CPU per cell: "
+                f"client {1e3 * r['cpu_s'] / r['cells']:.2f} ms, server "
+                f"{1e3 * (sum(server_cpu.cpu_times()[:2]) - before) / r['cells']:.2f} ms)"
+            )
         killed = kill_and_resume(tables[small], work, f"{base}/bench/hips2fits", log_path, args.connections)
         lost, wrong = verify(killed["dest"], f"{clean_base}/synthetic/hips2fits")
         load.append(os.getloadavg()[0])
-        print(f"kill -9 at {killed['recorded_at_kill']:,} recorded cells, then a rerun: {killed['rerun_requests']:,} "
-              f"requests, {killed['resume_rerequested']} for cells recorded before the kill; lost {lost}, "
-              f"wrong {wrong} (every cell against a direct request)")
+        print(
+            f"kill -9 at {killed['recorded_at_kill']:,} recorded cells, then a rerun: {killed['rerun_requests']:,} "
+            f"requests, {killed['resume_rerequested']} for cells recorded before the kill; lost {lost}, "
+            f"wrong {wrong} (every cell against a direct request)"
+        )
         seq_rate, seq_failed = sequential(targets(small), url, args.seq_cells)
         rate_small = runs[small]["cells"] / runs[small]["elapsed"]
         rate_large = runs[large]["cells"] / runs[large]["elapsed"]
         bound = args.connections / latency
-        print(f"sequential astroquery.hips2fits: {seq_rate:.1f} cells/s (timed on {args.seq_cells} cells, "
-              f"{seq_failed} failed; {runs[large]['cells'] / seq_rate / 3600:.1f} h for {large:,} targets)")
+        print(
+            f"sequential astroquery.hips2fits: {seq_rate:.1f} cells/s (timed on {args.seq_cells} cells, "
+            f"{seq_failed} failed; {runs[large]['cells'] / seq_rate / 3600:.1f} h for {large:,} targets)"
+        )
         req_rate = runs[large]["requests"] / runs[large]["elapsed"]
         per_cell = runs[large]["requests"] / runs[large]["cells"]
-        print(f"speed-up {rate_large / seq_rate:.1f}x; bound {bound:.0f} cells/s = {args.connections} connections / "
-              f"{args.latency_ms:g} ms: ours {rate_large / bound:.0%} of it ({per_cell:.3f} requests per cell with "
-              f"the faults: {req_rate:.0f} requests/s, {req_rate / bound:.0%} of the same bound in requests); "
-              f"load average over the runs {', '.join(f'{x:.1f}' for x in load)}")
-        out = {"cells_per_s_10000": round(rate_small, 2), "cells_per_s_100000": round(rate_large, 2),
-               "sequential_cells_per_s": round(seq_rate, 2), "speedup": round(rate_large / seq_rate, 2),
-               "fraction_of_bound": round(rate_large / bound, 3), "linearity": round(rate_small / rate_large, 3),
-               "peak_rss_mb_10000": round(runs[small]["peak_rss_mb"], 1),
-               "peak_rss_mb_100000": round(runs[large]["peak_rss_mb"], 1),
-               "lost": lost, "wrong": wrong, "resume_rerequested": killed["resume_rerequested"],
-               "requests_per_s_100000": round(req_rate, 2),
-               "request_fraction_of_bound": round(req_rate / bound, 3),
-               "targets": [small, large], "connections": args.connections, "latency_ms": args.latency_ms,
-               "fault_rate": args.fault_rate, "bound_cells_per_s": bound, "cpu": cpu_model(),
-               "cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in load]}
+        print(
+            f"speed-up {rate_large / seq_rate:.1f}x; bound {bound:.0f} cells/s = {args.connections} connections / "
+            f"{args.latency_ms:g} ms: ours {rate_large / bound:.0%} of it ({per_cell:.3f} requests per cell with "
+            f"the faults: {req_rate:.0f} requests/s, {req_rate / bound:.0%} of the same bound in requests); "
+            f"load average over the runs {', '.join(f'{x:.1f}' for x in load)}"
+        )
+        out = {
+            "cells_per_s_10000": round(rate_small, 2),
+            "cells_per_s_100000": round(rate_large, 2),
+            "sequential_cells_per_s": round(seq_rate, 2),
+            "speedup": round(rate_large / seq_rate, 2),
+            "fraction_of_bound": round(rate_large / bound, 3),
+            "linearity": round(rate_small / rate_large, 3),
+            "peak_rss_mb_10000": round(runs[small]["peak_rss_mb"], 1),
+            "peak_rss_mb_100000": round(runs[large]["peak_rss_mb"], 1),
+            "lost": lost,
+            "wrong": wrong,
+            "resume_rerequested": killed["resume_rerequested"],
+            "requests_per_s_100000": round(req_rate, 2),
+            "request_fraction_of_bound": round(req_rate / bound, 3),
+            "targets": [small, large],
+            "connections": args.connections,
+            "latency_ms": args.latency_ms,
+            "fault_rate": args.fault_rate,
+            "bound_cells_per_s": bound,
+            "cpu": cpu_model(),
+            "cpus": os.cpu_count(),
+            "loadavg": [round(x, 2) for x in load],
+        }
         print(json.dumps(out))
         return 0 if lost == wrong == killed["resume_rerequested"] == 0 else 1
     finally:

@@ -94,8 +94,14 @@ def make_sources(folder: Path, n_distinct: int, target: int) -> list[Path]:
 
 def bench_server(sources, latency, fault_rate, seed, retry_after) -> LocalServer:
     """The local archive with /bench/f<i>.fits -> sources[i % n], faults of every kind (not started)."""
-    server = LocalServer(latency=latency, fault_rate=fault_rate, faults=FAULT_KINDS, seed=seed,
-                         retry_after=retry_after, fault_latency=0.15)
+    server = LocalServer(
+        latency=latency,
+        fault_rate=fault_rate,
+        faults=FAULT_KINDS,
+        seed=seed,
+        retry_after=retry_after,
+        fault_latency=0.15,
+    )
 
     def handler(request):
         i = int(request.path_params["name"][1:].split(".")[0])
@@ -177,8 +183,12 @@ def main(argv=None) -> int:
     p.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of 429/503 faults, s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
-    p.add_argument("--isa", choices=_cpu.CHOICES, default="both",
-                   help="instruction sets: native and forced AVX2 (default), or one of them")
+    p.add_argument(
+        "--isa",
+        choices=_cpu.CHOICES,
+        default="both",
+        help="instruction sets: native and forced AVX2 (default), or one of them",
+    )
     args = p.parse_args(argv)
     if _cpu.reexec_if_needed(args.isa, __file__, argv):
         return 0
@@ -192,78 +202,118 @@ def main(argv=None) -> int:
         mean_size = sum(s.stat().st_size for s in sources) / len(sources)
         queue = mp.get_context("fork").Queue()
         server = mp.get_context("fork").Process(
-            target=_serve, args=(sources, latency, args.fault_rate, args.seed, args.retry_after, queue), daemon=True)
+            target=_serve, args=(sources, latency, args.fault_rate, args.seed, args.retry_after, queue), daemon=True
+        )
         server.start()
         base = queue.get(timeout=30)
         names = [f"f{i:05d}.fits" for i in range(args.files)]
         urls = [f"{base}/bench/{n}" for n in names]
-        print(f"{args.files} files of {mean_size / 1e3:.0f} kB (real SDSS spectra cut to size) from {base}; "
-              f"latency {args.latency_ms:g} ms, {args.fault_rate:.0%} faults of kinds {', '.join(FAULT_KINDS)}")
+        print(
+            f"{args.files} files of {mean_size / 1e3:.0f} kB (real SDSS spectra cut to size) from {base}; "
+            f"latency {args.latency_ms:g} ms, {args.fault_rate:.0%} faults of kinds {', '.join(FAULT_KINDS)}"
+        )
 
         dest = work / "ours"
         items = [DownloadItem(n[:-5], u, dest / n, kind="fits") for n, u in zip(names, urls)]
-        manager = DownloadManager(dest, max_connections=args.connections, max_connections_per_host=args.connections,
-                                  max_retries=10, timeout=10, backoff=0.1, max_backoff=2.0, seed=args.seed)
+        manager = DownloadManager(
+            dest,
+            max_connections=args.connections,
+            max_connections_per_host=args.connections,
+            max_retries=10,
+            timeout=10,
+            backoff=0.1,
+            max_backoff=2.0,
+            seed=args.seed,
+        )
         load_before = os.getloadavg()[0]
         cpu0, server_cpu0 = own_cpu_s(), process_cpu_s(server.pid)
         results = manager.run(items)
         ours_s = results.elapsed
         client_ms = (own_cpu_s() - cpu0) * 1e3 / args.files
         server_cpu1 = process_cpu_s(server.pid)
-        server_ms = None if server_cpu0 is None or server_cpu1 is None else \
-            (server_cpu1 - server_cpu0) * 1e3 / max(1, results.requests)
+        server_ms = (
+            None
+            if server_cpu0 is None or server_cpu1 is None
+            else (server_cpu1 - server_cpu0) * 1e3 / max(1, results.requests)
+        )
         load_after = os.getloadavg()[0]
         lost, corrupt = check(names, dest, digests)
         rate = args.files / ours_s
         bound = args.connections / latency
-        print(f"ours:       {rate:8.1f} files/s  ({ours_s:.1f} s, {results.requests} requests, "
-              f"{results.retries} retries, {len(results.errors)} failed, lost {lost}, corrupt {corrupt})")
+        print(
+            f"ours:       {rate:8.1f} files/s  ({ours_s:.1f} s, {results.requests} requests, "
+            f"{results.retries} retries, {len(results.errors)} failed, lost {lost}, corrupt {corrupt})"
+        )
         # client and server share this machine's CPUs with whatever else runs: say how busy it was
-        print(f"            (load average {load_before:.1f} before, {load_after:.1f} after, "
-              f"on {os.cpu_count()} CPUs)")
-        print(f"            CPU time: client {client_ms:.2f} ms per file"
-              + ("" if server_ms is None else f", server {server_ms:.2f} ms per request"), flush=True)
+        print(f"            (load average {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} CPUs)")
+        print(
+            f"            CPU time: client {client_ms:.2f} ms per file"
+            + ("" if server_ms is None else f", server {server_ms:.2f} ms per request"),
+            flush=True,
+        )
 
         seq_n = min(args.seq_files, args.files)
         # distinct files (not the ones above) so the server's per-path fault draws are fresh
         seq_urls = [f"{base}/bench/s{i:05d}.fits" for i in range(seq_n)]
         seq_s = sequential(seq_urls, work / "sequential", timeout=10)
-        seq_lost, seq_corrupt = check([u.rsplit("/", 1)[1] for u in seq_urls], work / "sequential",
-                                      digests)
+        seq_lost, seq_corrupt = check([u.rsplit("/", 1)[1] for u in seq_urls], work / "sequential", digests)
         seq_rate = seq_n / seq_s
-        note = "" if seq_n == args.files else (f", timed on {seq_n} files and extrapolated to {args.files}: "
-                                                f"{args.files / seq_rate:.0f} s")
-        print(f"sequential: {seq_rate:8.1f} files/s  ({seq_s:.1f} s{note}; lost {seq_lost}, corrupt {seq_corrupt} "
-              f"of {seq_n})")
+        note = (
+            ""
+            if seq_n == args.files
+            else (f", timed on {seq_n} files and extrapolated to {args.files}: {args.files / seq_rate:.0f} s")
+        )
+        print(
+            f"sequential: {seq_rate:8.1f} files/s  ({seq_s:.1f} s{note}; lost {seq_lost}, corrupt {seq_corrupt} "
+            f"of {seq_n})"
+        )
         print(f"speed-up:   {rate / seq_rate:8.1f} x")
         seq_bound = 1 / latency
-        print(f"            (the sequential loop reaches {seq_rate / seq_bound:.0%} of its own bound, "
-              f"1 / latency = {seq_bound:.0f} files/s: the per-request overhead of this machine)")
+        print(
+            f"            (the sequential loop reaches {seq_rate / seq_bound:.0%} of its own bound, "
+            f"1 / latency = {seq_bound:.0f} files/s: the per-request overhead of this machine)"
+        )
         req_rate = results.requests / ours_s
-        print(f"bound:      {bound:8.1f} files/s = {args.connections} connections / {args.latency_ms:g} ms; "
-              f"ours reach {rate / bound:.0%} of it ({results.requests / args.files:.3f} requests per file: "
-              f"{req_rate:.1f} requests/s, {req_rate / bound:.0%} of the same bound in requests)")
+        print(
+            f"bound:      {bound:8.1f} files/s = {args.connections} connections / {args.latency_ms:g} ms; "
+            f"ours reach {rate / bound:.0%} of it ({results.requests / args.files:.3f} requests per file: "
+            f"{req_rate:.1f} requests/s, {req_rate / bound:.0%} of the same bound in requests)"
+        )
         server.terminate()
         result = {
-            "files": args.files, "file_kB": round(mean_size / 1e3, 1), "latency_ms": args.latency_ms,
-            "fault_rate": args.fault_rate, "connections": args.connections,
-            "files_per_s": round(rate, 2), "sequential_files_per_s": round(seq_rate, 2),
-            "sequential_timed_files": seq_n, "speedup": round(rate / seq_rate, 2),
-            "bound_files_per_s": round(bound, 2), "fraction_of_bound": round(rate / bound, 3),
-            "requests_per_s": round(req_rate, 2), "request_fraction_of_bound": round(req_rate / bound, 3),
-            "lost": lost, "corrupt": corrupt, "failed": len(results.errors),
-            "requests": results.requests, "retries": results.retries,
-            "sequential_lost": seq_lost, "sequential_corrupt": seq_corrupt,
+            "files": args.files,
+            "file_kB": round(mean_size / 1e3, 1),
+            "latency_ms": args.latency_ms,
+            "fault_rate": args.fault_rate,
+            "connections": args.connections,
+            "files_per_s": round(rate, 2),
+            "sequential_files_per_s": round(seq_rate, 2),
+            "sequential_timed_files": seq_n,
+            "speedup": round(rate / seq_rate, 2),
+            "bound_files_per_s": round(bound, 2),
+            "fraction_of_bound": round(rate / bound, 3),
+            "requests_per_s": round(req_rate, 2),
+            "request_fraction_of_bound": round(req_rate / bound, 3),
+            "lost": lost,
+            "corrupt": corrupt,
+            "failed": len(results.errors),
+            "requests": results.requests,
+            "retries": results.retries,
+            "sequential_lost": seq_lost,
+            "sequential_corrupt": seq_corrupt,
             "sequential_fraction_of_bound": round(seq_rate / seq_bound, 3),
-            "loadavg_1min": [round(load_before, 2), round(load_after, 2)], "cpus": os.cpu_count(),
+            "loadavg_1min": [round(load_before, 2), round(load_after, 2)],
+            "cpus": os.cpu_count(),
             "client_cpu_ms_per_file": round(client_ms, 3),
             "server_cpu_ms_per_request": None if server_ms is None else round(server_ms, 3),
         }
         final = _cpu.combine(result, args.isa, __file__, argv)
         if isinstance(final.get("avx2"), dict):
             a = final["avx2"]
-            print(f"native ({final['isa']['isa']}): {rate:.1f} files/s, {rate / bound:.0%} of the bound; "
-                  f"AVX2 forced: {a['files_per_s']:.1f} files/s, {a['fraction_of_bound']:.0%}")
+            print(
+                f"native ({final['isa']['isa']}): {rate:.1f} files/s, {rate / bound:.0%} of the bound; "
+                f"AVX2 forced: {a['files_per_s']:.1f} files/s, {a['fraction_of_bound']:.0%}"
+            )
         print(json.dumps(final))
         return 0 if lost == corrupt == 0 and _avx2_ok(final) else 1
     finally:

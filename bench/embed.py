@@ -87,7 +87,7 @@ def load_spectra(n_spectra: int, seed: int = 0):
     weight = np.empty((n_spectra, N_PIXELS), dtype="f4")
     for j in range(n_spectra):
         k = j % len(base_f)
-        shift = np.log1p(rng.uniform(-30, 30) / C_KMS) / grid.dln          # pixels
+        shift = np.log1p(rng.uniform(-30, 30) / C_KMS) / grid.dln  # pixels
         good = np.interp(pix - shift, pix, (base_w[k] > 0).astype("f8"), left=0, right=0) > 0.999
         f = np.interp(pix - shift, pix, base_f[k])
         f *= 1.0 + rng.normal(0.0, rng.uniform(0.003, 0.01), N_PIXELS)
@@ -119,8 +119,15 @@ def make_embedder(flux, weight, backend: str, kernel: str | None = None):
 
     # one pixel per step, no leak, no position input: the reservoir every peer computes (the defaults
     # bin 16 pixels per step, which would time a series 16 times shorter than the peers')
-    emb = ESNReadoutEmbedder(n_units=N_UNITS, washout=WASHOUT, ridge=RIDGE, backend=backend, leak_rate=1.0,
-                             position_scaling=0.0, bin_pixels=1)
+    emb = ESNReadoutEmbedder(
+        n_units=N_UNITS,
+        washout=WASHOUT,
+        ridge=RIDGE,
+        backend=backend,
+        leak_rate=1.0,
+        position_scaling=0.0,
+        bin_pixels=1,
+    )
     emb.fit(flux[:256], weight=weight[:256])
     if kernel is not None:
         emb._backend_obj = NumpyBackend(kernel=kernel)
@@ -143,15 +150,22 @@ def reservoirpy_round(flux, weight, emb, rows):
     from latentsky.embed.series import prepare_batch
 
     res = emb.reservoir_
-    node = Reservoir(units=N_UNITS, lr=res.leak_rate, W=res.dense_matrix(), Win=res.input_weights[:, None],
-                     bias=res.bias, activation="tanh", input_dim=1)
+    node = Reservoir(
+        units=N_UNITS,
+        lr=res.leak_rate,
+        W=res.dense_matrix(),
+        Win=res.input_weights[:, None],
+        bias=res.bias,
+        activation="tanh",
+        input_dim=1,
+    )
     readout = Ridge(ridge=RIDGE, fit_bias=False)
     b = prepare_batch(flux[rows], weight[rows], offset=emb.offset_, washout=WASHOUT, dtype="float64")
     out = np.empty((len(b.u), N_UNITS + 1))
     t0 = time.perf_counter()
     for i in range(len(b.u)):
         states = node.run(b.u[i][:, None])
-        node.reset()                                   # (reset before the first run raises in 0.4.2)
+        node.reset()  # (reset before the first run raises in 0.4.2)
         sel = b.mask[i] > 0
         X = np.hstack([states[sel], np.ones((sel.sum(), 1))])
         readout.fit(X, b.y[i, sel][:, None])
@@ -179,8 +193,12 @@ def main(argv=None) -> None:
     parser.add_argument("--n-slow", type=int, default=50, help="spectra for reservoirpy and the NumPy loop")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (best kept)")
     parser.add_argument("--no-tensorflow", action="store_true")
-    parser.add_argument("--isa", choices=_cpu.CHOICES, default="both",
-                        help="instruction sets: native and forced AVX2 (default), or one of them")
+    parser.add_argument(
+        "--isa",
+        choices=_cpu.CHOICES,
+        default="both",
+        help="instruction sets: native and forced AVX2 (default), or one of them",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if _cpu.reexec_if_needed(args.isa, __file__, argv):
@@ -189,13 +207,28 @@ def main(argv=None) -> None:
 
     t0 = time.perf_counter()
     flux, weight, n_real = load_spectra(args.n_spectra)
-    log.info("data: %d spectra x %d pixels from %d real HARPS s1d files (+ shifts and noise), %.0f%% pixels "
-             "masked; loaded in %.1f s", *flux.shape, n_real, 100 * np.mean(weight == 0), time.perf_counter() - t0)
+    log.info(
+        "data: %d spectra x %d pixels from %d real HARPS s1d files (+ shifts and noise), %.0f%% pixels "
+        "masked; loaded in %.1f s",
+        *flux.shape,
+        n_real,
+        100 * np.mean(weight == 0),
+        time.perf_counter() - t0,
+    )
     from latentsky.embed.compiled_kernel import gram_plan
 
     plan = gram_plan()
-    log.info("cores: %s, reservoir: simple cycle N=%d, washout %d, ridge %g; compiled kernel's Gram: %dx%d tiles "
-             "on %s blocks", len(os.sched_getaffinity(0)), N_UNITS, WASHOUT, RIDGE, plan[0], plan[0], plan[1])
+    log.info(
+        "cores: %s, reservoir: simple cycle N=%d, washout %d, ridge %g; compiled kernel's Gram: %dx%d tiles "
+        "on %s blocks",
+        len(os.sched_getaffinity(0)),
+        N_UNITS,
+        WASHOUT,
+        RIDGE,
+        plan[0],
+        plan[0],
+        plan[1],
+    )
 
     # The machine is shared: every method is timed in each of several
     # interleaved rounds and its best round is kept (the least disturbed), so
@@ -203,9 +236,11 @@ def main(argv=None) -> None:
     emb = make_embedder(flux, weight, "numpy")
     one = make_embedder(flux, weight, "numpy")
     one.set_params(n_threads=1)
-    variants = {"numpy (compiled kernel, default)": (emb, len(flux)),
-                "numpy (compiled kernel, 1 thread)": (one, 512),
-                "numpy (ufunc kernel)": (make_embedder(flux, weight, "numpy", "ufunc"), 512)}
+    variants = {
+        "numpy (compiled kernel, default)": (emb, len(flux)),
+        "numpy (compiled kernel, 1 thread)": (one, 512),
+        "numpy (ufunc kernel)": (make_embedder(flux, weight, "numpy", "ufunc"), 512),
+    }
     if not args.no_tensorflow:
         name = "tensorflow (GPU)" if _gpu() else "tensorflow (CPU)"
         variants[name] = (make_embedder(flux, weight, "tensorflow"), 256)
@@ -236,23 +271,41 @@ def main(argv=None) -> None:
     w_ufunc = w_ufunc[rows_slow] if rows_slow.max() < len(w_ufunc) else w_ufunc
     w_tf = w_tf[rows_slow] if not args.no_tensorflow and rows_slow.max() < len(w_tf) else None
 
-    flops = N_PIXELS * N_UNITS**2          # T N^2 per spectrum: one symmetric Gram
+    flops = N_PIXELS * N_UNITS**2  # T N^2 per spectrum: one symmetric Gram
     spectra_per_s = rates["numpy (compiled kernel, default)"]
     for name, r in rates.items():
         log.info("ours, %-32s %8.0f spectra/s   %5.1f%% of sgemm peak", name, r, 100 * r * flops / (peak * 1e9))
-    log.info("(ours: default on all %d spectra per round; 1 thread and ufunc kernel on 512, TensorFlow on 256)",
-             len(flux))
-    log.info("reservoirpy 0.4.2, per spectrum    %8.1f spectra/s   (timed on %d spectra, %d per round)",
-             rp_rate, n_slow, per_round)
-    log.info("plain NumPy float64 loop            %8.1f spectra/s   (timed on %d spectra, %d per round)",
-             loop_rate, n_slow, per_round)
+    log.info(
+        "(ours: default on all %d spectra per round; 1 thread and ufunc kernel on 512, TensorFlow on 256)", len(flux)
+    )
+    log.info(
+        "reservoirpy 0.4.2, per spectrum    %8.1f spectra/s   (timed on %d spectra, %d per round)",
+        rp_rate,
+        n_slow,
+        per_round,
+    )
+    log.info(
+        "plain NumPy float64 loop            %8.1f spectra/s   (timed on %d spectra, %d per round)",
+        loop_rate,
+        n_slow,
+        per_round,
+    )
     log.info("float32 sgemm peak (4096^3, best of %d rounds): %.0f GFLOP/s", args.rounds, peak)
-    log.info("readouts vs the float64 loop (max relative): ours %.1e, ufunc kernel %.1e, reservoirpy %.1e%s",
-             rel_err(w_ours[rows_slow], w_loop), rel_err(w_ufunc, w_loop), rel_err(w_rp, w_loop),
-             "" if w_tf is None else f", tensorflow {rel_err(w_tf, w_loop):.1e}")
+    log.info(
+        "readouts vs the float64 loop (max relative): ours %.1e, ufunc kernel %.1e, reservoirpy %.1e%s",
+        rel_err(w_ours[rows_slow], w_loop),
+        rel_err(w_ufunc, w_loop),
+        rel_err(w_rp, w_loop),
+        "" if w_tf is None else f", tensorflow {rel_err(w_tf, w_loop):.1e}",
+    )
     projected = HARPS_ARCHIVE_SPECTRA / spectra_per_s
-    log.info("projected: %d HARPS spectra at %d pixels in %.0f s (%.1f min) with the default back end",
-             HARPS_ARCHIVE_SPECTRA, N_PIXELS, projected, projected / 60)
+    log.info(
+        "projected: %d HARPS spectra at %d pixels in %.0f s (%.1f min) with the default back end",
+        HARPS_ARCHIVE_SPECTRA,
+        N_PIXELS,
+        projected,
+        projected / 60,
+    )
     result = {
         "spectra_per_s": round(spectra_per_s, 1),
         "backend_spectra_per_s": {k: round(v, 1) for k, v in rates.items()},
@@ -264,18 +317,30 @@ def main(argv=None) -> None:
         "sgemm_gflops": round(peak, 1),
         "fraction_of_sgemm_peak": round(spectra_per_s * flops / (peak * 1e9), 4),
         "projected_harps_s": round(projected, 1),
-        "n_spectra": len(flux), "n_pixels": N_PIXELS, "n_units": N_UNITS, "slow_peers_timed_on": n_slow,
-        "rounds": args.rounds, "load_average_1min": round(os.getloadavg()[0], 2),
-        "cores": len(os.sched_getaffinity(0)), "gram_tile": plan[0], "gram_block_dtype": plan[1],
+        "n_spectra": len(flux),
+        "n_pixels": N_PIXELS,
+        "n_units": N_UNITS,
+        "slow_peers_timed_on": n_slow,
+        "rounds": args.rounds,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "cores": len(os.sched_getaffinity(0)),
+        "gram_tile": plan[0],
+        "gram_block_dtype": plan[1],
     }
     log.info("instruction sets of this pass: %s", _cpu.describe()["parts"])
     final = _cpu.combine(result, args.isa, __file__, argv)
     if isinstance(final.get("avx2"), dict):
         a = final["avx2"]
-        log.info("native (%s): %.0f spectra/s, %.1f%% of its sgemm peak; AVX2 forced: %.0f spectra/s, %.1f%% of "
-                 "its sgemm peak (%.0f GFLOP/s)", final["isa"]["isa"], spectra_per_s,
-                 100 * result["fraction_of_sgemm_peak"], a["spectra_per_s"], 100 * a["fraction_of_sgemm_peak"],
-                 a["sgemm_gflops"])
+        log.info(
+            "native (%s): %.0f spectra/s, %.1f%% of its sgemm peak; AVX2 forced: %.0f spectra/s, %.1f%% of "
+            "its sgemm peak (%.0f GFLOP/s)",
+            final["isa"]["isa"],
+            spectra_per_s,
+            100 * result["fraction_of_sgemm_peak"],
+            a["spectra_per_s"],
+            100 * a["fraction_of_sgemm_peak"],
+            a["sgemm_gflops"],
+        )
     print(json.dumps(final))
 
 

@@ -97,9 +97,9 @@ def main(argv=None) -> None:
     if _cpu.reexec_if_needed(args.isa, __file__, argv):
         return
     print(_cpu.header(), flush=True)
+    from embed import load_spectra, make_embedder
     from scipy.linalg import blas
 
-    from embed import load_spectra, make_embedder
     from latentsky.embed.compiled_kernel import compiled_statistics
     from latentsky.embed.series import prepare_batch
     from latentsky.embed.statistics import solve_readouts
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
     flux, weight, _ = load_spectra(max(args.n_spectra, 256))
     emb = make_embedder(flux, weight, "numpy")
     res = emb.reservoir_
-    b = prepare_batch(flux[:args.n_spectra], weight[:args.n_spectra], offset=emb.offset_, washout=emb.washout)
+    b = prepare_batch(flux[: args.n_spectra], weight[: args.n_spectra], offset=emb.offset_, washout=emb.washout)
     u, mask, y = np.ascontiguousarray(b.u, np.float32), b.mask, b.y
     B, T = u.shape
     N = res.n_units
@@ -127,11 +127,11 @@ def main(argv=None) -> None:
             states(u[i], mask[i], vin, bias, np.float32(res.cycle_weight), S)
             g = gram[i]
             for t0 in range(0, T, K):
-                s = S[t0:t0 + K]
+                s = S[t0 : t0 + K]
                 if kind == "sgemm":
                     g += s.T @ s
                 elif kind == "ssyrk":
-                    g += blas.ssyrk(1.0, s.T, trans=0)        # upper triangle
+                    g += blas.ssyrk(1.0, s.T, trans=0)  # upper triangle
                 else:
                     g += blas.dsyrk(1.0, s.T.astype(np.float64), trans=0)
             if kind != "sgemm":
@@ -147,11 +147,22 @@ def main(argv=None) -> None:
     for i in range(B):
         s = states(u[i], mask[i], vin, bias, np.float32(res.cycle_weight), S).astype(np.float64)
         exact[i] = s.T @ s
-    xty = np.einsum("btn,bt->bn", np.stack([states(u[i], mask[i], vin, bias, np.float32(res.cycle_weight),
-                                                   S.copy()).astype(np.float64) for i in range(B)]), mask * y)
+    xty = np.einsum(
+        "btn,bt->bn",
+        np.stack(
+            [
+                states(u[i], mask[i], vin, bias, np.float32(res.cycle_weight), S.copy()).astype(np.float64)
+                for i in range(B)
+            ]
+        ),
+        mask * y,
+    )
 
-    options = {f"numba tiles {t}x{t}, {d} block": lambda t=t, d=d: numba_tiles(t, d)
-               for t in (3, 4) for d in ("float32", "float64")}
+    options = {
+        f"numba tiles {t}x{t}, {d} block": lambda t=t, d=d: numba_tiles(t, d)
+        for t in (3, 4)
+        for d in ("float32", "float64")
+    }
     for K in STRIPS:
         options[f"sgemm strips K={K}"] = lambda K=K: strips("sgemm", K)
         options[f"ssyrk strips K={K}"] = lambda K=K: strips("ssyrk", K)
@@ -178,18 +189,30 @@ def main(argv=None) -> None:
     rows = {}
     for k in options:
         ms = 1e3 * best[k]
-        row = {"ms_per_spectrum": round(ms, 3), "gflops": round(T * N**2 / best[k] / 1e9, 2),
-               "pct_of_sgemm_1core": round(100 * T * N**2 / best[k] / 1e9 / peak, 1)}
+        row = {
+            "ms_per_spectrum": round(ms, 3),
+            "gflops": round(T * N**2 / best[k] / 1e9, 2),
+            "pct_of_sgemm_1core": round(100 * T * N**2 / best[k] / 1e9 / peak, 1),
+        }
         if out[k] is not None:
             row["readout_err_ridge_1e-2"] = float(f"{err(out[k], 1e-2):.1e}")
             row["readout_err_ridge_1e-6"] = float(f"{err(out[k], 1e-6):.1e}")
         rows[k] = row
-        print(f"{k:36s} {ms:7.3f} ms/spectrum {row['gflops']:6.1f} GFLOP/s (T N^2) {row['pct_of_sgemm_1core']:5.1f}% "
-              f"of 1-core sgemm  err {row.get('readout_err_ridge_1e-2', '-')!s:>8} / {row.get('readout_err_ridge_1e-6', '-')}",
-              flush=True)
+        print(
+            f"{k:36s} {ms:7.3f} ms/spectrum {row['gflops']:6.1f} GFLOP/s (T N^2) {row['pct_of_sgemm_1core']:5.1f}% "
+            f"of 1-core sgemm  err {row.get('readout_err_ridge_1e-2', '-')!s:>8} / "
+            f"{row.get('readout_err_ridge_1e-6', '-')}",
+            flush=True,
+        )
     print(f"single-core sgemm 2048^3: {peak:.1f} GFLOP/s; load average {os.getloadavg()[0]:.1f}", flush=True)
-    result = {"options": rows, "sgemm_gflops_1core": round(peak, 1), "n_spectra": B, "n_steps": T, "n_units": N,
-              "load_average_1min": round(os.getloadavg()[0], 2)}
+    result = {
+        "options": rows,
+        "sgemm_gflops_1core": round(peak, 1),
+        "n_spectra": B,
+        "n_steps": T,
+        "n_units": N,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
     print(json.dumps(_cpu.combine(result, args.isa, __file__, argv)))
 
 

@@ -71,40 +71,70 @@ def main() -> None:
         t_read = timed(lambda p: p.read_bytes(), files)
         t_gunzip = timed(lambda p: gzip.decompress(p.read_bytes()), files)
         t_astropy = timed(astropy_open, files)
-        code = ("import sys; from latentsky.ingest import ingest; "
-                "r = ingest([sys.argv[1]], sys.argv[2]); print(r.n_spectra, len(r.errors))")
+        code = (
+            "import sys; from latentsky.ingest import ingest; "
+            "r = ingest([sys.argv[1]], sys.argv[2]); print(r.n_spectra, len(r.errors))"
+        )
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", code, str(tmp / "in"), str(tmp / "store")],
-                              check=True, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(tmp / "in"), str(tmp / "store")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         t_ingest = time.perf_counter() - start
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         n_ok, n_err = map(int, done.stdout.split())
-        cluster_code = ("import sys; from latentsky.ingest import ingest\nif __name__ == '__main__':\n"
-                        "    r = ingest([sys.argv[1]], sys.argv[2], workers=int(sys.argv[3])); print(r.n_spectra)")
+        cluster_code = (
+            "import sys; from latentsky.ingest import ingest\nif __name__ == '__main__':\n"
+            "    r = ingest([sys.argv[1]], sys.argv[2], workers=int(sys.argv[3])); print(r.n_spectra)"
+        )
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", cluster_code, str(tmp / "in"), str(tmp / "store-cluster"),
-                        str(args.workers)], check=True, capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, "-c", cluster_code, str(tmp / "in"), str(tmp / "store-cluster"), str(args.workers)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         t_cluster = time.perf_counter() - start
         from latentsky.store import SpectrumStore
 
         one, many = SpectrumStore(tmp / "store"), SpectrumStore(tmp / "store-cluster")
-        same = bool(one.catalog.equals(many.catalog) and (one.flux[:] == many.flux[:]).all()
-                    and (one.weight[:] == many.weight[:]).all())
+        same = bool(
+            one.catalog.equals(many.catalog)
+            and (one.flux[:] == many.flux[:]).all()
+            and (one.weight[:] == many.weight[:]).all()
+        )
     n = len(files)
-    rows = [("read bytes (bound)", t_read), ("read + gunzip", t_gunzip), ("astropy open + data", t_astropy),
-            ("latentsky ingest", t_ingest), (f"ingest, {args.workers} Dask workers", t_cluster)]
+    rows = [
+        ("read bytes (bound)", t_read),
+        ("read + gunzip", t_gunzip),
+        ("astropy open + data", t_astropy),
+        ("latentsky ingest", t_ingest),
+        (f"ingest, {args.workers} Dask workers", t_cluster),
+    ]
     print(f"{n} files, {megabytes:.0f} MB (gzip-compressed FITS); ingested {n_ok}, errors {n_err}")
     for name, t in rows:
         print(f"  {name:22s} {n / t:9.1f} spectra/s {megabytes / t:8.1f} MB/s")
     print(f"  ingest peak RSS {peak_mb:.0f} MB (child process, includes interpreter start-up)")
     print(f"  Dask run (includes starting the cluster) identical to the single-process store: {same}")
-    print(json.dumps({
-        "spectra": n, "spectra_per_s": round(n / t_ingest, 1), "mb_per_s": round(megabytes / t_ingest, 1),
-        "peak_rss_mb": round(peak_mb), "read_mb_per_s": round(megabytes / t_read, 1),
-        "gunzip_mb_per_s": round(megabytes / t_gunzip, 1), "astropy_spectra_per_s": round(n / t_astropy, 1),
-        "fraction_of_gunzip_bound": round(t_gunzip / t_ingest, 3),
-        "cluster_workers": args.workers, "cluster_spectra_per_s": round(n / t_cluster, 1), "cluster_identical": same,
-    }))
+    print(
+        json.dumps(
+            {
+                "spectra": n,
+                "spectra_per_s": round(n / t_ingest, 1),
+                "mb_per_s": round(megabytes / t_ingest, 1),
+                "peak_rss_mb": round(peak_mb),
+                "read_mb_per_s": round(megabytes / t_read, 1),
+                "gunzip_mb_per_s": round(megabytes / t_gunzip, 1),
+                "astropy_spectra_per_s": round(n / t_astropy, 1),
+                "fraction_of_gunzip_bound": round(t_gunzip / t_ingest, 3),
+                "cluster_workers": args.workers,
+                "cluster_spectra_per_s": round(n / t_cluster, 1),
+                "cluster_identical": same,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

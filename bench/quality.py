@@ -56,7 +56,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
-
 def _shared_data() -> Path:
     """The shared data folder: $LATENTSKY_SHARED_DATA, or the first ``shared/data`` beside the repository or a
     folder above it (a git worktree lies a level deeper than the main checkout)."""
@@ -72,8 +71,7 @@ def _shared_data() -> Path:
 SHARED = _shared_data()
 READOUT_MAPS = ("coupled", "hybrid", "euclidean", "umap", "pca")
 FLUX_MAPS = ("flux_pca", "flux_umap")
-SCORES = ("resemblance", "purity_k1", "purity_k5", "trust_data", "recon_error", "knn_r2_redshift",
-          "class_purity_k5")
+SCORES = ("resemblance", "purity_k1", "purity_k5", "trust_data", "recon_error", "knn_r2_redshift", "class_purity_k5")
 
 
 def cpu_model() -> str:
@@ -134,19 +132,28 @@ def prepare(name: str, work: Path) -> dict:
         cat["spec_class"] = cat["object"]
     else:
         cat["label"] = cat["object"]
-    return {"store": store, "emb": emb, "cat": cat, "flux": store.flux[:], "weight": store.weight[:],
-            "left_out": left_out, "emb_path": work / f"{name}-emb"}
+    return {
+        "store": store,
+        "emb": emb,
+        "cat": cat,
+        "flux": store.flux[:],
+        "weight": store.weight[:],
+        "left_out": left_out,
+        "emb_path": work / f"{name}-emb",
+    }
 
 
 def score(data: dict, Z, reconstructed=None, distances=None) -> dict:
     from latentsky import evaluate as ev
 
     cat = data["cat"]
-    out = {"resemblance": ev.neighbour_resemblance(Z, data["flux"], data["weight"]),
-           "purity_k1": ev.knn_purity(Z, cat["label"].to_numpy(), 1),
-           "purity_k5": ev.knn_purity(Z, cat["label"].to_numpy(), 5),
-           "trust_data": ev.trust_data(Z, data["flux"], data["weight"], 5, distances=distances),
-           "class_purity_k5": ev.knn_purity(Z, cat["spec_class"].to_numpy(), 5, repeated_only=False)}
+    out = {
+        "resemblance": ev.neighbour_resemblance(Z, data["flux"], data["weight"]),
+        "purity_k1": ev.knn_purity(Z, cat["label"].to_numpy(), 1),
+        "purity_k5": ev.knn_purity(Z, cat["label"].to_numpy(), 5),
+        "trust_data": ev.trust_data(Z, data["flux"], data["weight"], 5, distances=distances),
+        "class_purity_k5": ev.knn_purity(Z, cat["spec_class"].to_numpy(), 5, repeated_only=False),
+    }
     if "redshift" in cat and np.isfinite(cat["redshift"].to_numpy(dtype="f8")).sum() > 10:
         out["knn_r2_redshift"] = ev.knn_regression(Z, cat["redshift"].to_numpy(dtype="f8"), 5)
     if reconstructed is not None:
@@ -154,8 +161,9 @@ def score(data: dict, Z, reconstructed=None, distances=None) -> dict:
     return out
 
 
-def run_set(name: str, seeds: int, work: Path, sink, fit: dict | None = None,
-            maps: tuple = READOUT_MAPS + FLUX_MAPS) -> dict:
+def run_set(
+    name: str, seeds: int, work: Path, sink, fit: dict | None = None, maps: tuple = READOUT_MAPS + FLUX_MAPS
+) -> dict:
     from latentsky import evaluate as ev
     from latentsky.autoencoder import LatentAutoencoder, SpectraPCA, SpectraUMAP
 
@@ -165,13 +173,19 @@ def run_set(name: str, seeds: int, work: Path, sink, fit: dict | None = None,
     distances = ev.flux_distances(data["flux"], data["weight"])
     nn = distances.copy()
     np.fill_diagonal(nn, np.inf)
-    info = {"n_spectra": len(readouts), "left_out": data["left_out"],
-            "n_repeat_labels": int((data["cat"]["label"].value_counts() > 1).sum()),
-            "stage1_error": float(np.mean(ev.reconstruction_error(data["stats"], readouts))),
-            "flux_nn_resemblance": float(np.median(nn.min(axis=1)))}
-    print(f"[{name}] {info['n_spectra']} spectra ({len(info['left_out'])} left out: {info['left_out']}), "
-          f"{info['n_repeat_labels']} repeated labels; stage-1 error {info['stage1_error']:.5f}; resemblance of "
-          f"the nearest neighbour in full flux space {info['flux_nn_resemblance']:.4f}", flush=True)
+    info = {
+        "n_spectra": len(readouts),
+        "left_out": data["left_out"],
+        "n_repeat_labels": int((data["cat"]["label"].value_counts() > 1).sum()),
+        "stage1_error": float(np.mean(ev.reconstruction_error(data["stats"], readouts))),
+        "flux_nn_resemblance": float(np.median(nn.min(axis=1))),
+    }
+    print(
+        f"[{name}] {info['n_spectra']} spectra ({len(info['left_out'])} left out: {info['left_out']}), "
+        f"{info['n_repeat_labels']} repeated labels; stage-1 error {info['stage1_error']:.5f}; resemblance of "
+        f"the nearest neighbour in full flux space {info['flux_nn_resemblance']:.4f}",
+        flush=True,
+    )
     runs: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
 
@@ -182,39 +196,50 @@ def run_set(name: str, seeds: int, work: Path, sink, fit: dict | None = None,
         if sink is not None:
             sink.write(json.dumps(row) + "\n")
             sink.flush()
-        print(f"[{name}] seed {seed} {kind:<10}" + " ".join(f"{k} {v:.4f}" for k, v in scores.items())
-              + f"  ({row['seconds']:.0f} s)", flush=True)
+        print(
+            f"[{name}] seed {seed} {kind:<10}"
+            + " ".join(f"{k} {v:.4f}" for k, v in scores.items())
+            + f"  ({row['seconds']:.0f} s)",
+            flush=True,
+        )
 
     if "flux_pca" in maps:
         t0 = time.perf_counter()
         z = SpectraPCA().fit_transform(data["flux"], weight=data["weight"])
         decoded = LatentAutoencoder(map="umap", random_state=0).fit(data["emb_path"], layout=z)
-        record("flux_pca", 0, score(data, z, decoded.inverse_transform(decoded.transform(readouts)), distances),
-               t0)
+        record("flux_pca", 0, score(data, z, decoded.inverse_transform(decoded.transform(readouts)), distances), t0)
     for seed in range(seeds):
         for kind in (k for k in READOUT_MAPS if k in maps):
             t0 = time.perf_counter()
             est = LatentAutoencoder(map=kind, random_state=seed, **(fit or {})).fit(data["emb_path"])
             z = est.transform(readouts)
-            record(kind, seed, score(data, z, est.inverse_transform(z), distances), t0,
-                   {"gradient_shares": est.gradient_shares_, "restart_losses": est.restart_losses_,
-                    "optimizer": est.optimizer_})
+            record(
+                kind,
+                seed,
+                score(data, z, est.inverse_transform(z), distances),
+                t0,
+                {
+                    "gradient_shares": est.gradient_shares_,
+                    "restart_losses": est.restart_losses_,
+                    "optimizer": est.optimizer_,
+                },
+            )
         if "flux_umap" not in maps:
             continue
         t0 = time.perf_counter()
         z = SpectraUMAP(random_state=seed).fit_transform(data["flux"], weight=data["weight"])
         # a model-coupled decoder from exactly these points: what the flux map keeps of the readouts
         decoded = LatentAutoencoder(map="umap", random_state=seed).fit(data["emb_path"], layout=z)
-        record("flux_umap", seed, score(data, z, decoded.inverse_transform(decoded.transform(readouts)),
-                                        distances), t0)
+        record("flux_umap", seed, score(data, z, decoded.inverse_transform(decoded.transform(readouts)), distances), t0)
     summary = dict(info)
     for kind, rows in runs.items():
         for key in SCORES:
             values = [r[key] for r in rows if key in r]
             if values:
                 summary[f"{kind}_{key}"] = float(np.mean(values))
-                summary[f"{kind}_{key}_se"] = (float(np.std(values, ddof=1) / np.sqrt(len(values)))
-                                               if len(values) > 1 else 0.0)
+                summary[f"{kind}_{key}_se"] = (
+                    float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+                )
         summary[f"{kind}_seconds"] = seconds[kind] / len(rows)
         summary[f"{kind}_seeds"] = len(rows)
     return summary
@@ -222,12 +247,13 @@ def run_set(name: str, seeds: int, work: Path, sink, fit: dict | None = None,
 
 def report(name: str, s: dict) -> None:
     kinds = [k for k in READOUT_MAPS + FLUX_MAPS if f"{k}_resemblance" in s]
-    print(f"\n[{name}] mean +- standard error over seeds ({s['n_spectra']} spectra; lower resemblance and "
-          "recon_error are better)")
+    print(
+        f"\n[{name}] mean +- standard error over seeds ({s['n_spectra']} spectra; lower resemblance and "
+        "recon_error are better)"
+    )
     print(f"{'map':<11}" + "".join(f"{k:>20}" for k in SCORES) + f"{'s/fit':>8}")
     for kind in kinds:
-        cells = [f"{s[f'{kind}_{k}']:.4f}+-{s[f'{kind}_{k}_se']:.4f}" if f"{kind}_{k}" in s else "-"
-                 for k in SCORES]
+        cells = [f"{s[f'{kind}_{k}']:.4f}+-{s[f'{kind}_{k}_se']:.4f}" if f"{kind}_{k}" in s else "-" for k in SCORES]
         print(f"{kind:<11}" + "".join(f"{c:>20}" for c in cells) + f"{s[f'{kind}_seconds']:>8.0f}")
     from latentsky.autoencoder.maps import DEFAULT_KIND
 
@@ -237,22 +263,32 @@ def report(name: str, s: dict) -> None:
     best = min(kinds, key=lambda k: s[f"{k}_resemblance"])
     d = s[f"{DEFAULT_KIND}_resemblance"] - s[f"{best_flux}_resemblance"]
     se = np.hypot(s[f"{DEFAULT_KIND}_resemblance_se"], s[f"{best_flux}_resemblance_se"])
-    print(f"best resemblance: {best}; default ({DEFAULT_KIND}) - best flux baseline ({best_flux}) "
-          f"{d:+.4f} +- {se:.4f} (target <= 0: {d <= 0}); coupled recon_error {s['coupled_recon_error']:.5f} vs "
-          f"Euclidean autoencoder {s['euclidean_recon_error']:.5f} (target below: "
-          f"{s['coupled_recon_error'] < s['euclidean_recon_error']}); reference: full-flux nearest neighbour "
-          f"{s['flux_nn_resemblance']:.4f}")
+    print(
+        f"best resemblance: {best}; default ({DEFAULT_KIND}) - best flux baseline ({best_flux}) "
+        f"{d:+.4f} +- {se:.4f} (target <= 0: {d <= 0}); coupled recon_error {s['coupled_recon_error']:.5f} vs "
+        f"Euclidean autoencoder {s['euclidean_recon_error']:.5f} (target below: "
+        f"{s['coupled_recon_error'] < s['euclidean_recon_error']}); reference: full-flux nearest neighbour "
+        f"{s['flux_nn_resemblance']:.4f}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10, help="seeds per map (default 10)")
-    ap.add_argument("--sets", default="sample,sdss_more,harps_more",
-                    help="comma-separated sets (default all three: sample,sdss_more,harps_more)")
-    ap.add_argument("--maps", default=",".join(READOUT_MAPS + FLUX_MAPS),
-                    help="comma-separated maps to fit (default all)")
-    ap.add_argument("--restarts", type=int, default=None,
-                    help="random starts per end-to-end fit (default: the estimator's; fewer bound the run's time)")
+    ap.add_argument(
+        "--sets",
+        default="sample,sdss_more,harps_more",
+        help="comma-separated sets (default all three: sample,sdss_more,harps_more)",
+    )
+    ap.add_argument(
+        "--maps", default=",".join(READOUT_MAPS + FLUX_MAPS), help="comma-separated maps to fit (default all)"
+    )
+    ap.add_argument(
+        "--restarts",
+        type=int,
+        default=None,
+        help="random starts per end-to-end fit (default: the estimator's; fewer bound the run's time)",
+    )
     ap.add_argument("--max-iter", type=int, default=None, help="L-BFGS iterations per fit (default: the estimator's)")
     ap.add_argument("--out", type=Path, default=None, help="append every run's scores to this JSON-lines file")
     args = ap.parse_args()

@@ -54,8 +54,16 @@ import _cpu  # noqa: E402
 
 SIZE = 800
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def timed(fn, repeat: int) -> float:
@@ -103,6 +111,7 @@ def ours(table, *, hover_index: bool = False, color_by: str = "count"):
         if hover_index:
             pixels.lookup(0.0, 0.0, xr, yr)
         return plot.current_frame
+
     return run
 
 
@@ -117,6 +126,7 @@ def plain_datashader(table):
     def run():
         cvs = ds.Canvas(plot_width=SIZE, plot_height=SIZE, x_range=(x0, x1), y_range=(y0, y1))
         return tf.shade(cvs.points(df, "x", "y", ds.count()), how="eq_hist")
+
     return run
 
 
@@ -134,6 +144,7 @@ def matplotlib_scatter(table):
         ax.scatter(x, y, s=1, linewidths=0, rasterized=True)
         fig.canvas.draw()
         plt.close(fig)
+
     return run
 
 
@@ -212,9 +223,27 @@ def browser_zoom(data_dir: Path, repeat: int) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(data_dir / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(REPO / "widgets" / "app.py"), "--port",
-                             str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
-                             "--warm", "--args", str(data_dir)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "panel",
+            "serve",
+            str(REPO / "widgets" / "app.py"),
+            "--port",
+            str(port),
+            "--address",
+            "127.0.0.1",
+            "--allow-websocket-origin",
+            f"127.0.0.1:{port}",
+            "--warm",
+            "--args",
+            str(data_dir),
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -250,8 +279,11 @@ def browser_zoom(data_dir: Path, repeat: int) -> dict:
             page.screenshot(path=str(data_dir / "zoom.png"))
             browser.close()
         ok = [v for v in lat if v >= 0]
-        return {"browser_zoom_1e7_ms": statistics.median(ok) if ok else None, "browser_zoom_samples_ms": lat,
-                "browser_load_1e7_ms": load_ms}
+        return {
+            "browser_zoom_1e7_ms": statistics.median(ok) if ok else None,
+            "browser_zoom_samples_ms": lat,
+            "browser_load_1e7_ms": load_ms,
+        }
     finally:
         proc.terminate()
         proc.wait(20)
@@ -264,10 +296,18 @@ def main(argv=None) -> int:
     parser.add_argument("--no-browser", action="store_true", help="skip the Playwright zoom measurement")
     parser.add_argument("--matplotlib-1e7", action="store_true", help="also time matplotlib at 10^7 (slow)")
     parser.add_argument("--sizes", default="1e6,1e7", help="point counts, comma separated")
-    parser.add_argument("--isa", choices=_cpu.CHOICES, default="both",
-                        help="instruction sets: native and forced AVX2 (default), or one of them")
-    parser.add_argument("--synth", type=Path, default=None,
-                        help="the 10^7-row synthetic folder of the browser test, when already written")
+    parser.add_argument(
+        "--isa",
+        choices=_cpu.CHOICES,
+        default="both",
+        help="instruction sets: native and forced AVX2 (default), or one of them",
+    )
+    parser.add_argument(
+        "--synth",
+        type=Path,
+        default=None,
+        help="the 10^7-row synthetic folder of the browser test, when already written",
+    )
     args = parser.parse_args(argv)
     if _cpu.reexec_if_needed(args.isa, __file__, argv):
         return 0
@@ -287,22 +327,31 @@ def main(argv=None) -> int:
         result[f"datashader_{tag}_ms"] = timed(plain_datashader(table), args.repeat)
         if n <= 1_000_000 or args.matplotlib_1e7:
             result[f"matplotlib_{tag}_ms"] = timed(matplotlib_scatter(table), max(1, args.repeat // 2))
-        print(f"{n:>10,} points  ours {result[f'ours_{tag}_ms']:7.1f} ms (+hover index "
-              f"{result[f'ours_hover_{tag}_ms']:.1f} ms; by class {result[f'ours_by_class_{tag}_ms']:.1f} ms)"
-              f"   datashader "
-              f"{result[f'datashader_{tag}_ms']:7.1f} ms" + (f"   matplotlib {result[f'matplotlib_{tag}_ms']:7.1f} ms"
-                                                             if f"matplotlib_{tag}_ms" in result else ""),
-              flush=True)
+        print(
+            f"{n:>10,} points  ours {result[f'ours_{tag}_ms']:7.1f} ms (+hover index "
+            f"{result[f'ours_hover_{tag}_ms']:.1f} ms; by class {result[f'ours_by_class_{tag}_ms']:.1f} ms)"
+            f"   datashader "
+            f"{result[f'datashader_{tag}_ms']:7.1f} ms"
+            + (f"   matplotlib {result[f'matplotlib_{tag}_ms']:7.1f} ms" if f"matplotlib_{tag}_ms" in result else ""),
+            flush=True,
+        )
         del table
     cold = first_call(FIRST_CALL, "cold")
     warm = first_call(FIRST_CALL, "warm")
     ds_cold = first_call(FIRST_CALL_DS)
-    result.update({"ours_first_call_1e6_ms": cold["first_ms"], "ours_first_call_after_warm_up_1e6_ms":
-                   warm["first_ms"], "warm_up_ms": warm.get("warm_up_ms"), "datashader_first_call_1e6_ms":
-                   ds_cold["first_ms"]})
-    print(f"first call at 10^6: ours {cold['first_ms']:.0f} ms cold, {warm['first_ms']:.0f} ms after warm_up "
-          f"({warm['warm_up_ms']:.0f} ms, done before the page opens); plain Datashader {ds_cold['first_ms']:.0f} ms",
-          flush=True)
+    result.update(
+        {
+            "ours_first_call_1e6_ms": cold["first_ms"],
+            "ours_first_call_after_warm_up_1e6_ms": warm["first_ms"],
+            "warm_up_ms": warm.get("warm_up_ms"),
+            "datashader_first_call_1e6_ms": ds_cold["first_ms"],
+        }
+    )
+    print(
+        f"first call at 10^6: ours {cold['first_ms']:.0f} ms cold, {warm['first_ms']:.0f} ms after warm_up "
+        f"({warm['warm_up_ms']:.0f} ms, done before the page opens); plain Datashader {ds_cold['first_ms']:.0f} ms",
+        flush=True,
+    )
     if "ours_1e6_ms" in result and "datashader_1e6_ms" in result:
         result["ours_over_datashader_1e6"] = result["ours_1e6_ms"] / result["datashader_1e6_ms"]
     if "ours_1e7_ms" in result and "datashader_1e7_ms" in result:
@@ -314,9 +363,12 @@ def main(argv=None) -> int:
             data = args.synth or write_synth(Path(tmp) / "synth1e7", 10_000_000, seed=0)
             extra = ["--synth", str(data)]
             result.update(browser_zoom(data, args.repeat))
-            print(f"browser zoom-to-paint at 10^7: {result['browser_zoom_1e7_ms']:.0f} ms (median of "
-                  f"{args.repeat}; samples {['%.0f' % v for v in result['browser_zoom_samples_ms']]}; Chromium's "
-                  "own instruction set)", flush=True)
+            print(
+                f"browser zoom-to-paint at 10^7: {result['browser_zoom_1e7_ms']:.0f} ms (median of "
+                f"{args.repeat}; samples {['%.0f' % v for v in result['browser_zoom_samples_ms']]}; Chromium's "
+                "own instruction set)",
+                flush=True,
+            )
         elif not args.no_browser:
             print(f"browser: {CHROMIUM} not found, zoom-to-paint not measured", flush=True)
         result = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()}

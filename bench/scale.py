@@ -67,9 +67,9 @@ class MemorySampler(threading.Thread):
         for child in self.process.children(recursive=True):
             try:
                 total += child.memory_info().rss
-            except psutil.Error:    # a worker that has just exited
+            except psutil.Error:  # a worker that has just exited
                 pass
-        return total / 2 ** 20
+        return total / 2**20
 
     def run(self) -> None:
         while not self._done.is_set():
@@ -89,7 +89,7 @@ class MemorySampler(threading.Thread):
 def child_generate(args) -> dict:
     from latentsky.synth import sample_store, write_synth
 
-    templates = sample_store()              # ingested once per cache folder, outside the timing
+    templates = sample_store()  # ingested once per cache folder, outside the timing
     sampler = MemorySampler()
     sampler.start()
     t0 = time.perf_counter()
@@ -106,12 +106,26 @@ def child_pipeline(args) -> dict:
     sampler.start()
     t0 = time.perf_counter()
     settings = json.loads(args.settings)
-    metrics = run_pipeline(args.store, args.out, embed=settings["embed"], train=settings["train"],
-                           train_rows=args.train_rows, workers=args.workers, baselines=False)
+    metrics = run_pipeline(
+        args.store,
+        args.out,
+        embed=settings["embed"],
+        train=settings["train"],
+        train_rows=args.train_rows,
+        workers=args.workers,
+        baselines=False,
+    )
     wall = time.perf_counter() - t0
     sampler.stop()
-    out, at = {"wall_s": wall, "peak_rss_mb": sampler.peak(), "n_epochs": metrics.get("n_epochs"),
-               "n_train": metrics.get("n_train")}, t0
+    out, at = (
+        {
+            "wall_s": wall,
+            "peak_rss_mb": sampler.peak(),
+            "n_epochs": metrics.get("n_epochs"),
+            "n_train": metrics.get("n_train"),
+        },
+        t0,
+    )
     timings = metrics["timings"]
     at += timings["ingest_s"]
     for stage in STAGES:
@@ -142,8 +156,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster run")
     parser.add_argument("--train-rows", type=int, default=None, help="spectra trained on (default: the pipeline's)")
     parser.add_argument("--epochs", type=int, default=None, help="maximum training epochs (default: the pipeline's)")
-    parser.add_argument("--settings", default=None, metavar="JSON",
-                        help='{"embed": {...}, "train": {...}} instead of the pipeline\'s defaults')
+    parser.add_argument(
+        "--settings",
+        default=None,
+        metavar="JSON",
+        help='{"embed": {...}, "train": {...}} instead of the pipeline\'s defaults',
+    )
     parser.add_argument("--work", type=Path, default=None, help="folder for the stores (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the stores and results")
     parser.add_argument("--no-cluster", action="store_true", help="only the single-process runs")
@@ -179,8 +197,7 @@ def main() -> None:
         settings["train"]["epochs"] = args.epochs
     settings["train"]["hidden"] = list(settings["train"]["hidden"])
     common = ["--child-train-rows", str(train_rows), "--child-settings", json.dumps(settings)]
-    summary: dict = {"workers": args.workers, "train_rows": train_rows, "cores": os.cpu_count(),
-                     "settings": settings}
+    summary: dict = {"workers": args.workers, "train_rows": train_rows, "cores": os.cpu_count(), "settings": settings}
     print(f"{'N':>9} {'run':>8} {'stage':>8} {'wall s':>9} {'spectra/s':>10} {'peak MB':>9}")
     try:
         for n in sizes:
@@ -188,10 +205,13 @@ def main() -> None:
             if not (folder / "store" / "catalog.parquet").exists():
                 gen = run_child("generate", str(n), str(folder))
                 summary[f"generate_s_{n}"] = round(gen["generate_s"], 1)
-                print(f"{n:>9} {'':>8} {'generate':>8} {gen['generate_s']:9.1f} {n / gen['generate_s']:10.0f} "
-                      f"{gen['generate_peak_mb']:9.0f}")
-            runs = {"single": []} if args.no_cluster else {"single": [], "cluster": ["--child-workers",
-                                                                                   str(args.workers)]}
+                print(
+                    f"{n:>9} {'':>8} {'generate':>8} {gen['generate_s']:9.1f} {n / gen['generate_s']:10.0f} "
+                    f"{gen['generate_peak_mb']:9.0f}"
+                )
+            runs = (
+                {"single": []} if args.no_cluster else {"single": [], "cluster": ["--child-workers", str(args.workers)]}
+            )
             for name, extra in runs.items():
                 out = folder / name
                 shutil.rmtree(out, ignore_errors=True)
@@ -208,15 +228,22 @@ def main() -> None:
                 for stage in STAGES:
                     t = res[f"{stage}_s"]
                     if stage == "train" and name == "cluster":
-                        print(f"{n:>9} {name:>8} {stage:>8}   (the single run's model: training never runs on "
-                              f"the cluster)")
+                        print(
+                            f"{n:>9} {name:>8} {stage:>8}   (the single run's model: training never runs on "
+                            f"the cluster)"
+                        )
                         continue
                     print(f"{n:>9} {name:>8} {stage:>8} {t:9.1f} {n / t:10.0f} {res[f'{stage}_peak_mb']:9.0f}")
-                trained = (f"trained on {res['n_train']} for {res['n_epochs']} epochs" if name == "single"
-                           else "embed + encode")
-                print(f"{n:>9} {name:>8} {'total':>8} {res['wall_s']:9.1f} {n / res['wall_s']:10.0f} "
-                      f"{res['peak_rss_mb']:9.0f}   ({trained})")
-                if not args.keep:   # the next run's embeddings need the disk (39 kB per spectrum)
+                trained = (
+                    f"trained on {res['n_train']} for {res['n_epochs']} epochs"
+                    if name == "single"
+                    else "embed + encode"
+                )
+                print(
+                    f"{n:>9} {name:>8} {'total':>8} {res['wall_s']:9.1f} {n / res['wall_s']:10.0f} "
+                    f"{res['peak_rss_mb']:9.0f}   ({trained})"
+                )
+                if not args.keep:  # the next run's embeddings need the disk (39 kB per spectrum)
                     for part in ("embeddings", "train-sample", "checkpoints"):
                         shutil.rmtree(out / part, ignore_errors=True)
                 suffix = "" if name == "single" else "_cluster"

@@ -66,9 +66,12 @@ def main() -> None:
                 s["seconds"] = time.perf_counter() - t0
                 s["gradient_shares"] = est.gradient_shares_
                 rows.append(s)
-                print(f"{name:<18} seed {seed} " + " ".join(f"{k} {v:.4f}" for k, v in s.items()
-                                                             if isinstance(v, float)) + f" {s['gradient_shares']}",
-                      flush=True)
+                print(
+                    f"{name:<18} seed {seed} "
+                    + " ".join(f"{k} {v:.4f}" for k, v in s.items() if isinstance(v, float))
+                    + f" {s['gradient_shares']}",
+                    flush=True,
+                )
                 if sink is not None:
                     sink.write(json.dumps({"name": name, "seed": seed, **s}) + "\n")
                     sink.flush()
@@ -79,8 +82,10 @@ def main() -> None:
             shares = [r["gradient_shares"] for r in rows if r["gradient_shares"]]
             if shares:
                 result[f"{name}/gradient_shares"] = {k: float(np.mean([s[k] for s in shares])) for k in shares[0]}
-            print(f"== {name}: resemblance {result[f'{name}/resemblance']:.4f} +- "
-                  f"{result[f'{name}/resemblance_se']:.4f}", flush=True)
+            print(
+                f"== {name}: resemblance {result[f'{name}/resemblance']:.4f} +- {result[f'{name}/resemblance_se']:.4f}",
+                flush=True,
+            )
     if sink is not None:
         sink.close()
     best = min((n for n, _ in CANDIDATES), key=lambda n: result[f"{n}/resemblance"])

@@ -69,16 +69,22 @@ def cpu_model() -> str:
 def in_place(dest: Path) -> set[str]:
     """Names of the files under their final name (verified: a file is renamed into place after its checks)."""
     try:
-        return {e.name for e in os.scandir(dest) if e.is_file() and not e.name.startswith(".")
-                and not e.name.endswith(".part")}
+        return {
+            e.name
+            for e in os.scandir(dest)
+            if e.is_file() and not e.name.startswith(".") and not e.name.endswith(".part")
+        }
     except FileNotFoundError:
         return set()
 
 
 def leftovers(dest: Path) -> list[str]:
     """``.part`` files and temporary folders in the destination."""
-    return sorted(e.name for e in os.scandir(dest)
-                  if e.name.endswith(".part") or (e.is_dir() and (".tmp" in e.name or ".partial" in e.name)))
+    return sorted(
+        e.name
+        for e in os.scandir(dest)
+        if e.name.endswith(".part") or (e.is_dir() and (".tmp" in e.name or ".partial" in e.name))
+    )
 
 
 def main(argv=None) -> int:
@@ -105,21 +111,39 @@ def main(argv=None) -> int:
         (work / "src").mkdir()
         sources = bench.make_sources(work / "src", 50, args.size)
         digests = [hashlib.sha256(s.read_bytes()).hexdigest() for s in sources]
-        server = bench.bench_server(sources, args.latency_ms / 1000, args.fault_rate, args.seed,
-                                    args.retry_after).start()
+        server = bench.bench_server(
+            sources, args.latency_ms / 1000, args.fault_rate, args.seed, args.retry_after
+        ).start()
         names = [f"f{i:05d}.fits" for i in range(args.files)]
         from astropy.table import Table
 
         table = work / "products.ecsv"
         Table({"access_url": [f"{server.base_url}/bench/{n}" for n in names]}).write(table)
         dest = work / "dest"
-        cmd = [sys.executable, "-m", "latentsky.cli", "download", str(table), "--dest", str(dest), "--no-progress",
-               "--max-connections", str(args.connections), "--max-connections-per-host", str(args.connections),
-               "--max-retries", "30", "--timeout", "10"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "latentsky.cli",
+            "download",
+            str(table),
+            "--dest",
+            str(dest),
+            "--no-progress",
+            "--max-connections",
+            str(args.connections),
+            "--max-connections-per-host",
+            str(args.connections),
+            "--max-retries",
+            "30",
+            "--timeout",
+            "10",
+        ]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
-        print(f"{args.files} files of about {args.size / 1e3:.0f} kB from {server.base_url}; latency "
-              f"{args.latency_ms:g} ms, {args.fault_rate:.0%} faults of every kind; {args.kills} SIGKILLs; "
-              f"CPU: {cpu_model()} ({os.cpu_count()} CPUs)")
+        print(
+            f"{args.files} files of about {args.size / 1e3:.0f} kB from {server.base_url}; latency "
+            f"{args.latency_ms:g} ms, {args.fault_rate:.0%} faults of every kind; {args.kills} SIGKILLs; "
+            f"CPU: {cpu_model()} ({os.cpu_count()} CPUs)"
+        )
 
         # kill points: once a random share (5-25 %) of the files still missing is in place, then a random
         # delay (0-0.2 s), so each kill lands mid-run, most often mid-transfer
@@ -149,13 +173,21 @@ def main(argv=None) -> int:
             # requests of this run for files that were verified and in place when it started
             again = {r.path.rsplit("/", 1)[-1] for r in server.log[log_from:]} & verified_at_kill
             redownloaded += len(again)
-            runs.append({"killed": killed, "returncode": proc.returncode, "seconds": round(time.monotonic() - t0, 2),
-                         "in_place": len(in_place(dest))})
+            runs.append(
+                {
+                    "killed": killed,
+                    "returncode": proc.returncode,
+                    "seconds": round(time.monotonic() - t0, 2),
+                    "in_place": len(in_place(dest)),
+                }
+            )
             parts = sum(1 for n in leftovers(dest) if n.endswith(".part")) if dest.exists() else 0
-            print(f"run {len(runs)}: {'killed' if killed else f'exit {proc.returncode}'} after "
-                  f"{runs[-1]['seconds']:.1f} s, {runs[-1]['in_place']}/{args.files} files in place"
-                  + (f", {parts} partial (.part)" if killed else "")
-                  + (f", {len(again)} verified file(s) fetched again" if again else ""))
+            print(
+                f"run {len(runs)}: {'killed' if killed else f'exit {proc.returncode}'} after "
+                f"{runs[-1]['seconds']:.1f} s, {runs[-1]['in_place']}/{args.files} files in place"
+                + (f", {parts} partial (.part)" if killed else "")
+                + (f", {len(again)} verified file(s) fetched again" if again else "")
+            )
             if killed:
                 kills += 1
                 server.wait_idle()
@@ -178,15 +210,32 @@ def main(argv=None) -> int:
         left = leftovers(dest) if dest.exists() else []
         faults = sum(1 for r in server.log if r.fault)
         elapsed = time.monotonic() - t_start
-        print(f"kills {kills}, files {args.files}: lost {lost}, corrupt {corrupt}, verified files fetched again "
-              f"{redownloaded}, temporary files left {len(left)}{' ' + str(left[:5]) if left else ''}; "
-              f"{len(server.log)} requests, {faults} faults, {elapsed:.1f} s (a shared machine: timings are noisy)")
-        print(json.dumps({"kills": kills, "files": args.files, "lost": lost, "corrupt": corrupt,
-                          "redownloaded_verified": redownloaded, "leftover_temp": len(left),
-                          "runs": len(runs), "partial_files_at_kills": parts_at_kill,
-                          "requests": len(server.log), "faults": faults,
-                          "fault_rate": args.fault_rate, "elapsed_s": round(elapsed, 1), "cpu": cpu_model(),
-                          "cpus": os.cpu_count(), "seed": args.seed}))
+        print(
+            f"kills {kills}, files {args.files}: lost {lost}, corrupt {corrupt}, verified files fetched again "
+            f"{redownloaded}, temporary files left {len(left)}{' ' + str(left[:5]) if left else ''}; "
+            f"{len(server.log)} requests, {faults} faults, {elapsed:.1f} s (a shared machine: timings are noisy)"
+        )
+        print(
+            json.dumps(
+                {
+                    "kills": kills,
+                    "files": args.files,
+                    "lost": lost,
+                    "corrupt": corrupt,
+                    "redownloaded_verified": redownloaded,
+                    "leftover_temp": len(left),
+                    "runs": len(runs),
+                    "partial_files_at_kills": parts_at_kill,
+                    "requests": len(server.log),
+                    "faults": faults,
+                    "fault_rate": args.fault_rate,
+                    "elapsed_s": round(elapsed, 1),
+                    "cpu": cpu_model(),
+                    "cpus": os.cpu_count(),
+                    "seed": args.seed,
+                }
+            )
+        )
         ok = kills == args.kills and lost == corrupt == redownloaded == len(left) == 0
         return 0 if ok else 1
     finally:

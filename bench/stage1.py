@@ -98,8 +98,11 @@ def pair_figures(dist: np.ndarray, ids) -> dict:
     twin = np.array([np.flatnonzero((exposure == exposure[i]) & (np.arange(n) != i))[0] for i in range(n)])
     nearest = d.argmin(1)
     rank = np.array([(d[i] < d[i, twin[i]]).sum() + 1 for i in range(n)])
-    return {"twin_nn": float(np.mean(nearest == twin)), "format_mixing": float(np.mean(fmt[nearest] != fmt)),
-            "twin_rank": float(np.median(rank))}
+    return {
+        "twin_nn": float(np.mean(nearest == twin)),
+        "format_mixing": float(np.mean(fmt[nearest] != fmt)),
+        "twin_rank": float(np.median(rank)),
+    }
 
 
 def flux_figures(flux, weight, ids) -> dict:
@@ -131,17 +134,20 @@ def evaluate(flux, weight, catalog, params: dict, seed: int, pairs: bool) -> tup
     ratio = persistence_ratios(st, w)
     tuned = {k: v for k, v in (emb.tuned_ or {}).items() if k in emb.tune_params}
     heldout = HeldOutError(flux, weight, emb).ratios(**tuned)
-    out = {"persistence_ratio": float(np.median(ratio)), "persistence_win": float(np.mean(ratio < 1)),
-           "heldout_ratio": float(np.median(heldout)),
-           "contrast": float(np.median(cross_prediction_ratios(st, w, partners=8, seed=seed))),
-           "object_k1": knn_purity(w, catalog["object"].astype(str)),
-           "class_k1": knn_purity(w, catalog["spec_class"].fillna("").astype(str))}
+    out = {
+        "persistence_ratio": float(np.median(ratio)),
+        "persistence_win": float(np.mean(ratio < 1)),
+        "heldout_ratio": float(np.median(heldout)),
+        "contrast": float(np.median(cross_prediction_ratios(st, w, partners=8, seed=seed))),
+        "object_k1": knn_purity(w, catalog["object"].astype(str)),
+        "class_k1": knn_purity(w, catalog["spec_class"].fillna("").astype(str)),
+    }
     if pairs:
         ids = catalog["id"].astype(str).to_numpy()
         z = (w - w.mean(0)) / (w.std(0) + 1e-12)
         out.update(pair_figures(np.linalg.norm(z[:, None] - z[None], axis=-1), ids))
         own = st.sse(w)
-        cross = np.array([st.sse(np.repeat(w[j:j + 1], len(w), 0)) / own for j in range(len(w))]).T
+        cross = np.array([st.sse(np.repeat(w[j : j + 1], len(w), 0)) / own for j in range(len(w))]).T
         out["twin_nn_data"] = pair_figures(cross + cross.T, ids)["twin_nn"]
     return out, rate
 
@@ -162,10 +168,13 @@ def main() -> None:
         tmp = Path(tmp)
         harps = tmp / "harps_more"
         harps.mkdir()
-        for f in sorted((data / "harps_more").glob("*_A.fits")):   # no blaze files: as e2ds usually travel
+        for f in sorted((data / "harps_more").glob("*_A.fits")):  # no blaze files: as e2ds usually travel
             (harps / f.name).symlink_to(f)
-        sources = {"sample (selection set)": list(sample_spectra()), "sdss_more": [data / "sdss_more"],
-                   "harps_more": [harps]}
+        sources = {
+            "sample (selection set)": list(sample_spectra()),
+            "sdss_more": [data / "sdss_more"],
+            "harps_more": [harps],
+        }
         for name, src in sources.items():
             key = name.split()[0]
             t0 = time.perf_counter()
@@ -173,20 +182,33 @@ def main() -> None:
             store = SpectrumStore(res.store)
             flux, weight = np.asarray(store.flux[:], dtype="f8"), np.asarray(store.weight[:])
             catalog = store.catalog.reset_index()
-            print(f"\n== {name}: {len(flux)} spectra ({len(res.errors)} unreadable), ingested in "
-                  f"{time.perf_counter() - t0:.0f} s")
+            print(
+                f"\n== {name}: {len(flux)} spectra ({len(res.errors)} unreadable), ingested in "
+                f"{time.perf_counter() - t0:.0f} s"
+            )
             pairs = key == "harps_more"
             if pairs:
                 ids = catalog["id"].astype(str).to_numpy()
                 fl = flux_figures(flux, weight, ids)
                 med = ingest(src, tmp / "stores" / "harps_median", normalisation="median")
                 ms = SpectrumStore(med.store)
-                fm = flux_figures(np.asarray(ms.flux[:], dtype="f8"), np.asarray(ms.weight[:]),
-                                  ms.catalog.reset_index()["id"].astype(str).to_numpy())
-                print(f"flux: twins differ by {fl['twin']:.4f} (median |ratio - 1|), one format at two epochs by "
-                      f"{fl['epoch']:.4f}; with median normalisation {fm['twin']:.4f} and {fm['epoch']:.4f}")
-                result.update({f"{key}_flux_twin": fl["twin"], f"{key}_flux_epoch": fl["epoch"],
-                               f"{key}_flux_twin_median": fm["twin"], f"{key}_flux_epoch_median": fm["epoch"]})
+                fm = flux_figures(
+                    np.asarray(ms.flux[:], dtype="f8"),
+                    np.asarray(ms.weight[:]),
+                    ms.catalog.reset_index()["id"].astype(str).to_numpy(),
+                )
+                print(
+                    f"flux: twins differ by {fl['twin']:.4f} (median |ratio - 1|), one format at two epochs by "
+                    f"{fl['epoch']:.4f}; with median normalisation {fm['twin']:.4f} and {fm['epoch']:.4f}"
+                )
+                result.update(
+                    {
+                        f"{key}_flux_twin": fl["twin"],
+                        f"{key}_flux_epoch": fl["epoch"],
+                        f"{key}_flux_twin_median": fm["twin"],
+                        f"{key}_flux_epoch_median": fm["epoch"],
+                    }
+                )
             for config, params in CONFIGS.items():
                 runs, rates = [], []
                 for seed in range(args.seeds):
@@ -196,8 +218,10 @@ def main() -> None:
                 line = []
                 for figure in runs[0]:
                     values = np.array([r[figure] for r in runs])
-                    mean, se = float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) \
-                        if len(values) > 1 else 0.0
+                    mean, se = (
+                        float(values.mean()),
+                        float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
+                    )
                     result[f"{key}_{config}_{figure}"] = mean
                     result[f"{key}_{config}_{figure}_se"] = se
                     line.append(f"{figure} {mean:.3f}+-{se:.3f}")

@@ -83,49 +83,77 @@ def synthesise(src: Path, dest: Path, n: int, *, chunk: int = 2000, seed: int = 
     dest.mkdir(parents=True, exist_ok=True)
     group = zarr.open_group(dest / ARRAYS_DIR, mode="w")
     p = m * (m + 1) // 2
-    arrays = {"readout": group.create_array("readout", shape=(n, m), chunks=(chunk, m), dtype="f8"),
-              "gram": group.create_array("gram", shape=(n, p), chunks=(chunk, p), dtype="f8"),
-              "xty": group.create_array("xty", shape=(n, m), chunks=(chunk, m), dtype="f8"),
-              "yty": group.create_array("yty", shape=(n,), chunks=(chunk,), dtype="f8"),
-              "n_steps": group.create_array("n_steps", shape=(n,), chunks=(chunk,), dtype="i8")}
+    arrays = {
+        "readout": group.create_array("readout", shape=(n, m), chunks=(chunk, m), dtype="f8"),
+        "gram": group.create_array("gram", shape=(n, p), chunks=(chunk, p), dtype="f8"),
+        "xty": group.create_array("xty", shape=(n, m), chunks=(chunk, m), dtype="f8"),
+        "yty": group.create_array("yty", shape=(n,), chunks=(chunk,), dtype="f8"),
+        "n_steps": group.create_array("n_steps", shape=(n,), chunks=(chunk,), dtype="i8"),
+    }
     src_rows = rng.integers(len(w0), size=n)
     for s in range(0, n, chunk):
-        i = src_rows[s:s + chunk]
+        i = src_rows[s : s + chunk]
         w = w0[i] + 0.1 * std * rng.standard_normal((len(i), m))
         h = np.einsum("nij,nj->ni", g0[i], w) + ridge * w  # w is then exactly the ridge solution
         c = floor0[i] + np.einsum("ni,ni->n", w, h) + ridge * np.einsum("ni,ni->n", w, w)
-        arrays["readout"][s:s + len(i)] = w
-        arrays["gram"][s:s + len(i)] = gp0[i]
-        arrays["xty"][s:s + len(i)] = h
-        arrays["yty"][s:s + len(i)] = c
-        arrays["n_steps"][s:s + len(i)] = s0[i]
+        arrays["readout"][s : s + len(i)] = w
+        arrays["gram"][s : s + len(i)] = gp0[i]
+        arrays["xty"][s : s + len(i)] = h
+        arrays["yty"][s : s + len(i)] = c
+        arrays["n_steps"][s : s + len(i)] = s0[i]
     group.attrs.update({**emb.attrs})
     pd.DataFrame({"id": [f"synthetic-{k}" for k in range(n)], "row": np.arange(n)}).to_parquet(
-        dest / CATALOG_FILE, index=False)
+        dest / CATALOG_FILE, index=False
+    )
     done.write_text(json.dumps({"n": n}))
     return dest
 
 
-def time_ours(path: Path, *, in_memory: bool, epochs: int, batch: int, hidden: int, deterministic: bool,
-              cache_dir: Path | None = None) -> dict:
+def time_ours(
+    path: Path,
+    *,
+    in_memory: bool,
+    epochs: int,
+    batch: int,
+    hidden: int,
+    deterministic: bool,
+    cache_dir: Path | None = None,
+) -> dict:
     from latentsky.autoencoder import LatentAutoencoder
 
     events = []
     t0 = time.perf_counter()
-    est = LatentAutoencoder(map="coupled", optimizer="adam", restarts=1, hidden=(hidden,), epochs=epochs,
-                            batch_size=batch, validation_fraction=0.0,
-                            patience=epochs, lr_patience=0, in_memory=in_memory, learning_rate=1e-3,
-                            progress=events.append, random_state=0, deterministic=deterministic,
-                            cache_dir=cache_dir)
+    est = LatentAutoencoder(
+        map="coupled",
+        optimizer="adam",
+        restarts=1,
+        hidden=(hidden,),
+        epochs=epochs,
+        batch_size=batch,
+        validation_fraction=0.0,
+        patience=epochs,
+        lr_patience=0,
+        in_memory=in_memory,
+        learning_rate=1e-3,
+        progress=events.append,
+        random_state=0,
+        deterministic=deterministic,
+        cache_dir=cache_dir,
+    )
     est.fit(path)
     total = time.perf_counter() - t0
     ends = [e.elapsed for e in events if e.logs]
     epoch_s = np.diff([0.0] + ends)
     steady = float(statistics.median(epoch_s[1:])) if len(epoch_s) > 1 else float(epoch_s[0])
     n = est.n_train_
-    return {"epoch_s": [round(float(x), 3) for x in epoch_s], "steady_epoch_s": steady,
-            "spectra_per_s": n / steady, "fit_total_s": total, "loss": est.history_["loss"],
-            "params": est.model_.count_params()}
+    return {
+        "epoch_s": [round(float(x), 3) for x in epoch_s],
+        "steady_epoch_s": steady,
+        "spectra_per_s": n / steady,
+        "fit_total_s": total,
+        "loss": est.history_["loss"],
+        "params": est.model_.count_params(),
+    }
 
 
 def time_lbfgs(path: Path, *, rows: int, hidden: int, iterations: int = 20) -> dict:
@@ -137,13 +165,25 @@ def time_lbfgs(path: Path, *, rows: int, hidden: int, iterations: int = 20) -> d
     readouts = np.asarray(emb.readout[:rows], dtype="f8")
     stats = emb.statistics(slice(0, rows))
     t0 = time.perf_counter()
-    est = LatentAutoencoder(map="coupled", optimizer="lbfgs", restarts=1, max_iter=iterations, tol=0.0,
-                            hidden=(hidden,), validation_fraction=0.0, random_state=0)
+    est = LatentAutoencoder(
+        map="coupled",
+        optimizer="lbfgs",
+        restarts=1,
+        max_iter=iterations,
+        tol=0.0,
+        hidden=(hidden,),
+        validation_fraction=0.0,
+        random_state=0,
+    )
     est.fit(readouts, stats=stats)
     total = time.perf_counter() - t0
     n_eval = est.fit_summary_["n_eval"]
-    return {"fit_total_s": total, "n_eval": n_eval, "spectra_per_s": rows * n_eval / total,
-            "loss": est.fit_summary_["loss"]}
+    return {
+        "fit_total_s": total,
+        "n_eval": n_eval,
+        "spectra_per_s": rows * n_eval / total,
+        "loss": est.fit_summary_["loss"],
+    }
 
 
 def time_keras_mse(path: Path, *, epochs: int, batch: int, hidden: int) -> dict:
@@ -155,9 +195,15 @@ def time_keras_mse(path: Path, *, epochs: int, batch: int, hidden: int) -> dict:
     x = (x - x.mean(0)) / x.std(0)
     keras.utils.set_random_seed(0)
     m = x.shape[1]
-    model = keras.Sequential([keras.Input((m,)), keras.layers.Dense(hidden, activation="tanh"),
-                              keras.layers.Dense(2), keras.layers.Dense(hidden, activation="tanh"),
-                              keras.layers.Dense(m)])
+    model = keras.Sequential(
+        [
+            keras.Input((m,)),
+            keras.layers.Dense(hidden, activation="tanh"),
+            keras.layers.Dense(2),
+            keras.layers.Dense(hidden, activation="tanh"),
+            keras.layers.Dense(m),
+        ]
+    )
     model.compile(optimizer="adam", loss="mse")
 
     class Timer(keras.callbacks.Callback):
@@ -170,8 +216,12 @@ def time_keras_mse(path: Path, *, epochs: int, batch: int, hidden: int) -> dict:
     times: list[float] = []
     model.fit(x, x, batch_size=batch, epochs=epochs, verbose=0, callbacks=[Timer()])
     steady = float(statistics.median(times[1:])) if len(times) > 1 else times[0]
-    return {"epoch_s": [round(t, 3) for t in times], "steady_epoch_s": steady, "spectra_per_s": len(x) / steady,
-            "params": model.count_params()}
+    return {
+        "epoch_s": [round(t, 3) for t in times],
+        "steady_epoch_s": steady,
+        "spectra_per_s": len(x) / steady,
+        "params": model.count_params(),
+    }
 
 
 def main() -> None:
@@ -181,12 +231,20 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4, help="epochs per measurement (the first is not timed)")
     ap.add_argument("--batch", type=int, default=1024, help="batch size (default 1024)")
     ap.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
-    ap.add_argument("--lbfgs-rows", type=int, default=2000,
-                    help="readouts of the full-batch L-BFGS measurement (default 2,000)")
-    ap.add_argument("--deterministic", action="store_true",
-                    help="train with deterministic ops (no XLA), the estimator's default; off here by default")
-    ap.add_argument("--work", type=Path, default=None,
-                    help="folder for the synthetic EMBEDDINGS (kept and reused; default: a temporary one)")
+    ap.add_argument(
+        "--lbfgs-rows", type=int, default=2000, help="readouts of the full-batch L-BFGS measurement (default 2,000)"
+    )
+    ap.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="train with deterministic ops (no XLA), the estimator's default; off here by default",
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="folder for the synthetic EMBEDDINGS (kept and reused; default: a temporary one)",
+    )
     args = ap.parse_args()
 
     tmp = None
@@ -207,8 +265,10 @@ def main() -> None:
     print(f"keras MSE dense AE   : {mse['steady_epoch_s']:.3f} s/epoch, {mse['spectra_per_s']:,.0f} spectra/s")
     zarr = time_ours(path, in_memory=False, deterministic=args.deterministic, **kw)
     zarr_rss = rss_peak_mb()
-    print(f"ours, streaming from the stage-1 Zarr: {zarr['steady_epoch_s']:.3f} s/epoch, "
-          f"{zarr['spectra_per_s']:,.0f} spectra/s (epochs {zarr['epoch_s']}), peak RSS so far {zarr_rss:.0f} MB")
+    print(
+        f"ours, streaming from the stage-1 Zarr: {zarr['steady_epoch_s']:.3f} s/epoch, "
+        f"{zarr['spectra_per_s']:,.0f} spectra/s (epochs {zarr['epoch_s']}), peak RSS so far {zarr_rss:.0f} MB"
+    )
     cache = args.work / "cache"
     shutil.rmtree(cache, ignore_errors=True)  # timed from scratch even when --work is reused
     t0 = time.perf_counter()
@@ -216,31 +276,46 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     stream = time_ours(path, in_memory=False, deterministic=args.deterministic, cache_dir=cache, **kw)
     stream_rss = rss_peak_mb()
-    print(f"ours, streaming from disk (float32 training cache, written once in {build_s:.1f} s incl. one epoch): "
-          f"{stream['steady_epoch_s']:.3f} s/epoch, {stream['spectra_per_s']:,.0f} spectra/s "
-          f"(epochs {stream['epoch_s']}), peak RSS so far {stream_rss:.0f} MB")
+    print(
+        f"ours, streaming from disk (float32 training cache, written once in {build_s:.1f} s incl. one epoch): "
+        f"{stream['steady_epoch_s']:.3f} s/epoch, {stream['spectra_per_s']:,.0f} spectra/s "
+        f"(epochs {stream['epoch_s']}), peak RSS so far {stream_rss:.0f} MB"
+    )
     mem = time_ours(path, in_memory=True, deterministic=args.deterministic, **kw)
     peak = rss_peak_mb()
-    print(f"ours, in memory      : {mem['steady_epoch_s']:.3f} s/epoch, {mem['spectra_per_s']:,.0f} spectra/s "
-          f"(epochs {mem['epoch_s']}; fit incl. preparing {mem['fit_total_s']:.1f} s), peak RSS {peak:.0f} MB")
+    print(
+        f"ours, in memory      : {mem['steady_epoch_s']:.3f} s/epoch, {mem['spectra_per_s']:,.0f} spectra/s "
+        f"(epochs {mem['epoch_s']}; fit incl. preparing {mem['fit_total_s']:.1f} s), peak RSS {peak:.0f} MB"
+    )
     lbfgs = time_lbfgs(path, rows=args.lbfgs_rows, hidden=args.hidden)
-    print(f"ours, full-batch L-BFGS on {args.lbfgs_rows:,} readouts: {lbfgs['spectra_per_s']:,.0f} spectra/s through "
-          f"the loss and its gradient ({lbfgs['n_eval']} evaluations in {lbfgs['fit_total_s']:.1f} s, set-up included)")
+    print(
+        f"ours, full-batch L-BFGS on {args.lbfgs_rows:,} readouts: {lbfgs['spectra_per_s']:,.0f} spectra/s through "
+        f"the loss and its gradient ({lbfgs['n_eval']} evaluations in {lbfgs['fit_total_s']:.1f} s, set-up included)"
+    )
     print("targets: >= 100,000 spectra/s in memory, >= 20,000 streaming")
     result = {
-        "n_readouts": args.n, "n_units": args.n_units, "batch_size": args.batch, "params": mem["params"],
+        "n_readouts": args.n,
+        "n_units": args.n_units,
+        "batch_size": args.batch,
+        "params": mem["params"],
         "in_memory_spectra_per_s": round(mem["spectra_per_s"]),
         "streaming_spectra_per_s": round(stream["spectra_per_s"]),
         "streaming_zarr_spectra_per_s": round(zarr["spectra_per_s"]),
         "streaming_cache_build_s": round(build_s, 1),
         "keras_mse_epoch_s": round(mse["steady_epoch_s"], 4),
         "keras_mse_spectra_per_s": round(mse["spectra_per_s"]),
-        "in_memory_epoch_s": round(mem["steady_epoch_s"], 4), "streaming_epoch_s": round(stream["steady_epoch_s"], 4),
+        "in_memory_epoch_s": round(mem["steady_epoch_s"], 4),
+        "streaming_epoch_s": round(stream["steady_epoch_s"], 4),
         "streaming_zarr_epoch_s": round(zarr["steady_epoch_s"], 4),
         "in_memory_fit_total_s": round(mem["fit_total_s"], 1),
-        "peak_rss_mb": round(peak), "streaming_peak_rss_mb": round(stream_rss), "start_rss_mb": round(base_rss),
-        "lbfgs_spectra_per_s": round(lbfgs["spectra_per_s"]), "lbfgs_rows": args.lbfgs_rows,
-        "data_gb": round(size_gb, 2), "cpu_count": os.cpu_count(), "deterministic": args.deterministic,
+        "peak_rss_mb": round(peak),
+        "streaming_peak_rss_mb": round(stream_rss),
+        "start_rss_mb": round(base_rss),
+        "lbfgs_spectra_per_s": round(lbfgs["spectra_per_s"]),
+        "lbfgs_rows": args.lbfgs_rows,
+        "data_gb": round(size_gb, 2),
+        "cpu_count": os.cpu_count(),
+        "deterministic": args.deterministic,
     }
     if tmp is not None:
         tmp.cleanup()

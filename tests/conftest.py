@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from _support.data import shared_data_dir
-from latentsky.data import sample_path, sample_spectra
 
+from latentsky.data import sample_path, sample_spectra
 
 TIERS = {"notebooks": "notebook", "platform": "platform", "scale": "scale", "autoencoder": "training"}
 """Folders of tests/ whose tests carry a marker of their own, so that ``make test-fast`` can leave them out."""

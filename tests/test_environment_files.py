@@ -57,8 +57,9 @@ def test_conda_environment_declares_pyproject_dependencies_with_their_markers():
     lines = {_key(line): Requirement(line) for line in _pip(REPO / "environment.yml") if not line.startswith("-")}
     assert set(lines) == set(declared), f"environment.yml differs from pyproject.toml: {set(lines) ^ set(declared)}"
     for name, req in lines.items():
-        assert str(req.marker) == str(declared[name].marker), \
+        assert str(req.marker) == str(declared[name].marker), (
             f"{name}: markers differ ({req.marker} vs {declared[name].marker})"
+        )
     # every indirect dependency pinned too: pip reads the lock (paths are relative to the file's folder)
     assert "-c requirements/constraints.txt" in _pip(REPO / "environment.yml")
 
@@ -75,8 +76,10 @@ def test_binder_pins_the_whole_runtime_graph_of_the_lock():
     runtime graph for Linux x86_64 (`python requirements/platforms.py binder` writes it)."""
     graph = platforms.resolve("linux-x86_64", metadata=platforms.installed_metadata)
     binder = _pins(REPO / "binder" / "environment.yml")
-    assert binder == graph, (f"binder/environment.yml is not the lock's runtime graph (rerun "
-                             f"`python requirements/platforms.py binder`): {sorted(set(binder) ^ set(graph))}")
+    assert binder == graph, (
+        f"binder/environment.yml is not the lock's runtime graph (rerun "
+        f"`python requirements/platforms.py binder`): {sorted(set(binder) ^ set(graph))}"
+    )
     assert {"tensorflow-cpu", "jupyter-server-proxy", "protobuf", "h5py"} <= set(binder)
     assert not {"pytest", "playwright", "tensorflow"} & set(binder)
 
@@ -95,8 +98,12 @@ def test_tensorflow_is_chosen_per_platform_by_markers():
     chosen = {}
     for name, spec in platforms.PLATFORMS.items():
         chosen[name] = [n for n, r in tf.items() if platforms.applies(r, spec["env"])]
-    assert chosen == {"linux-x86_64": ["tensorflow-cpu"], "linux-aarch64": ["tensorflow"],
-                      "macos-arm64": ["tensorflow"], "windows-amd64": ["tensorflow-cpu"]}
+    assert chosen == {
+        "linux-x86_64": ["tensorflow-cpu"],
+        "linux-aarch64": ["tensorflow"],
+        "macos-arm64": ["tensorflow"],
+        "windows-amd64": ["tensorflow-cpu"],
+    }
 
 
 def _index_reachable() -> bool:

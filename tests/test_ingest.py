@@ -141,8 +141,10 @@ def test_ingest_reports_progress_events(tmp_path, sample):
 def test_cli_grid_by_velocity_step(tmp_path, sample):
     src = sorted((sample / "harps").glob("*.fits.gz"))[0]
     out = tmp_path / "store"
-    assert main(["ingest", str(src), "--out", str(out), "--wave-min", "5000", "--wave-max", "6000",
-                 "--step-kms", "20"]) == 0
+    assert (
+        main(["ingest", str(src), "--out", str(out), "--wave-min", "5000", "--wave-max", "6000", "--step-kms", "20"])
+        == 0
+    )
     wave = SpectrumStore(out).wave
     assert (wave[1] / wave[0] - 1) * 299792.458 == pytest.approx(20.0, rel=1e-6)
     assert main(["ingest", str(src), "--out", str(out), "--step-kms", "-1"]) == 2

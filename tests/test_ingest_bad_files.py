@@ -24,7 +24,7 @@ def _lowercase_tform(src, dest):
     with fits.open(io.BytesIO(bytes(raw))) as hdul:
         start, stop = hdul.fileinfo(2)["hdrLoc"], hdul.fileinfo(2)["datLoc"]
     at = raw.find(b"TFORM1  = '", start, stop) + len(b"TFORM1  = '")
-    raw[at:at + 2] = raw[at:at + 2].lower()
+    raw[at : at + 2] = raw[at : at + 2].lower()
     dest.write_bytes(bytes(raw))
 
 
@@ -43,7 +43,7 @@ def bad_folder(tmp_path, sample):
         shutil.copy(p, folder / p.name)
     good = _sdss(sample, 1)[0].read_bytes()
     corrupt = bytearray(good)
-    corrupt[200:216] = b"\xff" * 16          # inside the deflate stream: zlib.error
+    corrupt[200:216] = b"\xff" * 16  # inside the deflate stream: zlib.error
     (folder / "corrupt.fits.gz").write_bytes(bytes(corrupt))
     _lowercase_tform(_sdss(sample, 1)[0], folder / "tform.fits")
     _gzip_bomb(folder / "bomb.fits.gz", 2 * 2**20)

@@ -12,9 +12,20 @@ from astropy.io import fits
 from latentsky.cli import main
 from latentsky.io.sdss import SPPIXMASK
 
-KEEP = ["spec-0266-51602-0001", "spec-0266-51602-0013", "spec-0266-51602-0107", "spec-0266-51602-0162",
-        "spec-0266-51602-0573", "spec-0266-51630-0461", "spec-0280-51612-0117", "spec-0285-51930-0378",
-        "spec-0295-51585-0596", "spec-0332-52367-0639", "spec-0403-51871-0462", "spec-0406-51869-0374"]
+KEEP = [
+    "spec-0266-51602-0001",
+    "spec-0266-51602-0013",
+    "spec-0266-51602-0107",
+    "spec-0266-51602-0162",
+    "spec-0266-51602-0573",
+    "spec-0266-51630-0461",
+    "spec-0280-51612-0117",
+    "spec-0285-51930-0378",
+    "spec-0295-51585-0596",
+    "spec-0332-52367-0639",
+    "spec-0403-51871-0462",
+    "spec-0406-51869-0374",
+]
 
 
 def _modified(sample, folder, name, new_name, change):
@@ -30,13 +41,13 @@ def test_pipeline_reports_unusable_spectra_and_finishes(sample, tmp_path):
     for name in KEEP:
         (folder / f"{name}.fits").write_bytes(gzip.decompress((sample / "sdss" / f"{name}.fits.gz").read_bytes()))
 
-    def badflat(t):         # a warning bit on every pixel: the spectrum is kept, its ivar the weight
+    def badflat(t):  # a warning bit on every pixel: the spectrum is kept, its ivar the weight
         t["and_mask"][:] = 1 << SPPIXMASK["BADFLAT"]
 
-    def no_ivar(t):         # nothing usable: the reader refuses it
+    def no_ivar(t):  # nothing usable: the reader refuses it
         t["ivar"][:] = 0
 
-    def short(t):           # usable pixels only at the blue end, inside stage 1's washout
+    def short(t):  # usable pixels only at the blue end, inside stage 1's washout
         t["ivar"][150:] = 0
 
     _modified(sample, folder, "spec-0432-51884-0324", "badflat-everywhere.fits", badflat)

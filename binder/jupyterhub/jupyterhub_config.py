@@ -12,7 +12,7 @@ c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 # --- who logs in and how servers start --------------------------------------------------------------
 # Your site's authenticator goes here (OAuthenticator, LDAPAuthenticator...); PAM is JupyterHub's default.
 # c.JupyterHub.authenticator_class = "generic-oauth"
-c.JupyterHub.spawner_class = "jupyterhub.spawner.LocalProcessSpawner"   # or systemdspawner, batchspawner...
+c.JupyterHub.spawner_class = "jupyterhub.spawner.LocalProcessSpawner"  # or systemdspawner, batchspawner...
 c.Spawner.default_url = "/lab"
 # The app's first start imports TensorFlow-free code, compiles Datashader and loads the sample: allow time.
 c.Spawner.start_timeout = 120
@@ -21,11 +21,11 @@ c.Spawner.http_timeout = 120
 # --- the same environment as Binder -----------------------------------------------------------------
 # The single-user servers run in the latentsky environment (binder/environment.yml + `pip install .`), so
 # jupyter-server-proxy finds the "latentsky explorer" launcher entry by itself (no hub-side setting).
-LATENTSKY_ENV = os.environ.get("LATENTSKY_ENV", "/opt/latentsky")          # <- adjust: the environment's prefix
+LATENTSKY_ENV = os.environ.get("LATENTSKY_ENV", "/opt/latentsky")  # <- adjust: the environment's prefix
 c.Spawner.cmd = [os.path.join(LATENTSKY_ENV, "bin", "jupyterhub-singleuser")]
 
 # --- shared read-only data, per-user caches and manifests ------------------------------------------
-SHARED = "/srv/latentsky"                                                    # <- adjust: read-only for users
+SHARED = "/srv/latentsky"  # <- adjust: read-only for users
 # Per user: downloads, their SQLite manifest, stores and the app's work folder live under the user's
 # ~/.cache/latentsky (conf.cache_dir; the spawner sets HOME and does not pass the hub's XDG_CACHE_HOME on),
 # never in the shared tree, so two users never write one manifest.
@@ -36,8 +36,11 @@ c.Spawner.environment = {
     # (`latentsky classroom --prepare-only --out /srv/latentsky/results/sample`), read-only for users.
     "LATENTSKY_APP_DATA": f"{SHARED}/results/sample",
     # One kernel must not take every core of a shared node.
-    "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "NUMBA_NUM_THREADS": "2",
-    "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
+    "OMP_NUM_THREADS": "2",
+    "OPENBLAS_NUM_THREADS": "2",
+    "NUMBA_NUM_THREADS": "2",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
 }
 # Heavy steps (embedding a large store) go to Dask: see README.md (Dask Gateway or dask-jobqueue).
 if os.environ.get("DASK_GATEWAY_ADDRESS"):

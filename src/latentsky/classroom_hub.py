@@ -33,9 +33,15 @@ PROJECT_HUB_CONFIG = Path(__file__).resolve().parents[2] / "binder" / "jupyterhu
 #: Environment variable holding the students' shared password (else one is made and printed).
 PASSWORD_ENV = "LATENTSKY_CLASSROOM_PASSWORD"
 #: Per-student thread limits: thirty kernels share the teacher's cores.
-THREAD_LIMITS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
-                 "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
-                 "TF_ENABLE_ONEDNN_OPTS": "0"}
+THREAD_LIMITS = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+    "TF_NUM_INTEROP_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+}
 
 
 def copy_course(source: Path, home: Path, folder: str = "notebooks") -> list[Path]:
@@ -62,15 +68,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def hub_config(run_dir: Path, *, host: str, port: int, users: int, password: str, environment: dict[str, str],
-               notebooks: Path) -> str:
+def hub_config(
+    run_dir: Path, *, host: str, port: int, users: int, password: str, environment: dict[str, str], notebooks: Path
+) -> str:
     """The text of the classroom's ``jupyterhub_config.py`` (written into ``run_dir``)."""
     bin_dir = Path(sys.executable).parent
-    project = (f"os.environ.setdefault('LATENTSKY_ENV', {sys.prefix!r})\n"
-               f"load_subconfig({str(PROJECT_HUB_CONFIG)!r})  # the project's settings, then this room's\n"
-               if PROJECT_HUB_CONFIG.exists() else "# (the project's jupyterhub_config.py: not in this installation)\n")
+    project = (
+        f"os.environ.setdefault('LATENTSKY_ENV', {sys.prefix!r})\n"
+        f"load_subconfig({str(PROJECT_HUB_CONFIG)!r})  # the project's settings, then this room's\n"
+        if PROJECT_HUB_CONFIG.exists()
+        else "# (the project's jupyterhub_config.py: not in this installation)\n"
+    )
     root_args = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
-    return f'''# Written by `latentsky classroom --hub`: a room of students on this machine.
+    return f"""# Written by `latentsky classroom --hub`: a room of students on this machine.
 import os
 from pathlib import Path
 
@@ -82,9 +92,9 @@ c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = {_free_port()}
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{_free_port()}"
 c.ConfigurableHTTPProxy.command = [{shutil.which("configurable-http-proxy")!r}]
-c.JupyterHub.db_url = "sqlite:///{run_dir / 'hub.sqlite'}"
-c.JupyterHub.cookie_secret_file = {str(run_dir / 'cookie_secret')!r}
-c.JupyterHub.pid_file = {str(run_dir / 'hub.pid')!r}
+c.JupyterHub.db_url = "sqlite:///{run_dir / "hub.sqlite"}"
+c.JupyterHub.cookie_secret_file = {str(run_dir / "cookie_secret")!r}
+c.JupyterHub.pid_file = {str(run_dir / "hub.pid")!r}
 c.JupyterHub.cleanup_servers = True
 
 # Students pick a name and type the room's password.
@@ -95,8 +105,8 @@ c.Authenticator.enable_auth_state = False
 
 # One JupyterLab per student: a process of this account, in a home of its own.
 c.JupyterHub.spawner_class = "simple"
-c.SimpleLocalProcessSpawner.home_dir_template = {str(run_dir / 'homes' / '{username}')!r}
-c.Spawner.cmd = [{str(bin_dir / 'jupyterhub-singleuser')!r}]
+c.SimpleLocalProcessSpawner.home_dir_template = {str(run_dir / "homes" / "{username}")!r}
+c.Spawner.cmd = [{str(bin_dir / "jupyterhub-singleuser")!r}]
 c.Spawner.args = {root_args!r}
 c.Spawner.default_url = "/lab/tree/notebooks/00_quickstart.ipynb"
 c.JupyterHub.active_server_limit = {users}
@@ -116,7 +126,7 @@ def copy_the_course(spawner):
 
 
 c.Spawner.pre_spawn_hook = copy_the_course
-'''
+"""
 
 
 def run_hub(args) -> int:
@@ -137,8 +147,10 @@ def run_hub(args) -> int:
     except ImportError:
         raise LatentskyError("classroom --hub: JupyterHub is not installed (pip install jupyterhub)") from None
     if shutil.which("configurable-http-proxy") is None:
-        raise LatentskyError("classroom --hub: configurable-http-proxy is not on PATH "
-                             "(npm install -g configurable-http-proxy; `make sysdeps` does it on Debian/Ubuntu)")
+        raise LatentskyError(
+            "classroom --hub: configurable-http-proxy is not on PATH "
+            "(npm install -g configurable-http-proxy; `make sysdeps` does it on Debian/Ubuntu)"
+        )
     if args.users < 1:
         raise LatentskyError(f"classroom --hub: --users {args.users}: at least one student")
     notebooks = args.notebooks or (Path("notebooks") if Path("notebooks").is_dir() else None)
@@ -154,8 +166,10 @@ def run_hub(args) -> int:
         if not args.no_prepare:
             prepare_and_say(results)
     if not (Path(results) / "latent.parquet").is_file():
-        raise LatentskyError(f"classroom --hub: {results} holds no prepared results (latent.parquet); "
-                             f"run `latentsky classroom --prepare-only --out {results}`")
+        raise LatentskyError(
+            f"classroom --hub: {results} holds no prepared results (latent.parquet); "
+            f"run `latentsky classroom --prepare-only --out {results}`"
+        )
 
     run_dir = Path(conf.cache_dir) / "classroom-hub"
     (run_dir / "homes").mkdir(parents=True, exist_ok=True)
@@ -164,19 +178,39 @@ def run_hub(args) -> int:
     archive = LocalArchive(args.root or sample_path(), host="127.0.0.1", port=args.port).start()
     hub = None
     try:
-        environment = {**classroom_environment(archive.urls()), APP_DATA_ENV: str(Path(results).resolve()),
-                       **THREAD_LIMITS}
+        environment = {
+            **classroom_environment(archive.urls()),
+            APP_DATA_ENV: str(Path(results).resolve()),
+            **THREAD_LIMITS,
+        }
         config = run_dir / "jupyterhub_config.py"
-        config.write_text(hub_config(run_dir, host=args.host, port=args.hub_port, users=args.users,
-                                     password=password, environment=environment, notebooks=Path(notebooks).resolve()))
+        config.write_text(
+            hub_config(
+                run_dir,
+                host=args.host,
+                port=args.hub_port,
+                users=args.users,
+                password=password,
+                environment=environment,
+                notebooks=Path(notebooks).resolve(),
+            )
+        )
         shown = "127.0.0.1" if args.host in ("", "0.0.0.0") else args.host
-        print(f"latentsky classroom hub: http://{shown}:{args.hub_port}/ (on {args.host}), at most {args.users} "
-              f"students; they log in with any name and the password {password}", flush=True)
+        print(
+            f"latentsky classroom hub: http://{shown}:{args.hub_port}/ (on {args.host}), at most {args.users} "
+            f"students; they log in with any name and the password {password}",
+            flush=True,
+        )
         print(f"  shared results: {results}; archive: {archive.base_url}; homes: {run_dir / 'homes'}", flush=True)
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         with open(run_dir / "hub.log", "ab") as hub_log:
-            hub = subprocess.Popen([str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config)],
-                                   cwd=run_dir, env=env, stdout=hub_log, stderr=subprocess.STDOUT)
+            hub = subprocess.Popen(
+                [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config)],
+                cwd=run_dir,
+                env=env,
+                stdout=hub_log,
+                stderr=subprocess.STDOUT,
+            )
         print(f"  JupyterHub's log: {run_dir / 'hub.log'}", flush=True)
         try:
             return hub.wait()

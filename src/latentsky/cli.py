@@ -46,18 +46,26 @@ def interrupted_hint(args) -> str:
     """What an interrupted ``args.command`` kept, and how to resume it."""
     command, out = args.command, getattr(args, "out", None)
     if command == "ingest":
-        return (f"nothing was written to {out}: a store is moved into place only when complete, and an earlier "
-                "store there is unchanged. Run the same command again to start over.")
+        return (
+            f"nothing was written to {out}: a store is moved into place only when complete, and an earlier "
+            "store there is unchanged. Run the same command again to start over."
+        )
     if command == "embed":
-        return (f"the chunks finished so far are kept beside {out}{_partial_hint(out)}. Run the same command again "
-                "to resume from them (--restart starts afresh).")
+        return (
+            f"the chunks finished so far are kept beside {out}{_partial_hint(out)}. Run the same command again "
+            "to resume from them (--restart starts afresh)."
+        )
     if command == "pipeline":
-        return (f"the finished stages are kept in {out}, and the finished chunks of the stage under way beside its "
-                "output. Run the same command again to resume.")
+        return (
+            f"the finished stages are kept in {out}, and the finished chunks of the stage under way beside its "
+            "output. Run the same command again to resume."
+        )
     if command == "download":
         dest = getattr(args, "dest", None) or getattr(args, "table", None)
-        return (f"the verified files are kept in {dest}, and partly downloaded ones (*.part) resume where they "
-                "stopped. Run the same command again to go on.")
+        return (
+            f"the verified files are kept in {dest}, and partly downloaded ones (*.part) resume where they "
+            "stopped. Run the same command again to go on."
+        )
     if command in ("app", "archive", "classroom"):
         return "stopped."
     return "nothing half-written was kept. Run the same command again."
@@ -66,8 +74,9 @@ def interrupted_hint(args) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -84,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if args.verbose:
             raise
-        print(f"latentsky {args.command}: unexpected error ({type(err).__name__}: {err}); run with -v for the "
-              "details, and please report it", file=sys.stderr)
+        print(
+            f"latentsky {args.command}: unexpected error ({type(err).__name__}: {err}); run with -v for the "
+            "details, and please report it",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -113,8 +113,7 @@ class Conf:
         ...     conf.offline
         True
         """
-        saved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                 if not changes or f.name in changes}
+        saved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not changes or f.name in changes}
         self.set(**changes)
         try:
             yield self

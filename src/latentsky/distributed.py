@@ -88,8 +88,9 @@ def make_cluster(kind: str, n_workers: int | None = None, **kwargs):
 
 
 @contextlib.contextmanager
-def dask_client(client=None, *, scheduler: str | None = None, workers: int | None = None,
-                cluster: str | None = None) -> Iterator:
+def dask_client(
+    client=None, *, scheduler: str | None = None, workers: int | None = None, cluster: str | None = None
+) -> Iterator:
     """The Dask client to run on, or None for this process alone.
 
     Parameters
@@ -110,7 +111,8 @@ def dask_client(client=None, *, scheduler: str | None = None, workers: int | Non
         Clusters and clients made here are closed on exit.
     """
     if sum(x is not None for x in (client, scheduler, cluster)) > 1 or (
-            workers is not None and (client is not None or scheduler is not None)):
+        workers is not None and (client is not None or scheduler is not None)
+    ):
         raise LatentskyError("give at most one of client, scheduler, workers (workers may go with cluster)")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise LatentskyError(f"parameter workers={workers!r}: must be a positive integer")
@@ -148,8 +150,9 @@ def n_threads(client) -> int:
         return 1
 
 
-def map_ordered(fn: Callable, tasks: Iterable, *, client=None, common: dict | None = None,
-                window: int | None = None) -> Iterator:
+def map_ordered(
+    fn: Callable, tasks: Iterable, *, client=None, common: dict | None = None, window: int | None = None
+) -> Iterator:
     """``fn(*task, **common)`` for every task, yielded in task order.
 
     Parameters
@@ -181,7 +184,7 @@ def map_ordered(fn: Callable, tasks: Iterable, *, client=None, common: dict | No
         return
     it = iter(tasks)
     first = next(it, None)
-    if first is None:       # nothing to do (a resumed run that had finished every chunk): no worker needed
+    if first is None:  # nothing to do (a resumed run that had finished every chunk): no worker needed
         return
     if not client.scheduler_info().get("workers"):
         # a batch queue or a gateway starts workers after the cluster: wait (as long as the queue takes)
@@ -209,11 +212,18 @@ def add_cli_arguments(parser) -> None:
     """The ``--scheduler``, ``--workers`` and ``--cluster`` options of the commands that can run on Dask."""
     group = parser.add_argument_group("Dask (default: this process alone)")
     group.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask scheduler at this address")
-    group.add_argument("--workers", type=int, metavar="N",
-                       help="run on a local Dask cluster of N worker processes (with --cluster: N workers there)")
-    group.add_argument("--cluster", choices=CLUSTER_KINDS,
-                       help="start a cluster of this kind from Dask's configuration (dask-jobqueue's "
-                            "jobqueue.<kind>, dask-gateway's gateway); see binder/jupyterhub/dask/")
+    group.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run on a local Dask cluster of N worker processes (with --cluster: N workers there)",
+    )
+    group.add_argument(
+        "--cluster",
+        choices=CLUSTER_KINDS,
+        help="start a cluster of this kind from Dask's configuration (dask-jobqueue's "
+        "jobqueue.<kind>, dask-gateway's gateway); see binder/jupyterhub/dask/",
+    )
 
 
 def cli_options(args) -> dict:

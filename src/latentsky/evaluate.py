@@ -164,7 +164,7 @@ def _flux_arrays(flux, weight):
 def _residual(fg, gg_on_f, ff_on_g, shared):
     """Relative residual ``|f - a g| / |f|`` at the best scale ``a`` from the inner products on shared pixels."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        res = ff_on_g - np.where(gg_on_f > 0, fg ** 2 / gg_on_f, 0.0)
+        res = ff_on_g - np.where(gg_on_f > 0, fg**2 / gg_on_f, 0.0)
         rel = np.sqrt(np.clip(res, 0.0, None) / ff_on_g)
     return np.where((shared >= MIN_SHARED_PIXELS) & (ff_on_g > 0), np.minimum(rel, 1.0), 1.0)
 
@@ -195,9 +195,9 @@ def flux_distances(flux, weight=None, rows=None) -> np.ndarray:
     f, v = _flux_arrays(flux, weight)
     rows = np.arange(len(f)) if rows is None else np.asarray(rows)
     fi, vi = f[rows], v[rows]
-    fg = fi @ f.T                      # <f_i, f_j> on shared pixels (masked pixels are 0)
-    gg_on_f = vi @ (f * f).T           # |f_j|^2 on the pixels of f_i
-    ff_on_g = (fi * fi) @ v.T          # |f_i|^2 on the pixels of f_j
+    fg = fi @ f.T  # <f_i, f_j> on shared pixels (masked pixels are 0)
+    gg_on_f = vi @ (f * f).T  # |f_j|^2 on the pixels of f_i
+    ff_on_g = (fi * fi) @ v.T  # |f_i|^2 on the pixels of f_j
     shared = vi @ v.T
     return _residual(fg, gg_on_f, ff_on_g, shared)
 
@@ -225,8 +225,12 @@ def neighbour_resemblance(Z, flux, weight=None, *, per_spectrum: bool = False):
         raise AutoencoderError(f"parameters Z and flux: {len(Z)} points and {len(f)} spectra")
     j = neighbours(Z, 1)[:, 0]
     fj, vj = f[j], v[j]
-    rel = _residual(np.einsum("nt,nt->n", f, fj), np.einsum("nt,nt->n", v, fj * fj),
-                    np.einsum("nt,nt->n", f * f, vj), np.einsum("nt,nt->n", v, vj))
+    rel = _residual(
+        np.einsum("nt,nt->n", f, fj),
+        np.einsum("nt,nt->n", v, fj * fj),
+        np.einsum("nt,nt->n", f * f, vj),
+        np.einsum("nt,nt->n", v, vj),
+    )
     return rel if per_spectrum else float(np.median(rel))
 
 
@@ -295,8 +299,7 @@ def reconstruction_error(stats, readouts, *, per: str = "step") -> np.ndarray:
     """
     w = np.asarray(readouts, dtype="f8")
     if w.shape != stats.xty.shape:
-        raise AutoencoderError(f"parameter readouts: shape {w.shape} does not match the statistics "
-                               f"{stats.xty.shape}")
+        raise AutoencoderError(f"parameter readouts: shape {w.shape} does not match the statistics {stats.xty.shape}")
     sse = np.maximum(stats.sse(w), 0.0)
     if per == "step":
         return sse / np.maximum(stats.n_steps, 1)
@@ -332,9 +335,23 @@ def anomaly_scores(stats, reconstructed, readouts) -> np.ndarray:
     return (stats.sse(w_rec) - stats.sse(w)) / per
 
 
-def score_map(Z, catalog: pd.DataFrame, *, labels=("object",), numeric=(), readouts=None, stats=None,
-              reconstructed=None, flux=None, weight=None, distances=None, ks=(1, 5), neighbourhood: int = 5,
-              max_trust: int = 2000, seed: int = 0) -> dict:
+def score_map(
+    Z,
+    catalog: pd.DataFrame,
+    *,
+    labels=("object",),
+    numeric=(),
+    readouts=None,
+    stats=None,
+    reconstructed=None,
+    flux=None,
+    weight=None,
+    distances=None,
+    ks=(1, 5),
+    neighbourhood: int = 5,
+    max_trust: int = 2000,
+    seed: int = 0,
+) -> dict:
     """Every score of one map, as a flat JSON-friendly dictionary.
 
     Parameters

@@ -78,15 +78,16 @@ class DownloadError(LatentskyError):
         Seconds the server asked us to wait (``Retry-After``), if it did.
     """
 
-    def __init__(self, key: str, url: str, problem: str, *, retryable: bool = True,
-                 retry_after: float | None = None):
+    def __init__(self, key: str, url: str, problem: str, *, retryable: bool = True, retry_after: float | None = None):
         self.key, self.url, self.problem = key, url, problem
         self.retryable, self.retry_after = retryable, retry_after
         super().__init__(f"{key} ({url}): {problem}")
 
     def __reduce__(self):
-        return (_rebuild_download_error, (type(self), self.key, self.url, self.problem,
-                                          self.retryable, self.retry_after))
+        return (
+            _rebuild_download_error,
+            (type(self), self.key, self.url, self.problem, self.retryable, self.retry_after),
+        )
 
 
 def _rebuild_download_error(cls, key, url, problem, retryable, retry_after):

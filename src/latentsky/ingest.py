@@ -22,12 +22,24 @@ import numpy as np
 import pandas as pd
 
 from latentsky.exceptions import LatentskyError, SpectrumError, StoreError
-from latentsky.io.grid import (DEFAULT_NORMALISATION, NORMALISATIONS, LogLambdaGrid, normalise, resample,
-                               resolve_normalisation)
+from latentsky.io.grid import (
+    DEFAULT_NORMALISATION,
+    NORMALISATIONS,
+    LogLambdaGrid,
+    normalise,
+    resample,
+    resolve_normalisation,
+)
 from latentsky.io.readers import read_spectrum
 from latentsky.progress import Progress, ProgressCallback
-from latentsky.store import (SpectrumStore, SpectrumStoreWriter, atomic_directory, check_output, read_lineage,
-                             write_lineage)
+from latentsky.store import (
+    SpectrumStore,
+    SpectrumStoreWriter,
+    atomic_directory,
+    check_output,
+    read_lineage,
+    write_lineage,
+)
 from latentsky.store.lineage import fingerprint
 
 log = logging.getLogger(__name__)
@@ -38,8 +50,24 @@ SAME_OBJECT_ARCSEC = 2.0
 FILES_PER_TASK = 32
 STORE_KIND = "spectra"
 """The output kind of a spectrum store (see :mod:`latentsky.store.output`)."""
-CATALOG_COLUMNS = ["id", "path", "instrument", "object", "ra", "dec", "mjd", "exptime", "snr",
-                   "wave_min", "wave_max", "sha256", "spec_class", "redshift", "format", "n_good_pixels"]
+CATALOG_COLUMNS = [
+    "id",
+    "path",
+    "instrument",
+    "object",
+    "ra",
+    "dec",
+    "mjd",
+    "exptime",
+    "snr",
+    "wave_min",
+    "wave_max",
+    "sha256",
+    "spec_class",
+    "redshift",
+    "format",
+    "n_good_pixels",
+]
 
 
 @dataclasses.dataclass
@@ -83,9 +111,20 @@ def _stat_key(path: Path) -> list:
     return [st.st_size, st.st_mtime_ns]
 
 
-def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normalisation: str = DEFAULT_NORMALISATION,
-           chunk_rows: int = 256, progress: ProgressCallback | None = None, force: bool = False, client=None,
-           scheduler: str | None = None, workers: int | None = None, cluster: str | None = None) -> IngestResult:
+def ingest(
+    sources: Iterable,
+    out,
+    *,
+    grid: LogLambdaGrid | None = None,
+    normalisation: str = DEFAULT_NORMALISATION,
+    chunk_rows: int = 256,
+    progress: ProgressCallback | None = None,
+    force: bool = False,
+    client=None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    cluster: str | None = None,
+) -> IngestResult:
     """Read FITS spectra and write a spectrum store.
 
     Parameters
@@ -143,8 +182,7 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
     except StoreError as err:
         log.warning("%s; the store is written again", err)
         previous = None
-    if (not force and previous and previous.get("params") == params
-            and previous.get("stats") == stats):
+    if not force and previous and previous.get("params") == params and previous.get("stats") == stats:
         log.info("%s is up to date with its %d input files; nothing to do", out, len(files))
         store = SpectrumStore(out)
         return IngestResult(out, len(store), [], up_to_date=True)
@@ -153,11 +191,13 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
 
     rows: list[dict] = []
     hashes: dict[str, str] = {}
-    with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc, \
-            atomic_directory(out, STORE_KIND, inputs=sources) as tmp, \
-            Progress("ingest", total=len(files), unit="spectra", callback=progress) as bar:
-        per_task = 1 if dc is None else FILES_PER_TASK      # here: progress file by file
-        tasks = [(files[i:i + per_task],) for i in range(0, len(files), per_task)]
+    with (
+        dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc,
+        atomic_directory(out, STORE_KIND, inputs=sources) as tmp,
+        Progress("ingest", total=len(files), unit="spectra", callback=progress) as bar,
+    ):
+        per_task = 1 if dc is None else FILES_PER_TASK  # here: progress file by file
+        tasks = [(files[i : i + per_task],) for i in range(0, len(files), per_task)]
         writer = SpectrumStoreWriter(tmp, grid.wave, capacity=len(files), chunk_rows=chunk_rows)
         results = map_ordered(_ingest_batch, tasks, client=dc, common={"grid": grid, "normalisation": normalisation})
         for (paths,), (good, bad) in zip(tasks, results):
@@ -172,20 +212,35 @@ def ingest(sources: Iterable, out, *, grid: LogLambdaGrid | None = None, normali
         if not rows:
             raise LatentskyError(f"ingest: none of the {listed} files could be read; first problem: {errors[0]}")
         catalog = _finish_catalog(pd.DataFrame(rows))
-        writer.close(catalog, attrs={"grid": grid.as_dict(), "normalisation": normalisation,
-                                     "wave_unit": "Angstrom", "wave_medium": "vacuum"})
-        write_lineage(tmp, step="ingest", params=params,
-                      inputs={"files": hashes, "fingerprint": fingerprint(sorted(hashes.values()))},
-                      extra={"stats": stats, "n_spectra": len(rows), "errors": [str(e) for e in errors],
-                             "rejected": [{"path": e.path, "reason": e.problem} for e in errors]})
+        writer.close(
+            catalog,
+            attrs={
+                "grid": grid.as_dict(),
+                "normalisation": normalisation,
+                "wave_unit": "Angstrom",
+                "wave_medium": "vacuum",
+            },
+        )
+        write_lineage(
+            tmp,
+            step="ingest",
+            params=params,
+            inputs={"files": hashes, "fingerprint": fingerprint(sorted(hashes.values()))},
+            extra={
+                "stats": stats,
+                "n_spectra": len(rows),
+                "errors": [str(e) for e in errors],
+                "rejected": [{"path": e.path, "reason": e.problem} for e in errors],
+            },
+        )
     if errors:
-        log.warning("%d of %d files were not ingested:\n  %s", len(errors), listed,
-                    "\n  ".join(str(e) for e in errors))
+        log.warning("%d of %d files were not ingested:\n  %s", len(errors), listed, "\n  ".join(str(e) for e in errors))
     return IngestResult(out, len(rows), errors)
 
 
-def _ingest_batch(paths: list[Path], *, grid: LogLambdaGrid, normalisation: str
-                  ) -> tuple[list[tuple[dict, np.ndarray, np.ndarray]], list[SpectrumError]]:
+def _ingest_batch(
+    paths: list[Path], *, grid: LogLambdaGrid, normalisation: str
+) -> tuple[list[tuple[dict, np.ndarray, np.ndarray]], list[SpectrumError]]:
     """Read and resample some files (in this process or on a Dask worker): the good ones, and the errors."""
     good, bad = [], []
     for path in paths:
@@ -210,18 +265,23 @@ def _ingest_one(path: Path, grid: LogLambdaGrid, normalisation: str) -> tuple[di
     spectrum = read_spectrum(path, data=data)
     flux, ivar = resample(spectrum, grid, path=str(path))
     if not (ivar > 0).any():
-        raise SpectrumError(path, "no good pixel left on the grid (all masked where it overlaps "
-                                  f"{grid.wave_min:.0f}-{grid.wave_max:.0f} Angstrom)")
-    flux, ivar = normalise(flux, ivar, resolve_normalisation(normalisation, spectrum.meta), path=str(path),
-                           grid=grid)
+        raise SpectrumError(
+            path,
+            "no good pixel left on the grid (all masked where it overlaps "
+            f"{grid.wave_min:.0f}-{grid.wave_max:.0f} Angstrom)",
+        )
+    flux, ivar = normalise(flux, ivar, resolve_normalisation(normalisation, spectrum.meta), path=str(path), grid=grid)
     wave = spectrum.wave.value[spectrum.ivar > 0]
     meta = spectrum.meta
     row = {
         "id": _spectrum_id(path),
         "path": str(path),
-        **{k: meta.get(k) for k in ("instrument", "object", "ra", "dec", "mjd", "exptime", "snr",
-                                     "spec_class", "redshift", "format")},
-        "wave_min": float(wave.min()), "wave_max": float(wave.max()),
+        **{
+            k: meta.get(k)
+            for k in ("instrument", "object", "ra", "dec", "mjd", "exptime", "snr", "spec_class", "redshift", "format")
+        },
+        "wave_min": float(wave.min()),
+        "wave_max": float(wave.max()),
         "sha256": hashlib.sha256(data).hexdigest(),
         "n_good_pixels": int((ivar > 0).sum()),
     }
@@ -251,8 +311,9 @@ def _group_by_position(catalog: pd.DataFrame) -> pd.Series:
     from scipy.sparse.csgraph import connected_components
 
     names = catalog["object"].fillna("").astype(str).copy()
-    unnamed = np.flatnonzero(names.str.startswith("SDSS J").to_numpy()
-                             & np.isfinite(catalog["ra"].to_numpy(dtype="f8")))
+    unnamed = np.flatnonzero(
+        names.str.startswith("SDSS J").to_numpy() & np.isfinite(catalog["ra"].to_numpy(dtype="f8"))
+    )
     if len(unnamed) < 2:
         return names
     coords = SkyCoord(catalog["ra"].to_numpy()[unnamed] * u.deg, catalog["dec"].to_numpy()[unnamed] * u.deg)

@@ -50,14 +50,20 @@ def setup_latentsky() -> dict:
         jupyter-server-proxy's server-process settings.
     """
     return {
-        "command": [sys.executable, "-m", "latentsky.jupyter_proxy", "--unix-socket", "{unix_socket}",
-                    "--prefix", "{base_url}" + PROXY_NAME],
+        "command": [
+            sys.executable,
+            "-m",
+            "latentsky.jupyter_proxy",
+            "--unix-socket",
+            "{unix_socket}",
+            "--prefix",
+            "{base_url}" + PROXY_NAME,
+        ],
         "unix_socket": True,
         "absolute_url": True,
         "timeout": START_TIMEOUT,
         "new_browser_tab": True,
-        "launcher_entry": {"enabled": True, "title": LAUNCHER_TITLE, "category": "Notebook",
-                           "icon_path": str(ICON)},
+        "launcher_entry": {"enabled": True, "title": LAUNCHER_TITLE, "category": "Notebook", "icon_path": str(ICON)},
     }
 
 
@@ -65,13 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m latentsky.jupyter_proxy``."""
     parser = argparse.ArgumentParser(prog="python -m latentsky.jupyter_proxy", description=__doc__.splitlines()[0])
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--unix-socket", type=Path, help="Unix socket to listen on (given by the proxy; "
-                       "its folder must be private, mode 0700)")
-    where.add_argument("--port", type=int, help="TCP port on 127.0.0.1 instead (websockets from the page's "
-                       "own origin only)")
+    where.add_argument(
+        "--unix-socket",
+        type=Path,
+        help="Unix socket to listen on (given by the proxy; its folder must be private, mode 0700)",
+    )
+    where.add_argument(
+        "--port", type=int, help="TCP port on 127.0.0.1 instead (websockets from the page's own origin only)"
+    )
     parser.add_argument("--prefix", default="", help="URL prefix the proxy forwards, e.g. /user/ada/latentsky")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="results to open (default: $LATENTSKY_APP_DATA, else the bundled sample's)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="results to open (default: $LATENTSKY_APP_DATA, else the bundled sample's)",
+    )
     return parser
 
 
@@ -106,8 +120,7 @@ def serve(*, unix_socket=None, port: int | None = None, prefix: str = "", data=N
         app.sync_url()
         return app
 
-    return serve_app(page, unix_socket=unix_socket, port=port, prefix=prefix, title="latentsky explorer",
-                     start=start)
+    return serve_app(page, unix_socket=unix_socket, port=port, prefix=prefix, title="latentsky explorer", start=start)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,12 +98,26 @@ def _write_state(out: Path, state: dict) -> None:
     os.replace(tmp, out / STATE_FILE)
 
 
-def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, train: dict | None = None,
-                 embeddings=None, seed: int = 0, force: bool = False, baselines: bool = True,
-                 train_rows: int | None = TRAIN_ROWS,
-                 train_visits: int | None = TRAIN_VISITS, chunk_rows: int | None = None, client=None,
-                 scheduler: str | None = None, workers: int | None = None, cluster: str | None = None,
-                 progress: ProgressCallback | None = None) -> dict:
+def run_pipeline(
+    source,
+    out,
+    *,
+    n_latent: int = 2,
+    embed: dict | None = None,
+    train: dict | None = None,
+    embeddings=None,
+    seed: int = 0,
+    force: bool = False,
+    baselines: bool = True,
+    train_rows: int | None = TRAIN_ROWS,
+    train_visits: int | None = TRAIN_VISITS,
+    chunk_rows: int | None = None,
+    client=None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    cluster: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict:
     """Ingest, embed, train and encode; write the outputs listed in the module docstring.
 
     Parameters
@@ -177,15 +191,45 @@ def run_pipeline(source, out, *, n_latent: int = 2, embed: dict | None = None, t
     if embeddings is not None and read_lineage(Path(embeddings)) is None:
         raise AutoencoderError(f"parameter embeddings: {embeddings} is not an EMBEDDINGS directory (no lineage)")
     inputs = [source] + ([Path(embeddings)] if embeddings is not None else [])
-    with output_folder(out, PIPELINE_KIND, inputs=inputs), \
-            dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc:
-        return _run(source, out, n_latent=n_latent, embed=embed, train=train, embeddings=embeddings, seed=seed,
-                    force=force, baselines=baselines, train_rows=train_rows, train_visits=train_visits,
-                    chunk_rows=chunk_rows, client=dc, progress=progress)
+    with (
+        output_folder(out, PIPELINE_KIND, inputs=inputs),
+        dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc,
+    ):
+        return _run(
+            source,
+            out,
+            n_latent=n_latent,
+            embed=embed,
+            train=train,
+            embeddings=embeddings,
+            seed=seed,
+            force=force,
+            baselines=baselines,
+            train_rows=train_rows,
+            train_visits=train_visits,
+            chunk_rows=chunk_rows,
+            client=dc,
+            progress=progress,
+        )
 
 
-def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, force, baselines, train_rows,
-         train_visits, chunk_rows, client, progress) -> dict:
+def _run(
+    source: Path,
+    out: Path,
+    *,
+    n_latent,
+    embed,
+    train,
+    embeddings,
+    seed,
+    force,
+    baselines,
+    train_rows,
+    train_visits,
+    chunk_rows,
+    client,
+    progress,
+) -> dict:
     state = {} if force else _read_state(out)
     timings: dict[str, float] = {}
     skipped: list[str] = []
@@ -212,17 +256,27 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, f
     t0 = time.perf_counter()
     eparams = {**EMBED_DEFAULTS, **(embed or {})}
     emb_path = out / "embeddings"
-    embed_key = fingerprint({"store": store_fingerprint(store), "params": eparams, "seed": seed,
-                             "chunk_rows": chunk_rows})
+    embed_key = fingerprint(
+        {"store": store_fingerprint(store), "params": eparams, "seed": seed, "chunk_rows": chunk_rows}
+    )
     lineage = read_lineage(emb_path) if emb_path.exists() else None
     if state.get("embed") == embed_key and lineage is not None:
         skipped.append("embed")
     else:
         from latentsky.embed.runner import embed_store
 
-        embed_store(store, emb_path, progress=progress, random_state=seed, chunk_rows=chunk_rows, client=client,
-                    resume=not force, reuse=None if force else embeddings, **eparams)
-        if state.get("embed") != embed_key:     # other readouts: the model must be trained again
+        embed_store(
+            store,
+            emb_path,
+            progress=progress,
+            random_state=seed,
+            chunk_rows=chunk_rows,
+            client=client,
+            resume=not force,
+            reuse=None if force else embeddings,
+            **eparams,
+        )
+        if state.get("embed") != embed_key:  # other readouts: the model must be trained again
             state.pop("train", None)
         state["embed"] = embed_key
         _write_state(out, state)
@@ -261,15 +315,26 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, f
 
     # 4. encode and score ----------------------------------------------------
     t0 = time.perf_counter()
-    encode_key = fingerprint({"train": train_key, "baselines": baselines, "chunk_rows": chunk_rows,
-                              "layout": LATENT_LAYOUT})
+    encode_key = fingerprint(
+        {"train": train_key, "baselines": baselines, "chunk_rows": chunk_rows, "layout": LATENT_LAYOUT}
+    )
     if state.get("encode") == encode_key and (out / "latent.parquet").exists() and (out / "metrics.json").exists():
         metrics = json.loads((out / "metrics.json").read_text())
         skipped.append("encode")
     else:
-        metrics = encode_and_score(store, emb, model_path, out, baselines=baselines, seed=seed,
-                                   chunk_rows=chunk_rows, client=client, resume=not force, key=encode_key,
-                                   progress=progress)
+        metrics = encode_and_score(
+            store,
+            emb,
+            model_path,
+            out,
+            baselines=baselines,
+            seed=seed,
+            chunk_rows=chunk_rows,
+            client=client,
+            resume=not force,
+            key=encode_key,
+            progress=progress,
+        )
         metrics.update(training_summary(est))
         metrics["n_train"] = int(n_train)
         state["encode"] = encode_key
@@ -280,14 +345,22 @@ def _run(source: Path, out: Path, *, n_latent, embed, train, embeddings, seed, f
     from latentsky.embed.quality import stage1_report
 
     metrics["stage1"] = stage1_report(emb, seed=seed)
-    metrics["outputs"] = {k: str(out / v) for k, v in
-                          (("latent", "latent.parquet"), ("model", "model.keras"), ("metrics", "metrics.json"),
-                           ("map", "map.png"), ("embeddings", "embeddings"), ("rejected", REJECTED_FILE))}
+    metrics["outputs"] = {
+        k: str(out / v)
+        for k, v in (
+            ("latent", "latent.parquet"),
+            ("model", "model.keras"),
+            ("metrics", "metrics.json"),
+            ("map", "map.png"),
+            ("embeddings", "embeddings"),
+            ("rejected", REJECTED_FILE),
+        )
+    }
     metrics["outputs"]["store"] = str(store_path)
     tmp = out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2, default=float))
     os.replace(tmp, out / "metrics.json")
-    _write_state(out, state)    # the encode stage counts as done once its metrics are written
+    _write_state(out, state)  # the encode stage counts as done once its metrics are written
     log.info("pipeline done in %.1f s (skipped: %s)", sum(timings.values()), ", ".join(skipped) or "nothing")
     return metrics
 
@@ -297,9 +370,15 @@ def training_summary(est) -> dict:
     the encoder's gradient each loss term carried (what laid out the map)."""
     from latentsky.autoencoder.maps import describe
 
-    return {"map": est.map, "map_name": describe(est.map), "optimizer": est.optimizer_, "n_epochs": est.n_epochs_,
-            "restart_losses": est.restart_losses_, "gradient_shares": est.gradient_shares_,
-            "fit": est.fit_summary_}
+    return {
+        "map": est.map,
+        "map_name": describe(est.map),
+        "optimizer": est.optimizer_,
+        "n_epochs": est.n_epochs_,
+        "restart_losses": est.restart_losses_,
+        "gradient_shares": est.gradient_shares_,
+        "fit": est.fit_summary_,
+    }
 
 
 def write_rejected(out: Path, store, emb) -> pd.DataFrame:
@@ -310,14 +389,23 @@ def write_rejected(out: Path, store, emb) -> pd.DataFrame:
     DataFrame
         ``stage`` (``ingest`` or ``embed``), ``id``, ``path``, ``reason``; one row per spectrum left out.
     """
-    rows = [{"stage": "ingest", "id": "", "path": e.get("path", ""), "reason": e.get("reason", "")}
-            for e in rejected_at_ingest(store)]
+    rows = [
+        {"stage": "ingest", "id": "", "path": e.get("path", ""), "reason": e.get("reason", "")}
+        for e in rejected_at_ingest(store)
+    ]
     skipped = emb.rejected
     if len(skipped):
         paths = store.catalog_columns(["path"])
         paths = paths["path"].astype(str).to_numpy() if "path" in paths else None
-        rows += [{"stage": "embed", "id": str(r["id"]), "path": "" if paths is None else paths[int(r["row"])],
-                  "reason": str(r["reason"])} for _, r in skipped.iterrows()]
+        rows += [
+            {
+                "stage": "embed",
+                "id": str(r["id"]),
+                "path": "" if paths is None else paths[int(r["row"])],
+                "reason": str(r["reason"]),
+            }
+            for _, r in skipped.iterrows()
+        ]
     table = pd.DataFrame(rows, columns=["stage", "id", "path", "reason"])
     tmp = out / f".{REJECTED_FILE}.tmp"
     table.to_csv(tmp, index=False)
@@ -333,7 +421,7 @@ def rejected_at_ingest(store) -> list[dict]:
     if lineage.get("rejected") is not None:
         return list(lineage["rejected"])
     out = []
-    for text in lineage.get("errors", []):      # stores written before the structured record
+    for text in lineage.get("errors", []):  # stores written before the structured record
         path, _, reason = str(text).partition(": ")
         out.append({"path": path, "reason": reason})
     return out

@@ -10,7 +10,6 @@ measured, is in ``docs/decisions/``.
 
 from latentsky.embed.defaults import ESN_DEFAULTS
 
-
 #: Stage-1 settings of the pipeline, of ``latentsky embed`` and of the app's Embed step: the
 #: defaults of :class:`~latentsky.embed.esn.ESNReadoutEmbedder` itself (their one home,
 #: :mod:`latentsky.embed.defaults`), less the settings of the machine (back end, threads,
@@ -74,6 +73,10 @@ def within_budget(params: dict, n_fit: int, visits: int | None = TRAIN_VISITS) -
     if cap >= epochs:
         return params
     scale = cap / epochs
-    out = {**params, "epochs": cap, "patience": max(3, round(int(params["patience"]) * scale)),
-           "lr_patience": max(2, round(int(params.get("lr_patience", 10)) * scale))}
+    out = {
+        **params,
+        "epochs": cap,
+        "patience": max(3, round(int(params["patience"]) * scale)),
+        "lr_patience": max(2, round(int(params.get("lr_patience", 10)) * scale)),
+    }
     return out

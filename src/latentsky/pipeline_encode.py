@@ -51,9 +51,16 @@ def _encode_chunk(start: int, stop: int, *, model_path: str, emb_path: str) -> t
     z = est.transform(w)
     w_rec = est.inverse_transform(z)
     stats = emb.statistics(slice(start, stop))
-    return start, stop, {"z": z.astype("f8"), "recon_error": ev.reconstruction_error(stats, w_rec),
-                         "anomaly": ev.anomaly_scores(stats, w_rec, w),
-                         "stage1_error": ev.reconstruction_error(stats, w)}
+    return (
+        start,
+        stop,
+        {
+            "z": z.astype("f8"),
+            "recon_error": ev.reconstruction_error(stats, w_rec),
+            "anomaly": ev.anomaly_scores(stats, w_rec, w),
+            "stage1_error": ev.reconstruction_error(stats, w),
+        },
+    )
 
 
 def latent_column_names(n_latent: int) -> list[str]:
@@ -61,8 +68,18 @@ def latent_column_names(n_latent: int) -> list[str]:
     return [("x", "y")[d] if d < 2 else f"z{d}" for d in range(n_latent)]
 
 
-def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None, client=None, resume: bool = True,
-                  key: str | None = None, progress: ProgressCallback | None = None) -> tuple[Path, float]:
+def encode_latent(
+    store,
+    emb,
+    model_path,
+    out,
+    *,
+    chunk_rows: int | None = None,
+    client=None,
+    resume: bool = True,
+    key: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[Path, float]:
     """Encode every readout with a trained model and write ``OUT/latent.parquet``, chunk by chunk.
 
     Each chunk of readouts (with its Gram matrices) is read, encoded,
@@ -112,17 +129,18 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
     rows_of = pd.read_parquet(Path(emb.path) / EMB_CATALOG, columns=["row"])["row"].to_numpy()
     if len(rows_of) != n or (n and (rows_of.max() >= len(store) or np.any(np.diff(rows_of) <= 0))):
         raise AutoencoderError(f"{emb.path}: not the embeddings of {store.path} (rows differ)")
-    embedded = np.zeros(len(store), bool)       # the stored spectra stage 1 embedded (all but the rejected)
+    embedded = np.zeros(len(store), bool)  # the stored spectra stage 1 embedded (all but the rejected)
     embedded[rows_of] = True
     rows = int(chunk_rows or emb.readout.chunks[0])
     st = model_path.stat()
     key = key or fingerprint({"model": [str(model_path), st.st_size, st.st_mtime_ns], "rows": rows})
-    part = PartialDirectory(out / "encoded", fingerprint({"key": key, "n": n, "rows": rows}), resume=resume,
-                            kind="encoded")
+    part = PartialDirectory(
+        out / "encoded", fingerprint({"key": key, "n": n, "rows": rows}), resume=resume, kind="encoded"
+    )
     n_latent = _load_model(str(model_path)).n_latent
     names = latent_column_names(n_latent)
     done = part.done()
-    if done:        # resumed: the arrays exist (they are made before any chunk is marked)
+    if done:  # resumed: the arrays exist (they are made before any chunk is marked)
         group = zarr.open_group(part.path / "latent.zarr", mode="r+")
     else:
         group = zarr.open_group(part.path / "latent.zarr", mode="w")
@@ -134,8 +152,12 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
     with Progress("encode", total=n, unit="spectra", callback=progress) as prog:
         if done:
             prog.advance(n - sum(e - s for _, s, e in todo), f"resumed: {len(done)} chunks already done")
-        results = map_ordered(_encode_chunk, [(s, e) for _, s, e in todo], client=client,
-                              common={"model_path": str(model_path), "emb_path": str(Path(emb.path).resolve())})
+        results = map_ordered(
+            _encode_chunk,
+            [(s, e) for _, s, e in todo],
+            client=client,
+            common={"model_path": str(model_path), "emb_path": str(Path(emb.path).resolve())},
+        )
         for (k, _, _), (start, stop, res) in zip(todo, results):
             for name, value in res.items():
                 group[name][start:stop] = value
@@ -146,16 +168,16 @@ def encode_latent(store, emb, model_path, out, *, chunk_rows: int | None = None,
     cat_file = pq.ParquetFile(store.path / CATALOG_FILE)
     columns = [c for c in LATENT_COLUMNS if c in cat_file.schema_arrow.names]
     tmp = out / ".latent.parquet.tmp"
-    writer, pending, at = None, [], 0
+    writer, at = None, 0
     for batch in cat_file.iter_batches(batch_size=LATENT_ROW_GROUP, columns=columns):
-        stored = embedded[:batch.num_rows]
-        embedded = embedded[batch.num_rows:]
+        stored = embedded[: batch.num_rows]
+        embedded = embedded[batch.num_rows :]
         if not stored.all():
             batch = batch.filter(pa.array(stored))
         k = batch.num_rows
-        z = group["z"][at:at + k]
+        z = group["z"][at : at + k]
         arrays = list(batch.columns) + [pa.array(z[:, d]) for d in range(n_latent)]
-        arrays += [pa.array(group[name][at:at + k]) for name in SCORE_COLUMNS[:2]]
+        arrays += [pa.array(group[name][at : at + k]) for name in SCORE_COLUMNS[:2]]
         table = pa.Table.from_arrays(arrays, names=columns + names + list(SCORE_COLUMNS[:2]))
         if writer is None:
             writer = pq.ParquetWriter(tmp, table.schema)
@@ -175,10 +197,22 @@ def pq_columns(path: Path) -> list[str]:
     return pq.ParquetFile(path).schema_arrow.names
 
 
-def encode_and_score(store, emb, model_path, out: Path, *, baselines: bool = True, seed: int = 0,
-                     max_scored: int = 5000, max_plotted: int = 200_000, chunk_rows: int | None = None,
-                     client=None, resume: bool = True, key: str | None = None,
-                     progress: ProgressCallback | None = None) -> dict:
+def encode_and_score(
+    store,
+    emb,
+    model_path,
+    out: Path,
+    *,
+    baselines: bool = True,
+    seed: int = 0,
+    max_scored: int = 5000,
+    max_plotted: int = 200_000,
+    chunk_rows: int | None = None,
+    client=None,
+    resume: bool = True,
+    key: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict:
     """Write ``latent.parquet`` (:func:`encode_latent`) and ``map.png``; return the scores of the map.
 
     The neighbourhood scores, which cost O(n^2), use a random subset of at
@@ -191,13 +225,15 @@ def encode_and_score(store, emb, model_path, out: Path, *, baselines: bool = Tru
     """
     from latentsky import evaluate as ev
 
-    path, stage1_error = encode_latent(store, emb, model_path, out, chunk_rows=chunk_rows, client=client,
-                                       resume=resume, key=key, progress=progress)
+    path, stage1_error = encode_latent(
+        store, emb, model_path, out, chunk_rows=chunk_rows, client=client, resume=resume, key=key, progress=progress
+    )
     model = _load_model(str(Path(model_path).resolve()))
     names = latent_column_names(model.n_latent)
     present = pq_columns(path)
-    table = pd.read_parquet(path, columns=[c for c in ("id", "object", "spec_class") if c in present]
-                            + names + ["anomaly", "recon_error"])
+    table = pd.read_parquet(
+        path, columns=[c for c in ("id", "object", "spec_class") if c in present] + names + ["anomaly", "recon_error"]
+    )
     Z = table[names].to_numpy(dtype="f8")
     n = len(table)
     rng = np.random.default_rng(seed)
@@ -211,8 +247,13 @@ def encode_and_score(store, emb, model_path, out: Path, *, baselines: bool = Tru
     flux, weight = store.flux.oindex[sub, :], store.weight.oindex[sub, :]
     common = dict(labels=labels, numeric=("redshift",), readouts=readouts, flux=flux, weight=weight, seed=seed)
     scores = ev.score_map(Z[sub], scored, **common)
-    scores.update(n=int(n), n_scored=len(sub), recon_error=float(table["recon_error"].mean()),
-                  stage1_error=stage1_error, recon_excess=float(table["anomaly"].mean()))
+    scores.update(
+        n=int(n),
+        n_scored=len(sub),
+        recon_error=float(table["recon_error"].mean()),
+        stage1_error=stage1_error,
+        recon_excess=float(table["anomaly"].mean()),
+    )
     metrics = {"scores": scores}
     if baselines and len(sub) > 2:
         from latentsky.autoencoder.baselines import ReadoutPCA
@@ -221,11 +262,13 @@ def encode_and_score(store, emb, model_path, out: Path, *, baselines: bool = Tru
         Zp = pca.transform(readouts)
         # the PCA's data-space error needs every scored spectrum's statistics in memory: small sets only
         stats = emb.statistics() if n <= max_scored else None
-        metrics["pca_readouts"] = ev.score_map(Zp, scored, stats=stats,
-                                               reconstructed=pca.inverse_transform(Zp) if stats else None, **common)
+        metrics["pca_readouts"] = ev.score_map(
+            Zp, scored, stats=stats, reconstructed=pca.inverse_transform(Zp) if stats else None, **common
+        )
     top = table.nlargest(5, "anomaly")
-    metrics["most_anomalous"] = [{"id": str(r["id"]), "object": str(r.get("object")), "anomaly": float(r["anomaly"])}
-                                 for _, r in top.iterrows()]
+    metrics["most_anomalous"] = [
+        {"id": str(r["id"]), "object": str(r.get("object")), "anomaly": float(r["anomaly"])} for _, r in top.iterrows()
+    ]
     metrics["n_latent"] = int(Z.shape[1])
     shown = table if n <= max_plotted else table.iloc[np.sort(rng.choice(n, max_plotted, replace=False))]
     plot_map(shown.reset_index(drop=True), out / "map.png", n_total=n, kind=model.map)

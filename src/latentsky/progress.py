@@ -75,8 +75,9 @@ class Progress:
         Receives every event; None discards them.
     """
 
-    def __init__(self, task: str, total: float | None = None, *, unit: str = "it",
-                 callback: ProgressCallback | None = None):
+    def __init__(
+        self, task: str, total: float | None = None, *, unit: str = "it", callback: ProgressCallback | None = None
+    ):
         self.task, self.total, self.unit = task, total, unit
         self.callback = callback
         self.done: float = 0
@@ -84,8 +85,11 @@ class Progress:
 
     def _emit(self, message: str = "", finished: bool = False) -> None:
         if self.callback is not None:
-            self.callback(ProgressEvent(self.task, self.done, self.total, self.unit, message,
-                                        finished, time.monotonic() - self._start))
+            self.callback(
+                ProgressEvent(
+                    self.task, self.done, self.total, self.unit, message, finished, time.monotonic() - self._start
+                )
+            )
 
     def advance(self, amount: float = 1, message: str = "") -> None:
         """Count ``amount`` more units of work done."""
@@ -123,8 +127,14 @@ class TqdmProgress:
 
         bar = self._bars.get(event.task)
         if bar is None:
-            bar = tqdm(total=event.total, desc=event.task, unit=event.unit, disable=self.disable,
-                       unit_scale=event.unit == "B", dynamic_ncols=True)
+            bar = tqdm(
+                total=event.total,
+                desc=event.task,
+                unit=event.unit,
+                disable=self.disable,
+                unit_scale=event.unit == "B",
+                dynamic_ncols=True,
+            )
             self._bars[event.task] = bar
         if event.total != bar.total:
             bar.total = event.total

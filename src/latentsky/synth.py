@@ -72,8 +72,9 @@ class Templates:
 
     def save(self, out: Path) -> None:
         """Write ``templates.npz`` and ``templates.parquet`` into ``out``."""
-        np.savez_compressed(Path(out) / TEMPLATES_FILE, wave=self.wave, flux=self.flux.astype("f4"),
-                            coverage=self.coverage)
+        np.savez_compressed(
+            Path(out) / TEMPLATES_FILE, wave=self.wave, flux=self.flux.astype("f4"), coverage=self.coverage
+        )
         self.catalog.to_parquet(Path(out) / TEMPLATE_CATALOG_FILE, index=False)
 
     @classmethod
@@ -130,8 +131,16 @@ def _template_positions(templates: Templates) -> np.ndarray:
     return xy / np.maximum(xy.std(axis=0), 1e-12)
 
 
-def synth_table(templates: Templates, n: int, *, seed: int = 0, rv_sigma: float = 30.0,
-                tilt_sigma: float = 0.1, anomaly_fraction: float = 0.002, n_clusters: int = 8) -> pd.DataFrame:
+def synth_table(
+    templates: Templates,
+    n: int,
+    *,
+    seed: int = 0,
+    rv_sigma: float = 30.0,
+    tilt_sigma: float = 0.1,
+    anomaly_fraction: float = 0.002,
+    n_clusters: int = 8,
+) -> pd.DataFrame:
     """A latent table of ``n`` synthetic spectra.
 
     Parameters
@@ -182,7 +191,7 @@ def synth_table(templates: Templates, n: int, *, seed: int = 0, rv_sigma: float 
     noise = rng.normal(0.0, 1.0, (n, 2)) * (0.6 / np.sqrt(snr))[:, None]
     xy = base[t] + u_rv[:, None] * d_rv[t] + u_tilt[:, None] * d_tilt[t] + noise
     # anomaly: how far a row is from its template's centre, in units of the typical spread
-    anomaly = np.sqrt(u_rv ** 2 + u_tilt ** 2) / np.sqrt(2)
+    anomaly = np.sqrt(u_rv**2 + u_tilt**2) / np.sqrt(2)
     # clusters: templates grouped by position (nearest of n_clusters templates spread over the map)
     n_clusters = max(1, min(n_clusters, k))
     centres = base[np.linspace(0, k - 1, n_clusters).astype(int)]
@@ -190,8 +199,11 @@ def synth_table(templates: Templates, n: int, *, seed: int = 0, rv_sigma: float 
     mjd = rng.uniform(51000.0, 60500.0, n)
     ra = (cat["ra"].to_numpy(dtype="f8")[t] + rng.normal(0, 0.01, n)) % 360.0
     dec = np.clip(cat["dec"].to_numpy(dtype="f8")[t] + rng.normal(0, 0.01, n), -90, 90)
-    ids = pd.Series(np.char.add("synth-", np.char.zfill(np.arange(n).astype(str), 8)), dtype="str") \
-        if n else pd.Series([], dtype="str")
+    ids = (
+        pd.Series(np.char.add("synth-", np.char.zfill(np.arange(n).astype(str), 8)), dtype="str")
+        if n
+        else pd.Series([], dtype="str")
+    )
 
     def per_template(col, default=""):
         values = cat[col].astype(str).to_numpy() if col in cat else np.full(k, default)
@@ -199,27 +211,38 @@ def synth_table(templates: Templates, n: int, *, seed: int = 0, rv_sigma: float 
         # from codes: building 10^7 strings first would cost seconds and gigabytes
         return pd.Categorical.from_codes(cats.get_indexer(values)[t], categories=cats)
 
-    table = pd.DataFrame({
-        "id": ids,
-        "path": pd.Categorical.from_codes(t, categories=pd.Index(["synth:" + str(i) for i in cat["id"]])),
-        "object": per_template("object"),
-        "ra": ra, "dec": dec, "mjd": mjd,
-        "x": xy[:, 0].astype("f4"), "y": xy[:, 1].astype("f4"),
-        "anomaly": anomaly.astype("f4"),
-        "cluster": pd.Categorical.from_codes(tmpl_cluster[t], categories=[f"c{i}" for i in range(n_clusters)]),
-        "snr": snr.astype("f4"), "rv": rv.astype("f4"), "tilt": tilt.astype("f4"),
-        "template": t.astype("i4"),
-        "spec_class": per_template("spec_class"),
-        "instrument": per_template("instrument"),
-        "row": np.arange(n, dtype="i8"),
-    })
-    table.attrs["synth"] = {"seed": seed, "rv_sigma": rv_sigma, "tilt_sigma": tilt_sigma,
-                            "anomaly_fraction": anomaly_fraction, "n_templates": k}
+    table = pd.DataFrame(
+        {
+            "id": ids,
+            "path": pd.Categorical.from_codes(t, categories=pd.Index(["synth:" + str(i) for i in cat["id"]])),
+            "object": per_template("object"),
+            "ra": ra,
+            "dec": dec,
+            "mjd": mjd,
+            "x": xy[:, 0].astype("f4"),
+            "y": xy[:, 1].astype("f4"),
+            "anomaly": anomaly.astype("f4"),
+            "cluster": pd.Categorical.from_codes(tmpl_cluster[t], categories=[f"c{i}" for i in range(n_clusters)]),
+            "snr": snr.astype("f4"),
+            "rv": rv.astype("f4"),
+            "tilt": tilt.astype("f4"),
+            "template": t.astype("i4"),
+            "spec_class": per_template("spec_class"),
+            "instrument": per_template("instrument"),
+            "row": np.arange(n, dtype="i8"),
+        }
+    )
+    table.attrs["synth"] = {
+        "seed": seed,
+        "rv_sigma": rv_sigma,
+        "tilt_sigma": tilt_sigma,
+        "anomaly_fraction": anomaly_fraction,
+        "n_templates": k,
+    }
     return table
 
 
-def synth_spectrum(templates: Templates, template: int, rv: float, tilt: float, snr: float, *,
-                   seed: int | None = 0):
+def synth_spectrum(templates: Templates, template: int, rv: float, tilt: float, snr: float, *, seed: int | None = 0):
     """One synthetic spectrum: a template Doppler-shifted, tilted and made noisy.
 
     Parameters
@@ -252,19 +275,30 @@ def synth_spectrum(templates: Templates, template: int, rv: float, tilt: float, 
         flux = model.copy()
     else:
         flux = model + np.random.default_rng(seed).normal(0.0, sigma, len(wave))
-    weight = np.where(cover, 1.0 / sigma ** 2, 0.0)
+    weight = np.where(cover, 1.0 / sigma**2, 0.0)
     model = np.where(cover, model, np.nan)
     return flux, model, weight
 
 
 def spectrum_for_row(templates: Templates, row: pd.Series | dict):
     """:func:`synth_spectrum` for one row of a table made by :func:`synth_table`."""
-    return synth_spectrum(templates, int(row["template"]), float(row["rv"]), float(row["tilt"]),
-                          float(row["snr"]), seed=int(row["row"]))
+    return synth_spectrum(
+        templates, int(row["template"]), float(row["rv"]), float(row["tilt"]), float(row["snr"]), seed=int(row["row"])
+    )
 
 
-def write_synth(out, n: int, *, store=None, n_spectra: int = 0, seed: int = 0, chunk_rows: int = 256, client=None,
-                progress=None, **kwargs) -> Path:
+def write_synth(
+    out,
+    n: int,
+    *,
+    store=None,
+    n_spectra: int = 0,
+    seed: int = 0,
+    chunk_rows: int = 256,
+    client=None,
+    progress=None,
+    **kwargs,
+) -> Path:
     """Write a synthetic data set (see the module docstring for the layout).
 
     Parameters
@@ -296,15 +330,16 @@ def write_synth(out, n: int, *, store=None, n_spectra: int = 0, seed: int = 0, c
         ``out``.
     """
     from latentsky.progress import Progress
-
     from latentsky.store.output import output_folder
 
     out = Path(out)
     if n_spectra < 0 or n_spectra > n:
         raise ValueError(f"n_spectra: must be between 0 and n={n}, got {n_spectra}")
     store = _open_or_sample_store(store)
-    with output_folder(out, SYNTH_KIND, inputs=[store.path]), \
-            Progress("synth", total=3 + (n_spectra > 0), unit="steps", callback=progress) as p:
+    with (
+        output_folder(out, SYNTH_KIND, inputs=[store.path]),
+        Progress("synth", total=3 + (n_spectra > 0), unit="steps", callback=progress) as p,
+    ):
         templates = templates_from_store(store)
         p.advance(1, f"{len(templates)} templates")
         table = synth_table(templates, n, seed=seed, **kwargs)
@@ -313,19 +348,27 @@ def write_synth(out, n: int, *, store=None, n_spectra: int = 0, seed: int = 0, c
         tmp = out / (LATENT_FILE + ".tmp")
         table.to_parquet(tmp, index=False, row_group_size=1_000_000)
         tmp.replace(out / LATENT_FILE)
-        (out / "synth.json").write_text(json.dumps({**table.attrs["synth"], "n": n, "n_spectra": n_spectra,
-                                                    "templates_from": str(store.path)}, indent=2))
+        (out / "synth.json").write_text(
+            json.dumps(
+                {**table.attrs["synth"], "n": n, "n_spectra": n_spectra, "templates_from": str(store.path)}, indent=2
+            )
+        )
         p.advance(1, "latent table written")
         if n_spectra:
-            write_spectra(out / STORE_DIR, templates, table.iloc[:n_spectra], chunk_rows=chunk_rows, client=client,
-                          progress=progress)
+            write_spectra(
+                out / STORE_DIR,
+                templates,
+                table.iloc[:n_spectra],
+                chunk_rows=chunk_rows,
+                client=client,
+                progress=progress,
+            )
             p.advance(1, f"{n_spectra} spectra written")
     log.info("synth: wrote %d rows to %s", n, out)
     return out
 
 
-def _spectra_chunk(start: int, stop: int, params: dict, *, templates: Templates
-                   ) -> tuple[int, np.ndarray, np.ndarray]:
+def _spectra_chunk(start: int, stop: int, params: dict, *, templates: Templates) -> tuple[int, np.ndarray, np.ndarray]:
     """Flux and weight (float32) of rows ``start:stop`` (in this process or on a Dask worker).
 
     ``params`` holds the table's ``template, rv, tilt, snr`` columns for those
@@ -336,14 +379,21 @@ def _spectra_chunk(start: int, stop: int, params: dict, *, templates: Templates
     flux = np.empty((k, len(templates.wave)), dtype="f4")
     weight = np.empty_like(flux)
     for i in range(k):
-        f, _, w = synth_spectrum(templates, int(params["template"][i]), float(params["rv"][i]),
-                                 float(params["tilt"][i]), float(params["snr"][i]), seed=start + i)
+        f, _, w = synth_spectrum(
+            templates,
+            int(params["template"][i]),
+            float(params["rv"][i]),
+            float(params["tilt"][i]),
+            float(params["snr"][i]),
+            seed=start + i,
+        )
         flux[i], weight[i] = f, w
     return start, flux, weight
 
 
-def write_spectra(dest: Path, templates: Templates, table: pd.DataFrame, *, chunk_rows: int = 256, client=None,
-                  progress=None) -> Path:
+def write_spectra(
+    dest: Path, templates: Templates, table: pd.DataFrame, *, chunk_rows: int = 256, client=None, progress=None
+) -> Path:
     """Materialise the spectra of the first rows of a synthetic table as a spectrum store, chunk by chunk.
 
     Parameters
@@ -378,28 +428,46 @@ def write_spectra(dest: Path, templates: Templates, table: pd.DataFrame, *, chun
         for s, e in tasks:
             yield s, e, {c: v[s:e] for c, v in cols.items()}
 
-    with atomic_directory(Path(dest), "spectra") as tmp, Progress("synth-spectra", total=n, unit="spectra",
-                                                       callback=progress) as bar:
+    with (
+        atomic_directory(Path(dest), "spectra") as tmp,
+        Progress("synth-spectra", total=n, unit="spectra", callback=progress) as bar,
+    ):
         writer = SpectrumStoreWriter(tmp, templates.wave, n, chunk_rows=chunk_rows)
         results = map_ordered(_spectra_chunk, chunk_params(), client=client, common={"templates": templates})
         for start, flux, weight in results:
             writer.append_block(flux, weight)
             bar.advance(len(flux))
-        cat = pd.DataFrame({
-            "id": table["id"].astype(str).to_numpy(), "path": table["path"].astype(str).to_numpy(),
-            "instrument": table["instrument"].astype(str).to_numpy(),
-            "object": table["object"].astype(str).to_numpy(), "ra": table["ra"].to_numpy(),
-            "dec": table["dec"].to_numpy(), "mjd": table["mjd"].to_numpy(), "exptime": np.nan,
-            "snr": table["snr"].to_numpy(dtype="f8"), "wave_min": templates.wave[0],
-            "wave_max": templates.wave[-1], "sha256": "", "spec_class": table["spec_class"].astype(str).to_numpy(),
-            "redshift": table["rv"].to_numpy(dtype="f8") / C_KMS, "format": "synth",
-            "n_good_pixels": 0,
-        })
+        cat = pd.DataFrame(
+            {
+                "id": table["id"].astype(str).to_numpy(),
+                "path": table["path"].astype(str).to_numpy(),
+                "instrument": table["instrument"].astype(str).to_numpy(),
+                "object": table["object"].astype(str).to_numpy(),
+                "ra": table["ra"].to_numpy(),
+                "dec": table["dec"].to_numpy(),
+                "mjd": table["mjd"].to_numpy(),
+                "exptime": np.nan,
+                "snr": table["snr"].to_numpy(dtype="f8"),
+                "wave_min": templates.wave[0],
+                "wave_max": templates.wave[-1],
+                "sha256": "",
+                "spec_class": table["spec_class"].astype(str).to_numpy(),
+                "redshift": table["rv"].to_numpy(dtype="f8") / C_KMS,
+                "format": "synth",
+                "n_good_pixels": 0,
+            }
+        )
         writer.close(cat, attrs={"grid": {"synthetic": True}, "normalisation": "template (continuum-normalised)"})
         # a lineage key identifies the store to later steps without reading its catalog
-        write_lineage(tmp, step="synth", params={"synth": table.attrs.get("synth", {}), "n_spectra": n},
-                      inputs={"templates": [str(i) for i in templates.catalog.get("id", [])],
-                              "ids": [str(table["id"].iloc[0]), str(table["id"].iloc[-1])] if n else []})
+        write_lineage(
+            tmp,
+            step="synth",
+            params={"synth": table.attrs.get("synth", {}), "n_spectra": n},
+            inputs={
+                "templates": [str(i) for i in templates.catalog.get("id", [])],
+                "ids": [str(table["id"].iloc[0]), str(table["id"].iloc[-1])] if n else [],
+            },
+        )
     return Path(dest)
 
 

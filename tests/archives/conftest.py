@@ -8,7 +8,6 @@ sample and the real images in ``tests/archives/data``.
 from __future__ import annotations
 
 import pytest
-
 from _support.archives import DATA, settled_log
 
 

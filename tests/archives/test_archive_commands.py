@@ -17,8 +17,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
 @pytest.fixture
 def served(sample):
     """``latentsky archive serve`` in its own process, as a user runs it."""
-    proc = subprocess.Popen([sys.executable, "-m", "latentsky.cli", "archive", "serve", str(sample), "--port", "0",
-                             "--latency-ms", "5"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "latentsky.cli", "archive", "serve", str(sample), "--port", "0", "--latency-ms", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:\d+", line)
@@ -40,8 +44,10 @@ def test_serve_prints_its_url_and_settings(served):
 def test_query_writes_a_table_download_can_use(served, tmp_path, capsys):
     url, _ = served
     out = tmp_path / "harps.ecsv"
-    assert main(["query", "eso", "--base-url", url, "--start", "2012-04-01", "--end", "2012-05-01",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["query", "eso", "--base-url", url, "--start", "2012-04-01", "--end", "2012-05-01", "--out", str(out)])
+        == 0
+    )
     table = Table.read(out)
     assert len(table) > 0 and {"access_url", "key", "filename", "dp_id", "date"} <= set(table.colnames)
     assert all(u.startswith(url) for u in table["access_url"])
@@ -58,8 +64,9 @@ def test_query_writes_a_table_download_can_use(served, tmp_path, capsys):
 
 
 def test_query_errors_name_the_option(tmp_path, capsys):
-    code = main(["query", "eso", "--coords", "10 95", "--base-url", "http://127.0.0.1:9", "--out",
-                 str(tmp_path / "x.ecsv")])
+    code = main(
+        ["query", "eso", "--coords", "10 95", "--base-url", "http://127.0.0.1:9", "--out", str(tmp_path / "x.ecsv")]
+    )
     assert code == 2 and "coordinates" in capsys.readouterr().err
     code = main(["archive", "serve", str(tmp_path), "--faults", "500,gremlins"])
     assert code == 2 and "gremlins" in capsys.readouterr().err
@@ -70,8 +77,17 @@ def test_cutouts_command_resumes(images, tmp_path, capsys):
     c = first.wcs.pixel_to_world(16, 16).icrs
     table = Table({"ra": [c.ra.deg, 10.0], "dec": [c.dec.deg, -45.0]})
     table.write(tmp_path / "targets.ecsv")
-    argv = ["cutouts", str(tmp_path / "targets.ecsv"), "--dest", str(tmp_path / "cut"), "--bands", "FIRST",
-            "--base-url", images.base_url, "--no-progress"]
+    argv = [
+        "cutouts",
+        str(tmp_path / "targets.ecsv"),
+        "--dest",
+        str(tmp_path / "cut"),
+        "--bands",
+        "FIRST",
+        "--base-url",
+        images.base_url,
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "ok: 1, off_footprint: 1" in capsys.readouterr().out
     images.server.fail_first("/hips2fits", 10, "500")

@@ -22,13 +22,16 @@ def test_frames_strings_pairs_and_tables_become_icrs():
     np.testing.assert_allclose(parse_coordinates(table).ra.deg, [1.0, 2.0])
 
 
-@pytest.mark.parametrize("given, message", [
-    ((10.0, 91.0), "coordinates: not a valid sky position"),
-    ((float("nan"), 1.0), "not finite"),
-    ("somewhere nice", "coordinates: not a valid sky position"),
-    (Table({"x": [1.0]}), "needs 'ra' and 'dec'"),
-    (42, "expected a SkyCoord"),
-])
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ((10.0, 91.0), "coordinates: not a valid sky position"),
+        ((float("nan"), 1.0), "not finite"),
+        ("somewhere nice", "coordinates: not a valid sky position"),
+        (Table({"x": [1.0]}), "needs 'ra' and 'dec'"),
+        (42, "expected a SkyCoord"),
+    ],
+)
 def test_impossible_positions(given, message):
     with pytest.raises(CoordinateError, match=message):
         parse_coordinates(given)

@@ -34,8 +34,13 @@ def centre(path, hdu):
 @pytest.fixture
 def targets():
     first, ukidss = centre(FIRST, 0), centre(UKIDSS, 1)
-    return Table({"name": ["J105007+304037", "TaurusAuriga", "empty"],
-                  "ra": [first.ra.deg, ukidss.ra.deg, 146.7142], "dec": [first.dec.deg, ukidss.dec.deg, -1.0413]})
+    return Table(
+        {
+            "name": ["J105007+304037", "TaurusAuriga", "empty"],
+            "ra": [first.ra.deg, ukidss.ra.deg, 146.7142],
+            "dec": [first.dec.deg, ukidss.dec.deg, -1.0413],
+        }
+    )
 
 
 def hips_requests(archive):
@@ -98,9 +103,14 @@ def test_other_targets_in_the_same_folder_are_refused(images, targets, tmp_path)
         fetch_cutouts(targets[:2], tmp_path, bands=["FIRST"])
 
 
-@pytest.mark.parametrize("kwargs, parameter", [
-    ({"bands": ["HUBBLE-XX"]}, "bands"), ({"size": 0}, "size"), ({"pixel_scale": -1.0}, "pixel_scale"),
-])
+@pytest.mark.parametrize(
+    "kwargs, parameter",
+    [
+        ({"bands": ["HUBBLE-XX"]}, "bands"),
+        ({"size": 0}, "size"),
+        ({"pixel_scale": -1.0}, "pixel_scale"),
+    ],
+)
 def test_bad_arguments_name_the_parameter(images, targets, tmp_path, kwargs, parameter):
     with pytest.raises(LatentskyError, match=parameter):
         fetch_cutouts(targets, tmp_path, **kwargs)
@@ -109,8 +119,9 @@ def test_bad_arguments_name_the_parameter(images, targets, tmp_path, kwargs, par
 def test_native_cutout_endpoint_is_the_source_pixels(images):
     """/cutout/{survey} cuts the real image with its WCS: the pixels are the source's, unchanged."""
     c = centre(UKIDSS, 1)
-    r = requests.get(f"{images.base_url}/cutout/UKIDSS-K", params={"ra": c.ra.deg, "dec": c.dec.deg, "size": 11},
-                     timeout=10)
+    r = requests.get(
+        f"{images.base_url}/cutout/UKIDSS-K", params={"ra": c.ra.deg, "dec": c.dec.deg, "size": 11}, timeout=10
+    )
     assert r.status_code == 200 and r.content.startswith(b"SIMPLE")
     with fits.open(io.BytesIO(r.content)) as got, fits.open(UKIDSS) as src:
         reference = Cutout2D(src[1].data, c, (11, 11), wcs=WCS(src[1].header).celestial)
@@ -172,24 +183,29 @@ def test_synthetic_sky_is_deterministic_marked_and_has_a_footprint(images):
         assert np.isfinite(data).all() and data.std() > 0
         assert WCS(header).pixel_to_world(13.5, 13.5).separation(SkyCoord(180, 30, unit="deg")).arcsec < 0.01
     # g and r see the same objects: the same bright pixels in both bands
-    g = requests.get(images.base_url + SYNTH, timeout=10,
-                     params=hips2fits_params("CDS/P/SDSS9/g", 180.0, 30.0, 64, 0.396))
+    g = requests.get(
+        images.base_url + SYNTH, timeout=10, params=hips2fits_params("CDS/P/SDSS9/g", 180.0, 30.0, 64, 0.396)
+    )
     with fits.open(io.BytesIO(g.content)) as hg:
-        r64 = requests.get(images.base_url + SYNTH, timeout=10,
-                           params=hips2fits_params("CDS/P/SDSS9/r", 180.0, 30.0, 64, 0.396)).content
+        r64 = requests.get(
+            images.base_url + SYNTH, timeout=10, params=hips2fits_params("CDS/P/SDSS9/r", 180.0, 30.0, 64, 0.396)
+        ).content
         with fits.open(io.BytesIO(r64)) as hr:
             assert np.corrcoef(hg[0].data.ravel(), hr[0].data.ravel())[0, 1] > 0.5
     # the south galactic cap is off the SDSS-like footprint: blank, as hips2fits answers off a survey
-    off = requests.get(images.base_url + SYNTH, timeout=10,
-                       params=hips2fits_params("CDS/P/SDSS9/r", 10, -60, 28, 0.396))
+    off = requests.get(
+        images.base_url + SYNTH, timeout=10, params=hips2fits_params("CDS/P/SDSS9/r", 10, -60, 28, 0.396)
+    )
     with fits.open(io.BytesIO(off.content)) as hdul:
         assert np.isnan(hdul[0].data).all() and hdul[0].header["SYNTHSKY"] is True
     # where a bundled image covers the position it is served, not the synthetic sky
     c = centre(FIRST, 0)
-    real = requests.get(images.base_url + "/hips2fits", timeout=10,
-                        params=hips2fits_params("CDS/P/FIRST", c.ra.deg, c.dec.deg, 28, 1.8))
-    both = requests.get(images.base_url + SYNTH, timeout=10,
-                        params=hips2fits_params("CDS/P/FIRST", c.ra.deg, c.dec.deg, 28, 1.8))
+    real = requests.get(
+        images.base_url + "/hips2fits", timeout=10, params=hips2fits_params("CDS/P/FIRST", c.ra.deg, c.dec.deg, 28, 1.8)
+    )
+    both = requests.get(
+        images.base_url + SYNTH, timeout=10, params=hips2fits_params("CDS/P/FIRST", c.ra.deg, c.dec.deg, 28, 1.8)
+    )
     assert real.content == both.content and b"SYNTHSKY" not in both.content
 
 
@@ -198,8 +214,9 @@ def test_every_kind_of_fault_is_retried_and_the_pixels_are_those_of_a_direct_req
 
     table = sky_targets(40)
     synthetic.server.set_faults(0.3, FAULT_KINDS)
-    result = fetch_cutouts(table, tmp_path, bands=["SDSS-g", "UKIDSS-K"], connections=8, max_attempts=12,
-                           backoff=0.01, seed=1)
+    result = fetch_cutouts(
+        table, tmp_path, bands=["SDSS-g", "UKIDSS-K"], connections=8, max_attempts=12, backoff=0.01, seed=1
+    )
     synthetic.server.set_faults(0.0)
     faults = {r.fault for r in settled_log(synthetic.server) if r.fault}
     assert faults >= {"500", "503", "429", "reset", "truncate", "html"}, faults
@@ -297,11 +314,16 @@ def test_kill_9_loses_only_the_cells_in_flight_and_a_rerun_asks_for_no_finished_
     url = synthetic.base_url + "/logged/hips2fits"
     table, dest, bands = sky_targets(60), tmp_path / "cut", ["SDSS-g", "SDSS-r"]
     table.write(tmp_path / "targets.ecsv")
-    code = ("import sys; from astropy.table import Table; from latentsky.archives.cutouts import fetch_cutouts; "
-            "fetch_cutouts(Table.read(sys.argv[1]), sys.argv[2], bands=['SDSS-g', 'SDSS-r'], connections=4, block=8)")
+    code = (
+        "import sys; from astropy.table import Table; from latentsky.archives.cutouts import fetch_cutouts; "
+        "fetch_cutouts(Table.read(sys.argv[1]), sys.argv[2], bands=['SDSS-g', 'SDSS-r'], connections=4, block=8)"
+    )
     src = Path(__file__).resolve().parents[2] / "src"
-    env = {**os.environ, "LATENTSKY_HIPS2FITS_URL": url,
-           "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {
+        **os.environ,
+        "LATENTSKY_HIPS2FITS_URL": url,
+        "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "targets.ecsv"), str(dest)], env=env)
 
     def recorded():
@@ -349,8 +371,18 @@ def test_every_quasar_to_a_gri_cube_beside_its_spectrum(local, tmp_path, capsys)
     assert main(["query", "sdss", "--class", "QSO", "--base-url", local.base_url, "--out", str(out)]) == 0
     quasars = Table.read(out)
     assert len(quasars) == 66 and set(quasars["class"]) == {"QSO"}
-    argv = ["cutouts", str(out), "--dest", str(cut), "--base-url", local.base_url, "--synthetic", "--no-progress",
-            "--connections", "8"]
+    argv = [
+        "cutouts",
+        str(out),
+        "--dest",
+        str(cut),
+        "--base-url",
+        local.base_url,
+        "--synthetic",
+        "--no-progress",
+        "--connections",
+        "8",
+    ]
     assert main(argv) == 0
     assert f"66 targets x 3 bands -> {cut}" in capsys.readouterr().out
     cube, index = open_cutouts(cut)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _support.archives import DATA, settled_log, source_bytes
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
 
-from _support.archives import DATA, settled_log, source_bytes
 from latentsky.archives.eso import eso
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError, QueryTruncatedError
@@ -42,8 +42,11 @@ def test_all_harps_spectra_match_the_file_headers(local, sample):
 def test_cone_in_any_frame_equals_the_icrs_cone(local, sample):
     truth = header_table(sample)
     centre = SkyCoord(219.875, -60.83, unit="deg")
-    expected = {d for d, r, dd in zip(truth["dp_id"], truth["ra"], truth["dec"])
-                if SkyCoord(r, dd, unit="deg").separation(centre) < 1 * u.arcmin}
+    expected = {
+        d
+        for d, r, dd in zip(truth["dp_id"], truth["ra"], truth["dec"])
+        if SkyCoord(r, dd, unit="deg").separation(centre) < 1 * u.arcmin
+    }
     icrs = eso.query(coordinates=centre, radius=1 * u.arcmin)
     galactic = eso.query(coordinates=centre.galactic, radius="1 arcmin")
     assert set(icrs["dp_id"]) == set(galactic["dp_id"]) == expected
@@ -54,6 +57,7 @@ def test_date_range_is_half_open(local, sample):
     truth = header_table(sample)
     t = eso.query(collection="HARPS", start="2012-04-01", end="2012-05-01")
     from astropy.time import Time
+
     lo, hi = Time("2012-04-01").mjd, Time("2012-05-01").mjd
     assert set(t["dp_id"]) == {d for d, m in zip(truth["dp_id"], truth["mjd"]) if lo <= m < hi}
     assert len(t) > 0
@@ -74,22 +78,26 @@ def test_unknown_target_offline_names_the_parameter(local):
     assert not local.server.log  # nothing was sent
 
 
-@pytest.mark.parametrize("kwargs, parameter", [
-    ({"coordinates": (10.0, 95.0)}, "coordinates"),
-    ({"coordinates": "not a place"}, "coordinates"),
-    ({"coordinates": (10.0, 5.0), "radius": -1}, "radius"),
-    ({"coordinates": (10.0, 5.0), "radius": "3 kg"}, "radius"),
-    ({"start": "yesterday-ish"}, "start"),
-    ({"start": "2012-05-01", "end": "2012-04-01"}, "end"),
-])
+@pytest.mark.parametrize(
+    "kwargs, parameter",
+    [
+        ({"coordinates": (10.0, 95.0)}, "coordinates"),
+        ({"coordinates": "not a place"}, "coordinates"),
+        ({"coordinates": (10.0, 5.0), "radius": -1}, "radius"),
+        ({"coordinates": (10.0, 5.0), "radius": "3 kg"}, "radius"),
+        ({"start": "yesterday-ish"}, "start"),
+        ({"start": "2012-05-01", "end": "2012-04-01"}, "end"),
+    ],
+)
 def test_bad_input_is_a_clear_error(local, kwargs, parameter):
     with pytest.raises(CoordinateError, match=parameter):
         eso.query(**kwargs)
 
 
 def test_catalog_upload_joins_each_target(local, sample):
-    targets = Table({"name": ["alf Cen B", "Gl 273", "empty sky"], "ra": [219.875, 111.852458, 0.0],
-                     "dec": [-60.83, 5.22063, 0.0]})
+    targets = Table(
+        {"name": ["alf Cen B", "Gl 273", "empty sky"], "ra": [219.875, 111.852458, 0.0], "dec": [-60.83, 5.22063, 0.0]}
+    )
     table = eso.query(coordinates=targets, radius="1 arcmin")
     truth = header_table(sample)
     by_target = {0: {"HD128621"}, 1: {"Gl273"}}
@@ -112,6 +120,7 @@ def test_overflow_is_split_never_short(sample, tmp_path):
         requests = [r for r in settled_log(small.server) if r.path == "/tap/sync"]
         # pyvo itself sees the service's OVERFLOW status
         import pyvo
+
         raw = pyvo.dal.TAPService(conf.eso_tap_url).run_sync("SELECT dp_id FROM ivoa.ObsCore")
         assert raw.status[0] == "OVERFLOW" and len(raw) == 4
     assert len(table) == len(header_table(sample)) and len(set(table["dp_id"])) == len(table)
@@ -218,8 +227,10 @@ def test_an_answer_that_stalls_is_not_asked_again():
                 return
             accepted.append(conn)
             conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-votable+xml\r\nContent-Length: 99999\r\n\r\n"
-                         b'<?xml version="1.0"?>\n<VOTABLE version="1.4">')  # and then nothing
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-votable+xml\r\nContent-Length: 99999\r\n\r\n"
+                b'<?xml version="1.0"?>\n<VOTABLE version="1.4">'
+            )  # and then nothing
 
     threading.Thread(target=serve, daemon=True).start()
     conf.set(eso_tap_url=f"http://127.0.0.1:{listener.getsockname()[1]}/tap", timeout=0.3, retry_backoff=0.01)
@@ -264,8 +275,7 @@ def test_uploaded_list_that_overflows_is_split(local):
 
 
 def test_query_payload_is_the_adql_and_sends_nothing(local):
-    adql = eso.query(coordinates=SkyCoord(10, 20, unit="deg"), radius="5 arcsec", start=55000.0,
-                     get_query_payload=True)
+    adql = eso.query(coordinates=SkyCoord(10, 20, unit="deg"), radius="5 arcsec", start=55000.0, get_query_payload=True)
     assert adql.startswith("SELECT dp_id, obs_collection")
     assert "FROM ivoa.ObsCore WHERE obs_collection = 'HARPS' AND dataproduct_type = 'spectrum'" in adql
     assert "CONTAINS(POINT('ICRS', s_ra, s_dec), CIRCLE('ICRS', 10.0, 20.0, 0.001388" in adql

@@ -5,13 +5,20 @@ from __future__ import annotations
 import hashlib
 
 from _support.archives import source_bytes
+
 from latentsky.archives.local.mirror import mirror_local
 from latentsky.ingest import find_fits
 
 
 def test_mirror_gets_every_spectrum_byte_identical_despite_faults(sample, tmp_path):
-    done = mirror_local(sample, tmp_path / "dl", fault_rate=0.15, seed=4, max_retries=10,
-                        faults=("500", "503", "429", "reset", "truncate", "html"))
+    done = mirror_local(
+        sample,
+        tmp_path / "dl",
+        fault_rate=0.15,
+        seed=4,
+        max_retries=10,
+        faults=("500", "503", "429", "reset", "truncate", "html"),
+    )
     sources = [p for p in find_fits([sample / "harps", sample / "sdss"])]
     assert not done.results.errors
     assert len(done.items) == len(sources) == len(done.eso) + len(done.sdss)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
+from _support.archives import DATA, settled_log, source_bytes
 from astropy.table import Table
 
-from _support.archives import DATA, settled_log, source_bytes
 from latentsky.archives.local.server import Response
 from latentsky.archives.sdss import parse_skyserver_csv, sdss
 from latentsky.config import conf
@@ -23,8 +22,11 @@ def replay(archive, name: str, prefix: str, status: int = 200, content_type: str
     """Answer astroquery's SQL search under ``/replay/<prefix>/`` with a recorded response of the real
     archive, byte for byte, and point ``conf.sdss_skyserver_url`` there."""
     body = (DATA / "responses" / name).read_bytes()
-    archive.server.add_route("GET", f"/replay/{prefix}/dr17/en/tools/search/x_results.aspx",
-                             lambda request: Response(body, status, content_type))
+    archive.server.add_route(
+        "GET",
+        f"/replay/{prefix}/dr17/en/tools/search/x_results.aspx",
+        lambda request: Response(body, status, content_type),
+    )
     conf.set(sdss_skyserver_url=f"{archive.base_url}/replay/{prefix}/")
 
 
@@ -72,8 +74,9 @@ def test_parse_keeps_empty_answers():
 def test_quasars_by_class_match_the_labels(local, sample):
     truth = labels(sample)
     table = sdss.query_spectra(spec_class="QSO")
-    expected = {(p, m, f) for p, m, f, c in zip(truth["plate"], truth["mjd"], truth["fiber"], truth["class"])
-                if c == "QSO"}
+    expected = {
+        (p, m, f) for p, m, f, c in zip(truth["plate"], truth["mjd"], truth["fiber"], truth["class"]) if c == "QSO"
+    }
     assert {(r["plate"], r["mjd"], r["fiberid"]) for r in table} == expected
     assert set(table["class"]) == {"QSO"} and len(table) > 10
 
@@ -102,8 +105,15 @@ def test_urls_stay_short(local, sample, monkeypatch):
     sdss.query_spectra(Table({"ra": truth["ra"], "dec": truth["dec"]}))
     requests = [r for r in settled_log(local.server) if r.path.endswith("x_results.aspx")]
     assert len(requests) > 5
-    assert all(len(sdss.query_spectra(Table({"ra": truth["ra"][:i + 1], "dec": truth["dec"][:i + 1]}),
-                                      get_query_payload=True)["cmd"]) < 2000 for i in (0, 5))
+    assert all(
+        len(
+            sdss.query_spectra(
+                Table({"ra": truth["ra"][: i + 1], "dec": truth["dec"][: i + 1]}), get_query_payload=True
+            )["cmd"]
+        )
+        < 2000
+        for i in (0, 5)
+    )
 
 
 def test_a_failing_position_does_not_sink_the_others(local, sample):
@@ -153,8 +163,9 @@ def test_every_quasar_of_the_release_in_pages_past_the_row_limit(local, sample, 
 
     monkeypatch.setattr(skyserver, "ROW_LIMIT", 25)  # the local SkyServer now cuts answers at 25 rows
     truth = labels(sample)
-    expected = sorted((p, m, f) for p, m, f, c in zip(truth["plate"], truth["mjd"], truth["fiber"], truth["class"])
-                      if c == "QSO")
+    expected = sorted(
+        (p, m, f) for p, m, f, c in zip(truth["plate"], truth["mjd"], truth["fiber"], truth["class"]) if c == "QSO"
+    )
     table = sdss.query_spectra(spec_class="QSO", page_rows=20)
     assert sorted(zip(table["plate"], table["mjd"], table["fiberid"])) == expected and len(expected) == 66
     pages = [r for r in settled_log(local.server) if r.path.endswith("x_results.aspx")]
@@ -176,13 +187,21 @@ def test_a_catalog_of_spectra_is_looked_up_by_plate_mjd_fiber(local, sample):
     """A DR16Q-like catalog (upper-case PLATE, MJD, FIBERID): its spectra, many per request, none lost."""
     truth = labels(sample)
     qso = truth[truth["class"] == "QSO"][:30]
-    catalog = Table({"SDSS_NAME": [f"J{i:04d}" for i in range(31)], "RA": list(qso["ra"]) + [10.0],
-                     "DEC": list(qso["dec"]) + [0.0], "PLATE": list(qso["plate"]) + [9999],
-                     "MJD": list(qso["mjd"]) + [59999], "FIBERID": list(qso["fiber"]) + [1]})
+    catalog = Table(
+        {
+            "SDSS_NAME": [f"J{i:04d}" for i in range(31)],
+            "RA": list(qso["ra"]) + [10.0],
+            "DEC": list(qso["dec"]) + [0.0],
+            "PLATE": list(qso["plate"]) + [9999],
+            "MJD": list(qso["mjd"]) + [59999],
+            "FIBERID": list(qso["fiber"]) + [1],
+        }
+    )
     table = sdss.query_identifiers(catalog)
     assert sorted(table["idx"]) == list(range(30)) and table.meta["missing"] == [30]
-    assert [tuple(r) for r in table[np.argsort(table["idx"])]["plate", "mjd", "fiberid"]] == \
-        [tuple(r) for r in qso["plate", "mjd", "fiber"]]
+    assert [tuple(r) for r in table[np.argsort(table["idx"])]["plate", "mjd", "fiberid"]] == [
+        tuple(r) for r in qso["plate", "mjd", "fiber"]
+    ]
     assert len([r for r in settled_log(local.server) if r.path.endswith("x_results.aspx")]) == 1
     with pytest.raises(CoordinateError, match="plate, mjd and fiberid"):
         sdss.query_identifiers(Table({"ra": [1.0], "dec": [2.0]}))

@@ -25,8 +25,9 @@ def test_recorded_skyview_pages_through_astroquery(images):
     surveys = skyview.list_surveys()
     assert "VLA FIRST (1.4 GHz)" in surveys["Radio"] and "SDSSr" in surveys["Optical:SDSS"]
     table = skyview.query("83.63 22.01", ["Fermi 5", "INT GAL 17-35 Flux", "BAT SNR 14-195"], pixels=100)
-    assert list(table["access_url"]) == [f"{images.base_url}/replay/sv/tempspace/fits/skv6724208473423_{k}.fits"
-                                         for k in (1, 2, 3)]
+    assert list(table["access_url"]) == [
+        f"{images.base_url}/replay/sv/tempspace/fits/skv6724208473423_{k}.fits" for k in (1, 2, 3)
+    ]
     sent = [r for r in settled_log(images.server) if r.path.endswith("runquery.pl")]
     assert len(sent) == 1
     with pytest.raises(CoordinateError, match="surveys"):

@@ -11,9 +11,11 @@ from latentsky.archives.ukidss import ukidss
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError
 
-pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning",
-                                        "ignore::astropy.io.votable.exceptions.VOWarning",
-                                        "ignore::astroquery.exceptions.NoResultsWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::astropy.wcs.FITSFixedWarning",
+    "ignore::astropy.io.votable.exceptions.VOWarning",
+    "ignore::astroquery.exceptions.NoResultsWarning",
+)
 
 UKIDSS_IMAGE = DATA / "images" / "ukidss_wfcam_K_TaurusAuriga_astroquery_test.fits.gz"
 
@@ -28,8 +30,9 @@ def test_recorded_wsa_region_query_through_astroquery(images):
     base = images.base_url + "/replay"
     page, votable = recorded("ukidss_vo_results.html", base), (DATA / "responses" / "ukidss_votable.xml").read_bytes()
     images.server.add_route("GET", "/replay/wsa/WSASQL", lambda r: Response(page, 200, "text/html"))
-    images.server.add_route("GET", "/replay/wsa/tmp/tmp_sql/results1_10_22_48_24662.xml",
-                            lambda r: Response(votable, 200, "text/xml"))
+    images.server.add_route(
+        "GET", "/replay/wsa/tmp/tmp_sql/results1_10_22_48_24662.xml", lambda r: Response(votable, 200, "text/xml")
+    )
     conf.set(ukidss_url=base + "/wsa/")
     table = ukidss.query_sources("272.616 -19.927", radius="6 arcsec", programme_id="GPS")
     assert len(table) == 9 and table["sourceID"][0] == 438758381345
@@ -44,8 +47,9 @@ def test_recorded_wsa_image_page_then_the_download_manager(images, tmp_path):
     base = images.base_url + "/replay"
     page, image = recorded("ukidss_image_results.html", base), source_bytes(UKIDSS_IMAGE)
     images.server.add_route("GET", "/replay/wsa/GetImage", lambda r: Response(page, 200, "text/html"))
-    images.server.add_route("GET", "/replay/wsa/cgi-bin/getFImage.cgi",
-                            lambda r: Response(image, 200, "application/fits"))
+    images.server.add_route(
+        "GET", "/replay/wsa/cgi-bin/getFImage.cgi", lambda r: Response(image, 200, "application/fits")
+    )
     conf.set(ukidss_url=base + "/wsa/")
     products = ukidss.query("83.6330757 22.014436", waveband="all")
     assert len(products) == 1 and "/replay/wsa/cgi-bin/getFImage.cgi?file=" in products["access_url"][0]

@@ -27,8 +27,7 @@ def sample_embeddings(sample_store, tmp_path_factory):
     from latentsky.embed.runner import embed_store
 
     out = tmp_path_factory.mktemp("embeddings") / "embeddings"
-    return embed_store(sample_store, out, n_units=100, reservoir="cycle", ridge=1e-2, chunk_rows=32,
-                       random_state=0)
+    return embed_store(sample_store, out, n_units=100, reservoir="cycle", ridge=1e-2, chunk_rows=32, random_state=0)
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,12 @@ from latentsky.exceptions import AutoencoderError
 
 
 def test_importing_the_package_and_estimator_does_not_load_tensorflow():
-    code = ("import sys, latentsky, latentsky.autoencoder, latentsky.autoencoder.estimator, "
-            "latentsky.autoencoder.baselines, latentsky.evaluate, latentsky.pipeline, latentsky.cli;"
-            "latentsky.cli.build_parser();"
-            "print(sorted(m for m in ('tensorflow', 'keras', 'umap') if m in sys.modules))")
+    code = (
+        "import sys, latentsky, latentsky.autoencoder, latentsky.autoencoder.estimator, "
+        "latentsky.autoencoder.baselines, latentsky.evaluate, latentsky.pipeline, latentsky.cli;"
+        "latentsky.cli.build_parser();"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'umap') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -28,8 +30,7 @@ def test_coupled_loss_equals_the_data_space_error_of_stage_1(embeddings, readout
 
     rng = np.random.default_rng(1)
     w = readouts + 0.05 * rng.standard_normal(readouts.shape) * readouts.std(0)
-    data = coupled_inputs(readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:],
-                          embeddings.n_steps[:])
+    data = coupled_inputs(readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:], embeddings.n_steps[:])
     model = ReadoutAutoencoder(readouts.shape[1])
     got = model.data_error(data, w.astype("f4")).numpy()
     want = ev.reconstruction_error(stats, w)
@@ -38,8 +39,11 @@ def test_coupled_loss_equals_the_data_space_error_of_stage_1(embeddings, readout
     np.testing.assert_allclose(data["floor"], ev.reconstruction_error(stats, readouts), rtol=1e-5)
     # why the centred form: the textbook w'Gw - 2w'h + c in float32 loses the small difference
     g32 = stats.gram.astype("f4")
-    naive = (np.einsum("ni,nij,nj->n", w.astype("f4"), g32, w.astype("f4"))
-             - 2 * np.einsum("ni,ni->n", w.astype("f4"), stats.xty.astype("f4")) + stats.yty.astype("f4"))
+    naive = (
+        np.einsum("ni,nij,nj->n", w.astype("f4"), g32, w.astype("f4"))
+        - 2 * np.einsum("ni,ni->n", w.astype("f4"), stats.xty.astype("f4"))
+        + stats.yty.astype("f4")
+    )
     naive_err = np.max(np.abs(naive / stats.n_steps - want) / want)
     ours_err = np.max(np.abs(got - want) / want)
     assert ours_err < naive_err / 10
@@ -64,8 +68,7 @@ def test_the_blocked_gram_gives_the_same_loss_as_the_packed_one(embeddings, read
     from latentsky.autoencoder.coupled import coupled_inputs, gram_block_index, split_gram
     from latentsky.autoencoder.model import ReadoutAutoencoder
 
-    data = coupled_inputs(readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:],
-                          embeddings.n_steps[:])
+    data = coupled_inputs(readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:], embeddings.n_steps[:])
     w = (readouts * 1.01).astype("f4")
     model = ReadoutAutoencoder(readouts.shape[1])
     packed = model.data_error(data, w).numpy()
@@ -77,14 +80,16 @@ def test_the_blocked_gram_gives_the_same_loss_as_the_packed_one(embeddings, read
 def test_other_normalisations_divide_by_their_divisor(embeddings, readouts, stats, normalise, divisor):
     from latentsky.autoencoder.coupled import coupled_inputs
 
-    data = coupled_inputs(readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:],
-                          embeddings.n_steps[:], normalise)
+    data = coupled_inputs(
+        readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:], embeddings.n_steps[:], normalise
+    )
     sse = ev.reconstruction_error(stats, readouts, per="sum")
     want = sse / (stats.yty if divisor else 1.0)
     np.testing.assert_allclose(data["floor"], want, rtol=1e-5)
     with pytest.raises(AutoencoderError, match="parameter normalise"):
-        coupled_inputs(readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:],
-                       embeddings.n_steps[:], "pixels")
+        coupled_inputs(
+            readouts, embeddings.gram[:], embeddings.xty[:], embeddings.yty[:], embeddings.n_steps[:], "pixels"
+        )
 
 
 def test_training_lowers_the_model_coupled_loss(coupled_ae, readouts, stats, small):
@@ -112,11 +117,14 @@ def test_coupled_beats_euclidean_in_data_space_at_the_same_size(coupled_ae, eucl
     coupled = ev.anomaly_scores(stats, coupled_ae.reconstruct(readouts), readouts).mean()
     euclid = ev.anomaly_scores(stats, euclidean_ae.reconstruct(readouts), readouts).mean()
     assert coupled < 0.9 * euclid
-    assert (ev.reconstruction_error(stats, coupled_ae.reconstruct(readouts)).mean()
-            < ev.reconstruction_error(stats, euclidean_ae.reconstruct(readouts)).mean())
+    assert (
+        ev.reconstruction_error(stats, coupled_ae.reconstruct(readouts)).mean()
+        < ev.reconstruction_error(stats, euclidean_ae.reconstruct(readouts)).mean()
+    )
     # ...while the Euclidean one is better at what it optimises
-    assert (np.mean(((euclidean_ae.reconstruct(readouts) - readouts) / readouts.std(0)) ** 2)
-            < np.mean(((coupled_ae.reconstruct(readouts) - readouts) / readouts.std(0)) ** 2))
+    assert np.mean(((euclidean_ae.reconstruct(readouts) - readouts) / readouts.std(0)) ** 2) < np.mean(
+        ((coupled_ae.reconstruct(readouts) - readouts) / readouts.std(0)) ** 2
+    )
 
 
 def test_save_load_round_trip_gives_identical_latent_points(coupled_ae, sample_embeddings, readouts, tmp_path):
@@ -176,8 +184,9 @@ def test_the_stream_yields_every_selected_row_once_per_epoch(sample_embeddings, 
     source = as_source(sample_embeddings, None, 16)
     mask = np.zeros(len(embeddings), dtype=bool)
     mask[::3] = True
-    ds = make_dataset(source, mask, batch_size=7, normalise="n_steps", shuffle=True, seed=0, statistics=True,
-                      in_memory=False)
+    ds = make_dataset(
+        source, mask, batch_size=7, normalise="n_steps", shuffle=True, seed=0, statistics=True, in_memory=False
+    )
     assert int(ds.cardinality()) == int(np.ceil(mask.sum() / 7))
     for _ in range(2):
         batches = list(ds.as_numpy_iterator())
@@ -229,13 +238,15 @@ def test_steps_per_execution_runs_every_batch_of_every_epoch(readouts, stats, ad
 def test_non_deterministic_training_runs(readouts, stats, adam):
     from latentsky.autoencoder import LatentAutoencoder
 
-    est = LatentAutoencoder(**{**adam, "map": "coupled", "epochs": 2}, deterministic=False,
-                            jit_compile=True).fit(readouts, stats=stats)
+    est = LatentAutoencoder(**{**adam, "map": "coupled", "epochs": 2}, deterministic=False, jit_compile=True).fit(
+        readouts, stats=stats
+    )
     assert est.n_epochs_ == 2 and np.isfinite(est.transform(readouts)).all()
 
 
-def test_the_float32_cache_streams_the_same_rows_and_is_reused(sample_embeddings, embeddings, readouts, stats,
-                                                              tmp_path, adam):
+def test_the_float32_cache_streams_the_same_rows_and_is_reused(
+    sample_embeddings, embeddings, readouts, stats, tmp_path, adam
+):
     from latentsky.autoencoder.datasets import make_dataset
     from latentsky.autoencoder.estimator import LatentAutoencoder
     from latentsky.autoencoder.sources import CachedSource, as_source
@@ -254,11 +265,17 @@ def test_the_float32_cache_streams_the_same_rows_and_is_reused(sample_embeddings
         for x, y in zip(a["gram"], b["gram"], strict=True):
             np.testing.assert_array_equal(x, y)
     stamp = (tmp_path / "cache" / "gram_0.f4").stat().st_mtime_ns
-    fitted = LatentAutoencoder(**{**adam, "map": "coupled", "epochs": 3}, in_memory=False,
-                               cache_dir=tmp_path / "cache", chunk_rows=16).fit(sample_embeddings)
+    fitted = LatentAutoencoder(
+        **{**adam, "map": "coupled", "epochs": 3}, in_memory=False, cache_dir=tmp_path / "cache", chunk_rows=16
+    ).fit(sample_embeddings)
     assert (tmp_path / "cache" / "gram_0.f4").stat().st_mtime_ns == stamp  # same inputs: not rewritten
     assert fitted.n_epochs_ == 3 and np.isfinite(fitted.transform(readouts)).all()
     # another normalisation is another cache
-    LatentAutoencoder(**{**adam, "map": "coupled", "epochs": 1}, normalise="yty", in_memory=False,
-                      cache_dir=tmp_path / "cache", chunk_rows=16).fit(sample_embeddings)
+    LatentAutoencoder(
+        **{**adam, "map": "coupled", "epochs": 1},
+        normalise="yty",
+        in_memory=False,
+        cache_dir=tmp_path / "cache",
+        chunk_rows=16,
+    ).fit(sample_embeddings)
     assert (tmp_path / "cache" / "gram_0.f4").stat().st_mtime_ns != stamp

@@ -22,8 +22,9 @@ def test_readout_pca_round_trips_with_every_component(readouts):
 
 
 def test_readout_pca_from_embeddings_directory(sample_embeddings, readouts):
-    np.testing.assert_allclose(ReadoutPCA().fit(sample_embeddings).transform(readouts),
-                               ReadoutPCA().fit(readouts).transform(readouts))
+    np.testing.assert_allclose(
+        ReadoutPCA().fit(sample_embeddings).transform(readouts), ReadoutPCA().fit(readouts).transform(readouts)
+    )
 
 
 def test_spectra_matrix_fills_masked_pixels_with_the_mean_of_the_covering_spectra():

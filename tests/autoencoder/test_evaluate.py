@@ -83,8 +83,9 @@ def test_trustworthiness_and_continuity_differ_when_the_map_tears():
 #   sse(w) = w'Gw - 2 w'h + c
 #   w = [1, 0]: 2 - 2 + 5 = 5          w = [0, 1]: 3 - 4 + 5 = 4
 #   w* = G^-1 h = [1, 3] / 5 = [0.2, 0.6]: 0.2*1 + 0.6*2 = 1.4 -> sse = 5 - 1.4 = 3.6
-STATS = ReadoutStatistics(np.array([[[2.0, 1.0], [1.0, 3.0]]] * 2), np.array([[1.0, 2.0]] * 2),
-                          np.array([5.0, 5.0]), np.array([4, 4]))
+STATS = ReadoutStatistics(
+    np.array([[[2.0, 1.0], [1.0, 3.0]]] * 2), np.array([[1.0, 2.0]] * 2), np.array([5.0, 5.0]), np.array([4, 4])
+)
 
 
 def test_reconstruction_error_by_hand():
@@ -149,8 +150,17 @@ def test_neighbour_resemblance_is_the_median_residual_to_the_map_neighbour(monke
 
 
 def test_trust_data_uses_the_symmetrised_flux_distances():
-    d = np.array([[0, 1, 4, 9, 16, 25], [1, 0, 1, 4, 9, 16], [4, 1, 0, 1, 4, 9], [9, 4, 1, 0, 1, 4],
-                  [16, 9, 4, 1, 0, 1], [25, 16, 9, 4, 1, 0]], dtype="f8")
+    d = np.array(
+        [
+            [0, 1, 4, 9, 16, 25],
+            [1, 0, 1, 4, 9, 16],
+            [4, 1, 0, 1, 4, 9],
+            [9, 4, 1, 0, 1, 4],
+            [16, 9, 4, 1, 0, 1],
+            [25, 16, 9, 4, 1, 0],
+        ],
+        dtype="f8",
+    )
     line = np.arange(6.0)[:, None]
     assert ev.trust_data(line, None, distances=d, k=2) == pytest.approx(1.0)
     # a map that matches the distances as well as sklearn's trustworthiness of the points themselves
@@ -159,8 +169,9 @@ def test_trust_data_uses_the_symmetrised_flux_distances():
     # an asymmetric distance is symmetrised first
     skew = d.copy()
     skew[0, 1], skew[1, 0] = 0.0, 2.0
-    assert ev.trust_data(swapped, None, distances=skew, k=1) == pytest.approx(ev.trust_data(swapped, None,
-                                                                                           distances=d, k=1))
+    assert ev.trust_data(swapped, None, distances=skew, k=1) == pytest.approx(
+        ev.trust_data(swapped, None, distances=d, k=1)
+    )
 
 
 def test_knn_regression_by_hand():
@@ -178,10 +189,19 @@ def test_score_map_collects_every_score(monkeypatch):
     monkeypatch.setattr(ev, "MIN_SHARED_PIXELS", 5)
     cat = pd.DataFrame({"object": LABELS, "cls": ["s", "s", "s", "q", "q", "q"], "z": [0.1, 0.2, 0.3, 1, 1, 2]})
     Z = LINE
-    readouts = np.hstack([LINE, LINE ** 2])
+    readouts = np.hstack([LINE, LINE**2])
     flux = np.vstack([FLUX, FLUX[:2] * 2])
-    out = ev.score_map(Z, cat, labels=("object", "cls"), numeric=("z", "absent"), readouts=readouts, ks=(1, 2),
-                       neighbourhood=2, flux=flux, weight=np.vstack([WEIGHT, WEIGHT[:2]]))
+    out = ev.score_map(
+        Z,
+        cat,
+        labels=("object", "cls"),
+        numeric=("z", "absent"),
+        readouts=readouts,
+        ks=(1, 2),
+        neighbourhood=2,
+        flux=flux,
+        weight=np.vstack([WEIGHT, WEIGHT[:2]]),
+    )
     assert out["purity_object_k1"] == pytest.approx(4 / 5)
     assert out["purity_cls_k1"] == pytest.approx(ev.knn_purity(Z, cat["cls"], 1))
     assert out["knn_r2_z"] == pytest.approx(ev.knn_regression(Z, cat["z"], 2)) and "knn_r2_absent" not in out

@@ -15,17 +15,22 @@ def _objective(embeddings, rows, *, neighbour_weight=0.0, hidden=(3,)):
     from latentsky.autoencoder.model import ReadoutAutoencoder
 
     w = np.asarray(embeddings.readout[rows], dtype="f8")
-    inputs = coupled_inputs(w, embeddings.gram[rows], embeddings.xty[rows], embeddings.yty[rows],
-                            embeddings.n_steps[rows], dtype="f8")
+    inputs = coupled_inputs(
+        w, embeddings.gram[rows], embeddings.xty[rows], embeddings.yty[rows], embeddings.n_steps[rows], dtype="f8"
+    )
     inputs["gram"] = split_gram(inputs["gram"], gram_block_index(w.shape[1]))
-    model = ReadoutAutoencoder(w.shape[1], hidden=hidden, neighbour_weight=neighbour_weight, weight_decay=1e-3,
-                               negative_rate=2)
+    model = ReadoutAutoencoder(
+        w.shape[1], hidden=hidden, neighbour_weight=neighbour_weight, weight_decay=1e-3, negative_rate=2
+    )
     metric = np.mean(embeddings.statistics(rows).gram / embeddings.n_steps[rows][:, None, None], axis=0)
     model.set_metric(w.mean(0), w.std(0), metric, floor=1e-6)
     n = len(w)
-    pairs = {"head": np.arange(n, dtype="i4"), "tail": np.roll(np.arange(n), 1).astype("i4"),
-             "weight": np.linspace(0.5, 1.0, n), "negative": np.stack([np.roll(np.arange(n), 2),
-                                                                      np.roll(np.arange(n), 3)], 1).astype("i4")}
+    pairs = {
+        "head": np.arange(n, dtype="i4"),
+        "tail": np.roll(np.arange(n), 1).astype("i4"),
+        "weight": np.linspace(0.5, 1.0, n),
+        "negative": np.stack([np.roll(np.arange(n), 2), np.roll(np.arange(n), 3)], 1).astype("i4"),
+    }
     return FullBatchObjective(model, inputs, pairs=pairs)
 
 
@@ -111,8 +116,9 @@ def test_restarts_keep_the_lowest_training_loss(sample_embeddings, small):
     from latentsky.autoencoder import LatentAutoencoder
 
     events = []
-    est = LatentAutoencoder(map="coupled", random_state=0, progress=events.append,
-                            **{**small, "restarts": 2, "max_iter": 15}).fit(sample_embeddings)
+    est = LatentAutoencoder(
+        map="coupled", random_state=0, progress=events.append, **{**small, "restarts": 2, "max_iter": 15}
+    ).fit(sample_embeddings)
     assert len(est.restart_losses_) == 2 and len(set(est.restart_losses_)) == 2
     assert est.fit_summary_["loss"] == min(est.restart_losses_)
     assert events[-1].finished and events[-1].unit == "iterations" and events[-1].done == est.n_epochs_ <= 30
@@ -159,8 +165,9 @@ def test_the_umap_map_follows_umap_learns_layout(sample_embeddings, readouts, sm
     assert est.gradient_shares_ == {}
 
 
-def test_the_hybrid_map_pulls_cross_prediction_neighbours_together(sample_embeddings, embeddings, readouts, stats,
-                                                                   coupled_ae, small):
+def test_the_hybrid_map_pulls_cross_prediction_neighbours_together(
+    sample_embeddings, embeddings, readouts, stats, coupled_ae, small
+):
     from latentsky.autoencoder import LatentAutoencoder
     from latentsky.autoencoder.graphs import cross_prediction_knn
 
@@ -188,9 +195,11 @@ def test_a_bare_estimator_is_the_pipelines_map():
     assert DEFAULT_KIND in COUPLED_KINDS and set(COUPLED_KINDS) <= set(END_TO_END)
     assert "(ours)" in describe(DEFAULT_KIND) and "(baseline)" in describe("umap")
     params = est.get_params()
-    assert train_defaults() == TRAIN_DEFAULTS == {k: v for k, v in params.items()
-                                                  if k not in ("checkpoint_dir", "cache_dir", "progress",
-                                                               "random_state")}
+    assert (
+        train_defaults()
+        == TRAIN_DEFAULTS
+        == {k: v for k, v in params.items() if k not in ("checkpoint_dir", "cache_dir", "progress", "random_state")}
+    )
     assert describe("hybrid") == "model-coupled autoencoder with a neighbour term (ours)"
 
 
@@ -214,8 +223,9 @@ def test_beyond_exact_max_the_graph_comes_from_candidates(embeddings, readouts, 
     metric = np.mean(stats.gram / stats.n_steps[:, None, None], axis=0)
     a, _ = metric_root(metric, 1e-2 * np.mean(1 / stats.n_steps))
     monkeypatch.setattr(graphs, "EXACT_MAX", 100)
-    idx, d = graphs.cross_prediction_knn(readouts, gram, stats.xty, stats.yty, 6,
-                                         whitened=(readouts - readouts.mean(0)) @ a.T)
+    idx, d = graphs.cross_prediction_knn(
+        readouts, gram, stats.xty, stats.yty, 6, whitened=(readouts - readouts.mean(0)) @ a.T
+    )
     assert idx.shape == exact_idx.shape and (idx[:, 0] == np.arange(len(readouts))).all()
     found = np.mean([len(set(x[1:]) & set(y[1:])) / 5 for x, y in zip(idx, exact_idx)])
     assert found > 0.8

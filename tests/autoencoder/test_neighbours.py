@@ -16,8 +16,9 @@ def test_neighbour_loss_is_umaps_cross_entropy_on_a_tiny_batch():
 
     from latentsky.autoencoder.model import ReadoutAutoencoder
 
-    model = ReadoutAutoencoder(3, n_latent=2, hidden=(4,), neighbour_weight=1.0, umap_a=1.5, umap_b=0.9,
-                               negative_rate=1)
+    model = ReadoutAutoencoder(
+        3, n_latent=2, hidden=(4,), neighbour_weight=1.0, umap_a=1.5, umap_b=0.9, negative_rate=1
+    )
     z = {"h0": [0.0, 0.0], "t0": [3.0, 4.0], "h1": [1.0, 1.0], "t1": [1.0, 2.0]}
     # replace the encoder by a lookup so the latent points are known: readout (i, j, 0) -> latent (i, j)
     model.encode = lambda w, training=False: w[:, :2]
@@ -26,11 +27,17 @@ def test_neighbour_loss_is_umaps_cross_entropy_on_a_tiny_batch():
 
     def q(a, b):
         d2 = sum((x - y) ** 2 for x, y in zip(a, b))
-        return 1.0 / (1.0 + 1.5 * d2 ** 0.9)
+        return 1.0 / (1.0 + 1.5 * d2**0.9)
 
     # positives: h0-t0, h1-t1; negatives: the tails rolled by one, h0-t1 and h1-t0
-    want = np.mean([-np.log(q(z["h0"], z["t0"])), -np.log(q(z["h1"], z["t1"])),
-                    -np.log(1 - q(z["h0"], z["t1"])), -np.log(1 - q(z["h1"], z["t0"]))])
+    want = np.mean(
+        [
+            -np.log(q(z["h0"], z["t0"])),
+            -np.log(q(z["h1"], z["t1"])),
+            -np.log(1 - q(z["h0"], z["t1"])),
+            -np.log(1 - q(z["h1"], z["t0"])),
+        ]
+    )
     assert float(model.neighbour_loss(head, tail)) == pytest.approx(want, rel=1e-5)
 
 
@@ -39,8 +46,9 @@ def test_the_hybrid_map_with_adam_and_its_settings_survive_saving(sample_embeddi
     recorded, and the saved model comes back with its settings."""
     from latentsky.autoencoder import LatentAutoencoder
 
-    est = LatentAutoencoder(map="hybrid", neighbour_weight=0.3, edges_per_spectrum=4, random_state=0,
-                            **{**adam, "epochs": 4, "patience": 4}).fit(sample_embeddings)
+    est = LatentAutoencoder(
+        map="hybrid", neighbour_weight=0.3, edges_per_spectrum=4, random_state=0, **{**adam, "epochs": 4, "patience": 4}
+    ).fit(sample_embeddings)
     assert est.optimizer_ == "adam" and "neighbour" in est.history_ and est.gradient_shares_["neighbour"] > 0
     path = est.save(tmp_path / "m.keras")
     with warnings.catch_warnings():
@@ -53,8 +61,13 @@ def test_the_hybrid_map_with_adam_and_its_settings_survive_saving(sample_embeddi
 def test_neighbour_parameters_are_checked(readouts, stats):
     from latentsky.autoencoder import LatentAutoencoder
 
-    for bad in (dict(neighbour_weight=-1), dict(n_neighbors=1), dict(min_dist=2.0), dict(edges_per_spectrum=0),
-                dict(negative_rate=0)):
+    for bad in (
+        dict(neighbour_weight=-1),
+        dict(n_neighbors=1),
+        dict(min_dist=2.0),
+        dict(edges_per_spectrum=0),
+        dict(negative_rate=0),
+    ):
         name = next(iter(bad))
         with pytest.raises(AutoencoderError, match=f"parameter {name}="):
             LatentAutoencoder(**bad).fit(readouts, stats=stats)
@@ -76,7 +89,8 @@ def test_a_model_of_an_older_version_is_refused_by_name(coupled_ae, tmp_path):
 
 
 def test_regress_encoder_fits_the_encoder_alone_to_given_points(readouts):
-    """A known 2-D target (the readouts' first two principal components): the encoder learns it, the decoder is untouched."""
+    """A known 2-D target (the readouts' first two principal components): the encoder learns it, the decoder is
+    untouched."""
     from latentsky.autoencoder.model import ReadoutAutoencoder
 
     std = (readouts - readouts.mean(0)) / readouts.std(0)

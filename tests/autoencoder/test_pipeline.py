@@ -39,8 +39,18 @@ def test_pipeline_writes_every_output(pipeline_run, capsys):
     shares = metrics["gradient_shares"]
     assert sum(shares.values()) == pytest.approx(1.0) if DEFAULT_KIND in END_TO_END else shares == {}
     scores = metrics["scores"]
-    for key in ("purity_object_k1", "purity_object_k5", "trust_readouts", "continuity_readouts", "trust_data",
-                "resemblance", "knn_r2_redshift", "recon_error", "recon_excess", "stage1_error"):
+    for key in (
+        "purity_object_k1",
+        "purity_object_k5",
+        "trust_readouts",
+        "continuity_readouts",
+        "trust_data",
+        "resemblance",
+        "knn_r2_redshift",
+        "recon_error",
+        "recon_excess",
+        "stage1_error",
+    ):
         assert np.isfinite(scores[key]), key
     # the map is better in data space than the PCA of the readouts
     assert scores["recon_excess"] < metrics["pca_readouts"]["recon_excess"]
@@ -65,8 +75,12 @@ def test_pipeline_resumes_skipping_up_to_date_stages(pipeline_run, capsys):
     before = [(out / f).stat().st_mtime_ns for f in ("model.keras", "latent.parquet")]
     scores = json.loads((out / "metrics.json").read_text())["scores"]
     capsys.readouterr()
-    assert main(["pipeline", str(out / "store"), "--out", str(out), "--max-iter", "150", "--restarts", "1",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["pipeline", str(out / "store"), "--out", str(out), "--max-iter", "150", "--restarts", "1", "--no-progress"]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "skipped: ingest, embed, train, encode" in printed
     assert [(out / f).stat().st_mtime_ns for f in ("model.keras", "latent.parquet")] == before
@@ -81,8 +95,15 @@ def test_pipeline_more_latent_dimensions_and_errors(tmp_path, pipeline_run):
     _, out = pipeline_run
     events = []
     # the first run's embeddings are of the same store, settings and seed: linked, not computed again
-    metrics = run_pipeline(out / "store", tmp_path / "three", n_latent=3, train={"map": "pca", "max_iter": 5},
-                           embeddings=out / "embeddings", baselines=False, progress=events.append)
+    metrics = run_pipeline(
+        out / "store",
+        tmp_path / "three",
+        n_latent=3,
+        train={"map": "pca", "max_iter": 5},
+        embeddings=out / "embeddings",
+        baselines=False,
+        progress=events.append,
+    )
     table = pd.read_parquet(tmp_path / "three" / "latent.parquet")
     assert {"x", "y", "z2"} <= set(table.columns) and "z3" not in table
     assert metrics["n_latent"] == 3 and "pca_readouts" not in metrics and metrics["map"] == "pca"
@@ -96,8 +117,10 @@ def test_pipeline_more_latent_dimensions_and_errors(tmp_path, pipeline_run):
     assert main(["pipeline", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     with pytest.raises(AutoencoderError, match="parameter embeddings: .*nowhere is not an EMBEDDINGS"):
         run_pipeline(out / "store", tmp_path / "x", embeddings=tmp_path / "nowhere")
-    assert main(["pipeline", str(out / "store"), "--out", str(tmp_path / "x"), "--embeddings",
-                 str(tmp_path / "nowhere")]) == 2
+    assert (
+        main(["pipeline", str(out / "store"), "--out", str(tmp_path / "x"), "--embeddings", str(tmp_path / "nowhere")])
+        == 2
+    )
 
 
 def test_training_budget_cuts_epochs_of_big_training_sets(tmp_path, pipeline_run):
@@ -112,12 +135,13 @@ def test_training_budget_cuts_epochs_of_big_training_sets(tmp_path, pipeline_run
     # the bundled sample is within it: untouched; no budget: untouched; never below MIN_EPOCHS
     assert within_budget(dict(defaults), 125) == defaults
     assert within_budget(dict(defaults), 9000, None) == defaults
-    assert within_budget(dict(defaults), 10 ** 6)["epochs"] == MIN_EPOCHS
+    assert within_budget(dict(defaults), 10**6)["epochs"] == MIN_EPOCHS
     # in a run with Adam: a budget of 125 spectra x 30 epochs stops a 200-epoch request at 30
     _, out = pipeline_run
     train = {"map": "coupled", "optimizer": "adam", "restarts": 1, "epochs": 200, "patience": 200}
-    metrics = run_pipeline(out / "store", tmp_path / "budget", train=train, train_visits=125 * MIN_EPOCHS,
-                           baselines=False)
+    metrics = run_pipeline(
+        out / "store", tmp_path / "budget", train=train, train_visits=125 * MIN_EPOCHS, baselines=False
+    )
     assert metrics["n_epochs"] == MIN_EPOCHS and metrics["optimizer"] == "adam"
     with pytest.raises(AutoencoderError, match="parameter train_visits"):
         run_pipeline(out / "store", tmp_path / "x", train_visits=0)

@@ -6,11 +6,10 @@ import gzip
 from pathlib import Path
 
 import pytest
-
 from _support.data import shared_data_dir
+
 from latentsky.archives.local.server import LocalServer
 from latentsky.download import DownloadItem
-
 
 # A mix of real files: a FIRST image (14 kB), a UKIDSS image (386 kB), small SDSS spectra and
 # HARPS s1d spectra (~1.4 MB: several 256 kB chunks, room to resume).  From ../shared/data when

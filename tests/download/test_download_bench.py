@@ -11,9 +11,25 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "download.py"
 
 
 def test_bench_small_run(tmp_path):
-    out = subprocess.run([sys.executable, str(BENCH), "--files", "120", "--seq-files", "10", "--connections", "8",
-                          "--retry-after", "0.2", "--workdir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH),
+            "--files",
+            "120",
+            "--seq-files",
+            "10",
+            "--connections",
+            "8",
+            "--retry-after",
+            "0.2",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.strip().splitlines()
     result = json.loads(lines[-1])
@@ -34,8 +50,12 @@ def test_bench_small_run(tmp_path):
 
 def test_soak_small_run(tmp_path):
     soak = BENCH.with_name("soak.py")
-    out = subprocess.run([sys.executable, str(soak), "--files", "40", "--kills", "2", "--workdir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [sys.executable, str(soak), "--files", "40", "--kills", "2", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["kills"] == 2 and result["files"] == 40

@@ -26,8 +26,10 @@ def _table(server, names=None) -> Table:
     return t
 
 
-@pytest.mark.parametrize("fmt, suffix", [("ascii.ecsv", ".ecsv"), ("votable", ".xml"), ("parquet", ".parquet"),
-                                         ("fits", ".fits"), ("ascii.csv", ".csv")])
+@pytest.mark.parametrize(
+    "fmt, suffix",
+    [("ascii.ecsv", ".ecsv"), ("votable", ".xml"), ("parquet", ".parquet"), ("fits", ".fits"), ("ascii.csv", ".csv")],
+)
 def test_download_table_then_status_then_rerun(archive, fits_dir, tmp_path, capsys, fmt, suffix):
     table = tmp_path / f"products{suffix}"
     _table(archive).write(table, format=fmt)
@@ -98,8 +100,20 @@ def test_sigkill_mid_transfer_loses_nothing(fits_dir, tmp_path):
         table = tmp_path / "t.ecsv"
         Table({"access_url": [u for u, _ in files]}).write(table)
         dest = tmp_path / "dest"
-        cmd = [sys.executable, "-m", "latentsky.cli", "download", str(table), "--dest", str(dest),
-               "--no-progress", "--max-connections", "2", "--max-connections-per-host", "2"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "latentsky.cli",
+            "download",
+            str(table),
+            "--dest",
+            str(dest),
+            "--no-progress",
+            "--max-connections",
+            "2",
+            "--max-connections-per-host",
+            "2",
+        ]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 40

@@ -26,14 +26,15 @@ def eso_is_local(archive, monkeypatch):
     monkeypatch.setattr(conf, "eso_data_url", archive.base_url + "/files/")
 
 
-def test_token_is_used_and_never_leaks(archive, fits_dir, tmp_path, plan, assert_identical, monkeypatch, caplog,
-                                       eso_is_local):
+def test_token_is_used_and_never_leaks(
+    archive, fits_dir, tmp_path, plan, assert_identical, monkeypatch, caplog, eso_is_local
+):
     monkeypatch.setenv("LATENTSKY_ESO_TOKEN", TOKEN)
     archive.require_token("/files/", TOKEN)
     items = plan(archive, tmp_path / "dest", auth="eso")
     broken = items[0]
     # one file keeps failing, so its error goes through every reporting path
-    archive.fail_first(broken.url[len(archive.base_url):], 10, "500")
+    archive.fail_first(broken.url[len(archive.base_url) :], 10, "500")
     archive.fail_first("/files/*", 1, "html")  # an expired-session page: re-authenticate, retry
     manager = DownloadManager(tmp_path / "dest", max_retries=3, backoff=0.01, timeout=5)
     with caplog.at_level(logging.DEBUG):
@@ -43,9 +44,18 @@ def test_token_is_used_and_never_leaks(archive, fits_dir, tmp_path, plan, assert
     assert_identical(items[1:])
     # the token was really sent, as a header
     assert {r.headers.get("authorization") for r in archive.log} == {f"Bearer {TOKEN}"}
-    texts = [caplog.text, repr(manager), repr(results), repr(again), repr(items), repr(results.errors),
-             str(results.errors[0]), results.errors[0].error, results.summary(),
-             *(str(r) for r in manager.manifest.rows())]
+    texts = [
+        caplog.text,
+        repr(manager),
+        repr(results),
+        repr(again),
+        repr(items),
+        repr(results.errors),
+        str(results.errors[0]),
+        results.errors[0].error,
+        results.summary(),
+        *(str(r) for r in manager.manifest.rows()),
+    ]
     for text in texts:
         assert TOKEN not in text
     assert "HTTP 500" in results.errors[0].error
@@ -81,8 +91,9 @@ def test_keyring_is_the_fallback(monkeypatch):
     import keyring
 
     monkeypatch.delenv("LATENTSKY_ESO_TOKEN", raising=False)
-    monkeypatch.setattr(keyring, "get_password",
-                        lambda service, user: TOKEN if (service, user) == ("latentsky", "eso") else None)
+    monkeypatch.setattr(
+        keyring, "get_password", lambda service, user: TOKEN if (service, user) == ("latentsky", "eso") else None
+    )
     token = get_token("eso")
     assert token.reveal() == TOKEN and TOKEN not in repr(token) and TOKEN not in str(token)
     assert TOKEN not in f"{token}" and TOKEN not in repr({"t": token})

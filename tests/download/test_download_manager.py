@@ -36,8 +36,9 @@ def test_each_fault_kind_is_survived(archive, fits_dir, tmp_path, plan, assert_i
     assert expected <= results.retries <= expected + len(items), (results.retries, expected)
     if kind == "hostile_name":  # the server's name is ignored: nothing lands outside dest
         assert not (tmp_path / "evil.fits").exists() and not (tmp_path.parent / "evil.fits").exists()
-        assert sorted(p.name for p in (tmp_path / "dest").iterdir() if not p.name.startswith(".")) == \
-            sorted(i.dest.name for i in items)
+        assert sorted(p.name for p in (tmp_path / "dest").iterdir() if not p.name.startswith(".")) == sorted(
+            i.dest.name for i in items
+        )
     if kind == "truncate":  # partial bytes were kept and resumed with Range
         # (not checked after a reset: the kernel may drop bytes received before the RST)
         assert any(r.headers.get("range") for r in archive.log)
@@ -109,8 +110,10 @@ def test_connections_are_kept_alive_and_shared(fits_dir, tmp_path):
     with LocalServer(fits_dir, latency=0.02) as server:
         files = server.files()
         # 36 items over the 6 files; the first answer of each path is an error page
-        items = [DownloadItem(f"k{i}", files[i % len(files)][0], tmp_path / "dest" / f"{i}.fits", kind="fits")
-                 for i in range(36)]
+        items = [
+            DownloadItem(f"k{i}", files[i % len(files)][0], tmp_path / "dest" / f"{i}.fits", kind="fits")
+            for i in range(36)
+        ]
         server.fail_first("/files/*", 1, "500")
         results = _manager(tmp_path, max_connections=3, max_connections_per_host=3).run(items)
         assert results.ok and results.retries == len(files)
@@ -139,7 +142,7 @@ def test_one_manifest_write_per_small_file(archive, fits_dir, tmp_path, plan, as
 def test_errors_can_be_retried_alone(archive, fits_dir, tmp_path, plan, assert_identical, caplog):
     items = plan(archive, tmp_path / "dest")
     broken = items[0]
-    archive.fail_first(archive.url_for(fits_dir / broken.dest.name)[len(archive.base_url):], 10, "500")
+    archive.fail_first(archive.url_for(fits_dir / broken.dest.name)[len(archive.base_url) :], 10, "500")
     manager = _manager(tmp_path, max_retries=3)
     with caplog.at_level(logging.WARNING):
         results = manager.run(items)
@@ -154,7 +157,7 @@ def test_errors_can_be_retried_alone(archive, fits_dir, tmp_path, plan, assert_i
     archive.clear()
     again = manager.run(results.errors)
     assert again.ok and again.done == [broken.dest]
-    assert {r.path for r in archive.log} == {broken.url[len(archive.base_url):]}
+    assert {r.path for r in archive.log} == {broken.url[len(archive.base_url) :]}
     assert_identical(items)
     assert manager.manifest.counts() == {"done": len(items)}
 

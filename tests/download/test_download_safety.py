@@ -24,8 +24,7 @@ def small_disk(tmp_path):
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True,
-                          text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     yield mnt
@@ -52,8 +51,8 @@ def test_disk_full_is_a_clear_error_and_the_next_run_resumes_byte_for_byte(fits_
         assert "Traceback" not in first.stderr and "OperationalError" not in first.stderr
         assert "No space left on device" in first.stderr and "run the same command again" in first.stderr
         kept = {p.name: p.stat().st_size for p in dest.iterdir() if not p.name.startswith(".")}
-        assert any(not n.endswith(".part") for n in kept)            # some files were finished
-        assert len(kept) < len(files) + 1                           # ... not all
+        assert any(not n.endswith(".part") for n in kept)  # some files were finished
+        assert len(kept) < len(files) + 1  # ... not all
 
         filler.unlink()
         server.clear()
@@ -74,8 +73,9 @@ def test_disk_full_is_a_clear_error_and_the_next_run_resumes_byte_for_byte(fits_
 def test_an_html_page_is_never_a_finished_file_whatever_the_kind(fits_dir, tmp_path, capsys):
     with LocalServer(fits_dir) as server:
         # product URLs that do not end in .fits, and no file-name column: --kind auto means "any"
-        server.add_route("GET", "/product/{name}",
-                         lambda r: Response.from_file(fits_dir / (r.path_params["name"] + ".fits")))
+        server.add_route(
+            "GET", "/product/{name}", lambda r: Response.from_file(fits_dir / (r.path_params["name"] + ".fits"))
+        )
         stems = sorted(p.name[:-5] for p in fits_dir.glob("*.fits"))[:3]
         table = tmp_path / "t.ecsv"
         Table({"dp_id": stems, "access_url": [f"{server.base_url}/product/{n}" for n in stems]}).write(table)
@@ -100,8 +100,18 @@ def test_ctrl_c_says_what_was_kept_and_exits_130(fits_dir, tmp_path):
         table = tmp_path / "t.ecsv"
         Table({"access_url": [u for u, _ in files]}).write(table)
         dest = tmp_path / "dest"
-        cmd = [sys.executable, "-m", "latentsky.cli", "download", str(table), "--dest", str(dest), "--no-progress",
-               "--max-connections", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "latentsky.cli",
+            "download",
+            str(table),
+            "--dest",
+            str(dest),
+            "--no-progress",
+            "--max-connections",
+            "1",
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while not (dest.is_dir() and any(p.name.endswith(".part") for p in dest.iterdir())):

@@ -7,8 +7,7 @@ import time
 import pytest
 import requests
 
-from latentsky.archives.local.server import (FAULT_KINDS, HOSTILE_FILENAME, LOGIN_PAGE, HTTPError, LocalServer,
-                                             Response)
+from latentsky.archives.local.server import FAULT_KINDS, HOSTILE_FILENAME, LOGIN_PAGE, HTTPError, LocalServer, Response
 
 
 @pytest.fixture
@@ -31,8 +30,9 @@ def test_serves_files_with_head_length_and_etag(archive, spectrum):
     assert len(archive.files()) == 6
 
 
-@pytest.mark.parametrize("rng, expected", [("bytes=100-", slice(100, None)), ("bytes=10-19", slice(10, 20)),
-                                           ("bytes=-50", slice(-50, None))])
+@pytest.mark.parametrize(
+    "rng, expected", [("bytes=100-", slice(100, None)), ("bytes=10-19", slice(10, 20)), ("bytes=-50", slice(-50, None))]
+)
 def test_range_requests(archive, spectrum, rng, expected):
     url, data = spectrum
     r = requests.get(url, headers={"Range": rng}, timeout=5)
@@ -55,8 +55,13 @@ def test_unsatisfiable_range_and_ignore_range_and_if_range(archive, spectrum):
 
 def test_routes_params_and_errors(archive):
     def tap(req):
-        return Response.json({"query": req.param("query"), "lang": req.param("LANG"),
-                              "upload": {k: len(v) for k, v in req.files.items()}})
+        return Response.json(
+            {
+                "query": req.param("query"),
+                "lang": req.param("LANG"),
+                "upload": {k: len(v) for k, v in req.files.items()},
+            }
+        )
 
     def cutout(req):
         if req.path_params["survey"] == "nope":
@@ -69,10 +74,14 @@ def test_routes_params_and_errors(archive):
     archive.add_route("GET", "/boom", lambda req: 1 / 0)
     archive.add_route("GET", "/none", lambda req: None)
     base = archive.base_url
-    assert requests.get(base + "/tap/sync", params={"QUERY": "SELECT 1", "lang": "ADQL"}, timeout=5).json() == \
-        {"query": "SELECT 1", "lang": "ADQL", "upload": {}}
-    r = requests.post(base + "/tap/sync", data={"QUERY": "SELECT 2"},
-                      files={"quasars": ("q.xml", b"<VOTABLE/>")}, timeout=5)
+    assert requests.get(base + "/tap/sync", params={"QUERY": "SELECT 1", "lang": "ADQL"}, timeout=5).json() == {
+        "query": "SELECT 1",
+        "lang": "ADQL",
+        "upload": {},
+    }
+    r = requests.post(
+        base + "/tap/sync", data={"QUERY": "SELECT 2"}, files={"quasars": ("q.xml", b"<VOTABLE/>")}, timeout=5
+    )
     assert r.json() == {"query": "SELECT 2", "lang": None, "upload": {"quasars": 10}}
     assert requests.get(base + "/cutout/first", params={"ra": "10.5"}, timeout=5).text == "first ra=10.5"
     r = requests.get(base + "/cutout/nope", timeout=5)

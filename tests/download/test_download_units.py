@@ -18,41 +18,61 @@ from latentsky.exceptions import DownloadError
 
 # ---------------------------------------------------------------- items
 def test_item_normalises_and_validates(tmp_path):
-    item = DownloadItem("k", "http://127.0.0.1:8080/x.fits", str(tmp_path / "x.fits"), size="10",
-                        sha256="AB" * 32, kind="fits")
+    item = DownloadItem(
+        "k", "http://127.0.0.1:8080/x.fits", str(tmp_path / "x.fits"), size="10", sha256="AB" * 32, kind="fits"
+    )
     assert item.dest == tmp_path / "x.fits" and item.size == 10 and item.sha256 == "ab" * 32
     assert item.host == "127.0.0.1:8080" and item.part == tmp_path / "x.fits.part"
     assert DownloadItem.from_dict(item.to_dict()) == item
-    for bad, match in [(dict(url="ftp://x/y"), "http"), (dict(kind="png"), "kind"), (dict(size=-1), "size"),
-                       (dict(sha256="123"), "sha256"), (dict(key=""), "key")]:
+    for bad, match in [
+        (dict(url="ftp://x/y"), "http"),
+        (dict(kind="png"), "kind"),
+        (dict(size=-1), "size"),
+        (dict(sha256="123"), "sha256"),
+        (dict(key=""), "key"),
+    ]:
         fields = dict(key="k", url="http://h/x", dest=tmp_path / "x") | bad
         with pytest.raises(ValueError, match=match):
             DownloadItem(**fields)
 
 
 # ---------------------------------------------------------------- names
-@pytest.mark.parametrize("raw, expected", [
-    ("../../etc/passwd", "passwd"),
-    ("/etc/passwd", "passwd"),
-    ("..\\..\\windows\\system32\\evil.fits", "evil.fits"),
-    ("C:\\evil.fits", "evil.fits"),
-    ("C:evil.fits", "C_evil.fits"),
-    ("ok\x00.fits", "ok.fits"),
-    ("..", "download"),
-    ("...", "download"),
-    ("/", "download"),
-    ("", "download"),
-    (".bashrc", "bashrc"),
-    ("a b\nc.fits", "a_b_c.fits"),
-    ("CON", "_CON"),
-    ("HARPS.2012-04-14T09:01:09.658_s1d_A.fits", "HARPS.2012-04-14T09_01_09.658_s1d_A.fits"),
-    # Windows device names, with or without an extension, in any case; COM0 and LPT0 too
-    ("con.fits", "_con.fits"), ("NUL", "_NUL"), ("aux.tar.gz", "_aux.tar.gz"), ("PRN.", "_PRN"),
-    ("COM0", "_COM0"), ("com9.fits", "_com9.fits"), ("LPT0.txt", "_LPT0.txt"), ("lpt9", "_lpt9"),
-    ("COM10.fits", "COM10.fits"), ("CONSOLE.fits", "CONSOLE.fits"), ("CON .fits", "CON_.fits"),
-    # no trailing dot or space (Windows drops them: two names would become one)
-    ("spec.fits.", "spec.fits"), ("spec.fits ", "spec.fits"), ("spec. . ", "spec"), (" spec", "spec"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("../../etc/passwd", "passwd"),
+        ("/etc/passwd", "passwd"),
+        ("..\\..\\windows\\system32\\evil.fits", "evil.fits"),
+        ("C:\\evil.fits", "evil.fits"),
+        ("C:evil.fits", "C_evil.fits"),
+        ("ok\x00.fits", "ok.fits"),
+        ("..", "download"),
+        ("...", "download"),
+        ("/", "download"),
+        ("", "download"),
+        (".bashrc", "bashrc"),
+        ("a b\nc.fits", "a_b_c.fits"),
+        ("CON", "_CON"),
+        ("HARPS.2012-04-14T09:01:09.658_s1d_A.fits", "HARPS.2012-04-14T09_01_09.658_s1d_A.fits"),
+        # Windows device names, with or without an extension, in any case; COM0 and LPT0 too
+        ("con.fits", "_con.fits"),
+        ("NUL", "_NUL"),
+        ("aux.tar.gz", "_aux.tar.gz"),
+        ("PRN.", "_PRN"),
+        ("COM0", "_COM0"),
+        ("com9.fits", "_com9.fits"),
+        ("LPT0.txt", "_LPT0.txt"),
+        ("lpt9", "_lpt9"),
+        ("COM10.fits", "COM10.fits"),
+        ("CONSOLE.fits", "CONSOLE.fits"),
+        ("CON .fits", "CON_.fits"),
+        # no trailing dot or space (Windows drops them: two names would become one)
+        ("spec.fits.", "spec.fits"),
+        ("spec.fits ", "spec.fits"),
+        ("spec. . ", "spec"),
+        (" spec", "spec"),
+    ],
+)
 def test_safe_name(raw, expected):
     assert safe_name(raw) == expected
 
@@ -195,8 +215,11 @@ def test_verify_catches_truncated_and_mislabelled_fits(harps, tmp_path):
     with pytest.raises(DownloadError, match="HTML"):
         verify(DownloadItem("p", "http://h/p", page, kind="fits"), page)
     # whatever the kind: a table promised a data product, never a login page (XHTML included)
-    for body in (b"<!DOCTYPE html><html>login</html>", b"\n  <HTML><body>expired</body></HTML>",
-                 b'<?xml version="1.0"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0//EN">\n<html/>'):
+    for body in (
+        b"<!DOCTYPE html><html>login</html>",
+        b"\n  <HTML><body>expired</body></HTML>",
+        b'<?xml version="1.0"?>\n<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0//EN">\n<html/>',
+    ):
         page.write_bytes(body)
         with pytest.raises(DownloadError, match="HTML page arrived instead of the data product"):
             verify(DownloadItem("p", "http://h/p", page, kind="any"), page)
@@ -205,8 +228,10 @@ def test_verify_catches_truncated_and_mislabelled_fits(harps, tmp_path):
     verify(DownloadItem("v", "http://h/v", votable, kind="any"), votable)
     good = tmp_path / "good.fits"
     good.write_bytes(data)
-    assert verify(DownloadItem("g", "http://h/g", good, kind="fits", size=len(data)), good) == \
-        hashlib.sha256(data).hexdigest()
+    assert (
+        verify(DownloadItem("g", "http://h/g", good, kind="fits", size=len(data)), good)
+        == hashlib.sha256(data).hexdigest()
+    )
 
 
 def test_parse_retry_after():

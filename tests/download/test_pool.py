@@ -14,8 +14,9 @@ from latentsky.download.pool import Request, RequestPool
 @pytest.fixture(scope="module")
 def server():
     srv = LocalServer(latency=0.02, retry_after=0.3).start()
-    srv.add_route("GET", "/n/{i}",
-                  lambda r: Response(f"answer {r.path_params['i']}".encode(), content_type="text/plain"))
+    srv.add_route(
+        "GET", "/n/{i}", lambda r: Response(f"answer {r.path_params['i']}".encode(), content_type="text/plain")
+    )
     srv.add_route("GET", "/missing/{i}", lambda r: Response(b"no such thing", 404, "text/plain"))
     yield srv
     srv.stop()
@@ -44,8 +45,13 @@ def test_retry_after_is_waited_without_holding_a_connection_and_refusals_are_fin
     server.fail_first("/n/*", 1, "503")  # every path's first request: Retry-After 0.3 s
     pool = RequestPool(max_connections=4, max_connections_per_host=4, policy=RetryPolicy(max_attempts=3, backoff=0.01))
     t0 = time.monotonic()
-    outcomes = list(pool.imap([Request(i, f"{server.base_url}/n/{i}") for i in range(8)] +
-                              [Request("gone", f"{server.base_url}/missing/1")], parse=lambda b, h: b))
+    outcomes = list(
+        pool.imap(
+            [Request(i, f"{server.base_url}/n/{i}") for i in range(8)]
+            + [Request("gone", f"{server.base_url}/missing/1")],
+            parse=lambda b, h: b,
+        )
+    )
     elapsed = time.monotonic() - t0
     ok = [o for o in outcomes if o.ok]
     (gone,) = [o for o in outcomes if not o.ok]
@@ -59,7 +65,10 @@ def test_a_damaged_answer_is_asked_again(server):
     server.clear()
     server.fail_first("/n/*", 1, "truncate")
     server.fail_first("/n/*", 1, "html")
-    outcomes = list(RequestPool(max_connections=2, policy=RetryPolicy(max_attempts=4, backoff=0.01)).imap(
-        [Request(i, f"{server.base_url}/n/{i}") for i in range(3)], parse=lambda b, h: b.decode()))
+    outcomes = list(
+        RequestPool(max_connections=2, policy=RetryPolicy(max_attempts=4, backoff=0.01)).imap(
+            [Request(i, f"{server.base_url}/n/{i}") for i in range(3)], parse=lambda b, h: b.decode()
+        )
+    )
     assert sorted(o.value for o in outcomes) == ["answer 0", "answer 1", "answer 2"]
     assert all(o.request.attempts == 3 for o in outcomes)

@@ -29,8 +29,7 @@ def harps_store(tmp_path_factory, sample):
 @pytest.fixture(scope="session")
 def harps(harps_store):
     """(flux float64, weight, catalog) of the HARPS store."""
-    return (np.asarray(harps_store.flux[:], dtype="f8"), np.asarray(harps_store.weight[:]),
-            harps_store.catalog)
+    return (np.asarray(harps_store.flux[:], dtype="f8"), np.asarray(harps_store.weight[:]), harps_store.catalog)
 
 
 @pytest.fixture(scope="session")

@@ -16,22 +16,32 @@ def rel_err(a, b):
     return np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
 
 
-PAPER = {"leak_rate": 1.0, "position_scaling": 0.0, "bin_pixels": 1}     # the reservoir of Gianniotis et al.
+PAPER = {"leak_rate": 1.0, "position_scaling": 0.0, "bin_pixels": 1}  # the reservoir of Gianniotis et al.
 
 
-@pytest.mark.parametrize("params, tol", [
-    ({**PAPER}, 1e-5),
-    # the defaults (leak, position input, binned): ~1e3 times worse conditioned, float32 states
-    # (TensorFlow's tanh differs from the fused kernel's by a few ulp)
-    ({}, 1e-3),
-    ({"state_dtype": "float64", "reservoir": "random", "n_units": 40, "random_state": 1}, 1e-6),
-    ({"state_dtype": "float64", "leak_rate": 0.6, "bias": 0.2, "n_units": 40}, 1e-6),
-    # float32 states in a random reservoir: TensorFlow's (Eigen's) float32 tanh differs
-    # from NumPy's by a few ulp and this X^T X is ~10x worse conditioned than the cycle's
-    ({"reservoir": "random", "n_units": 40, "random_state": 1, **PAPER}, 3e-4),
-    ({"state_dtype": "float64", "leak_rate": 0.3, "position_scaling": 0.8, "bin_pixels": 4, "n_units": 40}, 1e-6),
-], ids=["paper-float32", "defaults-float32", "random-float64", "leak-bias-float64", "random-float32",
-        "position-binned-float64"])
+@pytest.mark.parametrize(
+    "params, tol",
+    [
+        ({**PAPER}, 1e-5),
+        # the defaults (leak, position input, binned): ~1e3 times worse conditioned, float32 states
+        # (TensorFlow's tanh differs from the fused kernel's by a few ulp)
+        ({}, 1e-3),
+        ({"state_dtype": "float64", "reservoir": "random", "n_units": 40, "random_state": 1}, 1e-6),
+        ({"state_dtype": "float64", "leak_rate": 0.6, "bias": 0.2, "n_units": 40}, 1e-6),
+        # float32 states in a random reservoir: TensorFlow's (Eigen's) float32 tanh differs
+        # from NumPy's by a few ulp and this X^T X is ~10x worse conditioned than the cycle's
+        ({"reservoir": "random", "n_units": 40, "random_state": 1, **PAPER}, 3e-4),
+        ({"state_dtype": "float64", "leak_rate": 0.3, "position_scaling": 0.8, "bin_pixels": 4, "n_units": 40}, 1e-6),
+    ],
+    ids=[
+        "paper-float32",
+        "defaults-float32",
+        "random-float64",
+        "leak-bias-float64",
+        "random-float32",
+        "position-binned-float64",
+    ],
+)
 def test_numpy_and_tensorflow_agree(harps, params, tol):
     pytest.importorskip("tensorflow")
     flux, weight, _ = harps
@@ -48,8 +58,12 @@ def test_numpy_and_tensorflow_agree(harps, params, tol):
 
 def test_thread_count_and_block_size_do_not_change_results(alf_cen_b):
     flux, weight = alf_cen_b[0][:6], alf_cen_b[1][:6]
-    out = [ESNReadoutEmbedder(n_units=30, backend="numpy", n_threads=n, block_steps=k, batch_size=b)
-           .fit(flux).statistics(flux, weight) for n, k, b in [(1, 1024, 6), (2, 1024, 4), (2, 1024, 1)]]
+    out = [
+        ESNReadoutEmbedder(n_units=30, backend="numpy", n_threads=n, block_steps=k, batch_size=b)
+        .fit(flux)
+        .statistics(flux, weight)
+        for n, k, b in [(1, 1024, 6), (2, 1024, 4), (2, 1024, 1)]
+    ]
     for other in out[1:]:
         assert np.array_equal(other.gram, out[0].gram) and np.array_equal(other.xty, out[0].xty)
     # a different block length changes only the summation order
@@ -67,9 +81,11 @@ def test_auto_is_numpy_without_a_gpu(monkeypatch):
 
 
 def test_tensorflow_is_imported_lazily():
-    code = ("import sys, latentsky.embed, latentsky.embed.backends, latentsky.embed.esn;"
-            "from latentsky.commands import embed;"
-            "print('tensorflow' in sys.modules, 'dask' in sys.modules, 'numba' in sys.modules)")
+    code = (
+        "import sys, latentsky.embed, latentsky.embed.backends, latentsky.embed.esn;"
+        "from latentsky.commands import embed;"
+        "print('tensorflow' in sys.modules, 'dask' in sys.modules, 'numba' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "False"]
 

@@ -19,8 +19,8 @@ def test_gram_plan_follows_the_vector_registers():
 def test_every_tile_and_block_precision_gives_the_same_sums(harps):
     flux, weight, _ = harps
     flux, weight = flux[[0, 5]], weight[[0, 5]].copy()
-    weight[0, 1000:1037] = 0                      # masked steps inside a block
-    emb = ESNReadoutEmbedder(n_units=22, leak_rate=0.7).fit(flux, weight=weight)   # N+1 = 23: padded tiles
+    weight[0, 1000:1037] = 0  # masked steps inside a block
+    emb = ESNReadoutEmbedder(n_units=22, leak_rate=0.7).fit(flux, weight=weight)  # N+1 = 23: padded tiles
     b = prepare_batch(flux, weight, offset=emb.offset_, washout=emb.washout, bin_pixels=emb.bin_pixels)
     out = {}
     for tile in (3, 4):
@@ -38,8 +38,7 @@ def test_every_tile_and_block_precision_gives_the_same_sums(harps):
 
 def test_an_unknown_tile_or_precision_is_refused(harps):
     emb = ESNReadoutEmbedder(n_units=10).fit(harps[0][:1], weight=harps[1][:1])
-    b = prepare_batch(harps[0][:1], harps[1][:1], offset=emb.offset_, washout=emb.washout,
-                      bin_pixels=emb.bin_pixels)
+    b = prepare_batch(harps[0][:1], harps[1][:1], offset=emb.offset_, washout=emb.washout, bin_pixels=emb.bin_pixels)
     g, c = np.zeros((1, 11, 11)), np.zeros((1, 11))
     with pytest.raises(ValueError, match="tile=5"):
         compiled_statistics(b.u, b.mask, b.y, emb.reservoir_, 64, g, c, tile=5)

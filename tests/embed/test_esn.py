@@ -9,7 +9,6 @@ from latentsky.embed import ESNReadoutEmbedder, ReadoutStatistics, reference_sta
 from latentsky.embed.series import prepare_batch
 from latentsky.exceptions import EmbeddingError, LatentskyError
 
-
 #: The reservoir of Gianniotis et al.: one pixel per step, no leak, no position input.  The tests of
 #: the mechanics at pixel level (masks, sums, GCV, errors) use it; the defaults add binning and the
 #: position input on top of the same mechanics.
@@ -25,14 +24,14 @@ def test_readout_predicts_held_out_steps_better_than_a_constant(alf_cen_b):
     T = flux.shape[1]
     half = T // 2
     w_first = weight.copy()
-    w_first[:, half:] = 0                        # fit on the first half only
+    w_first[:, half:] = 0  # fit on the first half only
     emb = ESNReadoutEmbedder(backend="numpy", **PAPER).fit(flux, weight=weight)
     readouts = emb.transform(flux, weight=w_first)
     for i in range(len(flux)):
-        states = emb.reservoir_.run(flux[i] - emb.offset_)           # independent float64 states
+        states = emb.reservoir_.run(flux[i] - emb.offset_)  # independent float64 states
         X = np.hstack([states, np.ones((T, 1))])[half:-1]
-        y = flux[i, half + 1:]
-        ok = (weight[i, half:-1] > 0) & (weight[i, half + 1:] > 0)
+        y = flux[i, half + 1 :]
+        ok = (weight[i, half:-1] > 0) & (weight[i, half + 1 :] > 0)
         mse_esn = np.mean((X[ok] @ readouts[i] - y[ok]) ** 2)
         mse_const = np.mean((flux[i, :half][weight[i, :half] > 0].mean() - y[ok]) ** 2)
         assert mse_esn < 0.5 * mse_const, (i, mse_esn, mse_const)
@@ -52,34 +51,60 @@ def test_deterministic_for_a_random_state(alf_cen_b):
     assert np.array_equal(d, e)
 
 
-@pytest.mark.parametrize("params, tol", [
-    # the defaults: N=100 simple cycle, leak 0.5, position input, 16-pixel bins, float32 states.  The
-    # leak's longer memory conditions X^T X ~1e3 times worse than without: float32 states reach
-    # ~1e-4 at a ridge of 1e-6, ~1e-5 at the default 1e-2
-    ({}, {1e-6: 5e-4, 1e-2: 3e-5}),
-    ({"reservoir": "random", "n_units": 60, "random_state": 0, **PAPER}, {1e-6: 1e-5, 1e-2: 1e-5}),
-    ({**PAPER}, {1e-6: 1e-5, 1e-2: 1e-5}),                     # the paper's reservoir, float32
-    # a strong leak plus a bias moves the states off centre: X^T X is conditioned
-    # ~1e4 times worse and float32 states alone reach only ~2e-4 at ridge 1e-6
-    ({"leak_rate": 0.7, "bias": 0.1, "n_units": 60, "state_dtype": "float64", "bin_pixels": 1},
-     {1e-6: 1e-5, 1e-2: 1e-5}),
-    # the position input on binned flux without a leak, read by the fused float32 kernel
-    ({"leak_rate": 1.0, "position_scaling": 0.8, "bin_pixels": 4}, {1e-6: 1e-5, 1e-2: 1e-5}),
-    ({"leak_rate": 0.3, "position_scaling": 0.8, "bin_pixels": 4, "state_dtype": "float64"}, {1e-6: 1e-5, 1e-2: 1e-5}),
-    ({"reservoir": "random", "n_units": 40, "random_state": 0, "position_scaling": 0.8, "bin_pixels": 4,
-      "state_dtype": "float64"}, {1e-6: 1e-5, 1e-2: 1e-5}),
-], ids=["defaults", "random-paper", "cycle-paper", "cycle-leak-bias-float64", "cycle-position-binned",
-        "cycle-leak-position-float64", "random-position-binned-float64"])
+@pytest.mark.parametrize(
+    "params, tol",
+    [
+        # the defaults: N=100 simple cycle, leak 0.5, position input, 16-pixel bins, float32 states.  The
+        # leak's longer memory conditions X^T X ~1e3 times worse than without: float32 states reach
+        # ~1e-4 at a ridge of 1e-6, ~1e-5 at the default 1e-2
+        ({}, {1e-6: 5e-4, 1e-2: 3e-5}),
+        ({"reservoir": "random", "n_units": 60, "random_state": 0, **PAPER}, {1e-6: 1e-5, 1e-2: 1e-5}),
+        ({**PAPER}, {1e-6: 1e-5, 1e-2: 1e-5}),  # the paper's reservoir, float32
+        # a strong leak plus a bias moves the states off centre: X^T X is conditioned
+        # ~1e4 times worse and float32 states alone reach only ~2e-4 at ridge 1e-6
+        (
+            {"leak_rate": 0.7, "bias": 0.1, "n_units": 60, "state_dtype": "float64", "bin_pixels": 1},
+            {1e-6: 1e-5, 1e-2: 1e-5},
+        ),
+        # the position input on binned flux without a leak, read by the fused float32 kernel
+        ({"leak_rate": 1.0, "position_scaling": 0.8, "bin_pixels": 4}, {1e-6: 1e-5, 1e-2: 1e-5}),
+        (
+            {"leak_rate": 0.3, "position_scaling": 0.8, "bin_pixels": 4, "state_dtype": "float64"},
+            {1e-6: 1e-5, 1e-2: 1e-5},
+        ),
+        (
+            {
+                "reservoir": "random",
+                "n_units": 40,
+                "random_state": 0,
+                "position_scaling": 0.8,
+                "bin_pixels": 4,
+                "state_dtype": "float64",
+            },
+            {1e-6: 1e-5, 1e-2: 1e-5},
+        ),
+    ],
+    ids=[
+        "defaults",
+        "random-paper",
+        "cycle-paper",
+        "cycle-leak-bias-float64",
+        "cycle-position-binned",
+        "cycle-leak-position-float64",
+        "random-position-binned-float64",
+    ],
+)
 def test_fast_path_matches_float64_reference(harps, params, tol):
     flux, weight, cat = harps
-    rows = [1, 2, 3, 14]                 # Gl 581 and alpha Cen B at S/N 343, 414 and 184
+    rows = [1, 2, 3, 14]  # Gl 581 and alpha Cen B at S/N 343, 414 and 184
     flux, weight = flux[rows], weight[rows].copy()
-    weight[1, 1500:1620] = 0             # a gap inside the spectrum
-    weight[2, :300] = 0                  # off coverage at the start
+    weight[1, 1500:1620] = 0  # a gap inside the spectrum
+    weight[2, :300] = 0  # off coverage at the start
     emb = ESNReadoutEmbedder(backend="numpy", **params).fit(flux, weight=weight)
     fast = emb.statistics(flux, weight)
-    ref = reference_statistics(flux, weight, emb.reservoir_, offset=emb.offset_, washout=emb.washout,
-                               bin_pixels=emb.bin_pixels)
+    ref = reference_statistics(
+        flux, weight, emb.reservoir_, offset=emb.offset_, washout=emb.washout, bin_pixels=emb.bin_pixels
+    )
     assert np.array_equal(fast.n_steps, ref.n_steps)
     np.testing.assert_allclose(fast.persistence, ref.persistence, rtol=1e-12)
     for ridge, limit in tol.items():
@@ -125,7 +150,7 @@ def test_masked_pixels_are_skipped_not_zeros(alf_cen_b):
         expected = np.sum(v[i, :-1] & v[i, 1:] & (t >= first + emb.washout))
         assert base.n_steps[i] == expected
     full = emb.statistics(flux, alf_cen_b[1][:2]).n_steps
-    assert full[0] - base.n_steps[0] == 101 and full[1] - base.n_steps[1] == 2   # 100 masked pixels: 101 steps
+    assert full[0] - base.n_steps[0] == 101 and full[1] - base.n_steps[1] == 2  # 100 masked pixels: 101 steps
     # feeding masked pixels as zeros (the wrong way) would give a different readout
     zeros = emb.statistics(np.where(weight > 0, flux, 0.0))
     assert not np.allclose(zeros.readouts(1e-2)[0], base.readouts(1e-2)[0])
@@ -135,10 +160,10 @@ def test_statistics_give_the_data_space_error(alf_cen_b):
     flux = alf_cen_b[0][:2]
     emb = ESNReadoutEmbedder(n_units=30, backend="numpy", **PAPER).fit(flux)
     st = emb.statistics(flux)
-    w = st.readouts(1e-3) + 0.01          # any readout, not only the optimum
+    w = st.readouts(1e-3) + 0.01  # any readout, not only the optimum
     for i in range(2):
         X = np.hstack([emb.reservoir_.run(flux[i] - emb.offset_), np.ones((flux.shape[1], 1))])
-        X, y = X[emb.washout:-1], flux[i, emb.washout + 1:]
+        X, y = X[emb.washout : -1], flux[i, emb.washout + 1 :]
         assert np.isclose(st.sse(w)[i], np.sum((X @ w[i] - y) ** 2), rtol=1e-6)
 
 
@@ -150,7 +175,7 @@ def test_gcv_matches_brute_force_and_picks_from_the_grid(alf_cen_b):
     st = emb.statistics(flux)
     scores = st.gcv(grid)
     X = np.hstack([emb.reservoir_.run(flux[0] - emb.offset_), np.ones((flux.shape[1], 1))])
-    X, y = X[emb.washout:-1], flux[0, emb.washout + 1:]
+    X, y = X[emb.washout : -1], flux[0, emb.washout + 1 :]
     for k, lam in enumerate(grid):
         H = X @ np.linalg.solve(X.T @ X + lam * np.eye(X.shape[1]), X.T)
         n = len(y)
@@ -169,24 +194,31 @@ def test_errors_name_the_spectrum_or_parameter(alf_cen_b):
     with pytest.raises(EmbeddingError, match=r"spectrum 2: no valid pixels"):
         emb.transform(flux, weight=np.where(np.arange(3)[:, None] == 2, 0.0, 1.0) * np.ones_like(flux))
     few = np.ones_like(flux)
-    few[0, 22:] = 0                      # 22 valid pixels, washout 20: 1 step, enough
+    few[0, 22:] = 0  # 22 valid pixels, washout 20: 1 step, enough
     assert emb.statistics(flux, weight=few).n_steps[0] == 1
-    few[0, 21:] = 0                      # 21 valid pixels: no step left
+    few[0, 21:] = 0  # 21 valid pixels: no step left
     with pytest.raises(EmbeddingError, match=r"spectrum star-a: no usable step after a washout of 20"):
         emb.transform(flux, weight=few, ids=["star-a", "b", "c"])
     alternate = np.ones_like(flux)
-    alternate[1, ::2] = 0                # no two consecutive valid pixels
+    alternate[1, ::2] = 0  # no two consecutive valid pixels
     with pytest.raises(EmbeddingError, match=r"spectrum b: no usable step"):
         emb.transform(flux, weight=alternate, ids=["a", "b", "c"])
     with pytest.raises(EmbeddingError, match="washout=20"):
         ESNReadoutEmbedder(backend="numpy", **PAPER).fit(flux[:, :15])
-    with pytest.raises(EmbeddingError, match="series of 15 steps"):    # 16-pixel bins: 15 steps
-        ESNReadoutEmbedder(backend="numpy").fit(flux[:, :16 * 15])
-    for params, name in [({"ridge": -1.0}, "ridge"), ({"ridge": "loo"}, "ridge"),
-                         ({"input_offset": "median"}, "input_offset"), ({"reservoir": "ring"}, "reservoir"),
-                         ({"backend": "cuda"}, "backend"), ({"washout": -1}, "washout"),
-                         ({"cycle_weight": 1.5}, "cycle_weight"), ({"bin_pixels": 0}, "bin_pixels"),
-                         ({"tune": -1}, "tune"), ({"tune": 2, "tune_params": ("ridge",)}, "tune_params")]:
+    with pytest.raises(EmbeddingError, match="series of 15 steps"):  # 16-pixel bins: 15 steps
+        ESNReadoutEmbedder(backend="numpy").fit(flux[:, : 16 * 15])
+    for params, name in [
+        ({"ridge": -1.0}, "ridge"),
+        ({"ridge": "loo"}, "ridge"),
+        ({"input_offset": "median"}, "input_offset"),
+        ({"reservoir": "ring"}, "reservoir"),
+        ({"backend": "cuda"}, "backend"),
+        ({"washout": -1}, "washout"),
+        ({"cycle_weight": 1.5}, "cycle_weight"),
+        ({"bin_pixels": 0}, "bin_pixels"),
+        ({"tune": -1}, "tune"),
+        ({"tune": 2, "tune_params": ("ridge",)}, "tune_params"),
+    ]:
         with pytest.raises(LatentskyError, match=name):
             ESNReadoutEmbedder(n_units=10, **params).fit_transform(flux)
 
@@ -213,10 +245,9 @@ def test_tune_reservoir_improves_the_held_out_error(alf_cen_b):
     events = []
     # start from a weak reservoir (tiny input weights, short memory)
     emb = ESNReadoutEmbedder(n_units=30, cycle_weight=0.1, input_scaling=0.02, backend="numpy", **PAPER)
-    res = tune_reservoir(flux, weight, embedder=emb, n_series=4, max_iter=15, random_state=0,
-                         progress=events.append)
+    res = tune_reservoir(flux, weight, embedder=emb, n_series=4, max_iter=15, random_state=0, progress=events.append)
     assert res["error"] <= res["initial_error"]
-    assert res["error"] < 0.95 * res["initial_error"]     # the poor start is improved
+    assert res["error"] < 0.95 * res["initial_error"]  # the poor start is improved
     assert abs(res["cycle_weight"]) < 1
     assert events[0].task == "tune" and events[-1].finished and events[-1].done == res["n_evaluations"]
 
@@ -228,8 +259,9 @@ def test_tuning_judges_the_reservoir_the_embedder_builds(alf_cen_b):
     from latentsky.embed.series import prepare_batch
 
     flux, weight = alf_cen_b[0][:2], alf_cen_b[1][:2]
-    emb = ESNReadoutEmbedder(n_units=20, leak_rate=0.3, position_scaling=0.5, bin_pixels=2, backend="numpy",
-                             state_dtype="float64")
+    emb = ESNReadoutEmbedder(
+        n_units=20, leak_rate=0.3, position_scaling=0.5, bin_pixels=2, backend="numpy", state_dtype="float64"
+    )
     res = tune_reservoir(flux, weight, embedder=emb, n_series=2, max_iter=1, n_blocks=4, random_state=0)
     offset = float(np.mean(flux[weight > 0]))
     b = prepare_batch(flux, weight, offset=offset, washout=emb.washout, dtype="f8", bin_pixels=2)
@@ -247,11 +279,12 @@ def test_tuning_judges_the_reservoir_the_embedder_builds(alf_cen_b):
         logs.append(np.log(sse / pers))
     assert res["initial_error"] == pytest.approx(np.exp(np.mean(logs)), rel=1e-6)
     # and a tuned fit builds its reservoir from the tuned values, with the embedder's leak rate
-    tuned = ESNReadoutEmbedder(n_units=20, leak_rate=0.3, tune=2, tune_iter=6, backend="numpy",
-                               random_state=0).fit(flux, weight=weight)
+    tuned = ESNReadoutEmbedder(n_units=20, leak_rate=0.3, tune=2, tune_iter=6, backend="numpy", random_state=0).fit(
+        flux, weight=weight
+    )
     assert tuned.reservoir_.leak_rate == 0.3
     assert tuned.reservoir_.cycle_weight == pytest.approx(tuned.tuned_["cycle_weight"])
-    assert tuned.get_params()["cycle_weight"] == 0.9       # the constructor's parameters stay
+    assert tuned.get_params()["cycle_weight"] == 0.9  # the constructor's parameters stay
 
 
 def test_pickle_round_trip(alf_cen_b):
@@ -273,15 +306,16 @@ def test_one_step_prediction_is_the_readouts_data_space_error(alf_cen_b):
     weight[0, 1000:1100] = 0
     emb = ESNReadoutEmbedder(backend="numpy", state_dtype="float64").fit(flux, weight=weight)
     w, st = emb.transform_with_statistics(flux, weight)
-    model, error = one_step_prediction(emb.reservoir_, w[0], flux[0], weight[0], offset=emb.offset_,
-                                       washout=emb.washout, bin_pixels=emb.bin_pixels)
+    model, error = one_step_prediction(
+        emb.reservoir_, w[0], flux[0], weight[0], offset=emb.offset_, washout=emb.washout, bin_pixels=emb.bin_pixels
+    )
     assert model.shape == flux[0].shape
     assert error == pytest.approx(st.sse(w)[0] / st.n_steps[0], rel=1e-6)
     d = emb.bin_pixels
-    assert not np.isfinite(model[weight[0] == 0]).any()           # nothing drawn on masked pixels
+    assert not np.isfinite(model[weight[0] == 0]).any()  # nothing drawn on masked pixels
     steps = model[: len(model) // d * d].reshape(-1, d)
     fitted = np.isfinite(steps).any(axis=1)
     assert fitted.sum() == st.n_steps[0]
-    assert np.all(np.nanmax(steps[fitted], axis=1) == np.nanmin(steps[fitted], axis=1))   # one value per bin
-    assert not fitted[:emb.washout + 1].any()                     # nothing inside the washout
-    assert not fitted[1000 // d + 1: 1100 // d].any()             # nor in the gap
+    assert np.all(np.nanmax(steps[fitted], axis=1) == np.nanmin(steps[fitted], axis=1))  # one value per bin
+    assert not fitted[: emb.washout + 1].any()  # nothing inside the washout
+    assert not fitted[1000 // d + 1 : 1100 // d].any()  # nor in the gap

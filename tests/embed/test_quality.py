@@ -29,8 +29,7 @@ def test_persistence_ratio_and_contrast_match_direct_computations(harps):
     for k in range(3):
         other = (np.arange(6) + rng.integers(1, 6, size=6)) % 6
         assert np.all(other != np.arange(6))
-        np.testing.assert_allclose(cross[:, k], [sse(i, w[j]) / sse(i, w[i]) for i, j in enumerate(other)],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(cross[:, k], [sse(i, w[j]) / sse(i, w[i]) for i, j in enumerate(other)], rtol=1e-5)
     report = stage1_report((st, w), partners=3, seed=4)
     assert report["persistence_ratio_median"] == pytest.approx(np.median(ratio))
     assert report["persistence_win_share"] == pytest.approx(np.mean(ratio < 1))

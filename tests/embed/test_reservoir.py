@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from latentsky.embed.reservoir import (Reservoir, pi_digits, pi_signs, random_sparse_reservoir,
-                                       simple_cycle_reservoir)
+from latentsky.embed.reservoir import Reservoir, pi_digits, pi_signs, random_sparse_reservoir, simple_cycle_reservoir
 from latentsky.exceptions import EmbeddingError, LatentskyError
 
 
@@ -14,9 +13,9 @@ def test_pi_digits_are_pi():
 def test_simple_cycle_is_a_scaled_cyclic_permutation():
     res = simple_cycle_reservoir(7, cycle_weight=0.8, input_scaling=0.3, bias=0.1)
     W = res.dense_matrix()
-    assert np.allclose(np.abs(np.linalg.eigvals(W)), 0.8)          # spectral radius r, all on the circle
+    assert np.allclose(np.abs(np.linalg.eigvals(W)), 0.8)  # spectral radius r, all on the circle
     x = np.random.default_rng(1).normal(size=(3, 7))
-    assert np.allclose(res.recurrent(x), x @ W.T)                  # roll == matrix product
+    assert np.allclose(res.recurrent(x), x @ W.T)  # roll == matrix product
     assert np.allclose(np.abs(res.input_weights), 0.3)
     assert np.allclose(res.bias, 0.1)
     # deterministic: no random state involved
@@ -39,9 +38,16 @@ def test_round_trip_dict():
         assert np.array_equal(back.run(u), res.run(u))
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"cycle_weight": 1.0}, "cycle_weight"), ({"n_units": 0}, "n_units"), ({"leak_rate": 0.0}, "leak_rate"),
-    ({"input_scaling": np.nan}, "input_scaling"), ({"bias": np.inf}, "bias")])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"cycle_weight": 1.0}, "cycle_weight"),
+        ({"n_units": 0}, "n_units"),
+        ({"leak_rate": 0.0}, "leak_rate"),
+        ({"input_scaling": np.nan}, "input_scaling"),
+        ({"bias": np.inf}, "bias"),
+    ],
+)
 def test_bad_parameters_name_the_parameter(kwargs, name):
     with pytest.raises(EmbeddingError, match=name) as err:
         simple_cycle_reservoir(**kwargs)

@@ -64,8 +64,10 @@ def test_dask_matches_single_process(sample_store, single, tmp_path):
     from distributed import Client, LocalCluster
 
     out, _ = single
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         embed_store(sample_store, tmp_path / "dask", n_units=30, backend="numpy", chunk_rows=16, client=client)
     a, b = open_embeddings(out), open_embeddings(tmp_path / "dask")
     for name in ARRAYS:
@@ -86,7 +88,7 @@ def test_failed_run_leaves_previous_output_and_resumes_at_the_chunk(sample_store
 
     with pytest.raises(RuntimeError):
         embed_store(sample_store, out, n_units=12, backend="numpy", chunk_rows=32, progress=boom)
-    assert np.array_equal(open_embeddings(out).readout[:], before)     # the complete output is untouched
+    assert np.array_equal(open_embeddings(out).readout[:], before)  # the complete output is untouched
     # what was done is kept beside it, under a hidden name, to resume from
     partial, complete = sorted(tmp_path.iterdir())
     assert complete.name == "emb" and partial.name.startswith(f".emb.partial-{os.getpid()}-")  # named after the run
@@ -102,11 +104,10 @@ def test_failed_run_leaves_previous_output_and_resumes_at_the_chunk(sample_store
     monkeypatch.setattr(runner, "_embed_chunk", counting)
     events = []
     embed_store(sample_store, out, n_units=12, backend="numpy", chunk_rows=32, progress=events.append)
-    assert computed == [64, 96]                                          # only the chunks not done
+    assert computed == [64, 96]  # only the chunks not done
     assert events[1].done == 64 and "resumed" in events[1].message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]
-    fresh = embed_store(sample_store, tmp_path / "fresh", n_units=12, backend="numpy", chunk_rows=32,
-                        resume=False)
+    fresh = embed_store(sample_store, tmp_path / "fresh", n_units=12, backend="numpy", chunk_rows=32, resume=False)
     a, b = open_embeddings(out), open_embeddings(fresh)
     for name in ARRAYS:
         assert np.array_equal(getattr(a, name)[:], getattr(b, name)[:]), name
@@ -121,8 +122,9 @@ def test_failed_run_leaves_previous_output_and_resumes_at_the_chunk(sample_store
 def test_reuse_links_an_identical_run_and_computes_any_other(sample_store, single, tmp_path):
     out, _ = single
     events = []
-    linked = embed_store(sample_store, tmp_path / "linked", n_units=30, backend="numpy", chunk_rows=32,
-                         reuse=out, progress=events.append)
+    linked = embed_store(
+        sample_store, tmp_path / "linked", n_units=30, backend="numpy", chunk_rows=32, reuse=out, progress=events.append
+    )
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(linked) for p in linked.rglob("*") if p.is_file())
     # hard links: the same files, no second copy and nothing computed
@@ -130,8 +132,9 @@ def test_reuse_links_an_identical_run_and_computes_any_other(sample_store, singl
     assert events[-1].finished and any("reused" in e.message for e in events)
     assert not list(tmp_path.glob(".linked*"))  # no temporary directory left beside it
     # another setting (here the ridge) is another run: computed, not linked
-    other = embed_store(sample_store, tmp_path / "other", n_units=30, backend="numpy", chunk_rows=32, ridge=0.1,
-                        reuse=out)
+    other = embed_store(
+        sample_store, tmp_path / "other", n_units=30, backend="numpy", chunk_rows=32, ridge=0.1, reuse=out
+    )
     assert (other / "lineage.json").stat().st_ino != (out / "lineage.json").stat().st_ino
     assert not np.allclose(open_embeddings(other).readout[:], open_embeddings(out).readout[:])
 
@@ -144,19 +147,34 @@ def test_refuses_an_embedder_fitted_on_another_grid(sample_store, tmp_path):
 
 def test_cli_with_local_workers(sample_store, tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["embed", str(sample_store.path), "--out", str(out), "--n-units", "20", "--ridge", "gcv",
-               "--backend", "numpy", "--workers", "2"])
+    rc = main(
+        [
+            "embed",
+            str(sample_store.path),
+            "--out",
+            str(out),
+            "--n-units",
+            "20",
+            "--ridge",
+            "gcv",
+            "--backend",
+            "numpy",
+            "--workers",
+            "2",
+        ]
+    )
     assert rc == 0
     emb = open_embeddings(out)
     assert emb.readout.shape == (len(sample_store), 21)
-    assert emb.attrs["ridge"] in [10.0 ** k for k in range(-8, 2)]
+    assert emb.attrs["ridge"] in [10.0**k for k in range(-8, 2)]
     assert "spectra embedded" in capsys.readouterr().out
     # the command's defaults are the pipeline's stage-1 settings
     params = json.loads((out / "lineage.json").read_text())["params"]
     assert params["leak_rate"] == EMBED_DEFAULTS["leak_rate"] != 1.0
     # worker processes give exactly what one process gives
-    embed_store(sample_store, tmp_path / "one", n_units=20, ridge="gcv", backend="numpy",
-                leak_rate=EMBED_DEFAULTS["leak_rate"])
+    embed_store(
+        sample_store, tmp_path / "one", n_units=20, ridge="gcv", backend="numpy", leak_rate=EMBED_DEFAULTS["leak_rate"]
+    )
     one = open_embeddings(tmp_path / "one")
     for name in ARRAYS:
         assert np.array_equal(getattr(one, name)[:], getattr(emb, name)[:]), name
@@ -168,14 +186,23 @@ def test_cli_with_local_workers(sample_store, tmp_path, capsys):
 def test_tuned_run_records_the_tuned_reservoir(sample_store, tmp_path):
     events = []
     # a poor start (short memory, tiny input weights), which the tuning must leave
-    out = embed_store(sample_store, tmp_path / "tuned", n_units=20, backend="numpy", cycle_weight=0.1,
-                      input_scaling=0.02, tune=4, tune_iter=15, progress=events.append)
+    out = embed_store(
+        sample_store,
+        tmp_path / "tuned",
+        n_units=20,
+        backend="numpy",
+        cycle_weight=0.1,
+        input_scaling=0.02,
+        tune=4,
+        tune_iter=15,
+        progress=events.append,
+    )
     emb = open_embeddings(out)
     tuned = emb.attrs["tuned"]
     assert (tuned["cycle_weight"], tuned["input_scaling"]) != (0.1, 0.02)
     assert tuned["error"] < tuned["initial_error"]
     assert abs(emb.reservoir.cycle_weight - tuned["cycle_weight"]) < 1e-12
-    assert emb.attrs["params"]["cycle_weight"] == 0.1          # the settings asked for, beside what was tuned
+    assert emb.attrs["params"]["cycle_weight"] == 0.1  # the settings asked for, beside what was tuned
     assert {e.task for e in events} == {"tune", "embed"}
 
 
@@ -183,8 +210,8 @@ def test_a_spectrum_that_cannot_be_embedded_is_left_out_and_named(harps_store, t
     from latentsky.store import SpectrumStoreWriter, atomic_directory
 
     flux, weight = harps_store.flux[:5], harps_store.weight[:5].copy()
-    weight[2] = 0                                        # all masked
-    weight[4, 100:] = 0                                  # valid pixels only inside the washout
+    weight[2] = 0  # all masked
+    weight[4, 100:] = 0  # valid pixels only inside the washout
     src = tmp_path / "store"
     with atomic_directory(src) as tmp:
         writer = SpectrumStoreWriter(tmp, harps_store.wave, capacity=5, chunk_rows=2)
@@ -200,7 +227,8 @@ def test_a_spectrum_that_cannot_be_embedded_is_left_out_and_named(harps_store, t
     assert "no valid pixels" in rejected["reason"][0] and "washout of 200" in rejected["reason"][1]
     assert emb.attrs["n_rejected"] == 2 and len(emb) == 3 and np.isfinite(emb.readout[:]).all()
     # the kept spectra get exactly the readouts of a run without the rejected ones
-    model = ESNReadoutEmbedder(n_units=10, backend="numpy", washout=200).fit(np.asarray(flux[[0, 1, 3]], "f8"),
-                                                                             weight=weight[[0, 1, 3]])
+    model = ESNReadoutEmbedder(n_units=10, backend="numpy", washout=200).fit(
+        np.asarray(flux[[0, 1, 3]], "f8"), weight=weight[[0, 1, 3]]
+    )
     direct = model.transform(np.asarray(flux[[0, 1, 3]], "f8"), weight[[0, 1, 3]])
     np.testing.assert_allclose(emb.readout[:], direct, rtol=1e-10)

@@ -22,9 +22,12 @@ EXPECTED_FAILED = {
 }
 
 
-@parametrize_with_checks([ESNReadoutEmbedder(n_units=5, washout=0, bin_pixels=1, backend="numpy"),
-                          ESNReadoutEmbedder(n_units=4, washout=0, bin_pixels=1, reservoir="random", random_state=0,
-                                             backend="numpy")],
-                         expected_failed_checks=lambda est: EXPECTED_FAILED)
+@parametrize_with_checks(
+    [
+        ESNReadoutEmbedder(n_units=5, washout=0, bin_pixels=1, backend="numpy"),
+        ESNReadoutEmbedder(n_units=4, washout=0, bin_pixels=1, reservoir="random", random_state=0, backend="numpy"),
+    ],
+    expected_failed_checks=lambda est: EXPECTED_FAILED,
+)
 def test_sklearn_compatible(estimator, check):
     check(estimator)

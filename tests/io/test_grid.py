@@ -12,8 +12,12 @@ from latentsky.io.readers import Spectrum
 
 
 def _spectrum(wave, flux, ivar=None):
-    return Spectrum(np.asarray(wave) * u.AA, np.asarray(flux) * u.dimensionless_unscaled,
-                    np.ones(len(wave)) if ivar is None else np.asarray(ivar), {})
+    return Spectrum(
+        np.asarray(wave) * u.AA,
+        np.asarray(flux) * u.dimensionless_unscaled,
+        np.ones(len(wave)) if ivar is None else np.asarray(ivar),
+        {},
+    )
 
 
 def test_grid_has_a_constant_velocity_step():

@@ -85,10 +85,11 @@ def test_sdss_warning_bits_keep_the_pixel_and_unusable_bits_mask_it(sample, tmp_
     from latentsky.io.sdss import SPPIXMASK
 
     ivar = fits.getdata(sample / "sdss" / "spec-0266-51602-0013.fits.gz", "COADD")["ivar"].astype("f8")
-    warned = read_spectrum(_sdss_with_and_mask(sample, tmp_path, (1 << SPPIXMASK["BADFLAT"])
-                                               | (1 << SPPIXMASK["LOWFLAT"]), "badflat.fits"))
+    warned = read_spectrum(
+        _sdss_with_and_mask(sample, tmp_path, (1 << SPPIXMASK["BADFLAT"]) | (1 << SPPIXMASK["LOWFLAT"]), "badflat.fits")
+    )
     assert (ivar > 0).mean() > 0.9
-    np.testing.assert_array_equal(warned.ivar, ivar)     # BADFLAT, LOWFLAT: warnings, kept with their ivar
+    np.testing.assert_array_equal(warned.ivar, ivar)  # BADFLAT, LOWFLAT: warnings, kept with their ivar
     for bit in ("BRIGHTSKY", "NODATA", "NOPLUG"):
         with pytest.raises(SpectrumError, match="no usable pixel"):
             read_spectrum(_sdss_with_and_mask(sample, tmp_path, 1 << SPPIXMASK[bit], f"{bit}.fits"))
@@ -122,8 +123,10 @@ def test_eso_phase3_binary_table(sample, tmp_path):
     wave_air = header["CRVAL1"] + header["CDELT1"] * np.arange(s1d.flux.size)
     flux = s1d.flux.value
     err = np.sqrt(np.abs(flux)) + 1
-    cols = [fits.Column(name=n, format=f"{flux.size}D", array=[a], unit=un)
-            for n, a, un in (("WAVE", wave_air, "angstrom"), ("FLUX", flux, "adu"), ("ERR", err, "adu"))]
+    cols = [
+        fits.Column(name=n, format=f"{flux.size}D", array=[a], unit=un)
+        for n, a, un in (("WAVE", wave_air, "angstrom"), ("FLUX", flux, "adu"), ("ERR", err, "adu"))
+    ]
     primary = fits.PrimaryHDU()
     for key in ("INSTRUME", "OBJECT", "RA", "DEC", "MJD-OBS", "EXPTIME"):
         primary.header[key] = header[key]
@@ -171,13 +174,15 @@ def test_e2ds_without_its_blaze_file_is_normalised_order_by_order(shared_data, t
     alone = read_spectrum(tmp_path / src.name)
     assert alone.meta["blaze_corrected"] is False and alone.meta["orders_continuum_normalised"] is True
     assert alone.meta["flux_calibrated"] is False
-    for seg in alone.segments[10:60:10]:                 # continuum ~1 along each order: no blaze left
+    for seg in alone.segments[10:60:10]:  # continuum ~1 along each order: no blaze left
         f = alone.flux.value[seg][alone.ivar[seg] > 0]
         thirds = np.array_split(f, 3)
         assert [np.percentile(t, 90) for t in thirds] == pytest.approx([1.0] * 3, abs=0.1)
     grid = LogLambdaGrid()
-    on_grid = [normalise(*resample(s, grid), "local", grid=grid) for s in
-               (read_spectrum(folder / "HARPS.2003-12-13T06_19_48.371_s1d_A.fits"), alone, read_spectrum(src))]
+    on_grid = [
+        normalise(*resample(s, grid), "local", grid=grid)
+        for s in (read_spectrum(folder / "HARPS.2003-12-13T06_19_48.371_s1d_A.fits"), alone, read_spectrum(src))
+    ]
 
     def distance(a, b):
         both = (a[1] > 0) & (b[1] > 0)
@@ -236,18 +241,22 @@ def _decreasing(sample, tmp_path):
     def flip(d, h):
         h["CDELT1"] = -h["CDELT1"]
         return d, h
+
     return _s1d_copy(sample, tmp_path, mutate=flip)
 
 
-@pytest.mark.parametrize("make, message", [
-    (_not_fits, "not a FITS file"),
-    (_html_page, "not a FITS file"),
-    (_truncated, "truncated or corrupt FITS file"),
-    (_image, "holds no spectrum"),
-    (_all_nan, "no usable pixel"),
-    (_empty, "empty"),
-    (_decreasing, "not increasing"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_not_fits, "not a FITS file"),
+        (_html_page, "not a FITS file"),
+        (_truncated, "truncated or corrupt FITS file"),
+        (_image, "holds no spectrum"),
+        (_all_nan, "no usable pixel"),
+        (_empty, "empty"),
+        (_decreasing, "not increasing"),
+    ],
+)
 def test_bad_input_gets_an_error_naming_the_file(make, message, sample, tmp_path):
     path = make(sample, tmp_path)
     with pytest.raises(SpectrumError, match=message) as info:

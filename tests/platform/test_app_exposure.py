@@ -73,6 +73,7 @@ def _unix_resolver(path: Path):
     class UnixResolver(Resolver):
         async def resolve(self, host, port=0, family=socket.AF_UNSPEC):
             return [(socket.AF_UNIX, str(path))]
+
     return UnixResolver()
 
 
@@ -86,8 +87,9 @@ def _open_websocket(url: str, host: str, origin: str | None, token: str, unix_so
             headers["Origin"] = origin
         request = httpclient.HTTPRequest(url, headers=headers, request_timeout=60)
         try:
-            conn = await websocket.websocket_connect(request, subprotocols=["bokeh", token],
-                                                     resolver=_unix_resolver(unix_socket) if unix_socket else None)
+            conn = await websocket.websocket_connect(
+                request, subprotocols=["bokeh", token], resolver=_unix_resolver(unix_socket) if unix_socket else None
+            )
         except httpclient.HTTPClientError as err:
             return f"refused {err.code}"
         try:
@@ -95,6 +97,7 @@ def _open_websocket(url: str, host: str, origin: str | None, token: str, unix_so
             return "closed" if message is None else json.loads(message)["msgtype"]
         finally:
             conn.close()
+
     return asyncio.run(asyncio.wait_for(talk(), 90))
 
 
@@ -114,16 +117,35 @@ def proxied_app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("proxied")
     rng = np.random.default_rng(0)
     table = tmp / "latent.parquet"
-    pd.DataFrame({"id": [f"s{i}" for i in range(200)], "x": rng.normal(size=200), "y": rng.normal(size=200),
-                  "spec_class": rng.choice(["STAR", "QSO"], 200)}).to_parquet(table)
+    pd.DataFrame(
+        {
+            "id": [f"s{i}" for i in range(200)],
+            "x": rng.normal(size=200),
+            "y": rng.normal(size=200),
+            "spec_class": rng.choice(["STAR", "QSO"], 200),
+        }
+    ).to_parquet(table)
     folder = tmp / "jupyter-server-proxy-x"
     folder.mkdir(mode=0o700)
     sock = folder / "socket"
     log = tmp / "app.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "latentsky.jupyter_proxy", "--unix-socket", str(sock),
-                                 "--prefix", PREFIX, "--data", str(table)],
-                                env=_env(tmp), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "latentsky.jupyter_proxy",
+                "--unix-socket",
+                str(sock),
+                "--prefix",
+                PREFIX,
+                "--data",
+                str(table),
+            ],
+            env=_env(tmp),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_for(proc, sock.exists, "the proxied app", log)
         yield {"socket": sock, "log": log, "proc": proc}
@@ -146,8 +168,11 @@ def test_launcher_app_opens_no_tcp_port_and_its_socket_is_private(proxied_app):
     assert stat.S_ISSOCK(sock.stat().st_mode)
     assert stat.S_IMODE(sock.stat().st_mode) & 0o077 == 0, oct(sock.stat().st_mode)
     assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
-    listening = [c for c in psutil.Process(proxied_app["proc"].pid).net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN]
+    listening = [
+        c
+        for c in psutil.Process(proxied_app["proc"].pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
     assert listening == [], f"the launcher's app listens on TCP: {listening}"
 
 
@@ -227,6 +252,7 @@ def tcp_app():
         box["loop"] = loop
         started.set()
         loop.run_forever()
+
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     assert started.wait(60)
@@ -260,8 +286,9 @@ def test_latentsky_app_refuses_a_shared_socket_folder_and_wildcards(tmp_path):
     shared.chmod(0o755)
     env = _env(tmp_path)
     cli = [sys.executable, "-m", "latentsky.cli", "app"]
-    run = subprocess.run([*cli, "--unix-socket", str(shared / "app.sock")], env=env, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [*cli, "--unix-socket", str(shared / "app.sock")], env=env, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 2 and "must be private (mode 0700)" in run.stderr, run.stderr
     run = subprocess.run([*cli, "--allow-origin", "*"], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "wildcards are refused" in run.stderr, run.stderr

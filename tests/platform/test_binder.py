@@ -31,8 +31,19 @@ BINDER = REPO / "binder"
 BIN = Path(sys.executable).parent
 
 #: Files repo2docker reads in binder/ that would change the build pack (a Dockerfile replaces everything).
-OTHER_BUILD_PACKS = ("Dockerfile", "requirements.txt", "Pipfile", "Project.toml", "REQUIRE", "install.R",
-                     "runtime.txt", "apt.txt", "setup.py", "default.nix", "flake.nix")
+OTHER_BUILD_PACKS = (
+    "Dockerfile",
+    "requirements.txt",
+    "Pipfile",
+    "Project.toml",
+    "REQUIRE",
+    "install.R",
+    "runtime.txt",
+    "apt.txt",
+    "setup.py",
+    "default.nix",
+    "flake.nix",
+)
 
 
 def _key(requirement: str) -> str:
@@ -51,8 +62,11 @@ def test_binder_folder_is_what_repo2docker_reads():
     from packaging.requirements import Requirement
 
     linux = {"sys_platform": "linux", "platform_machine": "x86_64"}  # Binder's machines
-    declared = {_key(d) for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-                if Requirement(d).marker is None or Requirement(d).marker.evaluate(linux)}
+    declared = {
+        _key(d)
+        for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+        if Requirement(d).marker is None or Requirement(d).marker.evaluate(linux)
+    }
     assert {"jupyter-server-proxy", "jupyterlab", "panel"} <= declared <= {_key(r) for r in pip}
     # The package is installed by postBuild, not by the environment file (repo2docker has no repo yet then).
     assert not any(r.lstrip("-e ").strip() in (".", "..") for r in pip)
@@ -70,7 +84,11 @@ def test_scripts_are_executable_bash(name):
 
 
 def test_start_ends_by_exec_of_its_arguments():
-    lines = [ln.strip() for ln in (BINDER / "start").read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    lines = [
+        ln.strip()
+        for ln in (BINDER / "start").read_text().splitlines()
+        if ln.strip() and not ln.strip().startswith("#")
+    ]
     assert lines[-1] == 'exec "$@"'
 
 
@@ -93,32 +111,51 @@ def built(tmp_path_factory):
     home, venv = tmp / "home", tmp / "env"
     home.mkdir()
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    child_site = Path(subprocess.check_output(
-        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        text=True).strip())
+    child_site = Path(
+        subprocess.check_output(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     # The child sees this environment's packages (a plain path: the editable latentsky's .pth is not read).
     (child_site / "parent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTSKY_", "XDG_", "VIRTUAL_ENV", "PYTHON"))}
-    env.update(HOME=str(home), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-               MPLCONFIGDIR=str(home / ".config" / "matplotlib"))
+    env.update(
+        HOME=str(home),
+        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        MPLCONFIGDIR=str(home / ".config" / "matplotlib"),
+    )
     # repo2docker copies the repository into the image and runs postBuild there; so do we (pip's build
     # leaves build/ and *.egg-info in the tree it builds from, which must not be the working copy).
     repo = tmp / "repo"
-    shutil.copytree(REPO, repo, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "demo-output", "node_modules"))
+    shutil.copytree(
+        REPO,
+        repo,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", "demo-output", "node_modules"
+        ),
+    )
     t0 = time.monotonic()
-    run = subprocess.run([str(repo / "binder" / "postBuild")], cwd=repo, env=env, capture_output=True, text=True,
-                         timeout=1500)  # the sample's pipeline: about 3 minutes on 2 quiet cores
+    run = subprocess.run(
+        [str(repo / "binder" / "postBuild")], cwd=repo, env=env, capture_output=True, text=True, timeout=1500
+    )  # the sample's pipeline: about 3 minutes on 2 quiet cores
     elapsed = time.monotonic() - t0
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return {"home": home, "venv": venv, "env": env, "elapsed": elapsed, "log": run.stdout + run.stderr, "repo": repo}
 
 
 def test_post_build_installs_the_package(built):
-    out = subprocess.check_output([str(built["venv"] / "bin" / "python"), "-c",
-                                   "import latentsky, latentsky.data as d; from latentsky.jupyter_proxy import ICON; "
-                                   "print(latentsky.__file__); print(d.sample_path()); print(ICON.exists())"],
-                                  env=built["env"], text=True, cwd=built["home"])
+    out = subprocess.check_output(
+        [
+            str(built["venv"] / "bin" / "python"),
+            "-c",
+            "import latentsky, latentsky.data as d; from latentsky.jupyter_proxy import ICON; "
+            "print(latentsky.__file__); print(d.sample_path()); print(ICON.exists())",
+        ],
+        env=built["env"],
+        text=True,
+        cwd=built["home"],
+    )
     module, sample, icon = out.split()
     assert icon == "True", "the launcher icon is not in the package"
     assert module.startswith(str(built["venv"])), f"latentsky imported from {module}, not the installed copy"
@@ -129,14 +166,22 @@ def test_post_build_installs_the_package(built):
 def _start(built, home: Path, *command, **env) -> subprocess.CompletedProcess:
     """binder/start of the built image (REPO_DIR: the repository copy postBuild ran in) with ``command``."""
     environ = dict(built["env"], HOME=str(home), REPO_DIR=str(built["repo"]), **env)
-    return subprocess.run([str(built["repo"] / "binder" / "start"), *command], env=environ, cwd=home,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(built["repo"] / "binder" / "start"), *command],
+        env=environ,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-OPEN_APP_DATA = ("import json, os, time; t = time.monotonic(); from latentsky.ui.app import load_data; "
-                 "d = load_data(); s = d.spectrum(0); print(json.dumps({'label': d.label, 'n': len(d), "
-                 "'model': s['model'] is not None, 'app_data': os.environ.get('LATENTSKY_APP_DATA'), "
-                 "'s': time.monotonic() - t}))")
+OPEN_APP_DATA = (
+    "import json, os, time; t = time.monotonic(); from latentsky.ui.app import load_data; "
+    "d = load_data(); s = d.spectrum(0); print(json.dumps({'label': d.label, 'n': len(d), "
+    "'model': s['model'] is not None, 'app_data': os.environ.get('LATENTSKY_APP_DATA'), "
+    "'s': time.monotonic() - t}))"
+)
 
 
 def test_post_build_prepares_the_sample_results_in_the_image(built):
@@ -155,9 +200,12 @@ def test_post_build_prepares_the_sample_results_in_the_image(built):
 
 
 def test_start_execs_the_notebook_command_with_binder_settings(built):
-    probe = [str(built["venv"] / "bin" / "python"), "-c",
-             "import json, os; print(json.dumps({k: os.environ.get(k) for k in "
-             "('OMP_NUM_THREADS', 'TF_CPP_MIN_LOG_LEVEL')}))"]
+    probe = [
+        str(built["venv"] / "bin" / "python"),
+        "-c",
+        "import json, os; print(json.dumps({k: os.environ.get(k) for k in "
+        "('OMP_NUM_THREADS', 'TF_CPP_MIN_LOG_LEVEL')}))",
+    ]
     run = _start(built, built["home"], *probe)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == {"OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -191,8 +239,7 @@ def test_start_names_unprepared_shared_results_and_prepares_the_users_own(built,
     empty.mkdir()
     home = tmp_path / "home"
     home.mkdir()
-    run = _start(built, home, "bash", "-c", "echo ${LATENTSKY_APP_DATA:-unset}",
-                 LATENTSKY_APP_DATA=str(empty))
+    run = _start(built, home, "bash", "-c", "echo ${LATENTSKY_APP_DATA:-unset}", LATENTSKY_APP_DATA=str(empty))
     assert run.returncode == 0 and run.stdout.strip() != str(empty)
     assert f"LATENTSKY_APP_DATA={empty} holds no prepared results" in run.stderr
     cache = home / ".cache" / "latentsky"
@@ -232,7 +279,9 @@ def test_shared_results_open_read_only(built, tmp_path):
         assert run.returncode == 0, run.stderr[-3000:]
         got = json.loads(run.stdout.splitlines()[-1])
         assert got["n"] == 125 and got["model"] and got["label"] == str(results), got
-        assert sorted((str(p), p.stat().st_mtime_ns) for p in results.rglob("*")) == before, "wrote into the shared results"
+        assert sorted((str(p), p.stat().st_mtime_ns) for p in results.rglob("*")) == before, (
+            "wrote into the shared results"
+        )
     finally:
         for path in [results, *results.rglob("*")]:
             path.chmod(path.stat().st_mode | stat.S_IWUSR)  # so pytest can clean up

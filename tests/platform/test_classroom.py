@@ -28,8 +28,14 @@ def _free_port() -> int:
 def _start(args, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTSKY_")}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    return subprocess.Popen([*LATENTSKY, "classroom", "--no-prepare", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [*LATENTSKY, "classroom", "--no-prepare", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _read_settings(proc, timeout=60) -> dict[str, str]:
@@ -60,8 +66,11 @@ def _stop(proc) -> str:
 
 def test_classroom_environment_points_every_client_at_the_archive():
     env = classroom_environment({"eso_tap_url": "http://127.0.0.1:1/tap", "sdss_sas_url": "http://127.0.0.1:1/sas/"})
-    assert env == {"LATENTSKY_ESO_TAP_URL": "http://127.0.0.1:1/tap", "LATENTSKY_SDSS_SAS_URL": "http://127.0.0.1:1/sas/",
-                   "LATENTSKY_OFFLINE": "1"}
+    assert env == {
+        "LATENTSKY_ESO_TAP_URL": "http://127.0.0.1:1/tap",
+        "LATENTSKY_SDSS_SAS_URL": "http://127.0.0.1:1/sas/",
+        "LATENTSKY_OFFLINE": "1",
+    }
     cmd = lab_command(Path("/course"), 9999)
     assert cmd[:3] == [sys.executable, "-m", "jupyterlab"] and "--ServerApp.port=9999" in cmd
     assert "--ServerApp.root_dir=/course" in cmd and "--ServerApp.ip=127.0.0.1" in cmd
@@ -76,7 +85,7 @@ def test_no_lab_serves_the_sample_and_the_course_queries_it_offline(tmp_path):
     try:
         settings = _read_settings(proc)
         assert settings["LATENTSKY_OFFLINE"] == "1"
-        urls = {name[len("LATENTSKY_"):].lower(): url for name, url in settings.items() if name != "LATENTSKY_OFFLINE"}
+        urls = {name[len("LATENTSKY_") :].lower(): url for name, url in settings.items() if name != "LATENTSKY_OFFLINE"}
         assert set(urls) >= {"eso_tap_url", "eso_data_url", "sdss_skyserver_url", "sdss_sas_url", "hips2fits_url"}
         with conf.set_temp(**urls, offline=True):
             harps = eso.query(collection="HARPS")

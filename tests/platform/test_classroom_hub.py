@@ -2,7 +2,8 @@
 
 Two students log in with the room's password, get a JupyterLab each (the course copied into their homes, the
 shared results and the local archive in their environment), a third is turned away by ``--users 2``, and
-stopping the command stops every server (one test: the steps share one hub).  ``bench/classroom.py`` runs thirty at once.
+stopping the command stops every server (one test: the steps share one hub).  ``bench/classroom.py`` runs thirty at
+once.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ requests = pytest.importorskip("requests")
 pytest.importorskip("jupyterhub")
 psutil = pytest.importorskip("psutil")
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("configurable-http-proxy") is None,
-                                 reason="configurable-http-proxy (npm) is not installed; `make sysdeps` installs it")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("configurable-http-proxy") is None,
+        reason="configurable-http-proxy (npm) is not installed; `make sysdeps` installs it",
+    ),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "room-42-password"
@@ -55,8 +60,9 @@ def _login(url: str, name: str, password: str) -> tuple[requests.Session, reques
     """Log in through the form, as a browser; the hub then redirects to the student's server (spawning it)."""
     s = requests.Session()
     s.get(f"{url}/hub/login", timeout=30).raise_for_status()
-    r = s.post(f"{url}/hub/login", data={"username": name, "password": password, "_xsrf": s.cookies.get("_xsrf")},
-               timeout=120)
+    r = s.post(
+        f"{url}/hub/login", data={"username": name, "password": password, "_xsrf": s.cookies.get("_xsrf")}, timeout=120
+    )
     return s, r
 
 
@@ -69,21 +75,47 @@ def room(tmp_path_factory, sample_store):
     tmp = tmp_path_factory.mktemp("room")
     results = tmp / "shared-results"  # what `classroom --prepare-only --out` leaves; the map is not the point here
     results.mkdir()
-    pd.DataFrame({"id": sample_store.catalog["id"], "x": np.arange(len(sample_store.catalog), dtype=float),
-                  "y": 0.0}).to_parquet(results / "latent.parquet")
+    pd.DataFrame(
+        {"id": sample_store.catalog["id"], "x": np.arange(len(sample_store.catalog), dtype=float), "y": 0.0}
+    ).to_parquet(results / "latent.parquet")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTSKY_", "XDG_", "JUPYTER"))}
     env.update(XDG_CACHE_HOME=str(tmp / "cache"), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
     log = open(tmp / "classroom.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "latentsky.cli", "classroom", "--hub", "--users", "2",
-                             "--hub-port", str(port), "--password", PASSWORD, "--results", str(results),
-                             "--notebooks", str(REPO / "notebooks")], cwd=tmp, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "latentsky.cli",
+            "classroom",
+            "--hub",
+            "--users",
+            "2",
+            "--hub-port",
+            str(port),
+            "--password",
+            PASSWORD,
+            "--results",
+            str(results),
+            "--notebooks",
+            str(REPO / "notebooks"),
+        ],
+        cwd=tmp,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: proc.poll() is None and requests.get(f"{url}/hub/api/", timeout=5).ok, 120, "the hub")
-        yield {"url": url, "proc": proc, "log": tmp / "classroom.log", "results": results,
-               "homes": tmp / "cache" / "latentsky" / "classroom-hub" / "homes"}
+        yield {
+            "url": url,
+            "proc": proc,
+            "log": tmp / "classroom.log",
+            "results": results,
+            "homes": tmp / "cache" / "latentsky" / "classroom-hub" / "homes",
+        }
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -97,7 +129,9 @@ def room(tmp_path_factory, sample_store):
 def _server_process(home: Path):
     for p in psutil.process_iter(["cmdline", "environ"]):
         try:
-            if "jupyterhub-singleuser" in " ".join(p.info["cmdline"] or []) and (p.info["environ"] or {}).get("HOME") == str(home):
+            if "jupyterhub-singleuser" in " ".join(p.info["cmdline"] or []) and (p.info["environ"] or {}).get(
+                "HOME"
+            ) == str(home):
                 return p
         except psutil.Error:
             continue
@@ -112,15 +146,19 @@ def test_a_room_of_two_students(room):
         assert r.ok, (r.status_code, r.text[:300])
         sessions[name] = s
     for name, s in sessions.items():
+
         def answers(s=s, name=name):
             r = s.get(f"{url}/user/{name}/api/status", timeout=10)
             return r.headers.get("content-type", "").startswith("application/json")
+
         _wait(answers, 300, f"{name}'s server")
         home = homes / name
         assert (home / "notebooks" / "00_quickstart.ipynb").is_file(), "the course was not copied into the home"
         env = _server_process(home).environ()
         assert env["LATENTSKY_APP_DATA"] == str(room["results"].resolve())
-        assert re.match(r"http://127\.0\.0\.1:\d+/tap$", env["LATENTSKY_ESO_TAP_URL"]) and env["LATENTSKY_OFFLINE"] == "1"
+        assert (
+            re.match(r"http://127\.0\.0\.1:\d+/tap$", env["LATENTSKY_ESO_TAP_URL"]) and env["LATENTSKY_OFFLINE"] == "1"
+        )
         assert env["OMP_NUM_THREADS"] == "1" and env["XDG_CACHE_HOME"] == str(home / ".cache")
     # --users 2: a third student logs in but waits for a free place
     third, r = _login(url, "linus", PASSWORD)
@@ -128,8 +166,11 @@ def test_a_room_of_two_students(room):
     # a wrong password opens nothing
     wrong = requests.Session()
     wrong.get(f"{url}/hub/login", timeout=30)
-    r = wrong.post(f"{url}/hub/login", data={"username": "eve", "password": "not-the-password",
-                                             "_xsrf": wrong.cookies.get("_xsrf")}, timeout=60)
+    r = wrong.post(
+        f"{url}/hub/login",
+        data={"username": "eve", "password": "not-the-password", "_xsrf": wrong.cookies.get("_xsrf")},
+        timeout=60,
+    )
     assert "jupyterhub-session-id" not in wrong.cookies or r.url.endswith("/hub/login")
 
     # stopping the command stops every student's server

@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-COURSE = ["00_quickstart", "01_catalogs_images_spectra", "02_bulk_downloads", "03_echo_state_embedding",
-          "04_autoencoder", "05_million_point_map", "06_reading_a_latent_map"]
+COURSE = [
+    "00_quickstart",
+    "01_catalogs_images_spectra",
+    "02_bulk_downloads",
+    "03_echo_state_embedding",
+    "04_autoencoder",
+    "05_million_point_map",
+    "06_reading_a_latent_map",
+]
 
 
 def _load(name: str) -> dict:

@@ -22,66 +22,195 @@ DEPLOY = Path(__file__).resolve().parents[2] / "binder" / "jupyterhub"
 _obj = {"type": "object"}
 _quantity = {"type": ["string", "number"]}
 #: KubeSpawner settings a profile may override (kubespawner_override), from KubeSpawner's traits.
-KUBESPAWNER_OVERRIDES = {"cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee", "environment", "image",
-                         "image_pull_policy", "extra_resource_limits", "extra_resource_guarantees", "node_selector",
-                         "tolerations", "volumes", "volume_mounts", "default_url", "start_timeout", "cmd",
-                         "extra_labels", "extra_annotations", "lifecycle_hooks", "init_containers"}
-PROFILE = {"type": "object", "additionalProperties": False, "required": ["display_name"],
-           "properties": {"display_name": {"type": "string"}, "slug": {"type": "string"},
-                          "description": {"type": "string"}, "default": {"type": "boolean"},
-                          "profile_options": _obj,
-                          "kubespawner_override": {"type": "object", "additionalProperties": False,
-                                                   "properties": {k: {} for k in KUBESPAWNER_OVERRIDES}}}}
+KUBESPAWNER_OVERRIDES = {
+    "cpu_limit",
+    "cpu_guarantee",
+    "mem_limit",
+    "mem_guarantee",
+    "environment",
+    "image",
+    "image_pull_policy",
+    "extra_resource_limits",
+    "extra_resource_guarantees",
+    "node_selector",
+    "tolerations",
+    "volumes",
+    "volume_mounts",
+    "default_url",
+    "start_timeout",
+    "cmd",
+    "extra_labels",
+    "extra_annotations",
+    "lifecycle_hooks",
+    "init_containers",
+}
+PROFILE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["display_name"],
+    "properties": {
+        "display_name": {"type": "string"},
+        "slug": {"type": "string"},
+        "description": {"type": "string"},
+        "default": {"type": "boolean"},
+        "profile_options": _obj,
+        "kubespawner_override": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {k: {} for k in KUBESPAWNER_OVERRIDES},
+        },
+    },
+}
 Z2JH = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "fullnameOverride": {}, "nameOverride": {}, "enabled": {}, "imagePullSecret": _obj, "imagePullSecrets": {},
-        "custom": _obj, "proxy": _obj, "ingress": _obj, "rbac": _obj, "global": _obj, "debug": _obj,
-        "hub": {"type": "object", "additionalProperties": False, "properties": {
-            "config": _obj, "extraConfig": {"type": "object", "additionalProperties": {"type": "string"}},
-            "extraEnv": {}, "services": _obj, "image": _obj, "resources": _obj, "db": _obj, "cookieSecret": {},
-            "networkPolicy": _obj, "allowNamedServers": {"type": "boolean"}, "loadRoles": _obj}},
-        "singleuser": {"type": "object", "additionalProperties": False, "properties": {
-            "image": {"type": "object", "additionalProperties": False,
-                      "properties": {"name": {"type": "string"}, "tag": {"type": "string"},
-                                     "pullPolicy": {}, "pullSecrets": {}}},
-            "defaultUrl": {"type": "string"}, "startTimeout": {"type": "integer"},
-            "cpu": {"type": "object", "additionalProperties": False,
-                    "properties": {"limit": {"type": "number"}, "guarantee": {"type": "number"}}},
-            "memory": {"type": "object", "additionalProperties": False,
-                       "properties": {"limit": _quantity, "guarantee": _quantity}},
-            "extraEnv": {"type": "object"}, "cmd": {}, "uid": {}, "fsGid": {}, "networkPolicy": _obj,
-            "storage": {"type": "object", "additionalProperties": False, "properties": {
-                "type": {"enum": ["dynamic", "static", "none"]}, "capacity": {"type": "string"},
-                "homeMountPath": {"type": "string"}, "dynamic": _obj, "static": _obj,
-                "extraVolumes": {"type": ["array", "object"]}, "extraVolumeMounts": {"type": ["array", "object"]},
-                "extraLabels": _obj}},
-            "profileList": {"type": "array", "items": PROFILE},
-            "lifecycleHooks": _obj, "initContainers": {}, "extraContainers": {}, "extraFiles": _obj,
-            "nodeSelector": _obj, "extraLabels": _obj, "extraAnnotations": _obj, "extraPodConfig": _obj,
-            "extraResource": _obj, "extraTolerations": {}, "serviceAccountName": {}, "cloudMetadata": _obj}},
-        "prePuller": {"type": "object", "additionalProperties": False, "properties": {
-            "hook": {"type": "object", "properties": {"enabled": {"type": "boolean"}}},
-            "continuous": {"type": "object", "properties": {"enabled": {"type": "boolean"}}},
-            "pullProfileListImages": {"type": "boolean"}, "extraImages": _obj, "pause": _obj,
-            "resources": _obj, "extraTolerations": {}, "containerSecurityContext": _obj,
-            "annotations": _obj, "labels": _obj, "priorityClassName": {}, "revisionHistoryLimit": {}}},
-        "scheduling": {"type": "object", "additionalProperties": False, "properties": {
-            "userScheduler": {"type": "object", "properties": {"enabled": {"type": "boolean"},
-                                                               "replicas": {"type": "integer"}}},
-            "userPlaceholder": {"type": "object", "properties": {"enabled": {"type": "boolean"},
-                                                                 "replicas": {"type": "integer"}}},
-            "podPriority": _obj, "corePods": _obj, "userPods": _obj}},
-        "cull": {"type": "object", "additionalProperties": False, "properties": {
-            "enabled": {"type": "boolean"}, "timeout": {"type": "integer"}, "every": {"type": "integer"},
-            "users": {"type": "boolean"}, "adminUsers": {"type": "boolean"}, "maxAge": {"type": "integer"},
-            "removeNamedServers": {"type": "boolean"}, "concurrency": {"type": "integer"}}},
+        "fullnameOverride": {},
+        "nameOverride": {},
+        "enabled": {},
+        "imagePullSecret": _obj,
+        "imagePullSecrets": {},
+        "custom": _obj,
+        "proxy": _obj,
+        "ingress": _obj,
+        "rbac": _obj,
+        "global": _obj,
+        "debug": _obj,
+        "hub": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "config": _obj,
+                "extraConfig": {"type": "object", "additionalProperties": {"type": "string"}},
+                "extraEnv": {},
+                "services": _obj,
+                "image": _obj,
+                "resources": _obj,
+                "db": _obj,
+                "cookieSecret": {},
+                "networkPolicy": _obj,
+                "allowNamedServers": {"type": "boolean"},
+                "loadRoles": _obj,
+            },
+        },
+        "singleuser": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "image": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "tag": {"type": "string"},
+                        "pullPolicy": {},
+                        "pullSecrets": {},
+                    },
+                },
+                "defaultUrl": {"type": "string"},
+                "startTimeout": {"type": "integer"},
+                "cpu": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"limit": {"type": "number"}, "guarantee": {"type": "number"}},
+                },
+                "memory": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"limit": _quantity, "guarantee": _quantity},
+                },
+                "extraEnv": {"type": "object"},
+                "cmd": {},
+                "uid": {},
+                "fsGid": {},
+                "networkPolicy": _obj,
+                "storage": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "type": {"enum": ["dynamic", "static", "none"]},
+                        "capacity": {"type": "string"},
+                        "homeMountPath": {"type": "string"},
+                        "dynamic": _obj,
+                        "static": _obj,
+                        "extraVolumes": {"type": ["array", "object"]},
+                        "extraVolumeMounts": {"type": ["array", "object"]},
+                        "extraLabels": _obj,
+                    },
+                },
+                "profileList": {"type": "array", "items": PROFILE},
+                "lifecycleHooks": _obj,
+                "initContainers": {},
+                "extraContainers": {},
+                "extraFiles": _obj,
+                "nodeSelector": _obj,
+                "extraLabels": _obj,
+                "extraAnnotations": _obj,
+                "extraPodConfig": _obj,
+                "extraResource": _obj,
+                "extraTolerations": {},
+                "serviceAccountName": {},
+                "cloudMetadata": _obj,
+            },
+        },
+        "prePuller": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "hook": {"type": "object", "properties": {"enabled": {"type": "boolean"}}},
+                "continuous": {"type": "object", "properties": {"enabled": {"type": "boolean"}}},
+                "pullProfileListImages": {"type": "boolean"},
+                "extraImages": _obj,
+                "pause": _obj,
+                "resources": _obj,
+                "extraTolerations": {},
+                "containerSecurityContext": _obj,
+                "annotations": _obj,
+                "labels": _obj,
+                "priorityClassName": {},
+                "revisionHistoryLimit": {},
+            },
+        },
+        "scheduling": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "userScheduler": {
+                    "type": "object",
+                    "properties": {"enabled": {"type": "boolean"}, "replicas": {"type": "integer"}},
+                },
+                "userPlaceholder": {
+                    "type": "object",
+                    "properties": {"enabled": {"type": "boolean"}, "replicas": {"type": "integer"}},
+                },
+                "podPriority": _obj,
+                "corePods": _obj,
+                "userPods": _obj,
+            },
+        },
+        "cull": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "timeout": {"type": "integer"},
+                "every": {"type": "integer"},
+                "users": {"type": "boolean"},
+                "adminUsers": {"type": "boolean"},
+                "maxAge": {"type": "integer"},
+                "removeNamedServers": {"type": "boolean"},
+                "concurrency": {"type": "integer"},
+            },
+        },
     },
 }
 #: The daskhub chart: JupyterHub's values under `jupyterhub:`, Dask Gateway's under `dask-gateway:`.
-DASKHUB = {"type": "object", "additionalProperties": False, "required": ["jupyterhub", "dask-gateway"],
-           "properties": {"jupyterhub": Z2JH, "dask-gateway": _obj, "rbac": _obj}}
+DASKHUB = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["jupyterhub", "dask-gateway"],
+    "properties": {"jupyterhub": Z2JH, "dask-gateway": _obj, "rbac": _obj},
+}
 
 
 def _values(name: str) -> dict:
@@ -110,7 +239,7 @@ def test_a_misplaced_key_is_refused():
 
 
 def _bytes(quantity: str) -> float:
-    units = {"K": 1e3, "M": 1e6, "G": 1e9, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30}
+    units = {"K": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
     for unit in sorted(units, key=len, reverse=True):
         if str(quantity).endswith(unit):
             return float(str(quantity)[: -len(unit)]) * units[unit]

@@ -75,15 +75,15 @@ c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = {hub_port}
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{api_port}"
 c.ConfigurableHTTPProxy.command = [{shutil.which("configurable-http-proxy")!r}]
-c.JupyterHub.db_url = "sqlite:///{tmp / 'hub.sqlite'}"
-c.JupyterHub.cookie_secret_file = {str(tmp / 'cookie_secret')!r}
-c.JupyterHub.pid_file = {str(tmp / 'hub.pid')!r}
+c.JupyterHub.db_url = "sqlite:///{tmp / "hub.sqlite"}"
+c.JupyterHub.cookie_secret_file = {str(tmp / "cookie_secret")!r}
+c.JupyterHub.pid_file = {str(tmp / "hub.pid")!r}
 c.JupyterHub.authenticator_class = "dummy"
 c.DummyAuthenticator.password = {PASSWORD!r}
 c.Authenticator.allow_all = True
 c.JupyterHub.spawner_class = "simple"
-c.SimpleLocalProcessSpawner.home_dir_template = {str(homes / '{username}')!r}
-c.Spawner.cmd = [{str(BIN / 'jupyterhub-singleuser')!r}]
+c.SimpleLocalProcessSpawner.home_dir_template = {str(homes / "{username}")!r}
+c.Spawner.cmd = [{str(BIN / "jupyterhub-singleuser")!r}]
 c.Spawner.default_url = "/lab"
 c.Spawner.args = {["--allow-root"] if os.getuid() == 0 else []!r}  # containers run tests as root
 c.Spawner.start_timeout = 90
@@ -96,8 +96,9 @@ c.Spawner.environment = {{"XDG_CACHE_HOME": lambda spawner: str(Path(spawner.hom
     log_path = tmp / "hub.log"
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(BIN / "jupyterhub"), "-f", str(config)], cwd=tmp, stdout=log,
-                                stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [str(BIN / "jupyterhub"), "-f", str(config)], cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
     url = f"http://127.0.0.1:{port}"
     started: list = []
     try:
@@ -170,8 +171,11 @@ def test_login_spawn_and_reach_the_app_through_the_proxy(hub):
     # The app's Bokeh websocket through the proxy: the server answers with its first message.
     token = re.search(r'"token":\s*"([^"]+)"', page)
     assert token, "no Bokeh session token in the page"
-    _check_websocket(f"ws://127.0.0.1:{url.rsplit(':', 1)[1]}/user/{USER}/latentsky/ws", token.group(1),
-                     cookies="; ".join(f"{c.name}={c.value}" for c in s.cookies))
+    _check_websocket(
+        f"ws://127.0.0.1:{url.rsplit(':', 1)[1]}/user/{USER}/latentsky/ws",
+        token.group(1),
+        cookies="; ".join(f"{c.name}={c.value}" for c in s.cookies),
+    )
     elapsed = time.monotonic() - t0
     assert elapsed < 120, f"login to app took {elapsed:.0f} s"
 
@@ -198,7 +202,8 @@ DEPLOY = Path(__file__).resolve().parents[2] / "binder" / "jupyterhub"
 
 
 def test_deployment_config_loads_and_passes_the_eso_token_to_one_user_only():
-    """binder/jupyterhub/jupyterhub_config.py runs as JupyterHub runs it, and its hook gives each user their own token."""
+    """binder/jupyterhub/jupyterhub_config.py runs as JupyterHub runs it, and its hook gives each user their own
+    token."""
     import asyncio
 
     from traitlets.config import Config

@@ -19,13 +19,23 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path(os.environ.get("LATENTSKY_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "latentsky-test"
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: `make sysdeps` installs it")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: `make sysdeps` installs it"),
+]
 
 
 def _free_port() -> int:
@@ -43,8 +53,16 @@ def lab(tmp_path_factory):
     env.update(HOME=str(tmp), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
     # A home without the sample's results: binder/start prepares them in the background (as on a JupyterHub
     # with persistent homes) and the app opens on the sample's PCA map meanwhile; the test does not wait.
-    cmd = [str(REPO / "binder" / "start"), "jupyter", "lab", "--no-browser", f"--port={port}",
-           "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={REPO / 'notebooks'}"]
+    cmd = [
+        str(REPO / "binder" / "start"),
+        "jupyter",
+        "lab",
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={TOKEN}",
+        f"--ServerApp.root_dir={REPO / 'notebooks'}",
+    ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     log = open(tmp / "lab.log", "wb")

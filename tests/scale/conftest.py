@@ -14,12 +14,13 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-
 @pytest.fixture(scope="session")
 def small():
     """Small, fast stage-1 and training settings of the pipeline runs compared in these tests."""
-    return {"embed": {"n_units": 20}, "train": {"epochs": 4, "max_iter": 4, "restarts": 1, "hidden": (16,),
-                                                "patience": 2}}
+    return {
+        "embed": {"n_units": 20},
+        "train": {"epochs": 4, "max_iter": 4, "restarts": 1, "hidden": (16,), "patience": 2},
+    }
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +29,9 @@ def synth_store(tmp_path_factory, sample_store):
     from latentsky.store import SpectrumStore
     from latentsky.synth import write_synth
 
-    out = write_synth(tmp_path_factory.mktemp("synth") / "synth", 1200, store=sample_store, n_spectra=1200,
-                      chunk_rows=100, seed=3)
+    out = write_synth(
+        tmp_path_factory.mktemp("synth") / "synth", 1200, store=sample_store, n_spectra=1200, chunk_rows=100, seed=3
+    )
     return SpectrumStore(out / "store")
 
 
@@ -38,6 +40,8 @@ def client():
     """A Dask LocalCluster of 2 single-threaded worker processes (starts in about a second, offline)."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as c:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as c,
+    ):
         yield c

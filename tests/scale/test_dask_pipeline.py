@@ -33,7 +33,7 @@ def test_ingest_on_dask_matches_single_process(client, sample, tmp_path):
     folder = tmp_path / "in"
     shutil.copytree(sample / "harps", folder / "harps")
     (folder / "sdss").mkdir()
-    for path in sorted((sample / "sdss").glob("*.fit*"))[:22]:       # 48 real spectra of both kinds in all
+    for path in sorted((sample / "sdss").glob("*.fit*"))[:22]:  # 48 real spectra of both kinds in all
         shutil.copy(path, folder / "sdss" / path.name)
     (folder / "login.fits").write_text("<html><body>Please log in</body></html>")
     from latentsky.ingest import ingest
@@ -49,8 +49,8 @@ def test_ingest_on_dask_matches_single_process(client, sample, tmp_path):
     pd.testing.assert_frame_equal(a.catalog, b.catalog)
     assert b.flux.chunks == (16, 4096)
     assert np.array_equal(a.flux[:], b.flux[:]) and np.array_equal(a.weight[:], b.weight[:])
-    assert events[-1].finished and events[-1].done == 49          # every file counted, the bad one too
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dask", "in", "one"]   # no temporary left
+    assert events[-1].finished and events[-1].done == 49  # every file counted, the bad one too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dask", "in", "one"]  # no temporary left
 
 
 def test_pipeline_on_dask_matches_single_process(client, sample_store, synth_store, small, tmp_path, capsys):
@@ -61,23 +61,37 @@ def test_pipeline_on_dask_matches_single_process(client, sample_store, synth_sto
     single = tmp_path / "sample-single"
     run_pipeline(sample_store.path, single, **small, chunk_rows=32)
     events = []
-    metrics = run_pipeline(sample_store.path, tmp_path / "sample-dask", **small, chunk_rows=32, client=client,
-                           progress=events.append)
+    metrics = run_pipeline(
+        sample_store.path, tmp_path / "sample-dask", **small, chunk_rows=32, client=client, progress=events.append
+    )
     assert_same_run(single, tmp_path / "sample-dask")
     assert metrics["scores"]["n"] == len(sample_store) == 125
     encode = [e for e in events if e.task == "encode"]
     assert encode[-1].finished and encode[-1].done == 125
-    assert not list((tmp_path / "sample-dask").glob(".*partial"))     # nothing of the chunked encode is left
+    assert not list((tmp_path / "sample-dask").glob(".*partial"))  # nothing of the chunked encode is left
 
     # synthetic spectra, through the command line with a scheduler address, trained on a sample
-    args = ["--n-units", str(small["embed"]["n_units"]), "--epochs", str(small["train"]["epochs"]),
-            "--max-iter", str(small["train"]["max_iter"]), "--restarts", "1", "--train-rows", "450", "--no-progress"]
+    args = [
+        "--n-units",
+        str(small["embed"]["n_units"]),
+        "--epochs",
+        str(small["train"]["epochs"]),
+        "--max-iter",
+        str(small["train"]["max_iter"]),
+        "--restarts",
+        "1",
+        "--train-rows",
+        "450",
+        "--no-progress",
+    ]
     single = tmp_path / "synth-single"
     assert main(["pipeline", str(synth_store.path), "--out", str(single)] + args) == 0
     capsys.readouterr()
     dask = tmp_path / "synth-dask"
-    assert main(["pipeline", str(synth_store.path), "--out", str(dask), "--scheduler", client.scheduler.address]
-                + args) == 0
+    assert (
+        main(["pipeline", str(synth_store.path), "--out", str(dask), "--scheduler", client.scheduler.address] + args)
+        == 0
+    )
     assert "latent.parquet" in capsys.readouterr().out
     assert_same_run(single, dask)
     # trained on 450 spectra: 4 whole chunks of 100 and half of a fifth, drawn at random

@@ -55,8 +55,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def single(sample_store, tmp_path_factory):
     """The sample embedded in this process: what every cluster must reproduce."""
-    return embed_store(sample_store, tmp_path_factory.mktemp("single") / "emb", n_units=10, backend="numpy",
-                       chunk_rows=32)
+    return embed_store(
+        sample_store, tmp_path_factory.mktemp("single") / "emb", n_units=10, backend="numpy", chunk_rows=32
+    )
 
 
 def test_jobqueue_recipe_builds_slurm_and_pbs_job_scripts():
@@ -64,8 +65,12 @@ def test_jobqueue_recipe_builds_slurm_and_pbs_job_scripts():
 
     config = recipe("jobqueue.yaml")
     with dask.config.set(config):
-        with make_cluster("slurm", python="/opt/latentsky/bin/python", account="astro-123",
-                          scheduler_options={"dashboard_address": None}) as cluster:
+        with make_cluster(
+            "slurm",
+            python="/opt/latentsky/bin/python",
+            account="astro-123",
+            scheduler_options={"dashboard_address": None},
+        ) as cluster:
             script = cluster.job_script()
         with make_cluster("pbs", scheduler_options={"dashboard_address": None}) as cluster:
             pbs = cluster.job_script()
@@ -80,33 +85,39 @@ def test_jobqueue_recipe_builds_slurm_and_pbs_job_scripts():
     assert "--nworkers 8" in pbs
 
 
-def test_jobqueue_recipe_runs_latentsky_through_a_batch_system_stand_in(sample_store, single, tmp_path,
-                                                                       monkeypatch):
+def test_jobqueue_recipe_runs_latentsky_through_a_batch_system_stand_in(sample_store, single, tmp_path, monkeypatch):
     import dask.config
 
     bin_dir, jobs = tmp_path / "bin", tmp_path / "jobs"
     bin_dir.mkdir()
     jobs.mkdir()
     # sbatch: run the job script here, detached, in its own process group; scancel: end that group
-    (bin_dir / "sbatch").write_text(textwrap.dedent(f"""\
+    (bin_dir / "sbatch").write_text(
+        textwrap.dedent(f"""\
         #!/bin/bash
         id=$((4000 + $(ls {jobs} | wc -l)))
         cp "${{@: -1}}" {jobs}/$id.sh          # dask-jobqueue removes its temporary script once submitted
         setsid bash {jobs}/$id.sh > {jobs}/$id.log 2>&1 < /dev/null &
         echo $! > {jobs}/$id.pid
         echo "Submitted batch job $id"
-        """))
+        """)
+    )
     (bin_dir / "scancel").write_text(f"#!/bin/bash\nfor id; do kill -- -$(cat {jobs}/$id.pid) 2>/dev/null; done\n")
     for tool in ("sbatch", "scancel"):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     config = recipe("jobqueue.yaml")
     # a job of 2 cores on this 2-core machine; the recipe's everything else
-    overrides = {"jobqueue.slurm.cores": 2, "jobqueue.slurm.processes": 2, "jobqueue.slurm.memory": "2GiB",
-                 "jobqueue.slurm.scheduler-options": {"dashboard_address": None}}
+    overrides = {
+        "jobqueue.slurm.cores": 2,
+        "jobqueue.slurm.processes": 2,
+        "jobqueue.slurm.memory": "2GiB",
+        "jobqueue.slurm.scheduler-options": {"dashboard_address": None},
+    }
     with dask.config.set(config), dask.config.set(overrides):
-        out = embed_store(sample_store, tmp_path / "emb", n_units=10, backend="numpy", chunk_rows=32,
-                          cluster="slurm", workers=2)
+        out = embed_store(
+            sample_store, tmp_path / "emb", n_units=10, backend="numpy", chunk_rows=32, cluster="slurm", workers=2
+        )
     assert_same_embeddings(single, out)
     assert sorted(p.name for p in jobs.iterdir())[:3] == ["4000.log", "4000.pid", "4000.sh"]
     assert "--nworkers 2" in (jobs / "4000.sh").read_text()
@@ -141,32 +152,42 @@ def local_gateway(tmp_path):
     values = yaml.safe_load((RECIPES / "daskhub-values.yaml").read_text())
     handler = values["dask-gateway"]["gateway"]["extraConfig"]["latentsky-options"]
     config = tmp_path / "gateway_config.py"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         c.DaskGateway.address = "127.0.0.1:{api}"
         c.Proxy.address = "127.0.0.1:{proxy}"
         c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
         c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
-        c.LocalBackend.clusters_directory = "{tmp_path / 'clusters'}"
+        c.LocalBackend.clusters_directory = "{tmp_path / "clusters"}"
         c.LocalClusterConfig.scheduler_cmd = ["{sys.executable}", "-m", "distributed.cli.dask_scheduler"]
         c.LocalClusterConfig.worker_cmd = ["{sys.executable}", "-m", "distributed.cli.dask_worker"]
-        """) + handler)
+        """)
+        + handler
+    )
     log = open(tmp_path / "gateway.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "dask_gateway_server", "-f", str(config)], stdout=log,
-                              stderr=subprocess.STDOUT, cwd=tmp_path)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dask_gateway_server", "-f", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
     deadline = time.monotonic() + 60
     while b"Dask-Gateway server started" not in (tmp_path / "gateway.log").read_bytes():
         if server.poll() is not None or time.monotonic() > deadline:
             pytest.fail("the gateway server did not start:\n" + (tmp_path / "gateway.log").read_text()[-3000:])
         time.sleep(0.2)
-    yield {"gateway.address": f"http://127.0.0.1:{api}", "gateway.proxy-address": f"gateway://127.0.0.1:{proxy}",
-           "gateway.public-address": None, "gateway.auth": {"type": "basic", "kwargs": {}}}
-    server.terminate()        # a graceful stop: the server also ends the scheduler processes it started
+    yield {
+        "gateway.address": f"http://127.0.0.1:{api}",
+        "gateway.proxy-address": f"gateway://127.0.0.1:{proxy}",
+        "gateway.public-address": None,
+        "gateway.auth": {"type": "basic", "kwargs": {}},
+    }
+    server.terminate()  # a graceful stop: the server also ends the scheduler processes it started
     server.wait(60)
     log.close()
 
 
-def test_gateway_recipe_runs_latentsky_on_a_real_gateway(sample_store, single, local_gateway, tmp_path,
-                                                          monkeypatch):
+def test_gateway_recipe_runs_latentsky_on_a_real_gateway(sample_store, single, local_gateway, tmp_path, monkeypatch):
     import dask.config
 
     monkeypatch.setenv("JUPYTER_IMAGE_SPEC", "registry.example/latentsky:2026.12")
@@ -177,14 +198,12 @@ def test_gateway_recipe_runs_latentsky_on_a_real_gateway(sample_store, single, l
     if "OPENBLAS_CORETYPE" in os.environ:
         config["gateway"]["cluster"]["options"]["environment"]["OPENBLAS_CORETYPE"] = os.environ["OPENBLAS_CORETYPE"]
     # the recipe's client settings, pointed at the local server instead of the hub's
-    with dask.config.set(config), dask.config.set(local_gateway), \
-            dask_client(cluster="gateway", workers=2) as client:
+    with dask.config.set(config), dask.config.set(local_gateway), dask_client(cluster="gateway", workers=2) as client:
         client.wait_for_workers(2, timeout=120)
         # the server applied the recipe's options: one thread and 4 GiB per worker, its environment
         workers = client.scheduler_info()["workers"].values()
         assert [w["nthreads"] for w in workers] == [1, 1]
-        assert {w["memory_limit"] for w in workers} == {4 * 2 ** 30}
+        assert {w["memory_limit"] for w in workers} == {4 * 2**30}
         assert set(client.run(os.getenv, "TF_CPP_MIN_LOG_LEVEL").values()) == {"3"}
-        out = embed_store(sample_store, tmp_path / "emb", n_units=10, backend="numpy", chunk_rows=32,
-                          client=client)
+        out = embed_store(sample_store, tmp_path / "emb", n_units=10, backend="numpy", chunk_rows=32, client=client)
     assert_same_embeddings(single, out)

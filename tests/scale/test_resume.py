@@ -61,7 +61,7 @@ def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, small, tmp_
     encoded = count_calls(monkeypatch, pipeline, "_encode_chunk")
     events = []
     metrics = pipeline.run_pipeline(synth_store.path, out, progress=events.append, **settings)
-    assert embedded == list(range(300, 1200, 100))                    # stage 1 not run again
+    assert embedded == list(range(300, 1200, 100))  # stage 1 not run again
     assert encoded == list(range(500, 1200, 100))
     assert metrics["skipped"] == ["ingest", "embed", "train"]
     assert (out / "model.keras").stat().st_mtime_ns == model_time

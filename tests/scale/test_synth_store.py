@@ -34,8 +34,10 @@ def test_dask_writes_the_same_store(synth_store, tmp_path):
     table = pd.read_parquet(folder / "latent.parquet").iloc[:250]
     templates = Templates.load(folder)
     events = []
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         write_spectra(tmp_path / "store", templates, table, chunk_rows=100, client=client, progress=events.append)
     from latentsky.store import SpectrumStore
 

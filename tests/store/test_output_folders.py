@@ -44,8 +44,10 @@ def test_ingest_into_its_own_input_is_refused_and_deletes_nothing(victim, capsys
 def test_a_folder_latentsky_did_not_write_is_never_replaced(victim, tmp_path, sample, capsys):
     before = _snapshot(victim)
     src = sorted((sample / "harps").glob("*.fits.gz"))[2]
-    for argv in (["ingest", str(src), "--out", str(victim), "--pixels", "256"],
-                 ["synth", "--n", "100", "--out", str(victim), "--no-progress"]):
+    for argv in (
+        ["ingest", str(src), "--out", str(victim), "--pixels", "256"],
+        ["synth", "--n", "100", "--out", str(victim), "--no-progress"],
+    ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert f"{victim}: not a folder latentsky wrote" in err
@@ -119,7 +121,7 @@ def test_a_second_writer_is_refused_and_a_killed_ones_leftovers_are_removed(tmp_
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
-    assert main(argv) == 0                               # the lock died with its holder
+    assert main(argv) == 0  # the lock died with its holder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # its temporary folder too
     assert len(SpectrumStore(out)) == 1
 

@@ -26,8 +26,7 @@ def synth_dir(tmp_path_factory, sample_store):
     """A 20,000-row synthetic data set derived from the sample, with 30 stored spectra."""
     from latentsky.synth import write_synth
 
-    return write_synth(tmp_path_factory.mktemp("synth") / "synth20k", 20_000, store=sample_store, n_spectra=30,
-                       seed=1)
+    return write_synth(tmp_path_factory.mktemp("synth") / "synth20k", 20_000, store=sample_store, n_spectra=30, seed=1)
 
 
 @pytest.fixture

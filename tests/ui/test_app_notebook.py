@@ -21,8 +21,16 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path(os.environ.get("LATENTSKY_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "latentsky-test"
 #: A laptop's browser window; JupyterLab's file browser takes ~280 px of it, the notebook the rest.
@@ -30,8 +38,10 @@ VIEWPORT = {"width": 1400, "height": 900}
 #: Narrowest readable plot frame (the axes' data area), CSS px.
 READABLE = 400
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: `make sysdeps` installs it")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: `make sysdeps` installs it"),
+]
 
 PLOT_FRAMES = r"""
 () => {
@@ -75,11 +85,22 @@ def lab(tmp_path_factory):
     shutil.copy(REPO / "notebooks" / "app.ipynb", root / "app.ipynb")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTSKY_", "XDG_", "JUPYTER"))}
-    env.update(HOME=str(tmp / "home"), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-               LATENTSKY_OFFLINE="1")
-    cmd = [str(REPO / "binder" / "start"), "jupyter", "lab", "--no-browser", f"--port={port}",
-           "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
-           "--LabApp.news_url=None"]
+    env.update(
+        HOME=str(tmp / "home"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        LATENTSKY_OFFLINE="1",
+    )
+    cmd = [
+        str(REPO / "binder" / "start"),
+        "jupyter",
+        "lab",
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--IdentityProvider.token={TOKEN}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.news_url=None",
+    ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     log = open(tmp / "lab.log", "wb")
@@ -155,8 +176,9 @@ def test_app_notebook_in_jupyterlab_shows_every_panel_readable(lab, tmp_path):
             assert maps, f"no map on the page: {frames}"
             for f in maps + spectra:
                 assert f["width"] >= READABLE, f"{f['title']!r} is squeezed to {f['width']:.0f} px: {frames}"
-                assert f["left"] + f["width"] <= notebook_right + 2, \
+                assert f["left"] + f["width"] <= notebook_right + 2, (
                     f"{f['title']!r} runs past the notebook's right edge ({notebook_right:.0f} px)"
+                )
             # the selection table is as readable
             table = page.locator(".latentsky-explore .tabulator").first.bounding_box()
             assert table["width"] >= READABLE and table["x"] + table["width"] <= notebook_right + 2, table

@@ -18,12 +18,21 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path(os.environ.get("LATENTSKY_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason=f"{CHROMIUM} not found: install Debian's chromium package (make setup)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: install Debian's chromium package (make setup)"
+)
 
 
 def free_port() -> int:
@@ -38,13 +47,26 @@ class Served:
     def __init__(self, args=(), env=None, log: Path | None = None, timeout: float = 60):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/app"
-        cmd = [sys.executable, "-m", "panel", "serve", str(REPO / "widgets" / "app.py"), "--port", str(self.port),
-               "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{self.port}", "--warm"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "panel",
+            "serve",
+            str(REPO / "widgets" / "app.py"),
+            "--port",
+            str(self.port),
+            "--address",
+            "127.0.0.1",
+            "--allow-websocket-origin",
+            f"127.0.0.1:{self.port}",
+            "--warm",
+        ]
         if args:
             cmd += ["--args", *map(str, args)]
         self.log = open(log, "wb") if log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -157,8 +179,10 @@ def screen_point(page, title: str, x: float, y: float) -> tuple[float, float]:
     frames = [f for f in page.evaluate(PLOT_FRAMES) if title in f["title"]]
     assert frames, f"no plot titled {title!r} on the page"
     f = frames[0]
-    return (f["left"] + (x - f["x0"]) / (f["x1"] - f["x0"]) * f["width"],
-            f["top"] + (1 - (y - f["y0"]) / (f["y1"] - f["y0"])) * f["height"])
+    return (
+        f["left"] + (x - f["x0"]) / (f["x1"] - f["x0"]) * f["width"],
+        f["top"] + (1 - (y - f["y0"]) / (f["y1"] - f["y0"])) * f["height"],
+    )
 
 
 def map_canvas_box(page):
@@ -188,7 +212,7 @@ def test_app_opens_on_the_bundled_sample(page, tmp_path, cache_env):
         page.goto(server.url)
         page.wait_for_selector("text=125 spectra", timeout=30000)
         assert "sample-results" in pane_text(page, "explore-info")  # the pipeline's map, not the PCA one
-        box = map_canvas_box(page)
+        map_canvas_box(page)  # the map is drawn
         page.wait_for_timeout(1000)
         page.screenshot(path=tmp_path / "sample.png")
         # the pointer on a real point names it (hover), a tap shows its spectrum
@@ -270,8 +294,11 @@ def test_flow_on_the_local_archive(page, tmp_path, sample):
     from latentsky.archives.local.archive import LocalArchive
 
     archive = LocalArchive(sample).start()
-    env = {"LATENTSKY_CACHE_DIR": str(tmp_path / "cache"), "LATENTSKY_OFFLINE": "1",
-           **{f"LATENTSKY_{k.upper()}": v for k, v in archive.urls().items()}}
+    env = {
+        "LATENTSKY_CACHE_DIR": str(tmp_path / "cache"),
+        "LATENTSKY_OFFLINE": "1",
+        **{f"LATENTSKY_{k.upper()}": v for k, v in archive.urls().items()},
+    }
     server = Served(env=env, log=tmp_path / "serve.log")
     try:
         page.goto(server.url)

@@ -50,9 +50,12 @@ def test_dask_table_is_partitioned_and_indexed_by_row(both):
     assert vz.is_dask(ddata.table) and ddata.table.npartitions == 7 and ddata.table.known_divisions
     assert len(ddata) == len(pdata) == 20_000
     assert list(vz.colour_columns(ddata.table)) == list(vz.colour_columns(vz.prepare_table(pdata.table)))
-    pd.testing.assert_frame_equal(ddata.rows([3, 9000, 19_999]).drop(columns=vz.INDEX_COLUMN).reset_index(drop=True),
-                                  pdata.table.iloc[[3, 9000, 19_999]].reset_index(drop=True), check_dtype=False,
-                                  check_categorical=False)
+    pd.testing.assert_frame_equal(
+        ddata.rows([3, 9000, 19_999]).drop(columns=vz.INDEX_COLUMN).reset_index(drop=True),
+        pdata.table.iloc[[3, 9000, 19_999]].reset_index(drop=True),
+        check_dtype=False,
+        check_categorical=False,
+    )
 
 
 @pytest.mark.parametrize("color_by", ["count", "snr", "spec_class", "object"])
@@ -78,8 +81,12 @@ def test_explore_on_dask_taps_selects_and_hovers_like_pandas(both):
         assert ed.hover_at(x, y) == ep.hover_at(x, y) is not None
         assert ed.hover_text() == ep.hover_text()
     assert ed.tap(1e9, 1e9) is None
-    box = (float(t["x"].quantile(0.3)), float(t["y"].quantile(0.3)), float(t["x"].quantile(0.6)),
-           float(t["y"].quantile(0.7)))
+    box = (
+        float(t["x"].quantile(0.3)),
+        float(t["y"].quantile(0.3)),
+        float(t["x"].quantile(0.6)),
+        float(t["y"].quantile(0.7)),
+    )
     np.testing.assert_array_equal(ed.select_box(box), ep.select_box(box))
     assert len(ed.selection) > 100
     assert ed.export("csv") == ep.export("csv")

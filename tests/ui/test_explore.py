@@ -20,9 +20,18 @@ from latentsky.viz import latent as vz  # noqa: E402
 def grid_data():
     """Nine labelled points on a 3x3 grid (x, y in {0, 1, 2})."""
     xs, ys = np.meshgrid([0.0, 1.0, 2.0], [0.0, 1.0, 2.0])
-    table = pd.DataFrame({"id": [f"s{i}" for i in range(9)], "x": xs.ravel(), "y": ys.ravel(),
-                          "object": ["a", "b", "c"] * 3, "snr": np.arange(9.0), "mjd": 55000.0 + np.arange(9),
-                          "ra": np.linspace(10, 20, 9), "dec": np.linspace(-5, 5, 9)})
+    table = pd.DataFrame(
+        {
+            "id": [f"s{i}" for i in range(9)],
+            "x": xs.ravel(),
+            "y": ys.ravel(),
+            "object": ["a", "b", "c"] * 3,
+            "snr": np.arange(9.0),
+            "mjd": 55000.0 + np.arange(9),
+            "ra": np.linspace(10, 20, 9),
+            "dec": np.linspace(-5, 5, 9),
+        }
+    )
     return LatentData(table, label="grid")
 
 
@@ -44,8 +53,9 @@ def test_map_offers_catalog_columns_and_defaults_to_a_category(sample_data):
         from bokeh.models import HoverTool
 
         assert fig.select_one(HoverTool) is not None
-        assert ("<span" in ex.legend_html()) == (colour in ("object", "spec_class") and
-                                                 len(ex.table[colour].cat.categories) <= vz.MAX_CATEGORIES)
+        assert ("<span" in ex.legend_html()) == (
+            colour in ("object", "spec_class") and len(ex.table[colour].cat.categories) <= vz.MAX_CATEGORIES
+        )
 
 
 def test_million_points_rasterize_to_the_plot_size_only():
@@ -82,7 +92,6 @@ def test_hover_names_the_row_drawn_under_the_pointer(sample_data):
     assert str(t["id"].iloc[j]) in ex.hover_text()
     far = ex.hover_at(x1 + 100, y1 + 100)
     assert far is None and "Point at the map" in ex.hover_text()
-
 
 
 def test_tap_picks_the_nearest_point_and_shows_its_spectrum(sample_data):
@@ -137,8 +146,7 @@ def test_exports_round_trip(grid_data):
     assert [str(v) for v in vot["id"]] == ["s4", "s5", "s7", "s8"]
     assert str(vot["ra"].unit) == "deg"
     dl = Table.read(ex.export("download").decode(), format="ascii.ecsv")
-    assert list(dl.colnames[:8]) == ["archive", "product_id", "object", "ra", "dec", "date", "instrument",
-                                     "access_url"]
+    assert list(dl.colnames[:8]) == ["archive", "product_id", "object", "ra", "dec", "date", "instrument", "access_url"]
     assert dl["date"][0].startswith("2009-06-")  # MJD 55004
     with pytest.raises(ValueError, match="fmt"):
         ex.export("xlsx")

@@ -35,9 +35,15 @@ def centre(path, hdu):
 def targets():
     """Three rows of a latent table: on the FIRST image, on the UKIDSS image, on no image."""
     first, ukidss = centre(FIRST, 0), centre(UKIDSS, 1)
-    return pd.DataFrame({"id": ["on-first", "on-ukidss", "nowhere"], "x": [0.0, 1.0, 2.0], "y": [0.0, 1.0, 0.0],
-                         "ra": [first.ra.deg, ukidss.ra.deg, 146.7142],
-                         "dec": [first.dec.deg, ukidss.dec.deg, -1.0413]})
+    return pd.DataFrame(
+        {
+            "id": ["on-first", "on-ukidss", "nowhere"],
+            "x": [0.0, 1.0, 2.0],
+            "y": [0.0, 1.0, 0.0],
+            "ra": [first.ra.deg, ukidss.ra.deg, 146.7142],
+            "dec": [first.dec.deg, ukidss.dec.deg, -1.0413],
+        }
+    )
 
 
 def hips_requests(archive):
@@ -87,7 +93,9 @@ def test_results_with_a_cutout_store_read_it_without_the_network(local, targets,
     from latentsky.archives.cutouts import fetch_cutouts
 
     targets.to_parquet(tmp_path / "latent.parquet")
-    fetch_cutouts(Table.from_pandas(targets[["id", "ra", "dec"]]), tmp_path / "cutouts", bands=["FIRST", "UKIDSS-K"], size=20)
+    fetch_cutouts(
+        Table.from_pandas(targets[["id", "ra", "dec"]]), tmp_path / "cutouts", bands=["FIRST", "UKIDSS-K"], size=20
+    )
     data = LatentData.from_pipeline(tmp_path)
     local.server.clear()
     got = [[c.band for c in data.images(i)] for i in range(3)]

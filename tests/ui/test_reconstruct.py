@@ -36,18 +36,20 @@ def test_reconstruction_error_is_the_one_the_model_is_scored_on(results_data, sa
         # where stage 1 fitted it, and is absent elsewhere
         shown = np.isfinite(model)
         good = spec["weight"] > 0
-        assert shown.sum() > 200 and not (shown & ~good).any()    # HARPS: 1000 A less a 320-pixel washout
+        assert shown.sum() > 200 and not (shown & ~good).any()  # HARPS: 1000 A less a 320-pixel washout
         d = recon.bin_pixels
         binned = bin_series(spec["flux"][None], spec["weight"][None], d)[0][0]
         pixels = np.flatnonzero(shown)
-        steps, first = np.unique(pixels // d, return_index=True)     # one value per fitted step
+        steps, first = np.unique(pixels // d, return_index=True)  # one value per fitted step
         resid = model[pixels[first]] - binned[steps]
-        np.testing.assert_allclose(np.mean(resid ** 2), t["recon_error"].iloc[i], rtol=5e-5)   # float32 stage 1 vs float64 decoding, last digits
+        np.testing.assert_allclose(
+            np.mean(resid**2), t["recon_error"].iloc[i], rtol=5e-5
+        )  # float32 stage 1 vs float64 decoding, last digits
         if t["instrument"].iloc[i] != "HARPS":
             # SDSS flux keeps its continuum; the sample's HARPS spectra (row 0) are continuum-normalised
             # and cut to 1000 Angstrom: ~30 steps of 16 pixels whose variance even stage 1's own readout
             # leaves half of
-            assert np.mean(resid ** 2) < 0.2 * np.var(binned[steps])
+            assert np.mean(resid**2) < 0.2 * np.var(binned[steps])
     # the stage-1 readout itself predicts at least as well as the decoded one (the floor)
     from latentsky.embed.runner import open_embeddings
 
@@ -80,8 +82,7 @@ def test_tap_draws_the_reconstruction_with_its_error_in_the_legend(results_data)
     assert ex.tap(float(t["x"].iloc[i]), float(t["y"].iloc[i])) == i
     curves = ex._spectrum_pane.object.values()
     assert [c.label.split(" (")[0] for c in curves] == ["spectrum", "reconstruction from the latent point"]
-    np.testing.assert_allclose(float(curves[1].label.split("MSE ")[1].rstrip(")")), t["recon_error"].iloc[i],
-                               rtol=6e-3)
+    np.testing.assert_allclose(float(curves[1].label.split("MSE ")[1].rstrip(")")), t["recon_error"].iloc[i], rtol=6e-3)
     import holoviews as hv
 
     fig = hv.render(ex._spectrum_pane.object, backend="bokeh")
@@ -114,13 +115,18 @@ def test_prepared_decoded_readouts_draw_the_same_curve_without_tensorflow(sample
     write_decoded(folder)
     assert (folder / DECODED_FILE).is_file()
     with_model = LatentData.from_pipeline(sample_results, store=sample_store)
-    probe = (f"import json, sys; from latentsky.store import SpectrumStore; from latentsky.ui.data import LatentData; "
-             f"d = LatentData.from_pipeline({str(folder)!r}, store=SpectrumStore({str(sample_store.path)!r})); "
-             f"d.preload(); s = d.spectrum(40); "
-             f"print(json.dumps({{'model': [None if v != v else v for v in s['model'].tolist()], "
-             f"'label': s['model_label'], 'tf': 'tensorflow' in sys.modules or 'keras' in sys.modules}}))")
-    got = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                                    timeout=300).stdout.splitlines()[-1])
+    probe = (
+        f"import json, sys; from latentsky.store import SpectrumStore; from latentsky.ui.data import LatentData; "
+        f"d = LatentData.from_pipeline({str(folder)!r}, store=SpectrumStore({str(sample_store.path)!r})); "
+        f"d.preload(); s = d.spectrum(40); "
+        f"print(json.dumps({{'model': [None if v != v else v for v in s['model'].tolist()], "
+        f"'label': s['model_label'], 'tf': 'tensorflow' in sys.modules or 'keras' in sys.modules}}))"
+    )
+    got = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=300
+        ).stdout.splitlines()[-1]
+    )
     assert got["tf"] is False, "the app loaded TensorFlow although the readouts were prepared"
     expected = with_model.spectrum(40)
     np.testing.assert_allclose(np.array(got["model"], dtype=float), expected["model"], rtol=1e-6, equal_nan=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 
 import pandas as pd
@@ -54,6 +53,7 @@ def test_selection_reaches_a_votable_client(hub, tmp_path):
         assert got.is_set()
         assert received["name"] == "latentsky selection"
         from urllib.parse import urlparse
+
         sent = votable.parse_single_table(urlparse(received["url"]).path).to_table()
         assert list(sent["id"]) == ["a", "b"]
     finally:

@@ -78,8 +78,15 @@ def test_download_then_embed_then_train_open_the_map(local, tmp_path):
 
 def test_train_draws_the_loss_curve_while_it_trains(sample_store, tmp_path):
     """The autoencoder in its child process: one row of losses per iteration, arriving while it trains."""
-    t = Train(store=str(sample_store.path), out=str(tmp_path / "results"), map="coupled", max_iter=6, restarts=1,
-              hidden=16, embed={"n_units": 20})
+    t = Train(
+        store=str(sample_store.path),
+        out=str(tmp_path / "results"),
+        map="coupled",
+        max_iter=6,
+        restarts=1,
+        hidden=16,
+        embed={"n_units": 20},
+    )
     seen = []
     t.param.watch(lambda e: seen.append((len(e.new), t.running)), "losses")
     t.run()
@@ -103,10 +110,8 @@ def test_loss_curve_from_training_events():
 
     t = Train()
     for epoch, (loss, val) in enumerate([(1.0, 1.2), (0.5, 0.7), (0.25, 0.4)], start=1):
-        t.on_event(TrainingEvent("train", epoch, 10, "epochs", "", False, 0.1 * epoch,
-                                 {"loss": loss, "val_loss": val}))
-    assert t.losses[["epoch", "loss", "val_loss"]].values.tolist() == [[1, 1.0, 1.2], [2, 0.5, 0.7],
-                                                                       [3, 0.25, 0.4]]
+        t.on_event(TrainingEvent("train", epoch, 10, "epochs", "", False, 0.1 * epoch, {"loss": loss, "val_loss": val}))
+    assert t.losses[["epoch", "loss", "val_loss"]].values.tolist() == [[1, 1.0, 1.2], [2, 0.5, 0.7], [3, 0.25, 0.4]]
     assert t.progress.done == 3 and t.progress.total == 10
     dmap = t.loss_plot()
     import holoviews as hv
@@ -123,14 +128,21 @@ def test_loss_curve_from_training_events():
 
 
 def test_cancel_stops_training_at_once(sample_store, tmp_path):
-    t = Train(store=str(sample_store.path), out=str(tmp_path / "results"), map="coupled", max_iter=5000, restarts=1,
-              embed={"n_units": 20})
+    t = Train(
+        store=str(sample_store.path),
+        out=str(tmp_path / "results"),
+        map="coupled",
+        max_iter=5000,
+        restarts=1,
+        embed={"n_units": 20},
+    )
     cancelled_at = []
 
     def cancel_after_two_epochs(event):
         if len(event.new) >= 2 and not cancelled_at:
             cancelled_at.append(time.monotonic())
             t.cancel()
+
     t.param.watch(cancel_after_two_epochs, "losses")
     t.run()
     assert "cancelled" in t.info and t.error == "" and t.results is None
@@ -168,7 +180,9 @@ def test_pause_stops_inside_the_job_and_resume_finishes_it(local, tmp_path):
         for r in rows:  # consistent: done means the verified file is in place; nothing else is
             dest = Path(r["dest"])
             if r["state"] == "done":
-                assert hashlib.sha256(dest.read_bytes()).hexdigest() == r["sha256"] and dest.stat().st_size == r["bytes"]
+                assert (
+                    hashlib.sha256(dest.read_bytes()).hexdigest() == r["sha256"] and dest.stat().st_size == r["bytes"]
+                )
             else:
                 assert not dest.exists()
         first = Counter(rec.path for rec in local.server.log if rec.path.startswith("/eso/file/"))
@@ -230,13 +244,12 @@ def test_app_command_refuses_a_missing_path(tmp_path):
 
 def test_app_command_serves_a_dask_table_with_dask(synth_dir, monkeypatch):
     """``latentsky app DIR --dask``: the page the server would build holds a Dask table."""
-    import panel as pn
-
+    import latentsky.ui.serve
     from latentsky.cli import main
     from latentsky.viz.latent import is_dask
 
     served = {}
-    monkeypatch.setattr(pn, "serve", lambda pages, **kw: served.update(app=pages["app"](), **kw))
+    monkeypatch.setattr(latentsky.ui.serve, "serve_app", lambda pages, **kw: served.update(app=pages["app"](), **kw))
     assert main(["app", str(synth_dir), "--dask", "--port", "0"]) == 0
     assert is_dask(served["app"].data.table) and len(served["app"].data) == 20_000
     assert main(["app", str(synth_dir), "--port", "0"]) == 0
@@ -258,8 +271,9 @@ def test_app_page_wires_the_steps(sample_data, tmp_path):
     assert app.train.embeddings == str(tmp_path / "store.embeddings")
     app.embed.out = str(tmp_path / "other")
     assert app.train.embeddings == str(tmp_path / "other.embeddings")
-    assert {k: getattr(app.embed, k) for k in ("n_units", "leak_rate", "ridge")} == \
-        {k: EMBED_DEFAULTS[k] for k in ("n_units", "leak_rate", "ridge")}
+    assert {k: getattr(app.embed, k) for k in ("n_units", "leak_rate", "ridge")} == {
+        k: EMBED_DEFAULTS[k] for k in ("n_units", "leak_rate", "ridge")
+    }
     # a finished training run opens its map in Explore and shows that tab
     app.active = 2
     app.train.results = sample_data

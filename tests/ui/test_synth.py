@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latentsky.synth import (C_KMS, Templates, synth_spectrum, synth_table, templates_from_store,
-                             spectrum_for_row)
+from latentsky.synth import C_KMS, Templates, spectrum_for_row, synth_spectrum, synth_table, templates_from_store
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +56,10 @@ def test_spectrum_is_the_template_doppler_shifted(templates):
     _, model, weight = synth_spectrum(templates, k, rv, 0.0, 50.0, seed=None)
     # a feature at w in the template appears at w * (1 + rv / c): 10 pixels to the red
     tmpl = templates.flux[k]
-    cost = [np.nanmean((model[20 + lag:-40 + lag] - tmpl[20:-40]) ** 2) for lag in range(0, 21)]
+    cost = [np.nanmean((model[20 + lag : -40 + lag] - tmpl[20:-40]) ** 2) for lag in range(0, 21)]
     assert int(np.argmin(cost)) == 10
     assert cost[10] < 1e-6
-    assert set(np.unique(weight)) <= {0.0, 50.0 ** 2}
+    assert set(np.unique(weight)) <= {0.0, 50.0**2}
 
 
 def test_noise_matches_the_snr_and_the_tilt_changes_the_continuum(templates):
@@ -91,12 +90,29 @@ def test_write_synth_round_trip(synth_dir):
 def test_cli_synth(tmp_path, sample_store, monkeypatch):
     from latentsky.cli import main
 
-    assert main(["synth", "--n", "1000", "--out", str(tmp_path / "s"), "--store", str(sample_store.path),
-                 "--no-progress"]) == 0
+    assert (
+        main(["synth", "--n", "1000", "--out", str(tmp_path / "s"), "--store", str(sample_store.path), "--no-progress"])
+        == 0
+    )
     assert len(pd.read_parquet(tmp_path / "s" / "latent.parquet")) == 1000
     assert main(["synth", "--n", "10.5", "--out", str(tmp_path / "t"), "--no-progress"]) == 2
-    assert main(["synth", "--n", "10", "--spectra", "20", "--out", str(tmp_path / "t"), "--store",
-                 str(sample_store.path), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "synth",
+                "--n",
+                "10",
+                "--spectra",
+                "20",
+                "--out",
+                str(tmp_path / "t"),
+                "--store",
+                str(sample_store.path),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
 
 
 def test_bad_arguments_are_named(templates):

@@ -34,8 +34,9 @@ def test_counts_equal_datashaders(points, threads, dtype, monkeypatch):
         assert got.dtype == want.dtype == np.uint32 and got.shape == (h, w)
         np.testing.assert_array_equal(got, want)
         want = cvs.points(df, "x", "y", ds.by("cls", ds.count())).values
-        got = count_points(df["x"].to_numpy(), df["y"].to_numpy(), xr, yr, w, h, df["cls"].cat.codes.to_numpy(), 3,
-                           threads=threads)
+        got = count_points(
+            df["x"].to_numpy(), df["y"].to_numpy(), xr, yr, w, h, df["cls"].cat.codes.to_numpy(), 3, threads=threads
+        )
         assert got.shape == (h, w, 3)
         np.testing.assert_array_equal(got, want)  # a missing class counts in the last one, as in Datashader
 

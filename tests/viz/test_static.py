@@ -34,8 +34,14 @@ def test_figures_leave_the_callers_backend_alone(sample_store, tmp_path):
     matplotlib.use("svg")  # stands in for a notebook's inline backend: anything but Agg
     try:
         plot_store_overview(sample_store, tmp_path / "o.png", max_per_group=1, max_rows=5)
-        table = pd.DataFrame({"x": [0.0, 1.0, 2.0], "y": [1.0, 0.0, 2.0], "object": ["a", "a", "b"],
-                              "spec_class": ["STAR", "STAR", "QSO"]})
+        table = pd.DataFrame(
+            {
+                "x": [0.0, 1.0, 2.0],
+                "y": [1.0, 0.0, 2.0],
+                "object": ["a", "a", "b"],
+                "spec_class": ["STAR", "STAR", "QSO"],
+            }
+        )
         png = plot_map(table, tmp_path / "map.png")
         assert png.read_bytes()[:4] == b"\x89PNG"
         assert matplotlib.get_backend() == "svg"

@@ -27,15 +27,19 @@ def get_archive(name: str) -> Archive:
     key = str(name).lower()
     if key == "eso":
         from latentsky.archives.eso import eso
+
         return eso
     if key == "sdss":
         from latentsky.archives.sdss import sdss
+
         return sdss
     if key == "skyview":
         from latentsky.archives.skyview import skyview
+
         return skyview
     if key == "ukidss":
         from latentsky.archives.ukidss import ukidss
+
         return ukidss
     raise LatentskyError(f"archive: unknown archive {name!r}; known: {', '.join(ARCHIVES)}")
 

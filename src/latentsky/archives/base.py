@@ -92,8 +92,10 @@ def check_offline(url: str) -> None:
 
     host = urlsplit(str(url)).hostname or ""
     if host not in LOOPBACK_HOSTS:
-        raise ArchiveError(f"offline mode (conf.offline): refusing to contact {host or url!r}; point the "
-                           "archive URLs at a local archive (latentsky archive serve) or set conf.offline = False")
+        raise ArchiveError(
+            f"offline mode (conf.offline): refusing to contact {host or url!r}; point the "
+            "archive URLs at a local archive (latentsky archive serve) or set conf.offline = False"
+        )
 
 
 def request(method: str, url: str, *, archive: str, timeout: float | None = None, **kwargs):
@@ -217,6 +219,7 @@ class Archive(abc.ABC):
 
 # --------------------------------------------------------------------------- positions
 
+
 def parse_coordinates(coordinates, *, parameter: str = "coordinates") -> SkyCoord:
     """Turn user input into ICRS :class:`~astropy.coordinates.SkyCoord` (scalar or array).
 
@@ -240,8 +243,9 @@ def parse_coordinates(coordinates, *, parameter: str = "coordinates") -> SkyCoor
         elif isinstance(coordinates, Table):
             names = {n.lower(): n for n in coordinates.colnames}
             if "ra" not in names or "dec" not in names:
-                raise CoordinateError(f"{parameter}: the table needs 'ra' and 'dec' columns (degrees); "
-                                      f"it has {coordinates.colnames}")
+                raise CoordinateError(
+                    f"{parameter}: the table needs 'ra' and 'dec' columns (degrees); it has {coordinates.colnames}"
+                )
             ra = _degrees(coordinates[names["ra"]])
             dec = _degrees(coordinates[names["dec"]])
             coord = SkyCoord(ra, dec, unit="deg", frame="icrs")
@@ -251,8 +255,10 @@ def parse_coordinates(coordinates, *, parameter: str = "coordinates") -> SkyCoor
         elif isinstance(coordinates, (tuple, list)) and len(coordinates) == 2:
             coord = SkyCoord(*coordinates, unit="deg", frame="icrs")
         else:
-            raise CoordinateError(f"{parameter}: expected a SkyCoord, an (ra, dec) pair in degrees, a string "
-                                  f"or a table with ra/dec columns, got {type(coordinates).__name__}")
+            raise CoordinateError(
+                f"{parameter}: expected a SkyCoord, an (ra, dec) pair in degrees, a string "
+                f"or a table with ra/dec columns, got {type(coordinates).__name__}"
+            )
         icrs = coord.icrs
     except CoordinateError:
         raise
@@ -351,9 +357,11 @@ def resolve_name(name: str, *, parameter: str = "target", names: dict | None = N
     if hit is not None:
         return SkyCoord(*hit, unit="deg", frame="icrs")
     if conf.offline:
-        raise CoordinateError(f"{parameter}: unknown object name {name!r}; offline mode (conf.offline) only "
-                              f"knows the names in conf.name_table ({conf.name_table or 'not set'}); "
-                              "give coordinates instead")
+        raise CoordinateError(
+            f"{parameter}: unknown object name {name!r}; offline mode (conf.offline) only "
+            f"knows the names in conf.name_table ({conf.name_table or 'not set'}); "
+            "give coordinates instead"
+        )
     from astropy.coordinates.name_resolve import NameResolveError
 
     try:

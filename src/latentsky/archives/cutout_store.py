@@ -109,27 +109,36 @@ class CutoutStore:
         db = _connect(dest / PROGRESS_NAME)
         stored = _settings(db)
         if stored is not None:
-            same = {k: stored.get(k) for k in ("n", "digest", "bands", "size")} == \
-                   {k: settings[k] for k in ("n", "digest", "bands", "size")}
+            same = {k: stored.get(k) for k in ("n", "digest", "bands", "size")} == {
+                k: settings[k] for k in ("n", "digest", "bands", "size")
+            }
             if not same:
                 db.close()
-                raise LatentskyError(f"dest: {dest} holds cutouts of other targets, bands or size ({stored['n']} "
-                                     f"targets, bands {stored['bands']}, size {stored['size']}); choose another "
-                                     "folder")
+                raise LatentskyError(
+                    f"dest: {dest} holds cutouts of other targets, bands or size ({stored['n']} "
+                    f"targets, bands {stored['bands']}, size {stored['size']}); choose another "
+                    "folder"
+                )
             return cls(dest, zarr.open_group(str(dest / ZARR_NAME), mode="r+")["images"], db, stored)
         if (dest / INDEX_NAME).exists() and not (dest / ZARR_NAME).exists():
             db.close()
-            raise LatentskyError(f"dest: {dest} already holds an {INDEX_NAME} that is not a cutout store; "
-                                 "choose another folder")
+            raise LatentskyError(
+                f"dest: {dest} already holds an {INDEX_NAME} that is not a cutout store; choose another folder"
+            )
         # a new store; the settings row, written last, says it is whole (an interrupted start is redone)
         tmp = dest / (INDEX_NAME + ".tmp")
         targets.to_parquet(tmp, index=False)
         os.replace(tmp, dest / INDEX_NAME)
         n, nb, size = len(targets), len(settings["bands"]), int(settings["size"])
         group = zarr.open_group(str(dest / ZARR_NAME), mode="a")
-        images = group.create_array(name="images", shape=(n, nb, size, size), dtype="float32", fill_value=np.nan,
-                                    chunks=(max(1, min(int(settings["block"]), n)), nb, size, size),
-                                    overwrite=True)
+        images = group.create_array(
+            name="images",
+            shape=(n, nb, size, size),
+            dtype="float32",
+            fill_value=np.nan,
+            chunks=(max(1, min(int(settings["block"]), n)), nb, size, size),
+            overwrite=True,
+        )
         images.attrs.update({k: settings[k] for k in ("bands", "size", "hips", "pixel_scale_arcsec", "n")})
         with db:
             db.execute("DELETE FROM cells")
@@ -177,8 +186,9 @@ class CutoutStore:
                 try:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise StoreError(f"{self.path}: another cutout run is writing this folder; wait for it or "
-                                     "stop it") from None
+                    raise StoreError(
+                        f"{self.path}: another cutout run is writing this folder; wait for it or stop it"
+                    ) from None
             yield self
         finally:
             fh.close()
@@ -211,14 +221,19 @@ class CutoutStore:
         Read in slices into preallocated arrays: memory stays a few bytes per cell.
         """
         n = self.db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
-        out = {"row": np.zeros(n, np.int64), "band": np.zeros(n, np.int64), "status": np.zeros(n, np.int8),
-               "attempts": np.zeros(n, np.int32), "coverage": np.zeros(n, np.float64)}
+        out = {
+            "row": np.zeros(n, np.int64),
+            "band": np.zeros(n, np.int64),
+            "status": np.zeros(n, np.int8),
+            "attempts": np.zeros(n, np.int32),
+            "coverage": np.zeros(n, np.float64),
+        }
         cursor = self.db.execute("SELECT row, band, status, attempts, coverage FROM cells ORDER BY row, band")
         k = 0
         while rows := cursor.fetchmany(65536):
             a = np.array(rows, dtype=np.float64)  # integers this small are exact in float64
             for j, name in enumerate(("row", "band", "status", "attempts", "coverage")):
-                out[name][k:k + len(a)] = a[:, j]
+                out[name][k : k + len(a)] = a[:, j]
             k += len(a)
         return out
 
@@ -245,8 +260,10 @@ class CutoutStore:
         """
         with self.db:
             self.db.executemany("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?)", cells)
-            self.db.executemany("INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
-                                [(r, b, np.ascontiguousarray(a, np.float32).tobytes()) for r, b, a in pixels])
+            self.db.executemany(
+                "INSERT OR REPLACE INTO pending VALUES (?, ?, ?)",
+                [(r, b, np.ascontiguousarray(a, np.float32).tobytes()) for r, b, a in pixels],
+            )
 
     def block_rows(self, block: int) -> tuple[int, int]:
         """Rows ``[lo, hi)`` of a block."""
@@ -257,10 +274,14 @@ class CutoutStore:
         """A block's pixels to fill in: the chunk as written (``stored``) or blank, plus its pending pixels."""
         lo, hi = self.block_rows(block)
         size = int(self.settings["size"])
-        data = np.asarray(self.images[lo:hi], dtype=np.float32) if stored else \
-            np.full((hi - lo, len(self.bands), size, size), np.nan, dtype=np.float32)
-        for row, band, blob in self.db.execute("SELECT row, band, pixels FROM pending WHERE row >= ? AND row < ?",
-                                               (lo, hi)):
+        data = (
+            np.asarray(self.images[lo:hi], dtype=np.float32)
+            if stored
+            else np.full((hi - lo, len(self.bands), size, size), np.nan, dtype=np.float32)
+        )
+        for row, band, blob in self.db.execute(
+            "SELECT row, band, pixels FROM pending WHERE row >= ? AND row < ?", (lo, hi)
+        ):
             data[row - lo, band] = np.frombuffer(blob, dtype=np.float32).reshape(size, size)
         return data
 

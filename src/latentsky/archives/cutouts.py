@@ -46,14 +46,28 @@ from latentsky.progress import Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SURVEYS", "STATUSES", "CutoutResult", "fetch_cutouts", "open_cutouts", "fetch_one", "hips2fits_params",
-           "ZARR_NAME", "INDEX_NAME"]
+__all__ = [
+    "SURVEYS",
+    "STATUSES",
+    "CutoutResult",
+    "fetch_cutouts",
+    "open_cutouts",
+    "fetch_one",
+    "hips2fits_params",
+    "ZARR_NAME",
+    "INDEX_NAME",
+]
 
 SURVEYS = {
-    "SDSS-u": ("CDS/P/SDSS9/u", 0.396), "SDSS-g": ("CDS/P/SDSS9/g", 0.396), "SDSS-r": ("CDS/P/SDSS9/r", 0.396),
-    "SDSS-i": ("CDS/P/SDSS9/i", 0.396), "SDSS-z": ("CDS/P/SDSS9/z", 0.396),
+    "SDSS-u": ("CDS/P/SDSS9/u", 0.396),
+    "SDSS-g": ("CDS/P/SDSS9/g", 0.396),
+    "SDSS-r": ("CDS/P/SDSS9/r", 0.396),
+    "SDSS-i": ("CDS/P/SDSS9/i", 0.396),
+    "SDSS-z": ("CDS/P/SDSS9/z", 0.396),
     "FIRST": ("CDS/P/FIRST", 1.8),
-    "UKIDSS-Y": ("CDS/P/UKIDSS/Y", 0.4), "UKIDSS-J": ("CDS/P/UKIDSS/J", 0.4), "UKIDSS-H": ("CDS/P/UKIDSS/H", 0.4),
+    "UKIDSS-Y": ("CDS/P/UKIDSS/Y", 0.4),
+    "UKIDSS-J": ("CDS/P/UKIDSS/J", 0.4),
+    "UKIDSS-H": ("CDS/P/UKIDSS/H", 0.4),
     "UKIDSS-K": ("CDS/P/UKIDSS/K", 0.4),
 }
 """Band name -> (HiPS identifier, native pixel scale in arcsec).  The identifiers follow
@@ -112,8 +126,9 @@ def hips2fits_params(hips: str, ra: float, dec: float, size: int, pixel_scale_ar
     """
     from astroquery.hips2fits import hips2fitsClass
 
-    return hips2fitsClass().query_async(get_query_payload=True, **_hips2fits_args(hips, ra, dec, size,
-                                                                                 pixel_scale_arcsec))
+    return hips2fitsClass().query_async(
+        get_query_payload=True, **_hips2fits_args(hips, ra, dec, size, pixel_scale_arcsec)
+    )
 
 
 def _hips2fits_args(hips, ra, dec, size, pixel_scale_arcsec) -> dict:
@@ -121,11 +136,22 @@ def _hips2fits_args(hips, ra, dec, size, pixel_scale_arcsec) -> dict:
     import astropy.units as u
     from astropy.coordinates import Angle, Latitude, Longitude
 
-    return {"hips": hips, "width": int(size), "height": int(size), "projection": "TAN",
-            "ra": Longitude(float(ra) * u.deg), "dec": Latitude(float(dec) * u.deg),
-            "fov": Angle(size * pixel_scale_arcsec / 3600.0 * u.deg), "coordsys": "icrs",
-            "rotation_angle": Angle(0.0 * u.deg), "format": "fits", "min_cut": 0.5, "max_cut": 99.5,
-            "stretch": "linear", "cmap": "Greys_r"}
+    return {
+        "hips": hips,
+        "width": int(size),
+        "height": int(size),
+        "projection": "TAN",
+        "ra": Longitude(float(ra) * u.deg),
+        "dec": Latitude(float(dec) * u.deg),
+        "fov": Angle(size * pixel_scale_arcsec / 3600.0 * u.deg),
+        "coordsys": "icrs",
+        "rotation_angle": Angle(0.0 * u.deg),
+        "format": "fits",
+        "min_cut": 0.5,
+        "max_cut": 99.5,
+        "stretch": "linear",
+        "cmap": "Greys_r",
+    }
 
 
 def parse_cutout(body: bytes, size: int) -> tuple[str, np.ndarray | None, float]:
@@ -156,8 +182,9 @@ def parse_cutout(body: bytes, size: int) -> tuple[str, np.ndarray | None, float]
     return "ok", data, float(finite.mean())
 
 
-def fetch_one(hips: str, ra: float, dec: float, size: int,
-              pixel_scale_arcsec: float) -> tuple[str, np.ndarray | None, str]:
+def fetch_one(
+    hips: str, ra: float, dec: float, size: int, pixel_scale_arcsec: float
+) -> tuple[str, np.ndarray | None, str]:
     """One cutout through astroquery.hips2fits: ``(status, image or None, error text)``.
 
     The server is ``conf.hips2fits_url`` (read at call time: astroquery's own
@@ -185,10 +212,21 @@ def fetch_one(hips: str, ra: float, dec: float, size: int,
     return status, image, ""
 
 
-def fetch_cutouts(coordinates, dest: str | Path, *, bands=("SDSS-g", "SDSS-r", "SDSS-i"), size: int = 28,
-                  pixel_scale: dict | float | None = None, hips: dict | None = None, block: int = 256,
-                  max_attempts: int = 3, connections: int | None = None, progress: ProgressCallback | None = None,
-                  backoff: float | None = None, seed: int | None = None) -> CutoutResult:
+def fetch_cutouts(
+    coordinates,
+    dest: str | Path,
+    *,
+    bands=("SDSS-g", "SDSS-r", "SDSS-i"),
+    size: int = 28,
+    pixel_scale: dict | float | None = None,
+    hips: dict | None = None,
+    block: int = 256,
+    max_attempts: int = 3,
+    connections: int | None = None,
+    progress: ProgressCallback | None = None,
+    backoff: float | None = None,
+    seed: int | None = None,
+) -> CutoutResult:
     """Fetch ``size`` x ``size`` cutouts of every target in every band; resumable.
 
     Parameters
@@ -237,16 +275,20 @@ def fetch_cutouts(coordinates, dest: str | Path, *, bands=("SDSS-g", "SDSS-r", "
         raise LatentskyError(f"max_attempts: expected a positive number of requests, got {max_attempts!r}")
     coords = parse_coordinates(coordinates, parameter="coordinates")
     coords = coords.reshape((1,)) if coords.isscalar else coords
-    settings = {"bands": bands, "size": int(size), "hips": hips_ids, "pixel_scale_arcsec": scales,
-                "block": int(block)}
+    settings = {"bands": bands, "size": int(size), "hips": hips_ids, "pixel_scale_arcsec": scales, "block": int(block)}
     store = CutoutStore.create_or_open(dest, _targets(coordinates, coords), settings)
     try:
         with store.running():
             connections = int(connections or conf.max_connections_per_host)
-            pool = RequestPool(max_connections=connections, max_connections_per_host=connections,
-                               policy=RetryPolicy(max_attempts=int(max_attempts), backoff=backoff), seed=seed)
-            run = _Run(store, coords, [_url_prefix(hips_ids[b], int(size), scales[b]) for b in bands],
-                       int(max_attempts))
+            pool = RequestPool(
+                max_connections=connections,
+                max_connections_per_host=connections,
+                policy=RetryPolicy(max_attempts=int(max_attempts), backoff=backoff),
+                seed=seed,
+            )
+            run = _Run(
+                store, coords, [_url_prefix(hips_ids[b], int(size), scales[b]) for b in bands], int(max_attempts)
+            )
             with Progress("cutouts", total=run.total, unit="cells", callback=progress) as bar:
                 run.bar = bar
                 size_ = int(size)
@@ -317,8 +359,11 @@ class _Run:
         per_row = self.wanted.sum(axis=1)
         self.scheduled = np.add.reduceat(per_row, np.arange(0, store.n, store.block)) if store.n else np.zeros(0)
         self.resolved = np.zeros(nblocks, np.int64)
-        self.had_pixels = np.add.reduceat((self.status == OK).sum(axis=1), np.arange(0, store.n, store.block)) > 0 \
-            if store.n else np.zeros(0, bool)
+        self.had_pixels = (
+            np.add.reduceat((self.status == OK).sum(axis=1), np.arange(0, store.n, store.block)) > 0
+            if store.n
+            else np.zeros(0, bool)
+        )
         self.buffers: dict[int, np.ndarray] = {}
         self.counts = {s: int((self.status == code).sum()) for code, s in enumerate(STATUSES)}
         self.failed = 0
@@ -331,10 +376,13 @@ class _Run:
         from latentsky.download.pool import Request
 
         for lo in range(0, self.store.n, self.store.block):  # block by block: memory stays flat
-            rows, bands = np.nonzero(self.wanted[lo:lo + self.store.block])
+            rows, bands = np.nonzero(self.wanted[lo : lo + self.store.block])
             for i, b in zip((rows + lo).tolist(), bands.tolist()):
-                yield Request((i, b), f"{self.prefixes[b]}&ra={float(self.ra[i])!r}&dec={float(self.dec[i])!r}",
-                              attempts=int(self.attempts[i, b]))
+                yield Request(
+                    (i, b),
+                    f"{self.prefixes[b]}&ra={float(self.ra[i])!r}&dec={float(self.dec[i])!r}",
+                    attempts=int(self.attempts[i, b]),
+                )
 
     def record(self, batch) -> None:
         """Record a batch of outcomes (one transaction), then write the blocks it completed."""
@@ -387,8 +435,11 @@ class _Run:
         elapsed = now - self._start
         rate = bar.done / elapsed if elapsed > 0 else 0.0
         left = (bar.total - bar.done) / rate if rate > 0 else None
-        bar.advance(0, f"ok {self.counts['ok']:,} · off {self.counts['off_footprint']:,} · failed {self.failed:,}"
-                       + (f" · {_duration(left)} left" if left is not None and bar.done < bar.total else ""))
+        bar.advance(
+            0,
+            f"ok {self.counts['ok']:,} · off {self.counts['off_footprint']:,} · failed {self.failed:,}"
+            + (f" · {_duration(left)} left" if left is not None and bar.done < bar.total else ""),
+        )
 
 
 def _duration(seconds: float) -> str:
@@ -407,13 +458,26 @@ def _result(store: CutoutStore) -> CutoutResult:
     errors = store.errors()
     rows = sorted(errors)
     targets = store.targets() if rows else None
-    attempts = {(int(r), int(b)): int(a) for r, b, a in zip(cells["row"], cells["band"], cells["attempts"])
-                if (int(r), int(b)) in errors} if rows else {}
-    table = Table({"row": [r for r, _ in rows], "band": [store.bands[b] for _, b in rows],
-                   "ra": [float(targets["ra"].iloc[r]) for r, _ in rows],
-                   "dec": [float(targets["dec"].iloc[r]) for r, _ in rows],
-                   "attempts": [attempts[k] for k in rows], "error": [errors[k] for k in rows]},
-                  dtype=(int, str, float, float, int, str))
+    attempts = (
+        {
+            (int(r), int(b)): int(a)
+            for r, b, a in zip(cells["row"], cells["band"], cells["attempts"])
+            if (int(r), int(b)) in errors
+        }
+        if rows
+        else {}
+    )
+    table = Table(
+        {
+            "row": [r for r, _ in rows],
+            "band": [store.bands[b] for _, b in rows],
+            "ra": [float(targets["ra"].iloc[r]) for r, _ in rows],
+            "dec": [float(targets["dec"].iloc[r]) for r, _ in rows],
+            "attempts": [attempts[k] for k in rows],
+            "error": [errors[k] for k in rows],
+        },
+        dtype=(int, str, float, float, int, str),
+    )
     return CutoutResult(store.path, store.bands, counts, table)
 
 

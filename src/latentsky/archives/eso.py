@@ -60,9 +60,23 @@ from latentsky.exceptions import ArchiveError, CoordinateError, QueryTruncatedEr
 
 log = logging.getLogger(__name__)
 
-OBSCORE_COLUMNS = ("dp_id", "obs_collection", "instrument_name", "dataproduct_type", "target_name", "s_ra",
-                   "s_dec", "t_min", "t_max", "t_exptime", "em_min", "em_max", "access_url", "access_format",
-                   "access_estsize")
+OBSCORE_COLUMNS = (
+    "dp_id",
+    "obs_collection",
+    "instrument_name",
+    "dataproduct_type",
+    "target_name",
+    "s_ra",
+    "s_dec",
+    "t_min",
+    "t_max",
+    "t_exptime",
+    "em_min",
+    "em_max",
+    "access_url",
+    "access_format",
+    "access_estsize",
+)
 """The ObsCore columns asked for (all exist in ESO's ``ivoa.ObsCore``)."""
 
 FIRST_MJD = 44239.0
@@ -98,10 +112,20 @@ class ESO(Archive):
     name = "eso"
 
     # ------------------------------------------------------------------ ADQL
-    def build_query(self, *, collection: str | None = "HARPS", instrument: str | None = None,
-                    dataproduct_type: str | None = "spectrum", target_name: str | None = None,
-                    coordinates=None, radius=None, start=None, end=None, upload: str | None = None,
-                    top: int | None = None) -> str:
+    def build_query(
+        self,
+        *,
+        collection: str | None = "HARPS",
+        instrument: str | None = None,
+        dataproduct_type: str | None = "spectrum",
+        target_name: str | None = None,
+        coordinates=None,
+        radius=None,
+        start=None,
+        end=None,
+        upload: str | None = None,
+        top: int | None = None,
+    ) -> str:
         """The ADQL for one query (no network).
 
         Parameters
@@ -121,8 +145,12 @@ class ESO(Archive):
             ``SELECT TOP``.
         """
         where = []
-        for column, value in (("obs_collection", collection), ("instrument_name", instrument),
-                              ("dataproduct_type", dataproduct_type), ("target_name", target_name)):
+        for column, value in (
+            ("obs_collection", collection),
+            ("instrument_name", instrument),
+            ("dataproduct_type", dataproduct_type),
+            ("target_name", target_name),
+        ):
             if value is not None:
                 where.append(f"{column} = {_quote(value)}")
         if coordinates is not None and upload is None:
@@ -130,8 +158,10 @@ class ESO(Archive):
             if not c.isscalar:
                 raise CoordinateError("coordinates: build_query takes one position; upload a table for many")
             r = parse_radius(radius).deg
-            where.append(f"CONTAINS(POINT('ICRS', s_ra, s_dec), "
-                         f"CIRCLE('ICRS', {float(c.ra.deg)!r}, {float(c.dec.deg)!r}, {float(r)!r})) = 1")
+            where.append(
+                f"CONTAINS(POINT('ICRS', s_ra, s_dec), "
+                f"CIRCLE('ICRS', {float(c.ra.deg)!r}, {float(c.dec.deg)!r}, {float(r)!r})) = 1"
+            )
         t0, t1 = parse_time(start, parameter="start"), parse_time(end, parameter="end")
         if t0 is not None and t1 is not None and t1 <= t0:
             raise CoordinateError(f"end ({t1.isot}) must be after start ({t0.isot})")
@@ -143,20 +173,38 @@ class ESO(Archive):
         select = ", ".join(prefix + c for c in OBSCORE_COLUMNS)
         head = f"SELECT {'TOP %d ' % top if top else ''}{select}"
         if upload:
-            where = [w.replace("t_min", "o.t_min").replace("obs_collection", "o.obs_collection")
-                     .replace("instrument_name", "o.instrument_name")
-                     .replace("dataproduct_type", "o.dataproduct_type").replace("target_name", "o.target_name")
-                     for w in where]
-            return (f"{head}, t.target_index FROM ivoa.ObsCore AS o JOIN TAP_UPLOAD.{upload} AS t ON "
-                    "1 = CONTAINS(POINT('ICRS', o.s_ra, o.s_dec), CIRCLE('ICRS', t.ra, t.dec, t.radius))"
-                    + (" WHERE " + " AND ".join(where) if where else ""))
+            where = [
+                w.replace("t_min", "o.t_min")
+                .replace("obs_collection", "o.obs_collection")
+                .replace("instrument_name", "o.instrument_name")
+                .replace("dataproduct_type", "o.dataproduct_type")
+                .replace("target_name", "o.target_name")
+                for w in where
+            ]
+            return (
+                f"{head}, t.target_index FROM ivoa.ObsCore AS o JOIN TAP_UPLOAD.{upload} AS t ON "
+                "1 = CONTAINS(POINT('ICRS', o.s_ra, o.s_dec), CIRCLE('ICRS', t.ra, t.dec, t.radius))"
+                + (" WHERE " + " AND ".join(where) if where else "")
+            )
         return f"{head} FROM ivoa.ObsCore" + (" WHERE " + " AND ".join(where) if where else "")
 
     # ------------------------------------------------------------------ query
-    def query(self, target: str | None = None, *, coordinates=None, radius=None, collection: str | None = "HARPS",
-              instrument: str | None = None, dataproduct_type: str | None = "spectrum",
-              target_name: str | None = None, start=None, end=None, maxrec: int | None = None,
-              mode: str = "auto", get_query_payload: bool = False) -> Table:
+    def query(
+        self,
+        target: str | None = None,
+        *,
+        coordinates=None,
+        radius=None,
+        collection: str | None = "HARPS",
+        instrument: str | None = None,
+        dataproduct_type: str | None = "spectrum",
+        target_name: str | None = None,
+        start=None,
+        end=None,
+        maxrec: int | None = None,
+        mode: str = "auto",
+        get_query_payload: bool = False,
+    ) -> Table:
         """Find products; one row per product, never silently truncated.
 
         Parameters
@@ -216,8 +264,14 @@ class ESO(Archive):
             else:
                 upload = self._upload_table(coordinates, coords, radius if radius is not None else default)
                 coordinates = None
-        filters = dict(collection=collection, instrument=instrument, dataproduct_type=dataproduct_type,
-                       target_name=target_name, coordinates=coordinates, radius=radius)
+        filters = dict(
+            collection=collection,
+            instrument=instrument,
+            dataproduct_type=dataproduct_type,
+            target_name=target_name,
+            coordinates=coordinates,
+            radius=radius,
+        )
         t0, t1 = parse_time(start, parameter="start"), parse_time(end, parameter="end")
         maxrec = int(maxrec or conf.tap_maxrec)
         if maxrec <= 0:
@@ -231,7 +285,7 @@ class ESO(Archive):
             pieces += self._collect(filters, None, t0, t1, maxrec, mode)
         else:
             for lo in range(0, len(upload), UPLOAD_CHUNK):
-                pieces += self._collect(filters, upload[lo:lo + UPLOAD_CHUNK], t0, t1, maxrec, mode)
+                pieces += self._collect(filters, upload[lo : lo + UPLOAD_CHUNK], t0, t1, maxrec, mode)
         raw = _vstack(pieces)
         return self._normalise(raw)
 
@@ -257,14 +311,16 @@ class ESO(Archive):
         if upload is not None and len(upload) > 1:
             half = len(upload) // 2
             log.info("ESO: %d targets overflowed maxrec=%d; splitting the list", len(upload), maxrec)
-            return (self._collect(filters, upload[:half], t0, t1, maxrec, mode)
-                    + self._collect(filters, upload[half:], t0, t1, maxrec, mode))
+            return self._collect(filters, upload[:half], t0, t1, maxrec, mode) + self._collect(
+                filters, upload[half:], t0, t1, maxrec, mode
+            )
         lo = FIRST_MJD if t0 is None else t0.mjd
         hi = Time.now().mjd + 1.0 if t1 is None else t1.mjd
         if hi - lo <= MIN_SLICE_DAYS:
             raise QueryTruncatedError(
                 f"eso: more than maxrec={maxrec} products start within one second "
-                f"(t_min in [{lo}, {hi}) MJD) for {adql!r}; raise maxrec")
+                f"(t_min in [{lo}, {hi}) MJD) for {adql!r}; raise maxrec"
+            )
         mid = lo + (hi - lo) / 2
         log.info("ESO: answer capped at %d rows (OVERFLOW); splitting t_min at MJD %.6f", maxrec, mid)
         pieces = []
@@ -277,8 +333,9 @@ class ESO(Archive):
 
     def _null_time_rows(self, filters, upload, maxrec, mode) -> list[Table]:
         adql = self.build_query(**filters, upload="targets" if upload is not None else None)
-        adql += (" AND " if " WHERE " in adql else " WHERE ") + ("o.t_min IS NULL" if upload is not None
-                                                                  else "t_min IS NULL")
+        adql += (" AND " if " WHERE " in adql else " WHERE ") + (
+            "o.t_min IS NULL" if upload is not None else "t_min IS NULL"
+        )
         table, overflow, _ = self._ask(adql, upload, maxrec, mode)
         if overflow:
             raise QueryTruncatedError(f"eso: more than maxrec={maxrec} products without t_min for {adql!r}")
@@ -326,8 +383,10 @@ class ESO(Archive):
                 raise ArchiveError(f"eso: the TAP service at {url} refused the query: {err}") from err
             except (pyvo.dal.DALServiceError, pyvo.dal.DALFormatError) as err:
                 if _timed_out(err):  # a hung service is not asked again: we waited conf.timeout already
-                    raise ArchiveError(f"eso: no answer from the TAP service at {url} within the timeout "
-                                       f"(conf.timeout = {conf.timeout} s): {err}") from err
+                    raise ArchiveError(
+                        f"eso: no answer from the TAP service at {url} within the timeout "
+                        f"(conf.timeout = {conf.timeout} s): {err}"
+                    ) from err
                 if isinstance(err, pyvo.dal.DALFormatError):
                     raise _Retryable(f"eso: TAP service at {url} sent an unreadable answer: {err}") from err
                 if err.code is None:  # no HTTP failure: an answer or a job that went wrong, worth another try
@@ -344,8 +403,9 @@ class ESO(Archive):
 
     def _normalise(self, raw: Table) -> Table:
         if len(raw) == 0 and not raw.colnames:
-            raw = Table({c: np.array([], dtype=float if c.startswith(("s_", "t_", "em_")) else str)
-                         for c in OBSCORE_COLUMNS})
+            raw = Table(
+                {c: np.array([], dtype=float if c.startswith(("s_", "t_", "em_")) else str) for c in OBSCORE_COLUMNS}
+            )
         require_columns(raw, ("dp_id", "s_ra", "s_dec", "t_min", "access_url"), parameter="ESO TAP answer")
         table = Table(raw, masked=False, copy=True)
         for name in table.colnames:
@@ -379,8 +439,15 @@ class ESO(Archive):
         for row in products:
             dp_id = str(row["dp_id"])
             # no size check: ObsCore's access_estsize is an estimate in kB
-            items.append(DownloadItem(key=f"eso/{dp_id}", url=conf.eso_data_url + dp_id,
-                                      dest=dest / f"{safe_name(dp_id)}.fits", kind="fits", auth=auth))
+            items.append(
+                DownloadItem(
+                    key=f"eso/{dp_id}",
+                    url=conf.eso_data_url + dp_id,
+                    dest=dest / f"{safe_name(dp_id)}.fits",
+                    kind="fits",
+                    auth=auth,
+                )
+            )
         return items
 
 
@@ -427,11 +494,13 @@ def product_table(table: Table) -> Table:
     """Add the common product columns (:data:`~latentsky.archives.base.PRODUCT_COLUMNS`) to an ObsCore table."""
     n = len(table)
     t_min = np.asarray(table["t_min"], dtype=float)
-    dates = np.array([Time(t, format="mjd").isot if np.isfinite(t) else "" for t in t_min], dtype=str) \
-        if n else np.array([], dtype=str)
+    dates = (
+        np.array([Time(t, format="mjd").isot if np.isfinite(t) else "" for t in t_min], dtype=str)
+        if n
+        else np.array([], dtype=str)
+    )
     access = np.asarray(table["access_url"]).astype(str)
-    formats = np.asarray(table["access_format"]).astype(str) if "access_format" in table.colnames else \
-        np.full(n, "")
+    formats = np.asarray(table["access_format"]).astype(str) if "access_format" in table.colnames else np.full(n, "")
     # ESO's ObsCore access_url is a DataLink document; the file itself is on the data portal
     datalink = np.char.find(np.char.lower(formats.astype(str)), "datalink") >= 0 if n else np.zeros(0, bool)
     dp_ids = np.asarray(table["dp_id"]).astype(str)
@@ -439,15 +508,15 @@ def product_table(table: Table) -> Table:
     out = Table()
     out["archive"] = np.full(n, "eso")
     out["product_id"] = dp_ids
-    out["object"] = np.asarray(table["target_name"]).astype(str) if "target_name" in table.colnames \
-        else np.full(n, "")
+    out["object"] = np.asarray(table["target_name"]).astype(str) if "target_name" in table.colnames else np.full(n, "")
     out["ra"] = np.asarray(table["s_ra"], dtype=float)
     out["ra"].unit = u.deg
     out["dec"] = np.asarray(table["s_dec"], dtype=float)
     out["dec"].unit = u.deg
     out["date"] = dates
-    out["instrument"] = np.asarray(table["instrument_name"]).astype(str) if "instrument_name" in table.colnames \
-        else np.full(n, "")
+    out["instrument"] = (
+        np.asarray(table["instrument_name"]).astype(str) if "instrument_name" in table.colnames else np.full(n, "")
+    )
     out["access_url"] = files.astype(str)
     for name in table.colnames:
         if name not in out.colnames:

@@ -63,12 +63,36 @@ from latentsky.exceptions import ArchiveError, CoordinateError, LatentskyWarning
 
 log = logging.getLogger(__name__)
 
-SPEC_COLUMNS = ("s.specObjID AS specobjid", "s.ra", "s.dec", "s.z", "s.class", "s.subClass AS subclass", "s.plate",
-                "s.mjd", "s.fiberID AS fiberid", "s.run2d", "s.instrument")
+SPEC_COLUMNS = (
+    "s.specObjID AS specobjid",
+    "s.ra",
+    "s.dec",
+    "s.z",
+    "s.class",
+    "s.subClass AS subclass",
+    "s.plate",
+    "s.mjd",
+    "s.fiberID AS fiberid",
+    "s.run2d",
+    "s.instrument",
+)
 """SpecObj columns asked for."""
 
-PHOTO_COLUMNS = ("p.objID AS objid", "p.ra", "p.dec", "p.run", "p.rerun", "p.camcol", "p.field", "p.type",
-                 "p.psfMag_u", "p.psfMag_g", "p.psfMag_r", "p.psfMag_i", "p.psfMag_z")
+PHOTO_COLUMNS = (
+    "p.objID AS objid",
+    "p.ra",
+    "p.dec",
+    "p.run",
+    "p.rerun",
+    "p.camcol",
+    "p.field",
+    "p.type",
+    "p.psfMag_u",
+    "p.psfMag_g",
+    "p.psfMag_r",
+    "p.psfMag_i",
+    "p.psfMag_z",
+)
 """PhotoObj columns asked for."""
 
 MAX_URL_CHARS = 6000
@@ -137,9 +161,17 @@ class SDSS(Archive):
         dr = conf.sdss_data_release if data_release is None else int(data_release)
         return SDSSClass().query_sql_async(sql, data_release=dr, get_query_payload=True)
 
-    def build_spectra_sql(self, *, coordinates=None, radius=None, spec_class: str | None = None,
-                          top: int | None = None, first_index: int = 0, paged: bool = False,
-                          after: tuple | None = None) -> str:
+    def build_spectra_sql(
+        self,
+        *,
+        coordinates=None,
+        radius=None,
+        spec_class: str | None = None,
+        top: int | None = None,
+        first_index: int = 0,
+        paged: bool = False,
+        after: tuple | None = None,
+    ) -> str:
         """The SQL for spectra: by class/TOP (``paged``: ordered by plate, mjd, fiber, starting ``after``
         such a triple), or per position (``UNION ALL`` of cone blocks)."""
         cols = ", ".join(SPEC_COLUMNS)
@@ -151,20 +183,25 @@ class SDSS(Archive):
         if coordinates is None:
             if after is not None:  # the next page: rows after (plate, mjd, fiber) in that order
                 p, m, f = (int(v) for v in after)
-                where.append(f"(s.plate > {p} OR (s.plate = {p} AND (s.mjd > {m} OR (s.mjd = {m} AND "
-                             f"s.fiberID > {f}))))")
+                where.append(
+                    f"(s.plate > {p} OR (s.plate = {p} AND (s.mjd > {m} OR (s.mjd = {m} AND s.fiberID > {f}))))"
+                )
             head = f"SELECT {'TOP %d ' % top if top else ''}{cols} FROM SpecObj AS s"
-            return head + (" WHERE " + " AND ".join(where) if where else "") + \
-                (" ORDER BY s.plate, s.mjd, s.fiberID" if paged else "")
+            return (
+                head
+                + (" WHERE " + " AND ".join(where) if where else "")
+                + (" ORDER BY s.plate, s.mjd, s.fiberID" if paged else "")
+            )
         coords = parse_coordinates(coordinates)
         r_arcmin = parse_radius(radius if radius is not None else 2 * u.arcsec).to_value(u.arcmin)
         extra = (" WHERE " + " AND ".join(where)) if where else ""
         blocks = []
         ra, dec = np.atleast_1d(coords.ra.deg), np.atleast_1d(coords.dec.deg)
         for i, (a, d) in enumerate(zip(ra, dec), start=first_index):
-            blocks.append(f"SELECT {i} AS idx, {cols} FROM SpecObj AS s JOIN dbo.fGetNearbySpecObjEq("
-                          f"{float(a):.7f}, {float(d):.7f}, {float(r_arcmin):.6g}) AS n ON s.specObjID = n.specObjID"
-                          + extra)
+            blocks.append(
+                f"SELECT {i} AS idx, {cols} FROM SpecObj AS s JOIN dbo.fGetNearbySpecObjEq("
+                f"{float(a):.7f}, {float(d):.7f}, {float(r_arcmin):.6g}) AS n ON s.specObjID = n.specObjID" + extra
+            )
         return " UNION ALL ".join(blocks)
 
     def build_photometry_sql(self, *, coordinates, radius=None, first_index: int = 0) -> str:
@@ -176,18 +213,35 @@ class SDSS(Archive):
         return " UNION ALL ".join(
             f"SELECT {i} AS idx, {cols} FROM PhotoObj AS p JOIN dbo.fGetNearbyObjEq({float(a):.7f}, {float(d):.7f}, "
             f"{float(r_arcmin):.6g}) AS n ON p.objID = n.objID"
-            for i, (a, d) in enumerate(zip(ra, dec), start=first_index))
+            for i, (a, d) in enumerate(zip(ra, dec), start=first_index)
+        )
 
     # ------------------------------------------------------------------ queries
-    def query(self, coordinates=None, *, radius=None, spec_class: str | None = None, top: int | None = None,
-              get_query_payload: bool = False) -> Table:
+    def query(
+        self,
+        coordinates=None,
+        *,
+        radius=None,
+        spec_class: str | None = None,
+        top: int | None = None,
+        get_query_payload: bool = False,
+    ) -> Table:
         """Spectra (:meth:`query_spectra`): the common interface."""
-        return self.query_spectra(coordinates, radius=radius, spec_class=spec_class, top=top,
-                                  get_query_payload=get_query_payload)
+        return self.query_spectra(
+            coordinates, radius=radius, spec_class=spec_class, top=top, get_query_payload=get_query_payload
+        )
 
-    def query_spectra(self, coordinates=None, *, radius=None, spec_class: str | None = None,
-                      top: int | None = None, chunk_size: int | None = None, page_rows: int | None = None,
-                      get_query_payload: bool = False) -> Table:
+    def query_spectra(
+        self,
+        coordinates=None,
+        *,
+        radius=None,
+        spec_class: str | None = None,
+        top: int | None = None,
+        chunk_size: int | None = None,
+        page_rows: int | None = None,
+        get_query_payload: bool = False,
+    ) -> Table:
         """SDSS spectra, around positions or by class.
 
         Parameters
@@ -224,8 +278,9 @@ class SDSS(Archive):
         coords = coords.reshape((1,)) if coords.isscalar else coords
 
         def build(idx):
-            return self.build_spectra_sql(coordinates=coords[idx], radius=radius, spec_class=spec_class,
-                                          first_index=int(idx[0]))
+            return self.build_spectra_sql(
+                coordinates=coords[idx], radius=radius, spec_class=spec_class, first_index=int(idx[0])
+            )
 
         if get_query_payload:
             return self.sql_payload(build(self._chunk_indices(coords, build)[0]))
@@ -278,22 +333,27 @@ class SDSS(Archive):
             groups: dict = {}
             for p, m, f in keys[idx]:
                 groups.setdefault((int(p), int(m)), []).append(str(int(f)))
-            where = " OR ".join(f"(s.plate = {p} AND s.mjd = {m} AND s.fiberID IN ({', '.join(fs)}))"
-                                for (p, m), fs in groups.items())
+            where = " OR ".join(
+                f"(s.plate = {p} AND s.mjd = {m} AND s.fiberID IN ({', '.join(fs)}))" for (p, m), fs in groups.items()
+            )
             return f"SELECT {cols} FROM SpecObj AS s WHERE {where}"
 
         table, failed = self._run_chunks(np.arange(len(keys)), build, chunk_size, what="catalog rows")
         products = self._spectra_products(table, failed=failed)
         row_of = {tuple(k): i for i, k in enumerate(keys.tolist())}
-        products["idx"] = [row_of.get((int(p), int(m), int(f)), -1)
-                           for p, m, f in zip(products["plate"], products["mjd"], products["fiberid"])]
+        products["idx"] = [
+            row_of.get((int(p), int(m), int(f)), -1)
+            for p, m, f in zip(products["plate"], products["mjd"], products["fiberid"])
+        ]
         found = set(products["idx"])
-        products.meta["missing"] = [i for i in range(len(keys)) if i not in found
-                                    and i not in {f["idx"] for f in failed}]
+        products.meta["missing"] = [
+            i for i in range(len(keys)) if i not in found and i not in {f["idx"] for f in failed}
+        ]
         return products
 
-    def query_photometry(self, coordinates, *, radius=None, chunk_size: int | None = None,
-                         get_query_payload: bool = False) -> Table:
+    def query_photometry(
+        self, coordinates, *, radius=None, chunk_size: int | None = None, get_query_payload: bool = False
+    ) -> Table:
         """Primary photometric objects (PhotoObj) around each position; ``idx`` names the position."""
         coords = parse_coordinates(coordinates)
         coords = coords.reshape((1,)) if coords.isscalar else coords
@@ -337,12 +397,17 @@ class SDSS(Archive):
                     pending[:0] = [idx[:half], idx[half:]]
                     continue
                 i = int(idx[0])
-                where = {"ra": float(coords[i].ra.deg), "dec": float(coords[i].dec.deg)} if hasattr(coords, "ra") \
-                    else {}
+                where = (
+                    {"ra": float(coords[i].ra.deg), "dec": float(coords[i].dec.deg)} if hasattr(coords, "ra") else {}
+                )
                 failed.append({"idx": i, **where, "error": str(err)})
         if failed:
-            warnings.warn(f"sdss: {len(failed)} of {len(coords)} {what} failed (see table.meta['failed']); "
-                          f"first: row {failed[0]['idx']}: {failed[0]['error']}", LatentskyWarning, stacklevel=3)
+            warnings.warn(
+                f"sdss: {len(failed)} of {len(coords)} {what} failed (see table.meta['failed']); "
+                f"first: row {failed[0]['idx']}: {failed[0]['error']}",
+                LatentskyWarning,
+                stacklevel=3,
+            )
         pieces = [p for p in pieces if len(p.colnames)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -352,10 +417,28 @@ class SDSS(Archive):
     def _spectra_products(self, table: Table, *, failed: list) -> Table:
         n = len(table)
         if n == 0 and not table.colnames:
-            table = Table({name: np.array([], dtype=float if name in ("ra", "dec", "z") else
-                                          (int if name in ("plate", "mjd", "fiberid") else str))
-                           for name in ("specobjid", "ra", "dec", "z", "class", "plate", "mjd", "fiberid", "run2d",
-                                        "instrument")})
+            table = Table(
+                {
+                    name: np.array(
+                        [],
+                        dtype=float
+                        if name in ("ra", "dec", "z")
+                        else (int if name in ("plate", "mjd", "fiberid") else str),
+                    )
+                    for name in (
+                        "specobjid",
+                        "ra",
+                        "dec",
+                        "z",
+                        "class",
+                        "plate",
+                        "mjd",
+                        "fiberid",
+                        "run2d",
+                        "instrument",
+                    )
+                }
+            )
         require_columns(table, ("ra", "dec", "plate", "mjd", "fiberid"), parameter="SkyServer answer")
         out = Table()
         plate = np.asarray(table["plate"], dtype=int)
@@ -364,16 +447,20 @@ class SDSS(Archive):
         run2d = np.asarray(table["run2d"]).astype(str) if "run2d" in table.colnames else np.full(n, "26")
         out["archive"] = np.full(n, "sdss")
         out["product_id"] = np.array([f"{p:04d}-{m}-{f:04d}" for p, m, f in zip(plate, mjd, fiber)], dtype=str)
-        out["object"] = np.asarray(table["specobjid"]).astype(str) if "specobjid" in table.colnames else \
-            out["product_id"]
+        out["object"] = (
+            np.asarray(table["specobjid"]).astype(str) if "specobjid" in table.colnames else out["product_id"]
+        )
         out["ra"] = np.asarray(table["ra"], dtype=float) * u.deg
         out["dec"] = np.asarray(table["dec"], dtype=float) * u.deg
-        out["date"] = np.array([Time(float(m), format="mjd").isot for m in mjd], dtype=str) if n else \
-            np.array([], dtype=str)
-        out["instrument"] = np.asarray(table["instrument"]).astype(str) if "instrument" in table.colnames else \
-            np.full(n, "SDSS")
-        out["access_url"] = np.array([spectrum_url(p, m, f, r) for p, m, f, r in zip(plate, mjd, fiber, run2d)],
-                                     dtype=str)
+        out["date"] = (
+            np.array([Time(float(m), format="mjd").isot for m in mjd], dtype=str) if n else np.array([], dtype=str)
+        )
+        out["instrument"] = (
+            np.asarray(table["instrument"]).astype(str) if "instrument" in table.colnames else np.full(n, "SDSS")
+        )
+        out["access_url"] = np.array(
+            [spectrum_url(p, m, f, r) for p, m, f, r in zip(plate, mjd, fiber, run2d)], dtype=str
+        )
         for name in table.colnames:
             if name not in out.colnames:
                 out[name] = table[name]
@@ -391,8 +478,15 @@ class SDSS(Archive):
         for row in products:
             # one spectrum matched by two nearby positions appears twice in a query: fetch it once
             key = f"sdss/{row['product_id']}"
-            items.setdefault(key, DownloadItem(key=key, url=str(row["access_url"]),
-                                               dest=dest / safe_name(f"spec-{row['product_id']}.fits"), kind="fits"))
+            items.setdefault(
+                key,
+                DownloadItem(
+                    key=key,
+                    url=str(row["access_url"]),
+                    dest=dest / safe_name(f"spec-{row['product_id']}.fits"),
+                    kind="fits",
+                ),
+            )
         return list(items.values())
 
 
@@ -436,8 +530,15 @@ def _judge(response, url: str) -> None:
     from latentsky.exceptions import DownloadError
 
     try:
-        check_answer("sdss", url, response.status_code, response.reason or "", response.headers,
-                     response.content[:HTML_SNIFF], kind="csv")
+        check_answer(
+            "sdss",
+            url,
+            response.status_code,
+            response.reason or "",
+            response.headers,
+            response.content[:HTML_SNIFF],
+            kind="csv",
+        )
     except DownloadError as err:
         snippet = response.text[:200].strip().replace("\n", " ")
         message = f"sdss: {url} answered {err.problem}: {snippet!r}"
@@ -452,8 +553,10 @@ def spectrum_url(plate: int, mjd: int, fiber: int, run2d: str = "26", *, data_re
     dr = conf.sdss_data_release if data_release is None else data_release
     run2d = str(run2d).strip()
     spectra = "spectra" if run2d in ("26", "103", "104") else "spectra/full"
-    return (f"{conf.sdss_sas_url.rstrip('/')}/dr{dr}/sdss/spectro/redux/{run2d}/{spectra}/{int(plate):04d}/"
-            f"spec-{int(plate):04d}-{int(mjd)}-{int(fiber):04d}.fits")
+    return (
+        f"{conf.sdss_sas_url.rstrip('/')}/dr{dr}/sdss/spectro/redux/{run2d}/{spectra}/{int(plate):04d}/"
+        f"spec-{int(plate):04d}-{int(mjd)}-{int(fiber):04d}.fits"
+    )
 
 
 def parse_skyserver_csv(text: str, *, url: str = "SkyServer") -> Table:

@@ -27,8 +27,16 @@ from astropy import units as u
 from astropy.table import Table
 
 from latentsky.archives.astroquery_call import call
-from latentsky.archives.base import (Archive, check_offline, parse_coordinates, parse_radius, request, require_columns,
-                                     safe_name, session)
+from latentsky.archives.base import (
+    Archive,
+    check_offline,
+    parse_coordinates,
+    parse_radius,
+    request,
+    require_columns,
+    safe_name,
+    session,
+)
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError
 
@@ -99,19 +107,37 @@ class SkyView(Archive):
             kwargs["radius"] = parse_radius(radius).to(u.deg)
         with self._client() as client:
             if get_query_payload:
-                return call(lambda: client.get_image_list(coord, surveys, get_query_payload=True, **kwargs),
-                            archive="skyview", url=form_url(), what="surveys")
-            urls = call(lambda: client.get_image_list(coord, surveys, cache=False, **kwargs), archive="skyview",
-                        url=form_url(), what="surveys")
+                return call(
+                    lambda: client.get_image_list(coord, surveys, get_query_payload=True, **kwargs),
+                    archive="skyview",
+                    url=form_url(),
+                    what="surveys",
+                )
+            urls = call(
+                lambda: client.get_image_list(coord, surveys, cache=False, **kwargs),
+                archive="skyview",
+                url=form_url(),
+                what="surveys",
+            )
         if len(urls) != len(surveys):
             raise ArchiveError(f"skyview: asked for {len(surveys)} surveys, the results page links {len(urls)} images")
         ra, dec = float(coord.ra.deg), float(coord.dec.deg)
         ids = [f"{safe_name(s)}_{ra:.5f}{dec:+.5f}_{int(pixels)}" for s in surveys]
         n = len(urls)
-        return Table({"archive": ["skyview"] * n, "product_id": ids, "object": [f"{ra:.5f} {dec:+.5f}"] * n,
-                      "ra": np.full(n, ra) * u.deg, "dec": np.full(n, dec) * u.deg,
-                      "date": [""] * n, "instrument": surveys, "access_url": urls, "survey": surveys,
-                      "pixels": np.full(n, int(pixels))})
+        return Table(
+            {
+                "archive": ["skyview"] * n,
+                "product_id": ids,
+                "object": [f"{ra:.5f} {dec:+.5f}"] * n,
+                "ra": np.full(n, ra) * u.deg,
+                "dec": np.full(n, dec) * u.deg,
+                "date": [""] * n,
+                "instrument": surveys,
+                "access_url": urls,
+                "survey": surveys,
+                "pixels": np.full(n, int(pixels)),
+            }
+        )
 
     def get_images(self, position, surveys, **kwargs) -> list:
         """The images of :meth:`query` as :class:`~astropy.io.fits.HDUList` objects (fetched now, in memory)."""
@@ -121,8 +147,11 @@ class SkyView(Archive):
         out = []
         for url in products["access_url"]:
             body = request("GET", str(url), archive="skyview").content
-            out.append(fits.HDUList.fromstring(body) if body.startswith(b"SIMPLE") else
-                       _raise(f"skyview: {url} is not a FITS file: {body[:80]!r}"))
+            out.append(
+                fits.HDUList.fromstring(body)
+                if body.startswith(b"SIMPLE")
+                else _raise(f"skyview: {url} is not a FITS file: {body[:80]!r}")
+            )
         return out
 
     def plan(self, products: Table, dest: str | Path) -> list:
@@ -131,8 +160,15 @@ class SkyView(Archive):
 
         require_columns(products, ("product_id", "access_url"))
         dest = Path(dest)
-        return [DownloadItem(key=f"skyview/{row['product_id']}", url=str(row["access_url"]),
-                             dest=dest / safe_name(f"{row['product_id']}.fits"), kind="fits") for row in products]
+        return [
+            DownloadItem(
+                key=f"skyview/{row['product_id']}",
+                url=str(row["access_url"]),
+                dest=dest / safe_name(f"{row['product_id']}.fits"),
+                kind="fits",
+            )
+            for row in products
+        ]
 
 
 def _raise(message: str):

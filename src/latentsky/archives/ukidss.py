@@ -32,8 +32,16 @@ from astropy import units as u
 from astropy.table import Table
 
 from latentsky.archives.astroquery_call import call
-from latentsky.archives.base import (Archive, check_offline, parse_coordinates, parse_radius, request,
-                                     require_columns, safe_name, session)
+from latentsky.archives.base import (
+    Archive,
+    check_offline,
+    parse_coordinates,
+    parse_radius,
+    request,
+    require_columns,
+    safe_name,
+    session,
+)
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError
 
@@ -65,8 +73,15 @@ class Ukidss(Archive):
         with cache_conf.set_temp("cache_active", False):
             yield client
 
-    def query_sources(self, coordinates, *, radius="1 arcmin", programme_id: str = "LAS", database: str = DATABASE,
-                      get_query_payload: bool = False) -> Table:
+    def query_sources(
+        self,
+        coordinates,
+        *,
+        radius="1 arcmin",
+        programme_id: str = "LAS",
+        database: str = DATABASE,
+        get_query_payload: bool = False,
+    ) -> Table:
         """Sources of a UKIDSS programme around a position (a WSA region query).
 
         Parameters
@@ -91,9 +106,13 @@ class Ukidss(Archive):
         if r.to_value(u.arcmin) > 90:
             raise CoordinateError(f"radius: the WSA searches at most 90 arcmin, got {r.to_value(u.arcmin):g}")
         with self._client(database, programme_id) as client:
-            query = lambda: client.query_region_async(coord, radius=r.to(u.arcmin),  # noqa: E731
-                                                     programme_id=programme_id, database=database,
-                                                     get_query_payload=get_query_payload)
+            query = lambda: client.query_region_async(
+                coord,
+                radius=r.to(u.arcmin),  # noqa: E731
+                programme_id=programme_id,
+                database=database,
+                get_query_payload=get_query_payload,
+            )
             page = call(query, archive="ukidss", url=client.REGION_URL, what="region query")
             if get_query_payload:
                 return page
@@ -103,8 +122,16 @@ class Ukidss(Archive):
             table["ra"], table["dec"] = np.asarray(table[names["ra"]], float), np.asarray(table[names["dec"]], float)
         return table
 
-    def query(self, coordinates, *, waveband: str = "K", image_width="1 arcmin", programme_id: str = "all",
-              database: str = DATABASE, get_query_payload: bool = False) -> Table:
+    def query(
+        self,
+        coordinates,
+        *,
+        waveband: str = "K",
+        image_width="1 arcmin",
+        programme_id: str = "all",
+        database: str = DATABASE,
+        get_query_payload: bool = False,
+    ) -> Table:
         """Cut-outs around a position: one product per image the WSA lists (``GetImage``).
 
         Returns
@@ -115,18 +142,33 @@ class Ukidss(Archive):
         coord = _one(coordinates)
         width = parse_radius(image_width, parameter="image_width").to(u.arcmin)
         with self._client(database, programme_id) as client:
-            query = lambda: client.get_image_list(coord, waveband=waveband, image_width=width,  # noqa: E731
-                                                 database=database, programme_id=programme_id,
-                                                 get_query_payload=get_query_payload)
+            query = lambda: client.get_image_list(
+                coord,
+                waveband=waveband,
+                image_width=width,  # noqa: E731
+                database=database,
+                programme_id=programme_id,
+                get_query_payload=get_query_payload,
+            )
             urls = call(query, archive="ukidss", url=client.IMAGE_URL, what="image query")
         if get_query_payload:
             return urls
         ra, dec = float(coord.ra.deg), float(coord.dec.deg)
         n = len(urls)
         ids = [f"{waveband}_{ra:.5f}{dec:+.5f}_{k}" for k in range(n)]
-        return Table({"archive": ["ukidss"] * n, "product_id": ids, "object": [f"{ra:.5f} {dec:+.5f}"] * n,
-                      "ra": np.full(n, ra) * u.deg, "dec": np.full(n, dec) * u.deg, "date": [""] * n,
-                      "instrument": ["WFCAM"] * n, "access_url": [str(x) for x in urls], "waveband": [waveband] * n})
+        return Table(
+            {
+                "archive": ["ukidss"] * n,
+                "product_id": ids,
+                "object": [f"{ra:.5f} {dec:+.5f}"] * n,
+                "ra": np.full(n, ra) * u.deg,
+                "dec": np.full(n, dec) * u.deg,
+                "date": [""] * n,
+                "instrument": ["WFCAM"] * n,
+                "access_url": [str(x) for x in urls],
+                "waveband": [waveband] * n,
+            }
+        )
 
     def plan(self, products: Table, dest: str | Path) -> list:
         """Download items for UKIDSS cut-outs (no network): ``dest/ukidss_<band>_<ra><dec>_<k>.fits``."""
@@ -134,9 +176,15 @@ class Ukidss(Archive):
 
         require_columns(products, ("product_id", "access_url"))
         dest = Path(dest)
-        return [DownloadItem(key=f"ukidss/{row['product_id']}", url=str(row["access_url"]),
-                             dest=dest / safe_name(f"ukidss_{row['product_id']}.fits"), kind="fits")
-                for row in products]
+        return [
+            DownloadItem(
+                key=f"ukidss/{row['product_id']}",
+                url=str(row["access_url"]),
+                dest=dest / safe_name(f"ukidss_{row['product_id']}.fits"),
+                kind="fits",
+            )
+            for row in products
+        ]
 
 
 def _linked_table(client, page) -> Table:

@@ -41,8 +41,10 @@ def _readouts(X) -> np.ndarray:
 
 def _check_components(n_components, n_samples, n_features):
     if not (isinstance(n_components, numbers.Integral) and 1 <= n_components <= min(n_samples, n_features)):
-        raise AutoencoderError(f"parameter n_components={n_components!r}: must be an integer in "
-                               f"[1, {min(n_samples, n_features)}] for {n_samples} samples of {n_features} features")
+        raise AutoencoderError(
+            f"parameter n_components={n_components!r}: must be an integer in "
+            f"[1, {min(n_samples, n_features)}] for {n_samples} samples of {n_features} features"
+        )
 
 
 class ReadoutPCA(TransformerMixin, BaseEstimator):
@@ -111,8 +113,13 @@ class ReadoutUMAP(TransformerMixin, BaseEstimator):
         self.mean_ = X.mean(0)
         std = X.std(0)
         self.scale_ = np.where(std > 0, std, 1.0)
-        self.umap_ = umap.UMAP(n_components=self.n_components, n_neighbors=min(self.n_neighbors, len(X) - 1),
-                               min_dist=self.min_dist, random_state=self.random_state, n_jobs=1)
+        self.umap_ = umap.UMAP(
+            n_components=self.n_components,
+            n_neighbors=min(self.n_neighbors, len(X) - 1),
+            min_dist=self.min_dist,
+            random_state=self.random_state,
+            n_jobs=1,
+        )
         self.embedding_ = self.umap_.fit_transform((X - self.mean_) / self.scale_)
         self.n_features_in_ = X.shape[1]
         return self
@@ -202,8 +209,13 @@ class SpectraUMAP(TransformerMixin, BaseEstimator):
 
         X, self.fill_ = spectra_matrix(X, weight)
         _check_components(self.n_components, *X.shape)
-        self.umap_ = umap.UMAP(n_components=self.n_components, n_neighbors=min(self.n_neighbors, len(X) - 1),
-                               min_dist=self.min_dist, random_state=self.random_state, n_jobs=1)
+        self.umap_ = umap.UMAP(
+            n_components=self.n_components,
+            n_neighbors=min(self.n_neighbors, len(X) - 1),
+            min_dist=self.min_dist,
+            random_state=self.random_state,
+            n_jobs=1,
+        )
         self.embedding_ = self.umap_.fit_transform(X)
         self.n_features_in_ = X.shape[1]
         return self

@@ -52,8 +52,9 @@ from latentsky.exceptions import AutoencoderError
 NORMALISATIONS = ("n_steps", "yty", "floor", "none")
 
 
-def coupled_inputs(readout, gram_packed, xty, yty, n_steps, normalise: str = "n_steps",
-                   ridge: float | None = None, dtype="f4") -> dict:
+def coupled_inputs(
+    readout, gram_packed, xty, yty, n_steps, normalise: str = "n_steps", ridge: float | None = None, dtype="f4"
+) -> dict:
     """The training inputs of the model-coupled loss, prepared in float64.
 
     Parameters

@@ -9,8 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def make_dataset(source, mask: np.ndarray, *, batch_size: int, normalise: str, shuffle: bool, seed: int,
-                 statistics: bool, in_memory: bool, read_threads: int = 2):
+def make_dataset(
+    source,
+    mask: np.ndarray,
+    *,
+    batch_size: int,
+    normalise: str,
+    shuffle: bool,
+    seed: int,
+    statistics: bool,
+    in_memory: bool,
+    read_threads: int = 2,
+):
     """A ``tf.data`` pipeline of batches over the rows where ``mask`` is True.
 
     Batches are dictionaries of float32 tensors: ``readout``, and with the
@@ -35,12 +45,16 @@ def make_dataset(source, mask: np.ndarray, *, batch_size: int, normalise: str, s
     index = gram_block_index(m, gram_blocks(m))
     spec = {"readout": tf.TensorSpec((None, m), tf.float32)}
     if statistics:
-        spec.update(gram=tuple(tf.TensorSpec((None, len(ix)), tf.float32) for ix in index),
-                    resid=tf.TensorSpec((None, m), tf.float32), floor=tf.TensorSpec((None,), tf.float32))
+        spec.update(
+            gram=tuple(tf.TensorSpec((None, len(ix)), tf.float32) for ix in index),
+            resid=tf.TensorSpec((None, m), tf.float32),
+            floor=tf.TensorSpec((None,), tf.float32),
+        )
     n_rows = int(sum(mask[s:e].sum() for s, e in blocks))
     n_batches = int(np.ceil(n_rows / batch))
 
     if in_memory:
+
         def read(s, e):
             part = source.read(s, e, np.flatnonzero(mask[s:e]), normalise=normalise, statistics=statistics)
             if statistics and not source.blocked_gram:
@@ -57,14 +71,16 @@ def make_dataset(source, mask: np.ndarray, *, batch_size: int, normalise: str, s
             k = len(part["readout"])
             rows = tf.range(at, at + k)
             for key, v in part.items():
-                for var, x in (zip(store[key], v) if isinstance(v, tuple) else [(store[key], v)]):
+                for var, x in zip(store[key], v) if isinstance(v, tuple) else [(store[key], v)]:
                     # a scatter writes in place (a sliced assign here copied the whole variable first)
                     var.scatter_update(tf.IndexedSlices(x, rows))
             at += k
 
         def gather(rows):
-            return {k: (tuple(tf.gather(x, rows) for x in v) if isinstance(v, list) else tf.gather(v, rows))
-                    for k, v in store.items()}
+            return {
+                k: (tuple(tf.gather(x, rows) for x in v) if isinstance(v, list) else tf.gather(v, rows))
+                for k, v in store.items()
+            }
 
         ds = tf.data.Dataset.range(n_rows)
         if shuffle:
@@ -80,25 +96,29 @@ def make_dataset(source, mask: np.ndarray, *, batch_size: int, normalise: str, s
         """Rows of these blocks, prepared, joined and shuffled: on a worker thread."""
         if source.blocked_gram:  # the cache: read into one buffer, select and shuffle in one copy
             ranges = [blocks[k] for k in keys]
-            return source.read_ranges(ranges, np.flatnonzero(np.concatenate([mask[s:e] for s, e in ranges]))[perm],
-                                      statistics=statistics)
-        parts = [source.read(*blocks[k], np.flatnonzero(mask[slice(*blocks[k])]), normalise=normalise,
-                             statistics=statistics) for k in keys]
+            return source.read_ranges(
+                ranges, np.flatnonzero(np.concatenate([mask[s:e] for s, e in ranges]))[perm], statistics=statistics
+            )
+        parts = [
+            source.read(*blocks[k], np.flatnonzero(mask[slice(*blocks[k])]), normalise=normalise, statistics=statistics)
+            for k in keys
+        ]
         return {k: np.concatenate([q[k] for q in parts])[perm] for k in parts[0]}
 
     def generate():
         from concurrent.futures import ThreadPoolExecutor
 
         order = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
-        groups = [order[g:g + per_read] for g in range(0, len(order), per_read)]
+        groups = [order[g : g + per_read] for g in range(0, len(order), per_read)]
         # the shuffles are drawn here, in order, so that the threads cannot change them
         sizes = [int(sum(mask[slice(*blocks[k])].sum() for k in g)) for g in groups]
         perms = [rng.permutation(n) if shuffle else np.arange(n) for n in sizes]
         # Read (decompress, prepare) the next groups on worker threads while this one is
         # trained on: Zarr's codecs and NumPy release the GIL.
         with ThreadPoolExecutor(max_workers=read_threads) as pool:
-            pending = [pool.submit(read_group, g, q) for g, q in zip(groups[:read_threads + 1],
-                                                                      perms[:read_threads + 1])]
+            pending = [
+                pool.submit(read_group, g, q) for g, q in zip(groups[: read_threads + 1], perms[: read_threads + 1])
+            ]
             for gi in range(len(groups)):
                 group = pending[gi].result()
                 pending[gi] = None
@@ -121,4 +141,3 @@ def make_dataset(source, mask: np.ndarray, *, batch_size: int, normalise: str, s
         ds = ds.map(to_blocks, num_parallel_calls=2)
     ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
     return ds.prefetch(2)
-

@@ -41,7 +41,6 @@ VALIDATE_FROM = 1000
 _F8 = 8
 
 
-
 class LatentAutoencoder(TransformerMixin, BaseEstimator):
     """Compress ESN readouts to a latent map: the model-coupled autoencoder and its baselines.
 
@@ -157,13 +156,43 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         run (``data``, ``neighbour``, ``readout``, ``penalty``).
     """
 
-    def __init__(self, map=DEFAULT_KIND, n_latent=2, hidden=(128,), activation="tanh", normalise="n_steps",
-                 whiten="auto", optimizer="auto", restarts=3, max_iter=1000, tol=1e-10, neighbour_weight=0.1,
-                 n_neighbors=5, min_dist=0.1, negative_rate=5, edges_per_spectrum=32, euclidean_weight=0.0,
-                 weight_decay=1e-6, learning_rate=1e-2, epochs=600, batch_size=32, validation_fraction=None,
-                 patience=60, lr_patience=10, checkpoint_dir=None, chunk_rows=None, in_memory="auto",
-                 memory_limit_mb=320, cache_dir=None, read_threads=2, jit_compile=True, steps_per_execution=16,
-                 deterministic=True, random_state=0, progress=None):
+    def __init__(
+        self,
+        map=DEFAULT_KIND,
+        n_latent=2,
+        hidden=(128,),
+        activation="tanh",
+        normalise="n_steps",
+        whiten="auto",
+        optimizer="auto",
+        restarts=3,
+        max_iter=1000,
+        tol=1e-10,
+        neighbour_weight=0.1,
+        n_neighbors=5,
+        min_dist=0.1,
+        negative_rate=5,
+        edges_per_spectrum=32,
+        euclidean_weight=0.0,
+        weight_decay=1e-6,
+        learning_rate=1e-2,
+        epochs=600,
+        batch_size=32,
+        validation_fraction=None,
+        patience=60,
+        lr_patience=10,
+        checkpoint_dir=None,
+        chunk_rows=None,
+        in_memory="auto",
+        memory_limit_mb=320,
+        cache_dir=None,
+        read_threads=2,
+        jit_compile=True,
+        steps_per_execution=16,
+        deterministic=True,
+        random_state=0,
+        progress=None,
+    ):
         self.map = map
         self.n_latent = n_latent
         self.hidden = hidden
@@ -218,8 +247,11 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
 
         check("map", self.map in KINDS, f"must be one of {KINDS}")
         integer("n_latent", 1)
-        check("hidden", all(isinstance(h, numbers.Integral) and h >= 1 for h in self.hidden),
-              "must be a sequence of positive integers")
+        check(
+            "hidden",
+            all(isinstance(h, numbers.Integral) and h >= 1 for h in self.hidden),
+            "must be a sequence of positive integers",
+        )
         check("normalise", self.normalise in NORMALISATIONS, f"must be one of {NORMALISATIONS}")
         check("whiten", self.whiten in ("auto", "metric", "std", "split"), "must be 'auto', 'metric', 'std' or 'split'")
         check("optimizer", self.optimizer in ("auto", "lbfgs", "adam"), "must be 'auto', 'lbfgs' or 'adam'")
@@ -234,9 +266,12 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         real("learning_rate", 0, strict=True)
         real("edges_per_spectrum", 0, strict=True)
         check("min_dist", isinstance(self.min_dist, numbers.Real) and 0 <= self.min_dist <= 1, "must be in [0, 1]")
-        check("validation_fraction", self.validation_fraction is None or (
-            isinstance(self.validation_fraction, numbers.Real) and 0 <= self.validation_fraction < 1),
-            "must be None or in [0, 1)")
+        check(
+            "validation_fraction",
+            self.validation_fraction is None
+            or (isinstance(self.validation_fraction, numbers.Real) and 0 <= self.validation_fraction < 1),
+            "must be None or in [0, 1)",
+        )
 
     # -- fitting -----------------------------------------------------------
     def fit(self, X, y=None, *, stats=None, layout=None):
@@ -273,8 +308,10 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
 
         source = sources.as_source(X, stats, self.chunk_rows)
         if self.map != "euclidean" and not source.has_statistics:
-            raise AutoencoderError(f"parameter map={self.map!r} needs the stage-1 statistics: pass an EMBEDDINGS "
-                                   "directory, or readouts with stats=ReadoutStatistics")
+            raise AutoencoderError(
+                f"parameter map={self.map!r} needs the stage-1 statistics: pass an EMBEDDINGS "
+                "directory, or readouts with stats=ReadoutStatistics"
+            )
         n = source.n
         if n < 2:
             raise AutoencoderError(f"parameter X: need at least 2 spectra to train, got {n}")
@@ -295,9 +332,11 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         if layout is not None:
             layout = np.asarray(layout, dtype="f8")
             if self.map != "umap" or n_val or layout.shape != (n, int(self.n_latent)):
-                raise AutoencoderError(f"parameter layout: needs map='umap', no validation rows and shape "
-                                       f"({n}, {self.n_latent}); got map={self.map!r}, {n_val} validation rows, "
-                                       f"shape {layout.shape}")
+                raise AutoencoderError(
+                    f"parameter layout: needs map='umap', no validation rows and shape "
+                    f"({n}, {self.n_latent}); got map={self.map!r}, {n_val} validation rows, "
+                    f"shape {layout.shape}"
+                )
         optimizer = self._optimizer(source, int(train.sum()))
         end_to_end = self.map in END_TO_END
         steps = int(self.max_iter if optimizer == "lbfgs" else self.epochs) * (int(self.restarts) if end_to_end else 1)
@@ -339,11 +378,19 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         self.in_memory_ = job.in_memory
         self.restart_losses_ = [float(v) for v in losses]
         self.gradient_shares_ = gradient_shares(out["history"]) if end_to_end else {}
-        self.fit_summary_ = {k: out[k] for k in ("loss", "val_loss", "n_iter", "n_eval", "n_steps", "message",
-                                                 "layout_mse") if k in out}
+        self.fit_summary_ = {
+            k: out[k] for k in ("loss", "val_loss", "n_iter", "n_eval", "n_steps", "message", "layout_mse") if k in out
+        }
         model.meta = self._meta()
-        log.info("trained the %s map (%s) on %d spectra (%d held out): %d steps, training loss %.6g", self.map,
-                 optimizer, self.n_train_, n_val, self.n_epochs_, out["loss"])
+        log.info(
+            "trained the %s map (%s) on %d spectra (%d held out): %d steps, training loss %.6g",
+            self.map,
+            optimizer,
+            self.n_train_,
+            n_val,
+            self.n_epochs_,
+            out["loss"],
+        )
         return self
 
     def _optimizer(self, source, n_train: int) -> str:
@@ -354,7 +401,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
 
         gram = sum(len(ix) for ix in gram_block_index(source.m)) if source.has_statistics else 0
         per_row = _F8 * (2 * source.m + 1 + gram)
-        return "lbfgs" if n_train * per_row <= self.memory_limit_mb * 2 ** 20 else "adam"
+        return "lbfgs" if n_train * per_row <= self.memory_limit_mb * 2**20 else "adam"
 
     def _in_memory(self, source) -> bool:
         """Adam: whether to prepare all float32 rows in memory (the ``in_memory`` parameter; "auto": when they fit)."""
@@ -364,16 +411,23 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
 
         gram = sum(len(ix) for ix in gram_block_index(source.m)) if source.has_statistics else 0
         per_row = 4 * (2 * source.m + 1 + gram)
-        return source.n * per_row <= self.memory_limit_mb * 2 ** 20
+        return source.n * per_row <= self.memory_limit_mb * 2**20
 
     def _meta(self) -> dict:
         params = {k: v for k, v in self.get_params().items() if k != "progress"}
         params["hidden"] = list(params["hidden"])
         for k in ("checkpoint_dir", "cache_dir"):
             params[k] = None if params[k] is None else str(params[k])
-        return {"params": params, "history": self.history_, "n_train": self.n_train_, "n_val": self.n_val_,
-                "optimizer": self.optimizer_, "restart_losses": self.restart_losses_,
-                "gradient_shares": self.gradient_shares_, "fit": self.fit_summary_}
+        return {
+            "params": params,
+            "history": self.history_,
+            "n_train": self.n_train_,
+            "n_val": self.n_val_,
+            "optimizer": self.optimizer_,
+            "restart_losses": self.restart_losses_,
+            "gradient_shares": self.gradient_shares_,
+            "fit": self.fit_summary_,
+        }
 
     # -- using the model ---------------------------------------------------
     def _check_fitted(self):
@@ -389,14 +443,15 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         if isinstance(X, Embeddings):
             rows = X.readout.chunks[0]
             for s in range(0, len(X), rows):
-                yield np.asarray(X.readout[s:s + rows], dtype="f4")
+                yield np.asarray(X.readout[s : s + rows], dtype="f4")
             return
         X = np.asarray(X, dtype="f4")
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise AutoencoderError(f"parameter X: expected readouts of shape (n, {self.n_features_in_}), "
-                                   f"got shape {X.shape}")
+            raise AutoencoderError(
+                f"parameter X: expected readouts of shape (n, {self.n_features_in_}), got shape {X.shape}"
+            )
         for s in range(0, len(X), 8192):
-            yield X[s:s + 8192]
+            yield X[s : s + 8192]
 
     def transform(self, X):
         """Latent coordinates (n, n_latent) of readouts or of an EMBEDDINGS directory."""
@@ -410,7 +465,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         Z = np.asarray(Z, dtype="f4")
         if Z.ndim != 2 or Z.shape[1] != self.model_.n_latent:
             raise AutoencoderError(f"parameter Z: expected shape (n, {self.model_.n_latent}), got {Z.shape}")
-        out = [self.model_.decode(Z[s:s + 8192]).numpy() for s in range(0, len(Z), 8192)]
+        out = [self.model_.decode(Z[s : s + 8192]).numpy() for s in range(0, len(Z), 8192)]
         return np.concatenate(out).astype("f8") if out else np.zeros((0, self.n_features_in_))
 
     def reconstruct(self, X):
@@ -454,8 +509,9 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         known = set(cls().get_params())
         unknown = sorted(set(params) - known)
         if unknown:
-            raise AutoencoderError(f"{path}: a model of another latentsky version (parameters {', '.join(unknown)}); "
-                                   "train it again")
+            raise AutoencoderError(
+                f"{path}: a model of another latentsky version (parameters {', '.join(unknown)}); train it again"
+            )
         est = cls(**params)
         est.model_ = model
         est.n_features_in_ = model.n_features
@@ -467,4 +523,3 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         est.gradient_shares_ = meta.get("gradient_shares", {})
         est.fit_summary_ = meta.get("fit", {})
         return est
-

@@ -29,7 +29,6 @@ class TrainingEvent(ProgressEvent):
     logs: dict = dataclasses.field(default_factory=dict)
 
 
-
 def _keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
@@ -58,8 +57,18 @@ class Tracker:
 
     def emit(self, message: str = "", finished: bool = False, logs: dict | None = None) -> None:
         if self.progress is not None:
-            self.progress(TrainingEvent("train", self.done, self.total, self.unit, message, finished,
-                                        time.monotonic() - self._start, dict(logs or {})))
+            self.progress(
+                TrainingEvent(
+                    "train",
+                    self.done,
+                    self.total,
+                    self.unit,
+                    message,
+                    finished,
+                    time.monotonic() - self._start,
+                    dict(logs or {}),
+                )
+            )
 
     def step(self, logs: dict) -> None:
         """One epoch or iteration done, with its losses."""

@@ -41,11 +41,11 @@ class Fit:
     """One fit's data and settings (``est``: the estimator, read for its parameters)."""
 
     est: object
-    source: object                 # sources.Source (the original rows, float64 statistics)
-    train: np.ndarray              # boolean mask of the training rows
-    val: np.ndarray                # boolean mask of the validation rows
+    source: object  # sources.Source (the original rows, float64 statistics)
+    train: np.ndarray  # boolean mask of the training rows
+    val: np.ndarray  # boolean mask of the validation rows
     seed: int
-    optimizer: str                 # "lbfgs" or "adam"
+    optimizer: str  # "lbfgs" or "adam"
     tracker: Tracker
     mean: np.ndarray = None
     std: np.ndarray = None
@@ -53,10 +53,10 @@ class Fit:
     metric: np.ndarray = None
     metric_floor: float = None
     umap_ab: dict = field(default_factory=dict)
-    stream_source: object = None   # what Adam's pipelines read (the source, or its float32 cache)
-    in_memory: bool = True         # Adam: prepare the rows in memory (else stream them)
-    pairs: dict = None             # full-batch neighbour pairs (hybrid, L-BFGS)
-    graph: object = None           # neighbour graph (hybrid, Adam)
+    stream_source: object = None  # what Adam's pipelines read (the source, or its float32 cache)
+    in_memory: bool = True  # Adam: prepare the rows in memory (else stream them)
+    pairs: dict = None  # full-batch neighbour pairs (hybrid, L-BFGS)
+    graph: object = None  # neighbour graph (hybrid, Adam)
     _inputs: dict = None
 
     # -- models -----------------------------------------------------------
@@ -69,15 +69,30 @@ class Fit:
         est = self.est
         keras.utils.set_random_seed(int(seed))
         neighbour = float(est.neighbour_weight) if est.map == "hybrid" else 0.0
-        model = ReadoutAutoencoder(self.source.m, n_latent=est.n_latent, hidden=tuple(est.hidden),
-                                   activation=est.activation, loss_kind=loss_kind, weight_decay=est.weight_decay,
-                                   euclidean_weight=est.euclidean_weight, neighbour_weight=neighbour,
-                                   negative_rate=est.negative_rate, linear_encoder=linear_encoder, **self.umap_ab)
+        model = ReadoutAutoencoder(
+            self.source.m,
+            n_latent=est.n_latent,
+            hidden=tuple(est.hidden),
+            activation=est.activation,
+            loss_kind=loss_kind,
+            weight_decay=est.weight_decay,
+            euclidean_weight=est.euclidean_weight,
+            neighbour_weight=neighbour,
+            negative_rate=est.negative_rate,
+            linear_encoder=linear_encoder,
+            **self.umap_ab,
+        )
         if whiten == "std":
             model.set_standardisation(self.mean, self.std)
         else:
-            model.set_metric(self.mean, self.std, self.metric, floor=self.metric_floor, cov=self.cov,
-                             encoder_input="std" if whiten == "split" else "metric")
+            model.set_metric(
+                self.mean,
+                self.std,
+                self.metric,
+                floor=self.metric_floor,
+                cov=self.cov,
+                encoder_input="std" if whiten == "split" else "metric",
+            )
         return model
 
     # -- data for the optimisers -------------------------------------------
@@ -88,8 +103,16 @@ class Fit:
 
             raw = sources.raw_rows(self.source, self.train)
             if "gram" in raw:
-                inputs = coupled_inputs(raw["readout"], raw["gram"], raw["xty"], raw["yty"], raw["n_steps"],
-                                        self.est.normalise, ridge=self.source.ridge, dtype="f8")
+                inputs = coupled_inputs(
+                    raw["readout"],
+                    raw["gram"],
+                    raw["xty"],
+                    raw["yty"],
+                    raw["n_steps"],
+                    self.est.normalise,
+                    ridge=self.source.ridge,
+                    dtype="f8",
+                )
                 inputs["gram"] = split_gram(inputs["gram"], gram_block_index(self.source.m))
             else:
                 inputs = {"readout": raw["readout"]}
@@ -113,11 +136,21 @@ class Fit:
         from latentsky.autoencoder.lbfgs import FullBatchObjective, minimise
 
         est = self.est
-        objective = FullBatchObjective(model, self.full_batch_inputs(), train=train, latent=latent,
-                                       pairs=self.pairs if model.neighbour_weight else None)
+        objective = FullBatchObjective(
+            model,
+            self.full_batch_inputs(),
+            train=train,
+            latent=latent,
+            pairs=self.pairs if model.neighbour_weight else None,
+        )
         out = minimise(objective, max_iter=int(est.max_iter), tol=float(est.tol), on_iteration=self.tracker.step)
-        log.info("L-BFGS: %d iterations, %d evaluations, loss %.6g (%s)", out["n_iter"], out["n_eval"], out["loss"],
-                 out["message"])
+        log.info(
+            "L-BFGS: %d iterations, %d evaluations, loss %.6g (%s)",
+            out["n_iter"],
+            out["n_eval"],
+            out["loss"],
+            out["message"],
+        )
         if self.val.any():
             out["val_loss"] = self.validation_loss(model)
         return out
@@ -132,8 +165,15 @@ class Fit:
         if model.loss_kind == "coupled":
             from latentsky.autoencoder.coupled import coupled_inputs
 
-            data = coupled_inputs(raw["readout"], raw["gram"], raw["xty"], raw["yty"], raw["n_steps"],
-                                  self.est.normalise, ridge=self.source.ridge)
+            data = coupled_inputs(
+                raw["readout"],
+                raw["gram"],
+                raw["xty"],
+                raw["yty"],
+                raw["n_steps"],
+                self.est.normalise,
+                ridge=self.source.ridge,
+            )
             return float(tf.reduce_mean(model.data_error({k: tf.constant(v) for k, v in data.items()}, w_rec)))
         return float(tf.reduce_mean(model.readout_error({"readout": w}, w_rec)))
 
@@ -146,29 +186,46 @@ class Fit:
         est = self.est
         statistics = self.source.has_statistics
         source = self.stream_source
-        kw = dict(batch_size=int(est.batch_size), normalise=est.normalise, seed=seed, statistics=statistics,
-                  in_memory=self.in_memory, read_threads=int(est.read_threads))
+        kw = dict(
+            batch_size=int(est.batch_size),
+            normalise=est.normalise,
+            seed=seed,
+            statistics=statistics,
+            in_memory=self.in_memory,
+            read_threads=int(est.read_threads),
+        )
         train_ds = make_dataset(source, self.train, shuffle=True, **kw)
         if model.neighbour_weight and train == "all":
             per_step = max(1, int(round(est.edges_per_spectrum * min(int(est.batch_size), int(self.train.sum())))))
-            edges = edge_dataset(self.train_readouts(), self.graph, seed, steps=int(train_ds.cardinality()),
-                                 per_step=per_step)
+            edges = edge_dataset(
+                self.train_readouts(), self.graph, seed, steps=int(train_ds.cardinality()), per_step=per_step
+            )
             train_ds = tf.data.Dataset.zip((train_ds, edges)).map(lambda a, b: {**a, **b})
         val_ds = make_dataset(source, self.val, shuffle=False, **kw) if self.val.any() else None
         monitor = "val_loss" if val_ds is not None else "loss"
         if train != "all":
             model.encoder.trainable = False
         model.compile(**compile_options(est))
-        model.fit(train_ds, validation_data=val_ds, epochs=int(est.epochs), verbose=0, shuffle=False,
-                  callbacks=adam_callbacks(est, monitor, self.tracker.keras_callback()))
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=int(est.epochs),
+            verbose=0,
+            shuffle=False,
+            callbacks=adam_callbacks(est, monitor, self.tracker.keras_callback()),
+        )
         model.encoder.trainable = True
         steps = int(model.optimizer.iterations.numpy())
         # a fresh optimizer over all the weights, as `load` rebuilds it
         model.compile(**compile_options(est))
         model.optimizer.build(model.trainable_variables)
         history = model.history.history
-        out = {"loss": float(min(history[monitor])), "n_iter": len(history["loss"]), "n_steps": steps,
-               "history": history}
+        out = {
+            "loss": float(min(history[monitor])),
+            "n_iter": len(history["loss"]),
+            "n_steps": steps,
+            "history": history,
+        }
         if val_ds is not None:
             out["val_loss"] = out["loss"]
         return out
@@ -196,8 +253,12 @@ class Fit:
         est = self.est
         w = self.train_readouts()
         x = (w - self.mean) / np.where(self.std > 0, self.std, 1.0)
-        model = self.new_model(self.seed, loss_kind="coupled" if self.source.has_statistics else "euclidean",
-                               linear_encoder=kind == "pca", whiten=whiten)
+        model = self.new_model(
+            self.seed,
+            loss_kind="coupled" if self.source.has_statistics else "euclidean",
+            linear_encoder=kind == "pca",
+            whiten=whiten,
+        )
         if kind == "pca":
             from sklearn.decomposition import PCA
 
@@ -218,8 +279,11 @@ class Fit:
             # optimiser of the decoder): the map is umap-learn's, and new spectra can be placed on it
             regression = FullBatchObjective(model, {"readout": w}, train="encoder", target=z)
             layout_mse = minimise(regression, max_iter=LAYOUT_ITERATIONS, tol=0.0)["loss"]
-            log.info("encoder regressed onto umap-learn's layout: mean squared distance %.3g (layout variance %.3g)",
-                     layout_mse, float(z.var(0).sum()))
+            log.info(
+                "encoder regressed onto umap-learn's layout: mean squared distance %.3g (layout variance %.3g)",
+                layout_mse,
+                float(z.var(0).sum()),
+            )
         out = self.run(model, train="decoder", seed=self.seed, latent=z)
         out["layout_mse"] = float(layout_mse)
         return model, out, [out["loss"]]
@@ -235,8 +299,9 @@ class Fit:
         raw = sources.raw_rows(self.source, self.train)
         a, _ = metric_root(self.metric, self.metric_floor)
         whitened = (raw["readout"] - self.mean) @ a.T
-        knn = cross_prediction_knn(raw["readout"], raw["gram"], raw["xty"], raw["yty"], int(est.n_neighbors),
-                                   whitened=whitened)
+        knn = cross_prediction_knn(
+            raw["readout"], raw["gram"], raw["xty"], raw["yty"], int(est.n_neighbors), whitened=whitened
+        )
         self.graph = fuzzy_graph(len(raw["readout"]), int(est.n_neighbors), self.seed, knn=knn)
         self.pairs = full_batch_pairs(self.graph, len(raw["readout"]), int(est.negative_rate), self.seed)
 
@@ -246,27 +311,37 @@ def compile_options(est) -> dict:
     import keras
 
     # Keras falls back from XLA (with a warning) when op determinism is on
-    return {"optimizer": keras.optimizers.Adam(est.learning_rate),
-            "jit_compile": bool(est.jit_compile) and not (est.deterministic or DETERMINISM["on"]),
-            "steps_per_execution": int(est.steps_per_execution)}
+    return {
+        "optimizer": keras.optimizers.Adam(est.learning_rate),
+        "jit_compile": bool(est.jit_compile) and not (est.deterministic or DETERMINISM["on"]),
+        "steps_per_execution": int(est.steps_per_execution),
+    }
 
 
 def adam_callbacks(est, monitor: str, progress_cb) -> list:
     """Early stopping (best weights kept), learning-rate halving, checkpoints and progress of an Adam phase."""
     import keras
 
-    callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=int(est.patience),
-                                               restore_best_weights=True), progress_cb]
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=int(est.patience), restore_best_weights=True),
+        progress_cb,
+    ]
     if est.lr_patience:
         # halving the step when the loss stalls settles Adam into the narrow valleys of the coupled loss
-        callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5,
-                                                              patience=int(est.lr_patience),
-                                                              min_lr=est.learning_rate / 64))
+        callbacks.insert(
+            0,
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, factor=0.5, patience=int(est.lr_patience), min_lr=est.learning_rate / 64
+            ),
+        )
     if est.checkpoint_dir is not None:
         ckpt = Path(est.checkpoint_dir)
         ckpt.mkdir(parents=True, exist_ok=True)
-        callbacks.append(keras.callbacks.ModelCheckpoint(str(ckpt / "best.weights.h5"), monitor=monitor,
-                                                         save_best_only=True, save_weights_only=True))
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                str(ckpt / "best.weights.h5"), monitor=monitor, save_best_only=True, save_weights_only=True
+            )
+        )
     return callbacks
 
 
@@ -278,7 +353,7 @@ def gradient_shares(history: dict) -> dict:
     how much each term moved the map.  Empty when the encoder was not
     trained (the ``umap`` and ``pca`` maps).
     """
-    means = {k[len("grad_"):]: float(np.mean(v)) for k, v in history.items() if k.startswith("grad_") and len(v)}
+    means = {k[len("grad_") :]: float(np.mean(v)) for k, v in history.items() if k.startswith("grad_") and len(v)}
     total = sum(means.values())
     return {k: v / total for k, v in means.items()} if total > 0 else {}
 

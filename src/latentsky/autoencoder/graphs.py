@@ -56,8 +56,11 @@ def cross_prediction_errors(gram_packed, xty, yty, readouts) -> np.ndarray:
     ``a``'s statistics; ``readouts`` (nb, M) the readouts tried on it.
     """
     w = np.asarray(readouts, dtype="f8")
-    return (np.asarray(gram_packed, dtype="f8") @ _packed_outer(w).T - 2.0 * np.asarray(xty, dtype="f8") @ w.T
-            + np.asarray(yty, dtype="f8")[:, None])
+    return (
+        np.asarray(gram_packed, dtype="f8") @ _packed_outer(w).T
+        - 2.0 * np.asarray(xty, dtype="f8") @ w.T
+        + np.asarray(yty, dtype="f8")[:, None]
+    )
 
 
 def _candidates(x: np.ndarray, k: int) -> np.ndarray:
@@ -71,8 +74,9 @@ def _candidates(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def cross_prediction_knn(readouts, gram_packed, xty, yty, n_neighbors: int, *, whitened=None,
-                         block_rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def cross_prediction_knn(
+    readouts, gram_packed, xty, yty, n_neighbors: int, *, whitened=None, block_rows: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Each spectrum's ``n_neighbors`` nearest in the symmetrised cross-prediction distance.
 
     ``d(i, j) = (E[i, j] / E[i, i] + E[j, i] / E[j, j]) / 2 - 1`` with
@@ -98,10 +102,15 @@ def cross_prediction_knn(readouts, gram_packed, xty, yty, n_neighbors: int, *, w
     n = len(w)
     k = min(int(n_neighbors) - 1, n - 1)  # umap-learn counts the spectrum itself among its neighbours
     if k < 1:
-        raise AutoencoderError("parameter n_neighbors: need n_neighbors >= 2 and at least 2 spectra for a "
-                               "neighbour graph")
-    own = np.array([cross_prediction_errors(gram_packed[i:i + 1], xty[i:i + 1], yty[i:i + 1], w[i:i + 1])[0, 0]
-                    for i in range(n)])
+        raise AutoencoderError(
+            "parameter n_neighbors: need n_neighbors >= 2 and at least 2 spectra for a neighbour graph"
+        )
+    own = np.array(
+        [
+            cross_prediction_errors(gram_packed[i : i + 1], xty[i : i + 1], yty[i : i + 1], w[i : i + 1])[0, 0]
+            for i in range(n)
+        ]
+    )
     own = np.maximum(own, 1e-300)
     if n <= EXACT_MAX:
         ratio = np.empty((n, n))
@@ -120,8 +129,8 @@ def cross_prediction_knn(readouts, gram_packed, xty, yty, n_neighbors: int, *, w
         back = np.empty(cand.shape)
         for i in range(n):  # E[i, c] with spectrum i's statistics, E[c, i] with each candidate's
             c = cand[i]
-            fwd[i] = cross_prediction_errors(gram_packed[i:i + 1], xty[i:i + 1], yty[i:i + 1], w[c])[0] / own[i]
-            back[i] = np.einsum("cp,p->c", np.asarray(gram_packed[c], dtype="f8"), _packed_outer(w[i:i + 1])[0])
+            fwd[i] = cross_prediction_errors(gram_packed[i : i + 1], xty[i : i + 1], yty[i : i + 1], w[c])[0] / own[i]
+            back[i] = np.einsum("cp,p->c", np.asarray(gram_packed[c], dtype="f8"), _packed_outer(w[i : i + 1])[0])
             back[i] = (back[i] - 2.0 * np.asarray(xty[c], dtype="f8") @ w[i] + np.asarray(yty[c])) / own[c]
         dist_c = np.clip(0.5 * (fwd + back) - 1.0, 0.0, None)
         order = np.argsort(dist_c, axis=1, kind="stable")[:, :k]
@@ -146,7 +155,7 @@ def euclidean_knn(points, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
     dist, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
     # a duplicate point may come before the point itself: put each point first, at distance 0
     for i in np.flatnonzero(idx[:, 0] != np.arange(len(x))):
-        row = [i] + [j for j in idx[i] if j != i][:k - 1]
+        row = [i] + [j for j in idx[i] if j != i][: k - 1]
         idx[i], dist[i] = row, np.linalg.norm(x[row] - x[i], axis=1)
     return idx, dist
 
@@ -174,8 +183,14 @@ def fuzzy_graph(n: int, n_neighbors: int, seed: int, *, points=None, knn=None):
         knn = euclidean_knn(points, n_neighbors)
     idx, dist = knn
     x = np.zeros((n, 1))  # umap-learn reads only its length when the neighbours are given
-    graph = fuzzy_simplicial_set(x, idx.shape[1], np.random.RandomState(seed), "euclidean",
-                                 knn_indices=idx.astype(np.int64), knn_dists=dist.astype("f4"))[0]
+    graph = fuzzy_simplicial_set(
+        x,
+        idx.shape[1],
+        np.random.RandomState(seed),
+        "euclidean",
+        knn_indices=idx.astype(np.int64),
+        knn_dists=dist.astype("f4"),
+    )[0]
     graph = graph.tocoo()
     keep = graph.row != graph.col
     graph = coo_matrix((graph.data[keep], (graph.row[keep], graph.col[keep])), shape=graph.shape)
@@ -193,8 +208,24 @@ def umap_layout(x, graph, n_latent: int, ab: dict, seed: int) -> np.ndarray:
     """
     from umap.umap_ import simplicial_set_embedding
 
-    z, _ = simplicial_set_embedding(x, graph.tocsr(), int(n_latent), 1.0, ab["umap_a"], ab["umap_b"], 1.0, 5, None,
-                                    "spectral", np.random.RandomState(seed), "euclidean", {}, False, {}, False)
+    z, _ = simplicial_set_embedding(
+        x,
+        graph.tocsr(),
+        int(n_latent),
+        1.0,
+        ab["umap_a"],
+        ab["umap_b"],
+        1.0,
+        5,
+        None,
+        "spectral",
+        np.random.RandomState(seed),
+        "euclidean",
+        {},
+        False,
+        {},
+        False,
+    )
     return z
 
 
@@ -206,8 +237,12 @@ def full_batch_pairs(graph, n: int, negative_rate: int, seed: int) -> dict:
     deterministic function of the weights.
     """
     rng = np.random.default_rng(seed + 2)
-    return {"head": graph.row.astype("i4"), "tail": graph.col.astype("i4"), "weight": graph.data.astype("f8"),
-            "negative": rng.integers(n, size=(graph.nnz, int(negative_rate))).astype("i4")}
+    return {
+        "head": graph.row.astype("i4"),
+        "tail": graph.col.astype("i4"),
+        "weight": graph.data.astype("f8"),
+        "negative": rng.integers(n, size=(graph.nnz, int(negative_rate))).astype("i4"),
+    }
 
 
 def edge_dataset(w: np.ndarray, graph, seed: int, *, steps: int, per_step: int):

@@ -64,8 +64,7 @@ class FullBatchObjective:
         ``model.neighbour_weight > 0``.
     """
 
-    def __init__(self, model, inputs: dict, *, train: str = "all", pairs: dict | None = None, target=None,
-                 latent=None):
+    def __init__(self, model, inputs: dict, *, train: str = "all", pairs: dict | None = None, target=None, latent=None):
         import tensorflow as tf
 
         self.model, self.train = model, train
@@ -83,19 +82,25 @@ class FullBatchObjective:
         self.scale = tf.constant(model.scale.numpy(), f8)
         self.in_map = tf.constant(model.in_map.numpy(), f8)
         self.out_map = tf.constant(model.out_map.numpy(), f8)
-        self.data = {k: (tuple(tf.constant(x, f8) for x in v) if isinstance(v, (tuple, list)) else tf.constant(v, f8))
-                     for k, v in inputs.items()}
+        self.data = {
+            k: (tuple(tf.constant(x, f8) for x in v) if isinstance(v, (tuple, list)) else tf.constant(v, f8))
+            for k, v in inputs.items()
+        }
         self.coupled = "gram" in self.data
         self.pairs = None
         if model.neighbour_weight and pairs is not None:
-            self.pairs = {"head": tf.constant(pairs["head"], tf.int32), "tail": tf.constant(pairs["tail"], tf.int32),
-                          "weight": tf.constant(pairs["weight"], f8),
-                          "negative": tf.constant(pairs["negative"], tf.int32)}
+            self.pairs = {
+                "head": tf.constant(pairs["head"], tf.int32),
+                "tail": tf.constant(pairs["tail"], tf.int32),
+                "weight": tf.constant(pairs["weight"], f8),
+                "negative": tf.constant(pairs["negative"], tf.int32),
+            }
         if train == "decoder":
             # the map is fixed: encode once (or take the points given)
             if latent is None:
-                latent = self._encode(self.data["readout"], [tf.cast(v, f8) for k, b, _ in self.enc_layers
-                                                             for v in (k, b)])
+                latent = self._encode(
+                    self.data["readout"], [tf.cast(v, f8) for k, b, _ in self.enc_layers for v in (k, b)]
+                )
             self.z_fixed = tf.constant(np.asarray(latent, dtype="f8"))
         self._evaluate = tf.function(self._value_and_grads, reduce_retracing=True)
 
@@ -122,7 +127,7 @@ class FullBatchObjective:
         from latentsky.autoencoder.coupled import data_error
 
         model = self.model
-        enc, dec = params[:self.n_encoder], params[self.n_encoder:]
+        enc, dec = params[: self.n_encoder], params[self.n_encoder :]
         if self.train == "encoder":
             z = self._encode(self.data["readout"], enc)
             layout = tf.reduce_mean(tf.reduce_sum(tf.square(z - self.target), axis=1))
@@ -161,12 +166,13 @@ class FullBatchObjective:
 
         zh = tf.gather(z, p["head"])
         attract = -tf.math.log(tf.clip_by_value(similarity(zh, tf.gather(z, p["tail"])), eps, 1.0))
-        zn = tf.gather(z, p["negative"])                       # (E, rate, d)
+        zn = tf.gather(z, p["negative"])  # (E, rate, d)
         repel = -tf.math.log(tf.clip_by_value(1.0 - similarity(zh[:, None, :], zn), eps, 1.0))
         w = p["weight"]
         rate = tf.cast(tf.shape(p["negative"])[1], w.dtype)
         return (tf.reduce_sum(w * attract) + tf.reduce_sum(w * tf.reduce_sum(repel, axis=1))) / (
-            tf.reduce_sum(w) * (1.0 + rate))
+            tf.reduce_sum(w) * (1.0 + rate)
+        )
 
     def _value_and_grads(self, flat):
         import tensorflow as tf
@@ -180,7 +186,7 @@ class FullBatchObjective:
             g = tape.gradient(value, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             grads = g if grads is None else [a + b for a, b in zip(grads, g)]
             if self.n_encoder:
-                norms[term] = tf.linalg.global_norm(g[:self.n_encoder])
+                norms[term] = tf.linalg.global_norm(g[: self.n_encoder])
         del tape
         loss = tf.add_n(list(parts.values()))
         flat_grad = tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
@@ -195,15 +201,18 @@ class FullBatchObjective:
         import tensorflow as tf
 
         loss, grad, logs, norms = self._evaluate(tf.constant(x, tf.float64))
-        self.last = {"loss": float(loss), **{k: float(v) for k, v in logs.items()},
-                     **{f"grad_{k}": float(v) for k, v in norms.items()}}
+        self.last = {
+            "loss": float(loss),
+            **{k: float(v) for k, v in logs.items()},
+            **{f"grad_{k}": float(v) for k, v in norms.items()},
+        }
         return float(loss), grad.numpy()
 
     def assign(self, x: np.ndarray) -> None:
         """Write flat weights ``x`` into the Keras model (float32)."""
         at = 0
         for v, shape, size in zip(self.variables, self.shapes, self.sizes):
-            v.assign(np.asarray(x[at:at + size], dtype="f4").reshape(shape))
+            v.assign(np.asarray(x[at : at + size], dtype="f4").reshape(shape))
             at += size
 
 
@@ -326,8 +335,9 @@ def _minimise(objective, max_iter, tol, memory, on_iteration) -> dict:
         step0 = 1.0 if curvature.count else min(1.0, 1.0 / max(float(np.linalg.norm(g)), 1e-300))
         with warnings.catch_warnings():  # a failed search is handled below, not reported
             warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"scipy\.optimize")
-            alpha = line_search(lambda z: evaluate(z)[0], lambda z: evaluate(z)[1], x, step0 * d, g, f, f_old,
-                                maxiter=20)[0]
+            alpha = line_search(
+                lambda z: evaluate(z)[0], lambda z: evaluate(z)[1], x, step0 * d, g, f, f_old, maxiter=20
+            )[0]
         if alpha is None:
             # the strong Wolfe conditions could not be met: backtrack on sufficient decrease alone
             alpha = 1.0
@@ -352,5 +362,12 @@ def _minimise(objective, max_iter, tol, memory, on_iteration) -> dict:
             message = f"converged: the loss fell by less than {tol:g} at iteration {it}"
             break
     objective.assign(x)
-    return {"history": history, "loss": float(f), "n_iter": int(it), "n_eval": int(n_eval[0]), "message": message,
-            "seconds": time.perf_counter() - t0, "final": dict(logs)}
+    return {
+        "history": history,
+        "loss": float(f),
+        "n_iter": int(it),
+        "n_eval": int(n_eval[0]),
+        "message": message,
+        "seconds": time.perf_counter() - t0,
+        "final": dict(logs),
+    }

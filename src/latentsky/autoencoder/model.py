@@ -37,8 +37,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from latentsky.autoencoder.coupled import (NORMALISATIONS, coupled_inputs, data_error, gram_block_index,  # noqa: E402,F401
-                                            gram_blocks, metric_root, split_gram)
+from latentsky.autoencoder.coupled import (
+    data_error,
+    gram_block_index,  # noqa: E402,F401
+    gram_blocks,
+    metric_root,
+)
 from latentsky.exceptions import AutoencoderError  # noqa: E402
 
 LOSSES = ("coupled", "euclidean")
@@ -96,9 +100,23 @@ class ReadoutAutoencoder(keras.Model):
     training the gradient norms ``grad_<term>`` (see the module docstring).
     """
 
-    def __init__(self, n_features, n_latent=2, hidden=(128,), activation="tanh", loss_kind="coupled",
-                 weight_decay=1e-4, euclidean_weight=0.0, neighbour_weight=0.0, umap_a=1.5769, umap_b=0.8951,
-                 negative_rate=5, linear_encoder=False, meta=None, **kwargs):
+    def __init__(
+        self,
+        n_features,
+        n_latent=2,
+        hidden=(128,),
+        activation="tanh",
+        loss_kind="coupled",
+        weight_decay=1e-4,
+        euclidean_weight=0.0,
+        neighbour_weight=0.0,
+        umap_a=1.5769,
+        umap_b=0.8951,
+        negative_rate=5,
+        linear_encoder=False,
+        meta=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if loss_kind not in LOSSES:
             raise AutoencoderError(f"parameter loss_kind={loss_kind!r}: must be one of {LOSSES}")
@@ -116,24 +134,30 @@ class ReadoutAutoencoder(keras.Model):
         self.meta = dict(meta or {})
         dense = keras.layers.Dense
         encoder_hidden = () if self.linear_encoder else self.hidden
-        self.encoder = keras.Sequential([keras.Input((self.n_features,))]
-                                        + [dense(h, activation=activation) for h in encoder_hidden]
-                                        + [dense(self.n_latent, name="latent")], name="encoder")
-        self.decoder = keras.Sequential([keras.Input((self.n_latent,))]
-                                        + [dense(h, activation=activation) for h in reversed(self.hidden)]
-                                        + [dense(self.n_features, name="readout")], name="decoder")
+        self.encoder = keras.Sequential(
+            [keras.Input((self.n_features,))]
+            + [dense(h, activation=activation) for h in encoder_hidden]
+            + [dense(self.n_latent, name="latent")],
+            name="encoder",
+        )
+        self.decoder = keras.Sequential(
+            [keras.Input((self.n_latent,))]
+            + [dense(h, activation=activation) for h in reversed(self.hidden)]
+            + [dense(self.n_features, name="readout")],
+            name="decoder",
+        )
         # Standardisation of the readouts, fixed before training and saved with the model.
-        self.shift = self.add_weight(shape=(self.n_features,), initializer="zeros", trainable=False,
-                                     name="shift")
-        self.scale = self.add_weight(shape=(self.n_features,), initializer="ones", trainable=False,
-                                     name="scale")
+        self.shift = self.add_weight(shape=(self.n_features,), initializer="zeros", trainable=False, name="shift")
+        self.scale = self.add_weight(shape=(self.n_features,), initializer="ones", trainable=False, name="scale")
         # Linear maps into and out of the networks' coordinates: diag(1/scale) and diag(scale)
         # after set_standardisation, or the square root of the mean data-space metric and its
         # inverse after set_metric.
-        self.in_map = self.add_weight(shape=(self.n_features, self.n_features), initializer="identity",
-                                      trainable=False, name="in_map")
-        self.out_map = self.add_weight(shape=(self.n_features, self.n_features), initializer="identity",
-                                       trainable=False, name="out_map")
+        self.in_map = self.add_weight(
+            shape=(self.n_features, self.n_features), initializer="identity", trainable=False, name="in_map"
+        )
+        self.out_map = self.add_weight(
+            shape=(self.n_features, self.n_features), initializer="identity", trainable=False, name="out_map"
+        )
         # the dense blocks the loss reads the Gram matrices in, and where they lie in the packed triangle
         self.gram_blocks = gram_blocks(self.n_features)
         self._block_index = [tf.constant(ix) for ix in gram_block_index(self.n_features, self.gram_blocks)]
@@ -255,8 +279,14 @@ class ReadoutAutoencoder(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.data_tracker, self.readout_tracker, self.penalty_tracker,
-                self.neighbour_tracker, *self.grad_trackers.values()]
+        return [
+            self.loss_tracker,
+            self.data_tracker,
+            self.readout_tracker,
+            self.penalty_tracker,
+            self.neighbour_tracker,
+            *self.grad_trackers.values(),
+        ]
 
     # -- losses --------------------------------------------------------------
     def data_error(self, data, w_rec):
@@ -307,8 +337,10 @@ class ReadoutAutoencoder(keras.Model):
         rec = self.readout_error(data, w_rec)
         coupled = "gram" in data
         if self.loss_kind == "coupled" and not coupled:
-            raise AutoencoderError("loss_kind='coupled' needs the stage-1 statistics in every batch "
-                                   "('gram', 'resid', 'floor'; see coupled_inputs)")
+            raise AutoencoderError(
+                "loss_kind='coupled' needs the stage-1 statistics in every batch "
+                "('gram', 'resid', 'floor'; see coupled_inputs)"
+            )
         dat = self.data_error(data, w_rec) if coupled else None
         parts = {}
         if self.loss_kind == "coupled":
@@ -328,8 +360,11 @@ class ReadoutAutoencoder(keras.Model):
         self.loss_tracker.update_state(tf.add_n(list(parts.values())))
         self.readout_tracker.update_state(errors["readout"])
         self.penalty_tracker.update_state(parts["penalty"])
-        out = {"loss": self.loss_tracker.result(), "readout_mse": self.readout_tracker.result(),
-               "penalty": self.penalty_tracker.result()}
+        out = {
+            "loss": self.loss_tracker.result(),
+            "readout_mse": self.readout_tracker.result(),
+            "penalty": self.penalty_tracker.result(),
+        }
         if errors["data"] is not None:
             self.data_tracker.update_state(errors["data"])
             out["data_error"] = self.data_tracker.result()
@@ -350,7 +385,10 @@ class ReadoutAutoencoder(keras.Model):
         # each term's gradient apart (their sum is the step), to record what moves the encoder
         grads, norms = None, {}
         for term, value in parts.items():
-            g = [tf.zeros(w.shape, dtype=value.dtype) if x is None else x for w, x in zip(weights, tape.gradient(value, weights))]
+            g = [
+                tf.zeros(w.shape, dtype=value.dtype) if x is None else x
+                for w, x in zip(weights, tape.gradient(value, weights))
+            ]
             grads = g if grads is None else [a + b for a, b in zip(grads, g)]
             if on_encoder:
                 norms[term] = tf.linalg.global_norm([g[k] for k in on_encoder])
@@ -363,11 +401,22 @@ class ReadoutAutoencoder(keras.Model):
 
     # -- serialisation -----------------------------------------------------
     def get_config(self):
-        return {"n_features": self.n_features, "n_latent": self.n_latent, "hidden": list(self.hidden),
-                "activation": self.activation, "loss_kind": self.loss_kind, "weight_decay": self.weight_decay,
-                "euclidean_weight": self.euclidean_weight, "neighbour_weight": self.neighbour_weight,
-                "umap_a": self.umap_a, "umap_b": self.umap_b, "negative_rate": self.negative_rate,
-                "linear_encoder": self.linear_encoder, "meta": self.meta, "name": self.name}
+        return {
+            "n_features": self.n_features,
+            "n_latent": self.n_latent,
+            "hidden": list(self.hidden),
+            "activation": self.activation,
+            "loss_kind": self.loss_kind,
+            "weight_decay": self.weight_decay,
+            "euclidean_weight": self.euclidean_weight,
+            "neighbour_weight": self.neighbour_weight,
+            "umap_a": self.umap_a,
+            "umap_b": self.umap_b,
+            "negative_rate": self.negative_rate,
+            "linear_encoder": self.linear_encoder,
+            "meta": self.meta,
+            "name": self.name,
+        }
 
     @classmethod
     def from_config(cls, config):

@@ -30,8 +30,18 @@ class Source:
 
     blocked_gram = False  # read() gives the packed triangle
 
-    def __init__(self, readout, gram=None, xty=None, yty=None, n_steps=None, block_rows=256, ridge=None,
-                 path=None, stage1_ridge=None):
+    def __init__(
+        self,
+        readout,
+        gram=None,
+        xty=None,
+        yty=None,
+        n_steps=None,
+        block_rows=256,
+        ridge=None,
+        path=None,
+        stage1_ridge=None,
+    ):
         self.readout, self.gram, self.xty, self.yty, self.n_steps = readout, gram, xty, yty, n_steps
         self.block_rows = int(block_rows)
         self.ridge = ridge  # set when the readouts are exactly the ridge solutions (a faster loss preparation)
@@ -62,13 +72,21 @@ class Source:
             return x if rows is None else x[rows]
 
         if statistics and self.has_statistics:
-            return coupled_inputs(take(self.readout), take(self.gram), take(self.xty), take(self.yty),
-                                  take(self.n_steps), normalise, ridge=self.ridge)
+            return coupled_inputs(
+                take(self.readout),
+                take(self.gram),
+                take(self.xty),
+                take(self.yty),
+                take(self.n_steps),
+                normalise,
+                ridge=self.ridge,
+            )
         return {"readout": take(self.readout).astype("f4")}
 
     def raw(self, start, stop, rows=None, *, statistics=True) -> dict:
         """The float64 readouts and (``statistics``) stage-1 statistics, Gram packed, of rows ``start:stop``
         (or the subset ``rows``)."""
+
         def take(a, dtype="f8"):
             x = np.asarray(a[start:stop], dtype=dtype)
             return x if rows is None else x[rows]
@@ -115,8 +133,16 @@ class CachedSource(Source):
 
         directory = Path(directory)
         lineage = read_lineage(source.path) if source.path is not None else None
-        key = fingerprint({"embeddings": (lineage or {}).get("key") or str(source.path), "n": source.n,
-                           "m": source.m, "normalise": normalise, "ridge": source.ridge, "layout": 2})
+        key = fingerprint(
+            {
+                "embeddings": (lineage or {}).get("key") or str(source.path),
+                "n": source.n,
+                "m": source.m,
+                "normalise": normalise,
+                "ridge": source.ridge,
+                "layout": 2,
+            }
+        )
         meta = directory / "cache.json"
         cache = cls(directory, source.n, source.m, source.block_rows)
         if meta.exists() and json.loads(meta.read_text()).get("key") == key:
@@ -147,14 +173,14 @@ class CachedSource(Source):
         """
         n = sum(e - s for s, e in ranges)
         out = {}
-        for f in (self.widths if statistics else ("readout",)):
+        for f in self.widths if statistics else ("readout",):
             w = self.widths[f]
             buf = np.empty(n * w, dtype="f4")
             at = 0
             with open(self.directory / f"{f}.f4", "rb") as fh:
                 for s, e in ranges:
                     fh.seek(s * w * 4)
-                    fh.readinto(memoryview(buf)[at * w:(at + e - s) * w])
+                    fh.readinto(memoryview(buf)[at * w : (at + e - s) * w])
                     at += e - s
             arr = buf.reshape(n, w) if w > 1 else buf
             out[f] = arr if take is None else arr[take]
@@ -172,8 +198,17 @@ def as_source(X, stats, chunk_rows) -> Source:
     if isinstance(X, Embeddings):
         block = int(chunk_rows or X.readout.chunks[0])
         ridge = X.attrs.get("ridge")
-        return Source(X.readout, X.gram, X.xty, X.yty, X.n_steps, block_rows=block, ridge=exact_ridge(X),
-                      path=X.path, stage1_ridge=None if ridge is None else float(ridge))
+        return Source(
+            X.readout,
+            X.gram,
+            X.xty,
+            X.yty,
+            X.n_steps,
+            block_rows=block,
+            ridge=exact_ridge(X),
+            path=X.path,
+            stage1_ridge=None if ridge is None else float(ridge),
+        )
     X = np.asarray(X, dtype="f8")
     if X.ndim != 2:
         raise AutoencoderError(f"parameter X: expected readouts of shape (n, N+1), got shape {X.shape}")
@@ -183,8 +218,9 @@ def as_source(X, stats, chunk_rows) -> Source:
         raise AutoencoderError(f"parameter stats: {len(stats)} spectra, but X has {len(X)} readouts")
     if stats.gram.ndim == 3:
         if stats.gram.shape[-1] != X.shape[1]:
-            raise AutoencoderError(f"parameter stats: Gram matrices are {stats.gram.shape[-1]} wide, "
-                                   f"readouts {X.shape[1]}")
+            raise AutoencoderError(
+                f"parameter stats: Gram matrices are {stats.gram.shape[-1]} wide, readouts {X.shape[1]}"
+            )
         gram = pack_gram(stats.gram)
     else:
         gram = stats.gram
@@ -208,8 +244,11 @@ def exact_ridge(emb, rows: int = 64) -> float | None:
     gap = h - np.einsum("nij,nj->ni", g, w) - float(ridge) * w
     if np.max(np.abs(gap)) <= 1e-8 * max(1.0, float(np.max(np.abs(h)))):
         return float(ridge)
-    log.warning("%s: readouts are not the ridge solutions of the stored statistics; using the slower "
-                "general form of the coupled loss", emb.path)
+    log.warning(
+        "%s: readouts are not the ridge solutions of the stored statistics; using the slower "
+        "general form of the coupled loss",
+        emb.path,
+    )
     return None
 
 
@@ -256,8 +295,16 @@ def mean_metric(source: Source, rows: np.ndarray, normalise: str):
             if source.stage1_ridge is not None:
                 raw = source.raw(s, e, sel)
                 # the stage-1 readouts' own sse, which normalise="floor" divides by
-                sse = coupled_inputs(raw["readout"], raw["gram"], raw["xty"], raw["yty"], raw["n_steps"], "none",
-                                     ridge=source.ridge, dtype="f8")["floor"]
+                sse = coupled_inputs(
+                    raw["readout"],
+                    raw["gram"],
+                    raw["xty"],
+                    raw["yty"],
+                    raw["n_steps"],
+                    "none",
+                    ridge=source.ridge,
+                    dtype="f8",
+                )["floor"]
                 inv_div += np.sum(1.0 / divisors(normalise, raw["n_steps"], raw["yty"], sse))
             k += len(sel)
     ridge = None if source.stage1_ridge is None else float(source.stage1_ridge) * inv_div / k
@@ -267,6 +314,9 @@ def mean_metric(source: Source, rows: np.ndarray, normalise: str):
 def raw_rows(source: Source, rows: np.ndarray, *, statistics: bool = True) -> dict:
     """The float64 readouts and (``statistics``) stage-1 statistics, Gram packed, of ``rows`` (a boolean mask),
     concatenated (the statistics take ~41 kB per spectrum for N = 100)."""
-    parts = [source.raw(s, e, np.flatnonzero(rows[s:e]), statistics=statistics) for s, e in source.blocks()
-             if rows[s:e].any()]
+    parts = [
+        source.raw(s, e, np.flatnonzero(rows[s:e]), statistics=statistics)
+        for s, e in source.blocks()
+        if rows[s:e].any()
+    ]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -20,19 +20,35 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("app", help="serve the interactive app (latent map, query, download...)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "app",
+        help="serve the interactive app (latent map, query, download...)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("path", nargs="?", type=Path, help="results to open (default: the bundled sample)")
     p.add_argument("--port", type=int, default=5006, help="port (default 5006; 0 picks a free one)")
     p.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--allow-origin", action="append", default=[], metavar="HOST[:PORT]",
-                   help="another origin the page may be opened from (e.g. this machine's name with "
-                        "--address 0.0.0.0); repeatable; no wildcards")
-    p.add_argument("--unix-socket", type=Path, default=None,
-                   help="listen on this Unix socket instead of a TCP port (its folder must be mode 0700)")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="another origin the page may be opened from (e.g. this machine's name with "
+        "--address 0.0.0.0); repeatable; no wildcards",
+    )
+    p.add_argument(
+        "--unix-socket",
+        type=Path,
+        default=None,
+        help="listen on this Unix socket instead of a TCP port (its folder must be mode 0700)",
+    )
     p.add_argument("--show", action="store_true", help="open a browser tab")
-    p.add_argument("--dask", action="store_true",
-                   help="keep the latent table as a Dask DataFrame (10^7-10^8 rows aggregated in parallel)")
+    p.add_argument(
+        "--dask",
+        action="store_true",
+        help="keep the latent table as a Dask DataFrame (10^7-10^8 rows aggregated in parallel)",
+    )
     p.set_defaults(func=run)
 
 
@@ -64,6 +80,13 @@ def run(args) -> int:
         app.sync_url()
         return app
 
-    serve_app({"app": page}, port=args.port, address=args.address, unix_socket=args.unix_socket,
-              allowed_origins=args.allow_origin, show=args.show, title="latentsky")
+    serve_app(
+        {"app": page},
+        port=args.port,
+        address=args.address,
+        unix_socket=args.unix_socket,
+        allowed_origins=args.allow_origin,
+        show=args.show,
+        title="latentsky",
+    )
     return 0

@@ -14,8 +14,12 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("archive", help="run the local archive", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "archive",
+        help="run the local archive",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     s = sub.add_parser("serve", help="serve a folder of FITS spectra and images on 127.0.0.1")
     s.add_argument("root", type=Path, help="folder of FITS files (searched recursively)")
@@ -23,9 +27,12 @@ def register(subparsers) -> None:
     s.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     s.add_argument("--latency-ms", type=float, default=0.0, help="delay before every answer, milliseconds")
     s.add_argument("--fault-rate", type=float, default=0.0, help="probability in [0, 1] of a fault per request")
-    s.add_argument("--faults", default=None,
-                   help="comma-separated fault kinds drawn from (default: all): "
-                        "latency,500,503,429,reset,truncate,html,hostile_name")
+    s.add_argument(
+        "--faults",
+        default=None,
+        help="comma-separated fault kinds drawn from (default: all): "
+        "latency,500,503,429,reset,truncate,html,hostile_name",
+    )
     s.add_argument("--tap-maxrec", type=int, default=100_000, help="TAP row limit (answers beyond it: OVERFLOW)")
     s.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     s.set_defaults(func=run)
@@ -45,17 +52,29 @@ def run(args) -> int:
     if not 0.0 <= args.fault_rate <= 1.0:
         raise LatentskyError(f"archive serve: --fault-rate must be in [0, 1], got {args.fault_rate}")
     try:
-        archive = LocalArchive(args.root, host=args.host, port=args.port, latency=args.latency_ms / 1000.0,
-                               fault_rate=args.fault_rate, faults=faults, seed=args.seed, tap_maxrec=args.tap_maxrec)
+        archive = LocalArchive(
+            args.root,
+            host=args.host,
+            port=args.port,
+            latency=args.latency_ms / 1000.0,
+            fault_rate=args.fault_rate,
+            faults=faults,
+            seed=args.seed,
+            tap_maxrec=args.tap_maxrec,
+        )
     except OSError as err:
         if err.filename is not None:  # a file, not the socket
             raise
-        raise LatentskyError(f"archive serve: cannot listen on {args.host}:{args.port}: "
-                             f"{err.strerror or err} (choose another --port, or 0 for a free one)") from None
+        raise LatentskyError(
+            f"archive serve: cannot listen on {args.host}:{args.port}: "
+            f"{err.strerror or err} (choose another --port, or 0 for a free one)"
+        ) from None
     cat = archive.catalog
     print(f"latentsky local archive: {archive.base_url}")
-    print(f"  {len(cat.obscore)} ESO spectra, {len(cat.specobj)} SDSS spectra, {len(cat.images)} images "
-          f"({', '.join(cat.surveys()) or 'no surveys'}) from {archive.root}")
+    print(
+        f"  {len(cat.obscore)} ESO spectra, {len(cat.specobj)} SDSS spectra, {len(cat.images)} images "
+        f"({', '.join(cat.surveys()) or 'no surveys'}) from {archive.root}"
+    )
     for name, url in archive.urls().items():
         print(f"  export LATENTSKY_{name.upper()}={url}")
     if cat.skipped:

@@ -41,37 +41,68 @@ PREPARE_MINUTES = 5
 
 def register(subparsers) -> None:
     """Add the ``classroom`` parser to the ``latentsky`` sub-commands."""
-    p = subparsers.add_parser("classroom", help="local archive + JupyterLab for a course without internet",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--notebooks", type=Path, default=None,
-                   help="folder JupyterLab opens (default: ./notebooks when it exists, else .)")
-    p.add_argument("--root", type=Path, default=None, help="folder of FITS files to serve (default: the bundled sample)")
+    p = subparsers.add_parser(
+        "classroom",
+        help="local archive + JupyterLab for a course without internet",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--notebooks",
+        type=Path,
+        default=None,
+        help="folder JupyterLab opens (default: ./notebooks when it exists, else .)",
+    )
+    p.add_argument(
+        "--root", type=Path, default=None, help="folder of FITS files to serve (default: the bundled sample)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface of the archive (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port of the archive (default: a free one)")
     p.add_argument("--lab-port", type=int, default=8888, help="port of JupyterLab (default 8888)")
-    p.add_argument("--no-lab", action="store_true",
-                   help="start only the archive; print the settings and the JupyterLab command, serve until Ctrl-C")
-    p.add_argument("--prepare-only", action="store_true",
-                   help="only prepare the bundled sample's results (store and latent map), then exit")
+    p.add_argument(
+        "--no-lab",
+        action="store_true",
+        help="start only the archive; print the settings and the JupyterLab command, serve until Ctrl-C",
+    )
+    p.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="only prepare the bundled sample's results (store and latent map), then exit",
+    )
     p.add_argument("--no-prepare", action="store_true", help="do not prepare the sample's results")
-    p.add_argument("--out", type=Path, default=None,
-                   help="with --prepare-only: write the results, with the sample's store inside, to this folder "
-                        "(shared results for every user: set LATENTSKY_APP_DATA to it) instead of the cache")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="with --prepare-only: write the results, with the sample's store inside, to this folder "
+        "(shared results for every user: set LATENTSKY_APP_DATA to it) instead of the cache",
+    )
     hub = p.add_argument_group("a room of students (--hub): a small JupyterHub on this machine")
-    hub.add_argument("--hub", action="store_true",
-                     help="serve the course to a room: JupyterHub with a shared password, one server per student "
-                          "(needs `pip install jupyterhub` and `npm install -g configurable-http-proxy`)")
+    hub.add_argument(
+        "--hub",
+        action="store_true",
+        help="serve the course to a room: JupyterHub with a shared password, one server per student "
+        "(needs `pip install jupyterhub` and `npm install -g configurable-http-proxy`)",
+    )
     hub.add_argument("--users", type=int, default=30, help="most students with a running server (default 30)")
     hub.add_argument("--hub-port", type=int, default=8000, help="JupyterHub's port (default 8000)")
-    hub.add_argument("--password", default=None,
-                     help="the students' shared password (default: a new one, printed; or $LATENTSKY_CLASSROOM_PASSWORD)")
-    hub.add_argument("--results", type=Path, default=None,
-                     help="prepared results to share (default: the sample's, prepared once in the cache)")
+    hub.add_argument(
+        "--password",
+        default=None,
+        help="the students' shared password (default: a new one, printed; or $LATENTSKY_CLASSROOM_PASSWORD)",
+    )
+    hub.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="prepared results to share (default: the sample's, prepared once in the cache)",
+    )
     p.set_defaults(func=run)
 
 
-def prepare_sample_results(cache_dir: Path | None = None, *, out: Path | None = None, progress=None,
-                           train: dict | None = None) -> Path:
+def prepare_sample_results(
+    cache_dir: Path | None = None, *, out: Path | None = None, progress=None, train: dict | None = None
+) -> Path:
     """Ingest the bundled sample and run the pipeline on it, unless already done.
 
     The app (:func:`latentsky.ui.app.load_data`) and the course open these
@@ -164,8 +195,14 @@ def course_map(results: Path | None = None):
 
 def lab_command(notebooks: Path, port: int) -> list[str]:
     """The JupyterLab command line of the classroom (on 127.0.0.1, opening ``notebooks``)."""
-    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={notebooks}", f"--ServerApp.port={port}",
-           "--ServerApp.ip=127.0.0.1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        f"--ServerApp.root_dir={notebooks}",
+        f"--ServerApp.port={port}",
+        "--ServerApp.ip=127.0.0.1",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # a classroom container often runs as root
         cmd.append("--allow-root")
     return cmd
@@ -208,8 +245,10 @@ def run(args) -> int:
         env = classroom_environment(archive.urls())
         cmd = lab_command(notebooks.resolve(), args.lab_port)
         cat = archive.catalog
-        print(f"latentsky classroom archive: {archive.base_url} ({len(cat.obscore)} ESO spectra, "
-              f"{len(cat.specobj)} SDSS spectra, {len(cat.images)} images from {archive.root})")
+        print(
+            f"latentsky classroom archive: {archive.base_url} ({len(cat.obscore)} ESO spectra, "
+            f"{len(cat.specobj)} SDSS spectra, {len(cat.images)} images from {archive.root})"
+        )
         for name, value in env.items():
             print(f"  export {name}={value}")
         print("JupyterLab: " + " ".join(cmd), flush=True)

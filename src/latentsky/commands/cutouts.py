@@ -29,22 +29,37 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("cutouts", help="fetch image cutouts for a table of positions (resumable)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "cutouts",
+        help="fetch image cutouts for a table of positions (resumable)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("table", type=Path, help="table with ra, dec columns (degrees)")
-    p.add_argument("--dest", type=Path, required=True, help="output folder (cutouts.zarr, index.parquet, "
-                                                            "progress.sqlite)")
-    p.add_argument("--bands", default="SDSS-g,SDSS-r,SDSS-i",
-                   help="comma-separated bands (default SDSS-g,SDSS-r,SDSS-i; also FIRST, UKIDSS-K...)")
+    p.add_argument(
+        "--dest", type=Path, required=True, help="output folder (cutouts.zarr, index.parquet, progress.sqlite)"
+    )
+    p.add_argument(
+        "--bands",
+        default="SDSS-g,SDSS-r,SDSS-i",
+        help="comma-separated bands (default SDSS-g,SDSS-r,SDSS-i; also FIRST, UKIDSS-K...)",
+    )
     p.add_argument("--size", type=int, default=28, help="cutout width and height, pixels (default 28)")
     p.add_argument("--pixel-scale", type=float, help="arcsec per pixel for every band (default: native)")
     p.add_argument("--max-attempts", type=int, default=3, help="requests per cell over all runs (default 3)")
-    p.add_argument("--connections", type=int, default=None,
-                   help="requests in flight (default conf.max_connections_per_host; mind the service's limits)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        help="requests in flight (default conf.max_connections_per_host; mind the service's limits)",
+    )
     p.add_argument("--base-url", help="base URL of a latentsky local archive (its /hips2fits endpoint)")
-    p.add_argument("--synthetic", action="store_true",
-                   help="with --base-url: the local archive's synthetic sky where its images do not reach "
-                        "(/synthetic/hips2fits; not real data)")
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="with --base-url: the local archive's synthetic sky where its images do not reach "
+        "(/synthetic/hips2fits; not real data)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -66,9 +81,16 @@ def run(args) -> int:
     except Exception as err:  # astropy raises many kinds for unreadable files
         raise LatentskyError(f"cutouts: TABLE {args.table}: cannot read a table ({err})") from err
     bands = [b.strip() for b in args.bands.split(",") if b.strip()]
-    result = fetch_cutouts(table, args.dest, bands=bands, size=args.size, pixel_scale=args.pixel_scale,
-                           max_attempts=args.max_attempts, connections=args.connections,
-                           progress=None if args.no_progress else TqdmProgress())
+    result = fetch_cutouts(
+        table,
+        args.dest,
+        bands=bands,
+        size=args.size,
+        pixel_scale=args.pixel_scale,
+        max_attempts=args.max_attempts,
+        connections=args.connections,
+        progress=None if args.no_progress else TqdmProgress(),
+    )
     counts = ", ".join(f"{k}: {v}" for k, v in result.counts.items() if v)
     rate = f"; {result.requests} requests in {result.elapsed:.1f} s" if result.requests else ""
     print(f"{len(table)} targets x {len(bands)} bands -> {args.dest} ({counts}{rate})")

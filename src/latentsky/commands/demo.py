@@ -43,10 +43,10 @@ def summarise(store) -> dict:
 def run(args) -> int:
     from latentsky.archives.local.mirror import mirror_local
     from latentsky.commands.pipeline import summary_lines
-    from latentsky.pipeline import run_pipeline
     from latentsky.data import sample_path
     from latentsky.exceptions import LatentskyError
     from latentsky.ingest import ingest
+    from latentsky.pipeline import run_pipeline
     from latentsky.progress import TqdmProgress
     from latentsky.store import SpectrumStore
     from latentsky.viz.static import plot_store_overview
@@ -59,8 +59,10 @@ def run(args) -> int:
     progress = TqdmProgress()
     mirrored = mirror_local(sample_path(), out / "downloads", progress=progress)
     if mirrored.results.errors:
-        raise LatentskyError(f"demo: {len(mirrored.results.errors)} downloads from the local archive failed, "
-                             f"e.g. {mirrored.results.errors[:3]}; run the demo again to retry them")
+        raise LatentskyError(
+            f"demo: {len(mirrored.results.errors)} downloads from the local archive failed, "
+            f"e.g. {mirrored.results.errors[:3]}; run the demo again to retry them"
+        )
     result = ingest([out / "downloads"], out / "store", progress=progress)
     store = SpectrumStore(result.store)
     summary = summarise(store)

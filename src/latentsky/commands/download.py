@@ -30,33 +30,59 @@ SHA_COLUMNS = ("sha256", "checksum_sha256")
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("download", help="download the files a table points to (resumable)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("table", nargs="?", type=Path,
-                   help="table with an access URL column, or a destination folder/manifest to resume")
+    p = subparsers.add_parser(
+        "download",
+        help="download the files a table points to (resumable)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "table",
+        nargs="?",
+        type=Path,
+        help="table with an access URL column, or a destination folder/manifest to resume",
+    )
     p.add_argument("--dest", type=Path, help="destination folder (holds the manifest)")
     p.add_argument("--status", type=Path, metavar="DIR", help="report the state of the download job in DIR")
     p.add_argument("--url-column", help="name of the URL column (default: first of %s)" % ", ".join(URL_COLUMNS))
-    p.add_argument("--key-column", help="column of unique product keys (default: first of %s, else the URL)"
-                   % ", ".join(KEY_COLUMNS))
-    p.add_argument("--name-column", help="column of file names (default: first of %s, else from the URL)"
-                   % ", ".join(NAME_COLUMNS))
-    p.add_argument("--kind", choices=("auto", "fits", "any"), default="auto",
-                   help="'fits' files must open with astropy; 'auto': fits when the name says so")
+    p.add_argument(
+        "--key-column",
+        help="column of unique product keys (default: first of %s, else the URL)" % ", ".join(KEY_COLUMNS),
+    )
+    p.add_argument(
+        "--name-column", help="column of file names (default: first of %s, else from the URL)" % ", ".join(NAME_COLUMNS)
+    )
+    p.add_argument(
+        "--kind",
+        choices=("auto", "fits", "any"),
+        default="auto",
+        help="'fits' files must open with astropy; 'auto': fits when the name says so",
+    )
     p.add_argument("--auth", help="credential to send, e.g. 'eso' (LATENTSKY_ESO_TOKEN or keyring)")
     p.add_argument("--max-connections", type=int, help="concurrent transfers in all")
     p.add_argument("--max-connections-per-host", type=int, help="concurrent transfers per host")
     p.add_argument("--max-retries", type=int, help="attempts per file and run")
     p.add_argument("--timeout", type=float, help="seconds to wait to connect and between bytes")
-    p.add_argument("--verify", action="store_true",
-                   help="re-check files already done (size, checksum, FITS open), not only that they exist")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-check files already done (size, checksum, FITS open), not only that they exist",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)
 
 
-def items_from_table(path: Path, dest: Path, *, url_column: str | None = None, key_column: str | None = None,
-                     name_column: str | None = None, kind: str = "auto", auth: str | None = None) -> list:
+def items_from_table(
+    path: Path,
+    dest: Path,
+    *,
+    url_column: str | None = None,
+    key_column: str | None = None,
+    name_column: str | None = None,
+    kind: str = "auto",
+    auth: str | None = None,
+) -> list:
     """Download items for the rows of a table file.
 
     Parameters
@@ -84,8 +110,7 @@ def items_from_table(path: Path, dest: Path, *, url_column: str | None = None, k
     from latentsky.exceptions import LatentskyError
 
     try:
-        table = Table.read(path, format="parquet") if path.suffix.lower() in (".parquet", ".pq") \
-            else Table.read(path)
+        table = Table.read(path, format="parquet") if path.suffix.lower() in (".parquet", ".pq") else Table.read(path)
     except Exception as err:
         raise LatentskyError(f"{path}: cannot read as a table ({type(err).__name__}: {err})") from err
     url_col = _column(table, url_column, URL_COLUMNS, path, "--url-column", required=True)
@@ -105,13 +130,19 @@ def items_from_table(path: Path, dest: Path, *, url_column: str | None = None, k
         if name in names and names[name] != key:  # two products, one name: keep both
             name = _numbered(name, i)
         names[name] = key
-        item_kind = kind if kind != "auto" else (
-            "fits" if name.lower().endswith((".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")) else "any")
+        item_kind = (
+            kind
+            if kind != "auto"
+            else ("fits" if name.lower().endswith((".fits", ".fit", ".fts", ".fits.gz", ".fits.fz")) else "any")
+        )
         size = row[size_col] if size_col else None
         sha = _text(row[sha_col]) if sha_col else None
         try:
-            items.append(DownloadItem(key, url, dest / name, size=_int_or_none(size), sha256=sha or None,
-                                      kind=item_kind, auth=auth))
+            items.append(
+                DownloadItem(
+                    key, url, dest / name, size=_int_or_none(size), sha256=sha or None, kind=item_kind, auth=auth
+                )
+            )
         except ValueError as err:
             raise LatentskyError(f"{path}, row {i}: {err}") from None
     return items
@@ -121,7 +152,7 @@ def _numbered(name: str, i: int) -> str:
     """``spec.fits`` -> ``spec-<i>.fits`` (``.fits.gz`` and the like kept whole)."""
     for ext in (".fits.gz", ".fits.fz", ".fits", ".fit", ".fts"):
         if name.lower().endswith(ext):
-            return f"{name[:-len(ext)]}-{i}{name[-len(ext):]}"
+            return f"{name[: -len(ext)]}-{i}{name[-len(ext) :]}"
     stem, dot, ext = name.rpartition(".")
     return f"{stem}-{i}.{ext}" if dot else f"{name}-{i}"
 
@@ -138,8 +169,10 @@ def _column(table, wanted, candidates, path, option, required=False):
         if name in lower:
             return lower[name]
     if required:
-        raise LatentskyError(f"{path}: no URL column (looked for {', '.join(candidates)}); name it with "
-                             f"{option}; columns: {table.colnames}")
+        raise LatentskyError(
+            f"{path}: no URL column (looked for {', '.join(candidates)}); name it with "
+            f"{option}; columns: {table.colnames}"
+        )
     return None
 
 
@@ -184,8 +217,11 @@ def status(folder: Path) -> dict:
         "failed": counts.get("failed", 0),
         "partial_files": partial,
         "bytes_done": int(sum(r["bytes"] or 0 for r in rows if r["state"] == "done")),
-        "errors": [{"key": r["key"], "error": r["last_error"], "attempts": r["attempts"]}
-                   for r in rows if r["state"] == "failed"][:20],
+        "errors": [
+            {"key": r["key"], "error": r["last_error"], "attempts": r["attempts"]}
+            for r in rows
+            if r["state"] == "failed"
+        ][:20],
     }
 
 
@@ -200,9 +236,11 @@ def run(args) -> int:
         if args.json:
             print(json.dumps(st))
         else:
-            print(f"{st['folder']}: {st['done']}/{st['items']} done, {st['pending']} pending "
-                  f"({st['partial_files']} partly downloaded), {st['failed']} failed; "
-                  f"{st['bytes_done'] / 1e6:.1f} MB")
+            print(
+                f"{st['folder']}: {st['done']}/{st['items']} done, {st['pending']} pending "
+                f"({st['partial_files']} partly downloaded), {st['failed']} failed; "
+                f"{st['bytes_done'] / 1e6:.1f} MB"
+            )
             for e in st["errors"]:
                 print(f"  {e['key']}: {e['error']} ({e['attempts']} attempts)")
         return 0
@@ -221,21 +259,42 @@ def run(args) -> int:
             raise LatentskyError(f"{source}: no such table")
         dest = args.dest
         dest.mkdir(parents=True, exist_ok=True)
-        items = items_from_table(source, dest.resolve(), url_column=args.url_column, key_column=args.key_column,
-                                 name_column=args.name_column, kind=args.kind, auth=args.auth)
+        items = items_from_table(
+            source,
+            dest.resolve(),
+            url_column=args.url_column,
+            key_column=args.key_column,
+            name_column=args.name_column,
+            kind=args.kind,
+            auth=args.auth,
+        )
     manager = DownloadManager(
-        Manifest.for_folder(dest), max_connections=args.max_connections,
-        max_connections_per_host=args.max_connections_per_host, max_retries=args.max_retries,
-        timeout=args.timeout, progress=None if args.no_progress else TqdmProgress())
+        Manifest.for_folder(dest),
+        max_connections=args.max_connections,
+        max_connections_per_host=args.max_connections_per_host,
+        max_retries=args.max_retries,
+        timeout=args.timeout,
+        progress=None if args.no_progress else TqdmProgress(),
+    )
     try:
         results = manager.run(items, verify_existing=args.verify)
     except ValueError as err:  # two rows of the table are the same product, or would be the same file
         raise LatentskyError(f"{source}: {err} (name the columns with --key-column, --name-column)") from None
     if args.json:
-        print(json.dumps({"done": len(results.done), "skipped": len(results.skipped),
-                          "failed": len(results.errors), "bytes": results.bytes,
-                          "elapsed_s": round(results.elapsed, 3), "requests": results.requests,
-                          "errors": [str(e) for e in results.errors], "halted": results.halted}))
+        print(
+            json.dumps(
+                {
+                    "done": len(results.done),
+                    "skipped": len(results.skipped),
+                    "failed": len(results.errors),
+                    "bytes": results.bytes,
+                    "elapsed_s": round(results.elapsed, 3),
+                    "requests": results.requests,
+                    "errors": [str(e) for e in results.errors],
+                    "halted": results.halted,
+                }
+            )
+        )
     else:
         print(results.summary())
         for failure in results.errors[:20]:
@@ -243,7 +302,10 @@ def run(args) -> int:
         if results.errors and not results.halted:
             print("run the same command again to retry the failed files", file=sys.stderr)
     if results.halted:
-        print(f"latentsky download: stopped: {results.halted}\n  the verified files are kept in {dest}, partly "
-              "downloaded ones resume where they stopped: free some space (or make the folder writable) and "
-              "run the same command again", file=sys.stderr)
+        print(
+            f"latentsky download: stopped: {results.halted}\n  the verified files are kept in {dest}, partly "
+            "downloaded ones resume where they stopped: free some space (or make the folder writable) and "
+            "run the same command again",
+            file=sys.stderr,
+        )
     return 1 if results.errors or results.halted else 0

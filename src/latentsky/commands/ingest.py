@@ -10,8 +10,9 @@ from latentsky.io.grid import DEFAULT_NORMALISATION, NORMALISATIONS
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("ingest", help="read FITS spectra into a store (Parquet catalog + Zarr arrays)",
-                              description=__doc__)
+    p = subparsers.add_parser(
+        "ingest", help="read FITS spectra into a store (Parquet catalog + Zarr arrays)", description=__doc__
+    )
     p.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="FITS files or folders")
     p.add_argument("--out", required=True, type=Path, metavar="STORE", help="store directory to write")
     p.add_argument("--wave-min", type=float, default=3800.0, help="first grid pixel, Angstrom (vacuum)")
@@ -19,9 +20,13 @@ def register(subparsers) -> None:
     resolution = p.add_mutually_exclusive_group()
     resolution.add_argument("--pixels", type=int, default=4096, help="grid pixels (log-lambda)")
     resolution.add_argument("--step-kms", type=float, help="grid pixel size in km/s instead of --pixels")
-    p.add_argument("--normalisation", choices=NORMALISATIONS, default=DEFAULT_NORMALISATION,
-                   help="how each spectrum is normalised (auto: by its median when flux-calibrated, e.g. SDSS; "
-                        "by its local continuum when in relative flux, e.g. HARPS)")
+    p.add_argument(
+        "--normalisation",
+        choices=NORMALISATIONS,
+        default=DEFAULT_NORMALISATION,
+        help="how each spectrum is normalised (auto: by its median when flux-calibrated, e.g. SDSS; "
+        "by its local continuum when in relative flux, e.g. HARPS)",
+    )
     p.add_argument("--force", action="store_true", help="rewrite the store even if it is up to date")
     add_cli_arguments(p)
     p.set_defaults(func=run)
@@ -40,8 +45,15 @@ def run(args) -> int:
     except ValueError as err:
         print(f"latentsky ingest: error: {err}", file=sys.stderr)
         return 2
-    result = ingest(args.sources, args.out, grid=grid, normalisation=args.normalisation,
-                    progress=TqdmProgress(), force=args.force, **cli_options(args))
+    result = ingest(
+        args.sources,
+        args.out,
+        grid=grid,
+        normalisation=args.normalisation,
+        progress=TqdmProgress(),
+        force=args.force,
+        **cli_options(args),
+    )
     if result.up_to_date:
         print(f"{result.store}: up to date ({result.n_spectra} spectra)")
     else:

@@ -29,8 +29,12 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("query", help="query an archive and write the products as a table",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "query",
+        help="query an archive and write the products as a table",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("archive", choices=("eso", "sdss"), help="which archive")
     p.add_argument("--target", help="object name (resolved with conf.name_table, then Sesame unless offline)")
     p.add_argument("--coords", help='one position, e.g. "219.9 -60.83" (deg) or "14h39m -60d50m"')
@@ -44,8 +48,12 @@ def register(subparsers) -> None:
     p.add_argument("--top", type=int, help="SDSS: at most this many rows (whole-table searches)")
     p.add_argument("--maxrec", type=int, help="ESO: rows per TAP request (overflowing answers are split)")
     p.add_argument("--base-url", help="base URL of a latentsky local archive (or a mirror with its layout)")
-    p.add_argument("--dest", type=Path, default=Path("."),
-                   help="folder the 'filename' column is planned for (default: current folder)")
+    p.add_argument(
+        "--dest",
+        type=Path,
+        default=Path("."),
+        help="folder the 'filename' column is planned for (default: current folder)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output table (.ecsv, .csv, .parquet, .fits, .xml)")
     p.set_defaults(func=run)
 
@@ -80,11 +88,20 @@ def run(args) -> int:
             raise LatentskyError(f"query: --catalog {args.catalog}: cannot read a table ({err})") from err
     if args.archive == "eso":
         collection = None if (args.collection or "").lower() == "any" else (args.collection or "HARPS")
-        table = client.query(args.target, coordinates=coordinates, radius=args.radius, collection=collection,
-                             instrument=args.instrument, start=args.start, end=args.end, maxrec=args.maxrec)
+        table = client.query(
+            args.target,
+            coordinates=coordinates,
+            radius=args.radius,
+            collection=collection,
+            instrument=args.instrument,
+            start=args.start,
+            end=args.end,
+            maxrec=args.maxrec,
+        )
     else:
         if args.target:
             from latentsky.archives.base import resolve_name
+
             coordinates = resolve_name(args.target, parameter="--target")
         if isinstance(coordinates, Table) and {"plate", "mjd", "fiberid"} <= {c.lower() for c in coordinates.colnames}:
             table = client.query_identifiers(coordinates)  # a catalog of spectra (DR16Q): by identifier
@@ -99,6 +116,8 @@ def run(args) -> int:
         table.meta["failed_json"] = json.dumps(failed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.write(args.out, overwrite=True)
-    print(f"{len(table)} products from {args.archive} written to {args.out}"
-          + (f"; {len(failed)} positions failed (see meta failed_json)" if failed else ""))
+    print(
+        f"{len(table)} products from {args.archive} written to {args.out}"
+        + (f"; {len(failed)} positions failed (see meta failed_json)" if failed else "")
+    )
     return 0

@@ -16,8 +16,12 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("synth", help="write a large synthetic latent table derived from real spectra",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "synth",
+        help="write a large synthetic latent table derived from real spectra",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--n", type=float, default=1e6, help="rows of the latent table (e.g. 1e6, 1e7); default 1e6")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--spectra", type=int, default=0, metavar="M", help="also write the first M spectra as a store")
@@ -38,11 +42,20 @@ def run(args) -> int:
     if n < 1 or n != args.n:
         raise LatentskyError(f"--n: must be a positive whole number, got {args.n:g}")
     try:
-        out = write_synth(args.out, n, store=args.store, n_spectra=args.spectra, seed=args.seed,
-                          rv_sigma=args.rv_sigma, anomaly_fraction=args.anomaly_fraction,
-                          progress=None if args.no_progress else TqdmProgress())
+        out = write_synth(
+            args.out,
+            n,
+            store=args.store,
+            n_spectra=args.spectra,
+            seed=args.seed,
+            rv_sigma=args.rv_sigma,
+            anomaly_fraction=args.anomaly_fraction,
+            progress=None if args.no_progress else TqdmProgress(),
+        )
     except ValueError as err:
         raise LatentskyError(str(err)) from err
-    print(f"wrote {n:,} rows to {out / 'latent.parquet'}" + (f" and {args.spectra} spectra to {out / 'store'}"
-                                                               if args.spectra else ""))
+    print(
+        f"wrote {n:,} rows to {out / 'latent.parquet'}"
+        + (f" and {args.spectra} spectra to {out / 'store'}" if args.spectra else "")
+    )
     return 0

@@ -45,8 +45,9 @@ def _provenance_rows(shared: Path) -> dict[str, str]:
         for line in prov.read_text().splitlines():
             m = re.match(r"\|\s*`([^`]+)`\s*\|\s*([^|]+)\|\s*`([^`]+)`\s*\|\s*`([0-9a-f]+)`\s*\|\s*([^|]+)\|", line)
             if m:
-                rows[Path(m.group(1)).name] = (f"{m.group(2).strip()} `{m.group(3)}` @ {m.group(4)[:12]}, "
-                                               f"licence: {m.group(5).strip()}")
+                rows[Path(m.group(1)).name] = (
+                    f"{m.group(2).strip()} `{m.group(3)}` @ {m.group(4)[:12]}, licence: {m.group(5).strip()}"
+                )
     return rows
 
 
@@ -70,12 +71,16 @@ def build(shared: Path, out: Path = SAMPLE_DIR) -> list[str]:
                 hi = int(round((HARPS_WINDOW[1] - header["CRVAL1"]) / header["CDELT1"]))
                 data = hdul[0].data[lo:hi].copy()
                 header["CRVAL1"] = header["CRVAL1"] + lo * header["CDELT1"]
-                header.add_history(f"latentsky sample: pixels {lo}:{hi} of {src.name} "
-                                   f"(sha256 {_sha256(src)[:16]}), {HARPS_WINDOW[0]:.0f}-{HARPS_WINDOW[1]:.0f} A")
+                header.add_history(
+                    f"latentsky sample: pixels {lo}:{hi} of {src.name} "
+                    f"(sha256 {_sha256(src)[:16]}), {HARPS_WINDOW[0]:.0f}-{HARPS_WINDOW[1]:.0f} A"
+                )
                 dest = out / "harps" / (src.name + ".gz")
                 _write_gz(fits.HDUList([fits.PrimaryHDU(data, header)]), dest)
-            lines.append(f"| `harps/{dest.name}` | cut {HARPS_WINDOW[0]:.0f}-{HARPS_WINDOW[1]:.0f} A of `{src.name}` "
-                         f"(sha256 {_sha256(src)[:16]}) | {sources.get(src.name, 'see shared PROVENANCE')} |")
+            lines.append(
+                f"| `harps/{dest.name}` | cut {HARPS_WINDOW[0]:.0f}-{HARPS_WINDOW[1]:.0f} A of `{src.name}` "
+                f"(sha256 {_sha256(src)[:16]}) | {sources.get(src.name, 'see shared PROVENANCE')} |"
+            )
     for src in sorted((shared / "sdss" / "spectra").glob("sp*.fit*")):
         dest = out / "sdss" / (src.name + ".gz")
         with fits.open(src) as hdul:
@@ -85,8 +90,10 @@ def build(shared: Path, out: Path = SAMPLE_DIR) -> list[str]:
             else:
                 dest.write_bytes(gzip.compress(src.read_bytes(), compresslevel=9, mtime=0))
                 how = "byte-identical gzip of"
-        lines.append(f"| `sdss/{dest.name}` | {how} `{src.name}` (sha256 {_sha256(src)[:16]}) | "
-                     f"{sources.get(src.name, 'see shared PROVENANCE')} |")
+        lines.append(
+            f"| `sdss/{dest.name}` | {how} `{src.name}` (sha256 {_sha256(src)[:16]}) | "
+            f"{sources.get(src.name, 'see shared PROVENANCE')} |"
+        )
     (out / "images").mkdir(exist_ok=True)
     for src in sorted((shared / "images").glob("*/*.fits")):
         if src.stat().st_size > 100_000:
@@ -97,8 +104,10 @@ def build(shared: Path, out: Path = SAMPLE_DIR) -> list[str]:
             dest = out / "images" / src.name
             dest.write_bytes(src.read_bytes())
             how = "byte-identical copy of"
-        lines.append(f"| `images/{dest.name}` | {how} `{src.name}` (sha256 {_sha256(src)[:16]}) | "
-                     f"{sources.get(src.name, 'see shared PROVENANCE')} |")
+        lines.append(
+            f"| `images/{dest.name}` | {how} `{src.name}` (sha256 {_sha256(src)[:16]}) | "
+            f"{sources.get(src.name, 'see shared PROVENANCE')} |"
+        )
     with open(shared / "sdss" / "spectra" / "labels.csv") as fh, open(out / "sdss" / "labels.csv", "w") as dst:
         rows = list(csv.DictReader(fh))
         writer = csv.DictWriter(dst, fieldnames=list(rows[0]))
@@ -106,11 +115,13 @@ def build(shared: Path, out: Path = SAMPLE_DIR) -> list[str]:
         for row in rows:
             row["file"] = row["file"] + ".gz"
             writer.writerow(row)
-    header = ("# PROVENANCE: latentsky bundled sample\n\n"
-              "Real HARPS (ESO) and SDSS spectra, reduced as described in `latentsky/data/build_sample.py`.\n"
-              "Data rights: public ESO and SDSS archive data; acknowledge \"Based on data obtained from the ESO "
-              "Science Archive Facility\" and SDSS.\n\n"
-              "| file | derived from | source (repository, path @ commit, licence) |\n|---|---|---|\n")
+    header = (
+        "# PROVENANCE: latentsky bundled sample\n\n"
+        "Real HARPS (ESO) and SDSS spectra, reduced as described in `latentsky/data/build_sample.py`.\n"
+        'Data rights: public ESO and SDSS archive data; acknowledge "Based on data obtained from the ESO '
+        'Science Archive Facility" and SDSS.\n\n'
+        "| file | derived from | source (repository, path @ commit, licence) |\n|---|---|---|\n"
+    )
     (out / "PROVENANCE.md").write_text(header + "\n".join(lines) + "\n")
     return lines
 

@@ -16,5 +16,13 @@ from latentsky.download.manager import DownloadFailure, DownloadManager, Results
 from latentsky.download.manifest import Manifest
 from latentsky.download.names import safe_join, safe_name
 
-__all__ = ["DownloadItem", "DownloadManager", "DownloadFailure", "Results", "Manifest", "download",
-           "safe_name", "safe_join"]
+__all__ = [
+    "DownloadItem",
+    "DownloadManager",
+    "DownloadFailure",
+    "Results",
+    "Manifest",
+    "download",
+    "safe_name",
+    "safe_join",
+]

@@ -133,14 +133,17 @@ def auth_headers(name: str | None, url: str | None = None) -> dict[str, str]:
     if name is None:
         return {}
     if url is not None and not _host_allowed(name, url):
-        raise CredentialError(f"refusing to send the {name!r} credential to {urlsplit(url).netloc} "
-                              f"(allowed: {sorted(allowed_hosts(name) or [])} and https://*.eso.org); "
-                              "point conf.eso_data_url at the mirror you trust")
+        raise CredentialError(
+            f"refusing to send the {name!r} credential to {urlsplit(url).netloc} "
+            f"(allowed: {sorted(allowed_hosts(name) or [])} and https://*.eso.org); "
+            "point conf.eso_data_url at the mirror you trust"
+        )
     token = get_token(name)
     if token is None:
         raise CredentialError(
             f"credential {name!r} is needed but not configured: set {env_var(name)} or store it with "
-            f"`keyring set {KEYRING_SERVICE} {name}`")
+            f"`keyring set {KEYRING_SERVICE} {name}`"
+        )
     return {"Authorization": f"Bearer {token.reveal()}"}
 
 

@@ -61,7 +61,6 @@ VERIFYING_THREADS = 2
 """Files verified at once by one manager (the other workers wait for a turn)."""
 
 
-
 class DownloadManager:
     """Fetch many files reliably, recording everything in a manifest.
 
@@ -97,10 +96,20 @@ class DownloadManager:
         Seed of the backoff jitter (tests).
     """
 
-    def __init__(self, manifest: Manifest | str | Path | None = None, *, max_connections: int | None = None,
-                 max_connections_per_host: int | None = None, max_retries: int | None = None,
-                 timeout: float | None = None, backoff: float | None = None, max_backoff: float | None = None,
-                 progress: ProgressCallback | None = None, fsync: bool = True, seed: int | None = None):
+    def __init__(
+        self,
+        manifest: Manifest | str | Path | None = None,
+        *,
+        max_connections: int | None = None,
+        max_connections_per_host: int | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        backoff: float | None = None,
+        max_backoff: float | None = None,
+        progress: ProgressCallback | None = None,
+        fsync: bool = True,
+        seed: int | None = None,
+    ):
         if manifest is None:
             manifest = Path(conf.cache_dir) / "downloads"
         self.manifest = manifest if isinstance(manifest, Manifest) else Manifest(manifest)
@@ -110,8 +119,10 @@ class DownloadManager:
         self.max_retries = int(pick(max_retries, conf.max_retries))
         self.timeout = float(pick(timeout, conf.timeout))
         if self.max_connections < 1 or self.max_connections_per_host < 1 or self.max_retries < 1:
-            raise ValueError("max_connections, max_connections_per_host and max_retries must be >= 1, got "
-                             f"{self.max_connections}, {self.max_connections_per_host}, {self.max_retries}")
+            raise ValueError(
+                "max_connections, max_connections_per_host and max_retries must be >= 1, got "
+                f"{self.max_connections}, {self.max_connections_per_host}, {self.max_retries}"
+            )
         self._policy = RetryPolicy(max_attempts=self.max_retries, backoff=backoff, max_backoff=max_backoff)
         self.backoff, self.max_backoff = self._policy.backoff, self._policy.max_backoff
         self.progress, self.fsync = progress, fsync
@@ -127,8 +138,10 @@ class DownloadManager:
         self._stop = threading.Event()
 
     def __repr__(self) -> str:
-        return (f"DownloadManager({self.manifest!r}, max_connections={self.max_connections}, "
-                f"max_connections_per_host={self.max_connections_per_host}, max_retries={self.max_retries})")
+        return (
+            f"DownloadManager({self.manifest!r}, max_connections={self.max_connections}, "
+            f"max_connections_per_host={self.max_connections_per_host}, max_retries={self.max_retries})"
+        )
 
     # ------------------------------------------------------------------ API
     def stop(self) -> None:
@@ -146,8 +159,9 @@ class DownloadManager:
         """Record items in the manifest (harmless when already there); returns how many are new."""
         return self.manifest.enqueue(items)
 
-    def run(self, items: Iterable[DownloadItem | DownloadFailure] | None = None, *,
-            verify_existing: bool = False) -> Results:
+    def run(
+        self, items: Iterable[DownloadItem | DownloadFailure] | None = None, *, verify_existing: bool = False
+    ) -> Results:
         """Fetch ``items`` (enqueueing them), or every unfinished item of the manifest.
 
         Parameters
@@ -226,8 +240,7 @@ class DownloadManager:
                     results.skipped.append(item.dest)
                     continue
                 except DownloadError as err:
-                    log.warning("%s: file in place no longer verifies (%s); fetching it again", item.key,
-                                err.problem)
+                    log.warning("%s: file in place no longer verifies (%s); fetching it again", item.key, err.problem)
             elif in_place:
                 # in place but not recorded: a run killed between rename and manifest update
                 try:
@@ -284,7 +297,9 @@ class DownloadManager:
         # retries are ours (with the manifest and backoff); urllib3 must not add its own
         self._adapter = requests.adapters.HTTPAdapter(
             pool_connections=max(10, len({job.item.host for job in jobs})),
-            pool_maxsize=min(self.max_connections, self.max_connections_per_host), max_retries=0)
+            pool_maxsize=min(self.max_connections, self.max_connections_per_host),
+            max_retries=0,
+        )
         errors: list[BaseException] = []
 
         def worker():
@@ -315,8 +330,9 @@ class DownloadManager:
                 # the adapter is shared: closed once, after the last worker
                 self._local.session = None
 
-        threads = [threading.Thread(target=worker, name=f"latentsky-download-{i}", daemon=True)
-                   for i in range(n_workers)]
+        threads = [
+            threading.Thread(target=worker, name=f"latentsky-download-{i}", daemon=True) for i in range(n_workers)
+        ]
         for t in threads:
             t.start()
         try:
@@ -352,8 +368,9 @@ class DownloadManager:
         if sched is not None:
             sched.stop()
 
-    def _attempt(self, job: Job, results: Results, lock: threading.Lock,
-                 release: Callable[[], None]) -> tuple[bool, float]:
+    def _attempt(
+        self, job: Job, results: Results, lock: threading.Lock, release: Callable[[], None]
+    ) -> tuple[bool, float]:
         """One attempt at ``job``; returns (finished, delay before the next attempt in s)."""
         job.attempts += 1
         job.unrecorded += 1
@@ -366,20 +383,29 @@ class DownloadManager:
                 if job.attempts > 1:
                     results.retries += 1
 
-    def _transfer(self, job: Job, results: Results, lock: threading.Lock,
-                  release: Callable[[], None]) -> tuple[bool, float]:
+    def _transfer(
+        self, job: Job, results: Results, lock: threading.Lock, release: Callable[[], None]
+    ) -> tuple[bool, float]:
         item = job.item
         part_size = 0 if job.no_part else None
         job.no_part = False  # this attempt may leave one
         try:
             # looked up at every attempt: a token renewed during a long run is used at once
             headers = credentials.auth_headers(item.auth, item.url)
-            res = fetch(item, self._session(), timeout=self.timeout, headers=headers, etag=job.etag,
-                        part_size=part_size,
-                        proxies=self._proxies(item),
-                        on_etag=lambda etag: self._remember_etag(job, etag), on_received=release,
-                        fsync=self.fsync, sync_folder=False,  # folders: flushed once, after the run
-                        verify_gate=self._verify_gate)
+            res = fetch(
+                item,
+                self._session(),
+                timeout=self.timeout,
+                headers=headers,
+                etag=job.etag,
+                part_size=part_size,
+                proxies=self._proxies(item),
+                on_etag=lambda etag: self._remember_etag(job, etag),
+                on_received=release,
+                fsync=self.fsync,
+                sync_folder=False,  # folders: flushed once, after the run
+                verify_gate=self._verify_gate,
+            )
         except _HALTING:
             release()
             raise

@@ -97,8 +97,7 @@ class Manifest:
         self.path = path
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30,
-                                       isolation_level=None)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable across process crashes in WAL mode (only a power cut can lose
             # the last commits), and an order of magnitude faster than FULL.
@@ -141,8 +140,10 @@ class Manifest:
                 except BlockingIOError:
                     fh.seek(0)
                     holder = fh.read().strip() or "?"
-                    raise StoreError(f"{self.path}: another download is running with this manifest "
-                                     f"(process {holder}); wait for it or stop it") from None
+                    raise StoreError(
+                        f"{self.path}: another download is running with this manifest "
+                        f"(process {holder}); wait for it or stop it"
+                    ) from None
             try:  # who holds it, for the message of a second run; on a full disk it stays unsaid
                 os.ftruncate(fh.fileno(), 0)
                 os.pwrite(fh.fileno(), str(os.getpid()).encode(), 0)
@@ -208,7 +209,8 @@ class Manifest:
                                          AND items.expected_sha256 IS excluded.expected_sha256
                                          AND items.kind IS excluded.kind AND items.auth IS excluded.auth
                                         THEN items.updated ELSE excluded.updated END""",
-                    rows)
+                    rows,
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
@@ -219,26 +221,33 @@ class Manifest:
 
     def start_attempt(self, key: str, etag: str | None = None, *, attempts: int = 1) -> None:
         """Count ``attempts`` more attempts at ``key`` and remember the source's ETag (for ``If-Range``)."""
-        self._exec("UPDATE items SET attempts = attempts + ?, etag = COALESCE(?, etag), updated = ? "
-                   "WHERE key = ?", (int(attempts), etag, time.time(), key))
+        self._exec(
+            "UPDATE items SET attempts = attempts + ?, etag = COALESCE(?, etag), updated = ? WHERE key = ?",
+            (int(attempts), etag, time.time(), key),
+        )
 
     def mark_done(self, key: str, sha256: str, nbytes: int, *, attempts: int = 0) -> None:
         """Record that ``key`` is verified and in place (and ``attempts`` more attempts)."""
-        self._exec("UPDATE items SET state = 'done', sha256 = ?, bytes = ?, last_error = NULL, etag = NULL, "
-                   "attempts = attempts + ?, updated = ? WHERE key = ?",
-                   (sha256, int(nbytes), int(attempts), time.time(), key))
+        self._exec(
+            "UPDATE items SET state = 'done', sha256 = ?, bytes = ?, last_error = NULL, etag = NULL, "
+            "attempts = attempts + ?, updated = ? WHERE key = ?",
+            (sha256, int(nbytes), int(attempts), time.time(), key),
+        )
 
     def mark_error(self, key: str, error: str, *, failed: bool, attempts: int = 0) -> None:
         """Record an error (and ``attempts`` more attempts); ``failed=True`` gives up on ``key`` for this run."""
-        self._exec("UPDATE items SET state = CASE WHEN ? THEN 'failed' ELSE state END, last_error = ?, "
-                   "attempts = attempts + ?, updated = ? WHERE key = ?",
-                   (bool(failed), error, int(attempts), time.time(), key))
+        self._exec(
+            "UPDATE items SET state = CASE WHEN ? THEN 'failed' ELSE state END, last_error = ?, "
+            "attempts = attempts + ?, updated = ? WHERE key = ?",
+            (bool(failed), error, int(attempts), time.time(), key),
+        )
 
     def mark_pending(self, keys: Iterable[str]) -> None:
         """Put ``keys`` back to ``pending`` (e.g. a done file that disappeared)."""
         with self._lock, self._writing():
-            self._db.executemany("UPDATE items SET state = 'pending', updated = ? WHERE key = ?",
-                                 [(time.time(), k) for k in keys])
+            self._db.executemany(
+                "UPDATE items SET state = 'pending', updated = ? WHERE key = ?", [(time.time(), k) for k in keys]
+            )
 
     # ------------------------------------------------------------------ reads
     def get(self, key: str) -> dict | None:
@@ -271,5 +280,6 @@ class Manifest:
 
 
 def _item(row: dict) -> DownloadItem:
-    return DownloadItem(row["key"], row["url"], Path(row["dest"]), row["size"], row["expected_sha256"],
-                        row["kind"], row["auth"])
+    return DownloadItem(
+        row["key"], row["url"], Path(row["dest"]), row["size"], row["expected_sha256"], row["kind"], row["auth"]
+    )

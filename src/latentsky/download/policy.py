@@ -44,8 +44,17 @@ from latentsky.exceptions import DownloadError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RETRYABLE_STATUS", "USER_AGENT", "PolicyAdapter", "RetryPolicy", "answer_error", "attempts_of",
-           "check_answer", "looks_like_html", "parse_retry_after"]
+__all__ = [
+    "RETRYABLE_STATUS",
+    "USER_AGENT",
+    "PolicyAdapter",
+    "RetryPolicy",
+    "answer_error",
+    "attempts_of",
+    "check_answer",
+    "looks_like_html",
+    "parse_retry_after",
+]
 
 USER_AGENT = f"latentsky/{__version__} (+https://github.com/latentsky)"
 """The ``User-Agent`` of every request latentsky sends (archive queries, downloads, cutouts)."""
@@ -145,8 +154,7 @@ class RetryPolicy:
                 if not getattr(err, "retryable", False) or attempts >= self.max_attempts:
                     raise
                 wait = self.delay(attempts, getattr(err, "retry_after", None))
-                log.info("%s failed (%s); attempt %d of %d in %.2f s", what, err, attempts + 1, self.max_attempts,
-                         wait)
+                log.info("%s failed (%s); attempt %d of %d in %.2f s", what, err, attempts + 1, self.max_attempts, wait)
                 time.sleep(wait)
 
     def urllib3_retry(self) -> _PolicyRetry:
@@ -158,8 +166,13 @@ class RetryPolicy:
         timeout), and once the attempts are spent the last answer is returned
         (``raise_on_status=False``) for the caller to report.
         """
-        return _PolicyRetry(total=int(self.max_attempts) - 1, status_forcelist=RETRYABLE_STATUS,
-                            allowed_methods=None, raise_on_status=False, policy=self)
+        return _PolicyRetry(
+            total=int(self.max_attempts) - 1,
+            status_forcelist=RETRYABLE_STATUS,
+            allowed_methods=None,
+            raise_on_status=False,
+            policy=self,
+        )
 
 
 class _PolicyRetry(Retry):
@@ -194,8 +207,14 @@ class _PolicyRetry(Retry):
         failures = self._failures()
         wait = self.policy.delay(failures, retry_after)
         last = self.history[-1] if self.history else None
-        log.info("%s failed (%s); attempt %d of %d in %.2f s", last.url if last else "request",
-                 (last.status or last.error) if last else "?", failures + 1, self.policy.max_attempts, wait)
+        log.info(
+            "%s failed (%s); attempt %d of %d in %.2f s",
+            last.url if last else "request",
+            (last.status or last.error) if last else "?",
+            failures + 1,
+            self.policy.max_attempts,
+            wait,
+        )
         if wait > 0:
             time.sleep(wait)
 
@@ -240,14 +259,27 @@ def looks_like_html(head: bytes, kind: str = "fits") -> bool:
 def answer_error(key: str, url: str, status: int, reason: str, headers) -> DownloadError:
     """The :class:`DownloadError` an unusable HTTP status deserves: retryable (with ``Retry-After``) or final."""
     if status in RETRYABLE_STATUS:
-        return DownloadError(key, url, f"HTTP {status} {reason}", retryable=True,
-                             retry_after=parse_retry_after(headers.get("Retry-After")))
+        return DownloadError(
+            key,
+            url,
+            f"HTTP {status} {reason}",
+            retryable=True,
+            retry_after=parse_retry_after(headers.get("Retry-After")),
+        )
     # the archive says no (bad request, missing product, no permission): asking again will not help
     return DownloadError(key, url, f"HTTP {status} {reason}", retryable=False)
 
 
-def check_answer(key: str, url: str, status: int, reason: str, headers, head: bytes = b"",
-                 expect_data: bool = True, kind: str = "fits") -> None:
+def check_answer(
+    key: str,
+    url: str,
+    status: int,
+    reason: str,
+    headers,
+    head: bytes = b"",
+    expect_data: bool = True,
+    kind: str = "fits",
+) -> None:
     """Raise the :class:`DownloadError` an answer deserves, or nothing when it is usable.
 
     Parameters
@@ -271,5 +303,6 @@ def check_answer(key: str, url: str, status: int, reason: str, headers, head: by
     if expect_data:
         ctype = (headers.get("Content-Type") or "").lower()
         if ctype.startswith(("text/html", "application/xhtml")) or looks_like_html(head[:HTML_SNIFF], kind):
-            raise DownloadError(key, url, "an HTML page arrived instead of data (expired login or archive error "
-                                          "page?)", retryable=True)
+            raise DownloadError(
+                key, url, "an HTML page arrived instead of data (expired login or archive error page?)", retryable=True
+            )

@@ -42,7 +42,6 @@ from latentsky.download.policy import HTML_SNIFF, USER_AGENT, RetryPolicy, check
 from latentsky.download.transfer import _describe
 from latentsky.exceptions import CredentialError, DownloadError
 
-
 WORKERS_PER_CONNECTION = 2
 """Worker threads per connection slot: a worker parsing an answer holds no slot."""
 
@@ -228,17 +227,27 @@ class RequestPool:
         Seed of the backoff jitter (tests).
     """
 
-    def __init__(self, *, max_connections: int | None = None, max_connections_per_host: int | None = None,
-                 policy: RetryPolicy | None = None, timeout: float | None = None, window: int | None = None,
-                 seed: int | None = None):
+    def __init__(
+        self,
+        *,
+        max_connections: int | None = None,
+        max_connections_per_host: int | None = None,
+        policy: RetryPolicy | None = None,
+        timeout: float | None = None,
+        window: int | None = None,
+        seed: int | None = None,
+    ):
         from latentsky.config import conf
 
         self.max_connections = int(conf.max_connections if max_connections is None else max_connections)
-        self.per_host = int(conf.max_connections_per_host if max_connections_per_host is None
-                            else max_connections_per_host)
+        self.per_host = int(
+            conf.max_connections_per_host if max_connections_per_host is None else max_connections_per_host
+        )
         if self.max_connections < 1 or self.per_host < 1:
-            raise ValueError(f"max_connections and max_connections_per_host must be >= 1, got "
-                             f"{self.max_connections}, {self.per_host}")
+            raise ValueError(
+                f"max_connections and max_connections_per_host must be >= 1, got "
+                f"{self.max_connections}, {self.per_host}"
+            )
         self.policy = policy or RetryPolicy()
         self.timeout = float(conf.timeout if timeout is None else timeout)
         self.window = int(window or 8 * self.max_connections)
@@ -281,8 +290,10 @@ class RequestPool:
         self._flow = flow
         # more workers than slots: some parse answers while the others keep every connection busy
         workers = WORKERS_PER_CONNECTION * self.max_connections
-        threads = [threading.Thread(target=self._worker, args=(flow, parse), daemon=True,
-                                    name=f"latentsky-pool-{i}") for i in range(workers)]
+        threads = [
+            threading.Thread(target=self._worker, args=(flow, parse), daemon=True, name=f"latentsky-pool-{i}")
+            for i in range(workers)
+        ]
         for t in threads:
             t.start()
         try:
@@ -342,8 +353,9 @@ class RequestPool:
         try:
             # urllib3, the transport under requests, without requests' per-call work (a third of the CPU of a
             # small answer); it checks Content-Length, so a cut body raises here
-            resp = self._http_for(url).request("GET", url, headers=headers, timeout=self._timeout, retries=False,
-                                               redirect=True)
+            resp = self._http_for(url).request(
+                "GET", url, headers=headers, timeout=self._timeout, retries=False, redirect=True
+            )
             body = resp.data
         except urllib3.exceptions.HTTPError as err:
             raise DownloadError(key, url, f"request failed ({_describe(err)})") from None

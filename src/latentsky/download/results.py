@@ -7,6 +7,7 @@ from pathlib import Path
 
 from latentsky.download.items import DownloadItem
 
+
 @dataclasses.dataclass(frozen=True)
 class DownloadFailure:
     """An item that could not be fetched in a run.
@@ -81,10 +82,12 @@ class Results:
     def summary(self) -> str:
         """One line: counts, volume and rate."""
         rate = len(self.done) / self.elapsed if self.elapsed else 0.0
-        return (f"{len(self.done)} downloaded, {len(self.skipped)} already present, {len(self.errors)} failed; "
-                f"{self.bytes / 1e6:.1f} MB in {self.elapsed:.1f} s ({rate:.1f} files/s, "
-                f"{self.requests} requests, {self.retries} retries)"
-                + (f"; stopped: {self.halted}" if self.halted else "; stopped early" if self.stopped else ""))
+        return (
+            f"{len(self.done)} downloaded, {len(self.skipped)} already present, {len(self.errors)} failed; "
+            f"{self.bytes / 1e6:.1f} MB in {self.elapsed:.1f} s ({rate:.1f} files/s, "
+            f"{self.requests} requests, {self.retries} retries)"
+            + (f"; stopped: {self.halted}" if self.halted else "; stopped early" if self.stopped else "")
+        )
 
     def __repr__(self) -> str:
         return f"<Results: {self.summary()}>"

@@ -98,12 +98,22 @@ class TransferResult:
     server_name: str | None = None
 
 
-def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tuple = 60.0,
-          headers: dict | None = None, etag: str | None = None,
-          on_etag: Callable[[str | None], None] | None = None,
-          on_bytes: Callable[[int], None] | None = None, on_received: Callable[[], None] | None = None,
-          fsync: bool = True, sync_folder: bool = True, proxies: dict | None = None,
-          part_size: int | None = None, verify_gate=None) -> TransferResult:
+def fetch(
+    item: DownloadItem,
+    session: requests.Session,
+    *,
+    timeout: float | tuple = 60.0,
+    headers: dict | None = None,
+    etag: str | None = None,
+    on_etag: Callable[[str | None], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    on_received: Callable[[], None] | None = None,
+    fsync: bool = True,
+    sync_folder: bool = True,
+    proxies: dict | None = None,
+    part_size: int | None = None,
+    verify_gate=None,
+) -> TransferResult:
     """Download ``item`` into place, resuming a partial ``.part`` file.
 
     In two steps: :func:`_start_fetch` asks and checks the answer (reading a
@@ -162,18 +172,38 @@ def fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tup
     DownloadError
         On any failure; the ``.part`` file keeps what arrived intact.
     """
-    transfer = _start_fetch(item, session, timeout=timeout, headers=headers, etag=etag, on_etag=on_etag,
-                           on_bytes=on_bytes, on_received=on_received, fsync=fsync, sync_folder=sync_folder,
-                           proxies=proxies, part_size=part_size)
+    transfer = _start_fetch(
+        item,
+        session,
+        timeout=timeout,
+        headers=headers,
+        etag=etag,
+        on_etag=on_etag,
+        on_bytes=on_bytes,
+        on_received=on_received,
+        fsync=fsync,
+        sync_folder=sync_folder,
+        proxies=proxies,
+        part_size=part_size,
+    )
     return transfer.finish(verify_gate)
 
 
-def _start_fetch(item: DownloadItem, session: requests.Session, *, timeout: float | tuple = 60.0,
-                headers: dict | None = None, etag: str | None = None,
-                on_etag: Callable[[str | None], None] | None = None,
-                on_bytes: Callable[[int], None] | None = None, on_received: Callable[[], None] | None = None,
-                fsync: bool = True, sync_folder: bool = True, proxies: dict | None = None,
-                part_size: int | None = None) -> "_Transfer":
+def _start_fetch(
+    item: DownloadItem,
+    session: requests.Session,
+    *,
+    timeout: float | tuple = 60.0,
+    headers: dict | None = None,
+    etag: str | None = None,
+    on_etag: Callable[[str | None], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    on_received: Callable[[], None] | None = None,
+    fsync: bool = True,
+    sync_folder: bool = True,
+    proxies: dict | None = None,
+    part_size: int | None = None,
+) -> "_Transfer":
     """The first part of :func:`fetch` (same parameters): ask, check the answer, read a small body.
 
     Returns a :class:`_Transfer` whose body is in memory already (the
@@ -210,8 +240,9 @@ def _start_fetch(item: DownloadItem, session: requests.Session, *, timeout: floa
         resp = session.get(item.url, headers=req_headers or None, stream=True, timeout=timeout, proxies=proxies)
     except requests.RequestException as err:
         raise DownloadError(item.key, item.url, f"request failed ({_describe(err)})") from None
-    t = _Transfer(item, on_etag=on_etag, on_bytes=on_bytes, on_received=on_received, fsync=fsync,
-                 sync_folder=sync_folder)
+    t = _Transfer(
+        item, on_etag=on_etag, on_bytes=on_bytes, on_received=on_received, fsync=fsync, sync_folder=sync_folder
+    )
     try:
         status = resp.status_code
         if status not in (200, 206):
@@ -234,8 +265,9 @@ def _start_fetch(item: DownloadItem, session: requests.Session, *, timeout: floa
             offset = _content_range_start(resp.headers.get("Content-Range"))
             if offset != start:
                 part.unlink(missing_ok=True)  # cannot splice: start the file again
-                raise DownloadError(item.key, item.url, f"server resumed at byte {offset}, asked for {start}; "
-                                                        "restarting the file")
+                raise DownloadError(
+                    item.key, item.url, f"server resumed at byte {offset}, asked for {start}; restarting the file"
+                )
             t.mode = "ab"
         else:
             if start:
@@ -269,8 +301,9 @@ class _Transfer:
     held in memory, verifies the file and renames it into place.
     """
 
-    def __init__(self, item: DownloadItem, *, on_etag=None, on_bytes=None, on_received=None, fsync=True,
-                 sync_folder=True):
+    def __init__(
+        self, item: DownloadItem, *, on_etag=None, on_bytes=None, on_received=None, fsync=True, sync_folder=True
+    ):
         self.item, self.part = item, item.part
         self.on_etag, self.on_bytes, self.on_received = on_etag, on_bytes, on_received
         self.fsync, self.sync_folder = fsync, sync_folder
@@ -354,8 +387,9 @@ class _Transfer:
             self.receive()
         item, part, start = self.item, self.part, self.start
         if self.complete:
-            return _finish(item, part, start, 0, None, self.fsync, sync_folder=self.sync_folder,
-                           verify_gate=verify_gate)
+            return _finish(
+                item, part, start, 0, None, self.fsync, sync_folder=self.sync_folder, verify_gate=verify_gate
+            )
         body = None
         if not self._streamed:
             hasher = self._start_hash()
@@ -386,13 +420,24 @@ class _Transfer:
         else:
             hasher, received = self._hasher, self._received_bytes
         if self.lost is not None:
-            raise DownloadError(item.key, item.url, f"connection lost after {start + received} bytes "
-                                                    f"({_describe(self.lost)})") from None
+            raise DownloadError(
+                item.key, item.url, f"connection lost after {start + received} bytes ({_describe(self.lost)})"
+            ) from None
         if self.expected is not None and received != self.expected:
             raise DownloadError(item.key, item.url, f"body ended after {received} of {self.expected} bytes")
-        return _finish(item, part, start + received, received, hasher.hexdigest(), self.fsync, self.server_name,
-                       resumed_from=start, data=body if body is not None and start == 0 else None,
-                       sync_folder=self.sync_folder, verify_gate=verify_gate)
+        return _finish(
+            item,
+            part,
+            start + received,
+            received,
+            hasher.hexdigest(),
+            self.fsync,
+            self.server_name,
+            resumed_from=start,
+            data=body if body is not None and start == 0 else None,
+            sync_folder=self.sync_folder,
+            verify_gate=verify_gate,
+        )
 
 
 def _drain(resp: requests.Response, limit: int = 64 * 1024) -> None:
@@ -418,8 +463,19 @@ def _read_body(item: DownloadItem, resp: requests.Response, start: int) -> tuple
     return chunks, None
 
 
-def _finish(item, part, nbytes, received, digest, fsync, server_name=None, resumed_from=0, data=None,
-            sync_folder=True, verify_gate=None) -> TransferResult:
+def _finish(
+    item,
+    part,
+    nbytes,
+    received,
+    digest,
+    fsync,
+    server_name=None,
+    resumed_from=0,
+    data=None,
+    sync_folder=True,
+    verify_gate=None,
+) -> TransferResult:
     try:
         with verify_gate if verify_gate is not None else contextlib.nullcontext():
             digest = verify(item, part, digest, data=data)

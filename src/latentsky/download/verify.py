@@ -31,8 +31,9 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify(item: DownloadItem, path: str | Path, sha256: str | None = None, *, deep: bool = False,
-           data: bytes | None = None) -> str:
+def verify(
+    item: DownloadItem, path: str | Path, sha256: str | None = None, *, deep: bool = False, data: bytes | None = None
+) -> str:
     """Check a complete file against ``item``; returns its SHA-256.
 
     Parameters
@@ -119,8 +120,9 @@ def fits_extent(source: str | Path | bytes) -> int:
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         view = memoryview(source)
-        return _fits_extent(len(view), lambda pos: bytes(view[pos:pos + FITS_BLOCK]))
+        return _fits_extent(len(view), lambda pos: bytes(view[pos : pos + FITS_BLOCK]))
     with open(source, "rb") as fh:
+
         def read(pos: int) -> bytes:
             fh.seek(pos)
             return fh.read(FITS_BLOCK)
@@ -144,13 +146,16 @@ def _fits_extent(size: int, read: Callable[[int], bytes]) -> int:
             for i in range(0, FITS_BLOCK, 80):
                 if block[i] not in _SIZE_KEY_INITIALS:
                     continue  # not a card this scan needs (most of them): skipped cheaply
-                key = block[i:i + 8].rstrip()
+                key = block[i : i + 8].rstrip()
                 if key == b"END":
                     ended = True
                     break
-                if block[i + 8:i + 10] == b"= " and key not in cards and (
-                        key in _SIZE_KEYS or key.startswith(b"NAXIS")):
-                    cards[key] = block[i + 10:i + 80].split(b"/", 1)[0].strip()
+                if (
+                    block[i + 8 : i + 10] == b"= "
+                    and key not in cards
+                    and (key in _SIZE_KEYS or key.startswith(b"NAXIS"))
+                ):
+                    cards[key] = block[i + 10 : i + 80].split(b"/", 1)[0].strip()
             if ended:
                 break
             block = read(pos + header_len)
@@ -186,15 +191,17 @@ def _verify_fits(item: DownloadItem, path: Path, size: int, deep: bool = False, 
     plain = head.startswith(b"SIMPLE  =")
     if plain:
         if size % FITS_BLOCK:
-            raise DownloadError(item.key, item.url, f"{size} bytes is not a whole number of {FITS_BLOCK}-byte "
-                                                    "FITS blocks (truncated?)")
+            raise DownloadError(
+                item.key, item.url, f"{size} bytes is not a whole number of {FITS_BLOCK}-byte FITS blocks (truncated?)"
+            )
         try:
             extent = fits_extent(path if data is None else data)
         except ValueError as err:
             raise DownloadError(item.key, item.url, f"not a complete FITS file ({err})") from None
         if extent > size:
-            raise DownloadError(item.key, item.url, f"the FITS headers describe {extent} bytes but the file has "
-                                                    f"{size}: truncated")
+            raise DownloadError(
+                item.key, item.url, f"the FITS headers describe {extent} bytes but the file has {size}: truncated"
+            )
         if not deep:
             return
     from astropy.io import fits  # lazy: astropy.io.fits costs ~0.2 s to import
@@ -212,9 +219,8 @@ def _verify_fits(item: DownloadItem, path: Path, size: int, deep: bool = False, 
         raise DownloadError(item.key, item.url, f"does not open as FITS ({type(err).__name__}: {err})") from err
 
 
-
 def _html_error(item: DownloadItem) -> DownloadError:
     what = "a FITS file" if item.kind == "fits" else "the data product"
-    return DownloadError(item.key, item.url, f"an HTML page arrived instead of {what} "
-                                             "(expired login or archive error page?)")
-
+    return DownloadError(
+        item.key, item.url, f"an HTML page arrived instead of {what} (expired login or archive error page?)"
+    )

@@ -18,11 +18,20 @@ package only when one of its names is first used.
 
 #: Public name -> the module that defines it; imported on first use (PEP 562), so that
 #: ``latentsky.embed.defaults`` (the command line's import) pulls in neither scikit-learn nor zarr.
-_HOMES = {"ESNReadoutEmbedder": "esn", "stage1_report": "quality", "Reservoir": "reservoir",
-          "random_sparse_reservoir": "reservoir", "simple_cycle_reservoir": "reservoir",
-          "reference_statistics": "series", "ReadoutStatistics": "statistics", "gcv_ridge": "statistics",
-          "solve_readouts": "statistics", "tune_reservoir": "tuning", "embed_store": "runner",
-          "open_embeddings": "layout"}
+_HOMES = {
+    "ESNReadoutEmbedder": "esn",
+    "stage1_report": "quality",
+    "Reservoir": "reservoir",
+    "random_sparse_reservoir": "reservoir",
+    "simple_cycle_reservoir": "reservoir",
+    "reference_statistics": "series",
+    "ReadoutStatistics": "statistics",
+    "gcv_ridge": "statistics",
+    "solve_readouts": "statistics",
+    "tune_reservoir": "tuning",
+    "embed_store": "runner",
+    "open_embeddings": "layout",
+}
 
 __all__ = sorted(_HOMES)
 

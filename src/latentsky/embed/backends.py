@@ -38,6 +38,7 @@ than TensorFlow on a 2-core machine (bench/embed.py); TensorFlow
 (:mod:`.tensorflow_backend`) when it sees a GPU, where the float64 batched
 matrix products that bind the CPU back end move.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -114,8 +115,9 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def __init__(self, block_steps: int = 1024, n_threads: int | None = None, state_dtype: str = "float32",
-                 kernel: str = "auto"):
+    def __init__(
+        self, block_steps: int = 1024, n_threads: int | None = None, state_dtype: str = "float32", kernel: str = "auto"
+    ):
         check_param("state_dtype", state_dtype, state_dtype in STATE_DTYPES, f"must be one of {STATE_DTYPES}")
         check_param("kernel", kernel, kernel in ("auto", "compiled", "ufunc"), "must be auto, compiled or ufunc")
         self.block_steps = block_steps
@@ -144,8 +146,9 @@ class NumpyBackend:
         """Threads this back end may use."""
         return _n_threads(self.n_threads)
 
-    def statistics(self, u: np.ndarray, mask: np.ndarray, y: np.ndarray, reservoir: Reservoir,
-                   threads: int | None = None):
+    def statistics(
+        self, u: np.ndarray, mask: np.ndarray, y: np.ndarray, reservoir: Reservoir, threads: int | None = None
+    ):
         """Gram and cross products for a batch; see the module docstring.
 
         Parameters
@@ -181,8 +184,9 @@ class NumpyBackend:
 
         def work(part):
             lo, hi = part
-            kernel(u[lo:hi], mask[lo:hi], y[lo:hi], reservoir, self.block_steps,
-                   gram[lo:hi], xty[lo:hi], self.state_dtype)
+            kernel(
+                u[lo:hi], mask[lo:hi], y[lo:hi], reservoir, self.block_steps, gram[lo:hi], xty[lo:hi], self.state_dtype
+            )
 
         with single_threaded_blas():
             if len(parts) == 1:

@@ -92,8 +92,18 @@ def _numba_features() -> str:
     return llvm.get_host_cpu_features().flatten()
 
 
-def compiled_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty, state_dtype="float32",
-                        tile: int | None = None, block_dtype: str | None = None):
+def compiled_statistics(
+    u,
+    mask,
+    y,
+    res: Reservoir,
+    block_steps: int,
+    gram,
+    xty,
+    state_dtype="float32",
+    tile: int | None = None,
+    block_dtype: str | None = None,
+):
     """Gram and cross products of a slice of a batch with the fused kernel (see the module docstring).
 
     Parameters as :func:`latentsky.embed.ufunc_kernel.ufunc_statistics`; ``tile``
@@ -113,12 +123,25 @@ def compiled_statistics(u, mask, y, res: Reservoir, block_steps: int, gram, xty,
     bias = res.bias.astype(np.float32)
     T = u.shape[1]
     K = min(block_steps, T)
-    offset = res.drive_offset(T)          # (T, N) P p_t + b, or an empty array: the constant bias
+    offset = res.drive_offset(T)  # (T, N) P p_t + b, or an empty array: the constant bias
     offset = np.zeros((0, vin.size), np.float32) if offset is None else np.ascontiguousarray(offset, np.float32)
     npad = (vin.size + 1 + tile - 1) // tile * tile
-    Zt = np.zeros((npad, K), block_dtype)     # rows past N+1 stay 0
-    kernel(np.ascontiguousarray(u, dtype=np.float32), np.ascontiguousarray(mask), np.ascontiguousarray(y),
-           vin, bias, offset, np.float32(res.cycle_weight), np.float32(res.leak_rate), K, tile, Zt, gram, xty)
+    Zt = np.zeros((npad, K), block_dtype)  # rows past N+1 stay 0
+    kernel(
+        np.ascontiguousarray(u, dtype=np.float32),
+        np.ascontiguousarray(mask),
+        np.ascontiguousarray(y),
+        vin,
+        bias,
+        offset,
+        np.float32(res.cycle_weight),
+        np.float32(res.leak_rate),
+        K,
+        tile,
+        Zt,
+        gram,
+        xty,
+    )
 
 
 def compiled_kernel():
@@ -242,7 +265,7 @@ def compiled_kernel():
         B, T = u.shape
         N = vin.size
         n1 = N + 1
-        varying = offset.shape[0] > 0      # a position input: the bias term changes with the step
+        varying = offset.shape[0] > 0  # a position input: the bias term changes with the step
         npad = (n1 + tile - 1) // tile * tile
         one = np.float32(1.0)
         leaky = a != one
@@ -273,7 +296,7 @@ def compiled_kernel():
                     xn[0] = tanh32(r * xl[N - 1] + vin[0] * ut + bk[0])
                     for i in range(1, N):
                         xn[i] = tanh32(r * xl[i - 1] + vin[i] * ut + bk[i])
-                    if leaky:      # a separate loop keeps the one above vectorisable
+                    if leaky:  # a separate loop keeps the one above vectorisable
                         for i in range(N):
                             xn[i] = a * xn[i] + (one - a) * xl[i]
                     m = mk[k]

@@ -13,8 +13,20 @@ estimator's own.  This module imports nothing, so the command line starts fast.
 #: reservoir reading the flux binned by 16 pixels, with the position along the spectrum as a
 #: second input (ours), no tuning.
 ESN_DEFAULTS = {
-    "n_units": 100, "reservoir": "cycle", "cycle_weight": 0.9, "input_scaling": 0.5, "bias": 0.0,
-    "leak_rate": 0.5, "position_scaling": 1.0, "bin_pixels": 16, "density": 0.1, "washout": 20, "ridge": 1e-2,
-    "ridge_grid": None, "input_offset": "mean", "tune": 0, "tune_iter": 60,
+    "n_units": 100,
+    "reservoir": "cycle",
+    "cycle_weight": 0.9,
+    "input_scaling": 0.5,
+    "bias": 0.0,
+    "leak_rate": 0.5,
+    "position_scaling": 1.0,
+    "bin_pixels": 16,
+    "density": 0.1,
+    "washout": 20,
+    "ridge": 1e-2,
+    "ridge_grid": None,
+    "input_offset": "mean",
+    "tune": 0,
+    "tune_iter": 60,
     "tune_params": ("cycle_weight", "input_scaling", "bias"),
 }

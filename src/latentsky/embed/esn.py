@@ -144,13 +144,31 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
     #: The parameters that change the readouts (the others only how fast they are computed).
     SCIENCE_PARAMS = tuple(ESN_DEFAULTS)
 
-    def __init__(self, n_units=_D["n_units"], reservoir=_D["reservoir"], cycle_weight=_D["cycle_weight"],
-                 input_scaling=_D["input_scaling"], bias=_D["bias"], leak_rate=_D["leak_rate"],
-                 position_scaling=_D["position_scaling"], bin_pixels=_D["bin_pixels"], density=_D["density"],
-                 washout=_D["washout"], ridge=_D["ridge"], ridge_grid=_D["ridge_grid"],
-                 input_offset=_D["input_offset"], tune=_D["tune"], tune_iter=_D["tune_iter"],
-                 tune_params=_D["tune_params"], backend="auto", state_dtype="float32", block_steps=1024,
-                 batch_size=512, n_threads=None, random_state=None):
+    def __init__(
+        self,
+        n_units=_D["n_units"],
+        reservoir=_D["reservoir"],
+        cycle_weight=_D["cycle_weight"],
+        input_scaling=_D["input_scaling"],
+        bias=_D["bias"],
+        leak_rate=_D["leak_rate"],
+        position_scaling=_D["position_scaling"],
+        bin_pixels=_D["bin_pixels"],
+        density=_D["density"],
+        washout=_D["washout"],
+        ridge=_D["ridge"],
+        ridge_grid=_D["ridge_grid"],
+        input_offset=_D["input_offset"],
+        tune=_D["tune"],
+        tune_iter=_D["tune_iter"],
+        tune_params=_D["tune_params"],
+        backend="auto",
+        state_dtype="float32",
+        block_steps=1024,
+        batch_size=512,
+        n_threads=None,
+        random_state=None,
+    ):
         self.n_units = n_units
         self.reservoir = reservoir
         self.cycle_weight = cycle_weight
@@ -176,7 +194,7 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True   # NaN flux is a masked pixel
+        tags.input_tags.allow_nan = True  # NaN flux is a masked pixel
         tags.transformer_tags.preserves_dtype = ["float64"]
         return tags
 
@@ -190,23 +208,42 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
 
     def make_reservoir(self, **overrides) -> Reservoir:
         """The reservoir these settings define (with ``overrides`` of :data:`RESERVOIR_PARAMS`)."""
-        check_param("reservoir", self.reservoir, self.reservoir in ("cycle", "random"),
-                    "must be 'cycle' or 'random'")
+        check_param("reservoir", self.reservoir, self.reservoir in ("cycle", "random"), "must be 'cycle' or 'random'")
         p = {**self.reservoir_params(), **overrides}
         if self.reservoir == "cycle":
-            return simple_cycle_reservoir(self.n_units, p["cycle_weight"], p["input_scaling"], p["bias"],
-                                          p["leak_rate"], p["position_scaling"])
-        return random_sparse_reservoir(self.n_units, p["cycle_weight"], p["input_scaling"], p["bias"],
-                                       p["leak_rate"], self.density, self.random_state, p["position_scaling"])
+            return simple_cycle_reservoir(
+                self.n_units, p["cycle_weight"], p["input_scaling"], p["bias"], p["leak_rate"], p["position_scaling"]
+            )
+        return random_sparse_reservoir(
+            self.n_units,
+            p["cycle_weight"],
+            p["input_scaling"],
+            p["bias"],
+            p["leak_rate"],
+            self.density,
+            self.random_state,
+            p["position_scaling"],
+        )
 
     def _check_series_params(self) -> None:
-        check_param("washout", self.washout, isinstance(self.washout, numbers.Integral) and self.washout >= 0,
-                    "must be a non-negative integer")
-        check_param("bin_pixels", self.bin_pixels,
-                    isinstance(self.bin_pixels, numbers.Integral) and self.bin_pixels >= 1,
-                    "must be a positive integer")
-        check_param("batch_size", self.batch_size,
-                    isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1, "must be >= 1")
+        check_param(
+            "washout",
+            self.washout,
+            isinstance(self.washout, numbers.Integral) and self.washout >= 0,
+            "must be a non-negative integer",
+        )
+        check_param(
+            "bin_pixels",
+            self.bin_pixels,
+            isinstance(self.bin_pixels, numbers.Integral) and self.bin_pixels >= 1,
+            "must be a positive integer",
+        )
+        check_param(
+            "batch_size",
+            self.batch_size,
+            isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1,
+            "must be >= 1",
+        )
 
     def series_length(self, n_pixels: int) -> int:
         """Steps of the series the reservoir reads for spectra of ``n_pixels`` grid pixels."""
@@ -217,8 +254,9 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
 
         key = (self.backend, self.block_steps, self.n_threads, self.state_dtype)
         if getattr(self, "_backend_obj", None) is None or self._backend_obj_name != key:
-            self._backend_obj = get_backend(self.backend, block_steps=self.block_steps, n_threads=self.n_threads,
-                                            state_dtype=self.state_dtype)
+            self._backend_obj = get_backend(
+                self.backend, block_steps=self.block_steps, n_threads=self.n_threads, state_dtype=self.state_dtype
+            )
             self._backend_obj_name = key
         return self._backend_obj
 
@@ -243,26 +281,40 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
         self._check_series_params()
         steps = self.series_length(X.shape[1])
         if steps < self.washout + 2:
-            raise EmbeddingError(f"parameter washout={self.washout}: series of {steps} steps are too "
-                                 f"short (need at least washout + 2 = {self.washout + 2})")
-        self._backend()       # checks backend and state_dtype
+            raise EmbeddingError(
+                f"parameter washout={self.washout}: series of {steps} steps are too "
+                f"short (need at least washout + 2 = {self.washout + 2})"
+            )
+        self._backend()  # checks backend and state_dtype
         self.tuned_ = None
-        check_param("tune", self.tune, isinstance(self.tune, numbers.Integral) and self.tune >= 0,
-                    "must be a non-negative integer (spectra to tune on; 0: no tuning)")
+        check_param(
+            "tune",
+            self.tune,
+            isinstance(self.tune, numbers.Integral) and self.tune >= 0,
+            "must be a non-negative integer (spectra to tune on; 0: no tuning)",
+        )
         if self.tune:
             from latentsky.embed.tuning import tune_reservoir
 
-            self.tuned_ = tune_reservoir(X, weight, embedder=self, n_series=int(self.tune),
-                                         max_iter=self.tune_iter, random_state=self.random_state,
-                                         progress=progress)
-            log.info("tuned reservoir: %s (held-out error %.4g, from %.4g)",
-                     {k: round(self.tuned_[k], 4) for k in self.tune_params}, self.tuned_["error"],
-                     self.tuned_["initial_error"])
+            self.tuned_ = tune_reservoir(
+                X,
+                weight,
+                embedder=self,
+                n_series=int(self.tune),
+                max_iter=self.tune_iter,
+                random_state=self.random_state,
+                progress=progress,
+            )
+            log.info(
+                "tuned reservoir: %s (held-out error %.4g, from %.4g)",
+                {k: round(self.tuned_[k], 4) for k in self.tune_params},
+                self.tuned_["error"],
+                self.tuned_["initial_error"],
+            )
         self.reservoir_ = self.make_reservoir()
         valid = valid_pixels(X, weight)
         if isinstance(self.input_offset, str):
-            check_param("input_offset", self.input_offset, self.input_offset == "mean",
-                        "must be a number or 'mean'")
+            check_param("input_offset", self.input_offset, self.input_offset == "mean", "must be a number or 'mean'")
             self.offset_ = float(np.mean(X[valid])) if valid.any() else 0.0
         else:
             check_param("input_offset", self.input_offset, np.isfinite(self.input_offset), "must be finite")
@@ -274,8 +326,12 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
             self.ridge_, self.gcv_scores_ = gcv_ridge(self._statistics(X, weight), grid)
             log.info("ridge chosen by GCV: %g", self.ridge_)
         else:
-            check_param("ridge", self.ridge, isinstance(self.ridge, numbers.Real) and self.ridge > 0,
-                        "must be a positive number or 'gcv'")
+            check_param(
+                "ridge",
+                self.ridge,
+                isinstance(self.ridge, numbers.Real) and self.ridge > 0,
+                "must be a positive number or 'gcv'",
+            )
             self.ridge_ = float(self.ridge)
         return self
 
@@ -303,10 +359,17 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
 
         def work(part):
             lo, hi = part
-            st = batch_statistics(X[lo:hi], None if weight is None else weight[lo:hi], self.reservoir_,
-                                  offset=self.offset_, washout=self.washout, backend=backend,
-                                  ids=np.arange(lo, hi) if ids is None else ids[lo:hi], threads=1,
-                                  bin_pixels=self.bin_pixels)
+            st = batch_statistics(
+                X[lo:hi],
+                None if weight is None else weight[lo:hi],
+                self.reservoir_,
+                offset=self.offset_,
+                washout=self.washout,
+                backend=backend,
+                ids=np.arange(lo, hi) if ids is None else ids[lo:hi],
+                threads=1,
+                bin_pixels=self.bin_pixels,
+            )
             return st, (None if ridge is None else st.readouts(ridge))
 
         from latentsky.embed.backends import single_threaded_blas
@@ -361,6 +424,6 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.pop("_backend_obj", None)    # back ends hold compiled TensorFlow functions
+        state.pop("_backend_obj", None)  # back ends hold compiled TensorFlow functions
         state.pop("_backend_obj_name", None)
         return state

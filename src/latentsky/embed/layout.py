@@ -79,12 +79,23 @@ def unpack_gram(packed: np.ndarray, m: int | None = None) -> np.ndarray:
 
 def create_arrays(group, n: int, n1: int, chunk_rows: int) -> dict:
     """The per-spectrum arrays of the layout, empty, ``n`` rows of readouts with ``n1`` weights."""
-    shapes = {"readout": (n1, "f8"), "gram": (n1 * (n1 + 1) // 2, "f8"), "xty": (n1, "f8"),
-              "yty": (None, "f8"), "n_steps": (None, "i8"), "persistence": (None, "f8")}
-    return {name: group.create_array(name, shape=(n,) if width is None else (n, width),
-                                     chunks=(chunk_rows,) if width is None else (chunk_rows, width), dtype=dtype)
-            for name, (width, dtype) in shapes.items()}
-
+    shapes = {
+        "readout": (n1, "f8"),
+        "gram": (n1 * (n1 + 1) // 2, "f8"),
+        "xty": (n1, "f8"),
+        "yty": (None, "f8"),
+        "n_steps": (None, "i8"),
+        "persistence": (None, "f8"),
+    }
+    return {
+        name: group.create_array(
+            name,
+            shape=(n,) if width is None else (n, width),
+            chunks=(chunk_rows,) if width is None else (chunk_rows, width),
+            dtype=dtype,
+        )
+        for name, (width, dtype) in shapes.items()
+    }
 
 
 def sample_embeddings(emb, out, n_rows: int, *, seed: int = 0) -> Path:
@@ -122,8 +133,12 @@ def sample_embeddings(emb, out, n_rows: int, *, seed: int = 0) -> Path:
     if not (isinstance(n_rows, (int, np.integer)) and 1 <= n_rows <= n):
         raise EmbeddingError(f"parameter n_rows={n_rows!r}: must be an integer in [1, {n}]")
     source = read_lineage(emb.path) or {}
-    inputs = {"embeddings": str(Path(emb.path).resolve()), "embeddings_key": source.get("key"),
-              "n_rows": int(n_rows), "seed": seed}
+    inputs = {
+        "embeddings": str(Path(emb.path).resolve()),
+        "embeddings_key": source.get("key"),
+        "n_rows": int(n_rows),
+        "seed": seed,
+    }
     out = Path(out)
     previous = read_lineage(out) if out.exists() else None
     if previous and previous.get("inputs") == inputs:
@@ -145,21 +160,26 @@ def sample_embeddings(emb, out, n_rows: int, *, seed: int = 0) -> Path:
         arrays = {}
         for name in names:
             src = getattr(emb, name)
-            arrays[name] = group.create_array(name, shape=(n_rows,) + src.shape[1:],
-                                              chunks=(chunk,) + src.shape[1:], dtype=src.dtype)
+            arrays[name] = group.create_array(
+                name, shape=(n_rows,) + src.shape[1:], chunks=(chunk,) + src.shape[1:], dtype=src.dtype
+            )
         at = 0
         for s, e in picked:
             for name in names:
-                arrays[name][at:at + e - s] = getattr(emb, name)[s:e]
+                arrays[name][at : at + e - s] = getattr(emb, name)[s:e]
             at += e - s
         group.attrs.update(emb.attrs)
         rows = np.concatenate([np.arange(s, e) for s, e in picked])
         cat = emb.catalog.iloc[rows].reset_index(drop=True)
         cat.to_parquet(tmp / CATALOG_FILE, index=False)
-        write_lineage(tmp, step="sample", params={"n_rows": int(n_rows), "seed": seed}, inputs=inputs,
-                      extra={"chunks": [list(p) for p in picked]})
+        write_lineage(
+            tmp,
+            step="sample",
+            params={"n_rows": int(n_rows), "seed": seed},
+            inputs=inputs,
+            extra={"chunks": [list(p) for p in picked]},
+        )
     return out
-
 
 
 class Embeddings:
@@ -209,12 +229,14 @@ class Embeddings:
         """The store's spectra that were not embedded (``id``, ``row``, ``reason``); empty when none."""
         path = self.path / REJECTED_FILE
         if not path.exists():
-            return pd.DataFrame({"id": pd.Series(dtype=str), "row": pd.Series(dtype="i8"),
-                                 "reason": pd.Series(dtype=str)})
+            return pd.DataFrame(
+                {"id": pd.Series(dtype=str), "row": pd.Series(dtype="i8"), "reason": pd.Series(dtype=str)}
+            )
         return pd.read_csv(path, dtype={"id": str, "reason": str})
 
     def statistics(self, rows=slice(None)) -> ReadoutStatistics:
         """The sufficient statistics of ``rows`` (a slice, or an array of row numbers), Gram unpacked."""
+
         def get(arr):
             if arr is None:
                 return None
@@ -222,8 +244,9 @@ class Embeddings:
                 return np.asarray(arr[rows])
             return np.asarray(arr.get_orthogonal_selection((np.asarray(rows),) + (slice(None),) * (arr.ndim - 1)))
 
-        return ReadoutStatistics(unpack_gram(get(self.gram)), get(self.xty), get(self.yty), get(self.n_steps),
-                                 get(self.persistence))
+        return ReadoutStatistics(
+            unpack_gram(get(self.gram)), get(self.xty), get(self.yty), get(self.n_steps), get(self.persistence)
+        )
 
 
 def open_embeddings(path) -> Embeddings:

@@ -32,8 +32,15 @@ def persistence_ratios(stats: ReadoutStatistics, readouts: np.ndarray) -> np.nda
     return np.divide(own, stats.persistence, out=np.full(len(stats), np.nan), where=stats.persistence > 0)
 
 
-def cross_prediction_ratios(stats: ReadoutStatistics, readouts: np.ndarray, *, partners: int = 8,
-                            seed: int = 0, others: np.ndarray | None = None, rows=None) -> np.ndarray:
+def cross_prediction_ratios(
+    stats: ReadoutStatistics,
+    readouts: np.ndarray,
+    *,
+    partners: int = 8,
+    seed: int = 0,
+    others: np.ndarray | None = None,
+    rows=None,
+) -> np.ndarray:
     """Error of ``partners`` random other spectra's readouts over the own readout's, shape (n, partners).
 
     ``others`` (default ``readouts``) are the readouts the partners are drawn from and ``rows`` (default
@@ -49,13 +56,12 @@ def cross_prediction_ratios(stats: ReadoutStatistics, readouts: np.ndarray, *, p
     own = np.maximum(np.clip(stats.sse(readouts), 0.0, None), 1e-300)
     out = np.empty((n, partners))
     for k in range(partners):
-        other = (rows + rng.integers(1, m, size=n)) % m        # never the spectrum itself
+        other = (rows + rng.integers(1, m, size=n)) % m  # never the spectrum itself
         out[:, k] = np.clip(stats.sse(others[other]), 0.0, None) / own
     return out
 
 
-def stage1_report(source, *, max_spectra: int = 5000, partners: int = 8, seed: int = 0,
-                  chunk_rows: int = 500) -> dict:
+def stage1_report(source, *, max_spectra: int = 5000, partners: int = 8, seed: int = 0, chunk_rows: int = 500) -> dict:
     """The figures of the module docstring for ``metrics.json``.
 
     Parameters
@@ -87,16 +93,26 @@ def stage1_report(source, *, max_spectra: int = 5000, partners: int = 8, seed: i
 
         emb = source if isinstance(source, Embeddings) else open_embeddings(source)
         n = len(emb)
-        rows = np.sort(np.random.default_rng(seed).choice(n, max_spectra, replace=False)) if n > max_spectra \
+        rows = (
+            np.sort(np.random.default_rng(seed).choice(n, max_spectra, replace=False))
+            if n > max_spectra
             else np.arange(n)
+        )
         readouts = np.asarray(emb.readout.get_orthogonal_selection((rows, slice(None))), dtype="f8")
-        parts = ((emb.statistics(rows[lo:lo + chunk_rows]), readouts[lo:lo + chunk_rows],
-                  np.arange(lo, min(lo + chunk_rows, len(rows)))) for lo in range(0, len(rows), chunk_rows))
+        parts = (
+            (
+                emb.statistics(rows[lo : lo + chunk_rows]),
+                readouts[lo : lo + chunk_rows],
+                np.arange(lo, min(lo + chunk_rows, len(rows))),
+            )
+            for lo in range(0, len(rows), chunk_rows)
+        )
     ratios, contrasts = [], []
     for k, (stats, own, at) in enumerate(parts):
         ratios.append(persistence_ratios(stats, own))
-        contrasts.append(cross_prediction_ratios(stats, own, partners=partners, seed=seed + k, others=readouts,
-                                                 rows=at))
+        contrasts.append(
+            cross_prediction_ratios(stats, own, partners=partners, seed=seed + k, others=readouts, rows=at)
+        )
     ratio, contrast = np.concatenate(ratios), np.concatenate(contrasts)
     finite = np.isfinite(ratio)
     return {

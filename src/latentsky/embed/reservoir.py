@@ -152,9 +152,14 @@ class Reservoir:
 
     def to_dict(self) -> dict:
         """The defining parameters, JSON-serialisable (for lineage)."""
-        d = {"kind": self.kind, "n_units": self.n_units, "cycle_weight": self.cycle_weight,
-             "input_weights": self.input_weights.tolist(), "bias": self.bias.tolist(),
-             "leak_rate": self.leak_rate}
+        d = {
+            "kind": self.kind,
+            "n_units": self.n_units,
+            "cycle_weight": self.cycle_weight,
+            "input_weights": self.input_weights.tolist(),
+            "bias": self.bias.tolist(),
+            "leak_rate": self.leak_rate,
+        }
         if self.matrix is not None:
             d["matrix"] = self.matrix.tolist()
         if self.position_weights is not None:
@@ -165,22 +170,35 @@ class Reservoir:
     def from_dict(cls, d: dict) -> "Reservoir":
         """Inverse of :meth:`to_dict`."""
         m, p = d.get("matrix"), d.get("position_weights")
-        return cls(d["kind"], int(d["n_units"]), float(d["cycle_weight"]),
-                   np.asarray(d["input_weights"], dtype="f8"), np.asarray(d["bias"], dtype="f8"),
-                   float(d["leak_rate"]), None if m is None else np.asarray(m, dtype="f8"),
-                   None if p is None else np.asarray(p, dtype="f8"))
+        return cls(
+            d["kind"],
+            int(d["n_units"]),
+            float(d["cycle_weight"]),
+            np.asarray(d["input_weights"], dtype="f8"),
+            np.asarray(d["bias"], dtype="f8"),
+            float(d["leak_rate"]),
+            None if m is None else np.asarray(m, dtype="f8"),
+            None if p is None else np.asarray(p, dtype="f8"),
+        )
 
 
 def _check_common(n_units, input_scaling, leak_rate, position_scaling=0.0):
-    check_param("n_units", n_units, isinstance(n_units, (int, np.integer)) and n_units >= 1,
-                "must be a positive integer")
+    check_param(
+        "n_units", n_units, isinstance(n_units, (int, np.integer)) and n_units >= 1, "must be a positive integer"
+    )
     check_param("input_scaling", input_scaling, np.isfinite(input_scaling), "must be finite")
     check_param("leak_rate", leak_rate, 0.0 < leak_rate <= 1.0, "must be in (0, 1]")
     check_param("position_scaling", position_scaling, np.isfinite(position_scaling), "must be finite")
 
 
-def simple_cycle_reservoir(n_units: int = 100, cycle_weight: float = 0.9, input_scaling: float = 0.5,
-                           bias: float = 0.0, leak_rate: float = 1.0, position_scaling: float = 0.0) -> Reservoir:
+def simple_cycle_reservoir(
+    n_units: int = 100,
+    cycle_weight: float = 0.9,
+    input_scaling: float = 0.5,
+    bias: float = 0.0,
+    leak_rate: float = 1.0,
+    position_scaling: float = 0.0,
+) -> Reservoir:
     """The deterministic simple cycle reservoir of Rodan & Tino (2011).
 
     Parameters
@@ -201,18 +219,37 @@ def simple_cycle_reservoir(n_units: int = 100, cycle_weight: float = 0.9, input_
         follow the digits of pi after those of the input weights.
     """
     _check_common(n_units, input_scaling, leak_rate, position_scaling)
-    check_param("cycle_weight", cycle_weight, np.isfinite(cycle_weight) and abs(cycle_weight) < 1.0,
-                "must satisfy |r| < 1 (echo-state property)")
+    check_param(
+        "cycle_weight",
+        cycle_weight,
+        np.isfinite(cycle_weight) and abs(cycle_weight) < 1.0,
+        "must satisfy |r| < 1 (echo-state property)",
+    )
     check_param("bias", bias, np.isfinite(bias), "must be finite")
     n = int(n_units)
     position = float(position_scaling) * pi_signs(n, start=n) if position_scaling else None
-    return Reservoir("cycle", n, float(cycle_weight), float(input_scaling) * pi_signs(n),
-                     np.full(n, float(bias)), float(leak_rate), None, position)
+    return Reservoir(
+        "cycle",
+        n,
+        float(cycle_weight),
+        float(input_scaling) * pi_signs(n),
+        np.full(n, float(bias)),
+        float(leak_rate),
+        None,
+        position,
+    )
 
 
-def random_sparse_reservoir(n_units: int = 100, spectral_radius: float = 0.9, input_scaling: float = 0.5,
-                            bias: float = 0.0, leak_rate: float = 1.0, density: float = 0.1,
-                            random_state=None, position_scaling: float = 0.0) -> Reservoir:
+def random_sparse_reservoir(
+    n_units: int = 100,
+    spectral_radius: float = 0.9,
+    input_scaling: float = 0.5,
+    bias: float = 0.0,
+    leak_rate: float = 1.0,
+    density: float = 0.1,
+    random_state=None,
+    position_scaling: float = 0.0,
+) -> Reservoir:
     """A random sparse reservoir rescaled to a given spectral radius.
 
     Parameters
@@ -237,8 +274,12 @@ def random_sparse_reservoir(n_units: int = 100, spectral_radius: float = 0.9, in
     from sklearn.utils import check_random_state
 
     _check_common(n_units, input_scaling, leak_rate, position_scaling)
-    check_param("spectral_radius", spectral_radius,
-                np.isfinite(spectral_radius) and 0.0 <= spectral_radius, "must be finite and >= 0")
+    check_param(
+        "spectral_radius",
+        spectral_radius,
+        np.isfinite(spectral_radius) and 0.0 <= spectral_radius,
+        "must be finite and >= 0",
+    )
     check_param("density", density, 0.0 < density <= 1.0, "must be in (0, 1]")
     rng = check_random_state(random_state)
     n = int(n_units)
@@ -248,7 +289,14 @@ def random_sparse_reservoir(n_units: int = 100, spectral_radius: float = 0.9, in
     W = W * (spectral_radius / rho) if rho > 1e-12 else W
     signs = np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0)
     bsign = np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0)
-    psign = np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0)   # drawn last: older seeds give the same W, V, b
-    return Reservoir("random", n, float(spectral_radius), float(input_scaling) * signs,
-                     float(bias) * bsign, float(leak_rate), W,
-                     float(position_scaling) * psign if position_scaling else None)
+    psign = np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0)  # drawn last: older seeds give the same W, V, b
+    return Reservoir(
+        "random",
+        n,
+        float(spectral_radius),
+        float(input_scaling) * signs,
+        float(bias) * bsign,
+        float(leak_rate),
+        W,
+        float(position_scaling) * psign if position_scaling else None,
+    )

@@ -21,10 +21,18 @@ import numpy as np
 import pandas as pd
 
 from latentsky.embed.esn import ESNReadoutEmbedder
+
 # the layout's names are also imported from here (their home before layout.py): re-exported
-from latentsky.embed.layout import (ARRAY_NAMES, ARRAYS_DIR, CATALOG_COLUMNS, CATALOG_FILE,  # noqa: F401
-                                    LAYOUT_VERSION, REJECTED_FILE, Embeddings, create_arrays, open_embeddings,
-                                    pack_gram, sample_embeddings, unpack_gram)
+from latentsky.embed.layout import (
+    ARRAY_NAMES,
+    ARRAYS_DIR,
+    CATALOG_COLUMNS,
+    CATALOG_FILE,  # noqa: F401
+    LAYOUT_VERSION,
+    REJECTED_FILE,
+    create_arrays,
+    pack_gram,
+)
 from latentsky.embed.reservoir import Reservoir
 from latentsky.embed.series import embeddable
 from latentsky.exceptions import EmbeddingError
@@ -33,6 +41,7 @@ from latentsky.store.lineage import code_version, fingerprint, read_lineage, wri
 from latentsky.store.spectra import SpectrumStore
 
 log = logging.getLogger(__name__)
+
 
 def store_fingerprint(store: SpectrumStore) -> str:
     """Identify the input store: its lineage key when it has one, else a hash of
@@ -45,8 +54,9 @@ def store_fingerprint(store: SpectrumStore) -> str:
     return fingerprint({"shape": list(store.flux.shape), "attrs": store.attrs, "ids": ids})
 
 
-def _embed_chunk(start: int, stop: int, ids: list, *, store_path: str, params: dict, reservoir: dict,
-                 offset: float, ridge: float) -> tuple[int, int, dict]:
+def _embed_chunk(
+    start: int, stop: int, ids: list, *, store_path: str, params: dict, reservoir: dict, offset: float, ridge: float
+) -> tuple[int, int, dict]:
     """One chunk of rows -> readouts and statistics (runs in-process or on a Dask worker).
 
     A spectrum that cannot be embedded gets a NaN readout, zero sums and ``n_steps`` 0.
@@ -58,24 +68,39 @@ def _embed_chunk(start: int, stop: int, ids: list, *, store_path: str, params: d
     emb.reservoir_ = Reservoir.from_dict(reservoir)
     emb.offset_, emb.ridge_, emb.n_features_in_ = offset, ridge, flux.shape[1]
     n, n1 = stop - start, emb.n_units + 1
-    out = {"readout": np.full((n, n1), np.nan), "gram": np.zeros((n, n1 * (n1 + 1) // 2)),
-           "xty": np.zeros((n, n1)), "yty": np.zeros(n), "n_steps": np.zeros(n, "i8"),
-           "persistence": np.full(n, np.nan)}
-    ok = np.flatnonzero([r is None for r in embeddable(flux, weight, washout=emb.washout,
-                                                       bin_pixels=emb.bin_pixels)])
+    out = {
+        "readout": np.full((n, n1), np.nan),
+        "gram": np.zeros((n, n1 * (n1 + 1) // 2)),
+        "xty": np.zeros((n, n1)),
+        "yty": np.zeros(n),
+        "n_steps": np.zeros(n, "i8"),
+        "persistence": np.full(n, np.nan),
+    }
+    ok = np.flatnonzero([r is None for r in embeddable(flux, weight, washout=emb.washout, bin_pixels=emb.bin_pixels)])
     if ok.size:
         stats, readout = emb._run(flux[ok], weight[ok], [ids[i] for i in ok], ridge=ridge)
-        for name, value in (("readout", readout), ("gram", pack_gram(stats.gram)), ("xty", stats.xty),
-                            ("yty", stats.yty), ("n_steps", stats.n_steps), ("persistence", stats.persistence)):
+        for name, value in (
+            ("readout", readout),
+            ("gram", pack_gram(stats.gram)),
+            ("xty", stats.xty),
+            ("yty", stats.yty),
+            ("n_steps", stats.n_steps),
+            ("persistence", stats.persistence),
+        ):
             out[name][ok] = value
     return start, stop, out
 
 
 def _fitted_state(emb: ESNReadoutEmbedder) -> dict:
     """What a fitted embedder learned, JSON-serialisable (to resume a run with the very same embedder)."""
-    return {"params": _jsonable(emb.get_params()), "reservoir": emb.reservoir_.to_dict(),
-            "offset": float(emb.offset_), "ridge": float(emb.ridge_), "n_features_in": int(emb.n_features_in_),
-            "tuned": getattr(emb, "tuned_", None)}
+    return {
+        "params": _jsonable(emb.get_params()),
+        "reservoir": emb.reservoir_.to_dict(),
+        "offset": float(emb.offset_),
+        "ridge": float(emb.ridge_),
+        "n_features_in": int(emb.n_features_in_),
+        "tuned": getattr(emb, "tuned_", None),
+    }
 
 
 def _restore_fitted(emb: ESNReadoutEmbedder, state: dict) -> None:
@@ -84,10 +109,23 @@ def _restore_fitted(emb: ESNReadoutEmbedder, state: dict) -> None:
     emb.tuned_ = state.get("tuned")
 
 
-def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_rows: int = 2000,
-                chunk_rows: int | None = None, client=None,
-                scheduler: str | None = None, workers: int | None = None, cluster: str | None = None,
-                resume: bool = True, reuse=None, progress=None, random_state=0, **params) -> Path:
+def embed_store(
+    store,
+    out,
+    *,
+    embedder: ESNReadoutEmbedder | None = None,
+    fit_rows: int = 2000,
+    chunk_rows: int | None = None,
+    client=None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    cluster: str | None = None,
+    resume: bool = True,
+    reuse=None,
+    progress=None,
+    random_state=0,
+    **params,
+) -> Path:
     """Embed every spectrum of a store; write readouts and statistics (layout above).
 
     Parameters
@@ -171,11 +209,24 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     except NotFittedError:
         given = None
     chunk_rows = int(chunk_rows or store.chunk_rows)
-    key = fingerprint({"store": store_fingerprint(store), "n": n, "params": _jsonable(emb.get_params()),
-                       "fitted": given, "fit_rows": fit_rows, "random_state": random_state,
-                       "chunk_rows": chunk_rows, "layout": LAYOUT_VERSION, "code": code_version()})
-    if reuse is not None and Path(reuse).resolve() != out.resolve() \
-            and (read_lineage(Path(reuse)) or {}).get("run_key") == key:
+    key = fingerprint(
+        {
+            "store": store_fingerprint(store),
+            "n": n,
+            "params": _jsonable(emb.get_params()),
+            "fitted": given,
+            "fit_rows": fit_rows,
+            "random_state": random_state,
+            "chunk_rows": chunk_rows,
+            "layout": LAYOUT_VERSION,
+            "code": code_version(),
+        }
+    )
+    if (
+        reuse is not None
+        and Path(reuse).resolve() != out.resolve()
+        and (read_lineage(Path(reuse)) or {}).get("run_key") == key
+    ):
         return _link_embeddings(Path(reuse), out, n, progress)
     earlier = PartialDirectory.stored_state(out, key) if resume else None
     if earlier and "fitted" in earlier:
@@ -183,8 +234,9 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
     elif given is None:
         _fit_on_sample(emb, store, fit_rows, random_state, progress)
     if emb.n_features_in_ != store.flux.shape[1]:
-        raise EmbeddingError(f"{store.path}: spectra have {store.flux.shape[1]} pixels, the embedder was "
-                             f"fitted on {emb.n_features_in_}")
+        raise EmbeddingError(
+            f"{store.path}: spectra have {store.flux.shape[1]} pixels, the embedder was fitted on {emb.n_features_in_}"
+        )
     catalog = store.catalog_columns(CATALOG_COLUMNS)
     ids = catalog["id"].astype(str).tolist() if "id" in catalog else list(range(n))
     eparams = emb.get_params()
@@ -194,7 +246,7 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
 
     part = PartialDirectory(out, key, state={"fitted": _fitted_state(emb)}, resume=resume)
     done = part.done()
-    if done:        # resumed: the arrays exist (they are made before any chunk is marked)
+    if done:  # resumed: the arrays exist (they are made before any chunk is marked)
         group = zarr.open_group(part.path / ARRAYS_DIR, mode="r+")
         arrays = {name: group[name] for name in ARRAY_NAMES}
     else:
@@ -202,16 +254,19 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         arrays = create_arrays(group, n, n1, chunk_rows)
     todo = [(k, s, e) for k, (s, e) in enumerate(bounds) if k not in done]
     task_params = dict(eparams)
-    with dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc, \
-            Progress("embed", total=n, unit="spectra", callback=progress) as prog:
+    with (
+        dask_client(client, scheduler=scheduler, workers=workers, cluster=cluster) as dc,
+        Progress("embed", total=n, unit="spectra", callback=progress) as prog,
+    ):
         if done:
             prog.advance(n - sum(e - s for _, s, e in todo), f"resumed: {len(done)} chunks already done")
         if dc is not None:
             # Dask already runs one task per worker thread; more threads per task
             # would only oversubscribe the cores (results do not depend on it).
             task_params["n_threads"] = 1
-        common = dict(store_path=str(store.path), params=task_params, reservoir=reservoir, offset=emb.offset_,
-                      ridge=emb.ridge_)
+        common = dict(
+            store_path=str(store.path), params=task_params, reservoir=reservoir, offset=emb.offset_, ridge=emb.ridge_
+        )
         tasks = [(s, e, ids[s:e]) for _, s, e in todo]
         for (k, _, _), (start, stop, res) in zip(todo, map_ordered(_embed_chunk, tasks, client=dc, common=common)):
             for name, arr in arrays.items():
@@ -222,20 +277,32 @@ def embed_store(store, out, *, embedder: ESNReadoutEmbedder | None = None, fit_r
         kept = np.setdiff1d(np.arange(n), rejected["row"].to_numpy())
         if len(rejected):
             group = _compact(part.path, group, kept, n1, chunk_rows)
-        group.attrs.update({"layout": LAYOUT_VERSION, "reservoir": reservoir, "ridge": emb.ridge_,
-                            "offset": emb.offset_, "washout": emb.washout, "bin_pixels": emb.bin_pixels,
-                            "n_units": emb.n_units, "params": _jsonable(eparams),
-                            "tuned": getattr(emb, "tuned_", None), "n_rejected": len(rejected)})
+        group.attrs.update(
+            {
+                "layout": LAYOUT_VERSION,
+                "reservoir": reservoir,
+                "ridge": emb.ridge_,
+                "offset": emb.offset_,
+                "washout": emb.washout,
+                "bin_pixels": emb.bin_pixels,
+                "n_units": emb.n_units,
+                "params": _jsonable(eparams),
+                "tuned": getattr(emb, "tuned_", None),
+                "n_rejected": len(rejected),
+            }
+        )
         cols = [c for c in CATALOG_COLUMNS if c in catalog]
         cat = catalog[cols].iloc[kept].copy() if cols else pd.DataFrame(index=range(len(kept)))
         cat["row"] = kept.astype("i8")
         cat.reset_index(drop=True).to_parquet(part.path / CATALOG_FILE, index=False)
         rejected.to_csv(part.path / REJECTED_FILE, index=False)
-        write_lineage(part.path, step="embed", params=_jsonable({**eparams, "ridge_used": emb.ridge_,
-                                                                 "offset_used": emb.offset_}),
-                      inputs={"store": str(store.path.resolve()), "store_fingerprint": store_fingerprint(store)},
-                      extra={"n_spectra": len(kept), "n_rejected": len(rejected), "code": code_version(),
-                             "run_key": key})
+        write_lineage(
+            part.path,
+            step="embed",
+            params=_jsonable({**eparams, "ridge_used": emb.ridge_, "offset_used": emb.offset_}),
+            inputs={"store": str(store.path.resolve()), "store_fingerprint": store_fingerprint(store)},
+            extra={"n_spectra": len(kept), "n_rejected": len(rejected), "code": code_version(), "run_key": key},
+        )
         part.commit()
     for _, r in rejected.iterrows():
         log.warning("spectrum %s (store row %d) not embedded: %s", r["id"], r["row"], r["reason"])
@@ -248,8 +315,12 @@ def _rejected_rows(store, n_steps, ids: list, emb: ESNReadoutEmbedder) -> pd.Dat
     rows = np.flatnonzero(np.asarray(n_steps[:]) == 0)
     reasons = []
     for r in rows:
-        why = embeddable(np.asarray(store.flux[r:r + 1], dtype="f8"), np.asarray(store.weight[r:r + 1]),
-                         washout=emb.washout, bin_pixels=emb.bin_pixels)[0]
+        why = embeddable(
+            np.asarray(store.flux[r : r + 1], dtype="f8"),
+            np.asarray(store.weight[r : r + 1]),
+            washout=emb.washout,
+            bin_pixels=emb.bin_pixels,
+        )[0]
         reasons.append(why or "no usable step")
     return pd.DataFrame({"id": [str(ids[r]) for r in rows], "row": rows.astype("i8"), "reason": reasons})
 
@@ -264,10 +335,10 @@ def _compact(path: Path, group, kept: np.ndarray, n1: int, chunk_rows: int):
     new = zarr.open_group(tmp, mode="w")
     arrays = create_arrays(new, len(kept), n1, chunk_rows)
     for lo in range(0, len(kept), chunk_rows):
-        rows = kept[lo:lo + chunk_rows]
-        a, b = int(rows[0]), int(rows[-1]) + 1          # read the span once, keep its rows
+        rows = kept[lo : lo + chunk_rows]
+        a, b = int(rows[0]), int(rows[-1]) + 1  # read the span once, keep its rows
         for name, arr in arrays.items():
-            arr[lo:lo + len(rows)] = group[name][a:b][rows - a]
+            arr[lo : lo + len(rows)] = group[name][a:b][rows - a]
     shutil.rmtree(path / ARRAYS_DIR)
     os.replace(tmp, path / ARRAYS_DIR)
     return zarr.open_group(path / ARRAYS_DIR, mode="r+")
@@ -285,6 +356,7 @@ def _link_embeddings(source: Path, out: Path, n: int, progress) -> Path:
     from latentsky.store.spectra import atomic_directory
 
     with Progress("embed", total=n, unit="spectra", callback=progress) as prog:
+
         def link(src, dst):
             try:
                 os.link(src, dst)
@@ -308,8 +380,10 @@ def _fit_on_sample(emb, store, fit_rows, random_state, progress) -> None:
     fw = np.asarray(store.weight.get_orthogonal_selection((rows, slice(None))))
     ok = np.array([r is None for r in embeddable(fx, fw, washout=emb.washout, bin_pixels=emb.bin_pixels)])
     if not ok.any():
-        raise EmbeddingError(f"{store.path}: none of the {len(rows)} spectra drawn to fit the embedder can be "
-                             f"embedded (too few valid pixels)")
+        raise EmbeddingError(
+            f"{store.path}: none of the {len(rows)} spectra drawn to fit the embedder can be "
+            f"embedded (too few valid pixels)"
+        )
     emb.fit(fx[ok], weight=fw[ok], progress=progress)
 
 

@@ -35,11 +35,11 @@ from latentsky.exceptions import EmbeddingError
 class Batch:
     """A batch of series prepared for a back end (see :func:`prepare_batch`)."""
 
-    u: np.ndarray            # (B, T') shifted input in the state dtype, 0 at invalid values
-    mask: np.ndarray         # (B, T') float64, 1 where step t enters the regression
-    y: np.ndarray            # (B, T') float64 target u_{t+1}, 0 where mask is 0
-    yty: np.ndarray          # (B,)
-    n_steps: np.ndarray      # (B,) int64
+    u: np.ndarray  # (B, T') shifted input in the state dtype, 0 at invalid values
+    mask: np.ndarray  # (B, T') float64, 1 where step t enters the regression
+    y: np.ndarray  # (B, T') float64 target u_{t+1}, 0 where mask is 0
+    yty: np.ndarray  # (B,)
+    n_steps: np.ndarray  # (B,) int64
     persistence: np.ndarray  # (B,) sum over the steps of (u_{t+1} - u_t)^2
 
 
@@ -67,8 +67,12 @@ def bin_series(flux, weight, bin_pixels: int) -> tuple[np.ndarray, np.ndarray | 
         A bin's flux is NaN and its weight 0 unless at least half of its
         ``d`` pixels are valid; its weight is the sum of theirs.
     """
-    check_param("bin_pixels", bin_pixels, isinstance(bin_pixels, numbers.Integral) and bin_pixels >= 1,
-                "must be a positive integer")
+    check_param(
+        "bin_pixels",
+        bin_pixels,
+        isinstance(bin_pixels, numbers.Integral) and bin_pixels >= 1,
+        "must be a positive integer",
+    )
     flux = np.atleast_2d(np.asarray(flux, dtype="f8"))
     if bin_pixels == 1:
         return flux, None if weight is None else np.atleast_2d(np.asarray(weight))
@@ -86,8 +90,9 @@ def bin_series(flux, weight, bin_pixels: int) -> tuple[np.ndarray, np.ndarray | 
     return fb, np.where(ok, wsum, 0.0)
 
 
-def prepare_batch(flux, weight=None, *, offset: float, washout: int, ids=None, dtype="float32",
-                  bin_pixels: int = 1) -> Batch:
+def prepare_batch(
+    flux, weight=None, *, offset: float, washout: int, ids=None, dtype="float32", bin_pixels: int = 1
+) -> Batch:
     """Inputs, step mask and targets of a batch (the masking rules of the module docstring).
 
     Parameters
@@ -117,13 +122,16 @@ def prepare_batch(flux, weight=None, *, offset: float, washout: int, ids=None, d
         if weight.shape != flux.shape:
             raise EmbeddingError(f"weight shape {weight.shape} differs from flux shape {flux.shape}")
     ids = np.arange(len(flux)) if ids is None else np.asarray(ids)
-    check_param("washout", washout, isinstance(washout, numbers.Integral) and 0 <= washout,
-                "must be a non-negative integer")
+    check_param(
+        "washout", washout, isinstance(washout, numbers.Integral) and 0 <= washout, "must be a non-negative integer"
+    )
     flux, weight = bin_series(flux, weight, bin_pixels)
     B, T = flux.shape
     if T < washout + 2:
-        raise EmbeddingError(f"parameter washout={washout}: series of {T} steps are too short "
-                             f"(need at least washout + 2 = {washout + 2})")
+        raise EmbeddingError(
+            f"parameter washout={washout}: series of {T} steps are too short "
+            f"(need at least washout + 2 = {washout + 2})"
+        )
     valid = valid_pixels(flux, weight)
     empty = ~valid.any(axis=1)
     if empty.any():
@@ -141,8 +149,10 @@ def prepare_batch(flux, weight=None, *, offset: float, washout: int, ids=None, d
     short = n_steps < 1
     if short.any():
         bad = ", ".join(str(i) for i in ids[short][:5])
-        raise EmbeddingError(f"spectrum {bad}: no usable step after a washout of {washout} "
-                             f"(no two consecutive valid pixels past the washout)")
+        raise EmbeddingError(
+            f"spectrum {bad}: no usable step after a washout of {washout} "
+            f"(no two consecutive valid pixels past the washout)"
+        )
     jump = np.where(step_ok, np.diff(np.where(valid, flux, 0.0), axis=1), 0.0)
     return Batch(u, mask, y, np.einsum("bt,bt->b", y, y), n_steps, np.einsum("bt,bt->b", jump, jump))
 
@@ -159,25 +169,44 @@ def embeddable(flux, weight, *, washout: int, bin_pixels: int = 1) -> list[str |
             continue
         first = int(np.argmax(v))
         pairs = v[:-1] & v[1:]
-        if not pairs[first + washout:].any():
-            out.append(f"no usable step after a washout of {washout} "
-                       f"(no two consecutive valid pixels past the washout)")
+        if not pairs[first + washout :].any():
+            out.append(
+                f"no usable step after a washout of {washout} (no two consecutive valid pixels past the washout)"
+            )
         else:
             out.append(None)
     return out
 
 
-def batch_statistics(flux, weight, reservoir: Reservoir, *, offset: float, washout: int, backend,
-                     ids=None, threads: int | None = None, bin_pixels: int = 1) -> ReadoutStatistics:
+def batch_statistics(
+    flux,
+    weight,
+    reservoir: Reservoir,
+    *,
+    offset: float,
+    washout: int,
+    backend,
+    ids=None,
+    threads: int | None = None,
+    bin_pixels: int = 1,
+) -> ReadoutStatistics:
     """Statistics of a batch of spectra with a back end (the fast path)."""
-    b = prepare_batch(flux, weight, offset=offset, washout=washout, ids=ids,
-                      dtype=getattr(backend, "state_dtype", "float32"), bin_pixels=bin_pixels)
+    b = prepare_batch(
+        flux,
+        weight,
+        offset=offset,
+        washout=washout,
+        ids=ids,
+        dtype=getattr(backend, "state_dtype", "float32"),
+        bin_pixels=bin_pixels,
+    )
     gram, xty = backend.statistics(b.u, b.mask, b.y, reservoir, threads=threads)
     return ReadoutStatistics(gram, xty, b.yty, b.n_steps, b.persistence)
 
 
-def reference_statistics(flux, weight, reservoir: Reservoir, *, offset: float, washout: int,
-                         ids=None, bin_pixels: int = 1) -> ReadoutStatistics:
+def reference_statistics(
+    flux, weight, reservoir: Reservoir, *, offset: float, washout: int, ids=None, bin_pixels: int = 1
+) -> ReadoutStatistics:
     """The plain float64 path: one spectrum at a time, full design matrix.
 
     Slow by design; the tests hold the fast back ends to it, and the benchmark
@@ -190,13 +219,21 @@ def reference_statistics(flux, weight, reservoir: Reservoir, *, offset: float, w
         sel = b.mask[i] > 0
         Xd = np.hstack([X[sel], np.ones((sel.sum(), 1))])
         y = b.y[i, sel]
-        parts.append(ReadoutStatistics((Xd.T @ Xd)[None], (Xd.T @ y)[None], np.array([y @ y]),
-                                       np.array([sel.sum()], dtype="i8"), b.persistence[i:i + 1]))
+        parts.append(
+            ReadoutStatistics(
+                (Xd.T @ Xd)[None],
+                (Xd.T @ y)[None],
+                np.array([y @ y]),
+                np.array([sel.sum()], dtype="i8"),
+                b.persistence[i : i + 1],
+            )
+        )
     return ReadoutStatistics.concatenate(parts)
 
 
-def one_step_prediction(reservoir: Reservoir, readout, flux, weight=None, *, offset: float, washout: int,
-                        bin_pixels: int = 1) -> tuple[np.ndarray, float]:
+def one_step_prediction(
+    reservoir: Reservoir, readout, flux, weight=None, *, offset: float, washout: int, bin_pixels: int = 1
+) -> tuple[np.ndarray, float]:
     """A readout's one-step-ahead prediction of one spectrum, on the grid's pixels, and its error.
 
     Parameters
@@ -220,13 +257,19 @@ def one_step_prediction(reservoir: Reservoir, readout, flux, weight=None, *, off
     """
     w = np.asarray(readout, dtype="f8")
     flux = np.asarray(flux, dtype="f8").ravel()
-    b = prepare_batch(flux[None], None if weight is None else np.asarray(weight)[None], offset=offset,
-                      washout=washout, dtype="f8", bin_pixels=bin_pixels)
-    pred = reservoir.run(b.u[0]) @ w[:-1] + w[-1]            # pred[t] predicts step t + 1
+    b = prepare_batch(
+        flux[None],
+        None if weight is None else np.asarray(weight)[None],
+        offset=offset,
+        washout=washout,
+        dtype="f8",
+        bin_pixels=bin_pixels,
+    )
+    pred = reservoir.run(b.u[0]) @ w[:-1] + w[-1]  # pred[t] predicts step t + 1
     fitted = b.mask[0] > 0
     per_step = np.full(len(pred), np.nan)
     per_step[1:][fitted[:-1]] = pred[:-1][fitted[:-1]]
-    model = np.repeat(per_step, bin_pixels)[:flux.size]
+    model = np.repeat(per_step, bin_pixels)[: flux.size]
     model[~valid_pixels(flux[None], None if weight is None else np.asarray(weight)[None])[0]] = np.nan
     resid = (pred - b.y[0])[fitted]
     return model, float(resid @ resid / max(len(resid), 1))

@@ -72,10 +72,10 @@ class ReadoutStatistics:
         from latentsky.embed.backends import single_threaded_blas
 
         ridges = np.asarray(ridges, dtype="f8")
-        with single_threaded_blas():      # a stack of small problems: threads only contend
+        with single_threaded_blas():  # a stack of small problems: threads only contend
             s, q = np.linalg.eigh(self.gram)
         s = np.clip(s, 0.0, None)
-        c = np.einsum("nji,nj->ni", q, self.xty)            # Q^T X^T y
+        c = np.einsum("nji,nj->ni", q, self.xty)  # Q^T X^T y
         n = self.n_steps.astype("f8")
         out = np.empty((len(ridges), len(self)))
         for k, lam in enumerate(ridges):
@@ -88,8 +88,13 @@ class ReadoutStatistics:
 
     def take(self, index) -> "ReadoutStatistics":
         """The statistics of a subset of spectra."""
-        return ReadoutStatistics(self.gram[index], self.xty[index], self.yty[index], self.n_steps[index],
-                                 None if self.persistence is None else self.persistence[index])
+        return ReadoutStatistics(
+            self.gram[index],
+            self.xty[index],
+            self.yty[index],
+            self.n_steps[index],
+            None if self.persistence is None else self.persistence[index],
+        )
 
     @staticmethod
     def concatenate(parts) -> "ReadoutStatistics":
@@ -112,8 +117,12 @@ def solve_readouts(gram: np.ndarray, xty: np.ndarray, ridge: float) -> np.ndarra
     """
     from latentsky.embed.backends import single_threaded_blas
 
-    check_param("ridge", ridge, isinstance(ridge, numbers.Real) and np.isfinite(ridge) and ridge > 0,
-                "must be a positive number")
+    check_param(
+        "ridge",
+        ridge,
+        isinstance(ridge, numbers.Real) and np.isfinite(ridge) and ridge > 0,
+        "must be a positive number",
+    )
     from scipy.linalg.lapack import dposv
 
     gram = np.asarray(gram, dtype="f8")
@@ -127,7 +136,7 @@ def solve_readouts(gram: np.ndarray, xty: np.ndarray, ridge: float) -> np.ndarra
     with single_threaded_blas():
         for i in range(len(gram)):
             _, w, info = dposv(gram[i] + eye, xty[i], lower=0, overwrite_a=1)
-            if info != 0:   # pragma: no cover - not positive definite in floating point
+            if info != 0:  # pragma: no cover - not positive definite in floating point
                 w = np.linalg.lstsq(gram[i] + eye, xty[i], rcond=None)[0]
             out[i] = w
     return out
@@ -144,8 +153,12 @@ def gcv_ridge(stats: ReadoutStatistics, ridges=DEFAULT_RIDGE_GRID) -> tuple[floa
         over the grid, so spectra of different noise levels weigh alike.
     """
     ridges = np.asarray(ridges, dtype="f8")
-    check_param("ridge_grid", ridges.tolist(), ridges.ndim == 1 and ridges.size >= 1 and np.all(ridges > 0),
-                "must be a non-empty list of positive numbers")
+    check_param(
+        "ridge_grid",
+        ridges.tolist(),
+        ridges.ndim == 1 and ridges.size >= 1 and np.all(ridges > 0),
+        "must be a non-empty list of positive numbers",
+    )
     g = stats.gcv(ridges)
     g = g / np.maximum(np.median(g, axis=0, keepdims=True), 1e-300)
     scores = g.sum(axis=1)

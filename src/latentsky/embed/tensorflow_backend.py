@@ -47,7 +47,7 @@ class TensorflowBackend:
         vin = tf.constant(res.input_weights, f32)
         bias = tf.constant(res.bias, f32)
         W_T = None if res.matrix is None else tf.constant(res.matrix.T, f32)
-        del bias   # the drive's offset (bias, plus the position input) comes with each block
+        del bias  # the drive's offset (bias, plus the position input) comes with each block
 
         def step(x, drive):
             wx = r * tf.roll(x, 1, axis=1) if W_T is None else tf.matmul(x, W_T)
@@ -58,9 +58,9 @@ class TensorflowBackend:
         def block(x, u_blk, off_blk, m_blk, y_blk):
             # u_blk (K, B) time-major for the scan; off_blk (K, N) P p_t + b; m_blk, y_blk (B, K) float64.
             drive = u_blk[:, :, None] * vin + off_blk[:, None, :]
-            states = tf.scan(step, drive, initializer=x)          # (K, B, N)
+            states = tf.scan(step, drive, initializer=x)  # (K, B, N)
             z = tf.cast(tf.transpose(states, (1, 0, 2)), tf.float64) * m_blk[:, :, None]
-            z = tf.concat([z, m_blk[:, :, None]], axis=2)           # (B, K, N+1)
+            z = tf.concat([z, m_blk[:, :, None]], axis=2)  # (B, K, N+1)
             g = tf.matmul(z, z, transpose_a=True)
             c = tf.matmul(z, y_blk[:, :, None], transpose_a=True)[:, :, 0]
             return states[-1], g, c
@@ -68,7 +68,7 @@ class TensorflowBackend:
         self._fns[key] = (res, block)  # keep res alive so its id is not reused
         return block
 
-    threads = 1   # TensorFlow parallelises inside its ops
+    threads = 1  # TensorFlow parallelises inside its ops
 
     def statistics(self, u, mask, y, reservoir: Reservoir, threads: int | None = None):
         """See :meth:`latentsky.embed.backends.NumpyBackend.statistics` (``threads`` is ignored)."""
@@ -84,10 +84,13 @@ class TensorflowBackend:
         offset = np.broadcast_to(reservoir.bias, (T, reservoir.n_units)) if offset is None else offset
         for t0 in range(0, T, K):
             sl = slice(t0, min(t0 + K, T))
-            x, g, c = fn(x, tf.constant(np.ascontiguousarray(u[:, sl].T, dtype=self.state_dtype)),
-                         tf.constant(np.ascontiguousarray(offset[sl], dtype=self.state_dtype)),
-                         tf.constant(mask[:, sl]),
-                         tf.constant(y[:, sl]))
+            x, g, c = fn(
+                x,
+                tf.constant(np.ascontiguousarray(u[:, sl].T, dtype=self.state_dtype)),
+                tf.constant(np.ascontiguousarray(offset[sl], dtype=self.state_dtype)),
+                tf.constant(mask[:, sl]),
+                tf.constant(y[:, sl]),
+            )
             gram += g
             xty += c
         return gram.numpy(), xty.numpy()

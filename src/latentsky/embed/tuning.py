@@ -57,19 +57,24 @@ class HeldOutError:
         check_param("n_blocks", n_blocks, n_blocks >= 2, "must be >= 2")
         X = np.atleast_2d(np.asarray(X, dtype="f8"))
         if offset is None:
-            offset = float(np.mean(X[valid_pixels(X, weight)])) if isinstance(embedder.input_offset, str) \
+            offset = (
+                float(np.mean(X[valid_pixels(X, weight)]))
+                if isinstance(embedder.input_offset, str)
                 else float(embedder.input_offset)
-        b = prepare_batch(X, weight, offset=offset, washout=embedder.washout, ids=ids, dtype="f8",
-                          bin_pixels=embedder.bin_pixels)
+            )
+        b = prepare_batch(
+            X, weight, offset=offset, washout=embedder.washout, ids=ids, dtype="f8", bin_pixels=embedder.bin_pixels
+        )
         T = b.u.shape[1]
         fold = (np.arange(T) * n_blocks // T) % 2
         self.masks = [b.mask * (fold == k) for k in (0, 1)]
         if any(np.any(m.sum(axis=1) < 1) for m in self.masks):
-            raise EmbeddingError(f"tune: series too short to split into {n_blocks} blocks with valid steps in "
-                                 f"both folds")
+            raise EmbeddingError(
+                f"tune: series too short to split into {n_blocks} blocks with valid steps in both folds"
+            )
         self.u = b.u.astype(embedder.state_dtype)
         jumps = np.zeros_like(b.y)
-        jumps[:, :-1] = np.diff(b.u, axis=1)            # the offset cancels in the differences
+        jumps[:, :-1] = np.diff(b.u, axis=1)  # the offset cancels in the differences
         self.persistence = sum(np.einsum("bt,bt->b", m * jumps, jumps) for m in self.masks)
         self.ys = [b.y * m for m in self.masks]
         self.embedder = embedder
@@ -85,14 +90,27 @@ class HeldOutError:
             stats.append(ReadoutStatistics(g, c, np.einsum("bt,bt->b", y, y), m.sum(axis=1).astype("i8")))
         sse = np.zeros(len(self.u))
         for fit, test in ((0, 1), (1, 0)):
-            ridge = self.embedder.ridge if not isinstance(self.embedder.ridge, str) \
+            ridge = (
+                self.embedder.ridge
+                if not isinstance(self.embedder.ridge, str)
                 else gcv_ridge(stats[fit], self.ridge_grid)[0]
+            )
             sse += np.clip(stats[test].sse(solve_readouts(stats[fit].gram, stats[fit].xty, ridge)), 0.0, None)
         return np.maximum(sse, 1e-300) / np.maximum(self.persistence, 1e-300)
 
 
-def tune_reservoir(X, weight=None, *, embedder, n_series: int = 64, max_iter: int = 60, params=None,
-                   n_blocks: int = 16, random_state=None, progress=None) -> dict:
+def tune_reservoir(
+    X,
+    weight=None,
+    *,
+    embedder,
+    n_series: int = 64,
+    max_iter: int = 60,
+    params=None,
+    n_blocks: int = 16,
+    random_state=None,
+    progress=None,
+) -> dict:
     """Tune some reservoir parameters of ``embedder`` by Nelder-Mead on the held-out error (module docstring).
 
     Parameters
@@ -128,22 +146,27 @@ def tune_reservoir(X, weight=None, *, embedder, n_series: int = 64, max_iter: in
     from latentsky.embed.esn import RESERVOIR_PARAMS
 
     params = tuple(embedder.tune_params if params is None else params)
-    check_param("tune_params", params, len(params) >= 1 and set(params) <= set(RESERVOIR_PARAMS),
-                f"must name some of {', '.join(RESERVOIR_PARAMS)}")
+    check_param(
+        "tune_params",
+        params,
+        len(params) >= 1 and set(params) <= set(RESERVOIR_PARAMS),
+        f"must name some of {', '.join(RESERVOIR_PARAMS)}",
+    )
     check_param("n_series", n_series, n_series >= 1, "must be >= 1")
     check_param("max_iter", max_iter, max_iter >= 1, "must be >= 1")
     X = np.atleast_2d(np.asarray(X, dtype="f8"))
     W = None if weight is None else np.atleast_2d(np.asarray(weight))
-    ok = np.flatnonzero([r is None for r in embeddable(X, W, washout=embedder.washout,
-                                                       bin_pixels=embedder.bin_pixels)])
+    ok = np.flatnonzero([r is None for r in embeddable(X, W, washout=embedder.washout, bin_pixels=embedder.bin_pixels)])
     if ok.size == 0:
         raise EmbeddingError("tune: none of the spectra can be embedded")
     rng = check_random_state(random_state)
     idx = np.sort(rng.choice(ok, size=min(n_series, ok.size), replace=False))
-    offset = float(np.mean(X[valid_pixels(X, W)])) if isinstance(embedder.input_offset, str) \
+    offset = (
+        float(np.mean(X[valid_pixels(X, W)]))
+        if isinstance(embedder.input_offset, str)
         else float(embedder.input_offset)
-    held_out = HeldOutError(X[idx], None if W is None else W[idx], embedder, n_blocks=n_blocks, offset=offset,
-                            ids=idx)
+    )
+    held_out = HeldOutError(X[idx], None if W is None else W[idx], embedder, n_blocks=n_blocks, offset=offset, ids=idx)
     start = {k: float(v) for k, v in embedder.reservoir_params().items()}
     n_eval = 0
 
@@ -152,7 +175,7 @@ def tune_reservoir(X, weight=None, *, embedder, n_series: int = 64, max_iter: in
         n_eval += 1
         p = {**start, **dict(zip(params, (float(q) for q in x)))}
         if not _feasible(p):
-            return 1e6          # outside the echo-state region: reject
+            return 1e6  # outside the echo-state region: reject
         err = float(np.exp(np.mean(np.log(held_out.ratios(**p)))))
         prog.advance(1, f"error {err:.4g}")
         return err
@@ -170,9 +193,19 @@ def tune_reservoir(X, weight=None, *, embedder, n_series: int = 64, max_iter: in
         simplex.append(x0 + step)
     with Progress("tune", total=max_iter, unit="evaluations", callback=progress) as prog:
         initial = objective(x0, prog)
-        result = minimize(objective, x0, args=(prog,), method="Nelder-Mead",
-                          options={"maxiter": max_iter, "maxfev": max_iter, "xatol": 1e-3, "fatol": 1e-5,
-                                   "initial_simplex": np.vstack(simplex)})
+        result = minimize(
+            objective,
+            x0,
+            args=(prog,),
+            method="Nelder-Mead",
+            options={
+                "maxiter": max_iter,
+                "maxfev": max_iter,
+                "xatol": 1e-3,
+                "fatol": 1e-5,
+                "initial_simplex": np.vstack(simplex),
+            },
+        )
     best, err = (result.x, float(result.fun)) if result.fun <= initial else (x0, initial)
     out = {k: float(v) for k, v in zip(params, best)}
     out.update(error=err, initial_error=initial, n_evaluations=n_eval)

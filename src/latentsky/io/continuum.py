@@ -18,8 +18,9 @@ import numpy as np
 CLIP_LOW, CLIP_HIGH = 1.0, 3.0
 
 
-def polynomial_continuum(flux: np.ndarray, good: np.ndarray, degree: int, *, iterations: int = 5,
-                         kind: str = "legendre") -> np.ndarray:
+def polynomial_continuum(
+    flux: np.ndarray, good: np.ndarray, degree: int, *, iterations: int = 5, kind: str = "legendre"
+) -> np.ndarray:
     """A polynomial of ``degree`` in the pixel index fitted to the ``good`` pixels with clipping.
 
     Parameters
@@ -38,8 +39,10 @@ def polynomial_continuum(flux: np.ndarray, good: np.ndarray, degree: int, *, ite
     ndarray (n,)
         The fitted continuum at every pixel (NaN when fewer than ``degree + 2`` good pixels).
     """
-    fit, value = {"legendre": (np.polynomial.legendre.legfit, np.polynomial.legendre.legval),
-                  "chebyshev": (np.polynomial.chebyshev.chebfit, np.polynomial.chebyshev.chebval)}[kind]
+    fit, value = {
+        "legendre": (np.polynomial.legendre.legfit, np.polynomial.legendre.legval),
+        "chebyshev": (np.polynomial.chebyshev.chebfit, np.polynomial.chebyshev.chebval),
+    }[kind]
     x = np.linspace(-1.0, 1.0, flux.size)
     keep = good & np.isfinite(flux)
     scale = np.full(flux.size, np.nan)

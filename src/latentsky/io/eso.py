@@ -55,16 +55,24 @@ def _read_harps_s1d(hdul, path) -> Spectrum:
     flux = np.asarray(hdul[0].data, dtype="f8")
     pix = np.arange(flux.size) + 1 - header.get("CRPIX1", 1.0)
     wave_air = header["CRVAL1"] + header["CDELT1"] * pix
-    return Spectrum(air_to_vacuum(wave_air) * u.AA, flux * u.dimensionless_unscaled, _poisson_ivar(flux),
-                    _harps_meta(header, "harps_s1d"))
+    return Spectrum(
+        air_to_vacuum(wave_air) * u.AA,
+        flux * u.dimensionless_unscaled,
+        _poisson_ivar(flux),
+        _harps_meta(header, "harps_s1d"),
+    )
 
 
 def harps_e2ds_wavelength(header) -> np.ndarray:
     """Air wavelength (Angstrom) of every e2ds pixel, shape (orders, pixels), from the header polynomials."""
     deg = int(header["ESO DRS CAL TH DEG LL"])
     n_orders, n_pix = header["NAXIS2"], header["NAXIS1"]
-    coeff = np.array([[header[f"ESO DRS CAL TH COEFF LL{i + order * (deg + 1)}"] for i in range(deg + 1)]
-                      for order in range(n_orders)])
+    coeff = np.array(
+        [
+            [header[f"ESO DRS CAL TH COEFF LL{i + order * (deg + 1)}"] for i in range(deg + 1)]
+            for order in range(n_orders)
+        ]
+    )
     x = np.arange(n_pix, dtype="f8")
     return np.stack([np.polynomial.polynomial.polyval(x, c) for c in coeff])
 
@@ -83,14 +91,19 @@ def _read_harps_e2ds(hdul, path, blaze=None) -> Spectrum:
         with fits.open(blaze_path, memmap=False) as bl:
             blaze_data = np.asarray(bl[0].data, dtype="f8")
         if blaze_data.shape != counts.shape:
-            raise SpectrumError(path, f"blaze file {blaze_path} has shape {blaze_data.shape}, "
-                                      f"not the e2ds shape {counts.shape}")
+            raise SpectrumError(
+                path, f"blaze file {blaze_path} has shape {blaze_data.shape}, not the e2ds shape {counts.shape}"
+            )
         meta["blaze_corrected"] = True
         meta["blaze_file"] = str(blaze_path)
     else:
         # no blaze file: each order's own continuum (blaze x source continuum) takes the blaze out
-        blaze_data = np.stack([polynomial_continuum(row, w > 0, E2DS_ORDER_DEGREE, kind="chebyshev", iterations=6)
-                               for row, w in zip(counts, ivar)])
+        blaze_data = np.stack(
+            [
+                polynomial_continuum(row, w > 0, E2DS_ORDER_DEGREE, kind="chebyshev", iterations=6)
+                for row, w in zip(counts, ivar)
+            ]
+        )
         blaze_data = np.nan_to_num(blaze_data, nan=0.0)
         meta["blaze_corrected"] = False
         meta["orders_continuum_normalised"] = True
@@ -100,8 +113,9 @@ def _read_harps_e2ds(hdul, path, blaze=None) -> Spectrum:
     ivar = np.where(ok, ivar * blaze_data**2, 0.0)
     n_orders, n_pix = counts.shape
     segments = [slice(o * n_pix, (o + 1) * n_pix) for o in range(n_orders)]
-    return Spectrum(air_to_vacuum(wave_air.ravel()) * u.AA, flux.ravel() * u.dimensionless_unscaled,
-                    ivar.ravel(), meta, segments)
+    return Spectrum(
+        air_to_vacuum(wave_air.ravel()) * u.AA, flux.ravel() * u.dimensionless_unscaled, ivar.ravel(), meta, segments
+    )
 
 
 def _find_blaze(header, path: Path) -> Path | None:
@@ -119,8 +133,11 @@ def _find_blaze(header, path: Path) -> Path | None:
 
 def _read_eso_phase3(hdul, path) -> Spectrum:
     header = hdul[0].header
-    table = next(h for h in hdul[1:] if isinstance(h, fits.BinTableHDU)
-                 and {"WAVE", "FLUX"} <= {n.upper() for n in h.columns.names})
+    table = next(
+        h
+        for h in hdul[1:]
+        if isinstance(h, fits.BinTableHDU) and {"WAVE", "FLUX"} <= {n.upper() for n in h.columns.names}
+    )
     names = {n.upper(): n for n in table.columns.names}
     row = table.data[0]
     wave = np.asarray(row[names["WAVE"]], dtype="f8").ravel()
@@ -156,7 +173,6 @@ def _read_eso_phase3(hdul, path) -> Spectrum:
         "redshift": np.nan,
         "format": "eso_phase3",
         # ESO science data products say FLUXCAL = 'ABSOLUTE' or 'UNCALIBRATED'
-        "flux_calibrated": str(header.get("FLUXCAL", table.header.get("FLUXCAL", ""))).strip().upper()
-        == "ABSOLUTE",
+        "flux_calibrated": str(header.get("FLUXCAL", table.header.get("FLUXCAL", ""))).strip().upper() == "ABSOLUTE",
     }
     return Spectrum(wave * u.AA, flux * flux_unit, ivar, meta)

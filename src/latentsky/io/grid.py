@@ -86,8 +86,9 @@ def _pixel_edges(wave: np.ndarray) -> np.ndarray:
     return np.concatenate([[wave[0] - (mid[0] - wave[0])], mid, [wave[-1] + (wave[-1] - mid[-1])]])
 
 
-def resample(spectrum: Spectrum, grid: LogLambdaGrid, *, min_coverage: float = 0.5,
-             path: str = "") -> tuple[np.ndarray, np.ndarray]:
+def resample(
+    spectrum: Spectrum, grid: LogLambdaGrid, *, min_coverage: float = 0.5, path: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
     """Resample a spectrum onto ``grid``, conserving flux density.
 
     Each grid pixel gets the mean of the good input pixels it overlaps, each
@@ -121,15 +122,16 @@ def resample(spectrum: Spectrum, grid: LogLambdaGrid, *, min_coverage: float = 0
     wave = spectrum.wave.to_value(u.AA)
     lo, hi = np.nanmin(wave), np.nanmax(wave)
     if hi < grid.edges[0] or lo > grid.edges[-1]:
-        raise SpectrumError(path or spectrum.meta.get("path", "spectrum"),
-                            f"wavelength range {lo:.1f}-{hi:.1f} Angstrom misses the grid "
-                            f"{grid.wave_min:.1f}-{grid.wave_max:.1f} Angstrom")
+        raise SpectrumError(
+            path or spectrum.meta.get("path", "spectrum"),
+            f"wavelength range {lo:.1f}-{hi:.1f} Angstrom misses the grid "
+            f"{grid.wave_min:.1f}-{grid.wave_max:.1f} Angstrom",
+        )
     out_edges = grid.edges
     sum_f = np.zeros(grid.n_pixels)
     sum_ivar = np.zeros(grid.n_pixels)
     for seg in spectrum.segments:
-        f, var_w = _resample_segment(wave[seg], spectrum.flux.value[seg], spectrum.ivar[seg],
-                                     out_edges, min_coverage)
+        f, var_w = _resample_segment(wave[seg], spectrum.flux.value[seg], spectrum.ivar[seg], out_edges, min_coverage)
         sum_f += f * var_w
         sum_ivar += var_w
     flux = np.divide(sum_f, sum_ivar, out=np.zeros_like(sum_f), where=sum_ivar > 0)
@@ -171,8 +173,15 @@ def resolve_normalisation(method: str, meta: dict) -> str:
     return "median" if meta.get("flux_calibrated") else "local"
 
 
-def normalise(flux: np.ndarray, ivar: np.ndarray, method: str, *, path: str = "",
-              degree: int = 5, grid: LogLambdaGrid | None = None) -> tuple[np.ndarray, np.ndarray]:
+def normalise(
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    method: str,
+    *,
+    path: str = "",
+    degree: int = 5,
+    grid: LogLambdaGrid | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Divide a resampled spectrum by its continuum.
 
     Parameters
@@ -198,8 +207,10 @@ def normalise(flux: np.ndarray, ivar: np.ndarray, method: str, *, path: str = ""
         Normalised flux and its inverse variance.
     """
     if method not in NORMALISATIONS or method == "auto":
-        raise ValueError(f"normalisation must be one of {NORMALISATIONS[1:]}, got {method!r}"
-                         + (" (resolve 'auto' with resolve_normalisation)" if method == "auto" else ""))
+        raise ValueError(
+            f"normalisation must be one of {NORMALISATIONS[1:]}, got {method!r}"
+            + (" (resolve 'auto' with resolve_normalisation)" if method == "auto" else "")
+        )
     good = ivar > 0
     if method == "none":
         return flux, ivar
@@ -210,12 +221,16 @@ def normalise(flux: np.ndarray, ivar: np.ndarray, method: str, *, path: str = ""
     else:
         window = 31 if grid is None else max(3, int(round(LOCAL_WINDOW_KMS / grid.velocity_step.value)) | 1)
         scale = running_continuum(flux, good, window, percentile=LOCAL_PERCENTILE)
-        good &= scale > 0                   # flux at the noise level around zero: no continuum to divide by
+        good &= scale > 0  # flux at the noise level around zero: no continuum to divide by
         if not good.any():
-            raise SpectrumError(path or "spectrum", "local normalisation failed: the continuum is nowhere "
-                                                    "positive (flux too faint or negative)")
+            raise SpectrumError(
+                path or "spectrum",
+                "local normalisation failed: the continuum is nowhere positive (flux too faint or negative)",
+            )
     if not np.all(np.isfinite(scale[good])) or np.any(scale[good] <= 0):
-        raise SpectrumError(path or "spectrum", f"{method} normalisation failed: the continuum is not positive "
-                                                "(flux too faint or negative)")
+        raise SpectrumError(
+            path or "spectrum",
+            f"{method} normalisation failed: the continuum is not positive (flux too faint or negative)",
+        )
     safe = np.where(good, scale, 1.0)
     return np.where(good, flux / safe, 0.0), np.where(good, ivar * safe**2, 0.0)

@@ -43,7 +43,6 @@ ESO products with ``FLUXCAL = 'ABSOLUTE'``) or only relative flux (HARPS DRS
 products): :func:`latentsky.io.grid.resolve_normalisation` uses it.
 """
 
-
 from __future__ import annotations
 
 import gzip
@@ -103,8 +102,11 @@ def read_spectrum(path, *, data: bytes | None = None, blaze=None) -> Spectrum:
             with fits.open(io.BytesIO(data), memmap=False) as hdul:
                 reader = _choose_reader(hdul)
                 if reader is None:
-                    raise SpectrumError(path, "FITS file holds no spectrum latentsky can read "
-                                              f"(HDUs: {', '.join(_describe(h) for h in hdul)})")
+                    raise SpectrumError(
+                        path,
+                        "FITS file holds no spectrum latentsky can read "
+                        f"(HDUs: {', '.join(_describe(h) for h in hdul)})",
+                    )
                 if reader is _read_harps_e2ds:
                     spectrum = reader(hdul, path, blaze)
                 elif reader is _read_sdss_spec:
@@ -144,8 +146,11 @@ def gunzip(data: bytes, path) -> bytes:
     with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
         while block := gz.read(GUNZIP_BLOCK):
             if out.tell() + len(block) > MAX_GUNZIPPED_BYTES:
-                raise SpectrumError(path, f"decompresses to more than {MAX_GUNZIPPED_BYTES / 2**20:.0f} MiB, the "
-                                          "most latentsky reads from one compressed spectrum")
+                raise SpectrumError(
+                    path,
+                    f"decompresses to more than {MAX_GUNZIPPED_BYTES / 2**20:.0f} MiB, the "
+                    "most latentsky reads from one compressed spectrum",
+                )
             out.write(block)
     return out.getvalue()
 
@@ -189,8 +194,6 @@ def _choose_reader(hdul):
     return None
 
 
-
-
 def _validate(spectrum: Spectrum, path: Path) -> None:
     flux = spectrum.flux.value
     if flux.size == 0:
@@ -211,6 +214,7 @@ def _validate(spectrum: Spectrum, path: Path) -> None:
         bad = np.flatnonzero(~(steps > 0))
         if bad.size:
             i = bad[0] + (seg.start or 0)
-            raise SpectrumError(path, f"wavelengths are not increasing (pixel {i}: {wave[i]:.3f} -> "
-                                      f"{wave[i + 1]:.3f} Angstrom)")
+            raise SpectrumError(
+                path, f"wavelengths are not increasing (pixel {i}: {wave[i]:.3f} -> {wave[i + 1]:.3f} Angstrom)"
+            )
     spectrum.ivar = np.where(usable, spectrum.ivar, 0.0)

@@ -7,7 +7,6 @@ import dataclasses
 import astropy.units as u
 import numpy as np
 
-
 C_KMS = 299792.458
 """The speed of light, km/s."""
 

@@ -5,6 +5,18 @@ from latentsky.store.output import OutputBusy, OutputLock, OutputRefused, check_
 from latentsky.store.partial import PartialDirectory
 from latentsky.store.spectra import SpectrumStore, SpectrumStoreWriter, atomic_directory
 
-__all__ = ["OutputBusy", "OutputLock", "OutputRefused", "PartialDirectory", "SpectrumStore", "SpectrumStoreWriter",
-           "atomic_directory", "check_output", "code_version", "output_directory", "output_folder", "read_lineage",
-           "write_lineage"]
+__all__ = [
+    "OutputBusy",
+    "OutputLock",
+    "OutputRefused",
+    "PartialDirectory",
+    "SpectrumStore",
+    "SpectrumStoreWriter",
+    "atomic_directory",
+    "check_output",
+    "code_version",
+    "output_directory",
+    "output_folder",
+    "read_lineage",
+    "write_lineage",
+]

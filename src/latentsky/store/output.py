@@ -86,8 +86,11 @@ def write_marker(folder: Path, kind: str | None) -> None:
     """Record in ``folder`` that it is a latentsky output of ``kind``."""
     from latentsky.store.lineage import code_version
 
-    record = {"kind": kind, "latentsky": code_version(),
-              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "kind": kind,
+        "latentsky": code_version(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     path = Path(folder) / MARKER
     tmp = path.with_name(f"{MARKER}.{run_tag()}")
     tmp.write_text(json.dumps(record, sort_keys=True))
@@ -180,11 +183,15 @@ def check_output(dest, kind: str | None = None, *, inputs: Iterable = (), in_pla
     for source in inputs:
         source = Path(source).resolve()
         if source == real:
-            raise OutputRefused(f"{dest}: is an input of this run; an input folder is never an output folder "
-                                "(choose another output folder)")
+            raise OutputRefused(
+                f"{dest}: is an input of this run; an input folder is never an output folder "
+                "(choose another output folder)"
+            )
         if not in_place and _inside(source, real):
-            raise OutputRefused(f"{dest}: holds {source}, an input of this run; writing the output there would "
-                                "delete it (choose another output folder)")
+            raise OutputRefused(
+                f"{dest}: holds {source}, an input of this run; writing the output there would "
+                "delete it (choose another output folder)"
+            )
     if dest.is_symlink():
         raise OutputRefused(f"{dest}: is a symbolic link; give the folder itself (latentsky does not replace links)")
     if not dest.exists():
@@ -195,8 +202,10 @@ def check_output(dest, kind: str | None = None, *, inputs: Iterable = (), in_pla
         return dest
     found = output_kind(dest)
     if found is None:
-        raise OutputRefused(f"{dest}: not a folder latentsky wrote (no {MARKER} or lineage.json); latentsky "
-                            "replaces only its own outputs: choose a new or empty folder, or remove this one yourself")
+        raise OutputRefused(
+            f"{dest}: not a folder latentsky wrote (no {MARKER} or lineage.json); latentsky "
+            "replaces only its own outputs: choose a new or empty folder, or remove this one yourself"
+        )
     if kind is not None and found != kind:
         raise OutputRefused(f"{dest}: holds latentsky {found}, not {kind}; choose another output folder")
     return dest
@@ -244,8 +253,10 @@ class OutputLock:
                     # kept it alive in a reference cycle); collecting it closes its lock file
                     gc.collect()
                     continue
-                raise OutputBusy(f"{self.dest}: another latentsky run (process {holder or '?'}) is writing this "
-                                 "output; wait for it to finish or stop it") from None
+                raise OutputBusy(
+                    f"{self.dest}: another latentsky run (process {holder or '?'}) is writing this "
+                    "output; wait for it to finish or stop it"
+                ) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -294,9 +305,11 @@ def temporaries(dest: Path, roles: Iterable[str] = TEMPORARY_ROLES) -> list[Path
     prefixes = tuple(f".{dest.name}.{role}" for role in roles)
     try:
         with os.scandir(dest.parent) as entries:
-            found = [Path(e.path) for e in entries
-                     if e.name.startswith(prefixes) and e.is_dir(follow_symlinks=False)
-                     and _role_suffix_ok(e.name, prefixes)]
+            found = [
+                Path(e.path)
+                for e in entries
+                if e.name.startswith(prefixes) and e.is_dir(follow_symlinks=False) and _role_suffix_ok(e.name, prefixes)
+            ]
     except OSError:
         return []
     return sorted(found)
@@ -305,7 +318,7 @@ def temporaries(dest: Path, roles: Iterable[str] = TEMPORARY_ROLES) -> list[Path
 def _role_suffix_ok(name: str, prefixes: tuple[str, ...]) -> bool:
     for prefix in prefixes:
         if name.startswith(prefix):
-            rest = name[len(prefix):]
+            rest = name[len(prefix) :]
             return rest == "" or rest.startswith("-")
     return False
 
@@ -317,8 +330,13 @@ def is_ours(folder: Path) -> bool:
     """Whether a temporary folder is recognisably latentsky's: named after a run (``-<pid>-<8 hex>``), or
     holding its marker, lineage or partial state (older versions' fixed names), or empty."""
     folder = Path(folder)
-    return (bool(_RUN_NAME.search(folder.name)) or _marker_kind(folder)[0] or (folder / "lineage.json").is_file()
-            or (folder / ".partial.json").is_file() or _is_empty(folder))
+    return (
+        bool(_RUN_NAME.search(folder.name))
+        or _marker_kind(folder)[0]
+        or (folder / "lineage.json").is_file()
+        or (folder / ".partial.json").is_file()
+        or _is_empty(folder)
+    )
 
 
 def remove_stale(dest: Path, roles: Iterable[str] = ("tmp", "old")) -> list[Path]:
@@ -333,8 +351,7 @@ def remove_stale(dest: Path, roles: Iterable[str] = ("tmp", "old")) -> list[Path
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
         else:
-            log.warning("%s looks like a temporary folder of latentsky but is not recognisably one: left alone",
-                        folder)
+            log.warning("%s looks like a temporary folder of latentsky but is not recognisably one: left alone", folder)
     return removed
 
 

@@ -26,8 +26,16 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from latentsky.store.output import (OutputLock, check_output, is_ours, put_in_place, remove_stale, temporaries,
-                                    temporary_path, write_marker)
+from latentsky.store.output import (
+    OutputLock,
+    check_output,
+    is_ours,
+    put_in_place,
+    remove_stale,
+    temporaries,
+    temporary_path,
+    write_marker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +86,16 @@ class PartialDirectory:
     :meth:`discard` or :meth:`close` (or the end of a ``with`` block).
     """
 
-    def __init__(self, dest, key: str, *, state: dict | None = None, resume: bool = True, kind: str | None = None,
-                 inputs: Iterable = ()):
+    def __init__(
+        self,
+        dest,
+        key: str,
+        *,
+        state: dict | None = None,
+        resume: bool = True,
+        kind: str | None = None,
+        inputs: Iterable = (),
+    ):
         self.dest = Path(dest)
         self.key, self.kind = key, kind
         inputs = list(inputs)

@@ -65,10 +65,8 @@ class SpectrumStoreWriter:
         group = zarr.open_group(self.path / ARRAYS_DIR, mode="w")
         group.create_array("wave", data=np.asarray(wave, dtype="f8"), chunks=(n_pix,))
         shape = (max(capacity, 1), n_pix)
-        self._flux = group.create_array("flux", shape=shape, chunks=(chunk_rows, n_pix), dtype="f4",
-                                        fill_value=0.0)
-        self._weight = group.create_array("weight", shape=shape, chunks=(chunk_rows, n_pix), dtype="f4",
-                                          fill_value=0.0)
+        self._flux = group.create_array("flux", shape=shape, chunks=(chunk_rows, n_pix), dtype="f4", fill_value=0.0)
+        self._weight = group.create_array("weight", shape=shape, chunks=(chunk_rows, n_pix), dtype="f4", fill_value=0.0)
         self._group = group
         self._buf_flux: list[np.ndarray] = []
         self._buf_weight: list[np.ndarray] = []
@@ -95,7 +93,7 @@ class SpectrumStoreWriter:
         if flux.shape != weight.shape or flux.ndim != 2:
             raise StoreError(f"{self.path}: flux {flux.shape} and weight {weight.shape} must be equal (n, n_pixels)")
         if not self._buf_flux and len(flux) == self.chunk_rows:
-            self._buf_flux, self._buf_weight = list(flux), list(weight)   # one whole chunk: written as it is
+            self._buf_flux, self._buf_weight = list(flux), list(weight)  # one whole chunk: written as it is
             self._flush()
             return row
         for f, w in zip(flux, weight):

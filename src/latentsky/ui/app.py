@@ -43,6 +43,7 @@ def load_data(path=None, *, dask: bool | None = None) -> LatentData:
         data = LatentData.open(path, dask=dask) if path else LatentData.sample()
         data.preload()
         return data
+
     return pn.state.as_cached(key, load)
 
 
@@ -58,8 +59,9 @@ class App(pn.viewable.Viewer):
     """
 
     data = param.ClassSelector(class_=LatentData, doc="What the Explore tab shows")
-    workdir = param.Path(default=None, allow_None=True, check_exists=False,
-                         doc="Folder for downloads, stores and results of this app")
+    workdir = param.Path(
+        default=None, allow_None=True, check_exists=False, doc="Folder for downloads, stores and results of this app"
+    )
     active = param.Integer(default=0, bounds=(0, None), doc="Index of the open tab (kept in the URL)")
 
     def __init__(self, data: LatentData | None = None, **params):
@@ -86,15 +88,16 @@ class App(pn.viewable.Viewer):
             # the map is trained on readouts made with the Embed step's settings
             settings = ["n_units", "cycle_weight", "leak_rate", "input_scaling", "ridge"]
             self.train.embed = {k: getattr(self.embed, k) for k in settings}
-            self.embed.param.watch(lambda e: setattr(self.train, "embed", {**self.train.embed, e.name: e.new}),
-                                   settings)
+            self.embed.param.watch(
+                lambda e: setattr(self.train, "embed", {**self.train.embed, e.name: e.new}), settings
+            )
             # ... and reuses them when the store and settings are the same (not embedding twice)
             self.train.embeddings = self.embed.embeddings_path()
-            self.embed.param.watch(lambda e: setattr(self.train, "embeddings", self.embed.embeddings_path()),
-                                   ["out", "embeddings"])
+            self.embed.param.watch(
+                lambda e: setattr(self.train, "embeddings", self.embed.embeddings_path()), ["out", "embeddings"]
+            )
             self.train.param.watch(self._on_results, "results")
-            self._steps = {"Query": self.query, "Download": self.download, "Embed": self.embed,
-                           "Train": self.train}
+            self._steps = {"Query": self.query, "Download": self.download, "Embed": self.embed, "Train": self.train}
         return self._steps
 
     def _on_results(self, event) -> None:
@@ -103,8 +106,7 @@ class App(pn.viewable.Viewer):
             self.active = 0
 
     def __panel__(self):
-        tabs = pn.Tabs(("Explore", self.explore), *self.steps().items(), dynamic=True,
-                       sizing_mode="stretch_width")
+        tabs = pn.Tabs(("Explore", self.explore), *self.steps().items(), dynamic=True, sizing_mode="stretch_width")
         tabs.link(self, active="active", bidirectional=True)
         header = pn.pane.Markdown("## latentsky: a latent map of spectra", margin=(0, 10))
         return pn.Column(header, tabs, sizing_mode="stretch_width")

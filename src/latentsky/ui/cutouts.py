@@ -80,7 +80,7 @@ class Cutouts:
             from latentsky.archives.cutouts import open_cutouts
 
             self._images, self._index = open_cutouts(Path(store))
-            self._store_bands = [c[len("status_"):] for c in self._index.columns if c.startswith("status_")]
+            self._store_bands = [c[len("status_") :] for c in self._index.columns if c.startswith("status_")]
 
     def _from_store(self, row: pd.Series) -> list[Cutout] | None:
         from latentsky.archives.cutouts import SURVEYS
@@ -93,16 +93,23 @@ class Cutouts:
         else:
             ra, dec = np.radians(idx["ra"].to_numpy()), np.radians(idx["dec"].to_numpy())
             r0, d0 = np.radians(float(row["ra"])), np.radians(float(row["dec"]))
-            sep = np.degrees(np.arccos(np.clip(np.sin(dec) * np.sin(d0) + np.cos(dec) * np.cos(d0)
-                                               * np.cos(ra - r0), -1, 1))) * 3600
+            sep = (
+                np.degrees(
+                    np.arccos(np.clip(np.sin(dec) * np.sin(d0) + np.cos(dec) * np.cos(d0) * np.cos(ra - r0), -1, 1))
+                )
+                * 3600
+            )
             hits = np.flatnonzero(sep <= MATCH_ARCSEC)[:1]
         if len(hits) == 0:
             return None
         i = int(hits[0])
         cube = np.asarray(self._images[i])
         scales = dict(self._images.attrs.get("pixel_scale_arcsec", {}))  # as the store was made
-        return [Cutout(b, cube[k], float(scales.get(b, SURVEYS.get(b, ("", 1.0))[1])))
-                for k, b in enumerate(self._store_bands) if idx[f"status_{b}"].iloc[i] == "ok"]
+        return [
+            Cutout(b, cube[k], float(scales.get(b, SURVEYS.get(b, ("", 1.0))[1])))
+            for k, b in enumerate(self._store_bands)
+            if idx[f"status_{b}"].iloc[i] == "ok"
+        ]
 
     def _fetch(self, ra: float, dec: float) -> list[Cutout]:
         from latentsky.archives.cutouts import SURVEYS, fetch_one

@@ -77,8 +77,12 @@ class StoreSpectra(SpectrumSource):
         r = self.store_row(row)
         if r is None:
             return None
-        out = {"wave": self.wave, "flux": np.asarray(self.store.flux[r]), "weight": np.asarray(self.store.weight[r]),
-               "model": None}
+        out = {
+            "wave": self.wave,
+            "flux": np.asarray(self.store.flux[r]),
+            "weight": np.asarray(self.store.weight[r]),
+            "model": None,
+        }
         if self.reconstruct is not None:
             try:
                 out["model"], out["model_label"] = self.reconstruct(row, out["flux"], out["weight"])
@@ -98,8 +102,13 @@ class SynthSpectra(SpectrumSource):
         from latentsky.synth import spectrum_for_row
 
         flux, model, weight = spectrum_for_row(self.templates, row)
-        return {"wave": self.templates.wave, "flux": flux, "weight": weight, "model": model,
-                "model_label": "noise-free model of the row"}
+        return {
+            "wave": self.templates.wave,
+            "flux": flux,
+            "weight": weight,
+            "model": model,
+            "model_label": "noise-free model of the row",
+        }
 
 
 class PCAProjection:
@@ -137,11 +146,17 @@ class PCAProjection:
 class LatentData(param.Parameterized):
     """One latent table and its spectra, shared by every view of the app."""
 
-    table = param.Parameter(default=None, allow_None=True,
-                            doc="The latent table: x, y and metadata columns (pandas, or Dask for 10^7-10^8 rows)")
+    table = param.Parameter(
+        default=None,
+        allow_None=True,
+        doc="The latent table: x, y and metadata columns (pandas, or Dask for 10^7-10^8 rows)",
+    )
     label = param.String(default="", doc="Where the table came from (shown in the app's title)")
-    map_name = param.String(default="", doc="What made the map, in words (the pipeline's metrics.json "
-                                            "``map_name``; shown in the legend and the map's title)")
+    map_name = param.String(
+        default="",
+        doc="What made the map, in words (the pipeline's metrics.json "
+        "``map_name``; shown in the legend and the map's title)",
+    )
     source = param.Parameter(default=None, doc="A SpectrumSource giving each row's spectrum, or None")
     cutouts = param.Parameter(default=None, doc="A latentsky.ui.cutouts.Cutouts giving each row's images, or None")
 
@@ -271,13 +286,22 @@ class LatentData(param.Parameterized):
         cat = store.catalog.reset_index(drop=True)
         table = cat.drop(columns=[c for c in ("sha256", "format", "wave_min", "wave_max") if c in cat.columns])
         table = table.assign(x=pca.coords_[:, 0], y=pca.coords_[:, 1])
-        recon_err = np.sqrt(np.mean((np.asarray(store.flux[:], "f8") - (pca.mean_ + pca.coords_ @ pca.components_))
-                                    ** 2 * (np.asarray(store.weight[:]) > 0), axis=1))
+        recon_err = np.sqrt(
+            np.mean(
+                (np.asarray(store.flux[:], "f8") - (pca.mean_ + pca.coords_ @ pca.components_)) ** 2
+                * (np.asarray(store.weight[:]) > 0),
+                axis=1,
+            )
+        )
         table["anomaly"] = recon_err / np.median(recon_err)
         from latentsky.ui.cutouts import Cutouts
 
-        return cls(table, label=f"{store.path} (PCA map)", source=StoreSpectra(store, reconstruct=pca.reconstruct),
-                   cutouts=Cutouts())
+        return cls(
+            table,
+            label=f"{store.path} (PCA map)",
+            source=StoreSpectra(store, reconstruct=pca.reconstruct),
+            cutouts=Cutouts(),
+        )
 
     @classmethod
     def sample(cls) -> "LatentData":
@@ -314,7 +338,7 @@ class LatentData(param.Parameterized):
         raise LatentskyError(f"{path}: not a latent table, pipeline/synth folder or spectrum store")
 
 
-DASK_PERSIST_MAX_BYTES = 2 * 2 ** 30
+DASK_PERSIST_MAX_BYTES = 2 * 2**30
 """A Dask latent table up to this size in memory is persisted (kept in memory after the first read):
 every zoom then costs an aggregation, not a Parquet read.  Larger ones are read at each zoom."""
 

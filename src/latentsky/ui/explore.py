@@ -59,23 +59,35 @@ class Explore(pn.viewable.Viewer):
     color_by = param.Selector(default="count", objects=["count"], doc="Colour of the map: density or a column")
     x_range = param.Range(default=None, allow_None=True, doc="Visible x range of the map (kept in the URL)")
     y_range = param.Range(default=None, allow_None=True, doc="Visible y range of the map (kept in the URL)")
-    tapped = param.Integer(default=None, allow_None=True, bounds=(0, None),
-                           doc="Row position of the spectrum shown (the last tapped point)")
+    tapped = param.Integer(
+        default=None,
+        allow_None=True,
+        bounds=(0, None),
+        doc="Row position of the spectrum shown (the last tapped point)",
+    )
     selection = param.Array(default=np.empty(0, dtype=np.int64), doc="Row positions of the selected points")
     hover = param.Boolean(default=True, doc="Show the metadata of the point under the mouse")
     hovered = param.Integer(default=None, allow_None=True, doc="Row position of the spectrum under the mouse")
-    max_listed = param.Integer(default=1000, bounds=(1, 100_000),
-                               doc="Selected rows listed in the table (exports hold them all)")
-    tap_radius = param.Number(default=10.0, bounds=(0, None),
-                              doc="A tap farther than this many screen pixels from every point selects nothing")
+    max_listed = param.Integer(
+        default=1000, bounds=(1, 100_000), doc="Selected rows listed in the table (exports hold them all)"
+    )
+    tap_radius = param.Number(
+        default=10.0,
+        bounds=(0, None),
+        doc="A tap farther than this many screen pixels from every point selects nothing",
+    )
     width = param.Integer(default=700, bounds=(100, 4000), doc="Map width in pixels")
     height = param.Integer(default=560, bounds=(100, 4000), doc="Map height in pixels")
     status = param.String(default="", doc="One line about the last action")
     cutout_status = param.String(default="", doc="One line about the tapped spectrum's image cutouts")
-    compare = param.Tuple(default=None, allow_None=True, length=2,
-                          doc="Two columns drawn as a second map linked to the first (same colour and selection); "
-                              "default: pca_x/pca_y, else rv/tilt, when the table has them and at most "
-                              "COMPARE_AUTO_MAX rows")
+    compare = param.Tuple(
+        default=None,
+        allow_None=True,
+        length=2,
+        doc="Two columns drawn as a second map linked to the first (same colour and selection); "
+        "default: pca_x/pca_y, else rv/tilt, when the table has them and at most "
+        "COMPARE_AUTO_MAX rows",
+    )
 
     def __init__(self, data: LatentData | None = None, **params):
         if data is None:
@@ -84,14 +96,23 @@ class Explore(pn.viewable.Viewer):
         self._default_colour = "color_by" not in params
         super().__init__(data=data, **params)
         self._prepared: pd.DataFrame | None = None
-        self._map_pane = pn.pane.HoloViews(sizing_mode="fixed", width=self.width + 90, height=self.height + 20,
-                                           linked_axes=False)
+        self._map_pane = pn.pane.HoloViews(
+            sizing_mode="fixed", width=self.width + 90, height=self.height + 20, linked_axes=False
+        )
         self._spectrum_pane = pn.pane.HoloViews(vz.empty_spectrum_plot(), sizing_mode="stretch_width", height=320)
-        self._sel_table = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, pagination="remote", page_size=8,
-                                               show_index=False, height=290, sizing_mode="stretch_width")
+        self._sel_table = pn.widgets.Tabulator(
+            pd.DataFrame(),
+            disabled=True,
+            pagination="remote",
+            page_size=8,
+            show_index=False,
+            height=290,
+            sizing_mode="stretch_width",
+        )
         self._compare_pane = pn.pane.HoloViews(sizing_mode="fixed", linked_axes=False, visible=False)
-        self._cutout_pane = pn.pane.HoloViews(None, sizing_mode="fixed", linked_axes=False,
-                                              css_classes=["explore-cutouts"])
+        self._cutout_pane = pn.pane.HoloViews(
+            None, sizing_mode="fixed", linked_axes=False, css_classes=["explore-cutouts"]
+        )
         self._cutout_thread: threading.Thread | None = None
         self._range_from_plot = False
         self._on_data()
@@ -122,15 +143,23 @@ class Explore(pn.viewable.Viewer):
         cols = vz.colour_columns(self._prepared)
         self.param.color_by.objects = cols
         if self.color_by not in cols or self._default_colour:
-            default = next((c for c in ("object", "spec_class", "cluster") if c in cols
-                            and vz.column_kind(self._prepared[c]) == "category"
-                            and len(self._prepared[c].cat.categories) <= vz.MAX_CATEGORIES), "count")
+            default = next(
+                (
+                    c
+                    for c in ("object", "spec_class", "cluster")
+                    if c in cols
+                    and vz.column_kind(self._prepared[c]) == "category"
+                    and len(self._prepared[c].cat.categories) <= vz.MAX_CATEGORIES
+                ),
+                "count",
+            )
             with param.discard_events(self):
                 self.color_by = default
         with param.discard_events(self):
             # a new table: the old view, tap and selection mean nothing in it
-            self.param.update(tapped=None, hovered=None, selection=np.empty(0, dtype=np.int64), x_range=None,
-                              y_range=None)
+            self.param.update(
+                tapped=None, hovered=None, selection=np.empty(0, dtype=np.int64), x_range=None, y_range=None
+            )
         self._build_map()
         self._show_spectrum()
         self._show_selection()
@@ -145,8 +174,9 @@ class Explore(pn.viewable.Viewer):
         # nested DynamicMap would be memoized away by the rasterize operation above it)
         sel = vz.take_rows(self._prepared[list(coords)], self.selection)
         points = hv.Points(sel[list(coords)], kdims=list(coords))
-        layer = dynspread(rasterize(points, aggregator=ds.any(), width=self.width, height=self.height),
-                          max_px=2, threshold=0.5)
+        layer = dynspread(
+            rasterize(points, aggregator=ds.any(), width=self.width, height=self.height), max_px=2, threshold=0.5
+        )
         return layer.opts(cmap=[SELECTION_COLOUR], alpha=0.9, backend="bokeh")
 
     def make_map(self):
@@ -154,9 +184,15 @@ class Explore(pn.viewable.Viewer):
         streams attached."""
         import holoviews as hv
 
-        dmap = vz.latent_map(self._prepared, color_by=self.color_by, width=self.width, height=self.height,
-                             hover=self.hover, prepared=True,
-                             title=" · ".join(t for t in (self.data.label, self.data.map_name) if t))
+        dmap = vz.latent_map(
+            self._prepared,
+            color_by=self.color_by,
+            width=self.width,
+            height=self.height,
+            hover=self.hover,
+            prepared=True,
+            title=" · ".join(t for t in (self.data.label, self.data.map_name) if t),
+        )
         xlim, ylim = self.x_range, self.y_range
         if xlim is None or ylim is None:
             xlim, ylim = self.data_bounds()
@@ -184,16 +220,26 @@ class Explore(pn.viewable.Viewer):
             return None
         cx, cy = self.compare
         small = dict(width=self.width // 2 + 60, height=self.height // 2)
-        dmap = vz.latent_map(self._prepared, color_by=self.color_by, coords=(cx, cy), hover=False, prepared=True,
-                             title=f"linked: {cx} vs {cy}", **small)
-        overlay = dmap * self._selection_layer((cx, cy)).opts(**small, backend="bokeh") if len(self.selection) \
-            else dmap
+        dmap = vz.latent_map(
+            self._prepared,
+            color_by=self.color_by,
+            coords=(cx, cy),
+            hover=False,
+            prepared=True,
+            title=f"linked: {cx} vs {cy}",
+            **small,
+        )
+        overlay = dmap * self._selection_layer((cx, cy)).opts(**small, backend="bokeh") if len(self.selection) else dmap
         box = hv.streams.BoundsXY(source=dmap, bounds=None)
         box.add_subscriber(lambda bounds=None, **_: bounds is not None and self.select_box(bounds, coords=(cx, cy)))
         lasso = hv.streams.Lasso(source=dmap, geometry=None)
-        lasso.add_subscriber(lambda geometry=None, **_: geometry is not None and len(geometry) >= 3 and
-                             self.select_lasso(np.asarray(geometry)[:, 0], np.asarray(geometry)[:, 1],
-                                               coords=(cx, cy)))
+        lasso.add_subscriber(
+            lambda geometry=None, **_: (
+                geometry is not None
+                and len(geometry) >= 3
+                and self.select_lasso(np.asarray(geometry)[:, 0], np.asarray(geometry)[:, 1], coords=(cx, cy))
+            )
+        )
         tap = hv.streams.Tap(source=dmap, x=None, y=None)
         tap.add_subscriber(lambda x=None, y=None, **_: x is not None and self.tap(x, y, coords=(cx, cy)))
         self._compare_streams = (box, lasso, tap)
@@ -233,8 +279,9 @@ class Explore(pn.viewable.Viewer):
         else:
             (x0, x1), (y0, y1) = self.data_bounds(coords=coords)
             sx, sy = (x1 - x0) / (self.width // 2), (y1 - y0) / (self.height // 2)
-        i = vz.nearest_point(self._prepared, x, y, coords=coords, x_scale=sx, y_scale=sy,
-                             max_distance=self.tap_radius or None)
+        i = vz.nearest_point(
+            self._prepared, x, y, coords=coords, x_scale=sx, y_scale=sy, max_distance=self.tap_radius or None
+        )
         if i is None:
             self.status = f"no spectrum within {self.tap_radius:g} px of ({x:.3g}, {y:.3g})"
         self.tapped = i
@@ -320,8 +367,14 @@ class Explore(pn.viewable.Viewer):
         if spec is None:
             row = self.data.row(self.tapped)
             return vz.empty_spectrum_plot(f"{row.get('id', self.tapped)}: no spectrum available")
-        return vz.spectrum_plot(spec["wave"], spec["flux"], weight=spec.get("weight"), model=spec.get("model"),
-                                model_label=spec.get("model_label") or "reconstruction", title=spec.get("title", ""))
+        return vz.spectrum_plot(
+            spec["wave"],
+            spec["flux"],
+            weight=spec.get("weight"),
+            model=spec.get("model"),
+            model_label=spec.get("model_label") or "reconstruction",
+            title=spec.get("title", ""),
+        )
 
     def _show_cutouts(self, i: int | None) -> None:
         """Fetch the images of row ``i`` in a thread (hips2fits may take a while) and show them."""
@@ -342,6 +395,7 @@ class Explore(pn.viewable.Viewer):
                 return
             self._cutout_pane.object = vz.cutout_plot(images) if images else None
             self.cutout_status = why or "image cutouts: " + ", ".join(c.band for c in images)
+
         self._cutout_thread = threading.Thread(target=work, daemon=True, name="latentsky-cutouts")
         self._cutout_thread.start()
 
@@ -370,8 +424,11 @@ class Explore(pn.viewable.Viewer):
         items = vz.category_legend(self._prepared, self.color_by)
         known = self.data is not None and self.data.map_name
         kind = f'<div class="explore-map-kind"><b>map:</b> {html.escape(self.data.map_name)}</div>' if known else ""
-        return kind + "".join(f'<span style="margin-right:10px"><span style="display:inline-block;width:10px;'
-                       f'height:10px;background:{c};margin-right:4px"></span>{name}</span>' for name, c in items)
+        return kind + "".join(
+            f'<span style="margin-right:10px"><span style="display:inline-block;width:10px;'
+            f'height:10px;background:{c};margin-right:4px"></span>{name}</span>'
+            for name, c in items
+        )
 
     def _show_spectrum(self) -> None:
         spec = self.data.spectrum(self.tapped) if self.tapped is not None else None
@@ -379,7 +436,8 @@ class Explore(pn.viewable.Viewer):
         if self.tapped is not None:
             row = self.data.row(self.tapped)
             self.status = f"showing {row.get('id', self.tapped)}" + (
-                f" ({spec['model_error']})" if spec and spec.get("model_error") else "")
+                f" ({spec['model_error']})" if spec and spec.get("model_error") else ""
+            )
         self._show_cutouts(self.tapped)
 
     def _show_selection(self) -> None:
@@ -401,14 +459,21 @@ class Explore(pn.viewable.Viewer):
             except ValueError as err:
                 self.status = str(err)
                 return io.BytesIO(b"")
-        return pn.widgets.FileDownload(callback=callback, filename=f"selection{EXPORT_FORMATS[fmt]}", label=label,
-                                       color="primary", css_classes=[f"export-{fmt}"], embed=False, width=150)
+
+        return pn.widgets.FileDownload(
+            callback=callback,
+            filename=f"selection{EXPORT_FORMATS[fmt]}",
+            label=label,
+            color="primary",
+            css_classes=[f"export-{fmt}"],
+            embed=False,
+            width=150,
+        )
 
     def sync_url(self) -> None:
         """Keep the colour, the view and the tapped spectrum in the page URL (call inside a served page)."""
         if pn.state.location is not None:
-            pn.state.location.sync(self, {"color_by": "color", "x_range": "x", "y_range": "y",
-                                          "tapped": "spectrum"})
+            pn.state.location.sync(self, {"color_by": "color", "x_range": "x", "y_range": "y", "tapped": "spectrum"})
 
     def __panel__(self):
         controls = pn.Row(
@@ -416,24 +481,55 @@ class Explore(pn.viewable.Viewer):
             pn.widgets.Checkbox.from_param(self.param.hover, label="hover metadata"),
             pn.widgets.Button(label="Clear selection", on_click=lambda e: self.clear_selection(), width=140),
         )
-        info = pn.pane.Markdown(param.bind(lambda data: f"**{len(data):,} spectra** · {data.label}",
-                                           self.param.data), css_classes=["explore-info"])
-        hovered = pn.pane.Markdown(param.bind(lambda *_: self.hover_text(), self.param.hovered, self.param.data),
-                                   css_classes=["explore-hover"], width=self.width + 60, height=45)
-        legend = pn.pane.HTML(param.bind(lambda *_: self.legend_html(), self.param.color_by, self.param.data),
-                              css_classes=["explore-legend"])
+        info = pn.pane.Markdown(
+            param.bind(lambda data: f"**{len(data):,} spectra** · {data.label}", self.param.data),
+            css_classes=["explore-info"],
+        )
+        hovered = pn.pane.Markdown(
+            param.bind(lambda *_: self.hover_text(), self.param.hovered, self.param.data),
+            css_classes=["explore-hover"],
+            width=self.width + 60,
+            height=45,
+        )
+        legend = pn.pane.HTML(
+            param.bind(lambda *_: self.legend_html(), self.param.color_by, self.param.data),
+            css_classes=["explore-legend"],
+        )
         status = pn.pane.Markdown(self.param.status, css_classes=["explore-status"])
-        exports = pn.FlexBox(self._download_button("csv", "CSV"), self._download_button("votable", "VOTable"),
-                         self._download_button("download", "Download table"),
-                         pn.widgets.Button(label="Send to TOPCAT/Aladin (SAMP)", width=220, css_classes=["samp-send"],
-                                           on_click=lambda e: self.send_samp()))
-        cutouts = pn.Column(pn.pane.Markdown(self.param.cutout_status, css_classes=["explore-cutout-status"],
-                                             width=170), self._cutout_pane, width=180)
+        exports = pn.FlexBox(
+            self._download_button("csv", "CSV"),
+            self._download_button("votable", "VOTable"),
+            self._download_button("download", "Download table"),
+            pn.widgets.Button(
+                label="Send to TOPCAT/Aladin (SAMP)",
+                width=220,
+                css_classes=["samp-send"],
+                on_click=lambda e: self.send_samp(),
+            ),
+        )
+        cutouts = pn.Column(
+            pn.pane.Markdown(self.param.cutout_status, css_classes=["explore-cutout-status"], width=170),
+            self._cutout_pane,
+            width=180,
+        )
         left = pn.Column(info, controls, legend, self._map_pane, hovered, css_classes=["explore-map-column"])
-        right = pn.Column(pn.Row(self._spectrum_pane, cutouts, sizing_mode="stretch_width"), status,
-                          self._sel_table, exports, self._compare_pane, sizing_mode="stretch_width",
-                          min_width=RIGHT_MIN_WIDTH, css_classes=["explore-spectrum-column"])
+        right = pn.Column(
+            pn.Row(self._spectrum_pane, cutouts, sizing_mode="stretch_width"),
+            status,
+            self._sel_table,
+            exports,
+            self._compare_pane,
+            sizing_mode="stretch_width",
+            min_width=RIGHT_MIN_WIDTH,
+            css_classes=["explore-spectrum-column"],
+        )
         # side by side where the page is wide enough (panel serve, a wide notebook); the spectrum column
         # below the map in a notebook at its normal width, never squeezed beside it
-        return pn.FlexBox(left, right, flex_wrap="wrap", align_items="flex-start", sizing_mode="stretch_width",
-                          css_classes=["latentsky-explore"])
+        return pn.FlexBox(
+            left,
+            right,
+            flex_wrap="wrap",
+            align_items="flex-start",
+            sizing_mode="stretch_width",
+            css_classes=["latentsky-explore"],
+        )

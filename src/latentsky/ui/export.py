@@ -86,8 +86,13 @@ def download_table(table: pd.DataFrame, *, archive: str = "local"):
     if "access_url" in t.columns:
         urls = t["access_url"].astype(str).to_numpy()
     elif "path" in t.columns:
-        urls = np.array([p if p.startswith(("http://", "https://", "file://")) or not p else Path(p).resolve().as_uri()
-                         for p in t["path"].astype(str)], dtype=object)
+        urls = np.array(
+            [
+                p if p.startswith(("http://", "https://", "file://")) or not p else Path(p).resolve().as_uri()
+                for p in t["path"].astype(str)
+            ],
+            dtype=object,
+        )
     else:
         urls = np.full(n, "", dtype=object)
     if "mjd" in t.columns and n:
@@ -102,16 +107,18 @@ def download_table(table: pd.DataFrame, *, archive: str = "local"):
     def col(name, default=""):
         return t[name].to_numpy() if name in t.columns else np.full(n, default, dtype=object)
 
-    out = Table({
-        "archive": col("archive", archive).astype(str),
-        "product_id": col("id").astype(str),
-        "object": col("object").astype(str),
-        "ra": col("ra", np.nan).astype(float),
-        "dec": col("dec", np.nan).astype(float),
-        "date": dates.astype(str),
-        "instrument": col("instrument").astype(str),
-        "access_url": urls.astype(str),
-    })
+    out = Table(
+        {
+            "archive": col("archive", archive).astype(str),
+            "product_id": col("id").astype(str),
+            "object": col("object").astype(str),
+            "ra": col("ra", np.nan).astype(float),
+            "dec": col("dec", np.nan).astype(float),
+            "date": dates.astype(str),
+            "instrument": col("instrument").astype(str),
+            "access_url": urls.astype(str),
+        }
+    )
     return out
 
 

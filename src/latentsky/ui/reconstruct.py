@@ -88,8 +88,7 @@ class ReadoutReconstruction:
     def load_in_background(self) -> threading.Thread:
         """Load the model in a daemon thread (TensorFlow's import takes seconds), so a first tap need not;
         nothing to load when every row's decoded readout was prepared."""
-        thread = threading.Thread(target=None if self.decoded else self.load, daemon=True,
-                                  name="latentsky-load-model")
+        thread = threading.Thread(target=None if self.decoded else self.load, daemon=True, name="latentsky-load-model")
         thread.start()
         return thread
 
@@ -130,8 +129,9 @@ class ReadoutReconstruction:
         w = np.asarray(readout, dtype="f8")
         if w.shape != (self.reservoir.n_units + 1,):
             raise LatentskyError(f"readout: expected {self.reservoir.n_units + 1} weights, got shape {w.shape}")
-        return one_step_prediction(self.reservoir, w, flux, weight, offset=self.offset, washout=self.washout,
-                                   bin_pixels=self.bin_pixels)
+        return one_step_prediction(
+            self.reservoir, w, flux, weight, offset=self.offset, washout=self.washout, bin_pixels=self.bin_pixels
+        )
 
     def __call__(self, row: pd.Series, flux, weight=None) -> tuple[np.ndarray, str]:
         """The reconstruction of the row's spectrum from its latent point, and its legend label."""

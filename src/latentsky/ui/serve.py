@@ -70,6 +70,7 @@ def same_origin(origin: str | None, host: str | None) -> bool:
     def norm(netloc: str) -> str:
         netloc = netloc.lower()
         return netloc if ":" in netloc.rsplit("]", 1)[-1] else f"{netloc}:{default}"
+
     return norm(parsed.netloc) == norm(host)
 
 
@@ -92,7 +93,8 @@ def _guarded(view, allowed_hosts: frozenset | None):
 
         def check_origin(self, origin: str) -> bool:  # used by the websocket handler only
             if same_origin(origin, self.request.host) or (
-                    allowed_hosts is not None and urlparse(origin).netloc.lower() in allowed_hosts):
+                allowed_hosts is not None and urlparse(origin).netloc.lower() in allowed_hosts
+            ):
                 return True
             log.warning("refused a websocket from origin %r (the page's host is %r)", origin, self.request.host)
             return False
@@ -125,9 +127,18 @@ def check_socket_folder(path: Path) -> None:
         raise PermissionError(f"{folder}: the app's socket folder must be private (mode 0700); it is {mode:04o}")
 
 
-def serve_app(page, *, port: int | None = None, address: str = "127.0.0.1", unix_socket: str | Path | None = None,
-              prefix: str = "", allowed_origins=(), title: str = "latentsky", show: bool = False,
-              start: bool = True):
+def serve_app(
+    page,
+    *,
+    port: int | None = None,
+    address: str = "127.0.0.1",
+    unix_socket: str | Path | None = None,
+    prefix: str = "",
+    allowed_origins=(),
+    title: str = "latentsky",
+    show: bool = False,
+    start: bool = True,
+):
     """Serve ``page`` (a function returning the app) until interrupted.
 
     Parameters
@@ -158,8 +169,16 @@ def serve_app(page, *, port: int | None = None, address: str = "127.0.0.1", unix
     import panel as pn
 
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    options = dict(prefix=prefix, show=False, verbose=False, title=title, sign_sessions=True,
-                   secret_key=secrets.token_urlsafe(32), generate_session_ids=True)
+    path = f"{prefix}/{next(iter(page))}" if isinstance(page, dict) else f"{prefix}/"  # the page's URL path
+    options = dict(
+        prefix=prefix,
+        show=False,
+        verbose=False,
+        title=title,
+        sign_sessions=True,
+        secret_key=secrets.token_urlsafe(32),
+        generate_session_ids=True,
+    )
     if unix_socket is not None:
         unix_socket = Path(unix_socket)
         check_socket_folder(unix_socket)
@@ -167,17 +186,14 @@ def serve_app(page, *, port: int | None = None, address: str = "127.0.0.1", unix
         with _guarded_routes(None):
             server = pn.serve(page, unix_socket=str(unix_socket), start=False, **options)
         os.chmod(unix_socket, 0o600)
-        where = f"unix:{unix_socket}{prefix}/"
+        where = f"unix:{unix_socket}{path}"
     else:
         port = port or free_port(address)
         origins = own_origins(address, port, allowed_origins)
         with _guarded_routes(origins):  # pages and websockets only under the app's own names
-            server = pn.serve(page, port=port, address=address, websocket_origin=origins, start=False,
-                              **options)
+            server = pn.serve(page, port=port, address=address, websocket_origin=origins, start=False, **options)
         shown_host = "127.0.0.1" if address in ("", "0.0.0.0", "::") else address
-        where = f"http://{shown_host}:{port}{prefix}/ (websockets from {', '.join(origins)} only)"
-    if isinstance(page, dict):
-        where = where.replace(f"{prefix}/", f"{prefix}/{next(iter(page))}", 1)
+        where = f"http://{shown_host}:{port}{path} (websockets from {', '.join(origins)} only)"
     log.info("serving the latentsky app on %s", where)
     print(f"latentsky app: {where}", flush=True)
     server.start()

@@ -55,8 +55,16 @@ class ProgressView(pn.viewable.Viewer):
     def __call__(self, event: ProgressEvent) -> None:
         rate = event.done / event.elapsed if event.elapsed > 0 else 0.0
         hist = (self.history if event.task == self.task else []) + [(event.elapsed, event.done)]
-        self.param.update(task=event.task, done=float(event.done), total=event.total, unit=event.unit,
-                          message=event.message, finished=event.finished, rate=rate, history=hist[-2000:])
+        self.param.update(
+            task=event.task,
+            done=float(event.done),
+            total=event.total,
+            unit=event.unit,
+            message=event.message,
+            finished=event.finished,
+            rate=rate,
+            history=hist[-2000:],
+        )
 
     def reset(self) -> None:
         self.param.update(task="", done=0, total=None, message="", finished=False, rate=0.0, history=[])
@@ -75,6 +83,7 @@ class ProgressView(pn.viewable.Viewer):
         def update(*_):
             bar.value = int(100 * min(1.0, self.done / self.total)) if self.total else (100 if self.finished else -1)
             bar.active = not self.finished and self.task != ""
+
         self.param.watch(update, ["done", "total", "finished"])
         update()
         return pn.Column(bar, pn.pane.Markdown(self._text, css_classes=["progress-text"]), sizing_mode="stretch_width")
@@ -117,8 +126,13 @@ class _Step(pn.viewable.Viewer):
         if self._thread is not None and self._thread.is_alive():
             self.error = "busy: the previous run has not finished (cancel it first)"
             return self._thread
-        self._thread = threading.Thread(target=self._guarded, args=(func, *args), kwargs=kwargs, daemon=True,
-                                        name=f"latentsky-{type(self).__name__}")
+        self._thread = threading.Thread(
+            target=self._guarded,
+            args=(func, *args),
+            kwargs=kwargs,
+            daemon=True,
+            name=f"latentsky-{type(self).__name__}",
+        )
         self._thread.start()
         return self._thread
 

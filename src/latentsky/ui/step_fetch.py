@@ -14,12 +14,13 @@ import param
 
 from latentsky.exceptions import LatentskyError
 from latentsky.progress import ProgressEvent
+from latentsky.ui.step_base import _Step, form
 
 log = logging.getLogger(__name__)
 
-from latentsky.ui.step_base import _Step, form
 
 # ----------------------------------------------------------------------------- Query
+
 
 def read_coordinate_table(content: bytes, filename: str):
     """An uploaded coordinate table (CSV, VOTable, FITS, ECSV) as an astropy Table with ``ra``/``dec``.
@@ -34,8 +35,15 @@ def read_coordinate_table(content: bytes, filename: str):
     from astropy.table import Table
 
     name = filename.lower()
-    fmt = ("votable" if name.endswith((".xml", ".vot", ".votable")) else "fits" if name.endswith((".fits", ".fit"))
-           else "ascii.ecsv" if name.endswith(".ecsv") else "ascii.csv")
+    fmt = (
+        "votable"
+        if name.endswith((".xml", ".vot", ".votable"))
+        else "fits"
+        if name.endswith((".fits", ".fit"))
+        else "ascii.ecsv"
+        if name.endswith(".ecsv")
+        else "ascii.csv"
+    )
     try:
         table = Table.read(io.BytesIO(content), format=fmt)
     except Exception as err:
@@ -80,12 +88,17 @@ class Query(_Step):
             raise LatentskyError("target: give a target name, coordinates or an uploaded table")
         kw = {"coordinates": where, "radius": self.radius * u.arcsec}
         if self.archive == "eso":
-            kw.update(collection=self.collection or None, instrument=self.instrument or None,
-                      start=self.start or None, end=self.end or None)
+            kw.update(
+                collection=self.collection or None,
+                instrument=self.instrument or None,
+                start=self.start or None,
+                end=self.end or None,
+            )
         return kw
 
     def run(self):
         """Query the archive; sets :attr:`products` (and :attr:`error` on failure)."""
+
         def work():
             from latentsky.archives import get_archive
 
@@ -94,6 +107,7 @@ class Query(_Step):
             self.products = table
             self.info = f"{len(table)} products · {estimated_size(table)} · {time.monotonic() - t0:.1f} s"
             return table
+
         return self._guarded(work)
 
     @property
@@ -116,16 +130,25 @@ class Query(_Step):
     def __panel__(self):
         upload = pn.widgets.FileInput(accept=".csv,.ecsv,.xml,.vot,.fits", label="positions table")
         upload.param.watch(self._on_upload, "value")
-        table = pn.widgets.Tabulator(pd.DataFrame(), pagination="remote", page_size=15, disabled=True,
-                                     sizing_mode="stretch_width", header_filters=False)
+        table = pn.widgets.Tabulator(
+            pd.DataFrame(),
+            pagination="remote",
+            page_size=15,
+            disabled=True,
+            sizing_mode="stretch_width",
+            header_filters=False,
+        )
         self.param.watch(lambda e: setattr(table, "value", self.results), "products")
         button = pn.widgets.Button(label="Query", color="primary", css_classes=["query-run"])
         button.on_click(lambda e: self.in_background(self.run))
-        fields = form(self, ["archive", "target", "coordinates", "radius", "collection", "instrument", "start",
-                             "end"], "query")
-        return pn.Row(pn.Column(fields, pn.pane.Markdown("or upload positions (CSV, VOTable, FITS):"), upload,
-                                button), pn.Column(self._messages, table, sizing_mode="stretch_width"),
-                      sizing_mode="stretch_width")
+        fields = form(
+            self, ["archive", "target", "coordinates", "radius", "collection", "instrument", "start", "end"], "query"
+        )
+        return pn.Row(
+            pn.Column(fields, pn.pane.Markdown("or upload positions (CSV, VOTable, FITS):"), upload, button),
+            pn.Column(self._messages, table, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
 
 
 def estimated_size(table) -> str:
@@ -140,6 +163,7 @@ def estimated_size(table) -> str:
 
 
 # ----------------------------------------------------------------------------- Download
+
 
 class Download(_Step):
     """Fetch a product table's files with the download manager; state lives in its manifest.
@@ -171,11 +195,15 @@ class Download(_Step):
         if not self.dest:
             raise LatentskyError("dest: choose a destination folder")
         items = []
-        names = sorted(set(str(a) for a in self.products["archive"])) if "archive" in self.products.colnames \
-            else ["eso"]
+        names = (
+            sorted(set(str(a) for a in self.products["archive"])) if "archive" in self.products.colnames else ["eso"]
+        )
         for name in names:
-            sub = self.products[self.products["archive"] == name] if "archive" in self.products.colnames \
+            sub = (
+                self.products[self.products["archive"] == name]
+                if "archive" in self.products.colnames
                 else self.products
+            )
             items += get_archive(name).plan(sub, Path(self.dest) / name)
         return items
 
@@ -256,19 +284,31 @@ class Download(_Step):
 
     def __panel__(self):
         self.refresh()
-        table = pn.widgets.Tabulator(self.param.states, pagination="remote", page_size=15, disabled=True,
-                                     sizing_mode="stretch_width")
+        table = pn.widgets.Tabulator(
+            self.param.states, pagination="remote", page_size=15, disabled=True, sizing_mode="stretch_width"
+        )
         buttons = pn.Row(
-            pn.widgets.Button(label="Start", color="primary", css_classes=["download-start"],
-                              on_click=lambda e: self.in_background(self.start)),
+            pn.widgets.Button(
+                label="Start",
+                color="primary",
+                css_classes=["download-start"],
+                on_click=lambda e: self.in_background(self.start),
+            ),
             pn.widgets.Button(label="Pause", css_classes=["download-pause"], on_click=lambda e: self.pause()),
-            pn.widgets.Button(label="Resume", css_classes=["download-resume"],
-                              on_click=lambda e: self.in_background(self.resume)),
-            pn.widgets.Button(label="Retry failed", color="warning",
-                              on_click=lambda e: self.in_background(self.retry_failed)),
+            pn.widgets.Button(
+                label="Resume", css_classes=["download-resume"], on_click=lambda e: self.in_background(self.resume)
+            ),
+            pn.widgets.Button(
+                label="Retry failed", color="warning", on_click=lambda e: self.in_background(self.retry_failed)
+            ),
             pn.widgets.Button(label="Refresh", on_click=lambda e: self.refresh()),
         )
-        return pn.Column(pn.widgets.TextInput.from_param(self.param.dest, label="Destination folder"), buttons,
-                         self.progress, self._messages, pn.pane.Markdown(param.bind(self._counts_text, self.param.counts),
-                                          css_classes=["download-counts"]), table,
-                         sizing_mode="stretch_width")
+        return pn.Column(
+            pn.widgets.TextInput.from_param(self.param.dest, label="Destination folder"),
+            buttons,
+            self.progress,
+            self._messages,
+            pn.pane.Markdown(param.bind(self._counts_text, self.param.counts), css_classes=["download-counts"]),
+            table,
+            sizing_mode="stretch_width",
+        )

@@ -20,12 +20,13 @@ from latentsky.pipeline_defaults import (
     train_defaults,
 )
 from latentsky.progress import ProgressEvent
+from latentsky.ui.step_base import Cancelled, _Step, form
 
 log = logging.getLogger(__name__)
 
-from latentsky.ui.step_base import Cancelled, _Step, form
 
 # ----------------------------------------------------------------------------- Embed
+
 
 class Embed(_Step):
     """Ingest downloaded FITS files into a spectrum store and embed it with the echo-state network."""
@@ -35,16 +36,19 @@ class Embed(_Step):
     embeddings = param.String(default="", doc="Embeddings folder to write (default: OUT.embeddings)")
     # the defaults are the estimator's (EMBED_DEFAULTS), so the Train step can reuse what this wrote
     n_units = param.Integer(default=EMBED_DEFAULTS["n_units"], bounds=(4, 2000), doc="Reservoir units")
-    cycle_weight = param.Number(default=EMBED_DEFAULTS["cycle_weight"], bounds=(0.01, 0.99),
-                                doc="Reservoir cycle weight (spectral radius)")
+    cycle_weight = param.Number(
+        default=EMBED_DEFAULTS["cycle_weight"], bounds=(0.01, 0.99), doc="Reservoir cycle weight (spectral radius)"
+    )
     leak_rate = param.Number(default=EMBED_DEFAULTS["leak_rate"], bounds=(0.01, 1.0), doc="Leak rate")
     input_scaling = param.Number(default=EMBED_DEFAULTS["input_scaling"], bounds=(0.01, 10.0), doc="Input scaling")
-    ridge = param.Number(default=EMBED_DEFAULTS["ridge"], bounds=(1e-10, 1e3),
-                         doc="Ridge regularisation of the readouts")
+    ridge = param.Number(
+        default=EMBED_DEFAULTS["ridge"], bounds=(1e-10, 1e3), doc="Ridge regularisation of the readouts"
+    )
     store = param.String(default="", doc="The store written by the last run")
 
     def run(self):
         """Ingest then embed (in the calling thread); cancel stops at the next progress event."""
+
         def work():
             from latentsky.embed.runner import embed_store
             from latentsky.ingest import ingest
@@ -60,10 +64,19 @@ class Embed(_Step):
             res = ingest([self.source], self.out, progress=self._callback)
             self.store = str(res.store)
             emb = self.embeddings_path()
-            embed_store(res.store, emb, progress=self._callback, reservoir=EMBED_DEFAULTS["reservoir"],
-                        n_units=self.n_units, cycle_weight=self.cycle_weight, leak_rate=self.leak_rate,
-                        input_scaling=self.input_scaling, ridge=self.ridge)
+            embed_store(
+                res.store,
+                emb,
+                progress=self._callback,
+                reservoir=EMBED_DEFAULTS["reservoir"],
+                n_units=self.n_units,
+                cycle_weight=self.cycle_weight,
+                leak_rate=self.leak_rate,
+                input_scaling=self.input_scaling,
+                ridge=self.ridge,
+            )
             self.info = f"store {self.store}, embeddings {emb}"
+
         return self._guarded(work)
 
     def embeddings_path(self) -> str:
@@ -71,13 +84,23 @@ class Embed(_Step):
         return self.embeddings or f"{self.out}.embeddings"
 
     def __panel__(self):
-        fields = form(self, ["source", "out", "n_units", "cycle_weight", "leak_rate", "input_scaling", "ridge"],
-                      "embed")
-        buttons = pn.Row(pn.widgets.Button(label="Ingest + embed", color="primary", css_classes=["embed-run"],
-                                           on_click=lambda e: self.in_background(self.run)),
-                         pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()))
-        return pn.Row(pn.Column(fields, buttons), pn.Column(self.progress, self._messages,
-                                                            sizing_mode="stretch_width"), sizing_mode="stretch_width")
+        fields = form(
+            self, ["source", "out", "n_units", "cycle_weight", "leak_rate", "input_scaling", "ridge"], "embed"
+        )
+        buttons = pn.Row(
+            pn.widgets.Button(
+                label="Ingest + embed",
+                color="primary",
+                css_classes=["embed-run"],
+                on_click=lambda e: self.in_background(self.run),
+            ),
+            pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()),
+        )
+        return pn.Row(
+            pn.Column(fields, buttons),
+            pn.Column(self.progress, self._messages, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
 
 
 # ----------------------------------------------------------------------------- Train
@@ -102,27 +125,47 @@ class Train(_Step):
     store = param.String(default="", doc="Spectrum store to map")
     out = param.String(default="", doc="Results folder (latent.parquet...)")
     method = param.Selector(default="autoencoder", objects=["autoencoder", "pca"], doc="How the map is made")
-    map = param.Selector(default=_TRAIN["map"], objects=list(MAP_KINDS),
-                         doc="Kind of map: " + "; ".join(f"{k}: {MAP_NAMES[k]}" for k in MAP_KINDS))
-    optimizer = param.Selector(default=_TRAIN["optimizer"], objects=["auto", "lbfgs", "adam"],
-                               doc="Full-batch L-BFGS or minibatch Adam (auto: L-BFGS when the data fit in memory)")
-    max_iter = param.Integer(default=_TRAIN["max_iter"], bounds=(1, 100000),
-                             doc="L-BFGS: most iterations per restart (stops earlier when the loss stalls)")
-    restarts = param.Integer(default=_TRAIN["restarts"], bounds=(1, 100),
-                             doc="Random starts of an end-to-end map; the lowest training loss is kept")
-    epochs = param.Integer(default=_TRAIN["epochs"], bounds=(1, 10000),
-                           doc="Adam: most training epochs (stops early when the loss stalls; on a big store it "
-                               f"trains fewer, at most {TRAIN_VISITS:,} spectra x epochs per phase and at least "
-                               f"{MIN_EPOCHS} epochs)")
+    map = param.Selector(
+        default=_TRAIN["map"],
+        objects=list(MAP_KINDS),
+        doc="Kind of map: " + "; ".join(f"{k}: {MAP_NAMES[k]}" for k in MAP_KINDS),
+    )
+    optimizer = param.Selector(
+        default=_TRAIN["optimizer"],
+        objects=["auto", "lbfgs", "adam"],
+        doc="Full-batch L-BFGS or minibatch Adam (auto: L-BFGS when the data fit in memory)",
+    )
+    max_iter = param.Integer(
+        default=_TRAIN["max_iter"],
+        bounds=(1, 100000),
+        doc="L-BFGS: most iterations per restart (stops earlier when the loss stalls)",
+    )
+    restarts = param.Integer(
+        default=_TRAIN["restarts"],
+        bounds=(1, 100),
+        doc="Random starts of an end-to-end map; the lowest training loss is kept",
+    )
+    epochs = param.Integer(
+        default=_TRAIN["epochs"],
+        bounds=(1, 10000),
+        doc="Adam: most training epochs (stops early when the loss stalls; on a big store it "
+        f"trains fewer, at most {TRAIN_VISITS:,} spectra x epochs per phase and at least "
+        f"{MIN_EPOCHS} epochs)",
+    )
     learning_rate = param.Number(default=_TRAIN["learning_rate"], bounds=(1e-5, 1.0), doc="Adam learning rate")
-    hidden = param.Integer(default=_TRAIN["hidden"][0], bounds=(2, 2048),
-                           doc="Units of the encoder's and decoder's hidden layer")
-    patience = param.Integer(default=_TRAIN["patience"], bounds=(1, 10000),
-                             doc="Adam: epochs without improvement before stopping")
+    hidden = param.Integer(
+        default=_TRAIN["hidden"][0], bounds=(2, 2048), doc="Units of the encoder's and decoder's hidden layer"
+    )
+    patience = param.Integer(
+        default=_TRAIN["patience"], bounds=(1, 10000), doc="Adam: epochs without improvement before stopping"
+    )
     batch_size = param.Integer(default=_TRAIN["batch_size"], bounds=(1, 65536), doc="Adam: spectra per training batch")
     embed = param.Dict(default={}, doc="Stage-1 settings (the Embed step's; empty: the pipeline's defaults)")
-    embeddings = param.String(default="", doc="Embeddings written by the Embed step, reused when they exist and "
-                                              "were made from this store with these settings (empty: none)")
+    embeddings = param.String(
+        default="",
+        doc="Embeddings written by the Embed step, reused when they exist and "
+        "were made from this store with these settings (empty: none)",
+    )
     losses = param.DataFrame(default=pd.DataFrame(), doc="One row per finished step: epoch, loss, val_loss...")
     results = param.ClassSelector(class_=object, default=None, doc="The LatentData made by the last run")
     log_lines = param.List(default=[], doc="Output of the pipeline command")
@@ -134,6 +177,7 @@ class Train(_Step):
 
     def run(self):
         """Make the map (in the calling thread); sets :attr:`results`."""
+
         def work():
             from latentsky.pipeline import PIPELINE_KIND
             from latentsky.store.output import check_output, output_folder
@@ -154,13 +198,22 @@ class Train(_Step):
                 data.preload()
             self.info = f"{len(data.table)} spectra mapped ({self.method}) into {out}"
             self.results = data
+
         return self._guarded(work)
 
     def train_params(self) -> dict:
         """The autoencoder's parameters (overrides of the pipeline's defaults) for the current widgets."""
-        return {"map": self.map, "optimizer": self.optimizer, "max_iter": self.max_iter, "restarts": self.restarts,
-                "epochs": self.epochs, "learning_rate": self.learning_rate, "hidden": [self.hidden],
-                "patience": self.patience, "batch_size": self.batch_size}
+        return {
+            "map": self.map,
+            "optimizer": self.optimizer,
+            "max_iter": self.max_iter,
+            "restarts": self.restarts,
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "hidden": [self.hidden],
+            "patience": self.patience,
+            "batch_size": self.batch_size,
+        }
 
     def on_event(self, event: ProgressEvent) -> None:
         """One progress event of the run: to the progress bar, and a training epoch's losses to :attr:`losses`."""
@@ -238,12 +291,37 @@ class Train(_Step):
             self._loss_pipe.send(self.losses)
 
     def __panel__(self):
-        fields = form(self, ["store", "out", "method", "map", "optimizer", "max_iter", "restarts", "epochs",
-                             "learning_rate", "hidden", "patience", "batch_size"], "train")
-        buttons = pn.Row(pn.widgets.Button(label="Train", color="primary", css_classes=["train-run"],
-                                           on_click=lambda e: self.in_background(self.run)),
-                         pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()))
+        fields = form(
+            self,
+            [
+                "store",
+                "out",
+                "method",
+                "map",
+                "optimizer",
+                "max_iter",
+                "restarts",
+                "epochs",
+                "learning_rate",
+                "hidden",
+                "patience",
+                "batch_size",
+            ],
+            "train",
+        )
+        buttons = pn.Row(
+            pn.widgets.Button(
+                label="Train",
+                color="primary",
+                css_classes=["train-run"],
+                on_click=lambda e: self.in_background(self.run),
+            ),
+            pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()),
+        )
         log_pane = pn.pane.Str(param.bind(lambda lines: "\n".join(lines[-12:]), self.param.log_lines))
         losses = pn.pane.HoloViews(self.loss_plot(), css_classes=["train-losses"])
-        return pn.Row(pn.Column(fields, buttons), pn.Column(self.progress, self._messages, losses, log_pane,
-                                                          sizing_mode="stretch_width"), sizing_mode="stretch_width")
+        return pn.Row(
+            pn.Column(fields, buttons),
+            pn.Column(self.progress, self._messages, losses, log_pane, sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )

@@ -14,12 +14,21 @@ The steps live in :mod:`.step_base` (what they share), :mod:`.step_fetch`
 
 from latentsky.ui.step_base import Cancelled, ProgressView, form
 from latentsky.ui.step_fetch import (
-           Download,
-           Query,
-           estimated_size,
-           read_coordinate_table,
+    Download,
+    Query,
+    estimated_size,
+    read_coordinate_table,
 )
 from latentsky.ui.step_model import Embed, Train
 
-__all__ = ["Cancelled", "Download", "Embed", "ProgressView", "Query", "Train", "estimated_size", "form",
-           "read_coordinate_table"]
+__all__ = [
+    "Cancelled",
+    "Download",
+    "Embed",
+    "ProgressView",
+    "Query",
+    "Train",
+    "estimated_size",
+    "form",
+    "read_coordinate_table",
+]

@@ -35,7 +35,7 @@ def decode_event(line: str):
 
     if not line.startswith(EVENT_PREFIX):
         return None
-    fields = json.loads(line[len(EVENT_PREFIX):])
+    fields = json.loads(line[len(EVENT_PREFIX) :])
     if "logs" in fields:
         from latentsky.autoencoder.estimator import TrainingEvent
 
@@ -55,8 +55,16 @@ def main(argv=None) -> int:
     def emit(event):
         sys.stdout.write(encode_event(event) + "\n")
         sys.stdout.flush()
-    run_pipeline(store, out, embed=params.get("embed"), train=params.get("train"),
-                 embeddings=params.get("embeddings"), seed=int(params.get("seed", 0)), progress=emit)
+
+    run_pipeline(
+        store,
+        out,
+        embed=params.get("embed"),
+        train=params.get("train"),
+        embeddings=params.get("embeddings"),
+        seed=int(params.get("seed", 0)),
+        progress=emit,
+    )
     return 0
 
 

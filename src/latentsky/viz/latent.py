@@ -25,7 +25,6 @@ Examples
 >>> m = latent_map(table, color_by="snr")
 """
 
-
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +35,20 @@ import pandas as pd
 from latentsky.viz.pick import PixelIndex, nearest_point, points_in_box, points_in_polygon  # noqa: F401
 from latentsky.viz.plots import bokeh_backend, cutout_plot, empty_spectrum_plot, loss_curve, spectrum_plot  # noqa: F401
 from latentsky.viz.table import (  # noqa: F401
-    CATEGORY_COLORS, COORDS, INDEX_COLUMN, LOD_TIMEOUT_MS, MAX_CATEGORIES, colour_columns, column_bounds, column_kind,
-    hover_columns, is_dask, n_rows, prepare_table, take_rows)
+    CATEGORY_COLORS,
+    COORDS,
+    INDEX_COLUMN,
+    LOD_TIMEOUT_MS,
+    MAX_CATEGORIES,
+    colour_columns,
+    column_bounds,
+    column_kind,
+    hover_columns,
+    is_dask,
+    n_rows,
+    prepare_table,
+    take_rows,
+)
 
 
 def aggregator_for(table: pd.DataFrame, color_by: str):
@@ -68,9 +79,21 @@ def code_column(col: str) -> str:
     return f"{col} (code)"
 
 
-def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, width: int = 700,
-               height: int = 600, hover: bool = True, cmap: str = "viridis", spread: int = 3,
-               x_range=None, y_range=None, title: str = "", prepared: bool = False):
+def latent_map(
+    table: pd.DataFrame,
+    *,
+    color_by: str = "count",
+    coords=COORDS,
+    width: int = 700,
+    height: int = 600,
+    hover: bool = True,
+    cmap: str = "viridis",
+    spread: int = 3,
+    x_range=None,
+    y_range=None,
+    title: str = "",
+    prepared: bool = False,
+):
     """A Datashader-aggregated, server-coloured, dynamically spread latent map.
 
     Parameters
@@ -112,6 +135,7 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
 
     hv = bokeh_backend()
     from latentsky.viz.frames import MapFrame  # registers its Bokeh plot
+
     data = table if prepared else prepare_table(table, coords=coords)
     agg = aggregator_for(data, color_by)
     cols = []
@@ -126,17 +150,28 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
     # (see latentsky.viz.raster); a column's mean or maximum and Dask tables: by Datashader
     counted = None
     if not is_dask(data) and (color_by in ("count", None, "") or is_stack):
-        counted = (frame_table[coords[0]].to_numpy(), frame_table[coords[1]].to_numpy(),
-                   data[color_by].cat.codes.to_numpy() if is_stack else None,
-                   len(data[color_by].cat.categories) if is_stack else 1)
+        counted = (
+            frame_table[coords[0]].to_numpy(),
+            frame_table[coords[1]].to_numpy(),
+            data[color_by].cat.codes.to_numpy() if is_stack else None,
+            len(data[color_by].cat.categories) if is_stack else 1,
+        )
     density = color_by in ("count", None, "")
-    opts = dict(width=width, height=height, tools=["tap", "box_select", "lasso_select"] + (["hover"] if hover else []),
-                active_tools=["wheel_zoom"], title=title, xlabel=coords[0], ylabel=coords[1], framewise=False,
-                lod={"timeout": LOD_TIMEOUT_MS})
+    opts = dict(
+        width=width,
+        height=height,
+        tools=["tap", "box_select", "lasso_select"] + (["hover"] if hover else []),
+        active_tools=["wheel_zoom"],
+        title=title,
+        xlabel=coords[0],
+        ylabel=coords[1],
+        framewise=False,
+        lod={"timeout": LOD_TIMEOUT_MS},
+    )
     if hover:  # the pixel's colour means nothing to read; the spectrum's metadata come from PixelIndex
         opts.update(hover_tooltips=[(coords[0], "$x"), (coords[1], "$y")])
     if is_stack:
-        colours = CATEGORY_COLORS[:len(data[color_by].cat.categories)]
+        colours = CATEGORY_COLORS[: len(data[color_by].cat.categories)]
     else:
         palette = process_cmap(cmap, 256)
         lut = lookup_table(palette, min_alpha=40 if density else 255)
@@ -168,10 +203,12 @@ def latent_map(table: pd.DataFrame, *, color_by: str = "count", coords=COORDS, w
         rgba = tf.dynspread(image, threshold=0.5, max_px=spread).values.view(np.uint8).reshape(rgba.shape)
         # top row first, as a NumPy-backed RGB expects (HoloViews validates an xarray one's grid again)
         return MapFrame(rgba[::-1], kdims=list(coords), bounds=(x0, y0, x1, y1)).opts(
-            backend="bokeh", clone=False, **opts)
+            backend="bokeh", clone=False, **opts
+        )
 
-    rng = hv.streams.RangeXY(x_range=None if x_range is None else tuple(x_range),
-                             y_range=None if y_range is None else tuple(y_range))
+    rng = hv.streams.RangeXY(
+        x_range=None if x_range is None else tuple(x_range), y_range=None if y_range is None else tuple(y_range)
+    )
     return hv.DynamicMap(frame, streams=[rng])
 
 
@@ -188,6 +225,7 @@ def _colour_bar_hook(palette, view: dict, label: str):
     The image is coloured on the server, so its colour mapper serves the bar alone: moving its
     ``low``/``high`` at each zoom redraws the bar, not the image.
     """
+
     def hook(plot, element):
         from bokeh.models import ColorBar, LinearColorMapper
 
@@ -214,7 +252,6 @@ def category_legend(table: pd.DataFrame, color_by: str) -> list[tuple[str, str]]
     return [(str(c), CATEGORY_COLORS[i]) for i, c in enumerate(cats)]
 
 
-
 def warm_up() -> float:
     """Compile Datashader's aggregations once (numba), so the first map a user sees does not pause.
 
@@ -228,10 +265,19 @@ def warm_up() -> float:
     n = 64
     for coord in ("f8", "f4"):  # numba compiles per coordinate type; big tables keep float32 ones
         xy = np.linspace(0, 1, n).astype(coord)
-        df = prepare_table(pd.DataFrame({"x": xy, "y": xy, "v": np.linspace(0, 1, n), "f": xy.astype("f4"),
-                                         "i": np.arange(n, dtype="i4"), "c": pd.Categorical(["a", "b"] * (n // 2))}))
+        df = prepare_table(
+            pd.DataFrame(
+                {
+                    "x": xy,
+                    "y": xy,
+                    "v": np.linspace(0, 1, n),
+                    "f": xy.astype("f4"),
+                    "i": np.arange(n, dtype="i4"),
+                    "c": pd.Categorical(["a", "b"] * (n // 2)),
+                }
+            )
+        )
         for colour in ("count", "v", "f", "i", "c"):
             latent_map(df, color_by=colour, width=32, height=32, prepared=True)[()]
         PixelIndex(df, 32, 32).lookup(0.5, 0.5, (0, 1), (0, 1))
     return time.perf_counter() - t0
-

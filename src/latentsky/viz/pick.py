@@ -55,14 +55,13 @@ class PixelIndex:
         j = min(self.height - 1, int((y - y0) / (y1 - y0) * self.height))
         if idx[j, i] >= 0:
             return int(idx[j, i])
-        win = idx[max(0, j - radius): j + radius + 1, max(0, i - radius): i + radius + 1]
+        win = idx[max(0, j - radius) : j + radius + 1, max(0, i - radius) : i + radius + 1]
         hits = np.argwhere(win >= 0)
         if len(hits) == 0:
             return None
         centre = np.array([min(j, radius), min(i, radius)])
         jj, ii = hits[np.argmin(((hits - centre) ** 2).sum(axis=1))]
         return int(win[jj, ii])
-
 
 
 def points_in_box(table: pd.DataFrame, bounds, *, coords=COORDS) -> np.ndarray:
@@ -105,8 +104,16 @@ def points_in_polygon(table: pd.DataFrame, xs, ys, *, coords=COORDS) -> np.ndarr
     return cand[inside]
 
 
-def nearest_point(table: pd.DataFrame, x: float, y: float, *, coords=COORDS, x_scale: float = 1.0,
-                  y_scale: float = 1.0, max_distance: float | None = None) -> int | None:
+def nearest_point(
+    table: pd.DataFrame,
+    x: float,
+    y: float,
+    *,
+    coords=COORDS,
+    x_scale: float = 1.0,
+    y_scale: float = 1.0,
+    max_distance: float | None = None,
+) -> int | None:
     """Position of the row nearest to ``(x, y)``, or None.
 
     Distances are measured in units of ``x_scale``/``y_scale`` (e.g. the size
@@ -121,7 +128,7 @@ def nearest_point(table: pd.DataFrame, x: float, y: float, *, coords=COORDS, x_s
     dy = (table[coords[1]].to_numpy() - y) / y_scale
     d2 = dx * dx + dy * dy
     i = int(np.nanargmin(d2))
-    if max_distance is not None and d2[i] > max_distance ** 2:
+    if max_distance is not None and d2[i] > max_distance**2:
         return None
     return i
 

@@ -17,9 +17,17 @@ def bokeh_backend():
     return hv
 
 
-
-def spectrum_plot(wave, flux, *, weight=None, model=None, title: str = "", width: int = 700, height: int = 300,
-                  model_label: str = "reconstruction"):
+def spectrum_plot(
+    wave,
+    flux,
+    *,
+    weight=None,
+    model=None,
+    title: str = "",
+    width: int = 700,
+    height: int = 300,
+    model_label: str = "reconstruction",
+):
     """One spectrum as a HoloViews overlay, with its reconstruction drawn over it.
 
     Parameters
@@ -44,24 +52,43 @@ def spectrum_plot(wave, flux, *, weight=None, model=None, title: str = "", width
     flux = np.asarray(flux, dtype=float).copy()
     if weight is not None:
         flux[np.asarray(weight) <= 0] = np.nan
-    curves = [hv.Curve((wave, flux), "wavelength", "flux", label="spectrum")
-              .opts(color="#1f77b4", line_width=1, backend="bokeh")]
+    curves = [
+        hv.Curve((wave, flux), "wavelength", "flux", label="spectrum").opts(
+            color="#1f77b4", line_width=1, backend="bokeh"
+        )
+    ]
     if model is not None:
         m = np.asarray(model, dtype=float)
-        curves.append(hv.Curve((wave, m), "wavelength", "flux", label=model_label)
-                      .opts(color="#d62728", line_width=1, alpha=0.8, backend="bokeh"))
-    return hv.Overlay(curves).opts(backend="bokeh", width=width, height=height, title=title,
-                                   xlabel="wavelength (Angstrom)",
-                                   ylabel="normalised flux", legend_position="top_right", show_grid=True)
+        curves.append(
+            hv.Curve((wave, m), "wavelength", "flux", label=model_label).opts(
+                color="#d62728", line_width=1, alpha=0.8, backend="bokeh"
+            )
+        )
+    return hv.Overlay(curves).opts(
+        backend="bokeh",
+        width=width,
+        height=height,
+        title=title,
+        xlabel="wavelength (Angstrom)",
+        ylabel="normalised flux",
+        legend_position="top_right",
+        show_grid=True,
+    )
 
 
-def empty_spectrum_plot(message: str = "Tap a point on the map to see its spectrum", *, width: int = 700,
-                        height: int = 300):
+def empty_spectrum_plot(
+    message: str = "Tap a point on the map to see its spectrum", *, width: int = 700, height: int = 300
+):
     """A placeholder for the spectrum panel before the first tap."""
     hv = bokeh_backend()
     return hv.Overlay([hv.Curve([], "wavelength", "flux")]).opts(
-        backend="bokeh", width=width, height=height, title=message, xlabel="wavelength (Angstrom)",
-        ylabel="normalised flux")
+        backend="bokeh",
+        width=width,
+        height=height,
+        title=message,
+        xlabel="wavelength (Angstrom)",
+        ylabel="normalised flux",
+    )
 
 
 def cutout_plot(cutouts, *, size: int = 150):
@@ -90,10 +117,21 @@ def cutout_plot(cutouts, *, size: int = 150):
         half_w, half_h = w * c.pixel_scale / 2, h * c.pixel_scale / 2
         finite = img[np.isfinite(img)]
         lo, hi = np.percentile(finite, [1, 99.5]) if finite.size else (0.0, 1.0)
-        panels.append(hv.Image(img, bounds=(-half_w, -half_h, half_w, half_h), kdims=["x (arcsec)", "y (arcsec)"],
-                               vdims=[c.band]).opts(
-            backend="bokeh", cmap="gray", clim=(float(lo), float(hi) if hi > lo else float(lo) + 1), width=size,
-            height=size, title=f"{c.band} ({2 * half_w:.0f}\")", xaxis=None, yaxis=None, toolbar=None))
+        panels.append(
+            hv.Image(
+                img, bounds=(-half_w, -half_h, half_w, half_h), kdims=["x (arcsec)", "y (arcsec)"], vdims=[c.band]
+            ).opts(
+                backend="bokeh",
+                cmap="gray",
+                clim=(float(lo), float(hi) if hi > lo else float(lo) + 1),
+                width=size,
+                height=size,
+                title=f'{c.band} ({2 * half_w:.0f}")',
+                xaxis=None,
+                yaxis=None,
+                toolbar=None,
+            )
+        )
     return hv.Layout(panels).cols(1).opts(backend="bokeh", shared_axes=False)
 
 
@@ -113,14 +151,28 @@ def loss_curve(losses: pd.DataFrame, *, width: int = 600, height: int = 260):
     """
     hv = bokeh_backend()
     names = [c for c in ("loss", "val_loss") if c in losses.columns] if not losses.empty else []
-    opts = dict(backend="bokeh", width=width, height=height, logy=True, show_grid=True, xlabel="epoch",
-                ylabel="loss", legend_position="top_right", framewise=True)
+    opts = dict(
+        backend="bokeh",
+        width=width,
+        height=height,
+        logy=True,
+        show_grid=True,
+        xlabel="epoch",
+        ylabel="loss",
+        legend_position="top_right",
+        framewise=True,
+    )
     if not names:
         # one NaN point, no explicit limits: the axes then follow the data of later frames (framewise)
         empty = {"loss": hv.Curve((np.array([np.nan]), np.array([np.nan])), "epoch", "loss")}
         return hv.NdOverlay(empty, kdims="series").opts(title="loss (waiting for the first epoch)", **opts)
-    curves = {c: hv.Curve((losses["epoch"].to_numpy(), losses[c].to_numpy()), "epoch", "loss")
-              .opts(backend="bokeh", line_width=2, framewise=True) for c in names}
+    curves = {
+        c: hv.Curve((losses["epoch"].to_numpy(), losses[c].to_numpy()), "epoch", "loss").opts(
+            backend="bokeh", line_width=2, framewise=True
+        )
+        for c in names
+    }
     last = losses.iloc[-1]
-    return hv.NdOverlay(curves, kdims="series").opts(title=f"epoch {int(last['epoch'])}: loss {last['loss']:.4g}",
-                                                     **opts)
+    return hv.NdOverlay(curves, kdims="series").opts(
+        title=f"epoch {int(last['epoch'])}: loss {last['loss']:.4g}", **opts
+    )

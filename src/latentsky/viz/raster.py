@@ -83,8 +83,9 @@ def scale_and_translate(lo: float, hi: float, n: int) -> tuple[float, float]:
     return s, -lo * s
 
 
-def count_points(xs, ys, x_range, y_range, width: int, height: int, codes=None, n_categories: int = 1,
-                 *, threads: int | None = None) -> np.ndarray:
+def count_points(
+    xs, ys, x_range, y_range, width: int, height: int, codes=None, n_categories: int = 1, *, threads: int | None = None
+) -> np.ndarray:
     """Points per pixel, or per pixel and category: what ``Canvas.points(..., count())`` (or
     ``by(column, count())``) gives, rows from the bottom (y_range[0]) up.
 

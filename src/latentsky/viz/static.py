@@ -38,6 +38,7 @@ def plot_store_overview(store: SpectrumStore, out: Path, *, max_per_group: int =
         flux[ascending] = store.flux.oindex[rows[ascending], :]
         weight[ascending] = store.weight.oindex[rows[ascending], :]
         return np.where(weight > 0, flux, np.nan)
+
     # a Figure of its own, not pyplot: the caller's backend (a notebook's inline plots) stays as it is
     fig = Figure(figsize=(11, 8))
     ax_lines, ax_image = fig.subplots(2, 1, height_ratios=[1.1, 1])
@@ -45,8 +46,9 @@ def plot_store_overview(store: SpectrumStore, out: Path, *, max_per_group: int =
     offset = 0.0
     for colour, (cls, rows) in enumerate(cat.groupby("spec_class", sort=True)):
         for k, y in enumerate(read(rows.index[:max_per_group])):
-            ax_lines.semilogx(wave, y + offset, lw=0.5, color=f"C{colour}",
-                              label=f"{cls} ({len(rows)})" if k == 0 else None)
+            ax_lines.semilogx(
+                wave, y + offset, lw=0.5, color=f"C{colour}", label=f"{cls} ({len(rows)})" if k == 0 else None
+            )
             offset += 1.5
     ax_lines.set_xticks(ticks, [str(t) for t in ticks])
     ax_lines.set_xlabel("vacuum wavelength [Angstrom]")
@@ -56,8 +58,15 @@ def plot_store_overview(store: SpectrumStore, out: Path, *, max_per_group: int =
     image = read(order)
     lo, hi = np.nanpercentile(image, [2, 98])
     # the grid is uniform in log(lambda): place the image on a log axis and label it in Angstrom
-    ax_image.imshow(image, aspect="auto", interpolation="nearest", vmin=lo, vmax=hi, cmap="viridis",
-                    extent=[np.log10(wave[0]), np.log10(wave[-1]), len(order), 0])
+    ax_image.imshow(
+        image,
+        aspect="auto",
+        interpolation="nearest",
+        vmin=lo,
+        vmax=hi,
+        cmap="viridis",
+        extent=[np.log10(wave[0]), np.log10(wave[-1]), len(order), 0],
+    )
     ax_image.set_xticks(np.log10(ticks), [str(t) for t in ticks])
     ax_image.set_xlabel("vacuum wavelength [Angstrom]")
     ax_image.set_ylabel("spectrum (sorted by class, object, date)")

@@ -21,9 +21,28 @@ MAX_CATEGORIES = 20
 """Categorical columns with more distinct values than this are coloured by their codes
 (one continuous colour map) instead of one colour per category."""
 
-CATEGORY_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                   "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
-                   "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"]
+CATEGORY_COLORS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
+]
 
 
 def colour_columns(table: pd.DataFrame, *, coords=COORDS) -> list[str]:
@@ -104,8 +123,7 @@ def column_kind(series: pd.Series) -> str:
         # prepare_table made the text columns worth colouring categorical (with known categories)
         known = isinstance(series.dtype, pd.CategoricalDtype) and series.cat.known
         return "category" if known and len(series.cat.categories) > 1 else "other"
-    if isinstance(series.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(series) \
-            or series.dtype == object:
+    if isinstance(series.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(series) or series.dtype == object:
         n = len(series)
         # a column that names (almost) every row apart (ids, paths, hashes) colours nothing
         sample = series.iloc[: min(n, 100_000)]
@@ -136,8 +154,11 @@ def prepare_table(table: pd.DataFrame, *, coords=COORDS) -> pd.DataFrame:
     out = table.copy(deep=False)
     for col in out.columns:
         s = out[col]
-        if not pd.api.types.is_numeric_dtype(s) and not isinstance(s.dtype, pd.CategoricalDtype) \
-                and not pd.api.types.is_bool_dtype(s):
+        if (
+            not pd.api.types.is_numeric_dtype(s)
+            and not isinstance(s.dtype, pd.CategoricalDtype)
+            and not pd.api.types.is_bool_dtype(s)
+        ):
             out[col] = s.astype("category")
         elif pd.api.types.is_bool_dtype(s):
             out[col] = s.astype(str).astype("category")
@@ -173,8 +194,14 @@ def _prepare_dask(table, coords):
     if INDEX_COLUMN in table.columns and table.known_divisions:
         return table
     head = table.partitions[0].compute()
-    text = [c for c in table.columns if c not in coords and not pd.api.types.is_numeric_dtype(table[c].dtype)
-            and not isinstance(table[c].dtype, pd.CategoricalDtype) and not pd.api.types.is_bool_dtype(table[c].dtype)]
+    text = [
+        c
+        for c in table.columns
+        if c not in coords
+        and not pd.api.types.is_numeric_dtype(table[c].dtype)
+        and not isinstance(table[c].dtype, pd.CategoricalDtype)
+        and not pd.api.types.is_bool_dtype(table[c].dtype)
+    ]
     few = [c for c in text if head[c].nunique() <= max(MAX_CATEGORIES, 0.95 * len(head))]
     # categoricals read from Parquet do not know their categories until a pass has seen them
     unknown = [c for c in table.columns if isinstance(table[c].dtype, pd.CategoricalDtype) and not table[c].cat.known]
@@ -198,16 +225,33 @@ def _prepare_dask(table, coords):
     if not keep:
         return dd.from_pandas(meta, npartitions=1)
     divisions = tuple(int(starts[k]) for k in keep) + (int(starts[-1]) - 1,)
-    return dd.from_delayed([dask.delayed(with_index)(parts[k], int(starts[k])) for k in keep], meta=meta,
-                           divisions=divisions, verify_meta=False)
+    return dd.from_delayed(
+        [dask.delayed(with_index)(parts[k], int(starts[k])) for k in keep],
+        meta=meta,
+        divisions=divisions,
+        verify_meta=False,
+    )
 
 
 def hover_columns(table: pd.DataFrame, *, coords=COORDS, limit: int = 8) -> list[str]:
     """Columns worth showing in the hover: the catalog metadata a user recognises, in a fixed order."""
-    preferred = ["id", "object", "instrument", "spec_class", "cluster", "mjd", "snr", "anomaly", "redshift",
-                 "ra", "dec"]
+    preferred = [
+        "id",
+        "object",
+        "instrument",
+        "spec_class",
+        "cluster",
+        "mjd",
+        "snr",
+        "anomaly",
+        "redshift",
+        "ra",
+        "dec",
+    ]
     cols = [c for c in preferred if c in table.columns]
-    cols += [c for c in table.columns if c not in cols and c not in coords and c != INDEX_COLUMN
-             and c not in ("path", "sha256", "row", "format")]
+    cols += [
+        c
+        for c in table.columns
+        if c not in cols and c not in coords and c != INDEX_COLUMN and c not in ("path", "sha256", "row", "format")
+    ]
     return cols[:limit]
-

@@ -96,8 +96,12 @@ def test_ranges_of_any_length_get_an_answer(folder):
 def test_a_malformed_form_body_is_a_400(folder):
     with LocalServer(folder) as server:
         server.add_route("POST", "/form", lambda req: Response(b"ok"))
-        r = requests.post(server.base_url + "/form", data=b"no parts here",
-                          headers={"Content-Type": "multipart/form-data; boundary=xyz"}, timeout=5)
+        r = requests.post(
+            server.base_url + "/form",
+            data=b"no parts here",
+            headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+            timeout=5,
+        )
         assert r.status_code == 400 and "no parts" in r.text
 
 
@@ -124,8 +128,10 @@ def test_slow_handlers_do_not_hold_up_quick_ones(folder):
     with LocalServer(folder, limits=Limits(workers=2)) as server:
         server.add_route("GET", "/slow", slow)
         server.add_route("GET", "/quick", lambda req: Response(b"quick"), inline=True)
-        threads = [threading.Thread(target=requests.get, args=(server.base_url + "/slow",), kwargs={"timeout": 10})
-                   for _ in range(4)]
+        threads = [
+            threading.Thread(target=requests.get, args=(server.base_url + "/slow",), kwargs={"timeout": 10})
+            for _ in range(4)
+        ]
         for t in threads:
             t.start()
         time.sleep(0.3)

@@ -47,8 +47,9 @@ def test_sync_select_star_and_tap_schema(service, local):
     assert len(table) == 3 and table.colnames[:3] == ["dataproduct_type", "calib_level", "obs_collection"]
     assert result.fieldname_with_ucd("pos.eq.ra") == "s_ra"
     assert np.all(np.diff(table["t_min"]) >= 0)
-    cols = service.run_sync("SELECT column_name, datatype FROM TAP_SCHEMA.columns "
-                            "WHERE table_name = 'ivoa.ObsCore' AND std = 1").to_table()
+    cols = service.run_sync(
+        "SELECT column_name, datatype FROM TAP_SCHEMA.columns WHERE table_name = 'ivoa.ObsCore' AND std = 1"
+    ).to_table()
     assert "access_url" in list(cols["column_name"]) and len(cols) >= 30
     with pytest.raises(pyvo.dal.DALQueryError, match="unknown column 'nope'"):
         service.run_sync("SELECT nope FROM ivoa.ObsCore")
@@ -101,11 +102,14 @@ def test_clients_blocked_in_wait_hold_no_worker(service, local):
 
 def test_uploads_inline_and_by_url(service, local):
     obs = local.obscore_table()
-    targets = Table({"ra": [float(obs["s_ra"][0])], "dec": [float(obs["s_dec"][0])], "radius": [0.01],
-                     "target_index": [5]})
-    joined = service.run_sync("SELECT o.dp_id, t.target_index FROM ivoa.ObsCore AS o JOIN TAP_UPLOAD.targets AS t "
-                              "ON 1 = CONTAINS(POINT('ICRS', o.s_ra, o.s_dec), CIRCLE('ICRS', t.ra, t.dec, t.radius))",
-                              uploads={"targets": targets}).to_table()
+    targets = Table(
+        {"ra": [float(obs["s_ra"][0])], "dec": [float(obs["s_dec"][0])], "radius": [0.01], "target_index": [5]}
+    )
+    joined = service.run_sync(
+        "SELECT o.dp_id, t.target_index FROM ivoa.ObsCore AS o JOIN TAP_UPLOAD.targets AS t "
+        "ON 1 = CONTAINS(POINT('ICRS', o.s_ra, o.s_dec), CIRCLE('ICRS', t.ra, t.dec, t.radius))",
+        uploads={"targets": targets},
+    ).to_table()
     assert len(joined) >= 1 and set(joined["target_index"]) == {5}
     # a previous job's result, uploaded by URL (TAPRegExt upload-http)
     job = service.submit_job("SELECT TOP 4 dp_id, s_ra FROM ivoa.ObsCore")
@@ -120,12 +124,17 @@ def _sync(local, query: str, **kw):
     return requests.post(f"{local.base_url}/tap/sync", data={"QUERY": query, "LANG": "ADQL", **kw}, timeout=30)
 
 
-@pytest.mark.parametrize("query, message", [
-    ("SELECT s_ra FROM ivoa.ObsCore WHERE " + "(" * 2000 + "s_ra > 0" + ")" * 2000, "nested more than"),
-    ("SELECT s_ra FROM ivoa.ObsCore WHERE " + " OR ".join(f"dp_id = 'x{i:07d}'" for i in range(45_000)),
-     "characters long"),  # a 1 MB OR chain
-    ("SELECT s_ra FROM ivoa.ObsCore WHERE s_ra >", "ADQL error"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("SELECT s_ra FROM ivoa.ObsCore WHERE " + "(" * 2000 + "s_ra > 0" + ")" * 2000, "nested more than"),
+        (
+            "SELECT s_ra FROM ivoa.ObsCore WHERE " + " OR ".join(f"dp_id = 'x{i:07d}'" for i in range(45_000)),
+            "characters long",
+        ),  # a 1 MB OR chain
+        ("SELECT s_ra FROM ivoa.ObsCore WHERE s_ra >", "ADQL error"),
+    ],
+)
 def test_malformed_queries_get_a_400_error_document(local, query, message):
     r = _sync(local, query)
     assert r.status_code == 400 and 'value="ERROR"' in r.text and message in r.text
@@ -138,15 +147,21 @@ def test_like_patterns_never_backtrack(local):
 
 
 def test_skyserver_and_hips2fits_bad_parameters_are_400(local, image_archive):
-    sql = ("SELECT 0 AS idx, s.ra FROM SpecObj AS s JOIN dbo.fGetNearbySpecObjEq(150.0, 2.0, e) AS n "
-           "ON s.specObjID = n.specObjID")
-    r = requests.get(f"{local.base_url}/sdss/dr17/en/tools/search/x_results.aspx",
-                     params={"cmd": sql, "format": "csv", "searchtool": "SQL"}, timeout=10)
+    sql = (
+        "SELECT 0 AS idx, s.ra FROM SpecObj AS s JOIN dbo.fGetNearbySpecObjEq(150.0, 2.0, e) AS n "
+        "ON s.specObjID = n.specObjID"
+    )
+    r = requests.get(
+        f"{local.base_url}/sdss/dr17/en/tools/search/x_results.aspx",
+        params={"cmd": sql, "format": "csv", "searchtool": "SQL"},
+        timeout=10,
+    )
     assert r.status_code == 400 and "must be numbers" in r.text
     base = {"hips": "CDS/P/FIRST", "fov": "0.1", "ra": "162.5", "dec": "30.6", "projection": "TAN"}
     for width, height, text in ((-64, -64, "positive"), (2048, 2048, "limit of 1000000 pixels")):
-        r = requests.get(f"{image_archive.base_url}/hips2fits", params={**base, "width": width, "height": height},
-                         timeout=10)
+        r = requests.get(
+            f"{image_archive.base_url}/hips2fits", params={**base, "width": width, "height": height}, timeout=10
+        )
         assert r.status_code == 400 and text in r.json()["description"]
 
 
@@ -157,11 +172,21 @@ def test_taplint_finds_no_error(local):
     The LOC stage (ObsLocTAP, ``ivoa.obsplan``) is skipped: this service offers
     no observation-planning table, so that stage could only report its absence.
     """
-    out = subprocess.run([STILTS, "taplint", f"tapurl={local.base_url}/tap", "maxrepeat=3",
-                          "stages=TMV TME TMS TMC CPV CAP AVV QGE QPO QAS UWS MDQ OBS UPL EXA"],
-                         capture_output=True, text=True, timeout=240)
-    totals = re.search(r"Totals: Errors: (\d+); Warnings: (\d+); Infos: \d+; Summaries: \d+; Failures: (\d+)",
-                       out.stdout)
+    out = subprocess.run(
+        [
+            STILTS,
+            "taplint",
+            f"tapurl={local.base_url}/tap",
+            "maxrepeat=3",
+            "stages=TMV TME TMS TMC CPV CAP AVV QGE QPO QAS UWS MDQ OBS UPL EXA",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    totals = re.search(
+        r"Totals: Errors: (\d+); Warnings: (\d+); Infos: \d+; Summaries: \d+; Failures: (\d+)", out.stdout
+    )
     assert totals, out.stdout[-3000:] + out.stderr[-2000:]
     problems = [line for line in out.stdout.splitlines() if re.match(r"[EFW]-", line)]
     assert int(totals.group(1)) == 0 and int(totals.group(3)) == 0, "\n".join(problems)
@@ -177,20 +202,35 @@ def test_votlint_finds_no_error_in_what_latentsky_writes(local, tmp_path):
     documents = {
         "result": _sync(local, "SELECT TOP 5 * FROM ivoa.ObsCore").content,
         "overflow": _sync(local, "SELECT * FROM ivoa.ObsCore", MAXREC="2").content,
-        "computed": _sync(local, "SELECT COUNT(*) AS n, AVG(s_ra) AS mean_ra, MAX(target_name) AS last "
-                                 "FROM ivoa.ObsCore").content,
+        "computed": _sync(
+            local, "SELECT COUNT(*) AS n, AVG(s_ra) AS mean_ra, MAX(target_name) AS last FROM ivoa.ObsCore"
+        ).content,
         "error": _sync(local, "SELECT nothing FROM nowhere").content,
-        "selection": to_votable(pd.DataFrame({
-            "id": ["s1", "s2", "s3"], "object": pd.Categorical(["a", None, "b"]), "ra": [10.0, 11.0, np.nan],
-            "dec": [1.0, 2.0, 3.0], "mjd": [55000.0, 55001.0, 55002.0], "count": [1, 2, 3],
-            "path": ["/data/a.fits", "", "/data/é.fits"], "_index": [0, 1, 2]})),
+        "selection": to_votable(
+            pd.DataFrame(
+                {
+                    "id": ["s1", "s2", "s3"],
+                    "object": pd.Categorical(["a", None, "b"]),
+                    "ra": [10.0, 11.0, np.nan],
+                    "dec": [1.0, 2.0, 3.0],
+                    "mjd": [55000.0, 55001.0, 55002.0],
+                    "count": [1, 2, 3],
+                    "path": ["/data/a.fits", "", "/data/é.fits"],
+                    "_index": [0, 1, 2],
+                }
+            )
+        ),
     }
     assert b'value="OVERFLOW"' in documents["overflow"] and b'value="ERROR"' in documents["error"]
     procs = {}
     for name, body in documents.items():
         (tmp_path / f"{name}.vot").write_bytes(body)
-        procs[name] = subprocess.Popen([STILTS, "votlint", str(tmp_path / f"{name}.vot")], stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True)
+        procs[name] = subprocess.Popen(
+            [STILTS, "votlint", str(tmp_path / f"{name}.vot")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     reports = {name: proc.communicate(timeout=120)[0] for name, proc in procs.items()}
     flagged = {name: text for name, text in reports.items() if re.search(r"^(ERROR|WARNING)", text, re.M)}
     assert not flagged, flagged

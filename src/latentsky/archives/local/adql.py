@@ -54,12 +54,51 @@ class AdqlError(ValueError):
     """The query is not ADQL this service runs, refers to unknown names, or exceeds a limit."""
 
 
-ADQL_FUNCTIONS = frozenset({
-    "COUNT", "SUM", "AVG", "MIN", "MAX", "LOWER", "UPPER", "COALESCE",
-    "ABS", "CEILING", "FLOOR", "DEGREES", "RADIANS", "EXP", "LOG", "LOG10", "MOD", "PI", "POWER", "SQRT",
-    "RAND", "ROUND", "TRUNCATE", "SIN", "COS", "TAN", "ASIN", "ACOS", "ATAN", "ATAN2", "COT",
-    "POINT", "CIRCLE", "BOX", "POLYGON", "CONTAINS", "INTERSECTS", "DISTANCE", "COORD1", "COORD2", "COORDSYS",
-})
+ADQL_FUNCTIONS = frozenset(
+    {
+        "COUNT",
+        "SUM",
+        "AVG",
+        "MIN",
+        "MAX",
+        "LOWER",
+        "UPPER",
+        "COALESCE",
+        "ABS",
+        "CEILING",
+        "FLOOR",
+        "DEGREES",
+        "RADIANS",
+        "EXP",
+        "LOG",
+        "LOG10",
+        "MOD",
+        "PI",
+        "POWER",
+        "SQRT",
+        "RAND",
+        "ROUND",
+        "TRUNCATE",
+        "SIN",
+        "COS",
+        "TAN",
+        "ASIN",
+        "ACOS",
+        "ATAN",
+        "ATAN2",
+        "COT",
+        "POINT",
+        "CIRCLE",
+        "BOX",
+        "POLYGON",
+        "CONTAINS",
+        "INTERSECTS",
+        "DISTANCE",
+        "COORD1",
+        "COORD2",
+        "COORDSYS",
+    }
+)
 """The functions a query may call (ADQL 2.1's, less AREA, CENTROID and REGION)."""
 
 _TYPED = {"COUNT", "SUM", "AVG", "MIN", "MAX", "LOWER", "UPPER", "COALESCE"}
@@ -82,8 +121,10 @@ class _ADQL(SQLite):
 
 def _check_shape(text: str) -> None:
     if len(text) > MAX_QUERY_CHARS:
-        raise AdqlError(f"the query is {len(text)} characters long; this service accepts at most "
-                        f"{MAX_QUERY_CHARS} (upload long lists of values as a table)")
+        raise AdqlError(
+            f"the query is {len(text)} characters long; this service accepts at most "
+            f"{MAX_QUERY_CHARS} (upload long lists of values as a table)"
+        )
     depth = deepest = 0
     quote = None
     for ch in text:
@@ -217,8 +258,9 @@ def _output_sources(select: exp.Select, sources: dict) -> list:
         if isinstance(target, exp.Column) and not isinstance(target.this, exp.Star):
             wanted = target.name.lower()
             aliases = [target.table.lower()] if target.table else list(sources)
-            hits = [sources[a][1][c] for a in aliases if a in sources
-                    for c in sources[a][1].colnames if c.lower() == wanted]
+            hits = [
+                sources[a][1][c] for a in aliases if a in sources for c in sources[a][1].colnames if c.lower() == wanted
+            ]
             column = hits[0] if len(hits) == 1 else None
         out.append(column)
     return out

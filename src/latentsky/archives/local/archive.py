@@ -77,8 +77,15 @@ class LocalArchive:
     server : LocalServer
     """
 
-    def __init__(self, root: str | Path, *, server: LocalServer | None = None, tap_maxrec: int = 100_000,
-                 obscore: Table | None = None, **server_options):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        server: LocalServer | None = None,
+        tap_maxrec: int = 100_000,
+        obscore: Table | None = None,
+        **server_options,
+    ):
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise NotADirectoryError(f"local archive root {self.root} is not a folder")
@@ -98,13 +105,19 @@ class LocalArchive:
         self._lock = threading.Lock()
         self._obscore: Table | None = None
         self.register(self.server)
-        log.info("local archive over %s: %d ESO spectra, %d SDSS spectra, %d images (%s)", self.root,
-                 len(self.catalog.obscore), len(self.catalog.specobj), len(self.catalog.images),
-                 ", ".join(self.catalog.surveys()) or "no surveys")
+        log.info(
+            "local archive over %s: %d ESO spectra, %d SDSS spectra, %d images (%s)",
+            self.root,
+            len(self.catalog.obscore),
+            len(self.catalog.specobj),
+            len(self.catalog.images),
+            ", ".join(self.catalog.surveys()) or "no surveys",
+        )
 
     # ------------------------------------------------------------------ set-up
     def register(self, server: LocalServer) -> None:
         """Add this archive's routes to ``server``."""
+
         def bind(handler):
             return functools.partial(handler, self)
 

@@ -38,18 +38,46 @@ log = logging.getLogger(__name__)
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz")
 
 OBSCORE_COLUMNS = {
-    "dp_id": str, "obs_id": str, "obs_collection": str, "facility_name": str, "instrument_name": str,
-    "dataproduct_type": str, "dataproduct_subtype": str, "calib_level": int, "target_name": str,
-    "s_ra": float, "s_dec": float, "s_fov": float, "t_min": float, "t_max": float, "t_exptime": float,
-    "em_min": float, "em_max": float, "access_url": str, "access_format": str, "access_estsize": int,
-    "obs_release_date": str, "snr": float, "filename": str,
+    "dp_id": str,
+    "obs_id": str,
+    "obs_collection": str,
+    "facility_name": str,
+    "instrument_name": str,
+    "dataproduct_type": str,
+    "dataproduct_subtype": str,
+    "calib_level": int,
+    "target_name": str,
+    "s_ra": float,
+    "s_dec": float,
+    "s_fov": float,
+    "t_min": float,
+    "t_max": float,
+    "t_exptime": float,
+    "em_min": float,
+    "em_max": float,
+    "access_url": str,
+    "access_format": str,
+    "access_estsize": int,
+    "obs_release_date": str,
+    "snr": float,
+    "filename": str,
 }
 """ObsCore columns of the local TAP table (ESO's names) and their types; ``filename``
 is the local archive's own column (path relative to the root)."""
 
 SPECOBJ_COLUMNS = {
-    "specobjid": str, "ra": float, "dec": float, "z": float, "class": str, "subclass": str,
-    "plate": int, "mjd": int, "fiberid": int, "run2d": str, "instrument": str, "filename": str,
+    "specobjid": str,
+    "ra": float,
+    "dec": float,
+    "z": float,
+    "class": str,
+    "subclass": str,
+    "plate": int,
+    "mjd": int,
+    "fiberid": int,
+    "run2d": str,
+    "instrument": str,
+    "filename": str,
 }
 
 # DR7 spSpec SPEC_CLN codes (SDSS DR7 schema, SpecClass)
@@ -232,24 +260,47 @@ def _obscore_row(hdul, path: Path, rel: str) -> dict:
     # a stable product id: ESO's dp_id style, from the file name (':' was replaced on disk)
     dp_id = re.sub(r"\.(fits|fit|fts)(\.gz|\.fz)?$", "", path.name, flags=re.I)
     return {
-        "dp_id": dp_id, "obs_id": str(h.get("HIERARCH ESO OBS ID", "")),
-        "obs_collection": instrument, "facility_name": str(h.get("TELESCOP", "")),
-        "instrument_name": instrument, "dataproduct_type": "spectrum",
-        "dataproduct_subtype": str(h.get("HIERARCH ESO PRO CATG", "")) or "s1d", "calib_level": 2,
-        "target_name": str(h.get("OBJECT", "")).strip(), "s_ra": h.get("RA"), "s_dec": h.get("DEC"),
-        "s_fov": None, "t_min": t_min,
+        "dp_id": dp_id,
+        "obs_id": str(h.get("HIERARCH ESO OBS ID", "")),
+        "obs_collection": instrument,
+        "facility_name": str(h.get("TELESCOP", "")),
+        "instrument_name": instrument,
+        "dataproduct_type": "spectrum",
+        "dataproduct_subtype": str(h.get("HIERARCH ESO PRO CATG", "")) or "s1d",
+        "calib_level": 2,
+        "target_name": str(h.get("OBJECT", "")).strip(),
+        "s_ra": h.get("RA"),
+        "s_dec": h.get("DEC"),
+        "s_fov": None,
+        "t_min": t_min,
         "t_max": None if t_min is None or exptime is None else t_min + float(exptime) / 86400.0,
-        "t_exptime": exptime, "em_min": em_min, "em_max": em_max,
-        "access_url": "", "access_format": "application/fits", "access_estsize": path.stat().st_size // 1024,
-        "obs_release_date": "", "snr": h.get("HIERARCH ESO DRS SPE EXT SN50"), "filename": rel,
+        "t_exptime": exptime,
+        "em_min": em_min,
+        "em_max": em_max,
+        "access_url": "",
+        "access_format": "application/fits",
+        "access_estsize": path.stat().st_size // 1024,
+        "obs_release_date": "",
+        "snr": h.get("HIERARCH ESO DRS SPE EXT SN50"),
+        "filename": rel,
     }
 
 
 def _specobj_row(hdul, path: Path, rel: str) -> dict:
     h = hdul[0].header
-    row = {"plate": h.get("PLATEID"), "mjd": h.get("MJD"), "fiberid": h.get("FIBERID"), "filename": rel,
-           "instrument": "SDSS", "run2d": "26", "class": "", "subclass": "", "z": None,
-           "ra": h.get("PLUG_RA", h.get("RAOBJ")), "dec": h.get("PLUG_DEC", h.get("DECOBJ"))}
+    row = {
+        "plate": h.get("PLATEID"),
+        "mjd": h.get("MJD"),
+        "fiberid": h.get("FIBERID"),
+        "filename": rel,
+        "instrument": "SDSS",
+        "run2d": "26",
+        "class": "",
+        "subclass": "",
+        "z": None,
+        "ra": h.get("PLUG_RA", h.get("RAOBJ")),
+        "dec": h.get("PLUG_DEC", h.get("DECOBJ")),
+    }
     table_hdu = next((name for name in ("SPECOBJ", "SPALL") if name in hdul), None)
     if table_hdu is not None:
         # DR8+ spec files keep the redshift and class in SPECOBJ (SPALL for eBOSS plates)
@@ -259,11 +310,22 @@ def _specobj_row(hdul, path: Path, rel: str) -> dict:
         def first(name):
             return values.get(name)
 
-        row.update({k: v for k, v in {
-            "specobjid": first("SPECOBJID"), "z": first("Z"), "class": first("CLASS"),
-            "subclass": first("SUBCLASS"), "run2d": first("RUN2D"), "instrument": first("INSTRUMENT"),
-            "ra": first("PLUG_RA"), "dec": first("PLUG_DEC"),
-        }.items() if v is not None})
+        row.update(
+            {
+                k: v
+                for k, v in {
+                    "specobjid": first("SPECOBJID"),
+                    "z": first("Z"),
+                    "class": first("CLASS"),
+                    "subclass": first("SUBCLASS"),
+                    "run2d": first("RUN2D"),
+                    "instrument": first("INSTRUMENT"),
+                    "ra": first("PLUG_RA"),
+                    "dec": first("PLUG_DEC"),
+                }.items()
+                if v is not None
+            }
+        )
     else:
         # DR7 spSpec: redshift and class in the primary header
         if "RAOBJ" in h:
@@ -271,8 +333,11 @@ def _specobj_row(hdul, path: Path, rel: str) -> dict:
         row["z"] = h.get("Z")
         row["class"] = _SPEC_CLN.get(int(h.get("SPEC_CLN", 0)), "UNKNOWN")
         row["run2d"] = "26"
-    missing = [keyword for key, keyword in (("plate", "PLATEID"), ("mjd", "MJD"), ("fiberid", "FIBERID"))
-               if row.get(key) is None]
+    missing = [
+        keyword
+        for key, keyword in (("plate", "PLATEID"), ("mjd", "MJD"), ("fiberid", "FIBERID"))
+        if row.get(key) is None
+    ]
     if missing:
         raise ValueError(f"an SDSS spectrum without {', '.join(missing)} in its primary header")
     for key in ("class", "subclass", "run2d", "instrument", "specobjid"):
@@ -287,8 +352,20 @@ def _specobj_row(hdul, path: Path, rel: str) -> dict:
 
 
 _TFORM = re.compile(r"\s*(\d*)([LXBIJKAEDCMPQ])")
-_TYPES = {"L": ("?", 1), "B": (">u1", 1), "I": (">i2", 2), "J": (">i4", 4), "K": (">i8", 8), "A": ("S", 1),
-          "E": (">f4", 4), "D": (">f8", 8), "C": (">c8", 8), "M": (">c16", 16), "P": (None, 8), "Q": (None, 16)}
+_TYPES = {
+    "L": ("?", 1),
+    "B": (">u1", 1),
+    "I": (">i2", 2),
+    "J": (">i4", 4),
+    "K": (">i8", 8),
+    "A": ("S", 1),
+    "E": (">f4", 4),
+    "D": (">f8", 8),
+    "C": (">c8", 8),
+    "M": (">c16", 16),
+    "P": (None, 8),
+    "Q": (None, 16),
+}
 
 
 def first_row(hdul, extname: str, wanted) -> dict:
@@ -322,7 +399,7 @@ def first_row(hdul, extname: str, wanted) -> dict:
     raw = info["file"].read(offset)
     out = {}
     for name, (start, code, width, zero) in found.items():
-        chunk = raw[start:start + width]
+        chunk = raw[start : start + width]
         if code == "A":
             out[name] = chunk.split(b"\0", 1)[0].decode("ascii", "replace").rstrip()
         else:
@@ -348,8 +425,9 @@ def _images(hdul, path: Path) -> list[ImageFile]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(header).celestial
-        out.append(ImageFile(_survey_name(h0, header, path), path, index, wcs,
-                             (int(header["NAXIS2"]), int(header["NAXIS1"]))))
+        out.append(
+            ImageFile(_survey_name(h0, header, path), path, index, wcs, (int(header["NAXIS2"]), int(header["NAXIS1"])))
+        )
     return out
 
 

@@ -31,7 +31,6 @@ def _gunzipped(path: Path, mtime_ns: int) -> bytes:
         return fh.read()
 
 
-
 def fits_bytes(hdu) -> bytes:
     """The bytes of a FITS file holding ``hdu``."""
     buf = io.BytesIO()

@@ -28,8 +28,10 @@ def separation(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
 
 def haversine_sql(ra1: str, dec1: str, ra2: str, dec2: str) -> str:
     """SQL for :func:`separation` (degrees) of four SQL expressions, with SQLite's math functions."""
-    return (f"DEGREES(2 * ASIN(SQRT(MIN(1.0, POWER(SIN(RADIANS(({dec2}) - ({dec1})) / 2), 2) + "
-            f"COS(RADIANS({dec1})) * COS(RADIANS({dec2})) * POWER(SIN(RADIANS(({ra2}) - ({ra1})) / 2), 2)))))")
+    return (
+        f"DEGREES(2 * ASIN(SQRT(MIN(1.0, POWER(SIN(RADIANS(({dec2}) - ({dec1})) / 2), 2) + "
+        f"COS(RADIANS({dec1})) * COS(RADIANS({dec2})) * POWER(SIN(RADIANS(({ra2}) - ({ra1})) / 2), 2)))))"
+    )
 
 
 def _stcs(shape: str, frame: str, numbers) -> str:
@@ -96,8 +98,11 @@ def parse(text: str) -> tuple[str, str, tuple[float, ...]]:
     except ValueError:
         raise GeometryError(f"not a geometry: {text!r}") from None
     need = {"Position": 2, "Circle": 3, "Box": 4}.get(shape)
-    if (need is not None and len(numbers) != need) or (shape == "Polygon" and len(numbers) < 6) or \
-            shape not in {"Position", "Circle", "Box", "Polygon"}:
+    if (
+        (need is not None and len(numbers) != need)
+        or (shape == "Polygon" and len(numbers) < 6)
+        or shape not in {"Position", "Circle", "Box", "Polygon"}
+    ):
         raise GeometryError(f"not a geometry: {text!r}")
     return shape, frame, numbers
 
@@ -151,8 +156,10 @@ def contains(a, b):
         return int(_point_in(*ga[2], gb))
     if ga[0] == "Circle" and gb[0] == "Circle":
         return int(separation(*ga[2][:2], *gb[2][:2]) + ga[2][2] <= gb[2][2])
-    raise GeometryError(f"CONTAINS({ga[0].upper()}, {gb[0].upper()}) is not supported here; "
-                        "the first argument must be a POINT (or a CIRCLE inside a CIRCLE)")
+    raise GeometryError(
+        f"CONTAINS({ga[0].upper()}, {gb[0].upper()}) is not supported here; "
+        "the first argument must be a POINT (or a CIRCLE inside a CIRCLE)"
+    )
 
 
 def intersects(a, b):
@@ -166,8 +173,7 @@ def intersects(a, b):
         return int(_point_in(*gb[2], ga))
     if ga[0] == "Circle" and gb[0] == "Circle":
         return int(separation(*ga[2][:2], *gb[2][:2]) <= ga[2][2] + gb[2][2])
-    raise GeometryError(f"INTERSECTS({ga[0].upper()}, {gb[0].upper()}) is not supported here; "
-                        "use points and circles")
+    raise GeometryError(f"INTERSECTS({ga[0].upper()}, {gb[0].upper()}) is not supported here; use points and circles")
 
 
 def distance(*args):
@@ -192,6 +198,7 @@ def coord(index: int):
         if shape != "Position":
             raise GeometryError(f"COORD{index + 1} takes a POINT, not a {shape.upper()}")
         return numbers[index]
+
     return get
 
 
@@ -200,7 +207,16 @@ def coordsys(value):
     return None if value is None else parse(value)[1]
 
 
-FUNCTIONS = {"POINT": (point, -1), "CIRCLE": (circle, -1), "BOX": (box, -1), "POLYGON": (polygon, -1),
-             "CONTAINS": (contains, 2), "INTERSECTS": (intersects, 2), "DISTANCE": (distance, -1),
-             "COORD1": (coord(0), 1), "COORD2": (coord(1), 1), "COORDSYS": (coordsys, 1)}
+FUNCTIONS = {
+    "POINT": (point, -1),
+    "CIRCLE": (circle, -1),
+    "BOX": (box, -1),
+    "POLYGON": (polygon, -1),
+    "CONTAINS": (contains, 2),
+    "INTERSECTS": (intersects, 2),
+    "DISTANCE": (distance, -1),
+    "COORD1": (coord(0), 1),
+    "COORD2": (coord(1), 1),
+    "COORDSYS": (coordsys, 1),
+}
 """Name -> (function, number of arguments, -1 for any) to register on a SQLite connection."""

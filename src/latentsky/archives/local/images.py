@@ -11,9 +11,15 @@ from latentsky.archives.local.files import fits_bytes
 from latentsky.archives.local.server import HTTPError, Request, Response
 
 HIPS_ALIASES = {
-    "CDS/P/SDSS9/u": "SDSS-u", "CDS/P/SDSS9/g": "SDSS-g", "CDS/P/SDSS9/r": "SDSS-r",
-    "CDS/P/SDSS9/i": "SDSS-i", "CDS/P/SDSS9/z": "SDSS-z", "CDS/P/FIRST": "FIRST",
-    "CDS/P/UKIDSS/K": "UKIDSS-K", "CDS/P/UKIDSS/H": "UKIDSS-H", "CDS/P/UKIDSS/J": "UKIDSS-J",
+    "CDS/P/SDSS9/u": "SDSS-u",
+    "CDS/P/SDSS9/g": "SDSS-g",
+    "CDS/P/SDSS9/r": "SDSS-r",
+    "CDS/P/SDSS9/i": "SDSS-i",
+    "CDS/P/SDSS9/z": "SDSS-z",
+    "CDS/P/FIRST": "FIRST",
+    "CDS/P/UKIDSS/K": "UKIDSS-K",
+    "CDS/P/UKIDSS/H": "UKIDSS-H",
+    "CDS/P/UKIDSS/J": "UKIDSS-J",
     "CDS/P/UKIDSS/Y": "UKIDSS-Y",
 }
 """HiPS identifiers the hips2fits endpoint understands, mapped to local survey names
@@ -60,13 +66,19 @@ def synthetic_hips2fits(archive, request: Request) -> Response:
     hips, ra, dec, width, height, fov = asked
     body = survey_fits(archive, HIPS_ALIASES.get(hips, hips), hips, ra, dec, width, height, fov)
     if body is None:
-        return Response.json({"title": "Unknown HiPS", "description": f"{hips!r} is not a survey of the "
-                              f"synthetic sky ({', '.join(sorted(HIPS_ALIASES))})"}, status=400)
+        return Response.json(
+            {
+                "title": "Unknown HiPS",
+                "description": f"{hips!r} is not a survey of the synthetic sky ({', '.join(sorted(HIPS_ALIASES))})",
+            },
+            status=400,
+        )
     return Response(body, content_type="application/fits")
 
 
-def survey_fits(archive, survey: str, label: str, ra: float, dec: float, width: int, height: int,
-                fov: float) -> bytes | None:
+def survey_fits(
+    archive, survey: str, label: str, ra: float, dec: float, width: int, height: int, fov: float
+) -> bytes | None:
     """A FITS image of ``survey`` (``SDSS-r``, ``FIRST``, ``UKIDSS-K``...) on a TAN grid centred on (ra, dec):
     from the folder's images where one covers the centre, else from the synthetic sky (marked so; blank off
     its footprint); None for a survey neither knows.  ``label`` names what was asked (a HiPS id...)."""
@@ -92,17 +104,28 @@ def hips2fits_request(request: Request):
         fmt = (request.param("format") or "fits").lower()
     except ValueError as err:
         return Response.json({"title": "Bad request", "description": str(err)}, status=400)
-    if not (width > 0 and height > 0) or not np.isfinite([fov, ra, dec]).all() or fov <= 0 \
-            or not -90 <= dec <= 90:
-        return Response.json({"title": "Bad request", "description":
-                              "width, height (pixels), fov (deg), ra, dec (deg) must be positive numbers"},
-                             status=400)
+    if not (width > 0 and height > 0) or not np.isfinite([fov, ra, dec]).all() or fov <= 0 or not -90 <= dec <= 90:
+        return Response.json(
+            {
+                "title": "Bad request",
+                "description": "width, height (pixels), fov (deg), ra, dec (deg) must be positive numbers",
+            },
+            status=400,
+        )
     if width * height > MAX_CUTOUT_PIXELS:
-        return Response.json({"title": "Bad request", "description": f"{width} x {height} pixels is over this "
-                              f"service's limit of {MAX_CUTOUT_PIXELS} pixels per image"}, status=400)
+        return Response.json(
+            {
+                "title": "Bad request",
+                "description": f"{width} x {height} pixels is over this "
+                f"service's limit of {MAX_CUTOUT_PIXELS} pixels per image",
+            },
+            status=400,
+        )
     if fmt != "fits" or projection != "TAN":
-        return Response.json({"title": "Bad request", "description":
-                              "the local hips2fits serves format=fits, projection=TAN only"}, status=400)
+        return Response.json(
+            {"title": "Bad request", "description": "the local hips2fits serves format=fits, projection=TAN only"},
+            status=400,
+        )
     return hips, ra % 360.0, dec, width, height, fov
 
 
@@ -123,8 +146,14 @@ def cutout(archive, request: Request) -> Response:
         with fits.open(image.path, memmap=False) as hdul:
             src = hdul[image.hdu]
             try:
-                cut = Cutout2D(src.data, SkyCoord(ra, dec, unit="deg"), (size, size), wcs=image.wcs,
-                               mode="partial", fill_value=np.nan)
+                cut = Cutout2D(
+                    src.data,
+                    SkyCoord(ra, dec, unit="deg"),
+                    (size, size),
+                    wcs=image.wcs,
+                    mode="partial",
+                    fill_value=np.nan,
+                )
             except NoOverlapError:
                 continue
             header = src.header.copy()
@@ -134,7 +163,6 @@ def cutout(archive, request: Request) -> Response:
             data = np.asarray(cut.data, dtype=np.float32)
         return Response(fits_bytes(fits.PrimaryHDU(data, header)), content_type="application/fits")
     raise HTTPError(404, f"position ra={ra} dec={dec} is outside the footprint of {request.path_params['survey']}")
-
 
 
 def resample_tan(images, ra: float, dec: float, width: int, height: int, fov: float) -> fits.PrimaryHDU:
@@ -156,8 +184,15 @@ def resample_tan(images, ra: float, dec: float, width: int, height: int, fov: fl
             warnings.simplefilter("ignore")
             sx, sy = image.wcs.world_to_pixel(world)
         ny, nx = image.shape
-        inside = np.isfinite(sx) & np.isfinite(sy) & (sx >= -0.5) & (sx <= nx - 0.5) & (sy >= -0.5) & \
-            (sy <= ny - 0.5) & np.isnan(out)
+        inside = (
+            np.isfinite(sx)
+            & np.isfinite(sy)
+            & (sx >= -0.5)
+            & (sx <= nx - 0.5)
+            & (sy >= -0.5)
+            & (sy <= ny - 0.5)
+            & np.isnan(out)
+        )
         if not inside.any():
             continue
         with fits.open(image.path, memmap=False) as hdul:

@@ -112,8 +112,7 @@ class Response:
     accept_ranges: bool = True
 
     @classmethod
-    def text(cls, text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8",
-             **kw) -> "Response":
+    def text(cls, text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8", **kw) -> "Response":
         """A text answer."""
         return cls(text.encode("utf-8"), status, content_type, **kw)
 
@@ -123,8 +122,9 @@ class Response:
         return cls(json.dumps(obj).encode("utf-8"), status, "application/json", **kw)
 
     @classmethod
-    def from_file(cls, path: str | Path, content_type: str | None = None,
-                  filename: str | None = None, **kw) -> "Response":
+    def from_file(
+        cls, path: str | Path, content_type: str | None = None, filename: str | None = None, **kw
+    ) -> "Response":
         """Serve a file; ``filename`` adds a ``Content-Disposition`` header."""
         path = Path(path)
         if content_type is None:

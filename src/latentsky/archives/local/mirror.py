@@ -51,9 +51,16 @@ class MirrorResult:
     results: object
 
 
-def mirror_local(root: str | Path, dest: str | Path, *, progress: ProgressCallback | None = None,
-                 fault_rate: float = 0.0, faults=FAULT_KINDS, seed: int = 0,
-                 max_retries: int | None = None) -> MirrorResult:
+def mirror_local(
+    root: str | Path,
+    dest: str | Path,
+    *,
+    progress: ProgressCallback | None = None,
+    fault_rate: float = 0.0,
+    faults=FAULT_KINDS,
+    seed: int = 0,
+    max_retries: int | None = None,
+) -> MirrorResult:
     """Serve ``root`` on 127.0.0.1, query every ESO and SDSS spectrum in it and download them to ``dest``.
 
     Parameters
@@ -88,8 +95,10 @@ def mirror_local(root: str | Path, dest: str | Path, *, progress: ProgressCallba
     dest.mkdir(parents=True, exist_ok=True)
     # the local archive recovers at once: with injected faults, short waits keep the demo quick
     quick = {"retry_backoff": 0.05} if fault_rate else {}
-    with LocalArchive(root, fault_rate=fault_rate, faults=faults, seed=seed, retry_after=0.1) as archive, \
-            conf.set_temp(**quick):
+    with (
+        LocalArchive(root, fault_rate=fault_rate, faults=faults, seed=seed, retry_after=0.1) as archive,
+        conf.set_temp(**quick),
+    ):
         eso_table = eso.query(collection=None, dataproduct_type="spectrum")
         sdss_table = sdss.query_spectra()
         items = eso.plan(eso_table, dest / "eso") + sdss.plan(sdss_table, dest / "sdss")

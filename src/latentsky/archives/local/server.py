@@ -104,8 +104,18 @@ from latentsky.archives.local.faults import FAULT_KINDS, HOSTILE_FILENAME, LOGIN
 from latentsky.archives.local.messages import HTTPError, Request, RequestRecord, Response
 from latentsky.archives.local.transport import Limits, make_http_server
 
-__all__ = ["LocalServer", "Limits", "Request", "Response", "HTTPError", "RequestRecord", "FAULT_KINDS",
-           "HOSTILE_FILENAME", "LOGIN_PAGE", "inside"]
+__all__ = [
+    "LocalServer",
+    "Limits",
+    "Request",
+    "Response",
+    "HTTPError",
+    "RequestRecord",
+    "FAULT_KINDS",
+    "HOSTILE_FILENAME",
+    "LOGIN_PAGE",
+    "inside",
+]
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +124,7 @@ def _compile(pattern: str) -> re.Pattern:
     """Route pattern -> regex: ``{name}`` matches one segment, ``{name:path}`` anything."""
     out, pos = [], 0
     for m in re.finditer(r"\{(\w+)(?::(path))?\}", pattern):
-        out.append(re.escape(pattern[pos:m.start()]))
+        out.append(re.escape(pattern[pos : m.start()]))
         out.append(f"(?P<{m.group(1)}>.+)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)")
         pos = m.end()
     out.append(re.escape(pattern[pos:]))
@@ -192,11 +202,23 @@ class LocalServer:
     >>> server.stop()
     """
 
-    def __init__(self, root: str | Path | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 latency: float = 0.0, bandwidth: float | None = None, ignore_range: bool = False,
-                 fault_rate: float = 0.0, faults: Iterable[str] = FAULT_KINDS, seed: int = 0,
-                 retry_after: float = 1.0, fault_latency: float = 1.0, fault_paths: str = "*",
-                 limits: Limits | None = None):
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+        bandwidth: float | None = None,
+        ignore_range: bool = False,
+        fault_rate: float = 0.0,
+        faults: Iterable[str] = FAULT_KINDS,
+        seed: int = 0,
+        retry_after: float = 1.0,
+        fault_latency: float = 1.0,
+        fault_paths: str = "*",
+        limits: Limits | None = None,
+    ):
         from tornado.netutil import bind_sockets
 
         self.latency = float(latency)
@@ -222,8 +244,9 @@ class LocalServer:
         if root is not None:
             self.mount("/files/", root)
         self._sockets = bind_sockets(int(port), address=host, backlog=128)
-        self._pool = concurrent.futures.ThreadPoolExecutor(self.limits.workers, thread_name_prefix="LocalServer",
-                                                           initializer=lower_priority)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self.limits.workers, thread_name_prefix="LocalServer", initializer=lower_priority
+        )
 
     # ------------------------------------------------------------------ setup
     @property
@@ -254,8 +277,9 @@ class LocalServer:
         """Kinds random faults are drawn from."""
         return self._faults.kinds
 
-    def add_route(self, method: str, pattern: str, handler: Callable[[Request], Response], *,
-                  inline: bool = False) -> None:
+    def add_route(
+        self, method: str, pattern: str, handler: Callable[[Request], Response], *, inline: bool = False
+    ) -> None:
         """Answer ``method`` requests whose path matches ``pattern`` with ``handler``.
 
         Parameters
@@ -299,8 +323,9 @@ class LocalServer:
         for prefix, folder in self._mounts:
             if path.is_relative_to(folder):
                 return self.base_url + prefix + quote(path.relative_to(folder).as_posix())
-        raise ValueError(f"LocalServer.url_for: {path} is not inside a mounted folder "
-                         f"({[str(f) for _, f in self._mounts]})")
+        raise ValueError(
+            f"LocalServer.url_for: {path} is not inside a mounted folder ({[str(f) for _, f in self._mounts]})"
+        )
 
     def files(self) -> list[tuple[str, Path]]:
         """``(url, path)`` of every file served from the mounted folders, sorted."""
@@ -353,8 +378,9 @@ class LocalServer:
         """Serve in a daemon thread; returns ``self``."""
         if self._thread is None:
             ready = threading.Event()
-            self._thread = threading.Thread(target=self._run, args=(ready,), name=f"LocalServer{self.base_url[6:]}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(ready,), name=f"LocalServer{self.base_url[6:]}", daemon=True
+            )
             self._thread.start()
             ready.wait(10)
             log.info("local archive serving on %s", self.base_url)
@@ -450,8 +476,11 @@ class LocalServer:
                 return _call(route, request)
             return await asyncio.get_running_loop().run_in_executor(self._pool, _call, route, request)
         if allowed:
-            return Response.text(f"{request.method} not allowed on {request.path}", status=405,
-                                 headers={"Allow": ", ".join(sorted(set(allowed)))})
+            return Response.text(
+                f"{request.method} not allowed on {request.path}",
+                status=405,
+                headers={"Allow": ", ".join(sorted(set(allowed)))},
+            )
         return Response.text(f"no such path: {request.path}", status=404)
 
 
@@ -473,8 +502,9 @@ async def _call_async(route: _Route, request: Request) -> Response:
 
 def _checked(route: _Route, response) -> Response:
     if not isinstance(response, Response):
-        raise TypeError(f"the handler of {route.method} {route.pattern} returned "
-                        f"{type(response).__name__}, not a Response")
+        raise TypeError(
+            f"the handler of {route.method} {route.pattern} returned {type(response).__name__}, not a Response"
+        )
     return response
 
 
@@ -484,4 +514,3 @@ def _failure(err: Exception, request: Request) -> Response:
     # a handler bug must answer, not hang the client
     log.error("handler for %s %s failed", request.method, request.path, exc_info=err)
     return Response.text(f"{type(err).__name__}: {err}", status=500)
-

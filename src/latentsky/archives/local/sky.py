@@ -34,7 +34,7 @@ import struct
 import numpy as np
 from astropy.io import fits
 
-NSIDE = 2 ** 13
+NSIDE = 2**13
 """HEALPix resolution of the source cells (nested ordering): ~25.8 arcsec cells."""
 
 SLOTS = 6
@@ -80,12 +80,36 @@ class Family:
 
 
 FAMILIES = {
-    "SDSS": Family("SDSS", {"u": 0.5, "g": 0.8, "r": 1.0, "i": 1.15, "z": 1.25}, density=3.0, fwhm=1.4,
-                   noise=0.05, flux=0.4, extended=0.6, footprint=((25.0, -10.0, 90.0), (1.25, 310.0, 60.0))),
-    "UKIDSS": Family("UKIDSS", {"Y": 1.0, "J": 1.1, "H": 1.2, "K": 1.3}, density=3.0, fwhm=0.9, noise=0.08,
-                     flux=0.5, extended=0.5, footprint=((30.0, -3.0, 30.0), (1.25, 310.0, 60.0))),
-    "FIRST": Family("FIRST", {"": 1.0}, density=0.4, fwhm=5.4, noise=0.15, flux=1.0, extended=0.3,
-                    footprint=((30.0, -10.0, 65.0), (1.6, 315.0, 50.0))),
+    "SDSS": Family(
+        "SDSS",
+        {"u": 0.5, "g": 0.8, "r": 1.0, "i": 1.15, "z": 1.25},
+        density=3.0,
+        fwhm=1.4,
+        noise=0.05,
+        flux=0.4,
+        extended=0.6,
+        footprint=((25.0, -10.0, 90.0), (1.25, 310.0, 60.0)),
+    ),
+    "UKIDSS": Family(
+        "UKIDSS",
+        {"Y": 1.0, "J": 1.1, "H": 1.2, "K": 1.3},
+        density=3.0,
+        fwhm=0.9,
+        noise=0.08,
+        flux=0.5,
+        extended=0.5,
+        footprint=((30.0, -3.0, 30.0), (1.25, 310.0, 60.0)),
+    ),
+    "FIRST": Family(
+        "FIRST",
+        {"": 1.0},
+        density=0.4,
+        fwhm=5.4,
+        noise=0.15,
+        flux=1.0,
+        extended=0.3,
+        footprint=((30.0, -10.0, 65.0), (1.6, 315.0, 50.0)),
+    ),
 }
 """The synthetic surveys; bands are named like the local archive's surveys (``SDSS-r``, ``UKIDSS-K``, ``FIRST``)."""
 
@@ -147,8 +171,7 @@ def sources(family: Family, ra: float, dec: float, radius_deg: float) -> dict:
     import astropy.units as u
     from astropy_healpix.core import healpix_cone_search, healpix_to_lonlat
 
-    cells = healpix_cone_search(ra * u.deg, dec * u.deg, (radius_deg + _CELL_RADIUS_DEG) * u.deg, NSIDE,
-                                order="nested")
+    cells = healpix_cone_search(ra * u.deg, dec * u.deg, (radius_deg + _CELL_RADIUS_DEG) * u.deg, NSIDE, order="nested")
     fam = np.uint64(int.from_bytes(hashlib.blake2b(family.name.encode(), digest_size=4).digest(), "big"))
     cell = np.repeat(np.asarray(cells, dtype=np.uint64), SLOTS)
     slot = np.tile(np.arange(SLOTS, dtype=np.uint64), len(cells))
@@ -160,10 +183,16 @@ def sources(family: Family, ra: float, dec: float, radius_deg: float) -> dict:
     cell, slot = cell[keep], slot[keep]
     lon, lat = healpix_to_lonlat(cell.astype(np.int64), NSIDE, dx=draw(1), dy=draw(2), order="nested")
     extended = draw(4) < family.extended
-    return {"ra": lon.to_value(u.deg), "dec": lat.to_value(u.deg),
-            "flux": family.flux * np.minimum(draw(3), 1.0 - 1e-12) ** (-1 / 1.5),  # power law, slope 1.5
-            "colour": draw(5) * 2.0 - 0.5, "extended": extended, "size": 0.4 + 2.5 * draw(6),
-            "q": 0.3 + 0.7 * draw(7), "angle": np.pi * draw(8)}
+    return {
+        "ra": lon.to_value(u.deg),
+        "dec": lat.to_value(u.deg),
+        "flux": family.flux * np.minimum(draw(3), 1.0 - 1e-12) ** (-1 / 1.5),  # power law, slope 1.5
+        "colour": draw(5) * 2.0 - 0.5,
+        "extended": extended,
+        "size": 0.4 + 2.5 * draw(6),
+        "q": 0.3 + 0.7 * draw(7),
+        "angle": np.pi * draw(8),
+    }
 
 
 def tan_wcs(ra: float, dec: float, width: int, height: int, fov: float):
@@ -223,24 +252,30 @@ def render(survey: str, ra: float, dec: float, width: int, height: int, fov: flo
             if kind:  # an exponential disc, softened by the PSF at its centre
                 c, s = np.cos(src["angle"][k])[:, None, None], np.sin(src["angle"][k])[:, None, None]
                 r2 = (dx * c + dy * s) ** 2 + ((dy * c - dx * s) / src["q"][k, None, None]) ** 2
-                shape = np.exp(-np.sqrt(r2 + sigma ** 2) / src["size"][k, None, None])
+                shape = np.exp(-np.sqrt(r2 + sigma**2) / src["size"][k, None, None])
             else:
-                shape = np.exp(-0.5 * (dx ** 2 + dy ** 2) / sigma ** 2)
+                shape = np.exp(-0.5 * (dx**2 + dy**2) / sigma**2)
             image += np.tensordot(flux[k], shape, axes=1)
-    seed = struct.unpack("<Q", hashlib.blake2b(repr((survey, round(ra, 10), round(dec, 10), width, height,
-                                                     round(fov, 12))).encode(), digest_size=8).digest())[0]
+    seed = struct.unpack(
+        "<Q",
+        hashlib.blake2b(
+            repr((survey, round(ra, 10), round(dec, 10), width, height, round(fov, 12))).encode(), digest_size=8
+        ).digest(),
+    )[0]
     image += np.random.default_rng(seed).normal(0.0, family.noise, image.shape)
     return image.astype(np.float32)
 
 
 def header_cards(survey: str, hips: str) -> list:
     """The cards saying that an answer is synthetic (added to its FITS header)."""
-    return [("SYNTHSKY", True, "latentsky synthetic sky: not real data"),
-            ("HIPS", hips, "HiPS identifier asked for"),
-            ("SURVEY", survey, "survey imitated"),
-            ("COMMENT", "Synthetic sky made by the latentsky local archive: seeded noise"),
-            ("COMMENT", f"plus point and disc sources placed per HEALPix cell (nside {NSIDE})."),
-            ("COMMENT", "Not a survey image: for testing clients, not for science.")]
+    return [
+        ("SYNTHSKY", True, "latentsky synthetic sky: not real data"),
+        ("HIPS", hips, "HiPS identifier asked for"),
+        ("SURVEY", survey, "survey imitated"),
+        ("COMMENT", "Synthetic sky made by the latentsky local archive: seeded noise"),
+        ("COMMENT", f"plus point and disc sources placed per HEALPix cell (nside {NSIDE})."),
+        ("COMMENT", "Not a survey image: for testing clients, not for science."),
+    ]
 
 
 def synthetic_fits(survey: str, hips: str, ra: float, dec: float, width: int, height: int, fov: float) -> bytes:
@@ -257,7 +292,7 @@ def synthetic_fits(survey: str, hips: str, ra: float, dec: float, width: int, he
     head, offsets = _template(survey, hips, width, height, fov)
     head = bytearray(head)
     for key, value, pos in (("CRVAL1", ra, offsets[0]), ("CRVAL2", dec, offsets[1])):
-        head[pos:pos + 80] = fits.Card(key, float(value)).image.encode("ascii")
+        head[pos : pos + 80] = fits.Card(key, float(value)).image.encode("ascii")
     body = data.astype(">f4").tobytes()
     return bytes(head) + body + b"\0" * (-len(body) % 2880)
 
@@ -272,7 +307,8 @@ def _template(survey: str, hips: str, width: int, height: int, fov: float) -> tu
         header.append(card)
     hdu = fits.PrimaryHDU(np.zeros((height, width), dtype=np.float32), header)
     text = hdu.header.tostring()
-    cards = [text[i:i + 80] for i in range(0, len(text), 80)]
-    offsets = tuple(80 * next(i for i, c in enumerate(cards) if c.startswith(f"{key:<8}="))
-                    for key in ("CRVAL1", "CRVAL2"))
+    cards = [text[i : i + 80] for i in range(0, len(text), 80)]
+    offsets = tuple(
+        80 * next(i for i, c in enumerate(cards) if c.startswith(f"{key:<8}=")) for key in ("CRVAL1", "CRVAL2")
+    )
     return text.encode("ascii"), offsets

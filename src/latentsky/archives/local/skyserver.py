@@ -50,7 +50,8 @@ _NEARBY = re.compile(
     r"^\s*SELECT\s+(?P<idx>-?\d+)\s+AS\s+idx\s*,\s*(?P<cols>.+?)\s+FROM\s+SpecObj\s+AS\s+(?P<alias>\w+)\s+"
     r"JOIN\s+dbo\.fGetNearbySpecObjEq\(\s*(?P<ra>[-+\d.eE]+)\s*,\s*(?P<dec>[-+\d.eE]+)\s*,\s*(?P<r>[-+\d.eE]+)\s*\)"
     r"\s+AS\s+\w+\s+ON\s+[\w.]+\s*=\s*[\w.]+\s*(?:WHERE\s+(?P<where>.+?))?\s*$",
-    re.IGNORECASE | re.DOTALL)
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 def run_skyserver_sql(sql: str, specobj: Table) -> Table:
@@ -73,10 +74,11 @@ def run_skyserver_sql(sql: str, specobj: Table) -> Table:
         try:
             ra, dec, r_deg = float(m["ra"]), float(m["dec"]), float(m["r"]) / 60.0  # SkyServer radii: arcminutes
         except ValueError:
-            raise adql.AdqlError(f"fGetNearbySpecObjEq({m['ra']}, {m['dec']}, {m['r']}): ra, dec (deg) and "
-                                 "radius (arcmin) must be numbers") from None
-        cone = (f"CONTAINS(POINT('ICRS', {m['alias']}.ra, {m['alias']}.dec), "
-                f"CIRCLE('ICRS', {ra}, {dec}, {r_deg})) = 1")
+            raise adql.AdqlError(
+                f"fGetNearbySpecObjEq({m['ra']}, {m['dec']}, {m['r']}): ra, dec (deg) and "
+                "radius (arcmin) must be numbers"
+            ) from None
+        cone = f"CONTAINS(POINT('ICRS', {m['alias']}.ra, {m['alias']}.dec), CIRCLE('ICRS', {ra}, {dec}, {r_deg})) = 1"
         where = cone if not m["where"] else f"{cone} AND ({m['where']})"
         table, _ = adql.run(f"SELECT {m['cols']} FROM SpecObj AS {m['alias']} WHERE {where}", tables)
         table.add_column(np.full(len(table), int(m["idx"])), name="idx", index=0)

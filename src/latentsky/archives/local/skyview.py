@@ -26,8 +26,7 @@ from latentsky.archives.local.server import HTTPError, Request, Response
 
 SURVEYS = {
     "Optical:SDSS": {"SDSSu": "SDSS-u", "SDSSg": "SDSS-g", "SDSSr": "SDSS-r", "SDSSi": "SDSS-i", "SDSSz": "SDSS-z"},
-    "InfraredHighRes": {"UKIDSS-Y": "UKIDSS-Y", "UKIDSS-J": "UKIDSS-J", "UKIDSS-H": "UKIDSS-H",
-                        "UKIDSS-K": "UKIDSS-K"},
+    "InfraredHighRes": {"UKIDSS-Y": "UKIDSS-Y", "UKIDSS-J": "UKIDSS-J", "UKIDSS-H": "UKIDSS-H", "UKIDSS-K": "UKIDSS-K"},
     "Radio": {"VLA FIRST (1.4 GHz)": "FIRST"},
 }
 """SkyView category -> {SkyView survey name: local survey}, the names astroquery.skyview validates against."""
@@ -42,8 +41,10 @@ def form(archive, request: Request) -> Response:
     """The query form (``basicform.pl``)."""
     selects = "\n".join(
         f"<select class='selectbox' multiple size=7 NAME='survey' id='{html.escape(cat)}'>\n"
-        + "\n".join(f"<option>{html.escape(name)}</option>" for name in names) + "\n</select>"
-        for cat, names in SURVEYS.items())
+        + "\n".join(f"<option>{html.escape(name)}</option>" for name in names)
+        + "\n</select>"
+        for cat, names in SURVEYS.items()
+    )
     page = f"""<!DOCTYPE html>
 <html><head><title>SkyView Query Form (latentsky local archive)</title></head><body>
 <form name="query" action="runquery.pl" method="GET" target="skyview_out">
@@ -77,11 +78,13 @@ def runquery(archive, request: Request) -> Response:
     for name in surveys:
         if name not in known:
             raise HTTPError(400, f"unknown survey {name!r}; this SkyView makes {sorted(known)}")
-        token = _token({"survey": known[name], "name": name, "ra": ra, "dec": dec, "pixels": pixels,
-                        "size": size_deg})
+        token = _token({"survey": known[name], "name": name, "ra": ra, "dec": dec, "pixels": pixels, "size": size_deg})
         rows.append(f"<tr><td>{html.escape(name)}</td><td><a href=../../tempspace/fits/{token}.fits>FITS</a></td></tr>")
-    page = ("<html><head><title>SkyView results (latentsky local archive)</title></head><body><table>"
-            + "".join(rows) + "</table></body></html>")
+    page = (
+        "<html><head><title>SkyView results (latentsky local archive)</title></head><body><table>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )
     return Response.text(page, content_type="text/html; charset=utf-8")
 
 
@@ -94,8 +97,9 @@ def image(archive, request: Request) -> Response:
     pixels = int(asked["pixels"])
     native = NATIVE_ARCSEC[asked["survey"].split("-")[0]]
     size = asked["size"] if asked["size"] else pixels * native / 3600.0
-    body = survey_fits(archive, asked["survey"], asked["name"], float(asked["ra"]) % 360.0, float(asked["dec"]),
-                       pixels, pixels, size)
+    body = survey_fits(
+        archive, asked["survey"], asked["name"], float(asked["ra"]) % 360.0, float(asked["dec"]), pixels, pixels, size
+    )
     if body is None:
         raise HTTPError(404, f"no image of {asked['name']!r} here")
     return Response(body, content_type="application/fits")
@@ -105,6 +109,9 @@ def _token(params: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(params, sort_keys=True).encode()).decode()
 
 
-ROUTES = (("GET", "/skyview/current/cgi/basicform.pl", form), ("GET", "/skyview/current/cgi/runquery.pl", runquery),
-          ("GET", "/skyview/tempspace/fits/{token}", image))
+ROUTES = (
+    ("GET", "/skyview/current/cgi/basicform.pl", form),
+    ("GET", "/skyview/current/cgi/runquery.pl", runquery),
+    ("GET", "/skyview/tempspace/fits/{token}", image),
+)
 """``(method, path, handler)`` of the local SkyView, registered by :class:`~.archive.LocalArchive`."""

@@ -25,6 +25,7 @@ from latentsky.archives.local import geometry
 
 def _safe(fn):
     """An SQL function returning NULL where the math is undefined (log of a negative...)."""
+
     def call(*args):
         if any(a is None for a in args):
             return None
@@ -33,6 +34,7 @@ def _safe(fn):
         except (ValueError, OverflowError, ZeroDivisionError, TypeError):
             return None
         return None if isinstance(value, float) and not math.isfinite(value) else value
+
     return call
 
 
@@ -47,15 +49,24 @@ def _mod(x, y):
 
 _ADQL_MEANING = {
     # always ours: SQLite's LOG is base 10 (ADQL's is natural), and SQLite has none of the others
-    "LOG": (math.log, 1), "TRUNCATE": (_truncate, -1), "COT": (lambda x: 1.0 / math.tan(x), 1),
+    "LOG": (math.log, 1),
+    "TRUNCATE": (_truncate, -1),
+    "COT": (lambda x: 1.0 / math.tan(x), 1),
     "RAND": (lambda *seed: random.Random(*seed[:1]).random(), -1),
 }
 _FALLBACK = {
     # SQLite's own (C, no Python call per row) when it was built with its math functions; ours otherwise
-    "LOG10": (math.log10, 1), "MOD": (_mod, 2),
-    "CEILING": (lambda x: float(math.ceil(x)), 1), "FLOOR": (lambda x: float(math.floor(x)), 1),
-    "DEGREES": (math.degrees, 1), "RADIANS": (math.radians, 1), "EXP": (math.exp, 1), "SQRT": (math.sqrt, 1),
-    "POWER": (math.pow, 2), "PI": (lambda: math.pi, 0), "ATAN2": (math.atan2, 2),
+    "LOG10": (math.log10, 1),
+    "MOD": (_mod, 2),
+    "CEILING": (lambda x: float(math.ceil(x)), 1),
+    "FLOOR": (lambda x: float(math.floor(x)), 1),
+    "DEGREES": (math.degrees, 1),
+    "RADIANS": (math.radians, 1),
+    "EXP": (math.exp, 1),
+    "SQRT": (math.sqrt, 1),
+    "POWER": (math.pow, 2),
+    "PI": (lambda: math.pi, 0),
+    "ATAN2": (math.atan2, 2),
     **{name.upper(): (getattr(math, name), 1) for name in ("sin", "cos", "tan", "asin", "acos", "atan")},
 }
 
@@ -73,6 +84,7 @@ class Connection(sqlite3.Connection):
             except geometry.GeometryError as err:
                 self.error = str(err)
                 raise
+
         return call
 
 
@@ -138,8 +150,10 @@ def _values(col) -> list:
         mask = mask.reshape(len(raw), -1).all(axis=1)
         items = [" ".join(map(str, np.ravel(v))) for v in raw]
     elif raw.dtype.kind in "SO":
-        items = [v.decode("utf-8", "replace") if isinstance(v, bytes) else (None if v is None else str(v))
-                 for v in raw.tolist()]
+        items = [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else (None if v is None else str(v))
+            for v in raw.tolist()
+        ]
     else:
         items = raw.tolist()
     return [None if m else v for v, m in zip(items, mask)]
@@ -203,13 +217,15 @@ def _column(values: list, source) -> Column:
         data = np.array([0 if v is None else v for v in values], dtype=dtype)
         col = MaskedColumn(data, mask=missing) if missing.any() else Column(data)
     else:
-        data = np.array(["" if v is None else str(v) for v in values], dtype=str) if values else \
-            np.array([], dtype="U1")
+        data = (
+            np.array(["" if v is None else str(v) for v in values], dtype=str) if values else np.array([], dtype="U1")
+        )
         col = MaskedColumn(data, mask=missing) if missing.any() else Column(data)
     if source is not None:
         col.unit, col.description = source.unit, source.description
-        col.meta.update({k: v for k, v in source.meta.items()
-                         if k in ("ucd", "utype", "xtype", "datatype", "arraysize")})
+        col.meta.update(
+            {k: v for k, v in source.meta.items() if k in ("ucd", "utype", "xtype", "datatype", "arraysize")}
+        )
     return col
 
 

@@ -38,18 +38,28 @@ from latentsky.archives.local.votable import VOTABLE_TYPE, error_document, resul
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 """Largest uploaded table (bytes); the server refuses larger request bodies anyway."""
 
-_FORMATS = {"votable", "application/x-votable+xml", "text/xml", "application/x-votable+xml;serialization=tabledata",
-            "votable/td"}
+_FORMATS = {
+    "votable",
+    "application/x-votable+xml",
+    "text/xml",
+    "application/x-votable+xml;serialization=tabledata",
+    "votable/td",
+}
 
 EXAMPLES = {
-    "cone": ("HARPS spectra within 1 degree of alpha Cen",
-             "SELECT TOP 20 dp_id, target_name, s_ra, s_dec, t_min, access_url FROM ivoa.ObsCore "
-             "WHERE CONTAINS(POINT('ICRS', s_ra, s_dec), CIRCLE('ICRS', 219.9, -60.83, 1.0)) = 1"),
-    "per-target": ("How many spectra each target has",
-                   "SELECT target_name, COUNT(*) AS n FROM ivoa.ObsCore GROUP BY target_name ORDER BY n DESC"),
-    "columns": ("The columns of the ObsCore table",
-                "SELECT column_name, datatype, unit, ucd FROM TAP_SCHEMA.columns "
-                "WHERE table_name = 'ivoa.ObsCore'"),
+    "cone": (
+        "HARPS spectra within 1 degree of alpha Cen",
+        "SELECT TOP 20 dp_id, target_name, s_ra, s_dec, t_min, access_url FROM ivoa.ObsCore "
+        "WHERE CONTAINS(POINT('ICRS', s_ra, s_dec), CIRCLE('ICRS', 219.9, -60.83, 1.0)) = 1",
+    ),
+    "per-target": (
+        "How many spectra each target has",
+        "SELECT target_name, COUNT(*) AS n FROM ivoa.ObsCore GROUP BY target_name ORDER BY n DESC",
+    ),
+    "columns": (
+        "The columns of the ObsCore table",
+        "SELECT column_name, datatype, unit, ucd FROM TAP_SCHEMA.columns WHERE table_name = 'ivoa.ObsCore'",
+    ),
 }
 """Example queries served at ``/tap/examples``: name -> (title, ADQL)."""
 
@@ -64,46 +74,66 @@ def _xml(text: str) -> Response:
 
 def capabilities(archive, request: Request) -> Response:
     base = f"{archive.base_url}/tap"
-    geo = "".join(f"<feature><form>{f}</form></feature>" for f in
-                  ("POINT", "CIRCLE", "BOX", "POLYGON", "CONTAINS", "INTERSECTS", "DISTANCE", "COORD1", "COORD2",
-                   "COORDSYS"))
-    vosi = "".join(f'<capability standardID="ivo://ivoa.net/std/{sid}"><interface xsi:type="{kind}">'
-                   f'<accessURL use="full">{base}/{path}</accessURL></interface></capability>'
-                   for sid, path, kind in (("VOSI#capabilities", "capabilities", "vs:ParamHTTP"),
-                                           ("VOSI#availability", "availability", "vs:ParamHTTP"),
-                                           ("VOSI#tables-1.1", "tables", "vs:ParamHTTP"),
-                                           ("DALI#examples", "examples", "vr:WebBrowser")))
-    body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            '<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0" '
-            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-            'xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0" '
-            'xmlns:vr="http://www.ivoa.net/xml/VOResource/v1.0">'
-            f'{vosi}<capability standardID="ivo://ivoa.net/std/TAP" xsi:type="tr:TableAccess">'
-            f'<interface role="std" xsi:type="vs:ParamHTTP" version="1.1"><accessURL use="base">{base}</accessURL>'
-            '</interface>'
-            '<dataModel ivo-id="ivo://ivoa.net/std/ObsCore#core-1.1">ObsCore-1.1</dataModel>'
-            '<language><name>ADQL</name><version ivo-id="ivo://ivoa.net/std/ADQL#v2.0">2.0</version>'
-            '<description>ADQL 2.0 run by SQLite; LIKE is case-sensitive</description>'
-            f'<languageFeatures type="ivo://ivoa.net/std/TAPRegExt#features-adqlgeo">{geo}</languageFeatures>'
-            '</language>'
-            '<outputFormat ivo-id="ivo://ivoa.net/std/TAPRegExt#output-votable-td">'
-            f'<mime>{VOTABLE_TYPE}</mime><alias>votable</alias></outputFormat>'
-            '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-inline"/>'
-            '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-http"/>'
-            f'<retentionPeriod><default>{archive.jobs_retention}</default></retentionPeriod>'
-            f'<executionDuration><hard>{int(adql.QUERY_SECONDS)}</hard></executionDuration>'
-            f'<outputLimit><default unit="row">{archive.tap_maxrec}</default>'
-            f'<hard unit="row">{archive.tap_maxrec}</hard></outputLimit>'
-            f'<uploadLimit><hard unit="byte">{MAX_UPLOAD_BYTES}</hard></uploadLimit>'
-            '</capability></vosi:capabilities>\n')
+    geo = "".join(
+        f"<feature><form>{f}</form></feature>"
+        for f in (
+            "POINT",
+            "CIRCLE",
+            "BOX",
+            "POLYGON",
+            "CONTAINS",
+            "INTERSECTS",
+            "DISTANCE",
+            "COORD1",
+            "COORD2",
+            "COORDSYS",
+        )
+    )
+    vosi = "".join(
+        f'<capability standardID="ivo://ivoa.net/std/{sid}"><interface xsi:type="{kind}">'
+        f'<accessURL use="full">{base}/{path}</accessURL></interface></capability>'
+        for sid, path, kind in (
+            ("VOSI#capabilities", "capabilities", "vs:ParamHTTP"),
+            ("VOSI#availability", "availability", "vs:ParamHTTP"),
+            ("VOSI#tables-1.1", "tables", "vs:ParamHTTP"),
+            ("DALI#examples", "examples", "vr:WebBrowser"),
+        )
+    )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+        'xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0" '
+        'xmlns:vr="http://www.ivoa.net/xml/VOResource/v1.0">'
+        f'{vosi}<capability standardID="ivo://ivoa.net/std/TAP" xsi:type="tr:TableAccess">'
+        f'<interface role="std" xsi:type="vs:ParamHTTP" version="1.1"><accessURL use="base">{base}</accessURL>'
+        "</interface>"
+        '<dataModel ivo-id="ivo://ivoa.net/std/ObsCore#core-1.1">ObsCore-1.1</dataModel>'
+        '<language><name>ADQL</name><version ivo-id="ivo://ivoa.net/std/ADQL#v2.0">2.0</version>'
+        "<description>ADQL 2.0 run by SQLite; LIKE is case-sensitive</description>"
+        f'<languageFeatures type="ivo://ivoa.net/std/TAPRegExt#features-adqlgeo">{geo}</languageFeatures>'
+        "</language>"
+        '<outputFormat ivo-id="ivo://ivoa.net/std/TAPRegExt#output-votable-td">'
+        f"<mime>{VOTABLE_TYPE}</mime><alias>votable</alias></outputFormat>"
+        '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-inline"/>'
+        '<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-http"/>'
+        f"<retentionPeriod><default>{archive.jobs_retention}</default></retentionPeriod>"
+        f"<executionDuration><hard>{int(adql.QUERY_SECONDS)}</hard></executionDuration>"
+        f'<outputLimit><default unit="row">{archive.tap_maxrec}</default>'
+        f'<hard unit="row">{archive.tap_maxrec}</hard></outputLimit>'
+        f'<uploadLimit><hard unit="byte">{MAX_UPLOAD_BYTES}</hard></uploadLimit>'
+        "</capability></vosi:capabilities>\n"
+    )
     return _xml(body)
 
 
 def availability(archive, request: Request) -> Response:
-    return _xml('<?xml version="1.0" encoding="UTF-8"?>\n'
-                '<vosi:availability xmlns:vosi="http://www.ivoa.net/xml/VOSIAvailability/v1.0">'
-                '<vosi:available>true</vosi:available><vosi:note>the local archive is answering</vosi:note>'
-                '</vosi:availability>\n')
+    return _xml(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<vosi:availability xmlns:vosi="http://www.ivoa.net/xml/VOSIAvailability/v1.0">'
+        "<vosi:available>true</vosi:available><vosi:note>the local archive is answering</vosi:note>"
+        "</vosi:availability>\n"
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -119,10 +149,13 @@ def examples(archive, request: Request) -> Response:
     items = "".join(
         f'<div typeof="example" id="{name}" resource="#{name}"><h2 property="name">{escape(title)}</h2>'
         f'<pre class="dali-example" property="query">{escape(query)}</pre></div>'
-        for name, (title, query) in EXAMPLES.items())
-    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html>\n'
-            '<html xmlns="http://www.w3.org/1999/xhtml"><head><title>Examples of the local archive</title></head>'
-            f'<body vocab="http://www.ivoa.net/rdf/examples#"><h1>Example queries</h1>{items}</body></html>\n')
+        for name, (title, query) in EXAMPLES.items()
+    )
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html>\n'
+        '<html xmlns="http://www.w3.org/1999/xhtml"><head><title>Examples of the local archive</title></head>'
+        f'<body vocab="http://www.ivoa.net/rdf/examples#"><h1>Example queries</h1>{items}</body></html>\n'
+    )
     return Response.text(body, content_type="application/xhtml+xml; charset=utf-8")
 
 
@@ -186,7 +219,7 @@ def _uploads(request: Request) -> dict[str, Table]:
         if source.lower().startswith(("http://", "https://")):
             data = _fetch(name, source, request)
         elif source.startswith("param:"):
-            field = source[len("param:"):]
+            field = source[len("param:") :]
             data = request.files.get(field)
             if data is None and request.param(field) is not None:
                 data = request.param(field).encode("utf-8")

@@ -82,9 +82,13 @@ class Limits:
 def make_http_server(app) -> HTTPServer:
     """A tornado server answering for ``app`` (a :class:`LocalServer`) with its limits."""
     limits = app.limits
-    server = _HTTPServer(_Delegate(app), idle_connection_timeout=limits.header_timeout,
-                         body_timeout=limits.body_timeout, max_body_size=limits.max_body_bytes,
-                         max_header_size=limits.max_header_bytes)
+    server = _HTTPServer(
+        _Delegate(app),
+        idle_connection_timeout=limits.header_timeout,
+        body_timeout=limits.body_timeout,
+        max_body_size=limits.max_body_bytes,
+        max_header_size=limits.max_header_bytes,
+    )
     server.app = app
     return server
 
@@ -98,9 +102,12 @@ class _HTTPServer(HTTPServer):
             app.connections += 1
         if len(self._connections) >= app.limits.max_connections:
             IOLoop.current().spawn_callback(
-                answer_and_close, stream, 503,
+                answer_and_close,
+                stream,
+                503,
                 f"this server has its {app.limits.max_connections} connections open; try again later",
-                {"Retry-After": "1"})
+                {"Retry-After": "1"},
+            )
             return
         super().handle_stream(stream, address)
 
@@ -146,8 +153,16 @@ class _Exchange(httputil.HTTPMessageDelegate):
         self.start_line, self.headers = start_line, headers
         problem = _body_problem(headers, self.app.limits.max_body_bytes)
         if problem is not None:
-            self.app._record(RequestRecord(self.arrived, start_line.method, unquote(urlsplit(start_line.path).path),
-                                           _lower(headers), problem[0], None))
+            self.app._record(
+                RequestRecord(
+                    self.arrived,
+                    start_line.method,
+                    unquote(urlsplit(start_line.path).path),
+                    _lower(headers),
+                    problem[0],
+                    None,
+                )
+            )
             stream = self.connection.detach()
             IOLoop.current().spawn_callback(answer_and_close, stream, *problem)
             return None
@@ -174,8 +189,14 @@ class _Exchange(httputil.HTTPMessageDelegate):
     def _request(self) -> Request:
         split = urlsplit(self.start_line.path)
         body = b"".join(self.chunks)
-        req = Request(self.start_line.method, unquote(split.path), parse_qs(split.query, keep_blank_values=True),
-                      self.headers, body, server=self.app)
+        req = Request(
+            self.start_line.method,
+            unquote(split.path),
+            parse_qs(split.query, keep_blank_values=True),
+            self.headers,
+            body,
+            server=self.app,
+        )
         ctype = self.headers.get("Content-Type", "")
         if body and ctype.startswith("application/x-www-form-urlencoded"):
             req.form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
@@ -233,7 +254,7 @@ class _Exchange(httputil.HTTPMessageDelegate):
         headers = httputil.HTTPHeaders(answer.headers)
         if answer.path is None and not self.app.bandwidth:
             # headers and body in one write: one system call, no partial segment waiting
-            await conn.write_headers(start_line, headers, answer.body[answer.start:answer.limit])
+            await conn.write_headers(start_line, headers, answer.body[answer.start : answer.limit])
         else:
             await conn.write_headers(start_line, headers)
             async for chunk in self._chunks(answer):
@@ -315,7 +336,7 @@ class _Answer:
         if self.path is None:
             view = memoryview(self.body)
             for pos in range(self.start, self.limit, size):
-                yield bytes(view[pos:min(pos + size, self.limit)])
+                yield bytes(view[pos : min(pos + size, self.limit)])
             return
         with open(self.path, "rb") as fh:
             fh.seek(self.start)
@@ -376,8 +397,12 @@ async def answer_and_close(stream: iostream.IOStream, status: int, message: str,
     that closing does not reset the connection before the client reads the answer.
     """
     body = (message + "\n").encode("utf-8")
-    head = {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body)), "Connection": "close",
-            **(headers or {})}
+    head = {
+        "Content-Type": "text/plain; charset=utf-8",
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+        **(headers or {}),
+    }
     try:
         await stream.write(_head_bytes(status, head) + body)
         stream.socket.shutdown(socket.SHUT_WR)

@@ -77,10 +77,13 @@ def get_image(archive, request: Request) -> Response:
         if not _covers(archive, band, ra, dec):
             continue
         query = urlencode({"ra": f"{ra:.7f}", "dec": f"{dec:.7f}", "band": band, "xsize": xsize, "ysize": ysize})
-        rows.append(f'<tr><td><a href="{base}/wsa/getImage?{query}" target=show>show</a></td><td nowrap>{band}'
-                    "</td></tr>")
-    page = (f"<html><body><h3>GetImage cut-out results</h3><br><b>J2000 coords:</b> RA: {ra:.7f} Dec: {dec:.7f}"
-            f"<table border=\"1\">{''.join(rows)}</table>\n{len(rows)} rows returned.\n</body></html>")
+        rows.append(
+            f'<tr><td><a href="{base}/wsa/getImage?{query}" target=show>show</a></td><td nowrap>{band}</td></tr>'
+        )
+    page = (
+        f"<html><body><h3>GetImage cut-out results</h3><br><b>J2000 coords:</b> RA: {ra:.7f} Dec: {dec:.7f}"
+        f'<table border="1">{"".join(rows)}</table>\n{len(rows)} rows returned.\n</body></html>'
+    )
     return Response.text(page, content_type="text/html")
 
 
@@ -112,10 +115,12 @@ def wsasql(archive, request: Request) -> Response:
         raise HTTPError(400, f"radius must be in (0, 90] arcmin, got {radius}")
     token = base64.urlsafe_b64encode(json.dumps({"ra": ra, "dec": dec, "radius": radius}).encode()).decode()
     base = request.server.base_url if request.server is not None else ""
-    page = (f"<html><body><h1>WSA Database - SQL Query Results</h1><p>Synthetic sources of the latentsky local "
-            f"archive around RA {ra:.6f} Dec {dec:.6f}, radius {radius:g} arcmin.</p>"
-            f'<p><a href="{base}/wsa/tmp/results_{token}.xml">VOTable</a></p>'
-            "<p><b>QUERY FINISHED</b></p></body></html>")
+    page = (
+        f"<html><body><h1>WSA Database - SQL Query Results</h1><p>Synthetic sources of the latentsky local "
+        f"archive around RA {ra:.6f} Dec {dec:.6f}, radius {radius:g} arcmin.</p>"
+        f'<p><a href="{base}/wsa/tmp/results_{token}.xml">VOTable</a></p>'
+        "<p><b>QUERY FINISHED</b></p></body></html>"
+    )
     return Response.text(page, content_type="text/html")
 
 
@@ -125,22 +130,46 @@ def results(archive, request: Request) -> Response:
     from astropy.table import Table
 
     try:
-        asked = json.loads(base64.urlsafe_b64decode(request.path_params["name"].removeprefix("results_")
-                                                    .removesuffix(".xml")))
+        asked = json.loads(
+            base64.urlsafe_b64decode(request.path_params["name"].removeprefix("results_").removesuffix(".xml"))
+        )
     except ValueError:
         raise HTTPError(404, f"no such result: {request.path}") from None
     ra, dec, radius = float(asked["ra"]), float(asked["dec"]), float(asked["radius"])
     family = sky.FAMILIES["UKIDSS"]
-    src = sky.sources(family, ra, dec, radius / 60.0) if sky.in_footprint(family, ra, dec) else \
-        {"ra": np.zeros(0), "dec": np.zeros(0), "flux": np.zeros(0), "colour": np.zeros(0),
-         "extended": np.zeros(0, bool)}
-    d = np.degrees(np.arccos(np.clip(np.sin(np.radians(dec)) * np.sin(np.radians(src["dec"]))
-                                     + np.cos(np.radians(dec)) * np.cos(np.radians(src["dec"]))
-                                     * np.cos(np.radians(src["ra"] - ra)), -1, 1))) * 60.0
+    src = (
+        sky.sources(family, ra, dec, radius / 60.0)
+        if sky.in_footprint(family, ra, dec)
+        else {
+            "ra": np.zeros(0),
+            "dec": np.zeros(0),
+            "flux": np.zeros(0),
+            "colour": np.zeros(0),
+            "extended": np.zeros(0, bool),
+        }
+    )
+    d = (
+        np.degrees(
+            np.arccos(
+                np.clip(
+                    np.sin(np.radians(dec)) * np.sin(np.radians(src["dec"]))
+                    + np.cos(np.radians(dec)) * np.cos(np.radians(src["dec"])) * np.cos(np.radians(src["ra"] - ra)),
+                    -1,
+                    1,
+                )
+            )
+        )
+        * 60.0
+    )
     keep = d <= radius
-    table = Table({"sourceID": np.arange(keep.sum(), dtype=np.int64) + 400000000000,
-                   "RA": src["ra"][keep], "Dec": src["dec"][keep],
-                   "mergedClass": np.where(src["extended"][keep], 1, -1).astype(np.int16)})
+    table = Table(
+        {
+            "sourceID": np.arange(keep.sum(), dtype=np.int64) + 400000000000,
+            "RA": src["ra"][keep],
+            "Dec": src["dec"][keep],
+            "mergedClass": np.where(src["extended"][keep], 1, -1).astype(np.int16),
+        }
+    )
     for band in ("Y", "J", "H", "K"):
         flux = src["flux"][keep] * family.bands[band] ** src["colour"][keep]
         table[f"{band if band != 'K' else 'K_1'}AperMag3"] = (ZERO_POINT - 2.5 * np.log10(flux)).astype(np.float32)
@@ -152,6 +181,10 @@ def results(archive, request: Request) -> Response:
     return Response(out.getvalue(), content_type="text/xml")
 
 
-ROUTES = (("GET", "/wsa/GetImage", get_image), ("GET", "/wsa/getFImage", get_fimage), ("GET", "/wsa/WSASQL", wsasql),
-          ("GET", "/wsa/tmp/{name}", results))
+ROUTES = (
+    ("GET", "/wsa/GetImage", get_image),
+    ("GET", "/wsa/getFImage", get_fimage),
+    ("GET", "/wsa/WSASQL", wsasql),
+    ("GET", "/wsa/tmp/{name}", results),
+)
 """``(method, path, handler)`` of the local WSA, registered by :class:`~.archive.LocalArchive`."""

@@ -37,8 +37,10 @@ MAX_WAIT = 10.0
 """Longest blocking wait (``WAIT``) in seconds."""
 
 ACTIVE = ("PENDING", "QUEUED", "EXECUTING")
-UWS_NS = ('xmlns:uws="http://www.ivoa.net/xml/UWS/v1.0" xmlns:xlink="http://www.w3.org/1999/xlink" '
-          'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"')
+UWS_NS = (
+    'xmlns:uws="http://www.ivoa.net/xml/UWS/v1.0" xmlns:xlink="http://www.w3.org/1999/xlink" '
+    'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+)
 
 
 def _iso(t: float | None) -> str | None:
@@ -72,13 +74,15 @@ class Job:
 class JobStore:
     """The jobs of one service; ``execute(request) -> (VOTable bytes, error message or None)`` runs one."""
 
-    def __init__(self, execute: Callable[[Request], tuple[bytes, str | None]], *, execution_duration: int,
-                 workers: int = 2):
+    def __init__(
+        self, execute: Callable[[Request], tuple[bytes, str | None]], *, execution_duration: int, workers: int = 2
+    ):
         self.execute, self.execution_duration = execute, int(execution_duration)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="uws",
-                                                           initializer=lower_priority)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="uws", initializer=lower_priority
+        )
         self._ids = itertools.count(1)
 
     # ---------------------------------------------------------------- store
@@ -105,8 +109,9 @@ class JobStore:
         while len(self._jobs) >= MAX_JOBS and finished:
             self._drop(finished.pop(0))
         if len(self._jobs) >= MAX_JOBS:
-            raise HTTPError(503, f"this service holds {MAX_JOBS} unfinished jobs; delete some or try later",
-                            {"Retry-After": "10"})
+            raise HTTPError(
+                503, f"this service holds {MAX_JOBS} unfinished jobs; delete some or try later", {"Retry-After": "10"}
+            )
 
     def _drop(self, job: Job) -> None:
         if job.phase in ACTIVE:
@@ -184,24 +189,35 @@ class JobStore:
                 return f'<uws:{name} xsi:nil="true"/>'
             return f"<uws:{name}>{escape(str(value))}</uws:{name}>"
 
-        params = "".join(f"<uws:parameter id={quoteattr(k)}>{escape(v)}</uws:parameter>"
-                         for k, v in job.params.items())
-        results = (f'<uws:result id="result" xlink:href={quoteattr(f"{base}/{job.id}/results/result")}/>'
-                   if job.phase == "COMPLETED" else "")
-        error = (f'<uws:errorSummary type="fatal" hasDetail="true"><uws:message>{escape(job.message)}'
-                 "</uws:message></uws:errorSummary>" if job.phase == "ERROR" else "")
-        return (f'<?xml version="1.0" encoding="UTF-8"?>\n<uws:job {UWS_NS} version="1.1">'
-                f"{element('jobId', job.id)}{element('ownerId', None)}{element('phase', job.phase)}"
-                f"{element('quote', None)}{element('creationTime', _iso(job.created))}"
-                f"{element('startTime', _iso(job.started))}{element('endTime', _iso(job.ended))}"
-                f"{element('executionDuration', job.execution_duration)}"
-                f"{element('destruction', _iso(job.destruction))}"
-                f"<uws:parameters>{params}</uws:parameters><uws:results>{results}</uws:results>{error}</uws:job>\n")
+        params = "".join(f"<uws:parameter id={quoteattr(k)}>{escape(v)}</uws:parameter>" for k, v in job.params.items())
+        results = (
+            f'<uws:result id="result" xlink:href={quoteattr(f"{base}/{job.id}/results/result")}/>'
+            if job.phase == "COMPLETED"
+            else ""
+        )
+        error = (
+            f'<uws:errorSummary type="fatal" hasDetail="true"><uws:message>{escape(job.message)}'
+            "</uws:message></uws:errorSummary>"
+            if job.phase == "ERROR"
+            else ""
+        )
+        return (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<uws:job {UWS_NS} version="1.1">'
+            f"{element('jobId', job.id)}{element('ownerId', None)}{element('phase', job.phase)}"
+            f"{element('quote', None)}{element('creationTime', _iso(job.created))}"
+            f"{element('startTime', _iso(job.started))}{element('endTime', _iso(job.ended))}"
+            f"{element('executionDuration', job.execution_duration)}"
+            f"{element('destruction', _iso(job.destruction))}"
+            f"<uws:parameters>{params}</uws:parameters><uws:results>{results}</uws:results>{error}</uws:job>\n"
+        )
 
     def list_xml(self, base: str) -> str:
-        refs = "".join(f'<uws:jobref id={quoteattr(j.id)} xlink:href={quoteattr(f"{base}/{j.id}")}>'
-                       f"<uws:phase>{j.phase}</uws:phase><uws:creationTime>{_iso(j.created)}</uws:creationTime>"
-                       "</uws:jobref>" for j in self.jobs())
+        refs = "".join(
+            f"<uws:jobref id={quoteattr(j.id)} xlink:href={quoteattr(f'{base}/{j.id}')}>"
+            f"<uws:phase>{j.phase}</uws:phase><uws:creationTime>{_iso(j.created)}</uws:creationTime>"
+            "</uws:jobref>"
+            for j in self.jobs()
+        )
         return f'<?xml version="1.0" encoding="UTF-8"?>\n<uws:jobs {UWS_NS} version="1.1">{refs}</uws:jobs>\n'
 
 
@@ -262,9 +278,14 @@ def register(server, store: JobStore, prefix: str = "/tap/async") -> None:
     def simple_get(name):
         def get(request: Request) -> Response:
             job = store.get(request.path_params["job"])
-            value = {"executionduration": str(job.execution_duration), "destruction": _iso(job.destruction),
-                     "quote": "", "owner": ""}[name]
+            value = {
+                "executionduration": str(job.execution_duration),
+                "destruction": _iso(job.destruction),
+                "quote": "",
+                "owner": "",
+            }[name]
             return Response.text(value)
+
         return get
 
     def duration_post(request: Request) -> Response:
@@ -290,8 +311,7 @@ def register(server, store: JobStore, prefix: str = "/tap/async") -> None:
 
     def parameters_get(request: Request) -> Response:
         job = store.get(request.path_params["job"])
-        params = "".join(f"<uws:parameter id={quoteattr(k)}>{escape(v)}</uws:parameter>"
-                         for k, v in job.params.items())
+        params = "".join(f"<uws:parameter id={quoteattr(k)}>{escape(v)}</uws:parameter>" for k, v in job.params.items())
         return xml(f'<?xml version="1.0" encoding="UTF-8"?>\n<uws:parameters {UWS_NS}>{params}</uws:parameters>\n')
 
     def parameters_post(request: Request) -> Response:
@@ -309,8 +329,11 @@ def register(server, store: JobStore, prefix: str = "/tap/async") -> None:
 
     def results_get(request: Request) -> Response:
         job = store.get(request.path_params["job"])
-        result = (f'<uws:result id="result" xlink:href={quoteattr(f"{base(request)}/{job.id}/results/result")}/>'
-                  if job.phase == "COMPLETED" else "")
+        result = (
+            f'<uws:result id="result" xlink:href={quoteattr(f"{base(request)}/{job.id}/results/result")}/>'
+            if job.phase == "COMPLETED"
+            else ""
+        )
         return xml(f'<?xml version="1.0" encoding="UTF-8"?>\n<uws:results {UWS_NS}>{result}</uws:results>\n')
 
     def result_get(request: Request) -> Response:
@@ -327,16 +350,23 @@ def register(server, store: JobStore, prefix: str = "/tap/async") -> None:
 
     one = prefix + "/{job}"
     routes = [
-        ("POST", prefix, create, False), ("GET", prefix, lambda r: xml(store.list_xml(base(r))), True),
-        ("GET", one, job_doc, True), ("POST", one, job_post, True), ("DELETE", one, job_delete, True),
-        ("GET", one + "/phase", phase_get, True), ("POST", one + "/phase", phase_post, True),
+        ("POST", prefix, create, False),
+        ("GET", prefix, lambda r: xml(store.list_xml(base(r))), True),
+        ("GET", one, job_doc, True),
+        ("POST", one, job_post, True),
+        ("DELETE", one, job_delete, True),
+        ("GET", one + "/phase", phase_get, True),
+        ("POST", one + "/phase", phase_post, True),
         ("GET", one + "/executionduration", simple_get("executionduration"), True),
         ("POST", one + "/executionduration", duration_post, True),
         ("GET", one + "/destruction", simple_get("destruction"), True),
         ("POST", one + "/destruction", destruction_post, True),
-        ("GET", one + "/quote", simple_get("quote"), True), ("GET", one + "/owner", simple_get("owner"), True),
-        ("GET", one + "/parameters", parameters_get, True), ("POST", one + "/parameters", parameters_post, True),
-        ("GET", one + "/results", results_get, True), ("GET", one + "/results/result", result_get, True),
+        ("GET", one + "/quote", simple_get("quote"), True),
+        ("GET", one + "/owner", simple_get("owner"), True),
+        ("GET", one + "/parameters", parameters_get, True),
+        ("POST", one + "/parameters", parameters_post, True),
+        ("GET", one + "/results", results_get, True),
+        ("GET", one + "/results/result", result_get, True),
         ("GET", one + "/error", error_get, True),
     ]
     for method, pattern, handler, inline in routes:

@@ -18,8 +18,19 @@ from astropy.table import Table
 VOTABLE_TYPE = "application/x-votable+xml"
 VERSION = "1.4"
 
-_NUMPY_TYPES = {"f8": "double", "f4": "float", "i8": "long", "i4": "int", "i2": "short", "u1": "unsignedByte",
-                "b1": "boolean", "i1": "short", "u2": "int", "u4": "long", "u8": "long"}
+_NUMPY_TYPES = {
+    "f8": "double",
+    "f4": "float",
+    "i8": "long",
+    "i4": "int",
+    "i2": "short",
+    "u1": "unsignedByte",
+    "b1": "boolean",
+    "i1": "short",
+    "u2": "int",
+    "u4": "long",
+    "u8": "long",
+}
 
 
 def _datatype(col) -> tuple[str, str | None]:
@@ -91,8 +102,10 @@ def _text(value, datatype: str) -> str:
 
 def error_document(message: str) -> bytes:
     """A TAP error document (``QUERY_STATUS=ERROR``) with ``message``."""
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<VOTABLE version="{VERSION}" xmlns="http://www.ivoa.net/xml/VOTable/v1.3" '
-            f'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
-            f'<RESOURCE type="results">\n<INFO name="QUERY_STATUS" value="ERROR">{escape(message)}</INFO>\n'
-            f'</RESOURCE>\n</VOTABLE>\n').encode("utf-8")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<VOTABLE version="{VERSION}" xmlns="http://www.ivoa.net/xml/VOTable/v1.3" '
+        f'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
+        f'<RESOURCE type="results">\n<INFO name="QUERY_STATUS" value="ERROR">{escape(message)}</INFO>\n'
+        f"</RESOURCE>\n</VOTABLE>\n"
+    ).encode("utf-8")
