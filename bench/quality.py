@@ -101,7 +101,8 @@ def prepare(name: str, work: Path) -> dict:
     import pandas as pd
 
     from latentsky.data import sample_path
-    from latentsky.embed.runner import embed_store, open_embeddings
+    from latentsky.embed.layout import open_embeddings
+    from latentsky.embed.runner import embed_store
     from latentsky.ingest import ingest
     from latentsky.pipeline_defaults import EMBED_DEFAULTS
     from latentsky.store import SpectrumStore

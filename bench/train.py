@@ -66,7 +66,7 @@ def synthesise(src: Path, dest: Path, n: int, *, chunk: int = 2000, seed: int = 
     import pandas as pd
     import zarr
 
-    from latentsky.embed.runner import ARRAYS_DIR, CATALOG_FILE, open_embeddings, unpack_gram
+    from latentsky.embed.layout import ARRAYS_DIR, CATALOG_FILE, open_embeddings, unpack_gram
 
     done = dest / "done.json"
     if done.exists() and json.loads(done.read_text()).get("n") == n:
@@ -159,7 +159,7 @@ def time_ours(
 def time_lbfgs(path: Path, *, rows: int, hidden: int, iterations: int = 20) -> dict:
     """The full-batch L-BFGS path on the first ``rows`` readouts: spectra x loss evaluations per second."""
     from latentsky.autoencoder import LatentAutoencoder
-    from latentsky.embed.runner import open_embeddings
+    from latentsky.embed.layout import open_embeddings
 
     emb = open_embeddings(path)
     readouts = np.asarray(emb.readout[:rows], dtype="f8")
@@ -189,7 +189,7 @@ def time_lbfgs(path: Path, *, rows: int, hidden: int, iterations: int = 20) -> d
 def time_keras_mse(path: Path, *, epochs: int, batch: int, hidden: int) -> dict:
     import keras
 
-    from latentsky.embed.runner import open_embeddings
+    from latentsky.embed.layout import open_embeddings
 
     x = np.asarray(open_embeddings(path).readout[:], dtype="f4")
     x = (x - x.mean(0)) / x.std(0)

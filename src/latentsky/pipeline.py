@@ -246,7 +246,8 @@ def _run(
         store_path = result.store
         if result.up_to_date:
             skipped.append("ingest")
-    from latentsky.embed.runner import open_embeddings, store_fingerprint
+    from latentsky.embed.layout import open_embeddings
+    from latentsky.embed.runner import store_fingerprint
     from latentsky.store import SpectrumStore
 
     store = SpectrumStore(store_path)
@@ -303,7 +304,7 @@ def _run(
     else:
         fit_on = emb_path
         if sampled:
-            from latentsky.embed.runner import sample_embeddings
+            from latentsky.embed.layout import sample_embeddings
 
             fit_on = sample_embeddings(emb, out / TRAIN_SAMPLE_DIR, train_rows, seed=seed)
         est = LatentAutoencoder(**tparams, checkpoint_dir=out / "checkpoints", progress=progress).fit(fit_on)

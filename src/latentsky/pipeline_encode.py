@@ -43,7 +43,7 @@ def _encode_chunk(start: int, stop: int, *, model_path: str, emb_path: str) -> t
     """Latent coordinates, reconstruction errors and anomaly scores of rows ``start:stop`` (in-process or
     on a Dask worker; only one chunk of Gram matrices is unpacked at a time)."""
     from latentsky import evaluate as ev
-    from latentsky.embed.runner import open_embeddings
+    from latentsky.embed.layout import open_embeddings
 
     est = _load_model(model_path)
     emb = open_embeddings(emb_path)
@@ -124,7 +124,7 @@ def encode_latent(
 
     out, model_path = Path(out), Path(model_path).resolve()
     n = len(emb)
-    from latentsky.embed.runner import CATALOG_FILE as EMB_CATALOG
+    from latentsky.embed.layout import CATALOG_FILE as EMB_CATALOG
 
     rows_of = pd.read_parquet(Path(emb.path) / EMB_CATALOG, columns=["row"])["row"].to_numpy()
     if len(rows_of) != n or (n and (rows_of.max() >= len(store) or np.any(np.diff(rows_of) <= 0))):

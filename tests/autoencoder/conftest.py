@@ -32,7 +32,7 @@ def sample_embeddings(sample_store, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def embeddings(sample_embeddings):
-    from latentsky.embed.runner import open_embeddings
+    from latentsky.embed.layout import open_embeddings
 
     return open_embeddings(sample_embeddings)
 

@@ -63,7 +63,7 @@ def test_pipeline_writes_every_output(pipeline_run, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     # the model file reproduces the table's coordinates
     from latentsky.autoencoder import LatentAutoencoder
-    from latentsky.embed.runner import open_embeddings
+    from latentsky.embed.layout import open_embeddings
 
     est = LatentAutoencoder.load(out / "model.keras")
     z = est.transform(open_embeddings(out / "embeddings").readout[:])

@@ -38,7 +38,8 @@ def test_persistence_ratio_and_contrast_match_direct_computations(harps):
 
 
 def test_report_from_an_embeddings_directory_reads_it_in_chunks(harps_store, tmp_path):
-    from latentsky.embed.runner import embed_store, open_embeddings
+    from latentsky.embed.layout import open_embeddings
+    from latentsky.embed.runner import embed_store
 
     out = embed_store(harps_store, tmp_path / "emb", n_units=20, backend="numpy")
     emb = open_embeddings(out)

@@ -9,7 +9,8 @@ import pytest
 
 from latentsky.cli import main
 from latentsky.embed import ESNReadoutEmbedder
-from latentsky.embed.runner import embed_store, open_embeddings, pack_gram, unpack_gram
+from latentsky.embed.layout import open_embeddings, pack_gram, unpack_gram
+from latentsky.embed.runner import embed_store
 from latentsky.exceptions import EmbeddingError
 from latentsky.pipeline_defaults import EMBED_DEFAULTS
 

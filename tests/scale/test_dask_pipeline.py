@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from latentsky.embed.runner import open_embeddings
+from latentsky.embed.layout import open_embeddings
 from latentsky.pipeline import run_pipeline
 
 ARRAYS = ("readout", "gram", "xty", "yty", "n_steps")

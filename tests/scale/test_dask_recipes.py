@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from latentsky.distributed import dask_client, make_cluster
-from latentsky.embed.runner import embed_store, open_embeddings
+from latentsky.embed.layout import open_embeddings
+from latentsky.embed.runner import embed_store
 from latentsky.exceptions import LatentskyError
 
 RECIPES = Path(__file__).resolve().parents[2] / "binder" / "jupyterhub" / "dask"

@@ -51,7 +51,7 @@ def test_reconstruction_error_is_the_one_the_model_is_scored_on(results_data, sa
             # leaves half of
             assert np.mean(resid**2) < 0.2 * np.var(binned[steps])
     # the stage-1 readout itself predicts at least as well as the decoded one (the floor)
-    from latentsky.embed.runner import open_embeddings
+    from latentsky.embed.layout import open_embeddings
 
     emb = open_embeddings(sample_results / "embeddings")
     spec = results_data.spectrum(100)

@@ -98,7 +98,7 @@ def test_train_draws_the_loss_curve_while_it_trains(sample_store, tmp_path):
     # live: the curve grew one epoch at a time during the run, not once at its end
     assert [k for k, running in seen if running] == list(range(0, n + 1))
     assert len(t.results.table) == len(sample_store) and t.results.source.reconstruct is not None
-    from latentsky.embed.runner import open_embeddings
+    from latentsky.embed.layout import open_embeddings
 
     assert open_embeddings(tmp_path / "results" / "embeddings").attrs["n_units"] == 20  # the Embed settings
     curve = t.loss_plot()[()]

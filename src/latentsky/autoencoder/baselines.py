@@ -25,7 +25,7 @@ from latentsky.exceptions import AutoencoderError
 
 
 def _readouts(X) -> np.ndarray:
-    from latentsky.embed.runner import Embeddings, open_embeddings
+    from latentsky.embed.layout import Embeddings, open_embeddings
 
     if isinstance(X, (str, os.PathLike)):
         X = open_embeddings(X)

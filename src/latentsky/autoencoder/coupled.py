@@ -85,7 +85,7 @@ def coupled_inputs(
         ``floor`` (n,) ``sse(w*) / divisor``.  With them
         ``sse(w)/divisor = d' G d - 2 d' r + floor`` for ``d = w - w*``.
     """
-    from latentsky.embed.runner import unpack_gram
+    from latentsky.embed.layout import unpack_gram
 
     if normalise not in NORMALISATIONS:
         raise AutoencoderError(f"parameter normalise={normalise!r}: must be one of {NORMALISATIONS}")

@@ -436,7 +436,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "model_")
 
     def _readout_blocks(self, X):
-        from latentsky.embed.runner import Embeddings, open_embeddings
+        from latentsky.embed.layout import Embeddings, open_embeddings
 
         if isinstance(X, (str, os.PathLike)):
             X = open_embeddings(X)

@@ -37,9 +37,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from latentsky.autoencoder.coupled import (
+from latentsky.autoencoder.coupled import (  # noqa: E402
     data_error,
-    gram_block_index,  # noqa: E402,F401
+    gram_block_index,
     gram_blocks,
     metric_root,
 )

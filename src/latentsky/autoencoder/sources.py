@@ -191,7 +191,7 @@ class CachedSource(Source):
 
 def as_source(X, stats, chunk_rows) -> Source:
     """An EMBEDDINGS path / object, or readouts (+ ReadoutStatistics) -> Source."""
-    from latentsky.embed.runner import Embeddings, open_embeddings, pack_gram
+    from latentsky.embed.layout import Embeddings, open_embeddings, pack_gram
 
     if isinstance(X, (str, os.PathLike)):
         X = open_embeddings(X)
@@ -233,7 +233,7 @@ def exact_ridge(emb, rows: int = 64) -> float | None:
     Then the coupled inputs need no unpacked Gram matrix (see
     :func:`~latentsky.autoencoder.coupled.coupled_inputs`); otherwise None.
     """
-    from latentsky.embed.runner import unpack_gram
+    from latentsky.embed.layout import unpack_gram
 
     ridge = emb.attrs.get("ridge")
     if ridge is None:
@@ -281,7 +281,7 @@ def mean_metric(source: Source, rows: np.ndarray, normalise: str):
     and the mean of the ridge divided by each spectrum's divisor (the curvature the ridge adds; None
     when the source does not know its ridge)."""
     from latentsky.autoencoder.coupled import coupled_inputs, divisors
-    from latentsky.embed.runner import unpack_gram
+    from latentsky.embed.layout import unpack_gram
 
     total = np.zeros(source.m * (source.m + 1) // 2)
     inv_div = 0.0

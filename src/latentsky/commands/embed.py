@@ -131,7 +131,7 @@ def run(args) -> int:
         random_state=args.seed,
         **cli_options(args),
     )
-    from latentsky.embed.runner import open_embeddings
+    from latentsky.embed.layout import open_embeddings
 
     emb = open_embeddings(out)
     rejected = len(emb.rejected)

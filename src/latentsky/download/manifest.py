@@ -177,7 +177,9 @@ class Manifest:
         try:
             yield
         except sqlite3.Error as err:
-            raise ManifestWriteError(f"{self.path}: cannot update the download manifest ({err})") from None
+            # SQLite says "database or disk is full"; the disk's own words name what the user must fix
+            reason = "No space left on device" if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL else err
+            raise ManifestWriteError(f"{self.path}: cannot update the download manifest ({reason})") from None
 
     # ----------------------------------------------------------------- writes
     def enqueue(self, items: Iterable[DownloadItem]) -> int:

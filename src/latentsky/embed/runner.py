@@ -21,13 +21,11 @@ import numpy as np
 import pandas as pd
 
 from latentsky.embed.esn import ESNReadoutEmbedder
-
-# the layout's names are also imported from here (their home before layout.py): re-exported
 from latentsky.embed.layout import (
     ARRAY_NAMES,
     ARRAYS_DIR,
     CATALOG_COLUMNS,
-    CATALOG_FILE,  # noqa: F401
+    CATALOG_FILE,
     LAYOUT_VERSION,
     REJECTED_FILE,
     create_arrays,

@@ -11,7 +11,7 @@ minimises and ``latent.parquet``'s ``recon_error`` column records; so the
 curve drawn is what the map is scored on, not a picture made for the app.
 
 The reservoir is rebuilt from the embeddings' saved definition
-(:meth:`latentsky.embed.runner.Embeddings.reservoir`) and run in float64,
+(:meth:`latentsky.embed.layout.Embeddings.reservoir`) and run in float64,
 one spectrum per tap (~20 ms for 4,096 pixels and 100 units).  The model
 (TensorFlow) is loaded on the first use, or ahead of it by :meth:`load` in a
 background thread (what a served app does, so the first tap does not wait).
@@ -55,7 +55,7 @@ class ReadoutReconstruction:
     """
 
     def __init__(self, model, embeddings, *, latent_columns=None, decoded=None):
-        from latentsky.embed.runner import open_embeddings
+        from latentsky.embed.layout import open_embeddings
 
         self.model_path = Path(model)
         self.decoded: dict[str, np.ndarray] = {}
