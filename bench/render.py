@@ -313,7 +313,8 @@ def main(argv=None) -> int:
         return 0
     print(_cpu.header(), flush=True)
 
-    from latentsky.synth import sample_store, templates_from_store, write_synth
+    from latentsky.data import sample_store
+    from latentsky.synth import templates_from_store, write_synth
 
     templates = templates_from_store(sample_store())
     result: dict = {}

@@ -87,7 +87,8 @@ class MemorySampler(threading.Thread):
 
 
 def child_generate(args) -> dict:
-    from latentsky.synth import sample_store, write_synth
+    from latentsky.data import sample_store
+    from latentsky.synth import write_synth
 
     templates = sample_store()  # ingested once per cache folder, outside the timing
     sampler = MemorySampler()

@@ -475,28 +475,9 @@ def _open_or_sample_store(store):
     from latentsky.store import SpectrumStore
 
     if store is None:
+        from latentsky.data import sample_store
+
         return sample_store()
     if isinstance(store, (str, Path)):
         return SpectrumStore(store)
     return store
-
-
-def sample_store(cache_dir: Path | None = None):
-    """The bundled sample ingested once into ``conf.cache_dir / "sample-store"`` and reused.
-
-    The store is rebuilt when the sample folder changes (its file list and sizes).
-    """
-    import hashlib
-
-    from latentsky.config import conf
-    from latentsky.data import sample_path, sample_spectra
-    from latentsky.ingest import ingest
-    from latentsky.store import SpectrumStore
-
-    files = sorted(p for p in sample_path().rglob("*") if p.is_file())
-    key = hashlib.sha256("".join(f"{p.name}:{p.stat().st_size}" for p in files).encode()).hexdigest()[:12]
-    dest = Path(cache_dir or conf.cache_dir) / f"sample-store-{key}"
-    if not (dest / "catalog.parquet").exists():
-        log.info("ingesting the bundled sample into %s", dest)
-        ingest(sample_spectra(), dest)  # the spectra only: the sample's images are no spectra to report
-    return SpectrumStore(dest)

@@ -18,7 +18,6 @@ importing this module.
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 from pathlib import Path
 
@@ -27,7 +26,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from latentsky.autoencoder.events import TrainingEvent, _keras
 from latentsky.autoencoder.fitting import DETERMINISM
-from latentsky.autoencoder.maps import DEFAULT_KIND, END_TO_END, KINDS
+from latentsky.autoencoder.maps import DEFAULT_KIND, END_TO_END
+from latentsky.autoencoder.params import check_params
 from latentsky.exceptions import AutoencoderError
 
 log = logging.getLogger(__name__)
@@ -229,50 +229,6 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         self.progress = progress
 
     # -- checks ------------------------------------------------------------
-    def _check_params(self):
-        from latentsky.autoencoder.coupled import NORMALISATIONS
-
-        def check(name, ok, what):
-            if not ok:
-                raise AutoencoderError(f"parameter {name}={getattr(self, name)!r}: {what}")
-
-        def integer(name, low):
-            v = getattr(self, name)
-            check(name, isinstance(v, numbers.Integral) and v >= low, f"must be an integer >= {low}")
-
-        def real(name, low, strict=False):
-            v = getattr(self, name)
-            ok = isinstance(v, numbers.Real) and (v > low if strict else v >= low)
-            check(name, ok, f"must be {'>' if strict else '>='} {low}")
-
-        check("map", self.map in KINDS, f"must be one of {KINDS}")
-        integer("n_latent", 1)
-        check(
-            "hidden",
-            all(isinstance(h, numbers.Integral) and h >= 1 for h in self.hidden),
-            "must be a sequence of positive integers",
-        )
-        check("normalise", self.normalise in NORMALISATIONS, f"must be one of {NORMALISATIONS}")
-        check("whiten", self.whiten in ("auto", "metric", "std", "split"), "must be 'auto', 'metric', 'std' or 'split'")
-        check("optimizer", self.optimizer in ("auto", "lbfgs", "adam"), "must be 'auto', 'lbfgs' or 'adam'")
-        for name in ("restarts", "max_iter", "epochs", "batch_size", "steps_per_execution", "negative_rate"):
-            integer(name, 1)
-        integer("n_neighbors", 2)
-        integer("patience", 0)
-        real("tol", 0)
-        real("weight_decay", 0)
-        real("neighbour_weight", 0)
-        real("euclidean_weight", 0)
-        real("learning_rate", 0, strict=True)
-        real("edges_per_spectrum", 0, strict=True)
-        check("min_dist", isinstance(self.min_dist, numbers.Real) and 0 <= self.min_dist <= 1, "must be in [0, 1]")
-        check(
-            "validation_fraction",
-            self.validation_fraction is None
-            or (isinstance(self.validation_fraction, numbers.Real) and 0 <= self.validation_fraction < 1),
-            "must be None or in [0, 1)",
-        )
-
     # -- fitting -----------------------------------------------------------
     def fit(self, X, y=None, *, stats=None, layout=None):
         """Train on an EMBEDDINGS directory or on readouts in memory.
@@ -297,7 +253,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         -------
         self
         """
-        self._check_params()
+        check_params(self)
         keras = _keras()
         import tensorflow as tf
 

@@ -130,8 +130,8 @@ def prepare_sample_results(
         row's decoded readout (``decoded_readouts.npz``: the app then needs no TensorFlow).
     """
     from latentsky.config import conf
+    from latentsky.data import sample_store
     from latentsky.pipeline import run_pipeline
-    from latentsky.synth import sample_store
 
     cache = Path(cache_dir or conf.cache_dir)
     store_path = sample_store(cache).path
@@ -184,7 +184,7 @@ def sample_results() -> Path:
 def course_map(results: Path | None = None):
     """The sample's autoencoder map as a :class:`~latentsky.ui.data.LatentData`, joined to the spectra's
     catalog (instrument, wavelength range, class, redshift...), from :func:`sample_results`."""
-    from latentsky.synth import sample_store
+    from latentsky.data import sample_store
     from latentsky.ui.data import LatentData
 
     results = Path(results or sample_results())

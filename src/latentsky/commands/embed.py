@@ -35,41 +35,22 @@ def register(subparsers) -> None:
         default=d["reservoir"],
         help=f"simple cycle (deterministic) or random sparse (default {d['reservoir']})",
     )
-    p.add_argument(
-        "--cycle-weight",
-        type=float,
-        default=d["cycle_weight"],
-        help=f"cycle weight r / spectral radius (default {d['cycle_weight']:g})",
+    numbers = (  # flag, type, what it is (the default is appended)
+        ("--cycle-weight", float, "cycle weight r / spectral radius"),
+        ("--input-scaling", float, "input weight magnitude v"),
+        ("--bias", float, "bias b of every unit"),
+        ("--leak-rate", float, "leak rate a in (0, 1]"),
+        (
+            "--position-scaling",
+            float,
+            "weight of the position along the spectrum as a second reservoir input (0: none)",
+        ),
+        ("--bin-pixels", int, "grid pixels averaged into one reservoir step"),
+        ("--washout", int, "steps left out after the first valid pixel"),
     )
-    p.add_argument(
-        "--input-scaling",
-        type=float,
-        default=d["input_scaling"],
-        help=f"input weight magnitude v (default {d['input_scaling']:g})",
-    )
-    p.add_argument("--bias", type=float, default=d["bias"], help=f"bias b of every unit (default {d['bias']:g})")
-    p.add_argument(
-        "--leak-rate", type=float, default=d["leak_rate"], help=f"leak rate a in (0, 1] (default {d['leak_rate']:g})"
-    )
-    p.add_argument(
-        "--position-scaling",
-        type=float,
-        default=d["position_scaling"],
-        help="weight of the position along the spectrum as a second reservoir input "
-        f"(0: none; default {d['position_scaling']:g})",
-    )
-    p.add_argument(
-        "--bin-pixels",
-        type=int,
-        default=d["bin_pixels"],
-        help=f"grid pixels averaged into one reservoir step (default {d['bin_pixels']})",
-    )
-    p.add_argument(
-        "--washout",
-        type=int,
-        default=d["washout"],
-        help=f"steps left out after the first valid pixel (default {d['washout']})",
-    )
+    for flag, kind, what in numbers:
+        default = d[flag[2:].replace("-", "_")]
+        p.add_argument(flag, type=kind, default=default, help=f"{what} (default {default:g})")
     p.add_argument(
         "--ridge",
         type=_ridge,

@@ -111,3 +111,16 @@ class DownloadItem:
         """Inverse of :meth:`to_dict`; unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def check_unique(items: list[DownloadItem]) -> None:
+    """Refuse (ValueError) two different items under one key, or two keys written to one file."""
+    seen: dict[str, DownloadItem] = {}
+    dests: dict[Path, str] = {}
+    for item in items:
+        other = seen.setdefault(item.key, item)
+        if other != item:
+            raise ValueError(f"two different download items share the key {item.key!r}: {other.url} and {item.url}")
+        key = dests.setdefault(item.dest, item.key)
+        if key != item.key:
+            raise ValueError(f"download items {key!r} and {item.key!r} would both be written to {item.dest}")

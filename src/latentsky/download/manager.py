@@ -39,7 +39,7 @@ import requests.utils
 
 from latentsky.config import conf
 from latentsky.download import credentials
-from latentsky.download.items import DownloadItem
+from latentsky.download.items import DownloadItem, check_unique
 from latentsky.download.manifest import Manifest, ManifestWriteError
 from latentsky.download.policy import USER_AGENT, RetryPolicy
 from latentsky.download.results import DownloadFailure, Results
@@ -197,7 +197,7 @@ class DownloadManager:
         self._stop.clear()
         if items is not None:
             todo = [x.item if isinstance(x, DownloadFailure) else x for x in items]
-            _check_unique(todo)
+            check_unique(todo)
             todo = list({item.key: item for item in todo}.values())  # the same item twice: once
         with self.manifest.exclusive():
             try:
@@ -482,18 +482,6 @@ def _auth_names(item: DownloadItem) -> tuple[str, ...]:
     if "eso" not in names and os.environ.get(credentials.env_var("eso")):
         names.append("eso")
     return tuple(names)
-
-
-def _check_unique(items: list[DownloadItem]) -> None:
-    seen: dict[str, DownloadItem] = {}
-    dests: dict[Path, str] = {}
-    for item in items:
-        other = seen.setdefault(item.key, item)
-        if other != item:
-            raise ValueError(f"two different download items share the key {item.key!r}: {other.url} and {item.url}")
-        key = dests.setdefault(item.dest, item.key)
-        if key != item.key:
-            raise ValueError(f"download items {key!r} and {item.key!r} would both be written to {item.dest}")
 
 
 def download(items: Iterable[DownloadItem], dest_manifest: str | Path, **kwargs) -> Results:

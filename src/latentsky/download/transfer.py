@@ -29,6 +29,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -98,22 +99,7 @@ class TransferResult:
     server_name: str | None = None
 
 
-def fetch(
-    item: DownloadItem,
-    session: requests.Session,
-    *,
-    timeout: float | tuple = 60.0,
-    headers: dict | None = None,
-    etag: str | None = None,
-    on_etag: Callable[[str | None], None] | None = None,
-    on_bytes: Callable[[int], None] | None = None,
-    on_received: Callable[[], None] | None = None,
-    fsync: bool = True,
-    sync_folder: bool = True,
-    proxies: dict | None = None,
-    part_size: int | None = None,
-    verify_gate=None,
-) -> TransferResult:
+def fetch(item: DownloadItem, session: requests.Session, *, verify_gate=None, **options) -> TransferResult:
     """Download ``item`` into place, resuming a partial ``.part`` file.
 
     In two steps: :func:`_start_fetch` asks and checks the answer (reading a
@@ -128,6 +114,9 @@ def fetch(
         What to fetch and where it goes.
     session : requests.Session
         The HTTP session (connection pool) to use.
+    **options
+        The keywords of :func:`_start_fetch`:
+
     timeout : float or (float, float)
         Seconds to wait to connect and between bytes (requests' semantics).
     headers : dict, optional
@@ -172,21 +161,7 @@ def fetch(
     DownloadError
         On any failure; the ``.part`` file keeps what arrived intact.
     """
-    transfer = _start_fetch(
-        item,
-        session,
-        timeout=timeout,
-        headers=headers,
-        etag=etag,
-        on_etag=on_etag,
-        on_bytes=on_bytes,
-        on_received=on_received,
-        fsync=fsync,
-        sync_folder=sync_folder,
-        proxies=proxies,
-        part_size=part_size,
-    )
-    return transfer.finish(verify_gate)
+    return _start_fetch(item, session, **options).finish(verify_gate)
 
 
 def _start_fetch(
@@ -248,7 +223,7 @@ def _start_fetch(
         if status not in (200, 206):
             _drain(resp)
         if status == 416 and start:
-            total = _content_range_total(resp.headers.get("Content-Range"))
+            total = _content_range(resp.headers.get("Content-Range"))[1]
             if total == start:  # everything had already arrived
                 t.start, t.complete = start, True
                 t._received()
@@ -262,7 +237,7 @@ def _start_fetch(
             _drain(resp)
             raise _html_error(item)
         if status == 206:
-            offset = _content_range_start(resp.headers.get("Content-Range"))
+            offset = _content_range(resp.headers.get("Content-Range"))[0]
             if offset != start:
                 part.unlink(missing_ok=True)  # cannot splice: start the file again
                 raise DownloadError(
@@ -503,19 +478,12 @@ def fsync_folder(folder: str | Path) -> None:
         os.close(fd)
 
 
-def _content_range_start(value: str | None) -> int | None:
-    # "bytes 100-199/1000"
-    try:
-        return int(value.split()[1].split("-")[0])
-    except (AttributeError, IndexError, ValueError):
-        return None
-
-
-def _content_range_total(value: str | None) -> int | None:
-    try:
-        return int(value.rsplit("/", 1)[1])
-    except (AttributeError, IndexError, ValueError):
-        return None
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """First byte and total size of a ``Content-Range: bytes 100-199/1000`` header (None where unreadable)."""
+    parts = re.fullmatch(r"\s*bytes\s+(\d+)-\d+(?:/(\d+|\*))?\s*", value or "")
+    if parts is None:
+        return None, None
+    return int(parts[1]), int(parts[2]) if parts[2] not in (None, "*") else None
 
 
 def _describe(err: Exception) -> str:

@@ -308,7 +308,7 @@ class LatentData(param.Parameterized):
         """The bundled sample's results: the pipeline's when ``conf.cache_dir/sample-results`` holds
         them, else the PCA map of the sample store."""
         from latentsky.config import conf
-        from latentsky.synth import sample_store
+        from latentsky.data import sample_store
 
         results = Path(conf.cache_dir) / "sample-results"
         store = sample_store()

@@ -19,11 +19,10 @@ import param
 
 from latentsky.ui.data import LatentData
 from latentsky.ui.export import EXPORT_FORMATS, export_bytes
+from latentsky.ui.map_streams import attach_streams, selection_layer
 from latentsky.viz import latent as vz
 
 log = logging.getLogger(__name__)
-
-SELECTION_COLOUR = "#e41a1c"
 
 RIGHT_MIN_WIDTH = 620
 """Narrowest the spectrum/selection column gets (CSS px); below it, it moves under the map instead (a
@@ -165,24 +164,11 @@ class Explore(pn.viewable.Viewer):
         self._show_selection()
 
     def _selection_layer(self, coords):
-        """The selected points, rasterized in one colour over a map; redrawn when the selection changes."""
-        import datashader as ds
-        import holoviews as hv
-        from holoviews.operation.datashader import dynspread, rasterize
-
-        # a fixed set of points per selection: the maps are rebuilt when it changes (a stream on a
-        # nested DynamicMap would be memoized away by the rasterize operation above it)
-        sel = vz.take_rows(self._prepared[list(coords)], self.selection)
-        points = hv.Points(sel[list(coords)], kdims=list(coords))
-        layer = dynspread(
-            rasterize(points, aggregator=ds.any(), width=self.width, height=self.height), max_px=2, threshold=0.5
-        )
-        return layer.opts(cmap=[SELECTION_COLOUR], alpha=0.9, backend="bokeh")
+        return selection_layer(self._prepared, self.selection, coords, self.width, self.height)
 
     def make_map(self):
         """The HoloViews map (latent map with the selection over it) for the current parameters, with its
         streams attached."""
-        import holoviews as hv
 
         dmap = vz.latent_map(
             self._prepared,
@@ -199,22 +185,18 @@ class Explore(pn.viewable.Viewer):
         # the selection layer only when something is selected: an empty layer still costs a rasterize per zoom
         overlay = dmap * self._selection_layer(vz.COORDS) if len(self.selection) else dmap
         overlay = overlay.opts(xlim=tuple(xlim), ylim=tuple(ylim), backend="bokeh")
-        tap = hv.streams.Tap(source=dmap, x=None, y=None)
-        tap.add_subscriber(self._on_tap)
-        box = hv.streams.BoundsXY(source=dmap, bounds=None)
-        box.add_subscriber(self._on_box)
-        lasso = hv.streams.Lasso(source=dmap, geometry=None)
-        lasso.add_subscriber(self._on_lasso)
-        rng = hv.streams.RangeXY(source=dmap)
-        rng.add_subscriber(self._on_plot_range)
-        pointer = hv.streams.PointerXY(source=dmap, x=None, y=None)
-        pointer.add_subscriber(self._on_pointer)
-        self._streams = (tap, box, lasso, rng, pointer)
+        self._streams = attach_streams(
+            dmap,
+            on_tap=self.tap,
+            on_box=self.select_box,
+            on_lasso=self.select_lasso,
+            on_range=self._on_plot_range,
+            on_pointer=self.hover_at,
+        )
         return overlay
 
     def make_compare_map(self):
         """The second map, on the :attr:`compare` columns, sharing colour and selection; or None."""
-        import holoviews as hv
 
         if not self.compare:
             return None
@@ -230,19 +212,12 @@ class Explore(pn.viewable.Viewer):
             **small,
         )
         overlay = dmap * self._selection_layer((cx, cy)).opts(**small, backend="bokeh") if len(self.selection) else dmap
-        box = hv.streams.BoundsXY(source=dmap, bounds=None)
-        box.add_subscriber(lambda bounds=None, **_: bounds is not None and self.select_box(bounds, coords=(cx, cy)))
-        lasso = hv.streams.Lasso(source=dmap, geometry=None)
-        lasso.add_subscriber(
-            lambda geometry=None, **_: (
-                geometry is not None
-                and len(geometry) >= 3
-                and self.select_lasso(np.asarray(geometry)[:, 0], np.asarray(geometry)[:, 1], coords=(cx, cy))
-            )
+        self._compare_streams = attach_streams(
+            dmap,
+            on_tap=lambda x, y: self.tap(x, y, coords=(cx, cy)),
+            on_box=lambda bounds: self.select_box(bounds, coords=(cx, cy)),
+            on_lasso=lambda xs, ys: self.select_lasso(xs, ys, coords=(cx, cy)),
         )
-        tap = hv.streams.Tap(source=dmap, x=None, y=None)
-        tap.add_subscriber(lambda x=None, y=None, **_: x is not None and self.tap(x, y, coords=(cx, cy)))
-        self._compare_streams = (box, lasso, tap)
         return overlay
 
     def data_bounds(self, pad: float = 0.05, *, coords=vz.COORDS) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -318,10 +293,6 @@ class Explore(pn.viewable.Viewer):
         self.status = send_table(self.selected, **kwargs)
         return self.status
 
-    def _on_tap(self, x=None, y=None, **_):
-        if x is not None and y is not None:
-            self.tap(x, y)
-
     def hover_at(self, x: float, y: float) -> int | None:
         """Set :attr:`hovered` to the spectrum drawn at ``(x, y)`` in the current view (None on empty space)."""
         if not self.hover:
@@ -330,22 +301,7 @@ class Explore(pn.viewable.Viewer):
         self.hovered = self._pixels.lookup(x, y, self.x_range or bx, self.y_range or by)
         return self.hovered
 
-    def _on_pointer(self, x=None, y=None, **_):
-        if x is not None and y is not None:
-            self.hover_at(x, y)
-
-    def _on_box(self, bounds=None, **_):
-        if bounds is not None:
-            self.select_box(bounds)
-
-    def _on_lasso(self, geometry=None, **_):
-        if geometry is not None and len(geometry) >= 3:
-            g = np.asarray(geometry)
-            self.select_lasso(g[:, 0], g[:, 1])
-
-    def _on_plot_range(self, x_range=None, y_range=None, **_):
-        if x_range is None or y_range is None:
-            return
+    def _on_plot_range(self, x_range, y_range):
         self._range_from_plot = True
         try:
             self.param.update(x_range=tuple(float(v) for v in x_range), y_range=tuple(float(v) for v in y_range))
