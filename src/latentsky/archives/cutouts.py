@@ -9,11 +9,10 @@ hundreds of thousands of loose files.  :func:`open_cutouts` reads it back.
 Where the pixels come from: the CDS **hips2fits** service
 (``conf.hips2fits_url``) resamples the SDSS9, FIRST and UKIDSS HiPS onto
 exactly the requested H x W grid, one request per cell (target, band).
-astroquery.hips2fits builds the request (:func:`hips2fits_params`, its
-``get_query_payload=True``) and serves one-off cutouts (:func:`fetch_one`);
-the bulk transfer is latentsky's: a :class:`~latentsky.download.pool.RequestPool`
-streams the cells through a bounded window (no barrier between blocks) with
-latentsky's retry policy (:mod:`latentsky.download.policy`) and per-host
+astroquery.hips2fits builds the request and serves one-off cutouts
+(:mod:`latentsky.archives.hips2fits`); the bulk transfer is latentsky's: a
+:class:`~latentsky.download.pool.RequestPool` streams the cells through a
+bounded window (no barrier between blocks) with latentsky's retry policy (:mod:`latentsky.download.policy`) and per-host
 limit, because astroquery sends one request at a time.  (astroquery.skyview and
 astroquery.ukidss, :mod:`latentsky.archives.skyview` and
 :mod:`latentsky.archives.ukidss`, give whole images and catalogues one
@@ -38,8 +37,9 @@ from urllib.parse import urlencode
 import numpy as np
 from astropy.table import Table
 
-from latentsky.archives.base import check_offline, parse_coordinates, session
+from latentsky.archives.base import parse_coordinates
 from latentsky.archives.cutout_store import ERROR, INDEX_NAME, OFF, OK, PENDING, STATUSES, ZARR_NAME, CutoutStore
+from latentsky.archives.hips2fits import fetch_one, hips2fits_params, parse_cutout
 from latentsky.config import conf
 from latentsky.exceptions import LatentskyError
 from latentsky.progress import Progress, ProgressCallback
@@ -54,21 +54,15 @@ __all__ = [
     "open_cutouts",
     "fetch_one",
     "hips2fits_params",
+    "parse_cutout",
     "ZARR_NAME",
     "INDEX_NAME",
 ]
 
 SURVEYS = {
-    "SDSS-u": ("CDS/P/SDSS9/u", 0.396),
-    "SDSS-g": ("CDS/P/SDSS9/g", 0.396),
-    "SDSS-r": ("CDS/P/SDSS9/r", 0.396),
-    "SDSS-i": ("CDS/P/SDSS9/i", 0.396),
-    "SDSS-z": ("CDS/P/SDSS9/z", 0.396),
+    **{f"SDSS-{band}": (f"CDS/P/SDSS9/{band}", 0.396) for band in "ugriz"},
     "FIRST": ("CDS/P/FIRST", 1.8),
-    "UKIDSS-Y": ("CDS/P/UKIDSS/Y", 0.4),
-    "UKIDSS-J": ("CDS/P/UKIDSS/J", 0.4),
-    "UKIDSS-H": ("CDS/P/UKIDSS/H", 0.4),
-    "UKIDSS-K": ("CDS/P/UKIDSS/K", 0.4),
+    **{f"UKIDSS-{band}": (f"CDS/P/UKIDSS/{band}", 0.4) for band in "YJHK"},
 }
 """Band name -> (HiPS identifier, native pixel scale in arcsec).  The identifiers follow
 the CDS HiPS list (https://aladin.cds.unistra.fr/hips/list); check them there
@@ -108,108 +102,6 @@ class CutoutResult:
     def complete(self) -> bool:
         """True when no cell is pending or in error (off-footprint cells count as done)."""
         return not self.counts.get("pending") and not self.counts.get("error")
-
-
-def hips2fits_params(hips: str, ra: float, dec: float, size: int, pixel_scale_arcsec: float) -> dict:
-    """The query parameters astroquery.hips2fits sends for one ``size`` x ``size`` TAN cutout (FITS).
-
-    Parameters
-    ----------
-    hips : str
-        HiPS identifier, e.g. ``"CDS/P/SDSS9/r"``.
-    ra, dec : float
-        Centre, degrees (ICRS).
-    size : int
-        Width and height, pixels.
-    pixel_scale_arcsec : float
-        Pixel size, arcsec; the field of view is ``size * pixel_scale``.
-    """
-    from astroquery.hips2fits import hips2fitsClass
-
-    return hips2fitsClass().query_async(
-        get_query_payload=True, **_hips2fits_args(hips, ra, dec, size, pixel_scale_arcsec)
-    )
-
-
-def _hips2fits_args(hips, ra, dec, size, pixel_scale_arcsec) -> dict:
-    """astroquery.hips2fits's arguments for one FITS cutout (its ``query`` defaults spelled out)."""
-    import astropy.units as u
-    from astropy.coordinates import Angle, Latitude, Longitude
-
-    return {
-        "hips": hips,
-        "width": int(size),
-        "height": int(size),
-        "projection": "TAN",
-        "ra": Longitude(float(ra) * u.deg),
-        "dec": Latitude(float(dec) * u.deg),
-        "fov": Angle(size * pixel_scale_arcsec / 3600.0 * u.deg),
-        "coordsys": "icrs",
-        "rotation_angle": Angle(0.0 * u.deg),
-        "format": "fits",
-        "min_cut": 0.5,
-        "max_cut": 99.5,
-        "stretch": "linear",
-        "cmap": "Greys_r",
-    }
-
-
-def parse_cutout(body: bytes, size: int) -> tuple[str, np.ndarray | None, float]:
-    """``(status, image, coverage)`` of a hips2fits FITS answer.
-
-    A blank (all-NaN or all-zero) image means the position is off the survey
-    (``"off_footprint"``, no image); ``coverage`` is the fraction of non-blank
-    pixels of an ``"ok"`` image (a target near a survey edge is partly blank).
-
-    Raises
-    ------
-    ValueError
-        Not a FITS image of the expected shape (a damaged answer).
-    """
-    from astropy.io import fits
-
-    if not body.startswith(b"SIMPLE"):
-        raise ValueError(f"not a FITS file: {body[:40]!r}")
-    try:
-        data = np.asarray(fits.PrimaryHDU.fromstring(body).data, dtype=np.float32)  # a quarter cheaper than open
-    except Exception as err:  # astropy raises many kinds on damaged bytes
-        raise ValueError(f"unreadable FITS ({type(err).__name__}: {err})") from None
-    if data.shape != (size, size):
-        raise ValueError(f"a {data.shape} image, expected ({size}, {size})")
-    finite = np.isfinite(data)
-    if not finite.any() or not np.any(data[finite]):
-        return "off_footprint", None, 0.0
-    return "ok", data, float(finite.mean())
-
-
-def fetch_one(
-    hips: str, ra: float, dec: float, size: int, pixel_scale_arcsec: float
-) -> tuple[str, np.ndarray | None, str]:
-    """One cutout through astroquery.hips2fits: ``(status, image or None, error text)``.
-
-    The server is ``conf.hips2fits_url`` (read at call time: astroquery's own
-    ``conf.server`` only accepts the two CDS addresses), the timeout
-    ``conf.timeout``; the request goes through latentsky's session (a
-    retryable status is asked again, :mod:`latentsky.download.policy`), and
-    offline (``conf.offline``) only the local archive is asked.
-    """
-    from astroquery.hips2fits import hips2fitsClass
-
-    url = conf.hips2fits_url
-    try:
-        check_offline(url)
-        client = hips2fitsClass()
-        client.server, client.timeout, client._session = url, conf.timeout, session()
-        response = client.query_async(**_hips2fits_args(hips, ra, dec, size, pixel_scale_arcsec))
-    except Exception as err:  # astroquery and requests raise many kinds; the caller wants a status
-        return "error", None, f"hips2fits {url}: {type(err).__name__}: {err}"
-    if response.status_code != 200:
-        return "error", None, f"hips2fits {url}: HTTP {response.status_code}: {response.text[:120]!r}"
-    try:
-        status, image, _ = parse_cutout(response.content, int(size))
-    except ValueError as err:
-        return "error", None, f"hips2fits {url}: {err}"
-    return status, image, ""
 
 
 def fetch_cutouts(

@@ -21,6 +21,10 @@ split in time (``t_min`` halves) and, for uploaded target lists, in halves of
 the list, until every piece fits; a piece that cannot be split raises
 :class:`~latentsky.exceptions.QueryTruncatedError`.
 
+The ADQL is written by :mod:`latentsky.archives.eso_adql`, each query sent by
+:mod:`latentsky.archives.eso_tap`; this module splits queries and makes the
+product table and the download plan.
+
 Examples
 --------
 >>> from latentsky.archives.eso import eso
@@ -44,40 +48,19 @@ from astropy.time import Time
 
 from latentsky.archives.base import (
     Archive,
-    _Retryable,
-    check_offline,
     parse_coordinates,
     parse_radius,
     parse_time,
     require_columns,
     resolve_name,
     safe_name,
-    session,
-    with_retries,
 )
+from latentsky.archives.eso_adql import OBSCORE_COLUMNS, obscore_adql
+from latentsky.archives.eso_tap import run_tap
 from latentsky.config import conf
-from latentsky.exceptions import ArchiveError, CoordinateError, QueryTruncatedError
+from latentsky.exceptions import CoordinateError, QueryTruncatedError
 
 log = logging.getLogger(__name__)
-
-OBSCORE_COLUMNS = (
-    "dp_id",
-    "obs_collection",
-    "instrument_name",
-    "dataproduct_type",
-    "target_name",
-    "s_ra",
-    "s_dec",
-    "t_min",
-    "t_max",
-    "t_exptime",
-    "em_min",
-    "em_max",
-    "access_url",
-    "access_format",
-    "access_estsize",
-)
-"""The ObsCore columns asked for (all exist in ESO's ``ivoa.ObsCore``)."""
 
 FIRST_MJD = 44239.0
 """1980-01-01: earlier than any ESO product; the lower end of a split when no start is given."""
@@ -97,10 +80,6 @@ DEFAULT_NAME_RADIUS = 60 * u.arcsec
 coordinates of date differ by tens of arcseconds for high proper-motion stars."""
 
 
-def _quote(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
-
-
 class ESO(Archive):
     """Client of the ESO TAP service (``conf.eso_tap_url``) for reduced products.
 
@@ -112,81 +91,8 @@ class ESO(Archive):
     name = "eso"
 
     # ------------------------------------------------------------------ ADQL
-    def build_query(
-        self,
-        *,
-        collection: str | None = "HARPS",
-        instrument: str | None = None,
-        dataproduct_type: str | None = "spectrum",
-        target_name: str | None = None,
-        coordinates=None,
-        radius=None,
-        start=None,
-        end=None,
-        upload: str | None = None,
-        top: int | None = None,
-    ) -> str:
-        """The ADQL for one query (no network).
-
-        Parameters
-        ----------
-        collection, instrument, dataproduct_type, target_name : str or None
-            Exact matches on ``obs_collection``, ``instrument_name``,
-            ``dataproduct_type`` and ``target_name``; None leaves a column free.
-        coordinates : SkyCoord, optional
-            Centre of a cone (scalar), any frame.
-        radius : Angle
-            Cone radius.
-        start, end : Time, str or float (MJD), optional
-            ``start <= t_min < end``.
-        upload : str, optional
-            Name of an uploaded table with ``ra, dec, radius`` (degrees) columns to join on.
-        top : int, optional
-            ``SELECT TOP``.
-        """
-        where = []
-        for column, value in (
-            ("obs_collection", collection),
-            ("instrument_name", instrument),
-            ("dataproduct_type", dataproduct_type),
-            ("target_name", target_name),
-        ):
-            if value is not None:
-                where.append(f"{column} = {_quote(value)}")
-        if coordinates is not None and upload is None:
-            c = parse_coordinates(coordinates)
-            if not c.isscalar:
-                raise CoordinateError("coordinates: build_query takes one position; upload a table for many")
-            r = parse_radius(radius).deg
-            where.append(
-                f"CONTAINS(POINT('ICRS', s_ra, s_dec), "
-                f"CIRCLE('ICRS', {float(c.ra.deg)!r}, {float(c.dec.deg)!r}, {float(r)!r})) = 1"
-            )
-        t0, t1 = parse_time(start, parameter="start"), parse_time(end, parameter="end")
-        if t0 is not None and t1 is not None and t1 <= t0:
-            raise CoordinateError(f"end ({t1.isot}) must be after start ({t0.isot})")
-        if t0 is not None:
-            where.append(f"t_min >= {float(t0.mjd)!r}")
-        if t1 is not None:
-            where.append(f"t_min < {float(t1.mjd)!r}")
-        prefix = "o." if upload else ""
-        select = ", ".join(prefix + c for c in OBSCORE_COLUMNS)
-        head = f"SELECT {'TOP %d ' % top if top else ''}{select}"
-        if upload:
-            where = [
-                w.replace("t_min", "o.t_min")
-                .replace("obs_collection", "o.obs_collection")
-                .replace("instrument_name", "o.instrument_name")
-                .replace("dataproduct_type", "o.dataproduct_type")
-                .replace("target_name", "o.target_name")
-                for w in where
-            ]
-            return (
-                f"{head}, t.target_index FROM ivoa.ObsCore AS o JOIN TAP_UPLOAD.{upload} AS t ON "
-                "1 = CONTAINS(POINT('ICRS', o.s_ra, o.s_dec), CIRCLE('ICRS', t.ra, t.dec, t.radius))"
-                + (" WHERE " + " AND ".join(where) if where else "")
-            )
-        return f"{head} FROM ivoa.ObsCore" + (" WHERE " + " AND ".join(where) if where else "")
+    build_query = staticmethod(obscore_adql)
+    """The ADQL for one query, no network (:func:`~latentsky.archives.eso_adql.obscore_adql`)."""
 
     # ------------------------------------------------------------------ query
     def query(
@@ -357,49 +263,8 @@ class ESO(Archive):
         return table, overflow, mode
 
     def _run(self, adql: str, upload: Table | None, maxrec: int, *, asynchronous: bool = False) -> tuple[Table, bool]:
-        """One TAP query, synchronous or as an asynchronous job; returns the table and whether it was capped.
-
-        A retryable status or a dropped connection is asked again by the
-        session (:func:`~latentsky.archives.base.session`); an answer that
-        cannot be read is asked again here (a new job when asynchronous).
-        """
-        import pyvo
-        from pyvo.dal.exceptions import DALOverflowWarning
-
-        url = conf.eso_tap_url
-        check_offline(url)  # before pyvo, which would wrap the refusal in a service error
-        service = pyvo.dal.TAPService(url, session=session())
-        log.debug("ESO TAP %s (%s): %s", url, "async" if asynchronous else "sync", adql)
-
-        def once():
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DALOverflowWarning)
-                    uploads = {"targets": upload} if upload is not None else None
-                    if asynchronous:
-                        return _run_job(service, adql, maxrec, uploads)
-                    return service.run_sync(adql, maxrec=maxrec, uploads=uploads)
-            except pyvo.dal.DALQueryError as err:
-                raise ArchiveError(f"eso: the TAP service at {url} refused the query: {err}") from err
-            except (pyvo.dal.DALServiceError, pyvo.dal.DALFormatError) as err:
-                if _timed_out(err):  # a hung service is not asked again: we waited conf.timeout already
-                    raise ArchiveError(
-                        f"eso: no answer from the TAP service at {url} within the timeout "
-                        f"(conf.timeout = {conf.timeout} s): {err}"
-                    ) from err
-                if isinstance(err, pyvo.dal.DALFormatError):
-                    raise _Retryable(f"eso: TAP service at {url} sent an unreadable answer: {err}") from err
-                if err.code is None:  # no HTTP failure: an answer or a job that went wrong, worth another try
-                    raise _Retryable(f"eso: TAP service at {url} failed: {err}") from err
-                after = _attempts_note(err)  # an HTTP failure the session has asked again already
-                raise ArchiveError(f"eso: TAP service at {url} failed: {err}{after}") from err
-
-        result = with_retries(once, what=f"eso TAP {url}")
-        table = result.to_table()
-        status = str(result.status[0]).upper()
-        # a service that caps without saying so still gives exactly maxrec rows: treat that as capped too
-        overflow = status == "OVERFLOW" or len(table) >= maxrec
-        return table, overflow
+        """One TAP query (:func:`~latentsky.archives.eso_tap.run_tap`): the table and whether it was capped."""
+        return run_tap(adql, upload, maxrec, asynchronous=asynchronous)
 
     def _normalise(self, raw: Table) -> Table:
         if len(raw) == 0 and not raw.colnames:
@@ -449,45 +314,6 @@ class ESO(Archive):
                 )
             )
         return items
-
-
-def _run_job(service, adql: str, maxrec: int, uploads: dict | None):
-    """One asynchronous (UWS) query through pyvo: submit, run, wait, fetch; the job is deleted in every case."""
-    from pyvo.dal import DALServiceError
-
-    job = service.submit_job(adql, maxrec=maxrec, uploads=uploads)
-    try:
-        job.run().wait()
-        job.raise_if_error()
-        return job.fetch_result()
-    finally:
-        try:
-            job.delete()
-        except DALServiceError as err:  # the service destroys it at its destruction time anyway
-            log.debug("ESO: could not delete job %s: %s", job.url, err)
-
-
-def _timed_out(err: BaseException) -> bool:
-    """Whether a timeout is behind ``err`` (pyvo wraps one met while reading an answer as a format error)."""
-    import requests
-    from urllib3.exceptions import TimeoutError as Urllib3Timeout
-
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, (requests.Timeout, Urllib3Timeout, TimeoutError)):
-            return True
-        seen.add(id(err))
-        err = getattr(err, "cause", None) or err.__cause__ or err.__context__
-    return False
-
-
-def _attempts_note(err) -> str:
-    """`` (after N attempts)`` for a pyvo error whose HTTP answer came after retries by the session."""
-    from latentsky.download.policy import attempts_of
-
-    response = getattr(getattr(err, "cause", None), "response", None)
-    attempts = attempts_of(response) if response is not None else 1
-    return f" (after {attempts} attempts)" if attempts > 1 else ""
 
 
 def product_table(table: Table) -> Table:

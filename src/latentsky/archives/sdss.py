@@ -1,15 +1,9 @@
 """SDSS: spectra and photometry through the SkyServer SQL search (astroquery.sdss), files from the SAS.
 
-Queries are sent by :mod:`astroquery.sdss` (``SDSS.query_sql`` with
-``data_release=conf.sdss_data_release``, so the request, its URL and its
-parameters are astroquery's), to the SkyServer named by
-``conf.sdss_skyserver_url`` (given to astroquery's ``conf.skyserver_baseurl``
-for the call; astroquery appends ``/dr<N>/en/tools/search/x_results.aspx``).
-The request goes through latentsky's session (a 5xx or a 429 is asked again
-by its retry policy, with backoff), the answer is judged by the same policy
-(an HTML page where a table belongs is asked again too) and parsed with
-64-bit identifiers kept exact; astroquery's cache is off (a failed answer is
-never replayed, astroquery #1904).
+This module is the client: what to ask, in how many requests, and the
+product table.  The SQL text is :mod:`latentsky.archives.sdss_sql`'s; each
+statement is sent by :mod:`astroquery.sdss` through latentsky's session and
+retry policy (:mod:`latentsky.archives.sdss_skyserver`).
 
 - A list of positions is sent as ``UNION ALL`` blocks of
   ``dbo.fGetNearbySpecObjEq(ra, dec, r)`` (``fGetNearbyObjEq`` for
@@ -33,11 +27,7 @@ dr<N>/sdss/spectro/redux/<run2d>/spectra[/full]/<plate>/spec-<plate>-<mjd>-<fibe
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import re
-import threading
 import warnings
 from pathlib import Path
 from urllib.parse import urlencode
@@ -47,53 +37,28 @@ from astropy import units as u
 from astropy.table import Table, vstack
 from astropy.time import Time
 
-from latentsky.archives.base import (
-    Archive,
-    _Retryable,
-    check_offline,
-    parse_coordinates,
-    parse_radius,
-    require_columns,
-    safe_name,
-    session,
-    with_retries,
-)
+from latentsky.archives import sdss_skyserver as skyserver
+from latentsky.archives.base import Archive, parse_coordinates, require_columns, safe_name
+from latentsky.archives.sdss_skyserver import astroquery_sdss, parse_skyserver_csv, skyserver_base
+from latentsky.archives.sdss_sql import PHOTO_COLUMNS, SPEC_COLUMNS, identifiers_sql, photometry_sql, spectra_sql
 from latentsky.config import conf
 from latentsky.exceptions import ArchiveError, CoordinateError, LatentskyWarning
 
+__all__ = [
+    "SDSS",
+    "sdss",
+    "spectrum_url",
+    "parse_skyserver_csv",
+    "skyserver_base",
+    "astroquery_sdss",
+    "SPEC_COLUMNS",
+    "PHOTO_COLUMNS",
+    "MAX_URL_CHARS",
+    "ROW_LIMIT",
+    "PAGE_ROWS",
+]
+
 log = logging.getLogger(__name__)
-
-SPEC_COLUMNS = (
-    "s.specObjID AS specobjid",
-    "s.ra",
-    "s.dec",
-    "s.z",
-    "s.class",
-    "s.subClass AS subclass",
-    "s.plate",
-    "s.mjd",
-    "s.fiberID AS fiberid",
-    "s.run2d",
-    "s.instrument",
-)
-"""SpecObj columns asked for."""
-
-PHOTO_COLUMNS = (
-    "p.objID AS objid",
-    "p.ra",
-    "p.dec",
-    "p.run",
-    "p.rerun",
-    "p.camcol",
-    "p.field",
-    "p.type",
-    "p.psfMag_u",
-    "p.psfMag_g",
-    "p.psfMag_r",
-    "p.psfMag_i",
-    "p.psfMag_z",
-)
-"""PhotoObj columns asked for."""
 
 MAX_URL_CHARS = 6000
 """Longest GET URL sent: well under the 8 kB many servers and proxies accept."""
@@ -104,12 +69,6 @@ ROW_LIMIT = 500_000
 PAGE_ROWS = 100_000
 """Rows asked per page when a whole class is read (well under :data:`ROW_LIMIT`)."""
 
-_ASTROQUERY_LOCK = threading.Lock()  # astroquery.sdss reads its server from a process-wide conf
-
-_ID_COLUMNS = ("specobjid", "objid", "bestobjid")
-
-_CLASSES = ("GALAXY", "QSO", "STAR")
-
 
 class SDSS(Archive):
     """Client of the SDSS SkyServer (SQL) and SAS (files)."""
@@ -119,102 +78,18 @@ class SDSS(Archive):
     # ------------------------------------------------------------------ SQL
     def sql_url(self, data_release: int | None = None) -> str:
         """The SkyServer SQL search URL astroquery.sdss asks (from ``conf.sdss_skyserver_url``)."""
-        from astroquery.sdss import SDSSClass
-
-        dr = conf.sdss_data_release if data_release is None else int(data_release)
-        return skyserver_base() + SDSSClass.QUERY_URL_SUFFIX_DR_NEW.format(dr=dr)
+        return skyserver.sql_url(data_release)
 
     def query_sql(self, sql: str, *, data_release: int | None = None) -> Table:
-        """Run one SQL statement on SkyServer (through astroquery.sdss); the CSV answer as a Table.
-
-        Raises
-        ------
-        ArchiveError
-            HTTP failure, timeout (``conf.timeout``) or an SQL error text;
-            5xx, 429 and HTML answers are asked again first (``conf.max_retries``).
-        """
-        dr = conf.sdss_data_release if data_release is None else int(data_release)
-        url = self.sql_url(dr)
-
-        def once():
-            import requests
-
-            check_offline(url)
-            try:
-                with astroquery_sdss() as client:
-                    response = client.query_sql_async(sql, data_release=dr, timeout=conf.timeout, cache=False)
-            except requests.Timeout as err:
-                raise ArchiveError(f"sdss: no answer from {url} within {conf.timeout} s") from err
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as err:
-                raise _Retryable(f"sdss: the answer from {url} was cut short: {type(err).__name__}: {err}") from err
-            except requests.RequestException as err:  # the session has asked again already
-                raise ArchiveError(f"sdss: cannot reach {url}: {type(err).__name__}: {err}") from err
-            _judge(response, url)
-            return parse_skyserver_csv(response.text, url=url)
-
-        return with_retries(once, what=f"sdss {url}")
+        """Run one SQL statement on SkyServer (:func:`~latentsky.archives.sdss_skyserver.run_sql`)."""
+        return skyserver.run_sql(sql, data_release=data_release)
 
     def sql_payload(self, sql: str, *, data_release: int | None = None) -> dict:
         """The request parameters astroquery.sdss sends for ``sql`` (no network)."""
-        from astroquery.sdss import SDSSClass
+        return skyserver.sql_payload(sql, data_release=data_release)
 
-        dr = conf.sdss_data_release if data_release is None else int(data_release)
-        return SDSSClass().query_sql_async(sql, data_release=dr, get_query_payload=True)
-
-    def build_spectra_sql(
-        self,
-        *,
-        coordinates=None,
-        radius=None,
-        spec_class: str | None = None,
-        top: int | None = None,
-        first_index: int = 0,
-        paged: bool = False,
-        after: tuple | None = None,
-    ) -> str:
-        """The SQL for spectra: by class/TOP (``paged``: ordered by plate, mjd, fiber, starting ``after``
-        such a triple), or per position (``UNION ALL`` of cone blocks)."""
-        cols = ", ".join(SPEC_COLUMNS)
-        where = []
-        if spec_class is not None:
-            if str(spec_class).upper() not in _CLASSES:
-                raise CoordinateError(f"spec_class: expected one of {_CLASSES}, got {spec_class!r}")
-            where.append(f"s.class = '{str(spec_class).upper()}'")
-        if coordinates is None:
-            if after is not None:  # the next page: rows after (plate, mjd, fiber) in that order
-                p, m, f = (int(v) for v in after)
-                where.append(
-                    f"(s.plate > {p} OR (s.plate = {p} AND (s.mjd > {m} OR (s.mjd = {m} AND s.fiberID > {f}))))"
-                )
-            head = f"SELECT {'TOP %d ' % top if top else ''}{cols} FROM SpecObj AS s"
-            return (
-                head
-                + (" WHERE " + " AND ".join(where) if where else "")
-                + (" ORDER BY s.plate, s.mjd, s.fiberID" if paged else "")
-            )
-        coords = parse_coordinates(coordinates)
-        r_arcmin = parse_radius(radius if radius is not None else 2 * u.arcsec).to_value(u.arcmin)
-        extra = (" WHERE " + " AND ".join(where)) if where else ""
-        blocks = []
-        ra, dec = np.atleast_1d(coords.ra.deg), np.atleast_1d(coords.dec.deg)
-        for i, (a, d) in enumerate(zip(ra, dec), start=first_index):
-            blocks.append(
-                f"SELECT {i} AS idx, {cols} FROM SpecObj AS s JOIN dbo.fGetNearbySpecObjEq("
-                f"{float(a):.7f}, {float(d):.7f}, {float(r_arcmin):.6g}) AS n ON s.specObjID = n.specObjID" + extra
-            )
-        return " UNION ALL ".join(blocks)
-
-    def build_photometry_sql(self, *, coordinates, radius=None, first_index: int = 0) -> str:
-        """The SQL for photometric objects around each position."""
-        coords = parse_coordinates(coordinates)
-        r_arcmin = parse_radius(radius if radius is not None else 2 * u.arcsec).to_value(u.arcmin)
-        cols = ", ".join(PHOTO_COLUMNS)
-        ra, dec = np.atleast_1d(coords.ra.deg), np.atleast_1d(coords.dec.deg)
-        return " UNION ALL ".join(
-            f"SELECT {i} AS idx, {cols} FROM PhotoObj AS p JOIN dbo.fGetNearbyObjEq({float(a):.7f}, {float(d):.7f}, "
-            f"{float(r_arcmin):.6g}) AS n ON p.objID = n.objID"
-            for i, (a, d) in enumerate(zip(ra, dec), start=first_index)
-        )
+    build_spectra_sql = staticmethod(spectra_sql)
+    build_photometry_sql = staticmethod(photometry_sql)
 
     # ------------------------------------------------------------------ queries
     def query(
@@ -327,16 +202,9 @@ class SDSS(Archive):
         if missing:
             raise CoordinateError(f"catalog: needs plate, mjd and fiberid columns to name spectra; lacks {missing}")
         keys = np.stack([np.asarray(catalog[names[c]], dtype=np.int64) for c in ("plate", "mjd", "fiberid")], axis=1)
-        cols = ", ".join(SPEC_COLUMNS)
 
         def build(idx):
-            groups: dict = {}
-            for p, m, f in keys[idx]:
-                groups.setdefault((int(p), int(m)), []).append(str(int(f)))
-            where = " OR ".join(
-                f"(s.plate = {p} AND s.mjd = {m} AND s.fiberID IN ({', '.join(fs)}))" for (p, m), fs in groups.items()
-            )
-            return f"SELECT {cols} FROM SpecObj AS s WHERE {where}"
+            return identifiers_sql(keys[idx])
 
         table, failed = self._run_chunks(np.arange(len(keys)), build, chunk_size, what="catalog rows")
         products = self._spectra_products(table, failed=failed)
@@ -490,64 +358,6 @@ class SDSS(Archive):
         return list(items.values())
 
 
-def skyserver_base() -> str:
-    """astroquery.sdss's ``skyserver_baseurl`` for ``conf.sdss_skyserver_url``.
-
-    astroquery appends ``/dr<N>/en/tools/search/x_results.aspx`` itself, so a
-    SkyServer web-service URL (``https://skyserver.sdss.org/dr17/SkyServerWS/``)
-    gives its host, and any other URL (a mirror, the local archive's
-    ``.../sdss/``) is used as the base.
-    """
-    url = conf.sdss_skyserver_url.strip()
-    return re.sub(r"/dr\d+/SkyServerWS/?$", "", url, flags=re.IGNORECASE).rstrip("/")
-
-
-@contextlib.contextmanager
-def astroquery_sdss():
-    """An astroquery ``SDSSClass`` whose requests go to :func:`skyserver_base` (one caller at a time).
-
-    astroquery reads the server from its process-wide ``conf`` at call time;
-    ``conf.set_temp`` points it for the duration of the block.  The client
-    sends through latentsky's session (:func:`~latentsky.archives.base.session`:
-    the retry policy, the user agent, offline mode).
-    """
-    from astroquery.sdss import SDSSClass
-    from astroquery.sdss import conf as astroquery_conf
-
-    with _ASTROQUERY_LOCK, astroquery_conf.set_temp("skyserver_baseurl", skyserver_base()):
-        client = SDSSClass()
-        client._session = session()
-        yield client
-
-
-def _judge(response, url: str) -> None:
-    """Raise what a SkyServer answer deserves under the download policy.
-
-    An error status is final (the session has asked again already); an HTML
-    page where a table was expected is worth another try (:class:`_Retryable`).
-    """
-    from latentsky.download.policy import HTML_SNIFF, attempts_of, check_answer
-    from latentsky.exceptions import DownloadError
-
-    try:
-        check_answer(
-            "sdss",
-            url,
-            response.status_code,
-            response.reason or "",
-            response.headers,
-            response.content[:HTML_SNIFF],
-            kind="csv",
-        )
-    except DownloadError as err:
-        snippet = response.text[:200].strip().replace("\n", " ")
-        message = f"sdss: {url} answered {err.problem}: {snippet!r}"
-        if response.status_code >= 300:
-            attempts = attempts_of(response)
-            raise ArchiveError(message + (f" (after {attempts} attempts)" if attempts > 1 else "")) from None
-        raise _Retryable(message, err.retry_after) from None
-
-
 def spectrum_url(plate: int, mjd: int, fiber: int, run2d: str = "26", *, data_release: int | None = None) -> str:
     """SAS URL of one spectrum file (``conf.sdss_sas_url``, astroquery.sdss's DR16/17 path rule)."""
     dr = conf.sdss_data_release if data_release is None else data_release
@@ -557,37 +367,6 @@ def spectrum_url(plate: int, mjd: int, fiber: int, run2d: str = "26", *, data_re
         f"{conf.sdss_sas_url.rstrip('/')}/dr{dr}/sdss/spectro/redux/{run2d}/{spectra}/{int(plate):04d}/"
         f"spec-{int(plate):04d}-{int(mjd)}-{int(fiber):04d}.fits"
     )
-
-
-def parse_skyserver_csv(text: str, *, url: str = "SkyServer") -> Table:
-    """Parse SkyServer's CSV answer (``#Table1`` line, header, rows) into a Table.
-
-    Identifier columns (``objid``, ``specobjid``) stay strings: they are 64-bit
-    integers that must not pass through floating point.
-
-    Raises
-    ------
-    ArchiveError
-        When the text is an error message or HTML page rather than a table.
-    """
-    lines = text.lstrip("\ufeff").splitlines()
-    while lines and not lines[0].strip():
-        lines.pop(0)
-    if lines and lines[0].startswith("#Table"):
-        lines.pop(0)
-    if not lines or lines[0].lstrip().startswith(("<", "Error", "ERROR")) or "," not in lines[0] and len(lines) > 1:
-        snippet = " ".join(lines[:3])[:300]
-        raise ArchiveError(f"sdss: {url} answered with no table: {snippet!r}")
-    import pandas as pd
-
-    header = [h.strip().lower() for h in lines[0].split(",")]
-    dtypes = {h: str for h in header if h in _ID_COLUMNS}
-    frame = pd.read_csv(io.StringIO("\n".join(lines)), dtype=dtypes)
-    frame.columns = header
-    for name in ("class", "subclass", "run2d", "instrument"):
-        if name in frame.columns:
-            frame[name] = [("" if pd.isna(v) else str(v)) for v in frame[name]]
-    return Table.from_pandas(frame)
 
 
 sdss = SDSS()

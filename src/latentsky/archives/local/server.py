@@ -53,7 +53,7 @@ filename=None)`` (streamed, with ranges; ``filename`` adds a
 fields in ``request.form``; ``request.int_param`` and ``request.float_param``
 check a parameter and answer 400 naming it when it is malformed.
 
-Routes are tried in the order they were added; the first whose method and
+Routes (:mod:`.routing`) are tried in the order they were added; the first whose method and
 path pattern match wins (405 when only the method differs, 404 when nothing
 matches).  A route for GET also answers HEAD (same headers, no body).  Every
 response, whether from a file or a handler, gets ``Content-Length``, an
@@ -89,10 +89,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -102,6 +100,7 @@ from urllib.parse import quote
 
 from latentsky.archives.local.faults import FAULT_KINDS, HOSTILE_FILENAME, LOGIN_PAGE, FaultPlan, login_page
 from latentsky.archives.local.messages import HTTPError, Request, RequestRecord, Response
+from latentsky.archives.local.routing import Route, dispatch
 from latentsky.archives.local.transport import Limits, make_http_server
 
 __all__ = [
@@ -118,17 +117,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def _compile(pattern: str) -> re.Pattern:
-    """Route pattern -> regex: ``{name}`` matches one segment, ``{name:path}`` anything."""
-    out, pos = [], 0
-    for m in re.finditer(r"\{(\w+)(?::(path))?\}", pattern):
-        out.append(re.escape(pattern[pos : m.start()]))
-        out.append(f"(?P<{m.group(1)}>.+)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)")
-        pos = m.end()
-    out.append(re.escape(pattern[pos:]))
-    return re.compile("^" + "".join(out) + "$")
 
 
 def inside(path: str | Path, folder: Path) -> Path | None:
@@ -152,12 +140,6 @@ def lower_priority(niceness: int = 10) -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
         except (OSError, AttributeError):
             pass
-
-
-class _Route:
-    def __init__(self, method: str, pattern: str, handler: Callable[[Request], Response], inline: bool):
-        self.method, self.pattern, self.handler, self.inline = method.upper(), pattern, handler, inline
-        self.regex = _compile(pattern)
 
 
 class LocalServer:
@@ -229,7 +211,7 @@ class LocalServer:
         self.limits = limits or Limits()
         self._faults = FaultPlan(fault_rate, faults, seed, fault_paths)
         self.log: list[RequestRecord] = []
-        self._routes: list[_Route] = []
+        self._routes: list[Route] = []
         self._mounts: list[tuple[str, Path]] = []
         self._tokens: list[tuple[str, str]] = []
         self.in_flight = 0
@@ -298,7 +280,7 @@ class LocalServer:
             The handler answers at once (no computation, no waiting): run it on the
             event loop, never queued behind slow handlers.
         """
-        self._routes.append(_Route(method, pattern, handler, inline))
+        self._routes.append(Route(method, pattern, handler, inline))
 
     def mount(self, prefix: str, folder: str | Path) -> None:
         """Serve the files of ``folder`` (recursively) under the URL ``prefix``."""
@@ -455,62 +437,9 @@ class LocalServer:
             self.log.append(rec)
 
     async def _dispatch(self, request: Request) -> Response:
-        """The answer of the route matching ``request`` (run in the pool unless inline)."""
-        method = "GET" if request.method == "HEAD" else request.method
+        """The answer to ``request``: the login page when it lacks a required token, else its route's."""
         for prefix, token in self._tokens:
             if request.path.startswith(prefix):
                 if request.headers.get("Authorization", "") != f"Bearer {token}":
                     return login_page()
-        allowed = []
-        for route in self._routes:
-            m = route.regex.match(request.path)
-            if m is None:
-                continue
-            if route.method != method:
-                allowed.append(route.method)
-                continue
-            request.path_params = m.groupdict()
-            if inspect.iscoroutinefunction(route.handler):
-                return await _call_async(route, request)
-            if route.inline:
-                return _call(route, request)
-            return await asyncio.get_running_loop().run_in_executor(self._pool, _call, route, request)
-        if allowed:
-            return Response.text(
-                f"{request.method} not allowed on {request.path}",
-                status=405,
-                headers={"Allow": ", ".join(sorted(set(allowed)))},
-            )
-        return Response.text(f"no such path: {request.path}", status=404)
-
-
-def _call(route: _Route, request: Request) -> Response:
-    """The handler's answer; an error status for HTTPError, a 500 naming any other exception."""
-    try:
-        return _checked(route, route.handler(request))
-    except Exception as err:
-        return _failure(err, request)
-
-
-async def _call_async(route: _Route, request: Request) -> Response:
-    """:func:`_call` for a coroutine handler, awaited on the event loop."""
-    try:
-        return _checked(route, await route.handler(request))
-    except Exception as err:
-        return _failure(err, request)
-
-
-def _checked(route: _Route, response) -> Response:
-    if not isinstance(response, Response):
-        raise TypeError(
-            f"the handler of {route.method} {route.pattern} returned {type(response).__name__}, not a Response"
-        )
-    return response
-
-
-def _failure(err: Exception, request: Request) -> Response:
-    if isinstance(err, HTTPError):
-        return Response.text(err.message or str(err.status), status=err.status, headers=err.headers)
-    # a handler bug must answer, not hang the client
-    log.error("handler for %s %s failed", request.method, request.path, exc_info=err)
-    return Response.text(f"{type(err).__name__}: {err}", status=500)
+        return await dispatch(self._routes, request, self._pool)
