@@ -11,6 +11,8 @@ import pytest
 
 import latentsky.embed.runner as runner
 import latentsky.pipeline as pipeline
+import latentsky.pipeline_encode as pipeline_encode
+from latentsky.embed.layout import open_embeddings
 
 
 class Interrupt(Exception):
@@ -58,7 +60,7 @@ def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, small, tmp_
     assert not (out / "latent.parquet").exists()
     model_time = (out / "model.keras").stat().st_mtime_ns
     # 3. resumed: ingest, embed and train are skipped, encode starts at chunk 5
-    encoded = count_calls(monkeypatch, pipeline, "_encode_chunk")
+    encoded = count_calls(monkeypatch, pipeline_encode, "_encode_chunk")
     events = []
     metrics = pipeline.run_pipeline(synth_store.path, out, progress=events.append, **settings)
     assert embedded == list(range(300, 1200, 100))  # stage 1 not run again
@@ -73,7 +75,7 @@ def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, small, tmp_
     fresh = tmp_path / "fresh"
     params = {**pipeline.EMBED_DEFAULTS, **small["embed"]}
     runner.embed_store(synth_store, fresh / "embeddings", random_state=0, **params)
-    a, b = runner.open_embeddings(out / "embeddings"), runner.open_embeddings(fresh / "embeddings")
+    a, b = open_embeddings(out / "embeddings"), open_embeddings(fresh / "embeddings")
     for name in ("readout", "gram", "xty", "yty", "n_steps"):
         assert np.array_equal(getattr(a, name)[:], getattr(b, name)[:]), name
     pipeline.encode_latent(synth_store, b, out / "model.keras", fresh, resume=False)
@@ -84,7 +86,7 @@ def test_interrupted_run_resumes_at_the_stage_and_chunk(synth_store, small, tmp_
     metrics = pipeline.run_pipeline(synth_store.path, out, **settings)
     assert metrics["skipped"] == ["ingest", "train", "encode"]
     assert (out / "model.keras").stat().st_mtime_ns == model_time
-    assert np.array_equal(runner.open_embeddings(out / "embeddings").gram[:], b.gram[:])
+    assert np.array_equal(open_embeddings(out / "embeddings").gram[:], b.gram[:])
 
 
 def test_a_partial_run_with_other_settings_is_not_reused(tmp_path):
