@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+
+from latentsky.ui.serve import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("LATENTSKY_CHROMIUM", "/usr/bin/chromium"))
@@ -46,12 +47,6 @@ def cpu_model() -> str:
         return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, StopIteration):
         return "unknown"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _memory(proc: psutil.Process) -> tuple[float, float]:
@@ -150,7 +145,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="latentsky-binder-mem-"))
     home = tmp / "home"
     home.mkdir()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTSKY_", "XDG_", "JUPYTER"))}
     env.update(
         HOME=str(home),

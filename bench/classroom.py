@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ import numpy as np
 import psutil
 import requests
 
+from latentsky.ui.serve import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-room-password"
 
@@ -44,12 +45,6 @@ def cpu_model() -> str:
         return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, StopIteration):
         return "unknown"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def code_cells(notebook: Path) -> list[str]:
@@ -190,7 +185,7 @@ def main(argv=None) -> int:
             env=env,
         )
     tmp = Path(tempfile.mkdtemp(prefix="latentsky-bench-room-"))
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in env.items() if not k.startswith(("LATENTSKY_", "XDG_", "JUPYTER"))}
     env.update(XDG_CACHE_HOME=str(tmp / "cache"), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
     log = open(tmp / "classroom.log", "w")

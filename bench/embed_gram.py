@@ -46,26 +46,9 @@ def _states_kernel():
     """numba: float32 states of one spectrum, masked, with the constant-1 column: (T, N+1)."""
     import numba
 
-    from latentsky.embed.compiled_kernel import compiled_kernel
+    from latentsky.embed.compiled_kernel import compiled_tanh32
 
-    compiled_kernel()
-
-    @numba.njit(fastmath=True, inline="always", cache=True, error_model="numpy")
-    def tanh32(x):
-        c = np.float32(7.90531110763549805)
-        x = c if x > c else x
-        x = -c if x < -c else x
-        x2 = x * x
-        p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
-        p = x2 * p + np.float32(-8.60467152213735e-11)
-        p = x2 * p + np.float32(5.12229709037114e-08)
-        p = x2 * p + np.float32(1.48572235717979e-05)
-        p = x2 * p + np.float32(6.37261928875436e-04)
-        p = x2 * p + np.float32(4.89352455891786e-03)
-        q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
-        q = x2 * q + np.float32(2.26843463243900e-03)
-        q = x2 * q + np.float32(4.89352518554385e-03)
-        return x * p / q
+    tanh32 = compiled_tanh32()  # the kernel's own
 
     @numba.njit(fastmath=True, cache=True, error_model="numpy")
     def states(u, mask, vin, bias, r, S):

@@ -21,10 +21,11 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from latentsky.ui.serve import free_port
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,6 @@ def copy_course(source: Path, home: Path, folder: str = "notebooks") -> list[Pat
     return copied
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def hub_config(
     run_dir: Path, *, host: str, port: int, users: int, password: str, environment: dict[str, str], notebooks: Path
 ) -> str:
@@ -89,8 +84,8 @@ c = get_config()  # noqa: F821
 c.JupyterHub.ip = {host!r}
 c.JupyterHub.port = {port}
 c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {_free_port()}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{_free_port()}"
+c.JupyterHub.hub_port = {free_port()}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
 c.ConfigurableHTTPProxy.command = [{shutil.which("configurable-http-proxy")!r}]
 c.JupyterHub.db_url = "sqlite:///{run_dir / "hub.sqlite"}"
 c.JupyterHub.cookie_secret_file = {str(run_dir / "cookie_secret")!r}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +13,10 @@ from pathlib import Path
 import pytest
 
 from latentsky.commands.classroom import classroom_environment, lab_command
+from latentsky.ui.serve import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LATENTSKY = [sys.executable, "-m", "latentsky.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(args, tmp_path):
@@ -100,7 +94,7 @@ def test_no_lab_serves_the_sample_and_the_course_queries_it_offline(tmp_path):
 
 def test_classroom_starts_jupyterlab_with_the_archive_settings(tmp_path):
     requests = pytest.importorskip("requests")
-    port = _free_port()
+    port = free_port()
     notebooks = tmp_path / "course"
     notebooks.mkdir()
     import psutil

@@ -12,13 +12,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from latentsky.ui.serve import free_port
 
 requests = pytest.importorskip("requests")
 pytest.importorskip("jupyterhub")
@@ -34,12 +35,6 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "room-42-password"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -78,7 +73,7 @@ def room(tmp_path_factory, sample_store):
     pd.DataFrame(
         {"id": sample_store.catalog["id"], "x": np.arange(len(sample_store.catalog), dtype=float), "y": 0.0}
     ).to_parquet(results / "latent.parquet")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTSKY_", "XDG_", "JUPYTER"))}
     env.update(XDG_CACHE_HOME=str(tmp / "cache"), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
     log = open(tmp / "classroom.log", "w+")

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import pytest
+
+from latentsky.ui.serve import free_port
 
 requests = pytest.importorskip("requests")
 pytest.importorskip("jupyterhub")
@@ -31,12 +32,6 @@ pytestmark = pytest.mark.slow
 
 USER, PASSWORD = "ada", "classroom"
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout: float, what: str, step: float = 0.5):
@@ -61,7 +56,7 @@ def hub(tmp_path_factory):
     if not (BIN / "jupyterhub-singleuser").exists():
         pytest.skip("jupyterhub-singleuser is not in this environment")
     tmp = tmp_path_factory.mktemp("hub")
-    port, hub_port, api_port = _free_port(), _free_port(), _free_port()
+    port, hub_port, api_port = free_port(), free_port(), free_port()
     homes = tmp / "home"
     homes.mkdir()
     config = tmp / "jupyterhub_config.py"

@@ -7,30 +7,8 @@ HOME whose cache holds nothing, so the app opens on the sample it prepares itsel
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
-
-CHROMIUM = Path(os.environ.get("LATENTSKY_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-REPO = Path(__file__).resolve().parents[2]
-TOKEN = "latentsky-test"
+from _support.browser import CHROMIUM, CHROMIUM_ARGS, REPO, TOKEN, binder_lab
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,58 +16,16 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab on the course, started as Binder starts it (binder/start ... jupyter lab)."""
+    """JupyterLab on the course, started as Binder starts it (binder/start ... jupyter lab).
+
+    A home without the sample's results: binder/start prepares them in the background (as on a JupyterHub with
+    persistent homes) and the app opens on the sample's PCA map meanwhile; the test does not wait.
+    """
     tmp = tmp_path_factory.mktemp("lab")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTSKY_", "XDG_", "JUPYTER"))}
-    env.update(HOME=str(tmp), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    # A home without the sample's results: binder/start prepares them in the background (as on a JupyterHub
-    # with persistent homes) and the app opens on the sample's PCA map meanwhile; the test does not wait.
-    cmd = [
-        str(REPO / "binder" / "start"),
-        "jupyter",
-        "lab",
-        "--no-browser",
-        f"--port={port}",
-        "--ServerApp.ip=127.0.0.1",
-        f"--IdentityProvider.token={TOKEN}",
-        f"--ServerApp.root_dir={REPO / 'notebooks'}",
-    ]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
-    log = open(tmp / "lab.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("JupyterLab did not start:\n" + (tmp / "lab.log").read_text()[-3000:])
-                time.sleep(0.5)
-        yield {"url": url, "log": tmp / "lab.log", "home": tmp}
-    finally:
-        # JupyterLab, the app it started and binder/start's background preparation share this session.
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    with binder_lab(tmp, REPO / "notebooks", home=tmp) as lab:
+        yield lab
 
 
 def test_launcher_tile_opens_the_app(lab, tmp_path):

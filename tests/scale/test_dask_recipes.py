@@ -11,7 +11,6 @@ dask-gateway server (local back end, running the option handler of
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ from latentsky.distributed import dask_client, make_cluster
 from latentsky.embed.layout import open_embeddings
 from latentsky.embed.runner import embed_store
 from latentsky.exceptions import LatentskyError
+from latentsky.ui.serve import free_port
 
 RECIPES = Path(__file__).resolve().parents[2] / "binder" / "jupyterhub" / "dask"
 ARRAYS = ("readout", "gram", "xty", "yty", "n_steps")
@@ -45,12 +45,6 @@ def assert_same_embeddings(a, b) -> None:
     for k in ARRAYS:
         x, y = getattr(ea, k)[:], getattr(eb, k)[:]
         assert np.array_equal(x, y), f"{k}: differs by up to {np.max(np.abs(x - y)):.3g}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -8,31 +8,12 @@ Bokeh draws plots on canvases, so sizes and legends are read from BokehJS's own 
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from _support.browser import CHROMIUM, CHROMIUM_ARGS, REPO, TOKEN, binder_lab
 
-CHROMIUM = Path(os.environ.get("LATENTSKY_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-REPO = Path(__file__).resolve().parents[2]
-TOKEN = "latentsky-test"
 #: A laptop's browser window; JupyterLab's file browser takes ~280 px of it, the notebook the rest.
 VIEWPORT = {"width": 1400, "height": 900}
 #: Narrowest readable plot frame (the axes' data area), CSS px.
@@ -70,12 +51,6 @@ PLOT_FRAMES = r"""
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """JupyterLab, started as Binder starts it, on a folder holding a copy of notebooks/app.ipynb."""
@@ -83,50 +58,9 @@ def lab(tmp_path_factory):
     root = tmp / "course"
     root.mkdir()
     shutil.copy(REPO / "notebooks" / "app.ipynb", root / "app.ipynb")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LATENTSKY_", "XDG_", "JUPYTER"))}
-    env.update(
-        HOME=str(tmp / "home"),
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        LATENTSKY_OFFLINE="1",
-    )
-    cmd = [
-        str(REPO / "binder" / "start"),
-        "jupyter",
-        "lab",
-        "--no-browser",
-        f"--port={port}",
-        "--ServerApp.ip=127.0.0.1",
-        f"--IdentityProvider.token={TOKEN}",
-        f"--ServerApp.root_dir={root}",
-        "--LabApp.news_url=None",
-    ]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
-    log = open(tmp / "lab.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("JupyterLab did not start:\n" + (tmp / "lab.log").read_text()[-3000:])
-                time.sleep(0.5)
-        yield {"url": url, "log": tmp / "lab.log"}
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # JupyterLab, its kernel and binder/start's preparation
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    env = {"LATENTSKY_OFFLINE": "1"}
+    with binder_lab(tmp, root, home=tmp / "home", env=env, args=["--LabApp.news_url=None"], start_s=90) as lab:
+        yield lab
 
 
 def _run_all(page) -> None:

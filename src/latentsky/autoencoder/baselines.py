@@ -105,21 +105,12 @@ class ReadoutUMAP(TransformerMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y=None):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import umap
-
         X = _readouts(X)
         _check_components(self.n_components, *X.shape)
         self.mean_ = X.mean(0)
         std = X.std(0)
         self.scale_ = np.where(std > 0, std, 1.0)
-        self.umap_ = umap.UMAP(
-            n_components=self.n_components,
-            n_neighbors=min(self.n_neighbors, len(X) - 1),
-            min_dist=self.min_dist,
-            random_state=self.random_state,
-            n_jobs=1,
-        )
+        self.umap_ = _umap(self, len(X))
         self.embedding_ = self.umap_.fit_transform((X - self.mean_) / self.scale_)
         self.n_features_in_ = X.shape[1]
         return self
@@ -204,18 +195,9 @@ class SpectraUMAP(TransformerMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y=None, weight=None):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import umap
-
         X, self.fill_ = spectra_matrix(X, weight)
         _check_components(self.n_components, *X.shape)
-        self.umap_ = umap.UMAP(
-            n_components=self.n_components,
-            n_neighbors=min(self.n_neighbors, len(X) - 1),
-            min_dist=self.min_dist,
-            random_state=self.random_state,
-            n_jobs=1,
-        )
+        self.umap_ = _umap(self, len(X))
         self.embedding_ = self.umap_.fit_transform(X)
         self.n_features_in_ = X.shape[1]
         return self
@@ -226,3 +208,17 @@ class SpectraUMAP(TransformerMixin, BaseEstimator):
 
     def fit_transform(self, X, y=None, weight=None):
         return self.fit(X, weight=weight).embedding_
+
+
+def _umap(est, n_rows: int):
+    """umap-learn's UMAP with ``est``'s settings (neighbours capped at ``n_rows - 1``), on one thread."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import umap
+
+    return umap.UMAP(
+        n_components=est.n_components,
+        n_neighbors=min(est.n_neighbors, n_rows - 1),
+        min_dist=est.min_dist,
+        random_state=est.random_state,
+        n_jobs=1,
+    )

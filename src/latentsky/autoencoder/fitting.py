@@ -96,23 +96,29 @@ class Fit:
         return model
 
     # -- data for the optimisers -------------------------------------------
+    def _coupled_inputs(self, raw: dict, dtype="f4") -> dict:
+        """The model-coupled loss's inputs for rows read by :func:`sources.raw_rows`, with this fit's settings."""
+        from latentsky.autoencoder.coupled import coupled_inputs
+
+        return coupled_inputs(
+            raw["readout"],
+            raw["gram"],
+            raw["xty"],
+            raw["yty"],
+            raw["n_steps"],
+            self.est.normalise,
+            ridge=self.source.ridge,
+            dtype=dtype,
+        )
+
     def full_batch_inputs(self) -> dict:
         """The training rows' float64 inputs of the loss (Gram as dense blocks), prepared once."""
         if self._inputs is None:
-            from latentsky.autoencoder.coupled import coupled_inputs, gram_block_index, split_gram
+            from latentsky.autoencoder.coupled import gram_block_index, split_gram
 
             raw = sources.raw_rows(self.source, self.train)
             if "gram" in raw:
-                inputs = coupled_inputs(
-                    raw["readout"],
-                    raw["gram"],
-                    raw["xty"],
-                    raw["yty"],
-                    raw["n_steps"],
-                    self.est.normalise,
-                    ridge=self.source.ridge,
-                    dtype="f8",
-                )
+                inputs = self._coupled_inputs(raw, dtype="f8")
                 inputs["gram"] = split_gram(inputs["gram"], gram_block_index(self.source.m))
             else:
                 inputs = {"readout": raw["readout"]}
@@ -163,17 +169,7 @@ class Fit:
         w = tf.constant(raw["readout"].astype("f4"))
         w_rec = model(w)
         if model.loss_kind == "coupled":
-            from latentsky.autoencoder.coupled import coupled_inputs
-
-            data = coupled_inputs(
-                raw["readout"],
-                raw["gram"],
-                raw["xty"],
-                raw["yty"],
-                raw["n_steps"],
-                self.est.normalise,
-                ridge=self.source.ridge,
-            )
+            data = self._coupled_inputs(raw)
             return float(tf.reduce_mean(model.data_error({k: tf.constant(v) for k, v in data.items()}, w_rec)))
         return float(tf.reduce_mean(model.readout_error({"readout": w}, w_rec)))
 

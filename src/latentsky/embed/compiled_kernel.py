@@ -144,6 +144,11 @@ def compiled_statistics(
     )
 
 
+def compiled_tanh32():
+    """The kernel's float32 tanh (a numba function, inlined where it is called); None without numba."""
+    return None if compiled_kernel() is None else _CACHE["tanh32"]
+
+
 def compiled_kernel():
     """The numba kernel, compiled on first use (cached on disk); None when numba is not installed."""
     if "stats" in _CACHE:
@@ -330,4 +335,5 @@ def compiled_kernel():
                     gram[b, j, i] = G[i, j]
 
     _CACHE["stats"] = stats
+    _CACHE["tanh32"] = tanh32
     return stats

@@ -140,6 +140,15 @@ class _Step(pn.viewable.Viewer):
         """Ask the running work to stop at its next progress event."""
         self._cancel.set()
 
+    def run_buttons(self, label: str, css_class: str) -> pn.Row:
+        """A primary button running :meth:`run` in the background (CSS class ``css_class``) and Cancel."""
+        return pn.Row(
+            pn.widgets.Button(
+                label=label, color="primary", css_classes=[css_class], on_click=lambda e: self.in_background(self.run)
+            ),
+            pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()),
+        )
+
     def wait(self, timeout: float | None = None) -> None:
         """Wait for background work to end (tests, scripts)."""
         if self._thread is not None:

@@ -87,15 +87,7 @@ class Embed(_Step):
         fields = form(
             self, ["source", "out", "n_units", "cycle_weight", "leak_rate", "input_scaling", "ridge"], "embed"
         )
-        buttons = pn.Row(
-            pn.widgets.Button(
-                label="Ingest + embed",
-                color="primary",
-                css_classes=["embed-run"],
-                on_click=lambda e: self.in_background(self.run),
-            ),
-            pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()),
-        )
+        buttons = self.run_buttons("Ingest + embed", "embed-run")
         return pn.Row(
             pn.Column(fields, buttons),
             pn.Column(self.progress, self._messages, sizing_mode="stretch_width"),
@@ -309,15 +301,7 @@ class Train(_Step):
             ],
             "train",
         )
-        buttons = pn.Row(
-            pn.widgets.Button(
-                label="Train",
-                color="primary",
-                css_classes=["train-run"],
-                on_click=lambda e: self.in_background(self.run),
-            ),
-            pn.widgets.Button(label="Cancel", on_click=lambda e: self.cancel()),
-        )
+        buttons = self.run_buttons("Train", "train-run")
         log_pane = pn.pane.Str(param.bind(lambda lines: "\n".join(lines[-12:]), self.param.log_lines))
         losses = pn.pane.HoloViews(self.loss_plot(), css_classes=["train-losses"])
         return pn.Row(

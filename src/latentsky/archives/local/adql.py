@@ -54,6 +54,20 @@ class AdqlError(ValueError):
     """The query is not ADQL this service runs, refers to unknown names, or exceeds a limit."""
 
 
+GEOMETRY_FUNCTIONS = (
+    "POINT",
+    "CIRCLE",
+    "BOX",
+    "POLYGON",
+    "CONTAINS",
+    "INTERSECTS",
+    "DISTANCE",
+    "COORD1",
+    "COORD2",
+    "COORDSYS",
+)
+"""ADQL's geometry functions the engine executes (declared in the TAP capabilities)."""
+
 ADQL_FUNCTIONS = frozenset(
     {
         "COUNT",
@@ -87,18 +101,8 @@ ADQL_FUNCTIONS = frozenset(
         "ATAN",
         "ATAN2",
         "COT",
-        "POINT",
-        "CIRCLE",
-        "BOX",
-        "POLYGON",
-        "CONTAINS",
-        "INTERSECTS",
-        "DISTANCE",
-        "COORD1",
-        "COORD2",
-        "COORDSYS",
     }
-)
+) | frozenset(GEOMETRY_FUNCTIONS)
 """The functions a query may call (ADQL 2.1's, less AREA, CENTROID and REGION)."""
 
 _TYPED = {"COUNT", "SUM", "AVG", "MIN", "MAX", "LOWER", "UPPER", "COALESCE"}

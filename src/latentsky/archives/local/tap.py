@@ -74,21 +74,7 @@ def _xml(text: str) -> Response:
 
 def capabilities(archive, request: Request) -> Response:
     base = f"{archive.base_url}/tap"
-    geo = "".join(
-        f"<feature><form>{f}</form></feature>"
-        for f in (
-            "POINT",
-            "CIRCLE",
-            "BOX",
-            "POLYGON",
-            "CONTAINS",
-            "INTERSECTS",
-            "DISTANCE",
-            "COORD1",
-            "COORD2",
-            "COORDSYS",
-        )
-    )
+    geo = "".join(f"<feature><form>{f}</form></feature>" for f in adql.GEOMETRY_FUNCTIONS)
     vosi = "".join(
         f'<capability standardID="ivo://ivoa.net/std/{sid}"><interface xsi:type="{kind}">'
         f'<accessURL use="full">{base}/{path}</accessURL></interface></capability>'
