@@ -28,10 +28,10 @@ from quality import cpu_model, prepare, score
 #: (name, LatentAutoencoder parameters); the first two groups are the candidates.
 CANDIDATES = [
     ("coupled", {"map": "coupled"}),
-    ("hybrid w0.1 k5", {"map": "hybrid", "neighbour_weight": 0.1, "n_neighbors": 5}),
-    ("hybrid w0.3 k5", {"map": "hybrid", "neighbour_weight": 0.3, "n_neighbors": 5}),
     ("hybrid w1 k5", {"map": "hybrid", "neighbour_weight": 1.0, "n_neighbors": 5}),
-    ("hybrid w0.3 k15", {"map": "hybrid", "neighbour_weight": 0.3, "n_neighbors": 15}),
+    ("hybrid w3 k5", {"map": "hybrid", "neighbour_weight": 3.0, "n_neighbors": 5}),
+    ("hybrid w10 k5", {"map": "hybrid", "neighbour_weight": 10.0, "n_neighbors": 5}),
+    ("hybrid w30 k5", {"map": "hybrid", "neighbour_weight": 30.0, "n_neighbors": 5}),
 ]
 BASELINES = [("umap (baseline)", {"map": "umap"}), ("pca (baseline)", {"map": "pca"})]
 

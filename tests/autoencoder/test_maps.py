@@ -235,3 +235,30 @@ def test_beyond_exact_max_the_graph_comes_from_candidates(embeddings, readouts, 
             if j in exact_idx[i]:
                 # the same sums in another order: the error's cancelling terms leave ~1e-9 of rounding
                 assert dist == pytest.approx(exact_d[i][list(exact_idx[i]).index(j)], rel=1e-7, abs=1e-12)
+
+
+def test_the_coupled_term_weighs_the_same_in_any_flux_units(readouts, stats, small):
+    """The same spectra with their flux 100 times smaller (HARPS's data-space errors are ~1e-3 of SDSS's):
+    divided by the stage-1 floor, the coupled term keeps its share of the hybrid map's encoder gradient
+    and lays out the same map; at a fixed scale (1.0) the neighbour term takes the map over."""
+    from dataclasses import replace
+
+    from latentsky.autoencoder import LatentAutoencoder
+
+    s = 0.01  # same reservoir states, targets (and so readouts) times s: data-space errors times s^2
+    scaled = replace(
+        stats,
+        xty=stats.xty * s,
+        yty=stats.yty * s**2,
+        persistence=None if stats.persistence is None else stats.persistence * s**2,
+    )
+    settings = dict(map="hybrid", neighbour_weight=3.0, random_state=0, **{**small, "max_iter": 60})
+    plain = LatentAutoencoder(**settings).fit(readouts, stats=stats)
+    small_flux = LatentAutoencoder(**settings).fit(readouts * s, stats=scaled)
+    assert small_flux.fit_summary_["data_scale"] == pytest.approx(s**2 * plain.fit_summary_["data_scale"], rel=1e-4)
+    assert plain.gradient_shares_["data"] > 0.2
+    assert small_flux.gradient_shares_["data"] == pytest.approx(plain.gradient_shares_["data"], abs=0.02)
+    z, z_small = plain.transform(readouts), small_flux.transform(readouts * s)
+    assert np.abs(z - z_small).max() < 0.05 * np.abs(z).max()
+    fixed = LatentAutoencoder(**settings, data_scale=1.0).fit(readouts * s, stats=scaled)
+    assert fixed.gradient_shares_["data"] < 0.05 * plain.gradient_shares_["data"]

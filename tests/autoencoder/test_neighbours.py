@@ -67,6 +67,8 @@ def test_neighbour_parameters_are_checked(readouts, stats):
         dict(min_dist=2.0),
         dict(edges_per_spectrum=0),
         dict(negative_rate=0),
+        dict(data_scale=0.0),
+        dict(data_scale="auto"),
     ):
         name = next(iter(bad))
         with pytest.raises(AutoencoderError, match=f"parameter {name}="):

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from latentsky.autoencoder.events import TrainingEvent, _keras
-from latentsky.autoencoder.fitting import DETERMINISM
+from latentsky.autoencoder.fitting import DETERMINISM, data_scale
 from latentsky.autoencoder.maps import DEFAULT_KIND, END_TO_END
 from latentsky.autoencoder.params import check_params
 from latentsky.exceptions import AutoencoderError
@@ -87,7 +87,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         L-BFGS stops when an iteration lowers the loss by less than this.
     neighbour_weight : float
         ``hybrid``: weight of the neighbour term (UMAP's cross-entropy) beside
-        the coupled loss (the mean data-space error per step).
+        the coupled loss (the mean data-space error per step, divided by
+        ``data_scale``).
     n_neighbors : int
         Neighbours per spectrum of the neighbour graphs (``hybrid``:
         cross-prediction; ``umap``: Euclidean on standardised readouts).
@@ -101,6 +102,15 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         Coupled maps: add this multiple of the Euclidean readout loss.
     weight_decay : float
         L2 penalty on the dense kernels.
+    data_scale : "floor" or float
+        The coupled loss term is the mean data-space error divided by this:
+        "floor" (default), the stage-1 readouts' own mean error on the
+        training rows, so the term counts in multiples of the best any readout
+        does and ``weight_decay`` and ``neighbour_weight`` weigh the same on
+        spectra of any flux scale (SDSS's errors are ~100 times HARPS's
+        continuum-normalised ones); a number fixes it (1.0: the error itself).
+        Ours: a constant factor, which leaves the coupled loss's minimiser
+        alone when it is the only term.
     learning_rate, epochs, batch_size, patience, lr_patience
         Adam: step size, epochs at most (per restart and phase), spectra per
         step, epochs without improvement before stopping (best weights kept)
@@ -168,13 +178,14 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         restarts=3,
         max_iter=1000,
         tol=1e-10,
-        neighbour_weight=0.1,
+        neighbour_weight=3.0,
         n_neighbors=5,
         min_dist=0.1,
         negative_rate=5,
         edges_per_spectrum=32,
         euclidean_weight=0.0,
         weight_decay=1e-6,
+        data_scale="floor",
         learning_rate=1e-2,
         epochs=600,
         batch_size=32,
@@ -210,6 +221,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         self.edges_per_spectrum = edges_per_spectrum
         self.euclidean_weight = euclidean_weight
         self.weight_decay = weight_decay
+        self.data_scale = data_scale
         self.learning_rate = learning_rate
         self.epochs = epochs
         self.batch_size = batch_size
@@ -301,7 +313,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         job = Fit(self, source, train, val, seed, optimizer, tracker)
         job.mean, job.std, job.cov = sources.moments(source, train)
         if source.has_statistics:
-            job.metric, ridge = sources.mean_metric(source, train, self.normalise)
+            job.metric, ridge, floor = sources.mean_metric(source, train, self.normalise)
+            job.data_scale = data_scale(self.data_scale, floor)
             top = float(np.linalg.eigvalsh(job.metric)[-1])
             # the ridge of stage 1 is the curvature below which a direction does not matter
             job.metric_floor = ridge if ridge else 1e-6 * top
@@ -337,6 +350,8 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         self.fit_summary_ = {
             k: out[k] for k in ("loss", "val_loss", "n_iter", "n_eval", "n_steps", "message", "layout_mse") if k in out
         }
+        # what the coupled term was divided by (stage-1 floor, normalised flux squared per step)
+        self.fit_summary_["data_scale"] = float(job.data_scale)
         model.meta = self._meta()
         log.info(
             "trained the %s map (%s) on %d spectra (%d held out): %d steps, training loss %.6g",

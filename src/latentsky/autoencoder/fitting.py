@@ -52,6 +52,7 @@ class Fit:
     cov: np.ndarray = None
     metric: np.ndarray = None
     metric_floor: float = None
+    data_scale: float = 1.0  # the coupled term's divisor (:func:`data_scale`)
     umap_ab: dict = field(default_factory=dict)
     stream_source: object = None  # what Adam's pipelines read (the source, or its float32 cache)
     in_memory: bool = True  # Adam: prepare the rows in memory (else stream them)
@@ -76,6 +77,7 @@ class Fit:
             activation=est.activation,
             loss_kind=loss_kind,
             weight_decay=est.weight_decay,
+            data_scale=self.data_scale,
             euclidean_weight=est.euclidean_weight,
             neighbour_weight=neighbour,
             negative_rate=est.negative_rate,
@@ -300,6 +302,18 @@ class Fit:
         )
         self.graph = fuzzy_graph(len(raw["readout"]), int(est.n_neighbors), self.seed, knn=knn)
         self.pairs = full_batch_pairs(self.graph, len(raw["readout"]), int(est.negative_rate), self.seed)
+
+
+def data_scale(setting, floor: float) -> float:
+    """The divisor of the coupled loss term: ``floor`` (the stage-1 readouts' mean normalised error on the
+    training rows) for ``setting="floor"``, else ``setting`` itself; 1.0 when the floor is not positive
+    (readouts that predict their spectra exactly)."""
+    if setting == "floor":
+        if not floor > 0:
+            log.warning("the stage-1 readouts' mean data-space error is %g: the coupled term is not rescaled", floor)
+            return 1.0
+        return float(floor)
+    return float(setting)
 
 
 def compile_options(est) -> dict:

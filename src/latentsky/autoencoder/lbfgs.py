@@ -139,7 +139,7 @@ class FullBatchObjective:
         if self.coupled:
             logs["data_error"] = tf.reduce_mean(data_error(self.data, w_rec, model.gram_blocks))
         if model.loss_kind == "coupled":
-            parts["data"] = logs["data_error"]
+            parts["data"] = logs["data_error"] / model.data_scale
             if model.euclidean_weight:
                 parts["readout"] = model.euclidean_weight * readout
         else:

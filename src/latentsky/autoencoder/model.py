@@ -74,6 +74,14 @@ class ReadoutAutoencoder(keras.Model):
         readouts (the baseline).
     weight_decay : float
         L2 penalty coefficient on every dense kernel.
+    data_scale : float
+        The coupled loss term is the mean normalised data-space error divided
+        by this constant (> 0; the estimator passes the stage-1 readouts' own
+        mean error, so the term reads "times the floor" whatever the flux
+        units, and its balance with ``weight_decay`` and ``neighbour_weight``
+        does not depend on the data set).  A constant factor: the coupled
+        loss's minimiser is unchanged when it is the only term.  The
+        ``data_error`` metric stays unscaled.
     euclidean_weight : float
         With ``"coupled"``, adds this multiple of the Euclidean loss.
     neighbour_weight : float
@@ -108,6 +116,7 @@ class ReadoutAutoencoder(keras.Model):
         activation="tanh",
         loss_kind="coupled",
         weight_decay=1e-4,
+        data_scale=1.0,
         euclidean_weight=0.0,
         neighbour_weight=0.0,
         umap_a=1.5769,
@@ -126,6 +135,9 @@ class ReadoutAutoencoder(keras.Model):
         self.activation = activation
         self.loss_kind = loss_kind
         self.weight_decay = float(weight_decay)
+        self.data_scale = float(data_scale)
+        if not self.data_scale > 0:
+            raise AutoencoderError(f"parameter data_scale={data_scale!r}: must be > 0")
         self.euclidean_weight = float(euclidean_weight)
         self.neighbour_weight = float(neighbour_weight)
         self.umap_a, self.umap_b = float(umap_a), float(umap_b)
@@ -344,7 +356,7 @@ class ReadoutAutoencoder(keras.Model):
         dat = self.data_error(data, w_rec) if coupled else None
         parts = {}
         if self.loss_kind == "coupled":
-            parts["data"] = tf.reduce_mean(dat)
+            parts["data"] = tf.reduce_mean(dat) / self.data_scale
             if self.euclidean_weight:
                 parts["readout"] = self.euclidean_weight * tf.reduce_mean(rec)
         else:
@@ -408,6 +420,7 @@ class ReadoutAutoencoder(keras.Model):
             "activation": self.activation,
             "loss_kind": self.loss_kind,
             "weight_decay": self.weight_decay,
+            "data_scale": self.data_scale,
             "euclidean_weight": self.euclidean_weight,
             "neighbour_weight": self.neighbour_weight,
             "umap_a": self.umap_a,

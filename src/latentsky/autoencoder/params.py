@@ -43,6 +43,11 @@ def check_params(est) -> None:
     real("weight_decay", 0)
     real("neighbour_weight", 0)
     real("euclidean_weight", 0)
+    check(
+        "data_scale",
+        est.data_scale == "floor" or (isinstance(est.data_scale, numbers.Real) and est.data_scale > 0),
+        "must be 'floor' or a number > 0",
+    )
     real("learning_rate", 0, strict=True)
     real("edges_per_spectrum", 0, strict=True)
     check("min_dist", isinstance(est.min_dist, numbers.Real) and 0 <= est.min_dist <= 1, "must be in [0, 1]")

@@ -277,14 +277,16 @@ def moments(source: Source, rows: np.ndarray):
 
 
 def mean_metric(source: Source, rows: np.ndarray, normalise: str):
-    """Mean over ``rows`` of the normalised Gram matrices (the loss's average curvature), in float64,
-    and the mean of the ridge divided by each spectrum's divisor (the curvature the ridge adds; None
-    when the source does not know its ridge)."""
+    """Mean over ``rows`` of the normalised Gram matrices (the loss's average curvature), in float64;
+    the mean of the ridge divided by each spectrum's divisor (the curvature the ridge adds; None
+    when the source does not know its ridge); and the mean normalised data-space error of the
+    stage-1 readouts themselves (the floor of the coupled loss, normalised flux squared per step
+    by default)."""
     from latentsky.autoencoder.coupled import coupled_inputs, divisors
     from latentsky.embed.layout import unpack_gram
 
     total = np.zeros(source.m * (source.m + 1) // 2)
-    inv_div = 0.0
+    inv_div = floor = 0.0
     k = 0
     for s, e in source.blocks():
         sel = np.flatnonzero(rows[s:e])
@@ -292,6 +294,7 @@ def mean_metric(source: Source, rows: np.ndarray, normalise: str):
             part = source.read(s, e, sel, normalise=normalise)
             # the prepared "gram" is packed and divided by each spectrum's divisor
             total += part["gram"].astype("f8").sum(0)
+            floor += float(np.sum(part["floor"], dtype="f8"))
             if source.stage1_ridge is not None:
                 raw = source.raw(s, e, sel)
                 # the stage-1 readouts' own sse, which normalise="floor" divides by
@@ -308,7 +311,7 @@ def mean_metric(source: Source, rows: np.ndarray, normalise: str):
                 inv_div += np.sum(1.0 / divisors(normalise, raw["n_steps"], raw["yty"], sse))
             k += len(sel)
     ridge = None if source.stage1_ridge is None else float(source.stage1_ridge) * inv_div / k
-    return unpack_gram(total / k, source.m), ridge
+    return unpack_gram(total / k, source.m), ridge, floor / k
 
 
 def raw_rows(source: Source, rows: np.ndarray, *, statistics: bool = True) -> dict:
