@@ -282,8 +282,8 @@ def compiled_kernel():
         c1 = np.empty(N)
         mk = np.zeros(K)
         yk = np.zeros(K)
-        # two state buffers used in turn (no copy per step); local, so LLVM can
-        # vectorise the unit loops (a runtime check proves they do not alias)
+        # local state copies: LLVM vectorises the unit loops only when it can
+        # prove the state arrays do not alias the output
         xl = np.empty(N, np.float32)
         xn = np.empty(N, np.float32)
         for b in range(B):
@@ -307,7 +307,8 @@ def compiled_kernel():
                     if leaky:  # a separate loop keeps the one above vectorisable
                         for i in range(N):
                             xn[i] = a * xn[i] + (one - a) * xl[i]
-                    xl, xn = xn, xl  # xl: the state at step t
+                    for i in range(N):
+                        xl[i] = xn[i]
                     m = mask[b, t]
                     if m != 0.0:
                         m32 = np.float32(m)
