@@ -1,24 +1,29 @@
 """The fused numba kernel of the NumPy back end: the simple cycle reservoir and its Gram sums in one call.
 
 For a slice of a batch it computes what :mod:`latentsky.embed.backends`
-describes (``gram[i] = sum_t m z z^T``, ``xty[i] = sum_t m z y`` with
-``z = [x_t, 1]``), for the simple cycle with float32 states.  Per spectrum and
-block of ``K`` steps it
+describes (``gram[i] = sum_t m^2 z z^T``, ``xty[i] = sum_t m z y`` with
+``z = [x_t, 1]``; the mask ``m`` is 0 or 1 in practice), for the simple cycle
+with float32 states.  Per spectrum it fills blocks of up to ``K`` = 256 kept
+steps (``BLOCK_STEPS``: a tile's rows of a float64 block stay in L1) and per
+block
 
-1. advances the reservoir one step at a time, writing the float32 states row
-   by row (``S``, K x N, contiguous: the recursion vectorises over units).
-   ``W x`` is ``r * roll(x)`` (unit i hears unit i-1, no matrix product) and
-   tanh a vectorisable rational approximation (TensorFlow's), so a block costs
-   O(K N);
-2. transposes them, times the step mask, into ``Zt`` (units x steps, float32
-   or float64: see below), with the constant-1 (bias) row and zero rows up to
-   a multiple of the tile;
-3. adds ``Zt y`` to X^T y (float64: the target is float64 flux);
-4. adds the upper triangle of ``Zt Zt^T`` to X^T X tile by tile, each tile a
-   block of dot products over the block's steps, vectorised along the steps:
-   the float32 states are widened to float64 (as they are loaded, or once in
-   the transpose) and multiplied and summed in float64, so every product is
-   exact and the sums carry float64 rounding only.
+1. advances the reservoir one step at a time, writing the float32 states of
+   the steps whose mask is non-zero (times the mask) row by row (``S``, K x N,
+   contiguous: the recursion vectorises over units); steps with mask 0
+   (washout, bad pixels) advance the state but are not stored.  ``W x`` is
+   ``r * roll(x)`` (unit i hears unit i-1, no matrix product) and tanh a
+   vectorisable rational approximation (TensorFlow's), so a block costs
+   O(K N); the bias row's own sums (``sum m^2``, ``sum m y``) are scalars;
+2. transposes them into ``Zt`` (units x steps, float32 or float64: see below),
+   zero steps up to a multiple of 8 and zero rows up to a multiple of the tile;
+3. adds ``Zt y`` to X^T y and ``Zt m`` to the bias column of X^T X (dot
+   products along the steps, float64: the target is float64 flux);
+4. adds the upper triangle of ``Zt Zt^T`` (the N units; the bias column came
+   from step 3) to X^T X tile by tile, each tile a block of dot products over
+   the block's steps, vectorised along the steps: the float32 states are
+   widened to float64 (as they are loaded, or once in the transpose) and
+   multiplied and summed in float64, so every product is exact and the sums
+   carry float64 rounding only.
 
 Why by hand.  The sums must be float64 (float32 states are accurate enough,
 float32 sums are not: see :mod:`latentsky.embed.backends`), and BLAS has no
@@ -36,8 +41,12 @@ float64 vector accumulators and ``2a`` loaded vectors in registers: 4 x 4
 AVX-512 the block of states is widened to float64 once, in the transpose
 (~15% faster there: each state is otherwise converted in every tile it meets);
 with AVX2 it stays float32 (as fast or faster: half the bytes).
-:func:`gram_plan` picks both for the instruction set numba compiles for
-(figures in docs/decisions/embedding-gram.md).
+:func:`gram_plan` picks both for the instruction set numba compiles for.
+The tiles run at ~90% of the float64 FMA rate on both instruction sets
+(AMD EPYC, Zen 4); an outer-product (GEMM micro-kernel) form that would
+skip the transpose is not vectorised by LLVM from numba code (it vectorises
+the step loop with gathers instead). Figures in
+docs/decisions/embedding-gram.md.
 """
 
 from __future__ import annotations
@@ -111,7 +120,8 @@ def compiled_statistics(
     Parameters as :func:`latentsky.embed.ufunc_kernel.ufunc_statistics`; ``tile``
     and ``block_dtype`` override :func:`gram_plan`'s (3 or 4; "float32" or
     "float64": the precision of the transposed block of states the tiles read).
-    The sums differ only in rounding.
+    The sums differ only in rounding.  A block holds at most ``BLOCK_STEPS``
+    kept steps whatever ``block_steps`` asks (the tiles' rows stay in cache).
     """
     kernel = compiled_kernel()
     plan = gram_plan() if tile is None or block_dtype is None else None
