@@ -1,11 +1,11 @@
-"""The fused kernel's Gram tiles: the tile and block precision follow the instruction set, and every
-tile and precision gives the same sums."""
+"""The fused kernel's Gram tiles: the tile and block precision follow the instruction set, every tile,
+precision and block length gives the same sums, and they are the float64 sums of the float32 states."""
 
 import numpy as np
 import pytest
 
 from latentsky.embed import ESNReadoutEmbedder
-from latentsky.embed.compiled_kernel import compiled_statistics, gram_plan
+from latentsky.embed.compiled_kernel import compiled_statistics, compiled_tanh32, gram_plan
 from latentsky.embed.series import prepare_batch
 
 
@@ -25,10 +25,11 @@ def test_every_tile_and_block_precision_gives_the_same_sums(harps):
     out = {}
     for tile in (3, 4):
         for block in ("float32", "float64"):
-            gram, xty = np.zeros((2, 23, 23)), np.zeros((2, 23))
-            compiled_statistics(b.u, b.mask, b.y, emb.reservoir_, 100, gram, xty, tile=tile, block_dtype=block)
-            out[tile, block] = gram, xty
-    g0, c0 = out[3, "float32"]
+            for steps in (13, 100, 4096):  # blocks end at other steps (whole vectors of 8: 13 -> 16)
+                gram, xty = np.zeros((2, 23, 23)), np.zeros((2, 23))
+                compiled_statistics(b.u, b.mask, b.y, emb.reservoir_, steps, gram, xty, tile=tile, block_dtype=block)
+                out[tile, block, steps] = gram, xty
+    g0, c0 = out[3, "float32", 100]
     assert np.all(np.diagonal(g0, axis1=1, axis2=2) > 0)
     assert np.allclose(g0, np.transpose(g0, (0, 2, 1)), rtol=0, atol=0)
     for g, c in out.values():
@@ -44,3 +45,62 @@ def test_an_unknown_tile_or_precision_is_refused(harps):
         compiled_statistics(b.u, b.mask, b.y, emb.reservoir_, 64, g, c, tile=5)
     with pytest.raises(ValueError, match="block_dtype='float16'"):
         compiled_statistics(b.u, b.mask, b.y, emb.reservoir_, 64, g, c, block_dtype="float16")
+
+
+def _float32_states(u, vin, bias, r, a):
+    """The kernel's float32 reservoir states, one step at a time (no mask); ``bias`` (T, N): per step."""
+    import numba
+
+    tanh32 = compiled_tanh32()
+
+    @numba.njit(fastmath=True, error_model="numpy")
+    def run(u, vin, bias, r, a):
+        B, T = u.shape
+        N = vin.size
+        X = np.zeros((B, T, N), np.float32)
+        for b in range(B):
+            x = np.zeros(N, np.float32)
+            for t in range(T):
+                xn = np.empty(N, np.float32)
+                for i in range(N):
+                    xn[i] = tanh32(r * x[i - 1] + vin[i] * u[b, t] + bias[t, i])  # x[-1]: the last unit
+                x = a * xn + (np.float32(1.0) - a) * x
+                X[b, t] = x
+        return X
+
+    return run(u, vin, bias, r, a)
+
+
+def test_the_sums_are_the_float64_sums_of_the_states(harps):
+    # gram = sum_t m^2 z z^T and xty = sum_t m z y with z = [x_t, 1], for a mask with zeros (skipped
+    # steps) and fractions, against float64 sums of the same float32 states
+    flux, weight, _ = harps
+    flux, weight = flux[[2, 7]], weight[[2, 7]].copy()
+    weight[1, 300:700] = 0
+    emb = ESNReadoutEmbedder(n_units=13, leak_rate=0.8).fit(flux, weight=weight)
+    b = prepare_batch(flux, weight, offset=emb.offset_, washout=emb.washout, bin_pixels=emb.bin_pixels)
+    mask = b.mask.copy()
+    mask[0, 50:90] = 0.5
+    res = emb.reservoir_
+    f32 = np.float32
+    T = b.u.shape[1]
+    offset = res.drive_offset(T)  # the position input (T, N), or None: the constant bias
+    bias = np.broadcast_to(res.bias, (T, res.bias.size)) if offset is None else offset
+    X = _float32_states(
+        b.u.astype(f32),
+        res.input_weights.astype(f32),
+        np.ascontiguousarray(bias, f32),
+        f32(res.cycle_weight),
+        f32(res.leak_rate),
+    ).astype(np.float64)
+    Z = np.concatenate([X, np.ones(X.shape[:2] + (1,))], axis=2) * mask[:, :, None]
+    gram_ref = np.einsum("bti,btj->bij", Z, Z)
+    xty_ref = np.einsum("bti,bt->bi", Z, b.y)
+    for tile, block in ((3, "float32"), (4, "float64")):
+        gram, xty = np.zeros((2, 14, 14)), np.zeros((2, 14))
+        compiled_statistics(b.u, mask, b.y, res, 64, gram, xty, tile=tile, block_dtype=block)
+        # the states may differ from the reference's in the last float32 bit (another order of operations)
+        assert np.allclose(gram, gram_ref, rtol=1e-5, atol=1e-6 * np.abs(gram_ref).max())
+        assert np.allclose(xty, xty_ref, rtol=1e-5, atol=1e-6 * np.abs(xty_ref).max())
+        assert gram[0, -1, -1] == pytest.approx((mask[0] ** 2).sum(), rel=1e-14)
+        assert xty[0, -1] == pytest.approx((mask[0] * b.y[0]).sum(), rel=1e-12)

@@ -1,24 +1,29 @@
 """The fused numba kernel of the NumPy back end: the simple cycle reservoir and its Gram sums in one call.
 
 For a slice of a batch it computes what :mod:`latentsky.embed.backends`
-describes (``gram[i] = sum_t m z z^T``, ``xty[i] = sum_t m z y`` with
-``z = [x_t, 1]``), for the simple cycle with float32 states.  Per spectrum and
-block of ``K`` steps it
+describes (``gram[i] = sum_t m^2 z z^T``, ``xty[i] = sum_t m z y`` with
+``z = [x_t, 1]``; the mask ``m`` is 0 or 1 in practice), for the simple cycle
+with float32 states.  Per spectrum it fills blocks of up to ``K`` = 256 kept
+steps (``BLOCK_STEPS``: a tile's rows of a float64 block stay in L1) and per
+block
 
-1. advances the reservoir one step at a time, writing the float32 states row
-   by row (``S``, K x N, contiguous: the recursion vectorises over units).
-   ``W x`` is ``r * roll(x)`` (unit i hears unit i-1, no matrix product) and
-   tanh a vectorisable rational approximation (TensorFlow's), so a block costs
-   O(K N);
-2. transposes them, times the step mask, into ``Zt`` (units x steps, float32
-   or float64: see below), with the constant-1 (bias) row and zero rows up to
-   a multiple of the tile;
-3. adds ``Zt y`` to X^T y (float64: the target is float64 flux);
-4. adds the upper triangle of ``Zt Zt^T`` to X^T X tile by tile, each tile a
-   block of dot products over the block's steps, vectorised along the steps:
-   the float32 states are widened to float64 (as they are loaded, or once in
-   the transpose) and multiplied and summed in float64, so every product is
-   exact and the sums carry float64 rounding only.
+1. advances the reservoir one step at a time, writing the float32 states of
+   the steps whose mask is non-zero (times the mask) row by row (``S``, K x N,
+   contiguous: the recursion vectorises over units); steps with mask 0
+   (washout, bad pixels) advance the state but are not stored.  ``W x`` is
+   ``r * roll(x)`` (unit i hears unit i-1, no matrix product) and tanh a
+   vectorisable rational approximation (TensorFlow's), so a block costs
+   O(K N); the bias row's own sums (``sum m^2``, ``sum m y``) are scalars;
+2. transposes them into ``Zt`` (units x steps, float32 or float64: see below),
+   zero steps up to a multiple of 8 and zero rows up to a multiple of the tile;
+3. adds ``Zt y`` to X^T y and ``Zt m`` to the bias column of X^T X (dot
+   products along the steps, float64: the target is float64 flux);
+4. adds the upper triangle of ``Zt Zt^T`` (the N units; the bias column came
+   from step 3) to X^T X tile by tile, each tile a block of dot products over
+   the block's steps, vectorised along the steps: the float32 states are
+   widened to float64 (as they are loaded, or once in the transpose) and
+   multiplied and summed in float64, so every product is exact and the sums
+   carry float64 rounding only.
 
 Why by hand.  The sums must be float64 (float32 states are accurate enough,
 float32 sums are not: see :mod:`latentsky.embed.backends`), and BLAS has no
@@ -36,8 +41,12 @@ float64 vector accumulators and ``2a`` loaded vectors in registers: 4 x 4
 AVX-512 the block of states is widened to float64 once, in the transpose
 (~15% faster there: each state is otherwise converted in every tile it meets);
 with AVX2 it stays float32 (as fast or faster: half the bytes).
-:func:`gram_plan` picks both for the instruction set numba compiles for
-(figures in docs/decisions/embedding-gram.md).
+:func:`gram_plan` picks both for the instruction set numba compiles for.
+The tiles run at ~90% of the float64 FMA rate on both instruction sets
+(AMD EPYC, Zen 4); an outer-product (GEMM micro-kernel) form that would
+skip the transpose is not vectorised by LLVM from numba code (it vectorises
+the step loop with gathers instead). Figures in
+docs/decisions/embedding-gram.md.
 """
 
 from __future__ import annotations
@@ -52,6 +61,8 @@ from latentsky.embed.reservoir import Reservoir
 TILES = (3, 4)
 #: Precisions of the transposed block of states the tiles read.
 BLOCK_DTYPES = ("float32", "float64")
+#: Most steps per block: a 4 x 4 tile's eight rows of a float64 block (8 x 256 x 8 bytes) stay in L1.
+BLOCK_STEPS = 256
 
 _CACHE: dict = {}
 
@@ -109,7 +120,8 @@ def compiled_statistics(
     Parameters as :func:`latentsky.embed.ufunc_kernel.ufunc_statistics`; ``tile``
     and ``block_dtype`` override :func:`gram_plan`'s (3 or 4; "float32" or
     "float64": the precision of the transposed block of states the tiles read).
-    The sums differ only in rounding.
+    The sums differ only in rounding.  A block holds at most ``BLOCK_STEPS``
+    kept steps whatever ``block_steps`` asks (the tiles' rows stay in cache).
     """
     kernel = compiled_kernel()
     plan = gram_plan() if tile is None or block_dtype is None else None
@@ -122,11 +134,12 @@ def compiled_statistics(
     vin = res.input_weights.astype(np.float32)
     bias = res.bias.astype(np.float32)
     T = u.shape[1]
-    K = min(block_steps, T)
+    K = min(block_steps, T, BLOCK_STEPS)
     offset = res.drive_offset(T)  # (T, N) P p_t + b, or an empty array: the constant bias
     offset = np.zeros((0, vin.size), np.float32) if offset is None else np.ascontiguousarray(offset, np.float32)
-    npad = (vin.size + 1 + tile - 1) // tile * tile
-    Zt = np.zeros((npad, K), block_dtype)  # rows past N+1 stay 0
+    npad = (vin.size + tile - 1) // tile * tile
+    K = (K + 7) // 8 * 8  # the kernel pads a block to whole vectors of steps
+    Zt = np.zeros((npad, K), block_dtype)  # rows past N stay 0
     kernel(
         np.ascontiguousarray(u, dtype=np.float32),
         np.ascontiguousarray(mask),
@@ -269,34 +282,34 @@ def compiled_kernel():
     def stats(u, mask, y, vin, bias, offset, r, a, K, tile, Zt, gram, xty):
         B, T = u.shape
         N = vin.size
-        n1 = N + 1
         varying = offset.shape[0] > 0  # a position input: the bias term changes with the step
-        npad = (n1 + tile - 1) // tile * tile
+        npad = Zt.shape[0]  # N rounded up to the tile; rows past N stay 0
         one = np.float32(1.0)
         leaky = a != one
-        S = np.empty((K, N), np.float32)
+        S = np.zeros((K, N), np.float32)  # the block's kept steps, times their mask, row by row
         G = np.empty((npad, npad))
-        c = np.empty(npad)
-        mk = np.empty(K, np.float32)
-        yk = np.empty(K)
+        cy = np.empty(N)
+        c1 = np.empty(N)
+        mk = np.zeros(K)
+        yk = np.zeros(K)
         # local state copies: LLVM vectorises the unit loops only when it can
         # prove the state arrays do not alias the output
         xl = np.empty(N, np.float32)
         xn = np.empty(N, np.float32)
         for b in range(B):
             G[:] = 0.0
-            c[:] = 0.0
+            cy[:] = 0.0
+            c1[:] = 0.0
             xl[:] = 0.0
-            for t0 in range(0, T, K):
-                kn = min(K, T - t0)
-                # 1-D copies of this block's mask and target: indexing the 2-D
-                # arrays inside the loops below keeps LLVM from vectorising them
-                for k in range(kn):
-                    mk[k] = np.float32(mask[b, t0 + k])
-                    yk[k] = y[b, t0 + k]
-                for k in range(kn):
-                    ut = u[b, t0 + k]
-                    bk = offset[t0 + k] if varying else bias
+            nm = 0.0  # sum of m^2: the bias row's own entry
+            ny = 0.0  # sum of m y: the bias row's cross product
+            t = 0
+            while t < T:
+                # advance until K steps with a non-zero mask are kept (or the series ends)
+                kv = 0
+                while t < T and kv < K:
+                    ut = u[b, t]
+                    bk = offset[t] if varying else bias
                     # W x = r * roll(x, 1): unit i hears unit i-1
                     xn[0] = tanh32(r * xl[N - 1] + vin[0] * ut + bk[0])
                     for i in range(1, N):
@@ -304,35 +317,59 @@ def compiled_kernel():
                     if leaky:  # a separate loop keeps the one above vectorisable
                         for i in range(N):
                             xn[i] = a * xn[i] + (one - a) * xl[i]
-                    m = mk[k]
                     for i in range(N):
                         xl[i] = xn[i]
-                        S[k, i] = xn[i] * m
+                    m = mask[b, t]
+                    if m != 0.0:
+                        m32 = np.float32(m)
+                        for i in range(N):
+                            S[kv, i] = xl[i] * m32
+                        mk[kv] = m
+                        yk[kv] = y[b, t]
+                        nm += m * m
+                        ny += m * y[b, t]
+                        kv += 1
+                    t += 1
+                if kv == 0:
+                    continue
+                kp = (kv + 7) // 8 * 8  # whole vectors: zero steps up to a multiple of 8
+                for k in range(kv, kp):
+                    mk[k] = 0.0
+                    yk[k] = 0.0
+                    for i in range(N):
+                        S[k, i] = 0.0
                 # transpose in 16-step strips (a fixed trip count LLVM unrolls)
-                full = kn - kn % 16
+                full = kp - kp % 16
                 for k0 in range(0, full, 16):
                     for i in range(N):
                         for k in range(16):
                             Zt[i, k0 + k] = S[k0 + k, i]
                 for i in range(N):
-                    for k in range(full, kn):
+                    for k in range(full, kp):
                         Zt[i, k] = S[k, i]
-                for k in range(kn):
-                    Zt[N, k] = mk[k]
-                for i in range(n1):
-                    s = 0.0
-                    for k in range(kn):
-                        s += np.float64(Zt[i, k]) * yk[k]
-                    c[i] += s
+                # X^T y and the bias column (sum m^2 x), vectorised along the steps
+                for i in range(N):
+                    s1 = 0.0
+                    s2 = 0.0
+                    for k in range(kp):
+                        z = np.float64(Zt[i, k])
+                        s1 += z * yk[k]
+                        s2 += z * mk[k]
+                    cy[i] += s1
+                    c1[i] += s2
                 if tile == 4:
-                    gram_tiles4(Zt, kn, G)
+                    gram_tiles4(Zt, kp, G)
                 else:
-                    gram_tiles3(Zt, kn, G)
-            for i in range(n1):
-                xty[b, i] = c[i]
-                for j in range(i, n1):
+                    gram_tiles3(Zt, kp, G)
+            for i in range(N):
+                xty[b, i] = cy[i]
+                gram[b, i, N] = c1[i]
+                gram[b, N, i] = c1[i]
+                for j in range(i, N):
                     gram[b, i, j] = G[i, j]
                     gram[b, j, i] = G[i, j]
+            xty[b, N] = ny
+            gram[b, N, N] = nm
 
     _CACHE["stats"] = stats
     _CACHE["tanh32"] = tanh32
