@@ -174,6 +174,7 @@ def test_the_hybrid_map_pulls_cross_prediction_neighbours_together(
     hybrid = LatentAutoencoder(map="hybrid", neighbour_weight=0.3, random_state=0, **small).fit(sample_embeddings)
     shares = hybrid.gradient_shares_
     assert set(shares) == {"data", "neighbour", "penalty"} and shares["neighbour"] > 0.1
+    assert "layout_note" not in hybrid.fit_summary_
     idx, _ = cross_prediction_knn(readouts, embeddings.gram[:], stats.xty, stats.yty, 6)
 
     def edge_over_random(z):
@@ -262,3 +263,18 @@ def test_the_coupled_term_weighs_the_same_in_any_flux_units(readouts, stats, sma
     assert np.abs(z - z_small).max() < 0.05 * np.abs(z).max()
     fixed = LatentAutoencoder(**settings, data_scale=1.0).fit(readouts * s, stats=scaled)
     assert fixed.gradient_shares_["data"] < 0.05 * plain.gradient_shares_["data"]
+
+
+def test_a_map_the_neighbour_term_lays_out_says_so(readouts, stats, small, caplog):
+    """When the model-coupled loss carries under a tenth of the encoder's gradient, the fit says which term laid
+    out the map (a warning, and ``fit_summary_["layout_note"]``, which metrics.json carries)."""
+    import logging
+
+    from latentsky.autoencoder import LatentAutoencoder
+
+    with caplog.at_level(logging.WARNING, logger="latentsky.autoencoder"):
+        est = LatentAutoencoder(map="hybrid", neighbour_weight=1e4, random_state=0, **{**small, "max_iter": 20})
+        est.fit(readouts, stats=stats)
+    assert est.gradient_shares_["data"] < 0.1
+    note = est.fit_summary_["layout_note"]
+    assert "the neighbour term laid out this map" in note and note in caplog.text

@@ -271,7 +271,7 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
 
         from latentsky.autoencoder import sources
         from latentsky.autoencoder.events import Tracker
-        from latentsky.autoencoder.fitting import Fit, gradient_shares
+        from latentsky.autoencoder.fitting import Fit, gradient_shares, layout_note
         from latentsky.autoencoder.graphs import umap_ab
 
         source = sources.as_source(X, stats, self.chunk_rows)
@@ -352,6 +352,10 @@ class LatentAutoencoder(TransformerMixin, BaseEstimator):
         }
         # what the coupled term was divided by (stage-1 floor, normalised flux squared per step)
         self.fit_summary_["data_scale"] = float(job.data_scale)
+        note = layout_note(self.map, self.gradient_shares_)
+        if note:
+            self.fit_summary_["layout_note"] = note
+            log.warning("the %s map: %s", self.map, note)
         model.meta = self._meta()
         log.info(
             "trained the %s map (%s) on %d spectra (%d held out): %d steps, training loss %.6g",

@@ -355,6 +355,29 @@ def adam_callbacks(est, monitor: str, progress_cb) -> list:
     return callbacks
 
 
+#: Below this share of the encoder's gradient, a map the model-coupled loss is meant to shape is reported
+#: (a warning, and ``fit["layout_note"]`` in metrics.json) as laid out by its other terms.
+COUPLED_SHARE_MIN = 0.1
+_TERM_NAMES = {"neighbour": "the neighbour term", "penalty": "the weight decay", "readout": "the Euclidean term"}
+
+
+def layout_note(kind: str, shares: dict) -> str | None:
+    """A sentence saying which term laid out a ``coupled``/``hybrid`` map when the model-coupled loss carried
+    less than :data:`COUPLED_SHARE_MIN` of its encoder's gradient; None otherwise."""
+    from latentsky.autoencoder.maps import COUPLED_KINDS
+
+    data = shares.get("data")
+    others = {k: v for k, v in shares.items() if k != "data"}
+    if kind not in COUPLED_KINDS or data is None or data >= COUPLED_SHARE_MIN or not others:
+        return None
+    top = max(others, key=others.get)
+    name = _TERM_NAMES.get(top, top)
+    return (
+        f"the model-coupled loss carried {data:.0%} of the encoder's gradient and {name} {others[top]:.0%}: "
+        f"{name} laid out this map (map='coupled' trains on the model-coupled loss alone)"
+    )
+
+
 def gradient_shares(history: dict) -> dict:
     """Each loss term's share of the encoder's gradient over a training run.
 
@@ -368,4 +391,4 @@ def gradient_shares(history: dict) -> dict:
     return {k: v / total for k, v in means.items()} if total > 0 else {}
 
 
-__all__ = ["Fit", "TrainingEvent", "gradient_shares"]
+__all__ = ["Fit", "TrainingEvent", "gradient_shares", "layout_note"]
