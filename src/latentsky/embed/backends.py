@@ -147,7 +147,13 @@ class NumpyBackend:
         return _n_threads(self.n_threads)
 
     def statistics(
-        self, u: np.ndarray, mask: np.ndarray, y: np.ndarray, reservoir: Reservoir, threads: int | None = None
+        self,
+        u: np.ndarray,
+        mask: np.ndarray,
+        y: np.ndarray,
+        reservoir: Reservoir,
+        threads: int | None = None,
+        out: tuple | None = None,
     ):
         """Gram and cross products for a batch; see the module docstring.
 
@@ -163,6 +169,10 @@ class NumpyBackend:
         reservoir : Reservoir
         threads : int, optional
             Override the number of threads (1 when the caller parallelises).
+        out : (ndarray (B, N+1, N+1), ndarray (B, N+1)), optional
+            float64 arrays (views of a larger result, say) to write the sums
+            into instead of new ones: no copy of the Gram matrices (83 kB per
+            spectrum) afterwards.
 
         Returns
         -------
@@ -171,8 +181,14 @@ class NumpyBackend:
         """
         B = u.shape[0]
         n1 = reservoir.n_units + 1
-        gram = np.zeros((B, n1, n1))
-        xty = np.zeros((B, n1))
+        if out is None:
+            gram, xty = np.zeros((B, n1, n1)), np.zeros((B, n1))
+        else:
+            gram, xty = out
+            if gram.shape != (B, n1, n1) or xty.shape != (B, n1) or gram.dtype != np.float64 != xty.dtype:
+                raise ValueError(f"out: need float64 arrays of shapes {(B, n1, n1)} and {(B, n1)}")
+            gram[...] = 0.0
+            xty[...] = 0.0
         threads = min(threads or self.threads, max(1, B // 16))
         bounds = np.linspace(0, B, threads + 1).astype(int)
         parts = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]

@@ -189,8 +189,10 @@ def batch_statistics(
     ids=None,
     threads: int | None = None,
     bin_pixels: int = 1,
+    out: tuple | None = None,
 ) -> ReadoutStatistics:
-    """Statistics of a batch of spectra with a back end (the fast path)."""
+    """Statistics of a batch of spectra with a back end (the fast path); ``out``: the (gram, xty) arrays to fill
+    (NumPy back end; see :meth:`~latentsky.embed.backends.NumpyBackend.statistics`)."""
     b = prepare_batch(
         flux,
         weight,
@@ -200,7 +202,10 @@ def batch_statistics(
         dtype=getattr(backend, "state_dtype", "float32"),
         bin_pixels=bin_pixels,
     )
-    gram, xty = backend.statistics(b.u, b.mask, b.y, reservoir, threads=threads)
+    if out is None:
+        gram, xty = backend.statistics(b.u, b.mask, b.y, reservoir, threads=threads)
+    else:
+        gram, xty = backend.statistics(b.u, b.mask, b.y, reservoir, threads=threads, out=out)
     return ReadoutStatistics(gram, xty, b.yty, b.n_steps, b.persistence)
 
 
