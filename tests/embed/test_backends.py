@@ -117,3 +117,21 @@ def test_compiled_kernel_is_refused_where_it_does_not_apply():
     assert NumpyBackend(state_dtype="float64").kernel_for(simple_cycle_reservoir(10)) == "ufunc"
     with pytest.raises(EmbeddingError, match="compiled"):
         NumpyBackend(kernel="compiled").kernel_for(res)
+
+
+def test_the_sums_go_into_the_arrays_given(alf_cen_b):
+    """``out=``: the sums overwrite whatever the given arrays held (views of a larger result), as fresh arrays
+    would hold them; arrays of the wrong shape are refused by name."""
+    from latentsky.embed.series import prepare_batch
+
+    flux, weight = alf_cen_b[0][:3], alf_cen_b[1][:3]
+    emb = ESNReadoutEmbedder(n_units=30, backend="numpy").fit(flux)
+    b = prepare_batch(flux, weight, offset=emb.offset_, washout=emb.washout, bin_pixels=emb.bin_pixels)
+    backend = NumpyBackend()
+    gram, xty = backend.statistics(b.u, b.mask, b.y, emb.reservoir_)
+    big_gram, big_xty = np.full((5, 31, 31), np.nan), np.full((5, 31), np.nan)
+    backend.statistics(b.u, b.mask, b.y, emb.reservoir_, out=(big_gram[1:4], big_xty[1:4]))
+    assert np.array_equal(big_gram[1:4], gram) and np.array_equal(big_xty[1:4], xty)
+    assert np.isnan(big_gram[[0, 4]]).all()
+    with pytest.raises(ValueError, match="out: need float64 arrays"):
+        backend.statistics(b.u, b.mask, b.y, emb.reservoir_, out=(big_gram[:2], big_xty[:2]))
