@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _support.signals import popen_interruptible
 from astropy.table import Table
 
 from latentsky.archives.local.server import LocalServer, Response
@@ -112,7 +113,7 @@ def test_ctrl_c_says_what_was_kept_and_exits_130(fits_dir, tmp_path):
             "--max-connections",
             "1",
         ]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = popen_interruptible(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while not (dest.is_dir() and any(p.name.endswith(".part") for p in dest.iterdir())):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()

@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 import pytest
+from _support.signals import popen_interruptible
 
 from latentsky.cli import main
 from latentsky.exceptions import LatentskyError
@@ -175,7 +176,7 @@ def test_ctrl_c_during_ingest_keeps_the_previous_store_and_says_so(tmp_path, sam
     assert main(["ingest", str(files[0]), "--out", str(out), "--pixels", "256"]) == 0
     before = _snapshot(out)
     cmd = [sys.executable, "-m", "latentsky.cli", "ingest", str(sample), "--out", str(out), "--pixels", "256"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_interruptible(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob(".store.tmp-*")):  # the new store is being written
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
