@@ -22,7 +22,11 @@ def hub(tmp_path, monkeypatch):
     server.stop()
 
 
-def test_selection_reaches_a_votable_client(hub, tmp_path):
+@pytest.mark.parametrize("late_registration", [False, True], ids=["hub as is", "hub slow to register the call"])
+def test_selection_reaches_a_votable_client(hub, tmp_path, monkeypatch, late_registration):
+    """``late_registration``: the hub returns from delivering the call only after the receiver has answered,
+    as a busy machine can schedule astropy's hub (it registers a synchronous call after delivering it, and
+    a reply that comes first is dropped): the table must still count as delivered, at once."""
     from astropy.io import votable
     from pyvo.samp import SAMPIntegratedClient
 
@@ -46,9 +50,22 @@ def test_selection_reaches_a_votable_client(hub, tmp_path):
     while not probe.get_subscribed_clients("table.load.votable") and time.monotonic() < deadline:
         time.sleep(0.1)
     probe.disconnect()
+    if late_registration:
+        deliver = hub._call
+
+        def deliver_then_wait(*args):
+            msg_id = deliver(*args)
+            got.wait(10)  # the receiver has the table (and is answering) before the call is registered
+            time.sleep(0.3)
+            return msg_id
+
+        monkeypatch.setattr(hub, "_call", deliver_then_wait)
+        monkeypatch.setattr("latentsky.ui.samp.CALL_TIMEOUT_S", 5)
     try:
         table = pd.DataFrame({"id": ["a", "b"], "ra": [10.0, 11.0], "dec": [-5.0, -6.0]})
+        t0 = time.monotonic()
         msg = send_table(table, hub=hub, folder=tmp_path)
+        assert time.monotonic() - t0 < 4.0
         assert msg == "sent 2 rows to 1 SAMP client(s)", msg  # the call was answered before send_table returned
         assert got.is_set()
         assert received["name"] == "latentsky selection"

@@ -20,6 +20,55 @@ log = logging.getLogger(__name__)
 CALL_TIMEOUT_S = 20  # seconds a SAMP client may take to load the table
 
 
+def _call_all(client, receivers, message: dict, timeout: float = CALL_TIMEOUT_S) -> int:
+    """Send ``message`` to every receiver as an asynchronous call and wait (at most ``timeout`` seconds in all)
+    for their responses; the number that loaded it (``samp.ok`` or ``samp.warning``).
+
+    A call answered by each receiver, not a notification: the hub delivers notifications from its own
+    threads and drops them once the sender has disconnected, which the caller does next.  Asynchronous
+    calls with our own response handler, not the hub's ``callAndWait``: astropy's hub registers a
+    synchronous call only after it has started delivering it, so a receiver that answers at once (as a
+    script's does) can have its reply dropped, and the sender then waits out the whole timeout.
+    """
+    import threading
+    import time
+
+    answers: dict[str, dict] = {}
+    lock = threading.Lock()
+    all_in = threading.Event()
+    tags = {}
+    for i, receiver in enumerate(receivers):
+        tags[f"latentsky-table-{i}"] = receiver
+
+    def on_response(private_key, responder_id, msg_tag, response):
+        with lock:
+            answers[msg_tag] = response
+            if len(answers) == len(tags):
+                all_in.set()
+
+    for tag, receiver in tags.items():
+        client.bind_receive_response(tag, on_response)
+        try:
+            client.call(receiver, tag, message)
+        except Exception as err:  # a client the hub cannot reach must not stop the others
+            log.warning("SAMP client %s did not get the table: %s", receiver, err)
+            on_response(None, receiver, tag, {"samp.status": "samp.error", "samp.error": {"samp.errortxt": str(err)}})
+    deadline = time.monotonic() + timeout
+    if tags:
+        all_in.wait(max(0.0, deadline - time.monotonic()))
+    delivered = 0
+    with lock:
+        for tag, receiver in tags.items():
+            response = answers.get(tag)
+            if response is None:
+                log.warning("SAMP client %s did not answer within %s s", receiver, timeout)
+            elif response.get("samp.status") in ("samp.ok", "samp.warning"):
+                delivered += 1
+            else:
+                log.warning("SAMP client %s did not load the table: %s", receiver, response.get("samp.error"))
+    return delivered
+
+
 def send_table(table: pd.DataFrame, *, name: str = "latentsky selection", hub=None, folder=None) -> str:
     """Broadcast ``table`` as a VOTable to the SAMP clients that load tables.
 
@@ -57,17 +106,9 @@ def send_table(table: pd.DataFrame, *, name: str = "latentsky selection", hub=No
         path = folder / "selection.vot"
         path.write_bytes(to_votable(table))
         url = path.resolve().as_uri()
-        receivers = client.get_subscribed_clients("table.load.votable")
+        receivers = list(client.get_subscribed_clients("table.load.votable"))
         message = {"samp.mtype": "table.load.votable", "samp.params": {"url": url, "name": name}}
-        # a call answered by each receiver, not a notification: the hub delivers notifications
-        # from its own threads and drops them once the sender has disconnected, which we do next
-        delivered = 0
-        for receiver in receivers:
-            try:
-                client.call_and_wait(receiver, message, timeout=str(CALL_TIMEOUT_S))
-                delivered += 1
-            except Exception as err:  # a client that fails or is too slow must not stop the others
-                log.warning("SAMP client %s did not load the table: %s", receiver, err)
+        delivered = _call_all(client, receivers, message)
         return f"sent {len(table):,} rows to {delivered} SAMP client(s)"
     finally:
         client.disconnect()
