@@ -15,12 +15,14 @@ block
    vectorisable rational approximation (TensorFlow's), so a block costs
    O(K N); the bias row's own sums (``sum m^2``, ``sum m y``) are scalars;
 2. transposes them into ``Zt`` (units x steps, float32 or float64: see below),
-   zero steps up to a multiple of 8 and zero rows up to a multiple of the tile;
+   zero steps up to a multiple of 8;
 3. adds ``Zt y`` to X^T y and ``Zt m`` to the bias column of X^T X (dot
    products along the steps, float64: the target is float64 flux);
 4. adds the upper triangle of ``Zt Zt^T`` (the N units; the bias column came
-   from step 3) to X^T X tile by tile, each tile a block of dot products over
-   the block's steps, vectorised along the steps: the float32 states are
+   from step 3) to X^T X tile by tile (the units past the last whole tile,
+   e.g. the 100th of 33 3 x 3 tiles, by plain dot products: no padded rows),
+   each tile a block of dot products over the block's steps, vectorised along
+   the steps: the float32 states are
    widened to float64 (as they are loaded, or once in the transpose) and
    multiplied and summed in float64, so every product is exact and the sums
    carry float64 rounding only.
@@ -137,9 +139,8 @@ def compiled_statistics(
     K = min(block_steps, T, BLOCK_STEPS)
     offset = res.drive_offset(T)  # (T, N) P p_t + b, or an empty array: the constant bias
     offset = np.zeros((0, vin.size), np.float32) if offset is None else np.ascontiguousarray(offset, np.float32)
-    npad = (vin.size + tile - 1) // tile * tile
     K = (K + 7) // 8 * 8  # the kernel pads a block to whole vectors of steps
-    Zt = np.zeros((npad, K), block_dtype)  # rows past N stay 0
+    Zt = np.zeros((vin.size, K), block_dtype)
     kernel(
         np.ascontiguousarray(u, dtype=np.float32),
         np.ascontiguousarray(mask),
@@ -195,10 +196,9 @@ def compiled_kernel():
         return x * p / q
 
     @jit
-    def gram_tiles4(Zt, kn, G):
-        # G[i:i+4, j:j+4] += Zt[i:i+4, :kn] Zt[j:j+4, :kn]^T for j >= i; sixteen
-        # scalar accumulators that LLVM vectorises along the steps.
-        n = Zt.shape[0]
+    def gram_tiles4(Zt, kn, G, n):
+        # G[i:i+4, j:j+4] += Zt[i:i+4, :kn] Zt[j:j+4, :kn]^T for n > j >= i (n a multiple of 4);
+        # sixteen scalar accumulators that LLVM vectorises along the steps.
         for i in range(0, n, 4):
             for j in range(i, n, 4):
                 a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
@@ -246,9 +246,8 @@ def compiled_kernel():
                 G[i + 3, j + 3] += a33
 
     @jit
-    def gram_tiles3(Zt, kn, G):
+    def gram_tiles3(Zt, kn, G, n):
         # The same with 3 x 3 tiles: nine accumulators and six loaded vectors fit AVX2's 16 registers.
-        n = Zt.shape[0]
         for i in range(0, n, 3):
             for j in range(i, n, 3):
                 a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
@@ -283,11 +282,11 @@ def compiled_kernel():
         B, T = u.shape
         N = vin.size
         varying = offset.shape[0] > 0  # a position input: the bias term changes with the step
-        npad = Zt.shape[0]  # N rounded up to the tile; rows past N stay 0
+        nt = N // tile * tile  # units the tiles cover; the last N - nt rows by dot products
         one = np.float32(1.0)
         leaky = a != one
         S = np.zeros((K, N), np.float32)  # the block's kept steps, times their mask, row by row
-        G = np.empty((npad, npad))
+        G = np.empty((N, N))
         cy = np.empty(N)
         c1 = np.empty(N)
         mk = np.zeros(K)
@@ -358,9 +357,15 @@ def compiled_kernel():
                     cy[i] += s1
                     c1[i] += s2
                 if tile == 4:
-                    gram_tiles4(Zt, kp, G)
+                    gram_tiles4(Zt, kp, G, nt)
                 else:
-                    gram_tiles3(Zt, kp, G)
+                    gram_tiles3(Zt, kp, G, nt)
+                for q in range(nt, N):  # the rows past the tiles (100 = 33 x 3 + 1): their upper column
+                    for j in range(q + 1):
+                        s1 = 0.0
+                        for k in range(kp):
+                            s1 += np.float64(Zt[j, k]) * np.float64(Zt[q, k])
+                        G[j, q] += s1
             for i in range(N):
                 xty[b, i] = cy[i]
                 gram[b, i, N] = c1[i]
