@@ -20,7 +20,8 @@ def test_every_tile_and_block_precision_gives_the_same_sums(harps):
     flux, weight, _ = harps
     flux, weight = flux[[0, 5]], weight[[0, 5]].copy()
     weight[0, 1000:1037] = 0  # masked steps inside a block
-    emb = ESNReadoutEmbedder(n_units=22, leak_rate=0.7).fit(flux, weight=weight)  # 22 units = 7 x 3 + 1 = 5 x 4 + 2: rows past the tiles
+    # 22 units = 7 x 3 + 1 = 5 x 4 + 2: rows past the last whole tile
+    emb = ESNReadoutEmbedder(n_units=22, leak_rate=0.7).fit(flux, weight=weight)
     b = prepare_batch(flux, weight, offset=emb.offset_, washout=emb.washout, bin_pixels=emb.bin_pixels)
     out = {}
     for tile in (3, 4):
