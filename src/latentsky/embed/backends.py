@@ -181,14 +181,7 @@ class NumpyBackend:
         """
         B = u.shape[0]
         n1 = reservoir.n_units + 1
-        if out is None:
-            gram, xty = np.zeros((B, n1, n1)), np.zeros((B, n1))
-        else:
-            gram, xty = out
-            if gram.shape != (B, n1, n1) or xty.shape != (B, n1) or gram.dtype != np.float64 != xty.dtype:
-                raise ValueError(f"out: need float64 arrays of shapes {(B, n1, n1)} and {(B, n1)}")
-            gram[...] = 0.0
-            xty[...] = 0.0
+        gram, xty = output_arrays(out, B, n1)
         threads = min(threads or self.threads, max(1, B // 16))
         bounds = np.linspace(0, B, threads + 1).astype(int)
         parts = [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
@@ -211,6 +204,18 @@ class NumpyBackend:
                 with ThreadPoolExecutor(len(parts)) as pool:
                     list(pool.map(work, parts))
         return gram, xty
+
+
+def output_arrays(out, B: int, n1: int):
+    """The zeroed float64 (gram, xty) a back end's ``statistics`` fills: ``out``, checked, or new arrays."""
+    if out is None:
+        return np.zeros((B, n1, n1)), np.zeros((B, n1))
+    gram, xty = out
+    if gram.shape != (B, n1, n1) or xty.shape != (B, n1) or gram.dtype != np.float64 or xty.dtype != np.float64:
+        raise ValueError(f"out: need float64 arrays of shapes {(B, n1, n1)} and {(B, n1)}")
+    gram[...] = 0.0
+    xty[...] = 0.0
+    return gram, xty
 
 
 def get_backend(name: str = "auto", **kwargs):

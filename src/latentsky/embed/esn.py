@@ -357,12 +357,10 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
             cuts = np.linspace(lo, hi, min(n_par, hi - lo) + 1).astype(int)
             slices += [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
-        # the NumPy back end writes every slice's sums straight into the result (no concatenation, no
-        # second copy of the Gram matrices, 83 kB per spectrum for N = 100)
+        # every slice's sums go straight into the result (no concatenation, no second copy of the
+        # Gram matrices, 83 kB per spectrum for N = 100)
         m = self.reservoir_.n_units + 1
-        direct = getattr(backend, "name", "") == "numpy"
-        gram = np.empty((n, m, m)) if direct else None
-        xty = np.empty((n, m)) if direct else None
+        gram, xty = np.empty((n, m, m)), np.empty((n, m))
         readouts = None if ridge is None else np.empty((n, m))
 
         def work(part):
@@ -377,7 +375,7 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
                 ids=np.arange(lo, hi) if ids is None else ids[lo:hi],
                 threads=1,
                 bin_pixels=self.bin_pixels,
-                out=(gram[lo:hi], xty[lo:hi]) if direct else None,
+                out=(gram[lo:hi], xty[lo:hi]),
             )
             if ridge is not None:
                 readouts[lo:hi] = st.readouts(ridge)
@@ -393,13 +391,10 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
 
                 with ThreadPoolExecutor(n_par) as pool:
                     out = list(pool.map(work, slices))
-        if direct:
-            pers = None if any(o.persistence is None for o in out) else np.concatenate([o.persistence for o in out])
-            stats = ReadoutStatistics(
-                gram, xty, np.concatenate([o.yty for o in out]), np.concatenate([o.n_steps for o in out]), pers
-            )
-        else:
-            stats = ReadoutStatistics.concatenate(out)
+        pers = None if any(o.persistence is None for o in out) else np.concatenate([o.persistence for o in out])
+        stats = ReadoutStatistics(
+            gram, xty, np.concatenate([o.yty for o in out]), np.concatenate([o.n_steps for o in out]), pers
+        )
         return stats, readouts
 
     def _statistics(self, X, weight=None, ids=None) -> ReadoutStatistics:

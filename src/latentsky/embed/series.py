@@ -192,7 +192,7 @@ def batch_statistics(
     out: tuple | None = None,
 ) -> ReadoutStatistics:
     """Statistics of a batch of spectra with a back end (the fast path); ``out``: the (gram, xty) arrays to fill
-    (NumPy back end; see :meth:`~latentsky.embed.backends.NumpyBackend.statistics`)."""
+    (see :meth:`~latentsky.embed.backends.NumpyBackend.statistics`)."""
     b = prepare_batch(
         flux,
         weight,
@@ -202,10 +202,7 @@ def batch_statistics(
         dtype=getattr(backend, "state_dtype", "float32"),
         bin_pixels=bin_pixels,
     )
-    if out is None:
-        gram, xty = backend.statistics(b.u, b.mask, b.y, reservoir, threads=threads)
-    else:
-        gram, xty = backend.statistics(b.u, b.mask, b.y, reservoir, threads=threads, out=out)
+    gram, xty = backend.statistics(b.u, b.mask, b.y, reservoir, threads=threads, out=out)
     return ReadoutStatistics(gram, xty, b.yty, b.n_steps, b.persistence)
 
 

@@ -70,8 +70,10 @@ class TensorflowBackend:
 
     threads = 1  # TensorFlow parallelises inside its ops
 
-    def statistics(self, u, mask, y, reservoir: Reservoir, threads: int | None = None):
+    def statistics(self, u, mask, y, reservoir: Reservoir, threads: int | None = None, out: tuple | None = None):
         """See :meth:`latentsky.embed.backends.NumpyBackend.statistics` (``threads`` is ignored)."""
+        from latentsky.embed.backends import output_arrays
+
         tf = _import_tf()
         fn = self._fn(reservoir)
         B, T = u.shape
@@ -93,7 +95,10 @@ class TensorflowBackend:
             )
             gram += g
             xty += c
-        return gram.numpy(), xty.numpy()
+        gram_out, xty_out = output_arrays(out, B, n1)
+        gram_out[...] = gram.numpy()
+        xty_out[...] = xty.numpy()
+        return gram_out, xty_out
 
 
 def _import_tf():

@@ -31,14 +31,11 @@ def _call_all(client, receivers, message: dict, timeout: float = CALL_TIMEOUT_S)
     script's does) can have its reply dropped, and the sender then waits out the whole timeout.
     """
     import threading
-    import time
 
     answers: dict[str, dict] = {}
     lock = threading.Lock()
     all_in = threading.Event()
-    tags = {}
-    for i, receiver in enumerate(receivers):
-        tags[f"latentsky-table-{i}"] = receiver
+    tags = {f"latentsky-table-{i}": receiver for i, receiver in enumerate(receivers)}
 
     def on_response(private_key, responder_id, msg_tag, response):
         with lock:
@@ -53,9 +50,8 @@ def _call_all(client, receivers, message: dict, timeout: float = CALL_TIMEOUT_S)
         except Exception as err:  # a client the hub cannot reach must not stop the others
             log.warning("SAMP client %s did not get the table: %s", receiver, err)
             on_response(None, receiver, tag, {"samp.status": "samp.error", "samp.error": {"samp.errortxt": str(err)}})
-    deadline = time.monotonic() + timeout
     if tags:
-        all_in.wait(max(0.0, deadline - time.monotonic()))
+        all_in.wait(timeout)
     delivered = 0
     with lock:
         for tag, receiver in tags.items():
