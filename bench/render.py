@@ -50,20 +50,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO / "bench"))
+sys.path.append(str(REPO / "tests"))
 import _cpu  # noqa: E402
+from _support.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (the browser the tests drive)
 
 SIZE = 800
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def timed(fn, repeat: int) -> float:
@@ -255,7 +246,7 @@ def browser_zoom(data_dir: Path, repeat: int) -> dict:
                     raise RuntimeError(f"panel serve did not start; see {data_dir / 'serve.log'}")
                 time.sleep(0.5)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             t0 = time.perf_counter()
             page.goto(f"http://127.0.0.1:{port}/app")
@@ -360,7 +351,7 @@ def main(argv=None) -> int:
     result["browser_zoom_1e7_ms"] = None
     with tempfile.TemporaryDirectory(prefix="latentsky-render-") as tmp:
         extra = []  # the forced-AVX2 pass reuses the synthetic folder written here
-        if not args.no_browser and Path(CHROMIUM).exists():
+        if not args.no_browser and CHROMIUM.exists():
             data = args.synth or write_synth(Path(tmp) / "synth1e7", 10_000_000, seed=0)
             extra = ["--synth", str(data)]
             result.update(browser_zoom(data, args.repeat))

@@ -32,8 +32,8 @@ import warnings
 
 import numpy as np
 
-#: Default of the stopping tolerance: L-BFGS stops when an iteration lowers the loss (data-space error per
-#: step, normalised flux squared, plus the other terms) by less than this.
+#: Default of the stopping tolerance: L-BFGS stops when an iteration lowers the loss (the data-space error
+#: divided by the model's ``data_scale``, the stage-1 error by default, plus the other terms) by less than this.
 TOLERANCE = 1e-10
 
 
