@@ -1,5 +1,6 @@
 """The fused kernel's Gram tiles: the tile and block precision follow the instruction set, every tile,
-precision and block length gives the same sums, and they are the float64 sums of the float32 states."""
+precision and block length gives the same sums, and they are the float64 sums of the float32 states, with
+either loop order of the reservoir (one step over the units; one unit along the steps, without leak)."""
 
 import numpy as np
 import pytest
@@ -16,19 +17,26 @@ def test_gram_plan_follows_the_vector_registers():
     assert gram_plan("", "arm64") == (4, "float64")
 
 
-def test_every_tile_and_block_precision_gives_the_same_sums(harps):
+@pytest.mark.parametrize(
+    "leak, sweep",
+    [(0.7, "steps"), (1.0, "units")],
+    ids=["leaky, one step at a time", "no leak, one unit at a time"],
+)
+def test_every_tile_and_block_precision_gives_the_same_sums(harps, leak, sweep):
     flux, weight, _ = harps
     flux, weight = flux[[0, 5]], weight[[0, 5]].copy()
     weight[0, 1000:1037] = 0  # masked steps inside a block
     # 22 units = 7 x 3 + 1 = 5 x 4 + 2: rows past the last whole tile
-    emb = ESNReadoutEmbedder(n_units=22, leak_rate=0.7).fit(flux, weight=weight)
+    emb = ESNReadoutEmbedder(n_units=22, leak_rate=leak).fit(flux, weight=weight)
     b = prepare_batch(flux, weight, offset=emb.offset_, washout=emb.washout, bin_pixels=emb.bin_pixels)
     out = {}
     for tile in (3, 4):
         for block in ("float32", "float64"):
             for steps in (13, 100, 4096):  # blocks end at other steps (whole vectors of 8: 13 -> 16)
                 gram, xty = np.zeros((2, 23, 23)), np.zeros((2, 23))
-                compiled_statistics(b.u, b.mask, b.y, emb.reservoir_, steps, gram, xty, tile=tile, block_dtype=block)
+                compiled_statistics(
+                    b.u, b.mask, b.y, emb.reservoir_, steps, gram, xty, tile=tile, block_dtype=block, sweep=sweep
+                )
                 out[tile, block, steps] = gram, xty
     g0, c0 = out[3, "float32", 100]
     assert np.all(np.diagonal(g0, axis1=1, axis2=2) > 0)
@@ -36,6 +44,27 @@ def test_every_tile_and_block_precision_gives_the_same_sums(harps):
     for g, c in out.values():
         assert np.allclose(g, g0, rtol=1e-12, atol=1e-12 * np.abs(g0).max())
         assert np.allclose(c, c0, rtol=1e-12, atol=1e-12 * np.abs(c0).max())
+
+
+def test_both_loop_orders_give_the_same_sums(harps):
+    # without leak either order applies; the states may differ in the last float32 bit (vector and
+    # scalar tanh round differently), so the sums agree to float32 precision, not bit for bit
+    flux, weight, _ = harps
+    flux, weight = flux[[1, 6]], weight[[1, 6]].copy()
+    weight[1, 2000:2100] = 0
+    for position in (0.0, 1.0):  # the constant bias, and the position input (a bias term per step)
+        emb = ESNReadoutEmbedder(n_units=30, leak_rate=1.0, position_scaling=position, bin_pixels=1)
+        emb.fit(flux, weight=weight)
+        b = prepare_batch(flux, weight, offset=emb.offset_, washout=emb.washout, bin_pixels=emb.bin_pixels)
+        sums = {}
+        for sweep in ("steps", "units"):
+            gram, xty = np.zeros((2, 31, 31)), np.zeros((2, 31))
+            compiled_statistics(b.u, b.mask, b.y, emb.reservoir_, 256, gram, xty, sweep=sweep)
+            sums[sweep] = gram, xty
+        (g0, c0), (g1, c1) = sums["steps"], sums["units"]
+        assert np.allclose(g1, g0, rtol=0, atol=1e-6 * np.abs(g0).max())
+        assert np.allclose(c1, c0, rtol=0, atol=1e-6 * np.abs(c0).max())
+        assert g1[1, -1, -1] == g0[1, -1, -1] == b.mask[1].sum()
 
 
 def test_an_unknown_tile_or_precision_is_refused(harps):
@@ -46,6 +75,8 @@ def test_an_unknown_tile_or_precision_is_refused(harps):
         compiled_statistics(b.u, b.mask, b.y, emb.reservoir_, 64, g, c, tile=5)
     with pytest.raises(ValueError, match="block_dtype='float16'"):
         compiled_statistics(b.u, b.mask, b.y, emb.reservoir_, 64, g, c, block_dtype="float16")
+    with pytest.raises(ValueError, match="sweep='units'"):  # the default reservoir leaks
+        compiled_statistics(b.u, b.mask, b.y, emb.reservoir_, 64, g, c, sweep="units")
 
 
 def _float32_states(u, vin, bias, r, a):
@@ -72,13 +103,14 @@ def _float32_states(u, vin, bias, r, a):
     return run(u, vin, bias, r, a)
 
 
-def test_the_sums_are_the_float64_sums_of_the_states(harps):
+@pytest.mark.parametrize("leak, position", [(0.8, 1.0), (1.0, 1.0), (1.0, 0.0)])
+def test_the_sums_are_the_float64_sums_of_the_states(harps, leak, position):
     # gram = sum_t m^2 z z^T and xty = sum_t m z y with z = [x_t, 1], for a mask with zeros (skipped
     # steps) and fractions, against float64 sums of the same float32 states
     flux, weight, _ = harps
     flux, weight = flux[[2, 7]], weight[[2, 7]].copy()
     weight[1, 300:700] = 0
-    emb = ESNReadoutEmbedder(n_units=13, leak_rate=0.8).fit(flux, weight=weight)
+    emb = ESNReadoutEmbedder(n_units=13, leak_rate=leak, position_scaling=position).fit(flux, weight=weight)
     b = prepare_batch(flux, weight, offset=emb.offset_, washout=emb.washout, bin_pixels=emb.bin_pixels)
     mask = b.mask.copy()
     mask[0, 50:90] = 0.5

@@ -63,6 +63,8 @@ from latentsky.embed.reservoir import Reservoir
 TILES = (3, 4)
 #: Precisions of the transposed block of states the tiles read.
 BLOCK_DTYPES = ("float32", "float64")
+#: Loop orders of the reservoir (see :func:`compiled_statistics`).
+SWEEPS = ("auto", "steps", "units")
 #: Most steps per block: a 4 x 4 tile's eight rows of a float64 block (8 x 256 x 8 bytes) stay in L1.
 BLOCK_STEPS = 256
 
@@ -116,14 +118,20 @@ def compiled_statistics(
     state_dtype="float32",
     tile: int | None = None,
     block_dtype: str | None = None,
+    sweep: str = "auto",
 ):
     """Gram and cross products of a slice of a batch with the fused kernel (see the module docstring).
 
     Parameters as :func:`latentsky.embed.ufunc_kernel.ufunc_statistics`; ``tile``
     and ``block_dtype`` override :func:`gram_plan`'s (3 or 4; "float32" or
     "float64": the precision of the transposed block of states the tiles read).
-    The sums differ only in rounding.  A block holds at most ``BLOCK_STEPS``
-    kept steps whatever ``block_steps`` asks (the tiles' rows stay in cache).
+    ``sweep`` picks the reservoir's loop order: ``"steps"`` (one step at a
+    time over the units, this module), ``"units"`` (one unit at a time along
+    the steps, :mod:`latentsky.embed.unit_sweep`: no leak only) or ``"auto"``
+    (units where there is no leak).  The sums differ only in rounding.  A
+    block holds at most ``BLOCK_STEPS`` kept steps whatever ``block_steps``
+    asks (the tiles' rows stay in cache); the unit sweep's blocks are a
+    multiple of the N units.
     """
     kernel = compiled_kernel()
     plan = gram_plan() if tile is None or block_dtype is None else None
@@ -133,29 +141,28 @@ def compiled_statistics(
         raise ValueError(f"tile={tile}: must be one of {TILES}")
     if block_dtype not in BLOCK_DTYPES:
         raise ValueError(f"block_dtype={block_dtype!r}: must be one of {BLOCK_DTYPES}")
+    no_leak = np.float32(res.leak_rate) == np.float32(1.0)
+    if sweep not in SWEEPS or (sweep == "units" and not no_leak):
+        raise ValueError(f"sweep={sweep!r}: must be one of {SWEEPS} ('units' only without leak)")
     vin = res.input_weights.astype(np.float32)
     bias = res.bias.astype(np.float32)
+    N = vin.size
     T = u.shape[1]
+    offset = res.drive_offset(T)  # (T, N) P p_t + b, or None: the constant bias
+    u = np.ascontiguousarray(u, dtype=np.float32)
+    mask, y, r = np.ascontiguousarray(mask), np.ascontiguousarray(y), np.float32(res.cycle_weight)
+    if sweep == "units" or (sweep == "auto" and no_leak):
+        K = N * max(1, min(block_steps, BLOCK_STEPS) // N)
+        offT = np.zeros((N, 0), np.float32) if offset is None else np.ascontiguousarray(offset.T, np.float32)
+        Zb = np.zeros((N, (K + 7) // 8 * 8), block_dtype)
+        in_place = block_dtype == "float32"
+        _CACHE["units"](u, mask, y, vin, bias, offT, r, K, tile, in_place, Zb, gram, xty)
+        return
     K = min(block_steps, T, BLOCK_STEPS)
-    offset = res.drive_offset(T)  # (T, N) P p_t + b, or an empty array: the constant bias
-    offset = np.zeros((0, vin.size), np.float32) if offset is None else np.ascontiguousarray(offset, np.float32)
+    offset = np.zeros((0, N), np.float32) if offset is None else np.ascontiguousarray(offset, np.float32)
     K = (K + 7) // 8 * 8  # the kernel pads a block to whole vectors of steps
-    Zt = np.zeros((vin.size, K), block_dtype)
-    kernel(
-        np.ascontiguousarray(u, dtype=np.float32),
-        np.ascontiguousarray(mask),
-        np.ascontiguousarray(y),
-        vin,
-        bias,
-        offset,
-        np.float32(res.cycle_weight),
-        np.float32(res.leak_rate),
-        K,
-        tile,
-        Zt,
-        gram,
-        xty,
-    )
+    Zt = np.zeros((N, K), block_dtype)
+    kernel(u, mask, y, vin, bias, offset, r, np.float32(res.leak_rate), K, tile, Zt, gram, xty)
 
 
 def compiled_tanh32():
@@ -196,22 +203,22 @@ def compiled_kernel():
         return x * p / q
 
     @jit
-    def gram_tiles4(Zt, kn, G, n):
-        # G[i:i+4, j:j+4] += Zt[i:i+4, :kn] Zt[j:j+4, :kn]^T for n > j >= i (n a multiple of 4);
+    def gram_tiles4(Zt, j0, kn, G, n):
+        # G[i:i+4, j:j+4] += Zt[i:i+4, j0:j0+kn] Zt[j:j+4, j0:j0+kn]^T for n > j >= i (n a multiple of 4);
         # sixteen scalar accumulators that LLVM vectorises along the steps.
         for i in range(0, n, 4):
             for j in range(i, n, 4):
                 a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
                 a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
                 for k in range(kn):
-                    x0 = np.float64(Zt[i, k])
-                    x1 = np.float64(Zt[i + 1, k])
-                    x2 = np.float64(Zt[i + 2, k])
-                    x3 = np.float64(Zt[i + 3, k])
-                    y0 = np.float64(Zt[j, k])
-                    y1 = np.float64(Zt[j + 1, k])
-                    y2 = np.float64(Zt[j + 2, k])
-                    y3 = np.float64(Zt[j + 3, k])
+                    x0 = np.float64(Zt[i, j0 + k])
+                    x1 = np.float64(Zt[i + 1, j0 + k])
+                    x2 = np.float64(Zt[i + 2, j0 + k])
+                    x3 = np.float64(Zt[i + 3, j0 + k])
+                    y0 = np.float64(Zt[j, j0 + k])
+                    y1 = np.float64(Zt[j + 1, j0 + k])
+                    y2 = np.float64(Zt[j + 2, j0 + k])
+                    y3 = np.float64(Zt[j + 3, j0 + k])
                     a00 += x0 * y0
                     a01 += x0 * y1
                     a02 += x0 * y2
@@ -246,18 +253,18 @@ def compiled_kernel():
                 G[i + 3, j + 3] += a33
 
     @jit
-    def gram_tiles3(Zt, kn, G, n):
+    def gram_tiles3(Zt, j0, kn, G, n):
         # The same with 3 x 3 tiles: nine accumulators and six loaded vectors fit AVX2's 16 registers.
         for i in range(0, n, 3):
             for j in range(i, n, 3):
                 a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
                 for k in range(kn):
-                    x0 = np.float64(Zt[i, k])
-                    x1 = np.float64(Zt[i + 1, k])
-                    x2 = np.float64(Zt[i + 2, k])
-                    y0 = np.float64(Zt[j, k])
-                    y1 = np.float64(Zt[j + 1, k])
-                    y2 = np.float64(Zt[j + 2, k])
+                    x0 = np.float64(Zt[i, j0 + k])
+                    x1 = np.float64(Zt[i + 1, j0 + k])
+                    x2 = np.float64(Zt[i + 2, j0 + k])
+                    y0 = np.float64(Zt[j, j0 + k])
+                    y1 = np.float64(Zt[j + 1, j0 + k])
+                    y2 = np.float64(Zt[j + 2, j0 + k])
                     a00 += x0 * y0
                     a01 += x0 * y1
                     a02 += x0 * y2
@@ -276,6 +283,35 @@ def compiled_kernel():
                 G[i + 2, j] += a20
                 G[i + 2, j + 1] += a21
                 G[i + 2, j + 2] += a22
+
+    @jit
+    def gram_block(Zt, j0, kp, G, nt, tile):
+        # the upper triangle of Zt[:, j0:j0+kp] Zt[:, j0:j0+kp]^T added to G: tiles over the first nt
+        # units, then the upper column of each row past them (100 = 33 x 3 + 1) by dot products
+        if tile == 4:
+            gram_tiles4(Zt, j0, kp, G, nt)
+        else:
+            gram_tiles3(Zt, j0, kp, G, nt)
+        for q in range(nt, G.shape[0]):
+            for j in range(q + 1):
+                s1 = 0.0
+                for k in range(j0, j0 + kp):
+                    s1 += np.float64(Zt[j, k]) * np.float64(Zt[q, k])
+                G[j, q] += s1
+
+    @jit
+    def write_sums(G, cy, c1, nm, ny, gram, xty):
+        # one spectrum's sums into its (N+1, N+1) Gram and (N+1,) X^T y: both triangles, the bias last
+        N = cy.size
+        for i in range(N):
+            xty[i] = cy[i]
+            gram[i, N] = c1[i]
+            gram[N, i] = c1[i]
+            for j in range(i, N):
+                gram[i, j] = G[i, j]
+                gram[j, i] = G[i, j]
+        xty[N] = ny
+        gram[N, N] = nm
 
     @jit
     def stats(u, mask, y, vin, bias, offset, r, a, K, tile, Zt, gram, xty):
@@ -356,26 +392,12 @@ def compiled_kernel():
                         s2 += z * mk[k]
                     cy[i] += s1
                     c1[i] += s2
-                if tile == 4:
-                    gram_tiles4(Zt, kp, G, nt)
-                else:
-                    gram_tiles3(Zt, kp, G, nt)
-                for q in range(nt, N):  # the rows past the tiles (100 = 33 x 3 + 1): their upper column
-                    for j in range(q + 1):
-                        s1 = 0.0
-                        for k in range(kp):
-                            s1 += np.float64(Zt[j, k]) * np.float64(Zt[q, k])
-                        G[j, q] += s1
-            for i in range(N):
-                xty[b, i] = cy[i]
-                gram[b, i, N] = c1[i]
-                gram[b, N, i] = c1[i]
-                for j in range(i, N):
-                    gram[b, i, j] = G[i, j]
-                    gram[b, j, i] = G[i, j]
-            xty[b, N] = ny
-            gram[b, N, N] = nm
+                gram_block(Zt, 0, kp, G, nt, tile)
+            write_sums(G, cy, c1, nm, ny, gram[b], xty[b])
 
+    from latentsky.embed.unit_sweep import build_unit_sweep
+
+    _CACHE["units"] = build_unit_sweep(jit, tanh32, gram_block, write_sums)
     _CACHE["stats"] = stats
     _CACHE["tanh32"] = tanh32
     return stats
