@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 _D = ESN_DEFAULTS
 
 #: The parameters that define the reservoir's weights (what :func:`~latentsky.embed.tuning.tune_reservoir` may tune).
+#: Most spectra in one slice of a batch (one thread's unit of work: masking, reservoir, sums, solve):
+#: the slice's Gram matrices (83 kB each for N = 100) are still in cache when its readouts are solved.
+SLICE_SPECTRA = 64
 RESERVOIR_PARAMS = ("cycle_weight", "input_scaling", "bias", "leak_rate", "position_scaling")
 
 
@@ -354,7 +357,8 @@ class ESNReadoutEmbedder(TransformerMixin, BaseEstimator):
         slices = []
         for lo in range(0, n, self.batch_size):
             hi = min(lo + self.batch_size, n)
-            cuts = np.linspace(lo, hi, min(n_par, hi - lo) + 1).astype(int)
+            pieces = max(min(n_par, hi - lo), -(-(hi - lo) // SLICE_SPECTRA))
+            cuts = np.linspace(lo, hi, pieces + 1).astype(int)
             slices += [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
         # every slice's sums go straight into the result (no concatenation, no second copy of the

@@ -132,20 +132,16 @@ def prepare_batch(
             f"parameter washout={washout}: series of {T} steps are too short "
             f"(need at least washout + 2 = {washout + 2})"
         )
-    valid = valid_pixels(flux, weight)
-    empty = ~valid.any(axis=1)
+    u = np.empty((B, T), dtype)
+    mask, y = np.empty((B, T)), np.empty((B, T))
+    sums = np.empty((B, 4))  # yty, steps, persistence, first valid step (-1: none)
+    weight = np.zeros((0, 0)) if weight is None else np.asarray(weight, dtype="f8")
+    _masking_kernel()(flux, weight, float(offset), int(washout), u, mask, y, sums)
+    empty = sums[:, 3] < 0
     if empty.any():
         bad = ", ".join(str(i) for i in ids[empty][:5])
         raise EmbeddingError(f"spectrum {bad}: no valid pixels (all NaN or zero weight)")
-    u = np.where(valid, flux - offset, 0.0).astype(dtype)
-    first = np.argmax(valid, axis=1)
-    t = np.arange(T - 1)
-    step_ok = valid[:, :-1] & valid[:, 1:] & (t[None, :] >= (first + washout)[:, None])
-    mask = np.zeros((B, T))
-    mask[:, :-1] = step_ok
-    y = np.zeros((B, T))
-    y[:, :-1] = np.where(step_ok, flux[:, 1:], 0.0)
-    n_steps = step_ok.sum(axis=1).astype("i8")
+    n_steps = sums[:, 1].astype("i8")
     short = n_steps < 1
     if short.any():
         bad = ", ".join(str(i) for i in ids[short][:5])
@@ -153,8 +149,61 @@ def prepare_batch(
             f"spectrum {bad}: no usable step after a washout of {washout} "
             f"(no two consecutive valid pixels past the washout)"
         )
-    jump = np.where(step_ok, np.diff(np.where(valid, flux, 0.0), axis=1), 0.0)
-    return Batch(u, mask, y, np.einsum("bt,bt->b", y, y), n_steps, np.einsum("bt,bt->b", jump, jump))
+    return Batch(u, mask, y, sums[:, 0], n_steps, sums[:, 2])
+
+
+_CACHE: dict = {}
+
+
+def _masking_kernel():
+    """The masking rules of the module docstring in one compiled pass per spectrum (numba; releases the GIL).
+
+    ``kernel(flux, weight, offset, washout, u, mask, y, sums)`` fills ``u``,
+    ``mask``, ``y`` (B, T) and ``sums`` (B, 4: ``y^T y``, the number of steps,
+    the persistence error, the first valid step or -1).  ``weight`` (0, 0)
+    means none.  Compiled rather than NumPy because the embedder's threads
+    spent ~50 us per spectrum in NumPy temporaries, partly holding the GIL.
+    """
+    if "masking" not in _CACHE:
+        import numba
+
+        @numba.njit(nogil=True, cache=True, error_model="numpy")
+        def masking(flux, weight, offset, washout, u, mask, y, sums):
+            B, T = flux.shape
+            weighted = weight.shape[0] > 0
+            for b in range(B):
+                yty = 0.0
+                n = 0.0
+                pers = 0.0
+                first = -1
+                prev = False  # pixel t - 1 valid
+                for t in range(T):
+                    f = flux[b, t]
+                    ok = np.isfinite(f) and (not weighted or weight[b, t] > 0)
+                    u[b, t] = f - offset if ok else 0.0
+                    if ok and first < 0:
+                        first = t
+                    if t > 0:  # step t - 1: input t - 1, target t
+                        step = prev and ok and t - 1 >= first + washout
+                        mask[b, t - 1] = 1.0 if step else 0.0
+                        if step:
+                            y[b, t - 1] = f
+                            yty += f * f
+                            d = f - flux[b, t - 1]
+                            pers += d * d
+                            n += 1.0
+                        else:
+                            y[b, t - 1] = 0.0
+                    prev = ok
+                mask[b, T - 1] = 0.0
+                y[b, T - 1] = 0.0
+                sums[b, 0] = yty
+                sums[b, 1] = n
+                sums[b, 2] = pers
+                sums[b, 3] = first
+
+        _CACHE["masking"] = masking
+    return _CACHE["masking"]
 
 
 def embeddable(flux, weight, *, washout: int, bin_pixels: int = 1) -> list[str | None]:

@@ -125,18 +125,23 @@ def solve_readouts(gram: np.ndarray, xty: np.ndarray, ridge: float) -> np.ndarra
     )
     from scipy.linalg.lapack import dposv
 
+    from latentsky.embed.ridge_solve import solve
+
     gram = np.asarray(gram, dtype="f8")
     xty = np.asarray(xty, dtype="f8")
+    # A Cholesky solve per spectrum: the systems are symmetric positive definite
+    # once the ridge is added.  The compiled one releases the GIL (callers
+    # parallelise over spectra); LAPACK's is the fallback without numba and for a
+    # system not positive definite in floating point.
+    done = solve(gram, xty, ridge)
+    out, ok = done if done is not None else (np.empty(xty.shape), np.zeros(len(xty), bool))
     eye = ridge * np.eye(gram.shape[-1])
-    out = np.empty(xty.shape)
-    # One LAPACK Cholesky solve per spectrum: the systems are symmetric positive
-    # definite once the ridge is added.  Multi-threaded BLAS on these 101x101
-    # problems was up to 10x slower than one thread here (threads fight over
-    # tiny problems; callers parallelise over spectra instead).
+    # Multi-threaded BLAS on these 101x101 problems was up to 10x slower than
+    # one thread here (threads fight over tiny problems).
     with single_threaded_blas():
-        for i in range(len(gram)):
+        for i in np.flatnonzero(~ok):
             _, w, info = dposv(gram[i] + eye, xty[i], lower=0, overwrite_a=1)
-            if info != 0:  # pragma: no cover - not positive definite in floating point
+            if info != 0:  # not positive definite in floating point
                 w = np.linalg.lstsq(gram[i] + eye, xty[i], rcond=None)[0]
             out[i] = w
     return out
