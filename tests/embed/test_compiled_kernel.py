@@ -67,6 +67,26 @@ def test_both_loop_orders_give_the_same_sums(harps):
         assert g1[1, -1, -1] == g0[1, -1, -1] == b.mask[1].sum()
 
 
+@pytest.mark.parametrize("n_units, n_steps", [(1, 40), (5, 3), (5, 700), (300, 600)])
+def test_the_loop_orders_agree_on_odd_shapes(n_units, n_steps):
+    # one unit (it hears itself), a series shorter than the cycle, several blocks, more units than a block
+    from latentsky.embed.reservoir import simple_cycle_reservoir
+
+    rng = np.random.default_rng(n_units)
+    res = simple_cycle_reservoir(n_units, bias=0.1, position_scaling=0.5)
+    u = rng.normal(size=(2, n_steps)).astype(np.float32)
+    mask, y = (rng.random((2, n_steps)) > 0.1).astype(float), rng.normal(size=(2, n_steps))
+    sums = {}
+    for sweep in ("steps", "units"):
+        gram, xty = np.zeros((2, n_units + 1, n_units + 1)), np.zeros((2, n_units + 1))
+        compiled_statistics(u, mask, y, res, 256, gram, xty, sweep=sweep)
+        sums[sweep] = gram, xty
+    (g0, c0), (g1, c1) = sums["steps"], sums["units"]
+    assert np.abs(g0).max() > 0
+    assert np.allclose(g1, g0, rtol=0, atol=1e-6 * np.abs(g0).max())
+    assert np.allclose(c1, c0, rtol=0, atol=1e-6 * np.abs(c0).max())
+
+
 def test_an_unknown_tile_or_precision_is_refused(harps):
     emb = ESNReadoutEmbedder(n_units=10).fit(harps[0][:1], weight=harps[1][:1])
     b = prepare_batch(harps[0][:1], harps[1][:1], offset=emb.offset_, washout=emb.washout, bin_pixels=emb.bin_pixels)

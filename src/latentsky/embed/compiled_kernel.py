@@ -27,6 +27,11 @@ block
    multiplied and summed in float64, so every product is exact and the sums
    carry float64 rounding only.
 
+Without leak (``leak_rate`` 1, the benchmark's reservoir) :func:`compiled_statistics`
+runs :mod:`latentsky.embed.unit_sweep` instead, which computes the states one
+unit at a time along the steps, straight into the layout of step 2 (no
+transpose), and shares steps 3 and 4 (its ``gram_block``) with this kernel.
+
 Why by hand.  The sums must be float64 (float32 states are accurate enough,
 float32 sums are not: see :mod:`latentsky.embed.backends`), and BLAS has no
 float32-in, float64-sum symmetric rank-k update.  Measured on AVX-512 and
@@ -128,10 +133,10 @@ def compiled_statistics(
     ``sweep`` picks the reservoir's loop order: ``"steps"`` (one step at a
     time over the units, this module), ``"units"`` (one unit at a time along
     the steps, :mod:`latentsky.embed.unit_sweep`: no leak only) or ``"auto"``
-    (units where there is no leak).  The sums differ only in rounding.  A
+    (units where there is no leak and N <= ``BLOCK_STEPS``: its blocks are a
+    multiple of N steps).  The sums differ only in rounding.  A
     block holds at most ``BLOCK_STEPS`` kept steps whatever ``block_steps``
-    asks (the tiles' rows stay in cache); the unit sweep's blocks are a
-    multiple of the N units.
+    asks (the tiles' rows stay in cache).
     """
     kernel = compiled_kernel()
     plan = gram_plan() if tile is None or block_dtype is None else None
@@ -151,7 +156,7 @@ def compiled_statistics(
     offset = res.drive_offset(T)  # (T, N) P p_t + b, or None: the constant bias
     u = np.ascontiguousarray(u, dtype=np.float32)
     mask, y, r = np.ascontiguousarray(mask), np.ascontiguousarray(y), np.float32(res.cycle_weight)
-    if sweep == "units" or (sweep == "auto" and no_leak):
+    if sweep == "units" or (sweep == "auto" and no_leak and N <= BLOCK_STEPS):
         K = N * max(1, min(block_steps, BLOCK_STEPS) // N)
         offT = np.zeros((N, 0), np.float32) if offset is None else np.ascontiguousarray(offset.T, np.float32)
         Zb = np.zeros((N, (K + 7) // 8 * 8), block_dtype)
