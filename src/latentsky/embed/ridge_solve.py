@@ -3,11 +3,11 @@
 ``solve(gram, xty, ridge)`` returns ``(gram[b] + ridge I)^-1 xty[b]`` for every
 ``b``, as LAPACK's ``dposv`` does, in one numba call that releases the GIL.
 Why by hand: SciPy's LAPACK wrappers hold the GIL, so the embedder's threads
-queued for each other's 101 x 101 solves (two threads solved slower than one),
-and LAPACK's blocked factorisation is tuned for large matrices: on these small
-ones this blocked right-looking Cholesky (panels of four rows, each trailing
-row updated by a rank-4 product in one pass) is ~1.6x faster on one core (AMD
-EPYC, Zen 4; AVX-512 and AVX2; docs/decisions/embedding-gram.md).
+queued for each other's 101 x 101 solves (two threads solved slower than one).
+This blocked right-looking Cholesky (panels of four rows, each trailing row
+updated by a rank-4 product in one pass) is slower than ``dposv`` on one core
+(~72 against ~54 us per system, AMD EPYC, Zen 4) but its threads run at once
+(docs/decisions/embedding-gram.md).
 """
 
 from __future__ import annotations
