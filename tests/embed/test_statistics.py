@@ -1,4 +1,4 @@
-"""The ridge readouts solved from the statistics: the compiled Cholesky solve against NumPy's, and a
+"""The ridge readouts solved from the statistics: the compiled LAPACK call against NumPy's solve, and a
 system that is not positive definite falls back to LAPACK and least squares instead of failing."""
 
 import numpy as np

@@ -73,8 +73,6 @@ SWEEPS = ("auto", "steps", "units")
 #: Most steps per block: a 4 x 4 tile's eight rows of a float64 block (8 x 256 x 8 bytes) stay in L1.
 BLOCK_STEPS = 256
 
-_CACHE: dict = {}
-
 
 def gram_plan(features: str | None = None, machine: str | None = None) -> tuple[int, str]:
     """The Gram tile and block precision for the vector registers numba's code will have.
@@ -138,7 +136,6 @@ def compiled_statistics(
     block holds at most ``BLOCK_STEPS`` kept steps whatever ``block_steps``
     asks (the tiles' rows stay in cache).
     """
-    kernel = compiled_kernel()
     plan = gram_plan() if tile is None or block_dtype is None else None
     tile = plan[0] if tile is None else int(tile)
     block_dtype = plan[1] if block_dtype is None else str(block_dtype)
@@ -161,29 +158,36 @@ def compiled_statistics(
         offT = np.zeros((N, 0), np.float32) if offset is None else np.ascontiguousarray(offset.T, np.float32)
         Zb = np.zeros((N, (K + 7) // 8 * 8), block_dtype)
         in_place = block_dtype == "float32"
-        _CACHE["units"](u, mask, y, vin, bias, offT, r, K, tile, in_place, Zb, gram, xty)
+        from latentsky.embed.unit_sweep import units
+
+        units(u, mask, y, vin, bias, offT, r, K, tile, in_place, Zb, gram, xty)
         return
     K = min(block_steps, T, BLOCK_STEPS)
     offset = np.zeros((0, N), np.float32) if offset is None else np.ascontiguousarray(offset, np.float32)
     K = (K + 7) // 8 * 8  # the kernel pads a block to whole vectors of steps
     Zt = np.zeros((N, K), block_dtype)
-    kernel(u, mask, y, vin, bias, offset, r, np.float32(res.leak_rate), K, tile, Zt, gram, xty)
+    stats(u, mask, y, vin, bias, offset, r, np.float32(res.leak_rate), K, tile, Zt, gram, xty)
 
 
 def compiled_tanh32():
     """The kernel's float32 tanh (a numba function, inlined where it is called); None without numba."""
-    return None if compiled_kernel() is None else _CACHE["tanh32"]
+    return None if numba is None else tanh32
 
 
 def compiled_kernel():
-    """The numba kernel, compiled on first use (cached on disk); None when numba is not installed."""
-    if "stats" in _CACHE:
-        return _CACHE["stats"]
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba comes with umap-learn
-        _CACHE["stats"] = None
-        return None
+    """The step kernel (numba, compiled on first use, cached on disk); None when numba is not installed."""
+    return None if numba is None else stats
+
+
+# The numba functions are module globals, not closures: numba caches a closure's
+# code under its captured values, which differ in every process, so closures were
+# compiled again by every process (several seconds) and their cache index grew.
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba comes with umap-learn
+    numba = None
+
+if numba is not None:
     # error_model="numpy" lets LLVM vectorise the division in the tanh below
     # (Python's model checks every division for zero): 5x faster.
     jit = numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
@@ -399,10 +403,3 @@ def compiled_kernel():
                     c1[i] += s2
                 gram_block(Zt, 0, kp, G, nt, tile)
             write_sums(G, cy, c1, nm, ny, gram[b], xty[b])
-
-    from latentsky.embed.unit_sweep import build_unit_sweep
-
-    _CACHE["units"] = build_unit_sweep(jit, tanh32, gram_block, write_sums)
-    _CACHE["stats"] = stats
-    _CACHE["tanh32"] = tanh32
-    return stats

@@ -1,116 +1,94 @@
-"""Ridge readouts of a stack of small systems, solved by a compiled Cholesky factorisation.
+"""Ridge readouts of a stack of small systems: LAPACK's ``dposv`` called from numba, without the GIL.
 
 ``solve(gram, xty, ridge)`` returns ``(gram[b] + ridge I)^-1 xty[b]`` for every
-``b``, as LAPACK's ``dposv`` does, in one numba call that releases the GIL.
-Why by hand: SciPy's LAPACK wrappers hold the GIL, so the embedder's threads
-queued for each other's 101 x 101 solves (two threads solved slower than one).
-This blocked right-looking Cholesky (panels of four rows, each trailing row
-updated by a rank-4 product in one pass) is slower than ``dposv`` on one core
-(~72 against ~54 us per system, AMD EPYC, Zen 4) but its threads run at once
-(docs/decisions/embedding-gram.md).
+``b`` (a Cholesky solve; the systems are symmetric positive definite once the
+ridge is added) in one numba call that releases the GIL and calls LAPACK
+through SciPy's Cython LAPACK (``scipy.linalg.cython_lapack``) function
+pointers.  Why: SciPy's Python LAPACK wrappers hold the GIL, so the embedder's
+threads queued for each other's 101 x 101 solves (two threads solved slower
+than one); a Cholesky written in numba released it but ran ~1.5x slower than
+LAPACK's (docs/decisions/embedding-gram.md).
 """
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 
-_CACHE: dict = {}
+
+def _lapack_function(name: str, n_args: int):
+    """SciPy's Cython LAPACK routine ``name`` as a numba external function (every argument a pointer).
+
+    The routine's address is registered with LLVM under a symbol name, so numba
+    links compiled code to it by name and can cache that code on disk.
+    """
+    import llvmlite.binding as llvm
+    from numba import types
+    from scipy.linalg import cython_lapack
+
+    capsule = cython_lapack.__pyx_capi__[name]
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    symbol = f"latentsky_scipy_{name}"
+    llvm.add_symbol(symbol, get_pointer(capsule, get_name(capsule)))
+    return types.ExternalFunction(symbol, types.void(*[types.voidptr] * n_args))
 
 
-def compiled_solver():
-    """The numba solver (compiled on first use, cached on disk); None without numba."""
-    if "solve" in _CACHE:
-        return _CACHE["solve"]
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba comes with umap-learn
-        _CACHE["solve"] = None
-        return None
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba comes with umap-learn
+    _solve = None
+else:
+    # dposv(uplo, n, nrhs, a, lda, b, ldb, info); a module global, so numba caches the code that calls it
+    _DPOSV = _lapack_function("dposv", 8)
 
-    @numba.njit(fastmath=True, nogil=True, cache=True, error_model="numpy")
-    def solve(gram, xty, ridge, out, ok):
+    @numba.njit(nogil=True, cache=True)
+    def _solve(gram, xty, ridge, out, ok):
         n, M, _ = gram.shape
-        A = np.empty((M, M))  # the upper triangle of gram + ridge I, then of its factor R (A = R^T R)
-        R = np.zeros((4, M))  # the current panel's rows of R
-        w = np.empty(M)
+        A = np.empty((M, M))  # gram + ridge I; LAPACK overwrites a triangle with the factor
+        w = np.empty(M)  # xty, then the solution
+        uplo = np.array([ord("U")], np.uint8)  # symmetric: either triangle of the row-major copy
+        ints = np.empty(5, np.int32)  # n, nrhs, lda, ldb, info
         for b in range(n):
+            A[:, :] = gram[b]
             for i in range(M):
-                gi = gram[b, i]  # a row as a 1-D view: the copy vectorises
-                ai = A[i]
-                for j in range(i, M):
-                    ai[j] = gi[j]
                 A[i, i] += ridge
                 w[i] = xty[b, i]
-            good = True
-            for k0 in range(0, M, 4):
-                kb = min(4, M - k0)
-                for r in range(kb):  # the panel's rows, one at a time
-                    k = k0 + r
-                    d = A[k, k]
-                    if not d > 0.0:  # not positive definite in floating point (or NaN)
-                        good = False
-                        break
-                    d = np.sqrt(d)
-                    inv = 1.0 / d
-                    A[k, k] = d
-                    R[r, k] = d
-                    for j in range(k + 1, M):
-                        v = A[k, j] * inv
-                        A[k, j] = v
-                        R[r, j] = v
-                    for q in range(r + 1, kb):
-                        i = k0 + q
-                        a = R[r, i]
-                        for j in range(i, M):
-                            A[i, j] -= a * R[r, j]
-                if not good:
-                    break
-                e = k0 + kb
-                if kb == 4:  # the trailing rows, each by one rank-4 update
-                    for i in range(e, M):
-                        a0 = R[0, i]
-                        a1 = R[1, i]
-                        a2 = R[2, i]
-                        a3 = R[3, i]
-                        for j in range(i, M):
-                            A[i, j] -= a0 * R[0, j] + a1 * R[1, j] + a2 * R[2, j] + a3 * R[3, j]
-                else:
-                    for r in range(kb):
-                        for i in range(e, M):
-                            a = R[r, i]
-                            for j in range(i, M):
-                                A[i, j] -= a * R[r, j]
-            ok[b] = good
-            if not good:
-                continue
-            for k in range(M):  # R^T z = xty
-                z = w[k] / A[k, k]
-                w[k] = z
-                for j in range(k + 1, M):
-                    w[j] -= z * A[k, j]
-            for k in range(M - 1, -1, -1):  # R w = z
-                s = w[k]
-                for j in range(k + 1, M):
-                    s -= A[k, j] * w[j]
-                w[k] = s / A[k, k]
-            for i in range(M):
-                out[b, i] = w[i]
-
-    _CACHE["solve"] = solve
-    return solve
+            ints[0] = M
+            ints[1] = 1
+            ints[2] = M
+            ints[3] = M
+            ints[4] = 0
+            _DPOSV(
+                uplo.ctypes,
+                ints[0:].ctypes,
+                ints[1:].ctypes,
+                A.ctypes,
+                ints[2:].ctypes,
+                w.ctypes,
+                ints[3:].ctypes,
+                ints[4:].ctypes,
+            )
+            ok[b] = ints[4] == 0  # > 0: not positive definite in floating point
+            if ok[b]:
+                out[b] = w
 
 
 def solve(gram: np.ndarray, xty: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray] | None:
     """``(out, ok)``: the solutions (n, M) and whether each system was positive definite; None without numba.
 
     Rows with ``ok`` False are left unset (the caller solves them another way).
+    Call it with single-threaded BLAS (:func:`latentsky.embed.backends.single_threaded_blas`):
+    threads only contend on systems this small.
     """
-    kernel = compiled_solver()
-    if kernel is None:  # pragma: no cover - numba comes with umap-learn
+    if _solve is None:  # pragma: no cover - numba comes with umap-learn
         return None
     gram = np.ascontiguousarray(gram, dtype="f8")
     xty = np.ascontiguousarray(xty, dtype="f8")
     out = np.empty(xty.shape)
     ok = np.ones(len(xty), np.bool_)
-    kernel(gram, xty, float(ridge), out, ok)
+    _solve(gram, xty, float(ridge), out, ok)  # compiled on first use, cached on disk
     return out, ok

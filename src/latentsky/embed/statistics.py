@@ -130,15 +130,15 @@ def solve_readouts(gram: np.ndarray, xty: np.ndarray, ridge: float) -> np.ndarra
     gram = np.asarray(gram, dtype="f8")
     xty = np.asarray(xty, dtype="f8")
     # A Cholesky solve per spectrum: the systems are symmetric positive definite
-    # once the ridge is added.  The compiled one releases the GIL (callers
-    # parallelise over spectra); LAPACK's is the fallback without numba and for a
-    # system not positive definite in floating point.
-    done = solve(gram, xty, ridge)
-    out, ok = done if done is not None else (np.empty(xty.shape), np.zeros(len(xty), bool))
-    eye = ridge * np.eye(gram.shape[-1])
+    # once the ridge is added.  The compiled call releases the GIL (callers
+    # parallelise over spectra); SciPy's wrapper is the fallback without numba,
+    # then least squares for a system not positive definite in floating point.
     # Multi-threaded BLAS on these 101x101 problems was up to 10x slower than
     # one thread here (threads fight over tiny problems).
     with single_threaded_blas():
+        done = solve(gram, xty, ridge)
+        out, ok = done if done is not None else (np.empty(xty.shape), np.zeros(len(xty), bool))
+        eye = ridge * np.eye(gram.shape[-1])
         for i in np.flatnonzero(~ok):
             _, w, info = dposv(gram[i] + eye, xty[i], lower=0, overwrite_a=1)
             if info != 0:  # not positive definite in floating point
