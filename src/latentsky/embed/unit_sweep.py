@@ -30,9 +30,22 @@ skips steps with mask 0.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from latentsky.embed.compiled_kernel import gram_block, jit, tanh32, write_sums
+
+
+@numba.njit(fastmath=True, inline="always", cache=True, error_model="numpy")
+def unit_states(zi, zp, uu, r, vi, bi, oi, varying):
+    # one unit's states over a run of steps from the previous unit's one step earlier (all views
+    # starting at 0: LLVM vectorises these loops, not 2-D indexing); oi: the bias term per step
+    if varying:
+        for k in range(zi.size):
+            zi[k] = tanh32(r * zp[k] + vi * uu[k] + oi[k])
+    else:
+        for k in range(zi.size):
+            zi[k] = tanh32(r * zp[k] + vi * uu[k] + bi)
 
 
 @jit
@@ -63,17 +76,7 @@ def units(u, mask, y, vin, bias, offT, r, K, tile, in_place, Zb, gram, xty):
         # the first block's triangle: unit i at steps [0, i), from the zero state
         for i in range(1, N):
             ce = min(i, T)
-            zp = Z[i - 1, 0:ce]
-            zi = Z[i, 1 : ce + 1]
-            vi = vin[i]
-            if varying:
-                oi = offT[i, 0:ce]
-                for k in range(ce):
-                    zi[k] = tanh32(r * zp[k] + vi * ub[k] + oi[k])
-            else:
-                bi = bias[i]
-                for k in range(ce):
-                    zi[k] = tanh32(r * zp[k] + vi * ub[k] + bi)
+            unit_states(Z[i, 1 : ce + 1], Z[i - 1, 0:ce], ub[0:ce], r, vin[i], bias[i], offT[i, 0:ce], varying)
         base = 0
         while base < T:
             kb = min(K, T - base)  # steps of this block
@@ -83,20 +86,16 @@ def units(u, mask, y, vin, bias, offT, r, K, tile, in_place, Zb, gram, xty):
                     ce = min(s + N + i, T - base)
                     if ce <= c0:
                         continue
-                    n = ce - c0
-                    # views starting at 0: LLVM vectorises these loops, not 2-D indexing
-                    zp = Z[i - 1 if i > 0 else N - 1, c0:ce]
-                    zi = Z[i, c0 + 1 : ce + 1]
-                    uu = ub[base + c0 : base + ce]
-                    vi = vin[i]
-                    if varying:
-                        oi = offT[i, base + c0 : base + ce]
-                        for k in range(n):
-                            zi[k] = tanh32(r * zp[k] + vi * uu[k] + oi[k])
-                    else:
-                        bi = bias[i]
-                        for k in range(n):
-                            zi[k] = tanh32(r * zp[k] + vi * uu[k] + bi)
+                    unit_states(
+                        Z[i, c0 + 1 : ce + 1],
+                        Z[i - 1 if i > 0 else N - 1, c0:ce],
+                        ub[base + c0 : base + ce],
+                        r,
+                        vin[i],
+                        bias[i],
+                        offT[i, base + c0 : base + ce],
+                        varying,
+                    )
             kv = 0
             ones = True
             for c in range(kb):
