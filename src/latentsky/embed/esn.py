@@ -44,10 +44,10 @@ from latentsky.exceptions import EmbeddingError
 log = logging.getLogger(__name__)
 _D = ESN_DEFAULTS
 
-#: The parameters that define the reservoir's weights (what :func:`~latentsky.embed.tuning.tune_reservoir` may tune).
 #: Most spectra in one slice of a batch (one thread's unit of work: masking, reservoir, sums, solve):
 #: the slice's Gram matrices (83 kB each for N = 100) are still in cache when its readouts are solved.
 SLICE_SPECTRA = 64
+#: The parameters that define the reservoir's weights (what :func:`~latentsky.embed.tuning.tune_reservoir` may tune).
 RESERVOIR_PARAMS = ("cycle_weight", "input_scaling", "bias", "leak_rate", "position_scaling")
 
 

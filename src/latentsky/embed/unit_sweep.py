@@ -10,7 +10,8 @@ and dispatches to it) sweeps one step at a time over the units instead; with a
 leak a unit also depends on its own previous step, which that order needs.
 
 Schedule.  The states of a block of ``K`` steps (a multiple of ``N``) live in
-``Z`` (N x (K + N + 1) float32, column ``c + 1`` holds step ``base + c``).  In
+``Z`` (N x (K + N + 17) float32: column ``c + 1`` holds step ``base + c``, the
+last 16 columns are slack for a block's final vector of steps).  In
 sub-pass ``s`` (steps ``s, s + N, ...`` of the block) unit ``i`` computes
 columns ``[s + i, s + i + N)``: a parallelogram.  Unit ``i`` reads unit
 ``i - 1``'s columns ``[s + i - 1, s + i - 1 + N)``, just computed in the same
