@@ -137,8 +137,11 @@ def test_save_load_round_trip_gives_identical_latent_points(coupled_ae, sample_e
     np.testing.assert_array_equal(loaded.transform(readouts), z)
     np.testing.assert_array_equal(loaded.transform(sample_embeddings), coupled_ae.transform(sample_embeddings))
     # read from disk in the store's chunks, the batches differ in size from the array's one batch, and
-    # the matrix products may round the last bit differently (seen: 12 of 250 values, 2e-8 apart)
-    np.testing.assert_allclose(loaded.transform(sample_embeddings), z, rtol=1e-5, atol=1e-7)
+    # the float32 matrix products may round differently: float32 rounding of the map's scale, not of each
+    # value (seen: 12 of 250 values 2e-8 apart with AVX-512; with AVX2 oneDNN kernels 2 values 2.3e-6 apart,
+    # on a map spanning +-7)
+    scale = np.abs(z).max()
+    np.testing.assert_allclose(loaded.transform(sample_embeddings), z, rtol=1e-5, atol=1e-6 * scale)
     np.testing.assert_array_equal(loaded.inverse_transform(z), coupled_ae.inverse_transform(z))
     assert loaded.get_params()["hidden"] == (32,) and loaded.map == "coupled"
     assert loaded.history_ == coupled_ae.history_ and loaded.gradient_shares_ == coupled_ae.gradient_shares_

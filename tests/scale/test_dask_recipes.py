@@ -187,11 +187,12 @@ def test_gateway_recipe_runs_latentsky_on_a_real_gateway(sample_store, single, l
 
     monkeypatch.setenv("JUPYTER_IMAGE_SPEC", "registry.example/latentsky:2026.12")
     config = recipe("gateway.yaml")
-    # The local back end starts workers in a clean environment. Bitwise equality needs the BLAS kernels
-    # this process uses (OpenBLAS picks them by CPU, or by OPENBLAS_CORETYPE where a site sets it);
-    # otherwise the ridge solutions differ in the 12th digit.
-    if "OPENBLAS_CORETYPE" in os.environ:
-        config["gateway"]["cluster"]["options"]["environment"]["OPENBLAS_CORETYPE"] = os.environ["OPENBLAS_CORETYPE"]
+    # The local back end starts workers in a clean environment. Bitwise equality needs the kernels this
+    # process uses (OpenBLAS and numba pick them by CPU, or by these variables where a site sets them,
+    # e.g. bench/_cpu.py's forced AVX2); otherwise the ridge solutions differ in the 12th digit.
+    for name in ("OPENBLAS_CORETYPE", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NPY_DISABLE_CPU_FEATURES"):
+        if name in os.environ:
+            config["gateway"]["cluster"]["options"]["environment"][name] = os.environ[name]
     # the recipe's client settings, pointed at the local server instead of the hub's
     with dask.config.set(config), dask.config.set(local_gateway), dask_client(cluster="gateway", workers=2) as client:
         client.wait_for_workers(2, timeout=120)
