@@ -78,12 +78,7 @@ def ufunc_statistics(
                 np.matmul(x, W_T, out=wx)
             sk = St[k]
             sk += wx
-            # tanh in float64, rounded once to the state dtype (0.5 ulp; NumPy's float32 tanh is
-            # off by up to 1.37 ulp).  With the float32 tanh the random reservoir's readouts sat
-            # 0.95e-5 (AVX-512) and 1.1e-5 (AVX2: OpenBLAS's Haswell sgemm rounds W x otherwise)
-            # from the float64 reference, against the tests' 1e-5; now 7.1e-6 and 7.8e-6.  Costs
-            # ~14% of this fall-back kernel's time.
-            np.tanh(sk, out=sk, dtype=np.float64)
+            np.tanh(sk, out=sk)
             if a != 1.0:
                 sk *= a
                 sk += (f32(1.0) - a) * x
