@@ -32,7 +32,7 @@ from astropy.table import Table
 from astropy.time import Time
 
 from latentsky.config import conf
-from latentsky.download.names import safe_name  # noqa: F401 - the one file-name sanitiser, used by the clients
+from latentsky.download.names import safe_name  # the one file-name sanitiser, also used by the clients
 from latentsky.exceptions import ArchiveError, CoordinateError
 
 PRODUCT_COLUMNS = ("archive", "product_id", "object", "ra", "dec", "date", "instrument", "access_url")
@@ -389,3 +389,28 @@ def require_columns(table: Table, columns: Iterable[str], *, parameter: str = "p
     missing = [c for c in columns if c not in table.colnames]
     if missing:
         raise ArchiveError(f"{parameter}: table lacks column(s) {missing}; it has {table.colnames}")
+
+
+def fits_items(products: Table, dest: str | Path, *, archive: str, file_prefix: str = "") -> list:
+    """Download items for a table of products with ``product_id`` and ``access_url`` columns (no network).
+
+    Each row becomes key ``<archive>/<product_id>``, file
+    ``dest/<file_prefix><product_id>.fits`` (made file-name safe), checked as
+    FITS on arrival; a product listed twice (two nearby positions matched it)
+    is fetched once.
+    """
+    from latentsky.download.items import DownloadItem
+
+    require_columns(products, ("product_id", "access_url"))
+    dest = Path(dest)
+    items = {}
+    for row in products:
+        key = f"{archive}/{row['product_id']}"
+        if key not in items:
+            items[key] = DownloadItem(
+                key=key,
+                url=str(row["access_url"]),
+                dest=dest / safe_name(f"{file_prefix}{row['product_id']}.fits"),
+                kind="fits",
+            )
+    return list(items.values())

@@ -38,7 +38,7 @@ from astropy.table import Table, vstack
 from astropy.time import Time
 
 from latentsky.archives import sdss_skyserver as skyserver
-from latentsky.archives.base import Archive, parse_coordinates, require_columns, safe_name
+from latentsky.archives.base import Archive, fits_items, parse_coordinates, require_columns
 from latentsky.archives.sdss_skyserver import astroquery_sdss, parse_skyserver_csv, skyserver_base
 from latentsky.archives.sdss_sql import PHOTO_COLUMNS, SPEC_COLUMNS, identifiers_sql, photometry_sql, spectra_sql
 from latentsky.config import conf
@@ -338,24 +338,7 @@ class SDSS(Archive):
     # ------------------------------------------------------------------ plan
     def plan(self, products: Table, dest: str | Path) -> list:
         """Download items for SDSS spectra (no network): ``dest/spec-PPPP-MJD-FFFF.fits``, one per spectrum."""
-        from latentsky.download.items import DownloadItem
-
-        require_columns(products, ("product_id", "access_url"))
-        dest = Path(dest)
-        items = {}
-        for row in products:
-            # one spectrum matched by two nearby positions appears twice in a query: fetch it once
-            key = f"sdss/{row['product_id']}"
-            items.setdefault(
-                key,
-                DownloadItem(
-                    key=key,
-                    url=str(row["access_url"]),
-                    dest=dest / safe_name(f"spec-{row['product_id']}.fits"),
-                    kind="fits",
-                ),
-            )
-        return list(items.values())
+        return fits_items(products, dest, archive="sdss", file_prefix="spec-")
 
 
 def spectrum_url(plate: int, mjd: int, fiber: int, run2d: str = "26", *, data_release: int | None = None) -> str:

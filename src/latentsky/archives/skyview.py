@@ -30,10 +30,10 @@ from latentsky.archives.astroquery_call import call
 from latentsky.archives.base import (
     Archive,
     check_offline,
+    fits_items,
     parse_coordinates,
     parse_radius,
     request,
-    require_columns,
     safe_name,
     session,
 )
@@ -156,19 +156,7 @@ class SkyView(Archive):
 
     def plan(self, products: Table, dest: str | Path) -> list:
         """Download items for SkyView images (no network): ``dest/<survey>_<ra><dec>_<pixels>.fits``."""
-        from latentsky.download.items import DownloadItem
-
-        require_columns(products, ("product_id", "access_url"))
-        dest = Path(dest)
-        return [
-            DownloadItem(
-                key=f"skyview/{row['product_id']}",
-                url=str(row["access_url"]),
-                dest=dest / safe_name(f"{row['product_id']}.fits"),
-                kind="fits",
-            )
-            for row in products
-        ]
+        return fits_items(products, dest, archive="skyview")
 
 
 def _raise(message: str):

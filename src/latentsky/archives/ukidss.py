@@ -35,11 +35,10 @@ from latentsky.archives.astroquery_call import call
 from latentsky.archives.base import (
     Archive,
     check_offline,
+    fits_items,
     parse_coordinates,
     parse_radius,
     request,
-    require_columns,
-    safe_name,
     session,
 )
 from latentsky.config import conf
@@ -172,19 +171,7 @@ class Ukidss(Archive):
 
     def plan(self, products: Table, dest: str | Path) -> list:
         """Download items for UKIDSS cut-outs (no network): ``dest/ukidss_<band>_<ra><dec>_<k>.fits``."""
-        from latentsky.download.items import DownloadItem
-
-        require_columns(products, ("product_id", "access_url"))
-        dest = Path(dest)
-        return [
-            DownloadItem(
-                key=f"ukidss/{row['product_id']}",
-                url=str(row["access_url"]),
-                dest=dest / safe_name(f"ukidss_{row['product_id']}.fits"),
-                kind="fits",
-            )
-            for row in products
-        ]
+        return fits_items(products, dest, archive="ukidss", file_prefix="ukidss_")
 
 
 def _linked_table(client, page) -> Table:
