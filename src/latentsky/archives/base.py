@@ -414,3 +414,31 @@ def fits_items(products: Table, dest: str | Path, *, archive: str, file_prefix: 
                 kind="fits",
             )
     return list(items.values())
+
+
+def cutout_table(archive: str, ra: float, dec: float, ids, urls, instrument, **extra) -> Table:
+    """The products table of images cut out around one position (degrees): one row per URL.
+
+    Columns: the common ones of every archive's products (``archive``,
+    ``product_id``, ``object`` -- the position as text --, ``ra``, ``dec`` in
+    deg, ``date`` empty, ``instrument`` -- one name or one per row --,
+    ``access_url``), then ``extra`` (a value per row, or one for all).
+    """
+    n = len(urls)
+
+    def per_row(value):
+        return list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value] * n
+
+    return Table(
+        {
+            "archive": [archive] * n,
+            "product_id": list(ids),
+            "object": [f"{ra:.5f} {dec:+.5f}"] * n,
+            "ra": np.full(n, ra) * u.deg,
+            "dec": np.full(n, dec) * u.deg,
+            "date": [""] * n,
+            "instrument": per_row(instrument),
+            "access_url": [str(x) for x in urls],
+            **{k: per_row(v) for k, v in extra.items()},
+        }
+    )

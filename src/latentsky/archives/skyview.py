@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
@@ -30,6 +29,7 @@ from latentsky.archives.astroquery_call import call
 from latentsky.archives.base import (
     Archive,
     check_offline,
+    cutout_table,
     fits_items,
     parse_coordinates,
     parse_radius,
@@ -123,21 +123,7 @@ class SkyView(Archive):
             raise ArchiveError(f"skyview: asked for {len(surveys)} surveys, the results page links {len(urls)} images")
         ra, dec = float(coord.ra.deg), float(coord.dec.deg)
         ids = [f"{safe_name(s)}_{ra:.5f}{dec:+.5f}_{int(pixels)}" for s in surveys]
-        n = len(urls)
-        return Table(
-            {
-                "archive": ["skyview"] * n,
-                "product_id": ids,
-                "object": [f"{ra:.5f} {dec:+.5f}"] * n,
-                "ra": np.full(n, ra) * u.deg,
-                "dec": np.full(n, dec) * u.deg,
-                "date": [""] * n,
-                "instrument": surveys,
-                "access_url": urls,
-                "survey": surveys,
-                "pixels": np.full(n, int(pixels)),
-            }
-        )
+        return cutout_table("skyview", ra, dec, ids, urls, surveys, survey=surveys, pixels=int(pixels))
 
     def get_images(self, position, surveys, **kwargs) -> list:
         """The images of :meth:`query` as :class:`~astropy.io.fits.HDUList` objects (fetched now, in memory)."""

@@ -35,6 +35,7 @@ from latentsky.archives.astroquery_call import call
 from latentsky.archives.base import (
     Archive,
     check_offline,
+    cutout_table,
     fits_items,
     parse_coordinates,
     parse_radius,
@@ -153,21 +154,8 @@ class Ukidss(Archive):
         if get_query_payload:
             return urls
         ra, dec = float(coord.ra.deg), float(coord.dec.deg)
-        n = len(urls)
-        ids = [f"{waveband}_{ra:.5f}{dec:+.5f}_{k}" for k in range(n)]
-        return Table(
-            {
-                "archive": ["ukidss"] * n,
-                "product_id": ids,
-                "object": [f"{ra:.5f} {dec:+.5f}"] * n,
-                "ra": np.full(n, ra) * u.deg,
-                "dec": np.full(n, dec) * u.deg,
-                "date": [""] * n,
-                "instrument": ["WFCAM"] * n,
-                "access_url": [str(x) for x in urls],
-                "waveband": [waveband] * n,
-            }
-        )
+        ids = [f"{waveband}_{ra:.5f}{dec:+.5f}_{k}" for k in range(len(urls))]
+        return cutout_table("ukidss", ra, dec, ids, urls, "WFCAM", waveband=waveband)
 
     def plan(self, products: Table, dest: str | Path) -> list:
         """Download items for UKIDSS cut-outs (no network): ``dest/ukidss_<band>_<ra><dec>_<k>.fits``."""
