@@ -129,5 +129,7 @@ def test_prepared_decoded_readouts_draw_the_same_curve_without_tensorflow(sample
     )
     assert got["tf"] is False, "the app loaded TensorFlow although the readouts were prepared"
     expected = with_model.spectrum(40)
-    np.testing.assert_allclose(np.array(got["model"], dtype=float), expected["model"], rtol=1e-6, equal_nan=True)
+    # the decoder's float32 outputs, batched otherwise, round otherwise: 1.9e-6 apart seen with AVX2's oneDNN
+    # kernels (another row's curve differs by 60% to 7x at its worst pixel, in the demo's results)
+    np.testing.assert_allclose(np.array(got["model"], dtype=float), expected["model"], rtol=1e-5, equal_nan=True)
     assert got["label"] == expected["model_label"]
