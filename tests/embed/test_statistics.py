@@ -1,5 +1,5 @@
 """The ridge readouts solved from the statistics: the compiled LAPACK call against NumPy's solve, and a
-system that is not positive definite falls back to LAPACK and least squares instead of failing."""
+system that is not positive definite is solved by least squares instead of failing."""
 
 import numpy as np
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 
+import numba
 import numpy as np
 
 
@@ -37,55 +38,49 @@ def _lapack_function(name: str, n_args: int):
     return types.ExternalFunction(symbol, types.void(*[types.voidptr] * n_args))
 
 
-try:
-    import numba
-except ImportError:  # pragma: no cover - numba comes with umap-learn
-    _solve = None
-else:
-    # dposv(uplo, n, nrhs, a, lda, b, ldb, info); a module global, so numba caches the code that calls it
-    _DPOSV = _lapack_function("dposv", 8)
-
-    @numba.njit(nogil=True, cache=True)
-    def _solve(gram, xty, ridge, out, ok):
-        n, M, _ = gram.shape
-        A = np.empty((M, M))  # gram + ridge I; LAPACK overwrites a triangle with the factor
-        w = np.empty(M)  # xty, then the solution
-        uplo = np.array([ord("U")], np.uint8)  # symmetric: either triangle of the row-major copy
-        ints = np.empty(5, np.int32)  # n, nrhs, lda, ldb, info
-        for b in range(n):
-            A[:, :] = gram[b]
-            for i in range(M):
-                A[i, i] += ridge
-                w[i] = xty[b, i]
-            ints[0] = M
-            ints[1] = 1
-            ints[2] = M
-            ints[3] = M
-            ints[4] = 0
-            _DPOSV(
-                uplo.ctypes,
-                ints[0:].ctypes,
-                ints[1:].ctypes,
-                A.ctypes,
-                ints[2:].ctypes,
-                w.ctypes,
-                ints[3:].ctypes,
-                ints[4:].ctypes,
-            )
-            ok[b] = ints[4] == 0  # > 0: not positive definite in floating point
-            if ok[b]:
-                out[b] = w
+# dposv(uplo, n, nrhs, a, lda, b, ldb, info); a module global, so numba caches the code that calls it
+_DPOSV = _lapack_function("dposv", 8)
 
 
-def solve(gram: np.ndarray, xty: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(out, ok)``: the solutions (n, M) and whether each system was positive definite; None without numba.
+@numba.njit(nogil=True, cache=True)
+def _solve(gram, xty, ridge, out, ok):
+    n, M, _ = gram.shape
+    A = np.empty((M, M))  # gram + ridge I; LAPACK overwrites a triangle with the factor
+    w = np.empty(M)  # xty, then the solution
+    uplo = np.array([ord("U")], np.uint8)  # symmetric: either triangle of the row-major copy
+    ints = np.empty(5, np.int32)  # n, nrhs, lda, ldb, info
+    for b in range(n):
+        A[:, :] = gram[b]
+        for i in range(M):
+            A[i, i] += ridge
+            w[i] = xty[b, i]
+        ints[0] = M
+        ints[1] = 1
+        ints[2] = M
+        ints[3] = M
+        ints[4] = 0
+        _DPOSV(
+            uplo.ctypes,
+            ints[0:].ctypes,
+            ints[1:].ctypes,
+            A.ctypes,
+            ints[2:].ctypes,
+            w.ctypes,
+            ints[3:].ctypes,
+            ints[4:].ctypes,
+        )
+        ok[b] = ints[4] == 0  # > 0: not positive definite in floating point
+        if ok[b]:
+            out[b] = w
+
+
+def solve(gram: np.ndarray, xty: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(out, ok)``: the solutions (n, M) and whether each system was positive definite.
 
     Rows with ``ok`` False are left unset (the caller solves them another way).
     Call it with single-threaded BLAS (:func:`latentsky.embed.backends.single_threaded_blas`):
     threads only contend on systems this small.
     """
-    if _solve is None:  # pragma: no cover - numba comes with umap-learn
-        return None
     gram = np.ascontiguousarray(gram, dtype="f8")
     xty = np.ascontiguousarray(xty, dtype="f8")
     out = np.empty(xty.shape)

@@ -123,27 +123,22 @@ def solve_readouts(gram: np.ndarray, xty: np.ndarray, ridge: float) -> np.ndarra
         isinstance(ridge, numbers.Real) and np.isfinite(ridge) and ridge > 0,
         "must be a positive number",
     )
-    from scipy.linalg.lapack import dposv
-
     from latentsky.embed.ridge_solve import solve
 
     gram = np.asarray(gram, dtype="f8")
     xty = np.asarray(xty, dtype="f8")
     # A Cholesky solve per spectrum: the systems are symmetric positive definite
     # once the ridge is added.  The compiled call releases the GIL (callers
-    # parallelise over spectra); SciPy's wrapper is the fallback without numba,
-    # then least squares for a system not positive definite in floating point.
+    # parallelise over spectra); a system not positive definite in floating point
+    # is solved by least squares (SciPy's dposv is the same LAPACK routine and
+    # would stop at the same pivot).
     # Multi-threaded BLAS on these 101x101 problems was up to 10x slower than
     # one thread here (threads fight over tiny problems).
     with single_threaded_blas():
-        done = solve(gram, xty, ridge)
-        out, ok = done if done is not None else (np.empty(xty.shape), np.zeros(len(xty), bool))
+        out, ok = solve(gram, xty, ridge)
         eye = ridge * np.eye(gram.shape[-1])
         for i in np.flatnonzero(~ok):
-            _, w, info = dposv(gram[i] + eye, xty[i], lower=0, overwrite_a=1)
-            if info != 0:  # not positive definite in floating point
-                w = np.linalg.lstsq(gram[i] + eye, xty[i], rcond=None)[0]
-            out[i] = w
+            out[i] = np.linalg.lstsq(gram[i] + eye, xty[i], rcond=None)[0]
     return out
 
 
